@@ -1,0 +1,61 @@
+# cdp_traits — PGXS build
+#
+#   make                      build the library and the install script
+#   make install              install into the PostgreSQL found by pg_config
+#   make installcheck         regression, isolation and TAP tests, each against
+#                             a throw-away server started by the harness
+#
+# The tests start their own servers (--temp-instance), so they need no running
+# cluster, but initdb refuses to run as root: run them as an ordinary user
+# (scripts/test.sh does that for you).
+
+EXTENSION = cdp_traits
+EXTVERSION = 0.1.0
+
+MODULE_big = cdp_traits
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PGFILEDESC = "cdp_traits - customer data platform core"
+
+# The install script is assembled from one file per concern, in name order.
+SQL_PARTS = $(sort $(wildcard src/sql/*.sql))
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard $(EXTENSION)--*--*.sql))
+
+PG_CPPFLAGS = -Isrc -DCDP_VERSION=\"$(EXTVERSION)\"
+PG_CFLAGS = -Wall -Wmissing-prototypes -Wpointer-arith -Werror=vla
+ifdef WERROR
+PG_CFLAGS += -Werror
+endif
+
+# Regression suites (sql/ + expected/), run against a temporary instance that
+# preloads the library (test/cdp_traits.conf).
+REGRESS = extension guc
+REGRESS_OPTS = --temp-instance=./tmp_check_regress \
+	--temp-config=$(srcdir)/test/cdp_traits.conf \
+	--load-extension=$(EXTENSION)
+
+# Isolation specs (test/isolation/specs + test/isolation/expected).
+ISOLATION = smoke
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
+	--temp-instance=./tmp_check_iso \
+	--temp-config=$(srcdir)/test/cdp_traits.conf \
+	--load-extension=$(EXTENSION)
+
+# TAP tests (test/t/*.pl), PostgreSQL::Test::Cluster.
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+
+# Deterministic test output: C locale, UTF-8 databases.
+NO_LOCALE = 1
+ENCODING = UTF8
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+.PHONY: bench
+bench:
+	bash test/bench/run.sh

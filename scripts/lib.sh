@@ -1,0 +1,69 @@
+# Shared helpers for scripts/demo.sh and scripts/test.sh (sourced, not run).
+#
+# Both scripts are meant to work as root on a fresh Debian 12 machine that has
+# only the PostgreSQL 15 server: they install the build dependencies, build and
+# install the extension, and run servers as the unprivileged "postgres" user
+# (initdb refuses to run as root).
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=/usr/lib/postgresql/15/bin
+export PATH="$PG_BIN:$PATH"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ensure_deps: install what building and testing need, if anything is missing.
+ensure_deps() {
+	local missing=()
+	command -v make >/dev/null 2>&1 || missing+=(make)
+	command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+	[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || missing+=(postgresql-server-dev-15)
+	[ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
+	perl -MIPC::Run -e1 >/dev/null 2>&1 || missing+=(libipc-run-perl)
+	command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+	if [ ${#missing[@]} -gt 0 ]; then
+		[ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run as root so they can be installed"
+		say "installing ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends \
+			"${missing[@]}" postgresql-server-dev-15 libipc-run-perl make gcc libc6-dev >/dev/null
+	fi
+	id postgres >/dev/null 2>&1 || die "no postgres user (is the postgresql-15 package installed?)"
+}
+
+# build_install: compile warning-free and install into the server's directories.
+build_install() {
+	say "building and installing cdp_traits"
+	make -C "$REPO" -s WERROR=1 >/dev/null
+	if [ "$(id -u)" = 0 ]; then
+		make -C "$REPO" -s install >/dev/null
+	else
+		sudo make -C "$REPO" -s install >/dev/null
+	fi
+}
+
+# as_postgres CMD...: run a command as the postgres user (we may already be it).
+as_postgres() {
+	if [ "$(id -un)" = postgres ]; then
+		"$@"
+	elif [ "$(id -u)" = 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		sudo -u postgres -- "$@"
+	fi
+}
+
+# scratch_copy DIR: a copy of the source tree that the postgres user owns, so
+# that test servers and result files can be written without touching the
+# caller's checkout.
+scratch_copy() {
+	local dir=$1
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	tar -C "$REPO" --exclude=.git --exclude='./tmp_check*' --exclude=./results \
+		--exclude=./output_iso --exclude=./.demo -cf - . | tar -C "$dir" -xf -
+	chown -R postgres: "$dir"
+}

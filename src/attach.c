@@ -1,0 +1,289 @@
+/*-------------------------------------------------------------------------
+ *
+ * attach.c
+ *		attach_events() and detach_events(): connecting the user's events
+ *		table to stitching.
+ *
+ * attach_events validates the table's columns, installs the statement
+ * triggers (on the table and, for a partitioned table, on each existing
+ * partition, so that writes addressed to a partition are stitched too),
+ * creates the cdp_traits.customer_events view, and stitches the rows already
+ * there.  The triggers and the view are not members of the extension (they
+ * belong with the user's table and are dumped with it) but depend on it, so
+ * DROP EXTENSION removes them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/dependency.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/typcache.h"
+
+#include "cdp_traits.h"
+#include "stitch.h"
+
+PG_FUNCTION_INFO_V1(cdp_attach_events);
+PG_FUNCTION_INFO_V1(cdp_detach_events);
+
+static const char *TriggerNames[] = {
+	"cdp_traits_stitch_insert", "cdp_traits_stitch_update",
+	"cdp_traits_stitch_delete", "cdp_traits_stitch_truncate"
+};
+
+/*
+ * check_column
+ *		Append a problem to buf if column name of relid is missing or of a
+ *		type not in the accepted list; returns the column's type.
+ */
+static Oid
+check_column(Oid relid, const char *name, const Oid *accepted, int naccepted,
+			 const char *expected, StringInfo buf)
+{
+	AttrNumber	att = get_attnum(relid, name);
+	Oid			type;
+	int			i;
+
+	if (att == InvalidAttrNumber)
+	{
+		appendStringInfo(buf, "%scolumn \"%s\" is missing (expected %s)",
+						 buf->len ? "; " : "", name, expected);
+		return InvalidOid;
+	}
+	type = get_atttype(relid, att);
+	if (naccepted == 0)
+		return type;
+	for (i = 0; i < naccepted; i++)
+		if (type == accepted[i])
+			return type;
+	appendStringInfo(buf, "%scolumn \"%s\" is of type %s (expected %s)",
+					 buf->len ? "; " : "", name, format_type_be(type), expected);
+	return type;
+}
+
+/*
+ * depend_on_extension
+ *		Record that an object goes away with the extension (without making it
+ *		a member, so pg_dump still dumps it).
+ */
+static void
+depend_on_extension(Oid classid, Oid objid)
+{
+	ObjectAddress obj;
+	ObjectAddress ext;
+
+	ObjectAddressSet(obj, classid, objid);
+	ObjectAddressSet(ext, ExtensionRelationId, get_extension_oid(CDP_EXTENSION_NAME, false));
+	recordDependencyOn(&obj, &ext, DEPENDENCY_AUTO_EXTENSION);
+}
+
+/*
+ * install_triggers
+ *		The four statement triggers on one table.
+ */
+static void
+install_triggers(Oid relid)
+{
+	char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid));
+	static const char *events[] = {
+		"INSERT ON %s REFERENCING NEW TABLE AS " CDP_NEW_TABLE,
+		"UPDATE ON %s REFERENCING OLD TABLE AS " CDP_OLD_TABLE " NEW TABLE AS " CDP_NEW_TABLE,
+		"DELETE ON %s REFERENCING OLD TABLE AS " CDP_OLD_TABLE,
+		"TRUNCATE ON %s"
+	};
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		char	   *on = psprintf(events[i], name);
+
+		cdp_execute_sql(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH STATEMENT "
+								 "EXECUTE FUNCTION cdp_traits.stitch_events()",
+								 TriggerNames[i], on),
+						SPI_OK_UTILITY, "installing a stitching trigger");
+		depend_on_extension(TriggerRelationId,
+							get_trigger_oid(relid, TriggerNames[i], false));
+	}
+}
+
+/*
+ * remove_triggers
+ *		Drop the stitching triggers from one table, if there.
+ */
+static void
+remove_triggers(Oid relid)
+{
+	char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid));
+	int			i;
+
+	for (i = 0; i < 4; i++)
+		cdp_execute_sql(psprintf("DROP TRIGGER IF EXISTS %s ON %s", TriggerNames[i], name),
+						SPI_OK_UTILITY, "removing a stitching trigger");
+}
+
+/*
+ * tables_of
+ *		The table and, if partitioned, all of its partitions.
+ */
+static List *
+tables_of(Oid relid)
+{
+	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+		return find_all_inheritors(relid, NoLock, NULL);
+	return list_make1_oid(relid);
+}
+
+/*
+ * invalidate_config
+ *		Every backend must reload the attached table and its plans.
+ */
+static void
+invalidate_config(void)
+{
+	CacheInvalidateRelcacheByRelid(get_relname_relid("events_source",
+													 get_namespace_oid(CDP_SCHEMA_NAME, false)));
+	stitch_invalidate();
+}
+
+/*
+ * cdp_attach_events
+ *		SQL: attach_events(events regclass).
+ */
+Datum
+cdp_attach_events(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	Relation	rel;
+	char		relkind;
+	StringInfoData problems;
+	Oid			idtype;
+	static const Oid text_types[] = {TEXTOID, VARCHAROID};
+	static const Oid time_types[] = {TIMESTAMPTZOID, TIMESTAMPOID};
+	static const Oid payload_types[] = {JSONBOID, JSONOID};
+	StitchConfig *cfg;
+	char	   *name;
+	ListCell   *lc;
+	Oid			viewid;
+
+	/* lock the table against concurrent writes while we set up */
+	rel = table_open(relid, ShareRowExclusiveLock);
+	relkind = rel->rd_rel->relkind;
+	name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+	table_close(rel, NoLock);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot attach \"%s\": it is not a table", name),
+				 errdetail("Events must be in a plain or partitioned table.")));
+
+	initStringInfo(&problems);
+	idtype = check_column(relid, "id", NULL, 0, "a type with equality", &problems);
+	if (OidIsValid(idtype) &&
+		!OidIsValid(lookup_type_cache(idtype, TYPECACHE_EQ_OPR)->eq_opr))
+		appendStringInfo(&problems, "%scolumn \"id\" is of type %s, which has no equality operator",
+						 problems.len ? "; " : "", format_type_be(idtype));
+	check_column(relid, "source_id", text_types, 2, "text", &problems);
+	check_column(relid, "type", text_types, 2, "text", &problems);
+	check_column(relid, "version", text_types, 2, "text", &problems);
+	check_column(relid, "event_time", time_types, 2, "timestamptz", &problems);
+	check_column(relid, "payload", payload_types, 2, "jsonb", &problems);
+	if (problems.len > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("cannot attach \"%s\" as the events table", name),
+				 errdetail("%s.", problems.data),
+				 errhint("The events table needs columns id, source_id text, type text, version text, "
+						 "event_time timestamptz and payload jsonb; other columns are ignored.")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg && cfg->attached)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("an events table is already attached: %s", cfg->events_name),
+				 errdetail("cdp_traits stitches one events table per database."),
+				 errhint("Run cdp_traits.detach_events() first to attach another table.")));
+
+	cdp_execute_sql(psprintf("INSERT INTO cdp_traits.events_source (events, id_type, attached) "
+							 "VALUES (%u, %u, true) ON CONFLICT (singleton) DO UPDATE "
+							 "SET events = EXCLUDED.events, id_type = EXCLUDED.id_type, "
+							 "attached = true, attached_at = pg_catalog.now()",
+							 relid, idtype),
+					SPI_OK_INSERT, "recording the events table");
+
+	foreach(lc, tables_of(relid))
+		install_triggers(lfirst_oid(lc));
+
+	cdp_execute_sql("DROP VIEW IF EXISTS cdp_traits.customer_events",
+					SPI_OK_UTILITY, "replacing customer_events");
+	cdp_execute_sql(psprintf("CREATE VIEW cdp_traits.customer_events AS "
+							 "SELECT ev.*, ee.customer_entity_id FROM %s ev "
+							 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = ev.id::text",
+							 name),
+					SPI_OK_UTILITY, "creating customer_events");
+	viewid = get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false));
+	depend_on_extension(RelationRelationId, viewid);
+	cdp_execute_sql("COMMENT ON VIEW cdp_traits.customer_events IS "
+					"'the attached events with the customer entity each belongs to'",
+					SPI_OK_UTILITY, "commenting customer_events");
+
+	invalidate_config();
+	CommandCounterIncrement();
+
+	/* stitch what is already there */
+	{
+		CdpExecState es;
+
+		cdp_exec_begin(&es);
+		(void) stitch_config(false);
+		stitch_lock_global(true);
+		stitch_scope(NULL, 0, true, NULL, NULL);
+		cdp_exec_end(&es);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * cdp_detach_events
+ *		SQL: detach_events().
+ */
+Datum
+cdp_detach_events(PG_FUNCTION_ARGS)
+{
+	StitchConfig *cfg;
+	ListCell   *lc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg == NULL || !cfg->attached)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no events table is attached")));
+	foreach(lc, tables_of(cfg->events_relid))
+		remove_triggers(lfirst_oid(lc));
+	cdp_execute_sql("UPDATE cdp_traits.events_source SET attached = false",
+					SPI_OK_UPDATE, "recording the detach");
+	invalidate_config();
+	SPI_finish();
+	PG_RETURN_VOID();
+}

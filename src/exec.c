@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ *
+ * exec.c
+ *		Running the extension's SQL safely: as the extension owner, with a
+ *		pinned search_path, through SPI; plus small SPI/tuplestore helpers.
+ *
+ * The stitching triggers fire for whoever writes events, but they maintain
+ * tables only the extension owner may write.  cdp_exec_begin switches to the
+ * owner for the duration (as REFRESH MATERIALIZED VIEW does, with
+ * SECURITY_RESTRICTED_OPERATION) and pins search_path, so that nothing on
+ * the caller's search_path (a malicious lower() in an earlier schema, say)
+ * is picked up by the extension's statements or the stitching rules.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "cdp_traits.h"
+#include "stitch.h"
+
+/*
+ * cdp_extension_owner
+ *		The role that owns the cdp_traits extension in this database.
+ */
+Oid
+cdp_extension_owner(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(CDP_EXTENSION_NAME));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"%s\" is not installed in this database",
+						CDP_EXTENSION_NAME),
+				 errhint("Run CREATE EXTENSION %s.", CDP_EXTENSION_NAME)));
+	return owner;
+}
+
+/*
+ * cdp_exec_begin
+ *		Switch to the extension owner with a pinned search_path.  Errors need
+ *		no cleanup: transaction (and subtransaction) abort restores both.
+ */
+void
+cdp_exec_begin(CdpExecState *state)
+{
+	Oid			owner = cdp_extension_owner();
+
+	GetUserIdAndSecContext(&state->save_userid, &state->save_sec_context);
+	SetUserIdAndSecContext(owner, state->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	state->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", CDP_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * cdp_exec_end
+ *		Undo cdp_exec_begin.
+ */
+void
+cdp_exec_end(CdpExecState *state)
+{
+	AtEOXact_GUC(true, state->save_nestlevel);
+	SetUserIdAndSecContext(state->save_userid, state->save_sec_context);
+}
+
+/*
+ * cdp_prepare
+ *		SPI_prepare that reports failure as an internal error.
+ */
+SPIPlanPtr
+cdp_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/*
+ * cdp_execute
+ *		Run a prepared statement; check its result code against expected.
+ *		Returns the number of rows processed.
+ */
+int
+cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
+			int expected, const char *what)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/*
+ * cdp_execute_sql
+ *		Run one SQL string once (no plan kept).
+ */
+int
+cdp_execute_sql(const char *sql, int expected, const char *what)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/*
+ * cdp_register_tuplestore
+ *		Make a tuplestore visible to SPI statements as a table named name.
+ */
+void
+cdp_register_tuplestore(const char *name, TupleDesc desc, Tuplestorestate *ts)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+	int			rc;
+
+	enr->md.name = pstrdup(name);
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = desc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = tuplestore_tuple_count(ts);
+	enr->reldata = ts;
+	rc = SPI_register_relation(enr);
+	if (rc != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation(%s) failed: %s",
+			 name, SPI_result_code_string(rc));
+}
+
+/*
+ * cdp_unregister_tuplestore
+ *		Undo cdp_register_tuplestore.
+ */
+void
+cdp_unregister_tuplestore(const char *name)
+{
+	int			rc = SPI_unregister_relation(name);
+
+	if (rc != SPI_OK_REL_UNREGISTER)
+		elog(ERROR, "SPI_unregister_relation(%s) failed: %s",
+			 name, SPI_result_code_string(rc));
+}
+
+/*
+ * cdp_text_datum
+ *		A text datum's contents as a C string.
+ */
+char *
+cdp_text_datum(Datum d)
+{
+	return TextDatumGetCString(d);
+}

@@ -1,0 +1,110 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *		Configuration variables of cdp_traits, all under the reserved
+ *		prefix "cdp_traits.".
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "cdp_traits.h"
+
+int			cdp_recalculate_after = 48 * 3600;
+int			cdp_context_ttl = 24 * 3600;
+char	   *cdp_worker_databases = NULL;
+int			cdp_naptime = 60;
+bool		cdp_worker_enabled = true;
+char	   *cdp_worker_role = NULL;
+int			cdp_job_runs_retention = 7 * 24 * 3600;
+int			cdp_job_timeout = 30 * 60 * 1000;
+int			cdp_max_identifier_locks = 512;
+
+/*
+ * cdp_define_gucs
+ *		Register every cdp_traits.* variable and reserve the prefix, so that a
+ *		misspelt setting is reported instead of silently ignored.
+ */
+void
+cdp_define_gucs(void)
+{
+	DefineCustomIntVariable("cdp_traits.recalculate_after",
+							"Age after which an entity's attributes are recalculated even if nothing changed.",
+							"calculate_attributes() recalculates entities whose attributes are older than this, "
+							"so that time-dependent definitions stay current.",
+							&cdp_recalculate_after,
+							48 * 3600, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.context_ttl",
+							"Age after which a context value is refreshed by its query.",
+							NULL,
+							&cdp_context_ttl,
+							24 * 3600, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("cdp_traits.database",
+							   "Databases the background worker runs jobs in (comma-separated).",
+							   "Takes effect at server start; the library must be in shared_preload_libraries.",
+							   &cdp_worker_databases,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.naptime",
+							"Time the background worker sleeps between two job cycles.",
+							NULL,
+							&cdp_naptime,
+							60, 1, INT_MAX / 1000,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("cdp_traits.enabled",
+							 "Whether the background worker runs jobs.",
+							 NULL,
+							 &cdp_worker_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("cdp_traits.role",
+							   "Role the background worker runs jobs as.",
+							   "Empty means the owner of the extension.",
+							   &cdp_worker_role,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.job_runs_retention",
+							"Age after which rows of cdp_traits.job_runs are deleted.",
+							NULL,
+							&cdp_job_runs_retention,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.job_timeout",
+							"Statement timeout applied to each job the worker runs (0 = none).",
+							NULL,
+							&cdp_job_timeout,
+							30 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.max_identifier_locks",
+							"Largest stitching batch locked identifier by identifier.",
+							"A batch of events with more distinct identifiers than this takes one "
+							"exclusive stitching lock instead, so that bulk loads do not fill the lock table.",
+							&cdp_max_identifier_locks,
+							512, 0, 100000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("cdp_traits");
+}

@@ -1,0 +1,157 @@
+/*
+ * Profile stitching (SPEC sections 1 and 2).
+ *
+ * State: which events table is attached (events_source), the rules and the
+ * blocklist (user configuration), and the result of stitching: matching
+ * (identifier -> entity), event_entities (event -> entity), customer_entities
+ * and entity_merges.  The C triggers keep them current; restitch() rebuilds
+ * them; verify_stitching() checks them.
+ */
+
+-- The attached events table (at most one per database).
+CREATE TABLE cdp_traits.events_source (
+	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	events regclass NOT NULL,
+	id_type regtype NOT NULL,
+	attached boolean NOT NULL DEFAULT true,
+	attached_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.events_source IS
+	'the events table stitching reads (set by attach_events, kept by detach_events)';
+
+CREATE TABLE cdp_traits.stitching_rules (
+	attribute_id text NOT NULL,
+	source_id text,
+	type text,
+	version text,
+	value_expression text NOT NULL,
+	CONSTRAINT stitching_rules_unique
+		UNIQUE NULLS NOT DISTINCT (attribute_id, source_id, type, version, value_expression)
+);
+COMMENT ON TABLE cdp_traits.stitching_rules IS
+	'how identifiers are read from events: a SQL expression over the event per attribute id; NULL source_id/type/version match any';
+
+CREATE TABLE cdp_traits.stitching_blocklist (
+	attribute_id text,
+	value text NOT NULL,
+	CONSTRAINT stitching_blocklist_unique UNIQUE NULLS NOT DISTINCT (attribute_id, value)
+);
+COMMENT ON TABLE cdp_traits.stitching_blocklist IS
+	'identifier values that never link (compared trimmed and case-insensitively); NULL attribute_id = every attribute';
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value)
+VALUES (NULL, ''), (NULL, 'null'), (NULL, 'none'), (NULL, 'undefined'),
+	   (NULL, 'unknown'), (NULL, 'n/a'), (NULL, '0'), (NULL, '-');
+
+CREATE TABLE cdp_traits.customer_entities (
+	id uuid PRIMARY KEY,
+	created timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	modified timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	calculated timestamptz
+);
+COMMENT ON TABLE cdp_traits.customer_entities IS
+	'one row per live customer entity; calculated IS NULL means its attributes must be recalculated';
+CREATE INDEX customer_entities_dirty ON cdp_traits.customer_entities (calculated NULLS FIRST);
+
+CREATE TABLE cdp_traits.matching (
+	attribute_id text NOT NULL,
+	value text NOT NULL,
+	customer_entity_id uuid NOT NULL,
+	PRIMARY KEY (attribute_id, value)
+);
+COMMENT ON TABLE cdp_traits.matching IS 'one row per identifier: the entity it belongs to';
+CREATE INDEX matching_entity ON cdp_traits.matching (customer_entity_id);
+
+CREATE TABLE cdp_traits.event_entities (
+	event_id text PRIMARY KEY,
+	customer_entity_id uuid NOT NULL
+);
+COMMENT ON TABLE cdp_traits.event_entities IS
+	'the entity of each event that has an identifier (event id as text)';
+CREATE INDEX event_entities_entity ON cdp_traits.event_entities (customer_entity_id);
+
+CREATE TABLE cdp_traits.entity_merges (
+	merged_id uuid PRIMARY KEY,
+	into_id uuid NOT NULL,
+	merged_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.entity_merges IS 'entities absorbed by another one when an event linked them';
+CREATE INDEX entity_merges_into ON cdp_traits.entity_merges (into_id);
+
+-- current_entity: follow merges from an entity id that may have been absorbed.
+CREATE FUNCTION cdp_traits.current_entity(id uuid) RETURNS uuid
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH RECURSIVE chain(id, depth) AS (
+		SELECT $1, 0
+		UNION ALL
+		SELECT m.into_id, c.depth + 1
+		  FROM cdp_traits.entity_merges m JOIN chain c ON m.merged_id = c.id
+		 WHERE c.depth < 100000
+	)
+	SELECT e.id
+	  FROM (SELECT id FROM chain ORDER BY depth DESC LIMIT 1) last
+	  JOIN cdp_traits.customer_entities e ON e.id = last.id
+$$;
+COMMENT ON FUNCTION cdp_traits.current_entity(uuid) IS
+	'the live entity an entity id now belongs to (following merges), NULL if it no longer exists';
+
+-- Rule validation, and the notice that existing events need restitch().
+CREATE FUNCTION cdp_traits.stitching_rules_check() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitching_rules_check';
+CREATE FUNCTION cdp_traits.stitching_config_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitching_config_changed';
+
+CREATE TRIGGER stitching_rules_check
+	BEFORE INSERT OR UPDATE ON cdp_traits.stitching_rules
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits.stitching_rules_check();
+CREATE TRIGGER stitching_rules_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.stitching_rules
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitching_config_changed();
+CREATE TRIGGER stitching_blocklist_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.stitching_blocklist
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitching_config_changed();
+
+-- The trigger function installed on the attached events table.
+CREATE FUNCTION cdp_traits.stitch_events() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitch_events';
+COMMENT ON FUNCTION cdp_traits.stitch_events() IS
+	'statement trigger on the attached events table: keeps stitching current';
+
+CREATE FUNCTION cdp_traits.attach_events(events regclass) RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_attach_events';
+COMMENT ON FUNCTION cdp_traits.attach_events(regclass) IS
+	'validate an events table, install the stitching triggers on it and stitch its rows';
+
+CREATE FUNCTION cdp_traits.detach_events() RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_detach_events';
+COMMENT ON FUNCTION cdp_traits.detach_events() IS
+	'remove the stitching triggers from the events table; stitching state is kept';
+
+CREATE FUNCTION cdp_traits.restitch() RETURNS bigint
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_restitch';
+COMMENT ON FUNCTION cdp_traits.restitch() IS
+	'rebuild stitching from all events under the current rules and blocklist; returns the number of entities';
+
+CREATE FUNCTION cdp_traits.verify_stitching() RETURNS TABLE(event_id text, problem text)
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_verify_stitching';
+COMMENT ON FUNCTION cdp_traits.verify_stitching() IS
+	'compare the stored stitching with a fresh computation; no rows means consistent';
+
+-- Memory and size figures of the last restitch()/verify_stitching() in this session.
+CREATE FUNCTION cdp_traits.stitching_stats(
+	OUT events bigint, OUT identifiers bigint, OUT entities bigint,
+	OUT memory_bytes bigint, OUT changed_events bigint, OUT changed_identifiers bigint)
+RETURNS record
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_stitching_stats';
+COMMENT ON FUNCTION cdp_traits.stitching_stats() IS
+	'figures of the last full stitching pass in this session (restitch or verify)';

@@ -1,0 +1,162 @@
+/*-------------------------------------------------------------------------
+ *
+ * stitch.h
+ *		Declarations shared by the profile-stitching source files.
+ *
+ * stitch_config.c  the attached events table, the rules compiled to SQL,
+ *                  plan cache and its invalidation, rule validation
+ * stitch_graph.c   in-memory identifier graph: interning and union-find
+ * stitch_apply.c   locking, entity id assignment and writing changes
+ * stitch_trigger.c the statement triggers on the events table
+ * stitch_full.c    restitch() and verify_stitching()
+ * attach.c         attach_events() and detach_events()
+ * exec.c           running SQL as the extension owner with a pinned
+ *                  search_path, and SPI/tuplestore helpers
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CDP_STITCH_H
+#define CDP_STITCH_H
+
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "executor/spi.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+/* search_path every SQL statement of the extension runs with */
+#define CDP_SEARCH_PATH "pg_catalog, cdp_traits, pg_temp"
+
+/* names of the transition tables of the events triggers */
+#define CDP_NEW_TABLE "cdp_new_events"
+#define CDP_OLD_TABLE "cdp_old_events"
+
+/* ---- exec.c ---- */
+typedef struct CdpExecState
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} CdpExecState;
+
+extern Oid	cdp_extension_owner(void);
+extern void cdp_exec_begin(CdpExecState *state);
+extern void cdp_exec_end(CdpExecState *state);
+extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
+extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
+						int expected, const char *what);
+extern int	cdp_execute_sql(const char *sql, int expected, const char *what);
+extern void cdp_register_tuplestore(const char *name, TupleDesc desc,
+									Tuplestorestate *ts);
+extern void cdp_unregister_tuplestore(const char *name);
+extern char *cdp_text_datum(Datum d);
+
+/* ---- stitch_config.c ---- */
+typedef struct StitchConfig
+{
+	Oid			events_relid;	/* InvalidOid: no events table known */
+	bool		attached;
+	Oid			id_type;
+	char	   *events_name;	/* quoted, schema-qualified */
+	char	   *id_cast;		/* "::type" to turn text back into the id */
+	int			nrules;
+	uint64		generation;		/* bumped on every invalidation */
+} StitchConfig;
+
+/* What a prepared statement reads its events from. */
+typedef enum StitchSource
+{
+	SRC_NEW_ROWS,				/* the NEW transition table */
+	SRC_OLD_ROWS,				/* the OLD transition table */
+	SRC_ALL_EVENTS,				/* the whole events table + old assignment */
+	SRC_ENTITY_EVENTS			/* events of the entities in $1 (uuid[]) */
+} StitchSource;
+
+extern StitchConfig *stitch_config(bool missing_ok);
+extern SPIPlanPtr stitch_identifier_plan(StitchSource source, Oid relid);
+extern SPIPlanPtr stitch_cached_plan(const char *key, const char *sql,
+									 int nargs, Oid *argtypes);
+extern void stitch_invalidate(void);
+extern void stitch_register_callbacks(void);
+extern char *stitch_identifier_sql(StitchSource source);
+
+/* ---- stitch_graph.c ---- */
+typedef struct StitchGraph StitchGraph;
+
+extern StitchGraph *graph_create(MemoryContext cxt, int expected_events);
+extern int	graph_add_event(StitchGraph *g, const char *event_id, int len,
+							const pg_uuid_t *old_entity);
+extern int	graph_add_identifier(StitchGraph *g, int event, const char *attr,
+								 int attrlen, const char *val, int vallen);
+extern void graph_union(StitchGraph *g, int a, int b);
+extern int	graph_find(StitchGraph *g, int node);
+extern int	graph_nevents(StitchGraph *g);
+extern int	graph_nidents(StitchGraph *g);
+extern int	graph_lookup_identifier(StitchGraph *g, const char *attr, int attrlen,
+									const char *val, int vallen);
+extern int	graph_event_node(StitchGraph *g, int event);
+extern const char *graph_event_id(StitchGraph *g, int event);
+extern const pg_uuid_t *graph_event_old_entity(StitchGraph *g, int event);
+extern void graph_identifier(StitchGraph *g, int ident, const char **attr,
+							 const char **val);
+extern int	graph_identifier_node(StitchGraph *g, int ident);
+extern int	graph_entity_node(StitchGraph *g, const pg_uuid_t *entity);
+extern int	graph_nnodes(StitchGraph *g);
+extern Size graph_memory(StitchGraph *g);
+
+/* ---- stitch_apply.c ---- */
+
+/* What a stitching pass changes; written by stitch_write_changes. */
+typedef struct StitchChanges
+{
+	pg_uuid_t  *new_entities;
+	int			n_new_entities;
+	pg_uuid_t  *merged;			/* absorbed entity ... */
+	pg_uuid_t  *merged_into;	/* ... and its survivor */
+	int			n_merged;
+	pg_uuid_t  *removed;		/* entities left without events */
+	int			n_removed;
+	pg_uuid_t  *touched;		/* entities whose events changed */
+	int			n_touched;
+	const char **ident_attr;	/* identifier -> entity upserts */
+	const char **ident_val;
+	pg_uuid_t  *ident_entity;
+	int			n_idents;
+	const char **del_ident_attr;	/* identifiers no event carries any more */
+	const char **del_ident_val;
+	int			n_del_idents;
+	const char **event_ids;		/* event -> entity upserts */
+	pg_uuid_t  *event_entity;
+	int			n_events;
+	const char **del_events;	/* events that no longer have an entity */
+	int			n_del_events;
+} StitchChanges;
+
+/* Figures of a full pass (restitch/verify). */
+typedef struct StitchResult
+{
+	int64		events;
+	int64		identifiers;
+	int64		entities;
+	int64		changed_events;
+	int64		changed_identifiers;
+	Size		memory;
+} StitchResult;
+
+extern void stitch_lock_global(bool exclusive);
+extern void stitch_changes_init(StitchChanges *c, int nevents, int nidents,
+								int nentities);
+extern void stitch_write_changes(StitchChanges *c);
+extern void stitch_batch(StitchGraph *g, const char **forget, int nforget);
+extern void cdp_random_uuid(pg_uuid_t *uuid);
+extern int	uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b);
+extern int	sort_unique_uuids(pg_uuid_t *ids, int n);
+extern Datum cdp_uuid_array(const pg_uuid_t *vals, int n);
+
+/* ---- stitch_full.c ---- */
+extern void stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
+						 Tuplestorestate *problems, StitchResult *result);
+extern void stitch_truncate(void);
+
+#endif							/* CDP_STITCH_H */

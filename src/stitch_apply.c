@@ -1,0 +1,720 @@
+/*-------------------------------------------------------------------------
+ *
+ * stitch_apply.c
+ *		Stitching one batch of events incrementally: locking, looking up the
+ *		entities of the batch's identifiers, union-find, merges, and writing
+ *		the changes with a handful of set-based statements.
+ *
+ * Concurrency.  Every stitching writer first takes the global stitching lock
+ * (shared for ordinary batches, exclusive for bulk batches, restitch and
+ * truncate).  An ordinary batch then locks each of its identifiers, in a
+ * fixed (sorted) order, so that two transactions bringing the same new
+ * identifier are serialized; then it looks the identifiers up and locks the
+ * entities found, again sorted.  If a concurrent merge or split committed in
+ * between, the lookup is repeated after releasing the entity locks, so that
+ * locks are never waited for out of order within a statement.  Under READ
+ * COMMITTED each lookup sees what committed before it.  A batch with more
+ * identifiers than cdp_traits.max_identifier_locks takes the global lock
+ * exclusively instead, so that bulk loads never fill the lock table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "cdp_traits.h"
+#include "stitch.h"
+
+/* field4 of our advisory lock tags: 'CD' + kind, apart from SQL's 1 and 2 */
+#define LOCK_GLOBAL		0x4344
+#define LOCK_IDENT		0x4345
+#define LOCK_ENTITY		0x4346
+
+/*
+ * set_tag
+ *		The advisory lock tag of a key of some kind in this database.
+ */
+static void
+set_tag(LOCKTAG *tag, uint16 kind, uint64 key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32),
+						 (uint32) key, kind);
+}
+
+/*
+ * stitch_lock_global
+ *		Take the global stitching lock, until the end of the transaction.
+ */
+void
+stitch_lock_global(bool exclusive)
+{
+	LOCKTAG		tag;
+
+	set_tag(&tag, LOCK_GLOBAL, 0);
+	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
+}
+
+/*
+ * cmp_uint64
+ *		qsort comparator for lock keys.
+ */
+static int
+cmp_uint64(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * lock_keys
+ *		Sort and de-duplicate keys, then lock each exclusively in order.
+ *		Returns the number of distinct keys (now at the front of keys).
+ */
+static int
+lock_keys(uint64 *keys, int n, uint16 kind)
+{
+	int			i,
+				m = 0;
+	LOCKTAG		tag;
+
+	qsort(keys, n, sizeof(uint64), cmp_uint64);
+	for (i = 0; i < n; i++)
+	{
+		if (m > 0 && keys[m - 1] == keys[i])
+			continue;
+		keys[m++] = keys[i];
+	}
+	for (i = 0; i < m; i++)
+	{
+		set_tag(&tag, kind, keys[i]);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	}
+	return m;
+}
+
+/*
+ * unlock_keys
+ *		Release locks taken by lock_keys (before commit: only when nothing
+ *		was written under them).
+ */
+static void
+unlock_keys(uint64 *keys, int n, uint16 kind)
+{
+	int			i;
+	LOCKTAG		tag;
+
+	for (i = 0; i < n; i++)
+	{
+		set_tag(&tag, kind, keys[i]);
+		(void) LockRelease(&tag, ExclusiveLock, false);
+	}
+}
+
+/*
+ * entity_key
+ *		Lock key of an entity.
+ */
+static uint64
+entity_key(const pg_uuid_t *u)
+{
+	return hash_bytes_extended(u->data, UUID_LEN, 0);
+}
+
+/*
+ * cdp_random_uuid
+ *		A new random (version 4) uuid for a new entity.
+ */
+void
+cdp_random_uuid(pg_uuid_t *uuid)
+{
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random entity id")));
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+}
+
+/*
+ * uuid_cmp_internal
+ *		Byte order of two uuids (the order of the uuid type).
+ */
+int
+uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b)
+{
+	return memcmp(a->data, b->data, UUID_LEN);
+}
+
+/*
+ * text_array / uuid_array
+ *		SQL arrays built from C values, for statement parameters.
+ */
+static Datum
+text_array(const char **vals, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = CStringGetTextDatum(vals[i]);
+	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+Datum
+cdp_uuid_array(const pg_uuid_t *vals, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = UUIDPGetDatum(&vals[i]);
+	return PointerGetDatum(construct_array(d, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
+/* A statement of this file, prepared once per backend. */
+static SPIPlanPtr
+plan(const char *key, const char *sql, int nargs, Oid t1, Oid t2, Oid t3)
+{
+	Oid			types[3] = {t1, t2, t3};
+
+	return stitch_cached_plan(key, sql, nargs, types);
+}
+
+/*
+ * stitch_remove_entities
+ *		Delete entities (their attributes go with them, by foreign key).
+ */
+static void
+remove_entities(const pg_uuid_t *ids, int n)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = cdp_uuid_array(ids, n);
+	cdp_execute(plan("remove_entities",
+					 "DELETE FROM cdp_traits.customer_entities WHERE id = ANY ($1)",
+					 1, UUIDARRAYOID, 0, 0),
+				args, NULL, SPI_OK_DELETE, "removing entities");
+}
+
+/*
+ * write_merges
+ *		Relabel everything of the absorbed entities with their survivor,
+ *		record the merges, and remove the absorbed entities.
+ */
+static void
+write_merges(const pg_uuid_t *merged, const pg_uuid_t *into, int n)
+{
+	Datum		args[2];
+
+	if (n == 0)
+		return;
+	args[0] = cdp_uuid_array(merged, n);
+	args[1] = cdp_uuid_array(into, n);
+	cdp_execute(plan("merge_matching",
+					 "UPDATE cdp_traits.matching m SET customer_entity_id = g.into_id "
+					 "FROM unnest($1, $2) g(merged_id, into_id) "
+					 "WHERE m.customer_entity_id = g.merged_id",
+					 2, UUIDARRAYOID, UUIDARRAYOID, 0),
+				args, NULL, SPI_OK_UPDATE, "merging identifiers");
+	cdp_execute(plan("merge_events",
+					 "UPDATE cdp_traits.event_entities e SET customer_entity_id = g.into_id "
+					 "FROM unnest($1, $2) g(merged_id, into_id) "
+					 "WHERE e.customer_entity_id = g.merged_id",
+					 2, UUIDARRAYOID, UUIDARRAYOID, 0),
+				args, NULL, SPI_OK_UPDATE, "merging events");
+	cdp_execute(plan("merge_record",
+					 "INSERT INTO cdp_traits.entity_merges (merged_id, into_id, merged_at) "
+					 "SELECT g.merged_id, g.into_id, pg_catalog.now() "
+					 "FROM unnest($1, $2) g(merged_id, into_id) "
+					 "ON CONFLICT (merged_id) DO UPDATE SET into_id = EXCLUDED.into_id, "
+					 "merged_at = EXCLUDED.merged_at",
+					 2, UUIDARRAYOID, UUIDARRAYOID, 0),
+				args, NULL, SPI_OK_INSERT, "recording merges");
+	remove_entities(merged, n);
+}
+
+/*
+ * stitch_write_changes
+ *		The writes shared by incremental batches and full passes: new
+ *		entities, identifier and event assignments (upserts and deletes), and
+ *		marking entities for recalculation.
+ */
+void
+stitch_write_changes(StitchChanges *c)
+{
+	Datum		args[3];
+
+	if (c->n_new_entities > 0)
+	{
+		args[0] = cdp_uuid_array(c->new_entities, c->n_new_entities);
+		cdp_execute(plan("new_entities",
+						 "INSERT INTO cdp_traits.customer_entities (id, created, modified, calculated) "
+						 "SELECT id, pg_catalog.now(), pg_catalog.now(), NULL FROM unnest($1) id",
+						 1, UUIDARRAYOID, 0, 0),
+					args, NULL, SPI_OK_INSERT, "creating entities");
+	}
+	write_merges(c->merged, c->merged_into, c->n_merged);
+	if (c->n_del_idents > 0)
+	{
+		args[0] = text_array(c->del_ident_attr, c->n_del_idents);
+		args[1] = text_array(c->del_ident_val, c->n_del_idents);
+		cdp_execute(plan("del_matching",
+						 "DELETE FROM cdp_traits.matching m USING unnest($1, $2) d(attr, val) "
+						 "WHERE m.attribute_id = d.attr AND m.value = d.val",
+						 2, TEXTARRAYOID, TEXTARRAYOID, 0),
+					args, NULL, SPI_OK_DELETE, "deleting identifiers");
+	}
+	if (c->n_idents > 0)
+	{
+		args[0] = text_array(c->ident_attr, c->n_idents);
+		args[1] = text_array(c->ident_val, c->n_idents);
+		args[2] = cdp_uuid_array(c->ident_entity, c->n_idents);
+		cdp_execute(plan("put_matching",
+						 "INSERT INTO cdp_traits.matching (attribute_id, value, customer_entity_id) "
+						 "SELECT * FROM unnest($1, $2, $3) "
+						 "ON CONFLICT (attribute_id, value) DO UPDATE "
+						 "SET customer_entity_id = EXCLUDED.customer_entity_id",
+						 3, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID),
+					args, NULL, SPI_OK_INSERT, "writing identifiers");
+	}
+	if (c->n_del_events > 0)
+	{
+		args[0] = text_array(c->del_events, c->n_del_events);
+		cdp_execute(plan("del_events",
+						 "DELETE FROM cdp_traits.event_entities WHERE event_id = ANY ($1)",
+						 1, TEXTARRAYOID, 0, 0),
+					args, NULL, SPI_OK_DELETE, "unassigning events");
+	}
+	if (c->n_events > 0)
+	{
+		args[0] = text_array(c->event_ids, c->n_events);
+		args[1] = cdp_uuid_array(c->event_entity, c->n_events);
+		cdp_execute(plan("put_events",
+						 "INSERT INTO cdp_traits.event_entities (event_id, customer_entity_id) "
+						 "SELECT * FROM unnest($1, $2) "
+						 "ON CONFLICT (event_id) DO UPDATE "
+						 "SET customer_entity_id = EXCLUDED.customer_entity_id",
+						 2, TEXTARRAYOID, UUIDARRAYOID, 0),
+					args, NULL, SPI_OK_INSERT, "assigning events");
+	}
+	remove_entities(c->removed, c->n_removed);
+	if (c->n_touched > 0)
+	{
+		args[0] = cdp_uuid_array(c->touched, c->n_touched);
+		cdp_execute(plan("touch_entities",
+						 "UPDATE cdp_traits.customer_entities "
+						 "SET modified = pg_catalog.now(), calculated = NULL WHERE id = ANY ($1)",
+						 1, UUIDARRAYOID, 0, 0),
+					args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
+	}
+}
+
+/*
+ * changes_init
+ *		Empty change lists sized for up to n events / identifiers.
+ */
+void
+stitch_changes_init(StitchChanges *c, int nevents, int nidents, int nentities)
+{
+	memset(c, 0, sizeof(*c));
+	nevents = Max(nevents, 1);
+	nidents = Max(nidents, 1);
+	nentities = Max(nentities, 1);
+	c->new_entities = palloc_extended(sizeof(pg_uuid_t) * nentities, MCXT_ALLOC_HUGE);
+	c->merged = palloc_extended(sizeof(pg_uuid_t) * nentities, MCXT_ALLOC_HUGE);
+	c->merged_into = palloc_extended(sizeof(pg_uuid_t) * nentities, MCXT_ALLOC_HUGE);
+	c->removed = palloc_extended(sizeof(pg_uuid_t) * nentities, MCXT_ALLOC_HUGE);
+	c->touched = palloc_extended(sizeof(pg_uuid_t) * nentities, MCXT_ALLOC_HUGE);
+	c->ident_attr = palloc_extended(sizeof(char *) * nidents, MCXT_ALLOC_HUGE);
+	c->ident_val = palloc_extended(sizeof(char *) * nidents, MCXT_ALLOC_HUGE);
+	c->ident_entity = palloc_extended(sizeof(pg_uuid_t) * nidents, MCXT_ALLOC_HUGE);
+	c->del_ident_attr = NULL;
+	c->del_ident_val = NULL;
+	c->event_ids = palloc_extended(sizeof(char *) * nevents, MCXT_ALLOC_HUGE);
+	c->event_entity = palloc_extended(sizeof(pg_uuid_t) * nevents, MCXT_ALLOC_HUGE);
+	c->del_events = palloc_extended(sizeof(char *) * nevents, MCXT_ALLOC_HUGE);
+}
+
+/* Entity found for an identifier of the batch. */
+typedef struct Found
+{
+	int			ident;
+	pg_uuid_t	entity;
+} Found;
+
+/*
+ * lookup_identifiers
+ *		The existing entities of the batch's identifiers.
+ */
+static Found *
+lookup_identifiers(StitchGraph *g, int *nfound)
+{
+	int			n = graph_nidents(g);
+	const char **attrs = palloc(sizeof(char *) * Max(n, 1));
+	const char **vals = palloc(sizeof(char *) * Max(n, 1));
+	Datum		args[2];
+	Found	   *found;
+	uint64		i;
+
+	for (i = 0; i < n; i++)
+		graph_identifier(g, i, &attrs[i], &vals[i]);
+	args[0] = text_array(attrs, n);
+	args[1] = text_array(vals, n);
+	cdp_execute(plan("lookup_idents",
+					 "SELECT (u.ord - 1)::int4, m.customer_entity_id "
+					 "FROM unnest($1, $2) WITH ORDINALITY u(attr, val, ord) "
+					 "JOIN cdp_traits.matching m ON m.attribute_id = u.attr AND m.value = u.val",
+					 2, TEXTARRAYOID, TEXTARRAYOID, 0),
+				args, NULL, SPI_OK_SELECT, "looking up identifiers");
+	found = palloc(sizeof(Found) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+
+		found[i].ident = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		found[i].entity = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	*nfound = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return found;
+}
+
+/*
+ * lookup_forgotten
+ *		The entities of events whose assignment is being dropped.
+ */
+static pg_uuid_t *
+lookup_forgotten(const char **ids, int n, int *nfound)
+{
+	Datum		args[1];
+	pg_uuid_t  *found;
+	uint64		i;
+
+	*nfound = 0;
+	if (n == 0)
+		return NULL;
+	args[0] = text_array(ids, n);
+	cdp_execute(plan("lookup_forgotten",
+					 "SELECT DISTINCT customer_entity_id FROM cdp_traits.event_entities "
+					 "WHERE event_id = ANY ($1)",
+					 1, TEXTARRAYOID, 0, 0),
+				args, NULL, SPI_OK_SELECT, "looking up events");
+	found = palloc(sizeof(pg_uuid_t) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		found[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*nfound = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return found;
+}
+
+/*
+ * entity_created
+ *		Creation times of entities, for choosing merge survivors.
+ */
+static TimestampTz *
+entity_created(const pg_uuid_t *ids, int n)
+{
+	Datum		args[1];
+	TimestampTz *created = palloc(sizeof(TimestampTz) * Max(n, 1));
+	uint64		i;
+	int			j;
+
+	for (j = 0; j < n; j++)
+		created[j] = DT_NOEND;
+	if (n == 0)
+		return created;
+	args[0] = cdp_uuid_array(ids, n);
+	cdp_execute(plan("entity_created",
+					 "SELECT u.ord::int4 - 1, e.created FROM unnest($1) WITH ORDINALITY u(id, ord) "
+					 "JOIN cdp_traits.customer_entities e ON e.id = u.id",
+					 1, UUIDARRAYOID, 0, 0),
+				args, NULL, SPI_OK_SELECT, "reading entities");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+
+		j = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		created[j] = DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return created;
+}
+
+/*
+ * cmp_uuid
+ *		qsort comparator for uuids.
+ */
+static int
+cmp_uuid(const void *a, const void *b)
+{
+	return uuid_cmp_internal((const pg_uuid_t *) a, (const pg_uuid_t *) b);
+}
+
+/*
+ * sort_unique_uuids
+ *		Sort and de-duplicate an array of uuids; returns the new length.
+ */
+int
+sort_unique_uuids(pg_uuid_t *ids, int n)
+{
+	int			i,
+				m = 0;
+
+	qsort(ids, n, sizeof(pg_uuid_t), cmp_uuid);
+	for (i = 0; i < n; i++)
+		if (m == 0 || uuid_cmp_internal(&ids[m - 1], &ids[i]) != 0)
+			ids[m++] = ids[i];
+	return m;
+}
+
+/*
+ * older_entity
+ *		Whether entity a (created ca) is older than b: earliest created, then
+ *		smallest id.
+ */
+static bool
+older_entity(const pg_uuid_t *a, TimestampTz ca, const pg_uuid_t *b, TimestampTz cb)
+{
+	if (ca != cb)
+		return ca < cb;
+	return uuid_cmp_internal(a, b) < 0;
+}
+
+/*
+ * stitch_batch
+ *		Stitch a batch: the events of g (with their identifiers) get entities,
+ *		linking to and merging existing entities; the events in forget lose
+ *		their assignment first, and the entities they leave are re-checked
+ *		for splits.
+ */
+void
+stitch_batch(StitchGraph *g, const char **forget, int nforget)
+{
+	int			nidents = graph_nidents(g);
+	int			nevents = graph_nevents(g);
+	bool		exclusive;
+	uint64	   *held = NULL;
+	int			nheld = 0;
+	Found	   *found = NULL;
+	int			nfound = 0;
+	pg_uuid_t  *left = NULL;
+	int			nleft = 0;
+	int			i;
+
+	if (nidents == 0 && nforget == 0)
+		return;
+
+	/* 1. locks: identifiers first, then the entities they lead to */
+	exclusive = (nidents + nforget) > cdp_max_identifier_locks;
+	stitch_lock_global(exclusive);
+	if (!exclusive && nidents > 0)
+	{
+		uint64	   *keys = palloc(sizeof(uint64) * nidents);
+
+		for (i = 0; i < nidents; i++)
+		{
+			const char *attr;
+			const char *val;
+
+			graph_identifier(g, i, &attr, &val);
+			keys[i] = hash_bytes_extended((const unsigned char *) val, strlen(val),
+										  hash_bytes((const unsigned char *) attr, strlen(attr)));
+		}
+		(void) lock_keys(keys, nidents, LOCK_IDENT);
+	}
+	for (;;)
+	{
+		uint64	   *want;
+		int			nwant = 0;
+		bool		covered = true;
+
+		CHECK_FOR_INTERRUPTS();
+		found = nidents > 0 ? lookup_identifiers(g, &nfound) : NULL;
+		left = lookup_forgotten(forget, nforget, &nleft);
+		if (exclusive)
+			break;
+		want = palloc(sizeof(uint64) * Max(nfound + nleft, 1));
+		for (i = 0; i < nfound; i++)
+			want[nwant++] = entity_key(&found[i].entity);
+		for (i = 0; i < nleft; i++)
+			want[nwant++] = entity_key(&left[i]);
+		for (i = 0; i < nwant && covered; i++)
+			covered = bsearch(&want[i], held, nheld, sizeof(uint64), cmp_uint64) != NULL;
+		if (covered)
+			break;
+		/* never wait out of order: drop what we hold, lock the new set */
+		unlock_keys(held, nheld, LOCK_ENTITY);
+		nheld = lock_keys(want, nwant, LOCK_ENTITY);
+		held = want;
+	}
+
+	/* 2. union-find over the batch and the entities it touches */
+	for (i = 0; i < nfound; i++)
+		graph_union(g, graph_identifier_node(g, found[i].ident),
+					graph_entity_node(g, &found[i].entity));
+
+	{
+		int			nnodes = graph_nnodes(g);
+		int32	   *comp_of_root = palloc(sizeof(int32) * nnodes);
+		int			ncomps = 0;
+		pg_uuid_t  *comp_entity;
+		bool	   *comp_has;
+		TimestampTz *comp_created;
+		pg_uuid_t  *ents;
+		int			nents = 0;
+		TimestampTz *created;
+		StitchChanges c;
+		bool	   *ident_known = palloc0(sizeof(bool) * Max(nidents, 1));
+
+		memset(comp_of_root, -1, sizeof(int32) * nnodes);
+		for (i = 0; i < nevents; i++)
+		{
+			int			node = graph_event_node(g, i);
+			int			root;
+
+			if (node < 0)
+				continue;
+			root = graph_find(g, node);
+			if (comp_of_root[root] < 0)
+				comp_of_root[root] = ncomps++;
+		}
+		comp_entity = palloc(sizeof(pg_uuid_t) * Max(ncomps, 1));
+		comp_has = palloc0(sizeof(bool) * Max(ncomps, 1));
+		comp_created = palloc(sizeof(TimestampTz) * Max(ncomps, 1));
+
+		/* distinct existing entities, with their creation times */
+		ents = palloc(sizeof(pg_uuid_t) * Max(nfound, 1));
+		{
+			bool	   *seen = palloc0(sizeof(bool) * nnodes);
+
+			for (i = 0; i < nfound; i++)
+			{
+				int			node = graph_entity_node(g, &found[i].entity);
+
+				ident_known[found[i].ident] = true;
+				if (!seen[node])
+				{
+					seen[node] = true;
+					ents[nents++] = found[i].entity;
+				}
+			}
+		}
+		created = entity_created(ents, nents);
+
+		stitch_changes_init(&c, nevents, nidents, nents + ncomps);
+
+		/* survivor of each component: its oldest entity, or a new one */
+		for (i = 0; i < nents; i++)
+		{
+			int			k = comp_of_root[graph_find(g, graph_entity_node(g, &ents[i]))];
+
+			if (!comp_has[k])
+			{
+				comp_has[k] = true;
+				comp_entity[k] = ents[i];
+				comp_created[k] = created[i];
+			}
+			else if (older_entity(&ents[i], created[i], &comp_entity[k], comp_created[k]))
+			{
+				comp_entity[k] = ents[i];
+				comp_created[k] = created[i];
+			}
+		}
+		for (i = 0; i < nents; i++)
+		{
+			int			k = comp_of_root[graph_find(g, graph_entity_node(g, &ents[i]))];
+
+			if (uuid_cmp_internal(&comp_entity[k], &ents[i]) != 0)
+			{
+				c.merged[c.n_merged] = ents[i];
+				c.merged_into[c.n_merged++] = comp_entity[k];
+			}
+			else
+				c.touched[c.n_touched++] = ents[i];
+		}
+		for (i = 0; i < ncomps; i++)
+			if (!comp_has[i])
+			{
+				cdp_random_uuid(&comp_entity[i]);
+				c.new_entities[c.n_new_entities++] = comp_entity[i];
+			}
+
+		/* new identifiers and the batch's events */
+		for (i = 0; i < nidents; i++)
+		{
+			int			k;
+
+			if (ident_known[i])
+				continue;
+			k = comp_of_root[graph_find(g, graph_identifier_node(g, i))];
+			graph_identifier(g, i, &c.ident_attr[c.n_idents], &c.ident_val[c.n_idents]);
+			c.ident_entity[c.n_idents++] = comp_entity[k];
+		}
+		for (i = 0; i < nevents; i++)
+		{
+			int			node = graph_event_node(g, i);
+
+			if (node < 0)
+				continue;
+			c.event_ids[c.n_events] = graph_event_id(g, i);
+			c.event_entity[c.n_events++] = comp_entity[comp_of_root[graph_find(g, node)]];
+		}
+		/* events that lose their assignment (deleted, or changed) */
+		for (i = 0; i < nforget; i++)
+			c.del_events[c.n_del_events++] = forget[i];
+
+		/* (old assignments of forgotten events are deleted before new ones are written) */
+		stitch_write_changes(&c);
+
+		/* 3. entities that lost events may have split or emptied */
+		if (nleft > 0)
+		{
+			pg_uuid_t  *recheck = palloc(sizeof(pg_uuid_t) * nleft);
+			int			nrecheck = 0;
+
+			/* follow this batch's merges: absorbed entities live on in survivors */
+			for (i = 0; i < nleft; i++)
+			{
+				int			node = graph_entity_node(g, &left[i]);
+				int			root = graph_find(g, node);
+
+				if (comp_of_root[root] >= 0 && comp_has[comp_of_root[root]])
+					recheck[nrecheck++] = comp_entity[comp_of_root[root]];
+				else
+					recheck[nrecheck++] = left[i];
+			}
+			nrecheck = sort_unique_uuids(recheck, nrecheck);
+			{
+				StitchChanges t;
+
+				/* they lost events: recalculate them (if they survive) */
+				memset(&t, 0, sizeof(t));
+				t.touched = recheck;
+				t.n_touched = nrecheck;
+				stitch_write_changes(&t);
+			}
+			stitch_scope(recheck, nrecheck, true, NULL, NULL);
+		}
+	}
+}

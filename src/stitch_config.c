@@ -1,0 +1,586 @@
+/*-------------------------------------------------------------------------
+ *
+ * stitch_config.c
+ *		The attached events table and the stitching rules, compiled to SQL.
+ *
+ * All rules become one query that evaluates, per event, only the rules whose
+ * source/type/version match it (a LATERAL UNION ALL), drops NULL and
+ * blocklisted values, and yields (event id, attribute id, value) rows.  The
+ * same rule body is used over the NEW/OLD transition tables of the triggers,
+ * over the whole events table (restitch, verify) and over the events of a
+ * set of entities (splits).
+ *
+ * Prepared plans are kept per (statement, relation) and thrown away when the
+ * rules, the blocklist, the attached table or its definition change: a
+ * statement trigger on the rule tables broadcasts a relcache invalidation
+ * of the rules table, which the callback registered in _PG_init turns into
+ * a new generation of the cache.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "cdp_traits.h"
+#include "stitch.h"
+
+PG_FUNCTION_INFO_V1(cdp_stitching_rules_check);
+PG_FUNCTION_INFO_V1(cdp_stitching_config_changed);
+
+typedef struct PlanKey
+{
+	char		name[48];
+	Oid			relid;
+} PlanKey;
+
+typedef struct PlanEntry
+{
+	PlanKey		key;
+	SPIPlanPtr	plan;
+	uint64		generation;
+} PlanEntry;
+
+static MemoryContext ConfigContext = NULL;
+static StitchConfig Config;
+static bool ConfigValid = false;
+static uint64 ConfigGeneration = 1;
+static HTAB *PlanCache = NULL;
+
+/* relations whose change invalidates the cache */
+static Oid	WatchRules = InvalidOid;
+static Oid	WatchSource = InvalidOid;
+static Oid	WatchEvents = InvalidOid;
+
+/* the rules, compiled (valid with Config) */
+static char *RulesLateral = NULL;
+
+/*
+ * stitch_invalidate
+ *		Forget the configuration and every prepared plan.
+ */
+void
+stitch_invalidate(void)
+{
+	ConfigValid = false;
+	ConfigGeneration++;
+}
+
+/*
+ * relcache_callback
+ *		Relcache invalidation hook: only marks the cache stale (no catalog
+ *		access is allowed here).
+ */
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == WatchRules ||
+		relid == WatchSource || relid == WatchEvents)
+		stitch_invalidate();
+}
+
+/*
+ * stitch_register_callbacks
+ *		Register the invalidation hook; once per process, from _PG_init.
+ */
+void
+stitch_register_callbacks(void)
+{
+	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+}
+
+/*
+ * column_type
+ *		Type of a column of the events table, InvalidOid if it is missing.
+ */
+static Oid
+column_type(Oid relid, const char *name)
+{
+	AttrNumber	att = get_attnum(relid, name);
+
+	if (att == InvalidAttrNumber)
+		return InvalidOid;
+	return get_atttype(relid, att);
+}
+
+/*
+ * normalized_columns
+ *		Select list turning the events table's columns into the shape rules
+ *		see: timestamp read as UTC, json as jsonb.
+ */
+static char *
+normalized_columns(Oid relid)
+{
+	StringInfoData buf;
+	Oid			ttype = column_type(relid, "event_time");
+	Oid			ptype = column_type(relid, "payload");
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "id, source_id::text AS source_id, type::text AS type, version::text AS version, ");
+	if (ttype == TIMESTAMPOID)
+		appendStringInfoString(&buf, "(event_time AT TIME ZONE 'UTC') AS event_time, ");
+	else
+		appendStringInfoString(&buf, "event_time, ");
+	if (ptype == JSONOID)
+		appendStringInfoString(&buf, "payload::jsonb AS payload");
+	else
+		appendStringInfoString(&buf, "payload");
+	return buf.data;
+}
+
+/*
+ * rule_condition
+ *		"ev.col = 'value'" for a rule's source/type/version filter.
+ */
+static void
+append_condition(StringInfo buf, const char *col, Datum val, bool isnull,
+				 bool *first)
+{
+	if (isnull)
+		return;
+	appendStringInfo(buf, "%s ev.%s = %s", *first ? " WHERE" : " AND", col,
+					 quote_literal_cstr(TextDatumGetCString(val)));
+	*first = false;
+}
+
+/*
+ * compile_rules
+ *		The LATERAL body yielding (attr, val) for the event "ev".
+ */
+static char *
+compile_rules(int *nrules)
+{
+	StringInfoData buf;
+	uint64		i;
+
+	cdp_execute_sql("SELECT attribute_id, source_id, type, version, value_expression "
+					"FROM cdp_traits.stitching_rules "
+					"ORDER BY attribute_id, source_id, type, version, value_expression",
+					SPI_OK_SELECT, "reading stitching rules");
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT r.attr, r.val FROM (");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		first = true;
+		Datum		attr = SPI_getbinval(tup, desc, 1, &isnull);
+		Datum		expr = SPI_getbinval(tup, desc, 5, &isnull);
+		Datum		d;
+
+		if (i > 0)
+			appendStringInfoString(&buf, " UNION ALL ");
+		appendStringInfo(&buf, "SELECT %s::text, (%s)::text",
+						 quote_literal_cstr(TextDatumGetCString(attr)),
+						 TextDatumGetCString(expr));
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		append_condition(&buf, "source_id", d, isnull, &first);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		append_condition(&buf, "type", d, isnull, &first);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		append_condition(&buf, "version", d, isnull, &first);
+	}
+	if (SPI_processed == 0)
+		appendStringInfoString(&buf, "SELECT NULL::text, NULL::text WHERE false");
+	appendStringInfoString(&buf,
+						   ") r(attr, val) WHERE r.val IS NOT NULL AND NOT EXISTS ("
+						   "SELECT FROM cdp_traits.stitching_blocklist b "
+						   "WHERE pg_catalog.lower(pg_catalog.btrim(b.value)) = "
+						   "pg_catalog.lower(pg_catalog.btrim(r.val)) "
+						   "AND (b.attribute_id IS NULL OR b.attribute_id = r.attr))");
+	*nrules = (int) SPI_processed;
+	return buf.data;
+}
+
+/*
+ * stitch_config
+ *		The current configuration, loaded through SPI (the caller must be
+ *		connected) when stale.  With missing_ok, a database where no events
+ *		table was ever attached yields NULL; otherwise that is an error.
+ */
+StitchConfig *
+stitch_config(bool missing_ok)
+{
+	MemoryContext old;
+
+	if (!ConfigValid)
+	{
+		if (ConfigContext == NULL)
+			ConfigContext = AllocSetContextCreate(CacheMemoryContext,
+												  "cdp_traits stitching cache",
+												  ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(ConfigContext);
+		memset(&Config, 0, sizeof(Config));
+		RulesLateral = NULL;
+
+		WatchRules = get_relname_relid("stitching_rules",
+									   get_namespace_oid(CDP_SCHEMA_NAME, false));
+		WatchSource = get_relname_relid("events_source",
+										get_namespace_oid(CDP_SCHEMA_NAME, false));
+		WatchEvents = InvalidOid;
+
+		cdp_execute_sql("SELECT events::oid, id_type::oid, attached FROM cdp_traits.events_source",
+						SPI_OK_SELECT, "reading the attached events table");
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+			Oid			idtype = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+			bool		attached = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+			char	   *lateral;
+			int			nrules;
+
+			lateral = compile_rules(&nrules);
+			old = MemoryContextSwitchTo(ConfigContext);
+			Config.events_relid = relid;
+			Config.attached = attached;
+			Config.id_type = idtype;
+			Config.events_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+															get_rel_name(relid));
+			Config.id_cast = idtype == TEXTOID ? "" :
+				psprintf("::%s", format_type_be_qualified(idtype));
+			Config.nrules = nrules;
+			RulesLateral = pstrdup(lateral);
+			MemoryContextSwitchTo(old);
+			WatchEvents = relid;
+		}
+		Config.generation = ConfigGeneration;
+		ConfigValid = true;
+	}
+	if (!OidIsValid(Config.events_relid))
+	{
+		if (missing_ok)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no events table is attached"),
+				 errhint("Attach the customer events table with cdp_traits.attach_events('schema.table').")));
+	}
+	return &Config;
+}
+
+/*
+ * stitch_identifier_sql
+ *		SQL yielding the identifiers of events read from source.  NEW/OLD:
+ *		(event_id, attr, val).  ALL/ENTITY: (event_id, old entity, attr, val),
+ *		with NULL attr/val for an event without identifiers; the rows of one
+ *		event are consecutive.
+ */
+char *
+stitch_identifier_sql(StitchSource source)
+{
+	StitchConfig *cfg = stitch_config(false);
+	char	   *cols = normalized_columns(cfg->events_relid);
+
+	switch (source)
+	{
+		case SRC_NEW_ROWS:
+		case SRC_OLD_ROWS:
+			return psprintf("SELECT ev.id::text, x.attr, x.val "
+							"FROM (SELECT %s FROM %s) ev "
+							"CROSS JOIN LATERAL (%s) x(attr, val)",
+							cols,
+							source == SRC_NEW_ROWS ? CDP_NEW_TABLE : CDP_OLD_TABLE,
+							RulesLateral);
+		case SRC_ALL_EVENTS:
+			return psprintf("SELECT ev.id::text, ee.customer_entity_id, x.attr, x.val "
+							"FROM (SELECT %s FROM %s) ev "
+							"LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = ev.id::text "
+							"LEFT JOIN LATERAL (%s) x(attr, val) ON true",
+							cols, cfg->events_name, RulesLateral);
+		case SRC_ENTITY_EVENTS:
+			return psprintf("SELECT ev.id::text, ee.customer_entity_id, x.attr, x.val "
+							"FROM cdp_traits.event_entities ee "
+							"JOIN (SELECT %s FROM %s) ev ON ev.id = ee.event_id%s "
+							"LEFT JOIN LATERAL (%s) x(attr, val) ON true "
+							"WHERE ee.customer_entity_id = ANY ($1)",
+							cols, cfg->events_name, cfg->id_cast, RulesLateral);
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * stitch_cached_plan
+ *		A kept plan for (key, current relation), prepared from sql on first
+ *		use and again after any invalidation.
+ */
+SPIPlanPtr
+stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
+{
+	PlanKey		pk;
+	PlanEntry  *entry;
+	bool		found;
+	StitchConfig *cfg = stitch_config(true);
+
+	if (PlanCache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(PlanKey);
+		ctl.entrysize = sizeof(PlanEntry);
+		ctl.hcxt = CacheMemoryContext;
+		PlanCache = hash_create("cdp_traits plan cache", 64, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	memset(&pk, 0, sizeof(pk));
+	strlcpy(pk.name, key, sizeof(pk.name));
+	pk.relid = cfg ? cfg->events_relid : InvalidOid;
+	entry = hash_search(PlanCache, &pk, HASH_ENTER, &found);
+	if (found && entry->plan != NULL &&
+		(entry->generation != ConfigGeneration || !SPI_plan_is_valid(entry->plan)))
+	{
+		SPI_freeplan(entry->plan);
+		entry->plan = NULL;
+	}
+	if (!found || entry->plan == NULL)
+	{
+		SPIPlanPtr	plan;
+
+		entry->plan = NULL;
+		plan = cdp_prepare(sql, nargs, argtypes);
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		entry->plan = plan;
+		entry->generation = ConfigGeneration;
+	}
+	return entry->plan;
+}
+
+/*
+ * stitch_identifier_plan
+ *		The kept plan of the identifier query over source.  For transition
+ *		tables the plan is kept per relation that fired (partitions may have a
+ *		different row layout than their parent).
+ */
+SPIPlanPtr
+stitch_identifier_plan(StitchSource source, Oid relid)
+{
+	static const char *names[] = {"ids:new", "ids:old", "ids:all", "ids:entity"};
+	char		key[48];
+	Oid			argtypes[1] = {UUIDARRAYOID};
+	PlanKey		pk;
+	PlanEntry  *entry = NULL;
+
+	snprintf(key, sizeof(key), "%s:%u", names[source], relid);
+	/* build the SQL only when the plan must be (re)made */
+	if (PlanCache != NULL)
+	{
+		StitchConfig *cfg = stitch_config(false);
+
+		memset(&pk, 0, sizeof(pk));
+		strlcpy(pk.name, key, sizeof(pk.name));
+		pk.relid = cfg->events_relid;
+		entry = hash_search(PlanCache, &pk, HASH_FIND, NULL);
+		if (entry && entry->plan && entry->generation == ConfigGeneration &&
+			SPI_plan_is_valid(entry->plan))
+			return entry->plan;
+	}
+	return stitch_cached_plan(key, stitch_identifier_sql(source),
+							  source == SRC_ENTITY_EVENTS ? 1 : 0, argtypes);
+}
+
+/*
+ * rule_error_context
+ *		Names the rule being validated in any error it raises.
+ */
+typedef struct RuleDesc
+{
+	const char *attribute_id;
+	const char *expression;
+} RuleDesc;
+
+/*
+ * validate_rule_sql
+ *		Check that expr is one SQL expression that type-checks over an event
+ *		and can be turned into text; returns NULL if so, else the problem.
+ */
+static char *
+validate_rule_sql(const char *expr, Oid idtype, Oid ttype, Oid ptype)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *problem = NULL;
+	List	   *parsed;
+
+	/* 1. exactly one expression, nothing around it */
+	PG_TRY();
+	{
+		parsed = raw_parser(expr, RAW_PARSE_PLPGSQL_EXPR);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		return edata->message;
+	}
+	PG_END_TRY();
+	{
+		RawStmt    *raw = linitial_node(RawStmt, parsed);
+		SelectStmt *sel = (SelectStmt *) raw->stmt;
+
+		if (list_length(parsed) != 1 || !IsA(sel, SelectStmt) ||
+			list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
+			sel->whereClause != NULL || sel->groupClause != NIL ||
+			sel->havingClause != NULL || sel->windowClause != NIL ||
+			sel->sortClause != NIL || sel->limitCount != NULL ||
+			sel->limitOffset != NULL || sel->distinctClause != NIL ||
+			sel->lockingClause != NIL || sel->intoClause != NULL ||
+			sel->op != SETOP_NONE)
+			return pstrdup("the expression must be a single SQL expression over the event's columns");
+	}
+
+	/* 2. it type-checks in the shape the triggers run it */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		char	   *sql;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		sql = psprintf("SELECT x.val FROM (SELECT NULL::%s AS id, NULL::text AS source_id, "
+					   "NULL::text AS type, NULL::text AS version, "
+					   "NULL::timestamptz AS event_time, NULL::jsonb AS payload) ev "
+					   "CROSS JOIN LATERAL (SELECT (%s)::text) x(val)",
+					   format_type_be_qualified(idtype), expr);
+		(void) cdp_prepare(sql, 0, NULL);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		problem = edata->message;
+	}
+	PG_END_TRY();
+	(void) ttype;
+	(void) ptype;
+	return problem;
+}
+
+/*
+ * cdp_stitching_rules_check
+ *		BEFORE INSERT OR UPDATE row trigger on stitching_rules: a rule whose
+ *		expression does not parse or type-check is rejected, naming the rule.
+ */
+Datum
+cdp_stitching_rules_check(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	char	   *attr;
+	char	   *expr;
+	char	   *problem;
+	Oid			idtype = TEXTOID;
+	CdpExecState es;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_stitching_rules_check() must be fired BEFORE ... FOR EACH ROW")));
+
+	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	desc = td->tg_relation->rd_att;
+
+	d = heap_getattr(tup, 1, desc, &isnull);
+	attr = isnull ? "" : TextDatumGetCString(d);
+	if (strspn(attr, " \t\r\n") == strlen(attr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stitching rule has an empty attribute_id"),
+				 errhint("Name the identifier the rule reads, e.g. 'email'.")));
+	d = heap_getattr(tup, 5, desc, &isnull);
+	expr = isnull ? "" : TextDatumGetCString(d);
+
+	/* type-check against the attached table's id type when there is one */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		StitchConfig *cfg = stitch_config(true);
+
+		if (cfg)
+			idtype = cfg->id_type;
+	}
+	SPI_finish();
+
+	cdp_exec_begin(&es);
+	problem = validate_rule_sql(expr, idtype, InvalidOid, InvalidOid);
+	cdp_exec_end(&es);
+
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid stitching rule for attribute \"%s\": %s", attr, problem),
+				 errdetail("The rule's value_expression is: %s", expr),
+				 errhint("value_expression is one SQL expression over the event's columns "
+						 "id, source_id, type, version, event_time and payload, "
+						 "for example lower(payload->>'email').")));
+	return PointerGetDatum(tup);
+}
+
+/*
+ * cdp_stitching_config_changed
+ *		AFTER statement trigger on stitching_rules and stitching_blocklist:
+ *		tell every backend to recompile, and the user that existing events
+ *		keep their stitching until restitch().
+ */
+Datum
+cdp_stitching_config_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	StitchConfig *cfg;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_stitching_config_changed() must be fired AFTER ... FOR EACH STATEMENT")));
+
+	/* the rules table's relcache entry stands for "stitching configuration" */
+	CacheInvalidateRelcacheByRelid(get_relname_relid("stitching_rules",
+													 RelationGetNamespace(td->tg_relation)));
+	stitch_invalidate();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg && cfg->attached)
+		ereport(NOTICE,
+				(errmsg("stitching configuration changed"),
+				 errdetail("New and changed events are stitched with it at once; events stored before keep their stitching."),
+				 errhint("Run cdp_traits.restitch() to apply it to all events.")));
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}

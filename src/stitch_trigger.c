@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * stitch_trigger.c
+ *		The statement-level triggers on the attached events table.
+ *
+ * INSERT: the identifiers of the new rows (one query over the NEW transition
+ * table) are stitched as one batch.  DELETE: the deleted events lose their
+ * entity and the entities they leave are re-stitched from their remaining
+ * events (which finds splits).  UPDATE: only events whose identifiers changed
+ * are re-stitched (as a delete of the old and an insert of the new version);
+ * the entities of the others are marked for recalculation.  TRUNCATE: all
+ * stitching is emptied.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "cdp_traits.h"
+#include "stitch.h"
+
+PG_FUNCTION_INFO_V1(cdp_stitch_events);
+
+/* One (event, attribute, value) row of the identifier query. */
+typedef struct IdentRow
+{
+	const char *eid;
+	const char *attr;
+	const char *val;
+} IdentRow;
+
+/*
+ * cmp_row
+ *		Order identifier rows by event, attribute, value.
+ */
+static int
+cmp_row(const void *a, const void *b)
+{
+	const IdentRow *x = a;
+	const IdentRow *y = b;
+	int			r = strcmp(x->eid, y->eid);
+
+	if (r == 0)
+		r = strcmp(x->attr, y->attr);
+	if (r == 0)
+		r = strcmp(x->val, y->val);
+	return r;
+}
+
+/*
+ * fetch_rows
+ *		Run the identifier query over a transition table; rows sorted.
+ */
+static IdentRow *
+fetch_rows(StitchSource source, Oid relid, int *nrows)
+{
+	IdentRow   *rows;
+	uint64		i;
+
+	cdp_execute(stitch_identifier_plan(source, relid), NULL, NULL,
+				SPI_OK_SELECT, "reading identifiers of events");
+	rows = palloc_extended(sizeof(IdentRow) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		rows[i].eid = SPI_getvalue(tup, desc, 1);
+		rows[i].attr = SPI_getvalue(tup, desc, 2);
+		rows[i].val = SPI_getvalue(tup, desc, 3);
+	}
+	*nrows = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	qsort(rows, *nrows, sizeof(IdentRow), cmp_row);
+	return rows;
+}
+
+/*
+ * group_end
+ *		Index just past the rows of the event at rows[i].
+ */
+static int
+group_end(IdentRow *rows, int n, int i)
+{
+	int			j = i + 1;
+
+	while (j < n && strcmp(rows[j].eid, rows[i].eid) == 0)
+		j++;
+	return j;
+}
+
+/*
+ * add_group
+ *		Add one event and its identifier rows [from, to) to the graph.
+ */
+static void
+add_group(StitchGraph *g, IdentRow *rows, int from, int to)
+{
+	int			e = graph_add_event(g, rows[from].eid, strlen(rows[from].eid), NULL);
+	int			k;
+
+	for (k = from; k < to; k++)
+		graph_add_identifier(g, e, rows[k].attr, strlen(rows[k].attr),
+							 rows[k].val, strlen(rows[k].val));
+}
+
+/*
+ * all_ids
+ *		The ids (as text) of all rows of a transition table.
+ */
+static const char **
+all_ids(const char *table, Oid relid, int *n)
+{
+	char		key[48];
+	const char **ids;
+	uint64		i;
+
+	snprintf(key, sizeof(key), "ids_only:%s:%u", table, relid);
+	cdp_execute(stitch_cached_plan(key, psprintf("SELECT id::text FROM %s", table), 0, NULL),
+				NULL, NULL, SPI_OK_SELECT, "reading ids of events");
+	ids = palloc_extended(sizeof(char *) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < SPI_processed; i++)
+		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	*n = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return ids;
+}
+
+/*
+ * stitch_update
+ *		Re-stitch the events whose identifiers an UPDATE changed; mark the
+ *		entities of the other updated events for recalculation.
+ */
+static void
+stitch_update(StitchGraph *g, Oid relid)
+{
+	int			nold,
+				nnew,
+				i = 0,
+				j = 0,
+				k;
+	IdentRow   *oldr = fetch_rows(SRC_OLD_ROWS, relid, &nold);
+	IdentRow   *newr = fetch_rows(SRC_NEW_ROWS, relid, &nnew);
+	const char **forget = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
+	int			nforget = 0;
+	const char **same = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
+	int			nsame = 0;
+
+	/* merge-compare the two sorted lists, event by event */
+	while (i < nold || j < nnew)
+	{
+		int			c;
+
+		if (i >= nold)
+			c = 1;
+		else if (j >= nnew)
+			c = -1;
+		else
+			c = strcmp(oldr[i].eid, newr[j].eid);
+
+		if (c < 0)
+		{
+			/* the old version had identifiers, the new one has none */
+			forget[nforget++] = oldr[i].eid;
+			i = group_end(oldr, nold, i);
+		}
+		else if (c > 0)
+		{
+			k = group_end(newr, nnew, j);
+			add_group(g, newr, j, k);
+			j = k;
+		}
+		else
+		{
+			int			ie = group_end(oldr, nold, i);
+			int			je = group_end(newr, nnew, j);
+			bool		equal = (ie - i) == (je - j);
+
+			for (k = 0; equal && k < ie - i; k++)
+				equal = strcmp(oldr[i + k].attr, newr[j + k].attr) == 0 &&
+					strcmp(oldr[i + k].val, newr[j + k].val) == 0;
+			if (equal)
+				same[nsame++] = oldr[i].eid;
+			else
+			{
+				forget[nforget++] = oldr[i].eid;
+				add_group(g, newr, j, je);
+			}
+			i = ie;
+			j = je;
+		}
+	}
+
+	stitch_batch(g, forget, nforget);
+
+	if (nsame > 0)
+	{
+		Datum		args[1];
+		Datum	   *d = palloc(sizeof(Datum) * nsame);
+		Oid			types[1] = {TEXTARRAYOID};
+
+		for (k = 0; k < nsame; k++)
+			d[k] = CStringGetTextDatum(same[k]);
+		args[0] = PointerGetDatum(construct_array(d, nsame, TEXTOID, -1, false, TYPALIGN_INT));
+		cdp_execute(stitch_cached_plan("touch_updated",
+									   "UPDATE cdp_traits.customer_entities c "
+									   "SET modified = pg_catalog.now(), calculated = NULL "
+									   "FROM cdp_traits.event_entities e "
+									   "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id "
+									   "AND c.calculated IS NOT NULL",
+									   1, types),
+					args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
+	}
+}
+
+/*
+ * cdp_stitch_events
+ *		The trigger function: AFTER INSERT/UPDATE/DELETE/TRUNCATE FOR EACH
+ *		STATEMENT on the events table (and its partitions).
+ */
+Datum
+cdp_stitch_events(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	CdpExecState es;
+	StitchConfig *cfg;
+	Oid			relid;
+	MemoryContext cxt;
+	MemoryContext old;
+	StitchGraph *g;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_traits.stitch_events() must be fired AFTER ... FOR EACH STATEMENT")));
+	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
+		((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
+		 td->tg_trigger->tgoldtable == NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("trigger \"%s\" has no OLD TABLE", td->tg_trigger->tgname),
+				 errhint("Install the triggers with cdp_traits.attach_events().")));
+
+	relid = RelationGetRelid(td->tg_relation);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits stitching trigger",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+
+	cdp_exec_begin(&es);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "SPI_register_trigger_data failed");
+	cfg = stitch_config(false);
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		if (relid == cfg->events_relid)
+			stitch_truncate();
+		else
+		{
+			/* one partition emptied: re-stitch everything that is left */
+			stitch_lock_global(true);
+			stitch_scope(NULL, 0, true, NULL, NULL);
+		}
+	}
+	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	{
+		int			n;
+		int			i = 0;
+		IdentRow   *rows = fetch_rows(SRC_NEW_ROWS, relid, &n);
+
+		g = graph_create(cxt, n);
+		while (i < n)
+		{
+			int			e = group_end(rows, n, i);
+
+			add_group(g, rows, i, e);
+			i = e;
+		}
+		stitch_batch(g, NULL, 0);
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+	{
+		int			n;
+		const char **ids = all_ids(CDP_OLD_TABLE, relid, &n);
+
+		g = graph_create(cxt, 16);
+		stitch_batch(g, ids, n);
+	}
+	else
+	{
+		g = graph_create(cxt, 1024);
+		stitch_update(g, relid);
+	}
+
+	SPI_finish();
+	cdp_exec_end(&es);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return PointerGetDatum(NULL);
+}
