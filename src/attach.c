@@ -232,8 +232,9 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	foreach(lc, tables_of(relid))
 		install_triggers(lfirst_oid(lc));
 
-	cdp_execute_sql("DROP VIEW IF EXISTS cdp_traits.customer_events",
-					SPI_OK_UTILITY, "replacing customer_events");
+	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
+		cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
+						SPI_OK_UTILITY, "replacing customer_events");
 	cdp_execute_sql(psprintf("CREATE VIEW cdp_traits.customer_events AS "
 							 "SELECT ev.*, ee.customer_entity_id FROM %s ev "
 							 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = ev.id::text",

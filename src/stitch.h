@@ -61,6 +61,7 @@ typedef struct StitchConfig
 	char	   *events_name;	/* quoted, schema-qualified */
 	char	   *id_cast;		/* "::type" to turn text back into the id */
 	int			nrules;
+	bool		unique_id;		/* a unique index guarantees unique ids */
 	uint64		generation;		/* bumped on every invalidation */
 } StitchConfig;
 

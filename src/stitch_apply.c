@@ -681,8 +681,8 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget)
 			c.event_entity[c.n_events++] = comp_entity[comp_of_root[graph_find(g, node)]];
 		}
 		/* events that lose their assignment (deleted, or changed) */
-		for (i = 0; i < nforget; i++)
-			c.del_events[c.n_del_events++] = forget[i];
+		c.del_events = forget;
+		c.n_del_events = nforget;
 
 		/* (old assignments of forgotten events are deleted before new ones are written) */
 		stitch_write_changes(&c);
@@ -697,9 +697,10 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget)
 			for (i = 0; i < nleft; i++)
 			{
 				int			node = graph_entity_node(g, &left[i]);
-				int			root = graph_find(g, node);
+				int			root = node < nnodes ? graph_find(g, node) : -1;
 
-				if (comp_of_root[root] >= 0 && comp_has[comp_of_root[root]])
+				/* (an entity the batch's events do not reach has no component) */
+				if (root >= 0 && comp_of_root[root] >= 0 && comp_has[comp_of_root[root]])
 					recheck[nrecheck++] = comp_entity[comp_of_root[root]];
 				else
 					recheck[nrecheck++] = left[i];

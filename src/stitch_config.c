@@ -20,7 +20,10 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -34,6 +37,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
 
 #include "cdp_traits.h"
 #include "stitch.h"
@@ -142,6 +147,36 @@ normalized_columns(Oid relid)
 }
 
 /*
+ * has_unique_id
+ *		Whether a unique index on the id column alone guarantees unique ids.
+ */
+static bool
+has_unique_id(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	AttrNumber	idatt = get_attnum(relid, "id");
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index idx;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisunique && idx->indnkeyatts == 1 &&
+			idx->indkey.values[0] == idatt && heap_attisnull(tup, Anum_pg_index_indpred, NULL))
+			found = true;
+		ReleaseSysCache(tup);
+	}
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
  * rule_condition
  *		"ev.col = 'value'" for a rule's source/type/version filter.
  */
@@ -245,7 +280,16 @@ stitch_config(bool missing_ok)
 			bool		attached = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 			char	   *lateral;
 			int			nrules;
+			bool		unique_id;
 
+			/* the table was dropped: as if nothing were attached */
+			if (get_rel_name(relid) == NULL)
+			{
+				Config.generation = ConfigGeneration;
+				ConfigValid = true;
+				goto done;
+			}
+			unique_id = has_unique_id(relid);
 			lateral = compile_rules(&nrules);
 			old = MemoryContextSwitchTo(ConfigContext);
 			Config.events_relid = relid;
@@ -256,6 +300,7 @@ stitch_config(bool missing_ok)
 			Config.id_cast = idtype == TEXTOID ? "" :
 				psprintf("::%s", format_type_be_qualified(idtype));
 			Config.nrules = nrules;
+			Config.unique_id = unique_id;
 			RulesLateral = pstrdup(lateral);
 			MemoryContextSwitchTo(old);
 			WatchEvents = relid;
@@ -263,6 +308,7 @@ stitch_config(bool missing_ok)
 		Config.generation = ConfigGeneration;
 		ConfigValid = true;
 	}
+done:
 	if (!OidIsValid(Config.events_relid))
 	{
 		if (missing_ok)

@@ -132,6 +132,33 @@ all_ids(const char *table, Oid relid, int *n)
 }
 
 /*
+ * check_duplicate_ids
+ *		Without a unique index on id, make sure the new events do not reuse
+ *		an id (within the statement, or of an event already stitched).
+ */
+static void
+check_duplicate_ids(Oid relid)
+{
+	char		key[48];
+
+	snprintf(key, sizeof(key), "dup_ids:%u", relid);
+	cdp_execute(stitch_cached_plan(key,
+								   "SELECT id FROM (SELECT id::text FROM " CDP_NEW_TABLE
+								   " GROUP BY 1 HAVING count(*) > 1) d "
+								   "UNION ALL SELECT ee.event_id FROM cdp_traits.event_entities ee "
+								   "JOIN " CDP_NEW_TABLE " n ON ee.event_id = n.id::text LIMIT 1",
+								   0, NULL),
+				NULL, NULL, SPI_OK_SELECT, "checking event ids");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("duplicate event id \"%s\"",
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errdetail("Every event needs an id of its own; the statement was not applied."),
+				 errhint("Add a unique constraint on the id column of the events table.")));
+}
+
+/*
  * stitch_update
  *		Re-stitch the events whose identifiers an UPDATE changed; mark the
  *		entities of the other updated events for recalculation.
@@ -274,7 +301,11 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	{
 		int			n;
 		int			i = 0;
-		IdentRow   *rows = fetch_rows(SRC_NEW_ROWS, relid, &n);
+		IdentRow   *rows;
+
+		if (!cfg->unique_id)
+			check_duplicate_ids(relid);
+		rows = fetch_rows(SRC_NEW_ROWS, relid, &n);
 
 		g = graph_create(cxt, n);
 		while (i < n)

@@ -1,0 +1,208 @@
+-- Profile stitching behaviour (SPEC section 2), event by event.
+SET client_min_messages = warning;
+CREATE TABLE ev (id bigint PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
+                 version text NOT NULL DEFAULT '1-0-0', event_time timestamptz NOT NULL DEFAULT '2025-01-01',
+                 payload jsonb, note text);
+-- events that exist before attach are stitched by attach
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (1, 'web', 'login', '{"email": "Ann@Example.com", "cookie": "c1"}'),
+  (2, 'web', 'page_view', '{"cookie": "c1"}');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, source_id, type, version, value_expression) VALUES
+  ('email', NULL, NULL, NULL, $$lower(btrim(payload->>'email'))$$),
+  ('cookie', 'web', NULL, NULL, $$payload->>'cookie'$$),
+  ('device', 'app', NULL, '1-0-0', $$payload->>'device'$$),
+  ('email', 'crm', 'merge', NULL, $$lower(btrim(jsonb_array_elements_text(payload->'emails')))$$),
+  ('phone', NULL, NULL, NULL, $$payload->>'phone'$$),
+  ('user', NULL, NULL, NULL, $$payload->>'phone'$$);
+SELECT cdp_traits.attach_events('ev');
+RESET client_min_messages;
+
+-- Helpers: the partition as sets of event ids, and each event's entity.
+CREATE FUNCTION pg_temp.groups() RETURNS TABLE(events text) LANGUAGE sql AS $$
+  SELECT string_agg(id::text, ',' ORDER BY id) FROM cdp_traits.customer_events
+   WHERE customer_entity_id IS NOT NULL GROUP BY customer_entity_id ORDER BY min(id) $$;
+CREATE FUNCTION pg_temp.ent(bigint) RETURNS uuid LANGUAGE sql AS $$
+  SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = $1 $$;
+CREATE FUNCTION pg_temp.ok() RETURNS text LANGUAGE sql AS $$
+  SELECT coalesce(string_agg(coalesce(event_id, '-') || ': ' || problem, '; '), 'consistent')
+    FROM cdp_traits.verify_stitching() $$;
+
+SELECT * FROM pg_temp.groups();
+SELECT attribute_id, value FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT pg_temp.ok();
+
+-- the view carries every column of the events table plus the entity
+SELECT attname FROM pg_attribute WHERE attrelid = 'cdp_traits.customer_events'::regclass AND attnum > 0 ORDER BY attnum;
+
+-- events without identifiers, and odd payloads, get no entity (and no error)
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (3, 'web', 'page_view', '{}'),
+  (4, 'web', 'page_view', '[1, 2]'),
+  (5, 'web', 'page_view', '"just a string"'),
+  (6, 'web', 'page_view', 'null'),
+  (7, 'web', 'page_view', NULL),
+  (8, 'app', 'open', '{"device": "d9"}');   -- version 1-0-0 default: a device rule applies
+SELECT id, customer_entity_id IS NULL AS no_entity FROM cdp_traits.customer_events WHERE id BETWEEN 3 AND 8 ORDER BY id;
+
+-- filters: the device rule is only for app events of version 1-0-0, the cookie rule only for web
+INSERT INTO ev (id, source_id, type, version, payload) VALUES
+  (9, 'app', 'open', '2-0-0', '{"device": "d9"}'),
+  (10, 'pos', 'buy', '1-0-0', '{"cookie": "c1"}');
+SELECT pg_temp.ent(9) IS NULL AS v2_not_linked, pg_temp.ent(10) IS NULL AS pos_cookie_not_linked;
+
+-- blocklisted values never link, whatever their case and spacing
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (11, 'web', 'login', '{"email": " UNKNOWN "}'),
+  (12, 'web', 'login', '{"email": "unknown"}'),
+  (13, 'web', 'login', '{"email": "N/A", "cookie": "Null"}'),
+  (14, 'web', 'login', '{"email": "", "cookie": "-"}');
+SELECT count(*) AS blocked_linked FROM cdp_traits.customer_events WHERE id BETWEEN 11 AND 14 AND customer_entity_id IS NOT NULL;
+SELECT count(*) AS blocked_in_matching FROM cdp_traits.matching WHERE lower(btrim(value)) IN ('unknown', 'n/a', 'null', '', '-');
+
+-- the same value under two attribute ids does not link
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (15, 'web', 'x', '{"cookie": "shared-value"}'),
+  (16, 'app', 'x', '{"device": "shared-value"}');
+SELECT pg_temp.ent(15) <> pg_temp.ent(16) AS separate;
+-- but one expression feeding two attribute ids links under each
+INSERT INTO ev (id, source_id, type, payload) VALUES (17, 'pos', 'x', '{"phone": "555"}');
+SELECT attribute_id, value FROM cdp_traits.matching WHERE value = '555' ORDER BY 1;
+
+-- a set-returning rule gives several identifiers per event, and merges
+SELECT pg_temp.ent(1) AS ann, pg_temp.ent(15) AS other \gset
+UPDATE cdp_traits.customer_entities SET calculated = now();
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (18, 'web', 'x', '{"cookie": "shared-value", "email": "bob@example.com"}'),
+  (19, 'crm', 'merge', '{"emails": ["ann@example.com", "BOB@example.com ", "carl@example.com"]}');
+SELECT * FROM pg_temp.groups();
+-- the oldest entity survived and the merge is recorded
+SELECT pg_temp.ent(19) = :'ann' AS oldest_survives,
+       (SELECT count(*) FROM cdp_traits.entity_merges WHERE merged_id = :'other' AND into_id = :'ann') AS merge_recorded,
+       cdp_traits.current_entity(:'other') = :'ann' AS current_entity_follows,
+       cdp_traits.current_entity(:'ann') = :'ann' AS live_is_itself,
+       cdp_traits.current_entity('00000000-0000-0000-0000-000000000000') IS NULL AS unknown_is_null;
+-- only the touched entity needs recalculation
+SELECT count(*) FILTER (WHERE calculated IS NULL) AS dirty, count(*) AS entities FROM cdp_traits.customer_entities;
+SELECT pg_temp.ok();
+
+-- transitive chains arriving in every order end in one entity
+CREATE TEMP TABLE chain (id bigint, payload jsonb);
+INSERT INTO chain VALUES (101, '{"email": "a", "phone": "p1"}'), (102, '{"phone": "p1", "cookie": "k"}'),
+                         (103, '{"email": "z"}'), (104, '{"email": "z", "phone": "p2"}');
+-- 101 + 102 linked by phone; 103 + 104 by email z; a late event 105 links k and p2
+CREATE FUNCTION pg_temp.load_chain(order_by text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r record; result text;
+BEGIN
+  DELETE FROM ev WHERE id > 100;
+  FOR r IN EXECUTE 'SELECT * FROM (SELECT * FROM chain UNION ALL SELECT 105, ''{"cookie": "k", "phone": "p2"}'') c ORDER BY ' || order_by LOOP
+    INSERT INTO ev (id, source_id, type, payload) VALUES (r.id, 'web', 'x', r.payload);
+  END LOOP;
+  SELECT string_agg(g, ' | ' ORDER BY g) INTO result FROM (SELECT string_agg(id::text, ',' ORDER BY id) g
+      FROM cdp_traits.customer_events WHERE id > 100 GROUP BY customer_entity_id) s;
+  RETURN result;
+END $$;
+SELECT pg_temp.load_chain('id') AS ascending, pg_temp.load_chain('id DESC') AS descending,
+       pg_temp.load_chain('md5(id::text)') AS shuffled, pg_temp.ok();
+-- ... and all in one statement
+DELETE FROM ev WHERE id > 100;
+INSERT INTO ev (id, source_id, type, payload)
+SELECT id, 'web', 'x', payload FROM chain UNION ALL SELECT 105, 'web', 'x', '{"cookie": "k", "phone": "p2"}';
+SELECT count(DISTINCT customer_entity_id) AS one_entity FROM cdp_traits.customer_events WHERE id > 100;
+
+-- deleting the event that linked two halves splits the entity
+SELECT pg_temp.ent(101) AS chain_entity \gset
+UPDATE cdp_traits.customer_entities SET calculated = now();
+DELETE FROM ev WHERE id = 105;
+SELECT string_agg(g, ' | ' ORDER BY g) AS after_split FROM (SELECT string_agg(id::text, ',' ORDER BY id) g
+  FROM cdp_traits.customer_events WHERE id > 100 GROUP BY customer_entity_id) s;
+-- one half keeps the id, the other is new; both need recalculation; the link identifiers are gone
+SELECT (pg_temp.ent(101) = :'chain_entity') <> (pg_temp.ent(103) = :'chain_entity') AS one_half_keeps_id,
+       (SELECT count(*) FROM cdp_traits.customer_entities WHERE calculated IS NULL) AS dirty,
+       (SELECT count(*) FROM cdp_traits.matching WHERE value IN ('k', 'p2')) AS link_identifiers;
+SELECT pg_temp.ok();
+
+-- deleting every event of an entity removes it and its identifiers
+SELECT pg_temp.ent(103) AS half \gset
+DELETE FROM ev WHERE id IN (103, 104);
+SELECT (SELECT count(*) FROM cdp_traits.customer_entities WHERE id = :'half') AS entity_left,
+       (SELECT count(*) FROM cdp_traits.matching WHERE customer_entity_id = :'half') AS identifiers_left,
+       cdp_traits.current_entity(:'half') IS NULL AS gone;
+
+-- an update that changes no identifier keeps the entity and marks it dirty
+UPDATE cdp_traits.customer_entities SET calculated = now();
+UPDATE ev SET note = 'seen', payload = payload || '{"amount": 5}' WHERE id = 101;
+SELECT pg_temp.ent(101) = pg_temp.ent(102) AS same_entity,
+       (SELECT calculated IS NULL FROM cdp_traits.customer_entities WHERE id = pg_temp.ent(101)) AS dirty,
+       (SELECT count(*) FROM cdp_traits.customer_entities WHERE calculated IS NULL) AS dirty_total;
+-- an update that changes identifiers re-stitches: 102 loses its phone and leaves 101
+UPDATE ev SET payload = '{"email": "solo@example.com"}' WHERE id = 102;
+SELECT pg_temp.ent(101) <> pg_temp.ent(102) AS split_by_update, pg_temp.ok();
+-- and one that links them again merges
+UPDATE ev SET payload = '{"email": "solo@example.com", "phone": "p1"}' WHERE id = 102;
+SELECT pg_temp.ent(101) = pg_temp.ent(102) AS merged_by_update, pg_temp.ok();
+-- an update that removes all identifiers drops the event's entity
+UPDATE ev SET payload = '{}' WHERE id = 102;
+SELECT pg_temp.ent(102) IS NULL AS no_entity, pg_temp.ok();
+-- changing an event's id
+UPDATE ev SET id = 106 WHERE id = 101;
+SELECT pg_temp.ent(106) IS NOT NULL AS renamed_has_entity,
+       (SELECT count(*) FROM cdp_traits.event_entities WHERE event_id = '101') AS old_id_rows, pg_temp.ok();
+
+-- rule changes apply to new events at once and to old ones after restitch(), keeping ids stable
+SELECT count(*) AS entities_before FROM cdp_traits.customer_entities;
+SELECT pg_temp.ent(8) AS dev_entity, pg_temp.ent(1) AS ann_entity \gset
+-- (rules see the event columns of SPEC section 1 only, not extra columns)
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('note', 'note');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('alt', $$payload->>'alt'$$);
+UPDATE ev SET payload = payload || '{"alt": "n1"}' WHERE id IN (1, 8);   -- identifiers changed: re-stitched at once
+SELECT pg_temp.ent(1) = pg_temp.ent(8) AS linked_by_new_rule,
+       pg_temp.ent(1) = :'ann_entity' AS older_id_kept;
+DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'alt';
+SELECT count(*) AS problems_before_restitch FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.restitch() AS entities;
+SELECT pg_temp.ent(1) = :'ann_entity' AS ann_keeps_id, pg_temp.ent(8) <> pg_temp.ent(1) AS device_split_off,
+       pg_temp.ok();
+-- a restitch that changes nothing writes nothing
+SELECT cdp_traits.restitch() AS entities;
+SELECT changed_events, changed_identifiers FROM cdp_traits.stitching_stats();
+
+-- a new blocklist entry takes effect for existing events after restitch()
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('phone', '555');
+SELECT cdp_traits.restitch() IS NOT NULL AS restitched;
+SELECT count(*) AS phone_555 FROM cdp_traits.matching WHERE attribute_id = 'phone' AND value = '555';
+SELECT count(*) AS user_555 FROM cdp_traits.matching WHERE attribute_id = 'user' AND value = '555';
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'phone';
+
+-- verify_stitching notices tampering, restitch repairs it
+UPDATE cdp_traits.matching SET customer_entity_id = pg_temp.ent(15) WHERE value = 'ann@example.com';
+DELETE FROM cdp_traits.event_entities WHERE event_id = '2';
+INSERT INTO cdp_traits.event_entities VALUES ('999', pg_temp.ent(15));
+INSERT INTO cdp_traits.customer_entities (id) VALUES ('11111111-1111-1111-1111-111111111111');
+SELECT event_id, regexp_replace(problem, '[0-9a-f-]{36}', '<uuid>', 'g') AS problem
+  FROM cdp_traits.verify_stitching() ORDER BY 1, 2;
+SELECT cdp_traits.restitch() IS NOT NULL AS repaired, pg_temp.ok();
+
+-- truncate empties stitching
+TRUNCATE ev;
+SELECT (SELECT count(*) FROM cdp_traits.customer_entities) AS entities,
+       (SELECT count(*) FROM cdp_traits.matching) AS identifiers,
+       (SELECT count(*) FROM cdp_traits.event_entities) AS assignments;
+
+-- detach keeps state and stops stitching; attach again stitches what arrived meanwhile
+INSERT INTO ev (id, source_id, type, payload) VALUES (1, 'web', 'x', '{"email": "a"}');
+SELECT cdp_traits.detach_events();
+INSERT INTO ev (id, source_id, type, payload) VALUES (2, 'web', 'x', '{"email": "a"}');
+SELECT count(*) AS stitched_while_detached FROM cdp_traits.event_entities;
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'ev'::regclass;
+SET client_min_messages = warning;
+SELECT cdp_traits.attach_events('ev');
+RESET client_min_messages;
+SELECT count(*) AS stitched, count(DISTINCT customer_entity_id) AS entities FROM cdp_traits.event_entities;
+
+-- DROP EXTENSION takes the triggers and the view with it, leaving the table
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'ev'::regclass;
+DROP EXTENSION cdp_traits;
+SELECT count(*) AS triggers_after_drop FROM pg_trigger WHERE tgrelid = 'ev'::regclass;
+SELECT count(*) AS events_kept FROM ev;
+CREATE EXTENSION cdp_traits;
+DROP TABLE ev;

@@ -1,0 +1,92 @@
+-- Every way attach_events and the stitching rules reject bad input, and
+-- that a rejected statement stores nothing.
+
+-- attach: not a table, missing and mistyped columns (all named at once)
+CREATE VIEW not_a_table AS SELECT 1 AS id;
+SELECT cdp_traits.attach_events('not_a_table');
+CREATE TABLE no_payload (id bigint, source_id text, type text, version text, event_time timestamptz);
+SELECT cdp_traits.attach_events('no_payload');
+CREATE TABLE bad_types (id bigint, source_id int, type text, event_time date, payload text);
+SELECT cdp_traits.attach_events('bad_types');
+CREATE TABLE no_equality (id point, source_id text, type text, version text, event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('no_equality');
+SELECT cdp_traits.attach_events('no_such_table');
+SELECT count(*) AS nothing_recorded FROM cdp_traits.events_source;
+SELECT count(*) AS no_triggers FROM pg_trigger WHERE tgname LIKE 'cdp_traits%';
+
+-- nothing attached yet
+SELECT cdp_traits.detach_events();
+SELECT cdp_traits.restitch();
+SELECT * FROM cdp_traits.verify_stitching();
+
+-- a table with extra columns, json payload and timestamp without time zone is fine
+CREATE TABLE ev (id bigint PRIMARY KEY, source_id varchar(20), type text, version text,
+                 event_time timestamp, payload json, extra text);
+SELECT cdp_traits.attach_events('ev');
+-- attaching twice, or a second table, is an error
+SELECT cdp_traits.attach_events('ev');
+CREATE TABLE ev2 (LIKE ev);
+SELECT cdp_traits.attach_events('ev2');
+
+-- rules: each bad one is rejected naming the rule, nothing stored
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'lower(payload->>''email''');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'lower(payload->>email_address)');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'no_such_function(payload)');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''a'', payload->>''b''');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''a'' FROM pg_class');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', '1); DROP TABLE ev; SELECT (1');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'count(payload)');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('  ', 'payload->>''email''');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', '');
+-- one bad rule in a multi-row insert rejects the whole statement
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''email'''), ('phone', 'payload->>phone');
+-- an update that breaks a rule is rejected too
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''email''');
+UPDATE cdp_traits.stitching_rules SET value_expression = 'payload->>>''email''';
+SELECT attribute_id, value_expression FROM cdp_traits.stitching_rules;
+-- a duplicate rule is refused
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''email''');
+SELECT count(*) AS ev_still_there FROM ev;
+
+-- the trigger functions refuse to be called other than as installed
+SELECT cdp_traits.stitch_events();
+CREATE TABLE t (x int);
+CREATE TRIGGER wrong BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION cdp_traits.stitch_events();
+INSERT INTO t VALUES (1);
+DROP TABLE t;
+
+-- without a unique index on id, duplicate event ids are rejected whole
+INSERT INTO ev (id, source_id, type, version, event_time, payload)
+VALUES (1, 'web', 'x', '1', '2025-01-01', '{"email": "a@x"}');
+ALTER TABLE ev DROP CONSTRAINT ev_pkey;
+INSERT INTO ev (id, source_id, type, version, event_time, payload)
+VALUES (1, 'web', 'x', '1', '2025-01-01', '{"email": "b@x"}');
+INSERT INTO ev (id, source_id, type, version, event_time, payload)
+VALUES (2, 'web', 'x', '1', '2025-01-01', '{"email": "c@x"}'),
+       (2, 'web', 'x', '1', '2025-01-01', '{"email": "d@x"}');
+SELECT id, payload FROM ev;
+SELECT attribute_id, value FROM cdp_traits.matching;
+
+SELECT cdp_traits.detach_events();
+SELECT cdp_traits.detach_events();
+-- detach keeps the view, so dropping the table needs CASCADE
+DROP TABLE ev;
+DROP TABLE ev CASCADE;
+-- a dropped events table counts as not attached
+SELECT cdp_traits.restitch();
+DROP TABLE ev2, no_payload, bad_types, no_equality;
+DROP VIEW not_a_table;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
