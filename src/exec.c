@@ -22,6 +22,7 @@
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "portability/instr_time.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -118,10 +119,18 @@ int
 cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 			int expected, const char *what)
 {
-	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	instr_time	start,
+				duration;
+	int			rc;
 
+	INSTR_TIME_SET_CURRENT(start);
+	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (rc != expected)
 		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+	INSTR_TIME_SET_CURRENT(duration);
+	INSTR_TIME_SUBTRACT(duration, start);
+	elog(DEBUG2, "cdp_traits: %s: " UINT64_FORMAT " rows in %.1f ms",
+		 what, SPI_processed, INSTR_TIME_GET_MILLISEC(duration));
 	return (int) SPI_processed;
 }
 

@@ -22,6 +22,8 @@
 
 #include "access/tupdesc.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "nodes/params.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
@@ -62,7 +64,22 @@ typedef struct StitchConfig
 	char	   *id_cast;		/* "::type" to turn text back into the id */
 	int			nrules;
 	bool		unique_id;		/* a unique index guarantees unique ids */
+	bool		id_is_uuid;		/* ids are read raw and formatted in C */
 	uint64		generation;		/* bumped on every invalidation */
+
+	/* attribute ids the rules produce */
+	int			nattrs;
+	char	  **attrs;
+	/* rule columns of the compiled query: attribute, and text[] or text */
+	int			ncols;
+	int		   *col_attr;
+	bool	   *col_is_set;
+	char	   *cols_sql;		/* ", col1, col2 ..." over the event "ev" */
+	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
+	int			nblocked;
+	char	  **blocked;
+	int		   *blocked_attr;
+	int			max_blocked_len;
 } StitchConfig;
 
 /* What a prepared statement reads its events from. */
@@ -82,6 +99,38 @@ extern void stitch_invalidate(void);
 extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
 
+/* ---- stitch_read.c ---- */
+
+/* One event read by the identifier query. */
+typedef struct EventRow
+{
+	const char *event_id;		/* NULL: the stored event no longer exists */
+	int			event_id_len;
+	const char *stored_id;		/* event_entities.event_id, if any */
+	int			stored_id_len;
+	const pg_uuid_t *old_entity;	/* stored entity, NULL if none */
+	int			nidents;		/* identifiers (NULL/blocklisted dropped) */
+	const int  *attr;			/* index into StitchConfig.attrs */
+	const char **val;
+	const int  *len;
+} EventRow;
+
+typedef void (*EventRowCallback) (EventRow *row, void *arg);
+
+typedef void (*SlotCallback) (TupleTableSlot *slot, void *arg);
+
+#define UUID_TEXT_LEN 36
+
+extern void cdp_stream(SPIPlanPtr plan, ParamListInfo params, bool read_only,
+					   SlotCallback callback, void *arg);
+extern ParamListInfo cdp_uuid_array_param(Datum arr);
+extern void cdp_uuid_to_text(const pg_uuid_t *u, char *buf);
+extern void stitch_read_events(StitchSource source, Oid relid, Datum entities,
+							   bool read_only, EventRowCallback callback,
+							   void *arg);
+extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,
+							  int len);
+
 /* ---- stitch_graph.c ---- */
 typedef struct StitchGraph StitchGraph;
 
@@ -90,6 +139,8 @@ extern int	graph_add_event(StitchGraph *g, const char *event_id, int len,
 							const pg_uuid_t *old_entity);
 extern int	graph_add_identifier(StitchGraph *g, int event, const char *attr,
 								 int attrlen, const char *val, int vallen);
+extern void graph_set_attrs(StitchGraph *g, char **attrs, int nattrs);
+extern void graph_add_event_row(StitchGraph *g, EventRow *row);
 extern void graph_union(StitchGraph *g, int a, int b);
 extern int	graph_find(StitchGraph *g, int node);
 extern int	graph_nevents(StitchGraph *g);
@@ -120,16 +171,23 @@ typedef struct StitchChanges
 	int			n_removed;
 	pg_uuid_t  *touched;		/* entities whose events changed */
 	int			n_touched;
-	const char **ident_attr;	/* identifier -> entity upserts */
+	const char **ident_attr;	/* new identifiers -> entity */
 	const char **ident_val;
 	pg_uuid_t  *ident_entity;
 	int			n_idents;
+	const char **upd_ident_attr;	/* stored identifiers moving entity */
+	const char **upd_ident_val;
+	pg_uuid_t  *upd_ident_entity;
+	int			n_upd_idents;
 	const char **del_ident_attr;	/* identifiers no event carries any more */
 	const char **del_ident_val;
 	int			n_del_idents;
-	const char **event_ids;		/* event -> entity upserts */
+	const char **event_ids;		/* newly assigned events -> entity */
 	pg_uuid_t  *event_entity;
 	int			n_events;
+	const char **upd_event_ids; /* stored events moving entity */
+	pg_uuid_t  *upd_event_entity;
+	int			n_upd_events;
 	const char **del_events;	/* events that no longer have an entity */
 	int			n_del_events;
 } StitchChanges;

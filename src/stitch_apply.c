@@ -249,6 +249,9 @@ write_merges(const pg_uuid_t *merged, const pg_uuid_t *into, int n)
 
 /*
  * stitch_write_changes
+ *		(Inserts are sorted by key: ordered index insertion is several times
+ *		faster than random for large batches.)
+ *
  *		The writes shared by incremental batches and full passes: new
  *		entities, identifier and event assignments (upserts and deletes), and
  *		marking entities for recalculation.
@@ -263,7 +266,7 @@ stitch_write_changes(StitchChanges *c)
 		args[0] = cdp_uuid_array(c->new_entities, c->n_new_entities);
 		cdp_execute(plan("new_entities",
 						 "INSERT INTO cdp_traits.customer_entities (id, created, modified, calculated) "
-						 "SELECT id, pg_catalog.now(), pg_catalog.now(), NULL FROM unnest($1) id",
+						 "SELECT id, pg_catalog.now(), pg_catalog.now(), NULL FROM unnest($1) id ORDER BY 1",
 						 1, UUIDARRAYOID, 0, 0),
 					args, NULL, SPI_OK_INSERT, "creating entities");
 	}
@@ -285,11 +288,21 @@ stitch_write_changes(StitchChanges *c)
 		args[2] = cdp_uuid_array(c->ident_entity, c->n_idents);
 		cdp_execute(plan("put_matching",
 						 "INSERT INTO cdp_traits.matching (attribute_id, value, customer_entity_id) "
-						 "SELECT * FROM unnest($1, $2, $3) "
-						 "ON CONFLICT (attribute_id, value) DO UPDATE "
-						 "SET customer_entity_id = EXCLUDED.customer_entity_id",
+						 "SELECT * FROM unnest($1, $2, $3) ORDER BY 1, 2",
 						 3, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID),
 					args, NULL, SPI_OK_INSERT, "writing identifiers");
+	}
+	if (c->n_upd_idents > 0)
+	{
+		args[0] = text_array(c->upd_ident_attr, c->n_upd_idents);
+		args[1] = text_array(c->upd_ident_val, c->n_upd_idents);
+		args[2] = cdp_uuid_array(c->upd_ident_entity, c->n_upd_idents);
+		cdp_execute(plan("move_matching",
+						 "UPDATE cdp_traits.matching m SET customer_entity_id = u.entity "
+						 "FROM unnest($1, $2, $3) u(attr, val, entity) "
+						 "WHERE m.attribute_id = u.attr AND m.value = u.val",
+						 3, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID),
+					args, NULL, SPI_OK_UPDATE, "moving identifiers");
 	}
 	if (c->n_del_events > 0)
 	{
@@ -305,11 +318,19 @@ stitch_write_changes(StitchChanges *c)
 		args[1] = cdp_uuid_array(c->event_entity, c->n_events);
 		cdp_execute(plan("put_events",
 						 "INSERT INTO cdp_traits.event_entities (event_id, customer_entity_id) "
-						 "SELECT * FROM unnest($1, $2) "
-						 "ON CONFLICT (event_id) DO UPDATE "
-						 "SET customer_entity_id = EXCLUDED.customer_entity_id",
+						 "SELECT * FROM unnest($1, $2) ORDER BY 1",
 						 2, TEXTARRAYOID, UUIDARRAYOID, 0),
 					args, NULL, SPI_OK_INSERT, "assigning events");
+	}
+	if (c->n_upd_events > 0)
+	{
+		args[0] = text_array(c->upd_event_ids, c->n_upd_events);
+		args[1] = cdp_uuid_array(c->upd_event_entity, c->n_upd_events);
+		cdp_execute(plan("move_events",
+						 "UPDATE cdp_traits.event_entities e SET customer_entity_id = u.entity "
+						 "FROM unnest($1, $2) u(id, entity) WHERE e.event_id = u.id",
+						 2, TEXTARRAYOID, UUIDARRAYOID, 0),
+					args, NULL, SPI_OK_UPDATE, "moving events");
 	}
 	remove_entities(c->removed, c->n_removed);
 	if (c->n_touched > 0)
@@ -342,10 +363,15 @@ stitch_changes_init(StitchChanges *c, int nevents, int nidents, int nentities)
 	c->ident_attr = palloc_extended(sizeof(char *) * nidents, MCXT_ALLOC_HUGE);
 	c->ident_val = palloc_extended(sizeof(char *) * nidents, MCXT_ALLOC_HUGE);
 	c->ident_entity = palloc_extended(sizeof(pg_uuid_t) * nidents, MCXT_ALLOC_HUGE);
+	c->upd_ident_attr = palloc_extended(sizeof(char *) * nidents, MCXT_ALLOC_HUGE);
+	c->upd_ident_val = palloc_extended(sizeof(char *) * nidents, MCXT_ALLOC_HUGE);
+	c->upd_ident_entity = palloc_extended(sizeof(pg_uuid_t) * nidents, MCXT_ALLOC_HUGE);
 	c->del_ident_attr = NULL;
 	c->del_ident_val = NULL;
 	c->event_ids = palloc_extended(sizeof(char *) * nevents, MCXT_ALLOC_HUGE);
 	c->event_entity = palloc_extended(sizeof(pg_uuid_t) * nevents, MCXT_ALLOC_HUGE);
+	c->upd_event_ids = palloc_extended(sizeof(char *) * nevents, MCXT_ALLOC_HUGE);
+	c->upd_event_entity = palloc_extended(sizeof(pg_uuid_t) * nevents, MCXT_ALLOC_HUGE);
 	c->del_events = palloc_extended(sizeof(char *) * nevents, MCXT_ALLOC_HUGE);
 }
 

@@ -32,7 +32,9 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/plancache.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -69,9 +71,6 @@ static HTAB *PlanCache = NULL;
 static Oid	WatchRules = InvalidOid;
 static Oid	WatchSource = InvalidOid;
 static Oid	WatchEvents = InvalidOid;
-
-/* the rules, compiled (valid with Config) */
-static char *RulesLateral = NULL;
 
 /*
  * stitch_invalidate
@@ -177,68 +176,173 @@ has_unique_id(Oid relid)
 }
 
 /*
- * rule_condition
- *		"ev.col = 'value'" for a rule's source/type/version filter.
+ * append_condition
+ *		" AND ev.col = 'value'" for a rule's source/type/version filter.
  */
 static void
-append_condition(StringInfo buf, const char *col, Datum val, bool isnull,
-				 bool *first)
+append_condition(StringInfo buf, const char *col, HeapTuple tup, TupleDesc desc,
+				 int attno, bool *any)
 {
+	bool		isnull;
+	Datum		val = SPI_getbinval(tup, desc, attno, &isnull);
+
 	if (isnull)
 		return;
-	appendStringInfo(buf, "%s ev.%s = %s", *first ? " WHERE" : " AND", col,
+	appendStringInfo(buf, "%sev.%s = %s", *any ? " AND " : "", col,
 					 quote_literal_cstr(TextDatumGetCString(val)));
-	*first = false;
+	*any = true;
+}
+
+/*
+ * expression_returns_set
+ *		Whether a (validated) rule expression is set-returning.
+ */
+static bool
+rule_returns_set(const char *expr, Oid idtype)
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+	List	   *sources;
+	CachedPlanSource *src;
+	bool		result = false;
+	ListCell   *lc;
+
+	sql = psprintf("SELECT (%s)::text FROM (SELECT NULL::%s AS id, NULL::text AS source_id, "
+				   "NULL::text AS type, NULL::text AS version, "
+				   "NULL::timestamptz AS event_time, NULL::jsonb AS payload) ev",
+				   expr, format_type_be_qualified(idtype));
+	plan = cdp_prepare(sql, 0, NULL);
+	sources = SPI_plan_get_plan_sources(plan);
+	src = linitial(sources);
+	foreach(lc, src->query_list)
+		result |= ((Query *) lfirst(lc))->hasTargetSRFs;
+	SPI_freeplan(plan);
+	return result;
 }
 
 /*
  * compile_rules
- *		The LATERAL body yielding (attr, val) for the event "ev".
+ *		Turn the rules into the rule columns of the identifier query: rules
+ *		with the same attribute id and expression share one column, guarded
+ *		by the OR of their source/type/version filters.
  */
-static char *
-compile_rules(int *nrules)
+static void
+compile_rules(StitchConfig *cfg, MemoryContext cxt)
 {
-	StringInfoData buf;
-	uint64		i;
+	StringInfoData cols;
+	SPITupleTable *rules;
+	uint64		nrules,
+				i;
+	int			maxcols;
+	MemoryContext old;
 
 	cdp_execute_sql("SELECT attribute_id, source_id, type, version, value_expression "
 					"FROM cdp_traits.stitching_rules "
-					"ORDER BY attribute_id, source_id, type, version, value_expression",
+					"ORDER BY attribute_id, value_expression, source_id, type, version",
 					SPI_OK_SELECT, "reading stitching rules");
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "SELECT r.attr, r.val FROM (");
+	rules = SPI_tuptable;
+	nrules = SPI_processed;
+	maxcols = Max((int) nrules, 1);
+
+	old = MemoryContextSwitchTo(cxt);
+	cfg->attrs = palloc(sizeof(char *) * maxcols);
+	cfg->col_attr = palloc(sizeof(int) * maxcols);
+	cfg->col_is_set = palloc(sizeof(bool) * maxcols);
+	MemoryContextSwitchTo(old);
+	cfg->nrules = (int) nrules;
+	initStringInfo(&cols);
+
+	for (i = 0; i < nrules;)
+	{
+		HeapTuple	tup = rules->vals[i];
+		TupleDesc	desc = rules->tupdesc;
+		char	   *attr = SPI_getvalue(tup, desc, 1);
+		char	   *expr = SPI_getvalue(tup, desc, 5);
+		StringInfoData cond;
+		bool		unconditional = false;
+		uint64		j;
+		int			a;
+		bool		is_set;
+
+		/* the rules of this (attribute, expression) group */
+		initStringInfo(&cond);
+		for (j = i; j < nrules; j++)
+		{
+			HeapTuple	t = rules->vals[j];
+			bool		any = false;
+			StringInfoData one;
+
+			if (strcmp(SPI_getvalue(t, desc, 1), attr) != 0 ||
+				strcmp(SPI_getvalue(t, desc, 5), expr) != 0)
+				break;
+			initStringInfo(&one);
+			append_condition(&one, "source_id", t, desc, 2, &any);
+			append_condition(&one, "type", t, desc, 3, &any);
+			append_condition(&one, "version", t, desc, 4, &any);
+			if (!any)
+				unconditional = true;
+			else
+				appendStringInfo(&cond, "%s(%s)", cond.len ? " OR " : "", one.data);
+		}
+		i = j;
+
+		for (a = 0; a < cfg->nattrs; a++)
+			if (strcmp(cfg->attrs[a], attr) == 0)
+				break;
+		if (a == cfg->nattrs)
+			cfg->attrs[cfg->nattrs++] = MemoryContextStrdup(cxt, attr);
+
+		is_set = rule_returns_set(expr, cfg->id_type);
+		cfg->col_attr[cfg->ncols] = a;
+		cfg->col_is_set[cfg->ncols] = is_set;
+		cfg->ncols++;
+
+		appendStringInfoString(&cols, ", ");
+		if (!unconditional)
+			appendStringInfo(&cols, "CASE WHEN %s THEN ", cond.data);
+		if (is_set)
+			appendStringInfo(&cols, "ARRAY(SELECT (%s)::text)", expr);
+		else
+			appendStringInfo(&cols, "(%s)::text", expr);
+		if (!unconditional)
+			appendStringInfoString(&cols, " END");
+	}
+	cfg->cols_sql = MemoryContextStrdup(cxt, cols.data);
+}
+
+/*
+ * load_blocklist
+ *		The blocklist, normalized, for the attributes the rules produce.
+ */
+static void
+load_blocklist(StitchConfig *cfg, MemoryContext cxt)
+{
+	uint64		i;
+
+	cdp_execute_sql("SELECT attribute_id, pg_catalog.lower(pg_catalog.btrim(value)) "
+					"FROM cdp_traits.stitching_blocklist",
+					SPI_OK_SELECT, "reading the stitching blocklist");
+	cfg->blocked = MemoryContextAlloc(cxt, sizeof(char *) * Max(SPI_processed, 1));
+	cfg->blocked_attr = MemoryContextAlloc(cxt, sizeof(int) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		bool		first = true;
-		Datum		attr = SPI_getbinval(tup, desc, 1, &isnull);
-		Datum		expr = SPI_getbinval(tup, desc, 5, &isnull);
-		Datum		d;
+		char	   *attr = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *val = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		int			a = -1;
 
-		if (i > 0)
-			appendStringInfoString(&buf, " UNION ALL ");
-		appendStringInfo(&buf, "SELECT %s::text, (%s)::text",
-						 quote_literal_cstr(TextDatumGetCString(attr)),
-						 TextDatumGetCString(expr));
-		d = SPI_getbinval(tup, desc, 2, &isnull);
-		append_condition(&buf, "source_id", d, isnull, &first);
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		append_condition(&buf, "type", d, isnull, &first);
-		d = SPI_getbinval(tup, desc, 4, &isnull);
-		append_condition(&buf, "version", d, isnull, &first);
+		if (attr != NULL)
+		{
+			for (a = 0; a < cfg->nattrs; a++)
+				if (strcmp(cfg->attrs[a], attr) == 0)
+					break;
+			if (a == cfg->nattrs)
+				continue;		/* no rule produces this attribute */
+		}
+		cfg->blocked[cfg->nblocked] = MemoryContextStrdup(cxt, val);
+		cfg->blocked_attr[cfg->nblocked] = a;
+		cfg->max_blocked_len = Max(cfg->max_blocked_len, (int) strlen(val));
+		cfg->nblocked++;
 	}
-	if (SPI_processed == 0)
-		appendStringInfoString(&buf, "SELECT NULL::text, NULL::text WHERE false");
-	appendStringInfoString(&buf,
-						   ") r(attr, val) WHERE r.val IS NOT NULL AND NOT EXISTS ("
-						   "SELECT FROM cdp_traits.stitching_blocklist b "
-						   "WHERE pg_catalog.lower(pg_catalog.btrim(b.value)) = "
-						   "pg_catalog.lower(pg_catalog.btrim(r.val)) "
-						   "AND (b.attribute_id IS NULL OR b.attribute_id = r.attr))");
-	*nrules = (int) SPI_processed;
-	return buf.data;
 }
 
 /*
@@ -260,7 +364,6 @@ stitch_config(bool missing_ok)
 												  ALLOCSET_SMALL_SIZES);
 		MemoryContextReset(ConfigContext);
 		memset(&Config, 0, sizeof(Config));
-		RulesLateral = NULL;
 
 		WatchRules = get_relname_relid("stitching_rules",
 									   get_namespace_oid(CDP_SCHEMA_NAME, false));
@@ -278,8 +381,6 @@ stitch_config(bool missing_ok)
 			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
 			Oid			idtype = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 			bool		attached = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-			char	   *lateral;
-			int			nrules;
 			bool		unique_id;
 
 			/* the table was dropped: as if nothing were attached */
@@ -290,7 +391,6 @@ stitch_config(bool missing_ok)
 				goto done;
 			}
 			unique_id = has_unique_id(relid);
-			lateral = compile_rules(&nrules);
 			old = MemoryContextSwitchTo(ConfigContext);
 			Config.events_relid = relid;
 			Config.attached = attached;
@@ -299,10 +399,20 @@ stitch_config(bool missing_ok)
 															get_rel_name(relid));
 			Config.id_cast = idtype == TEXTOID ? "" :
 				psprintf("::%s", format_type_be_qualified(idtype));
-			Config.nrules = nrules;
 			Config.unique_id = unique_id;
-			RulesLateral = pstrdup(lateral);
+			Config.id_is_uuid = (idtype == UUIDOID);
 			MemoryContextSwitchTo(old);
+			{
+				/* compile under the same search_path the rules run with */
+				int			nest = NewGUCNestLevel();
+
+				(void) set_config_option("search_path", CDP_SEARCH_PATH,
+										 PGC_USERSET, PGC_S_SESSION,
+										 GUC_ACTION_SAVE, true, 0, false);
+				compile_rules(&Config, ConfigContext);
+				load_blocklist(&Config, ConfigContext);
+				AtEOXact_GUC(true, nest);
+			}
 			WatchEvents = relid;
 		}
 		Config.generation = ConfigGeneration;
@@ -323,40 +433,34 @@ done:
 
 /*
  * stitch_identifier_sql
- *		SQL yielding the identifiers of events read from source.  NEW/OLD:
- *		(event_id, attr, val).  ALL/ENTITY: (event_id, old entity, attr, val),
- *		with NULL attr/val for an event without identifiers; the rows of one
- *		event are consecutive.
+ *		SQL yielding one row per event read from source: the event id (raw
+ *		for uuid ids, else as text), then (ENTITY only) the stored event id
+ *		and entity, then the rule columns.  ENTITY also yields the stored
+ *		assignments of the given entities whose event is gone (id NULL).
  */
 char *
 stitch_identifier_sql(StitchSource source)
 {
 	StitchConfig *cfg = stitch_config(false);
 	char	   *cols = normalized_columns(cfg->events_relid);
+	const char *id = cfg->id_is_uuid ? "ev.id" : "ev.id::text";
 
 	switch (source)
 	{
 		case SRC_NEW_ROWS:
 		case SRC_OLD_ROWS:
-			return psprintf("SELECT ev.id::text, x.attr, x.val "
-							"FROM (SELECT %s FROM %s) ev "
-							"CROSS JOIN LATERAL (%s) x(attr, val)",
-							cols,
-							source == SRC_NEW_ROWS ? CDP_NEW_TABLE : CDP_OLD_TABLE,
-							RulesLateral);
+			return psprintf("SELECT %s%s FROM (SELECT %s FROM %s) ev",
+							id, cfg->cols_sql, cols,
+							source == SRC_NEW_ROWS ? CDP_NEW_TABLE : CDP_OLD_TABLE);
 		case SRC_ALL_EVENTS:
-			return psprintf("SELECT ev.id::text, ee.customer_entity_id, x.attr, x.val "
-							"FROM (SELECT %s FROM %s) ev "
-							"LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = ev.id::text "
-							"LEFT JOIN LATERAL (%s) x(attr, val) ON true",
-							cols, cfg->events_name, RulesLateral);
+			return psprintf("SELECT %s%s FROM (SELECT %s FROM %s) ev",
+							id, cfg->cols_sql, cols, cfg->events_name);
 		case SRC_ENTITY_EVENTS:
-			return psprintf("SELECT ev.id::text, ee.customer_entity_id, x.attr, x.val "
+			return psprintf("SELECT %s, ee.event_id, ee.customer_entity_id%s "
 							"FROM cdp_traits.event_entities ee "
-							"JOIN (SELECT %s FROM %s) ev ON ev.id = ee.event_id%s "
-							"LEFT JOIN LATERAL (%s) x(attr, val) ON true "
+							"LEFT JOIN (SELECT %s FROM %s) ev ON ev.id = ee.event_id%s "
 							"WHERE ee.customer_entity_id = ANY ($1)",
-							cols, cfg->events_name, cfg->id_cast, RulesLateral);
+							id, cfg->cols_sql, cols, cfg->events_name, cfg->id_cast);
 	}
 	return NULL;				/* keep compiler quiet */
 }

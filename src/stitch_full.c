@@ -21,7 +21,9 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "funcapi.h"
+#include "portability/instr_time.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -35,7 +37,16 @@ PG_FUNCTION_INFO_V1(cdp_restitch);
 PG_FUNCTION_INFO_V1(cdp_verify_stitching);
 PG_FUNCTION_INFO_V1(cdp_stitching_stats);
 
-#define FETCH_CHUNK 10000
+/* DEBUG1 timing of the phases of a pass */
+#define PHASE(name) \
+	do { \
+		instr_time	now_; \
+		INSTR_TIME_SET_CURRENT(now_); \
+		INSTR_TIME_SUBTRACT(now_, phase_start); \
+		elog(DEBUG1, "cdp_traits stitching pass: %s took %.1f ms", name, \
+			 INSTR_TIME_GET_MILLISEC(now_)); \
+		INSTR_TIME_SET_CURRENT(phase_start); \
+	} while (0)
 
 /* figures of the last full pass in this backend */
 static StitchResult LastResult;
@@ -47,6 +58,8 @@ typedef struct OldEntity
 	TimestampTz created;
 	int			comp;			/* component it keeps, -1 = none */
 	int			best_comp;		/* component holding most of its events */
+	int			first_comp;		/* component of its first event, -1 = none */
+	bool		mixed;			/* its events are in several components */
 	bool		stored;			/* row exists in customer_entities */
 } OldEntity;
 
@@ -58,7 +71,237 @@ typedef struct Candidate
 	int			events;
 } Candidate;
 
+/* A stored event assignment (all-events scope), keyed by event id text. */
+typedef struct StoredKey
+{
+	const char *s;
+	int			len;
+} StoredKey;
+
+typedef struct StoredEntry
+{
+	StoredKey	key;
+	uint32		hash;
+	pg_uuid_t	entity;
+	bool		seen;
+	char		status;
+} StoredEntry;
+
+#define SH_PREFIX storedhash
+#define SH_ELEMENT_TYPE StoredEntry
+#define SH_KEY_TYPE StoredKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k).s, (k).len)
+#define SH_EQUAL(tb, a, b) ((a).len == (b).len && memcmp((a).s, (b).s, (a).len) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a) ((a)->hash)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* State of one pass. */
+typedef struct ScopePass
+{
+	MemoryContext cxt;
+	StitchGraph *g;
+	storedhash_hash *stored;	/* all-events scope: stored assignments */
+	char	   *arena;			/* bump allocator for stored event ids */
+	Size		arena_left;
+	const char **orphans;		/* stored ids of events that are gone */
+	int			norphans;
+	int			maxorphans;
+	/* stored identifiers not produced by any event */
+	const char **del_attr;
+	const char **del_val;
+	pg_uuid_t  *del_owner;
+	int			ndel;
+	int			maxdel;
+	pg_uuid_t  *ident_old;		/* stored entity per identifier */
+	bool	   *ident_has_old;
+	OldEntity  *olds;
+	int			nold;
+	int			maxold;
+	int			ent_base;		/* node number of the first stored entity */
+} ScopePass;
+
 static OldEntity *OldEnts;		/* for the comparator */
+
+/*
+ * pass_strdup
+ *		Copy a string into the pass's bump arena.
+ */
+static const char *
+pass_strdup(ScopePass *p, const char *s, int len)
+{
+	char	   *r;
+
+	if ((Size) len + 1 > p->arena_left)
+	{
+		p->arena_left = Max((Size) 256 * 1024, (Size) len + 1);
+		p->arena = MemoryContextAlloc(p->cxt, p->arena_left);
+	}
+	r = p->arena;
+	memcpy(r, s, len);
+	r[len] = '\0';
+	p->arena += len + 1;
+	p->arena_left -= len + 1;
+	return r;
+}
+
+/*
+ * add_orphan
+ *		Note a stored assignment whose event is gone.
+ */
+static void
+add_orphan(ScopePass *p, const char *id, int len)
+{
+	if (p->norphans >= p->maxorphans)
+	{
+		p->maxorphans = Max(p->maxorphans * 2, 64);
+		p->orphans = p->orphans ?
+			repalloc_huge(p->orphans, sizeof(char *) * p->maxorphans) :
+			MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxorphans);
+	}
+	p->orphans[p->norphans++] = pass_strdup(p, id, len);
+}
+
+/*
+ * stored_row
+ *		cdp_stream callback: one stored assignment (event_id, entity).
+ */
+static void
+stored_row(TupleTableSlot *slot, void *arg)
+{
+	ScopePass  *p = arg;
+	text	   *t = DatumGetTextPP(slot->tts_values[0]);
+	StoredKey	key;
+	StoredEntry *e;
+	bool		found;
+
+	key.s = VARDATA_ANY(t);
+	key.len = VARSIZE_ANY_EXHDR(t);
+	e = storedhash_insert(p->stored, key, &found);
+	if (!found)
+	{
+		e->key.s = pass_strdup(p, key.s, key.len);
+		e->seen = false;
+	}
+	e->entity = *DatumGetUUIDP(slot->tts_values[1]);
+}
+
+/*
+ * scope_row
+ *		stitch_read_events callback: add an event to the graph with its
+ *		stored entity, or note a stored assignment whose event is gone.
+ */
+static void
+scope_row(EventRow *row, void *arg)
+{
+	ScopePass  *p = arg;
+
+	if (row->event_id == NULL)
+	{
+		if (row->stored_id != NULL)
+			add_orphan(p, row->stored_id, row->stored_id_len);
+		return;
+	}
+	if (p->stored)
+	{
+		StoredKey	key;
+		StoredEntry *e;
+
+		key.s = row->event_id;
+		key.len = row->event_id_len;
+		e = storedhash_lookup(p->stored, key);
+		row->old_entity = NULL;
+		if (e)
+		{
+			e->seen = true;
+			row->old_entity = &e->entity;
+		}
+	}
+	graph_add_event_row(p->g, row);
+}
+
+/*
+ * matching_row
+ *		cdp_stream callback: one stored identifier.
+ */
+static void
+matching_row(TupleTableSlot *slot, void *arg)
+{
+	ScopePass  *p = arg;
+	text	   *attr = DatumGetTextPP(slot->tts_values[0]);
+	text	   *val = DatumGetTextPP(slot->tts_values[1]);
+	pg_uuid_t  *ent = DatumGetUUIDP(slot->tts_values[2]);
+	int			id = graph_lookup_identifier(p->g, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr),
+											 VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
+
+	if (id >= 0)
+	{
+		p->ident_old[id] = *ent;
+		p->ident_has_old[id] = true;
+		return;
+	}
+	if (p->ndel >= p->maxdel)
+	{
+		p->maxdel = Max(p->maxdel * 2, 64);
+		if (p->del_attr == NULL)
+		{
+			p->del_attr = MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxdel);
+			p->del_val = MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxdel);
+			p->del_owner = MemoryContextAlloc(p->cxt, sizeof(pg_uuid_t) * p->maxdel);
+		}
+		else
+		{
+			p->del_attr = repalloc_huge(p->del_attr, sizeof(char *) * p->maxdel);
+			p->del_val = repalloc_huge(p->del_val, sizeof(char *) * p->maxdel);
+			p->del_owner = repalloc_huge(p->del_owner, sizeof(pg_uuid_t) * p->maxdel);
+		}
+	}
+	p->del_attr[p->ndel] = pass_strdup(p, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr));
+	p->del_val[p->ndel] = pass_strdup(p, VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
+	p->del_owner[p->ndel++] = *ent;
+}
+
+/*
+ * add_old
+ *		Record a stored entity (created = DT_NOEND when it has no row).
+ */
+static void
+add_old(ScopePass *p, const pg_uuid_t *id, TimestampTz created, bool stored)
+{
+	OldEntity  *o;
+
+	if (p->nold >= p->maxold)
+	{
+		p->maxold = Max(p->maxold * 2, 1024);
+		p->olds = p->olds ? repalloc_huge(p->olds, sizeof(OldEntity) * p->maxold) :
+			MemoryContextAllocHuge(p->cxt, sizeof(OldEntity) * p->maxold);
+	}
+	o = &p->olds[p->nold++];
+	o->id = *id;
+	o->created = created;
+	o->stored = stored;
+	o->comp = o->best_comp = o->first_comp = -1;
+	o->mixed = false;
+}
+
+/*
+ * entity_row
+ *		cdp_stream callback: one stored entity (id, created).
+ */
+static void
+entity_row(TupleTableSlot *slot, void *arg)
+{
+	ScopePass  *p = arg;
+	pg_uuid_t  *id = DatumGetUUIDP(slot->tts_values[0]);
+
+	if (graph_entity_node(p->g, id) - p->ent_base < p->nold)
+		return;					/* seen already (cannot happen: primary key) */
+	add_old(p, id, DatumGetTimestampTz(slot->tts_values[1]), true);
+}
 
 /*
  * cmp_pair
@@ -99,20 +342,6 @@ cmp_candidate(const void *a, const void *b)
 }
 
 /*
- * run_query
- *		Execute a kept plan, read-only on the active snapshot when not
- *		writing (so that verify sees one consistent state).
- */
-static void
-run_query(SPIPlanPtr plan, Datum *args, bool write, const char *what)
-{
-	int			rc = SPI_execute_plan(plan, args, NULL, !write, 0);
-
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
-}
-
-/*
  * add_problem
  *		One row of verify_stitching().
  */
@@ -128,10 +357,114 @@ add_problem(Tuplestorestate *ts, TupleDesc desc, const char *event_id,
 	tuplestore_putvalues(ts, desc, values, nulls);
 }
 
+/*
+ * uuid_str
+ *		A uuid as text, for messages.
+ */
 static char *
 uuid_str(const pg_uuid_t *u)
 {
-	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
+	char	   *buf = palloc(UUID_TEXT_LEN + 1);
+
+	cdp_uuid_to_text(u, buf);
+	return buf;
+}
+
+/*
+ * assign_components
+ *		Decide which stored entity keeps which component.  A component whose
+ *		events all come from one stored entity that has no events elsewhere
+ *		simply keeps it; only the mixed rest is counted and sorted (oldest
+ *		entity first, each taking its largest free component).
+ */
+static void
+assign_components(ScopePass *p, int32 *comp_of_root, int ncomps,
+				  pg_uuid_t *comp_entity, bool *comp_kept)
+{
+	StitchGraph *g = p->g;
+	int			nevents = graph_nevents(g);
+	int32	   *comp_first = palloc_extended(sizeof(int32) * Max(ncomps, 1), MCXT_ALLOC_HUGE);
+	bool	   *comp_mixed = palloc_extended(sizeof(bool) * Max(ncomps, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	int32	   *ev_ent = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
+	int32	   *ev_comp = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
+	Candidate  *cand;
+	int			ncand = 0,
+				m = 0,
+				i;
+
+	memset(comp_first, -1, sizeof(int32) * Max(ncomps, 1));
+	for (i = 0; i < nevents; i++)
+	{
+		const pg_uuid_t *o = graph_event_old_entity(g, i);
+		int			node = graph_event_node(g, i);
+		OldEntity  *oe;
+		int			k;
+
+		ev_ent[i] = ev_comp[i] = -1;
+		if (o == NULL || node < 0)
+			continue;
+		ev_ent[i] = graph_entity_node(g, o) - p->ent_base;
+		ev_comp[i] = k = comp_of_root[graph_find(g, node)];
+		oe = &p->olds[ev_ent[i]];
+		if (oe->first_comp < 0)
+			oe->first_comp = k;
+		else if (oe->first_comp != k)
+			oe->mixed = true;
+		if (comp_first[k] < 0)
+			comp_first[k] = ev_ent[i];
+		else if (comp_first[k] != ev_ent[i])
+			comp_mixed[k] = true;
+	}
+
+	/* exclusive pairs keep their entity; the rest become candidates */
+	cand = palloc_extended(sizeof(Candidate) * Max(nevents, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < nevents; i++)
+	{
+		OldEntity  *oe;
+		int			k = ev_comp[i];
+
+		if (k < 0)
+			continue;
+		oe = &p->olds[ev_ent[i]];
+		if (!comp_mixed[k] && !oe->mixed)
+		{
+			oe->best_comp = k;
+			if (oe->comp < 0 && oe->stored)
+			{
+				oe->comp = k;
+				comp_kept[k] = true;
+				comp_entity[k] = oe->id;
+			}
+			continue;
+		}
+		cand[ncand].ent = ev_ent[i];
+		cand[ncand].comp = k;
+		cand[ncand].events = 1;
+		ncand++;
+	}
+	qsort(cand, ncand, sizeof(Candidate), cmp_pair);
+	for (i = 0; i < ncand; i++)
+	{
+		if (m > 0 && cand[m - 1].ent == cand[i].ent && cand[m - 1].comp == cand[i].comp)
+			cand[m - 1].events++;
+		else
+			cand[m++] = cand[i];
+	}
+	OldEnts = p->olds;
+	qsort(cand, m, sizeof(Candidate), cmp_candidate);
+	for (i = 0; i < m; i++)
+	{
+		OldEntity  *oe = &p->olds[cand[i].ent];
+
+		if (oe->best_comp < 0)
+			oe->best_comp = cand[i].comp;
+		if (oe->comp < 0 && !comp_kept[cand[i].comp] && oe->stored)
+		{
+			oe->comp = cand[i].comp;
+			comp_kept[cand[i].comp] = true;
+			comp_entity[cand[i].comp] = oe->id;
+		}
+	}
 }
 
 /*
@@ -145,41 +478,35 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			 Tuplestorestate *problems, StitchResult *result)
 {
 	MemoryContext cxt;
-	MemoryContext old;
+	MemoryContext oldcxt;
+	ScopePass	p;
 	StitchGraph *g;
-	SPIPlanPtr	plan;
-	Portal		portal;
-	Datum		args[1];
+	StitchConfig *cfg;
 	bool		all = (entities == NULL);
+	ParamListInfo params = NULL;
 	TupleDesc	pdesc = NULL;
 	int			nevents,
 				nidents,
 				nnodes,
-				ent_base,
-				nold = 0,
 				ncomps = 0,
 				i;
-	pg_uuid_t  *ident_old;
-	bool	   *ident_has_old;
 	int32	   *comp_of_root;
 	pg_uuid_t  *comp_entity;
 	bool	   *comp_kept;
-	OldEntity  *olds;
-	int			maxold;
 	StitchChanges c;
-	const char **orphans = NULL;
-	int			norphans = 0;
-	int			ndel_idents = 0;
-	const char **del_attr = NULL;
-	const char **del_val = NULL;
-	pg_uuid_t  *del_owner = NULL;
+	Oid			types[1] = {UUIDARRAYOID};
+	instr_time	phase_start;
 
 	if (!all && nentities == 0)
 		return;
+	INSTR_TIME_SET_CURRENT(phase_start);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits stitching pass",
 								ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	memset(&p, 0, sizeof(p));
+	p.cxt = cxt;
+	cfg = stitch_config(false);
 	if (problems)
 	{
 		pdesc = CreateTemplateTupleDesc(2);
@@ -187,182 +514,68 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		TupleDescInitEntry(pdesc, 2, "problem", TEXTOID, -1, 0);
 	}
 	if (!all)
-		args[0] = cdp_uuid_array(entities, nentities);
+		params = cdp_uuid_array_param(cdp_uuid_array(entities, nentities));
+	g = p.g = graph_create(cxt, 1024);
+	graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 
 	/* 1. every event of the scope with its identifiers and stored entity */
-	g = graph_create(cxt, 1024);
-	plan = stitch_identifier_plan(all ? SRC_ALL_EVENTS : SRC_ENTITY_EVENTS, InvalidOid);
-	portal = SPI_cursor_open(NULL, plan, args, NULL, !write);
-	for (;;)
+	if (all)
 	{
-		uint64		r;
-		int			last = -1;
-
-		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(portal, true, FETCH_CHUNK);
-		if (SPI_processed == 0)
-			break;
-		if (graph_nevents(g) > 0)
-			last = graph_nevents(g) - 1;
-		for (r = 0; r < SPI_processed; r++)
+		p.stored = storedhash_create(cxt, 1024, NULL);
+		cdp_stream(stitch_cached_plan("stored:all",
+									  "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities",
+									  0, NULL),
+				   NULL, !write, stored_row, &p);
+		PHASE("reading stored assignments");
+		stitch_read_events(SRC_ALL_EVENTS, InvalidOid, (Datum) 0, !write, scope_row, &p);
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			text	   *eid = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
-			char	   *eidp = VARDATA_ANY(eid);
-			int			eidlen = VARSIZE_ANY_EXHDR(eid);
-			Datum		d;
+			storedhash_iterator it;
+			StoredEntry *e;
 
-			if (last < 0 || strncmp(graph_event_id(g, last), eidp, eidlen) != 0 ||
-				graph_event_id(g, last)[eidlen] != '\0')
-			{
-				d = SPI_getbinval(tup, desc, 2, &isnull);
-				last = graph_add_event(g, eidp, eidlen,
-									   isnull ? NULL : DatumGetUUIDP(d));
-			}
-			d = SPI_getbinval(tup, desc, 3, &isnull);
-			if (!isnull)
-			{
-				text	   *attr = DatumGetTextPP(d);
-				text	   *val = DatumGetTextPP(SPI_getbinval(tup, desc, 4, &isnull));
-
-				graph_add_identifier(g, last, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr),
-									 VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
-			}
+			storedhash_start_iterate(p.stored, &it);
+			while ((e = storedhash_iterate(p.stored, &it)) != NULL)
+				if (!e->seen)
+					add_orphan(&p, e->key.s, e->key.len);
 		}
-		SPI_freetuptable(SPI_tuptable);
+		PHASE("reading events");
 	}
-	SPI_cursor_close(portal);
+	else
+		stitch_read_events(SRC_ENTITY_EVENTS, InvalidOid, params->params[0].value,
+						   !write, scope_row, &p);
 	nevents = graph_nevents(g);
 	nidents = graph_nidents(g);
 
 	/* 2. the stored identifiers of the scope */
-	ident_old = palloc_extended(sizeof(pg_uuid_t) * Max(nidents, 1), MCXT_ALLOC_HUGE);
-	ident_has_old = palloc_extended(sizeof(bool) * Max(nidents, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	{
-		Oid			types[1] = {UUIDARRAYOID};
+	p.ident_old = palloc_extended(sizeof(pg_uuid_t) * Max(nidents, 1), MCXT_ALLOC_HUGE);
+	p.ident_has_old = palloc_extended(sizeof(bool) * Max(nidents, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	cdp_stream(all ?
+			   stitch_cached_plan("matching:all",
+								  "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching",
+								  0, NULL) :
+			   stitch_cached_plan("matching:scope",
+								  "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching "
+								  "WHERE customer_entity_id = ANY ($1)", 1, types),
+			   params, !write, matching_row, &p);
 
-		plan = all ?
-			stitch_cached_plan("matching:all",
-							   "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching",
-							   0, NULL) :
-			stitch_cached_plan("matching:scope",
-							   "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching "
-							   "WHERE customer_entity_id = ANY ($1)", 1, types);
-	}
-	portal = SPI_cursor_open(NULL, plan, args, NULL, !write);
-	for (;;)
-	{
-		uint64		r;
-
-		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(portal, true, FETCH_CHUNK);
-		if (SPI_processed == 0)
-			break;
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			text	   *attr = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
-			text	   *val = DatumGetTextPP(SPI_getbinval(tup, desc, 2, &isnull));
-			pg_uuid_t  *ent = DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull));
-			int			id = graph_lookup_identifier(g, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr),
-													 VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
-
-			if (id >= 0)
-			{
-				ident_old[id] = *ent;
-				ident_has_old[id] = true;
-			}
-			else
-			{
-				if (del_attr == NULL || (ndel_idents & (ndel_idents - 1)) == 0)
-				{
-					int			m = Max(ndel_idents * 2, 16);
-
-					del_attr = del_attr ? repalloc_huge(del_attr, sizeof(char *) * m) : palloc(sizeof(char *) * m);
-					del_val = del_val ? repalloc_huge(del_val, sizeof(char *) * m) : palloc(sizeof(char *) * m);
-					del_owner = del_owner ? repalloc_huge(del_owner, sizeof(pg_uuid_t) * m) : palloc(sizeof(pg_uuid_t) * m);
-				}
-				del_attr[ndel_idents] = text_to_cstring(attr);
-				del_val[ndel_idents] = text_to_cstring(val);
-				del_owner[ndel_idents++] = *ent;
-			}
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
-
-	/* 3. the stored entities of the scope (and those events point to) */
-	ent_base = graph_nnodes(g);
-	maxold = 1024;
-	olds = palloc(sizeof(OldEntity) * maxold);
-	{
-		Oid			types[1] = {UUIDARRAYOID};
-
-		plan = all ?
-			stitch_cached_plan("entities:all",
-							   "SELECT id, created FROM cdp_traits.customer_entities", 0, NULL) :
-			stitch_cached_plan("entities:scope",
-							   "SELECT id, created FROM cdp_traits.customer_entities "
-							   "WHERE id = ANY ($1)", 1, types);
-	}
-	portal = SPI_cursor_open(NULL, plan, args, NULL, !write);
-	for (;;)
-	{
-		uint64		r;
-
-		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(portal, true, FETCH_CHUNK);
-		if (SPI_processed == 0)
-			break;
-		for (r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-			pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
-			int			node = graph_entity_node(g, id);
-
-			if (node - ent_base < nold)
-				continue;		/* duplicate: cannot happen with a primary key */
-			if (nold >= maxold)
-			{
-				maxold *= 2;
-				olds = repalloc_huge(olds, sizeof(OldEntity) * maxold);
-			}
-			olds[nold].id = *id;
-			olds[nold].created = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
-			olds[nold].stored = true;
-			nold++;
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
-	/* entities that events or identifiers name but that have no row */
+	PHASE("reading identifiers");
+	/* 3. the stored entities of the scope (and any that events name) */
+	p.ent_base = graph_nnodes(g);
+	cdp_stream(all ?
+			   stitch_cached_plan("entities:all",
+								  "SELECT id, created FROM cdp_traits.customer_entities", 0, NULL) :
+			   stitch_cached_plan("entities:scope",
+								  "SELECT id, created FROM cdp_traits.customer_entities "
+								  "WHERE id = ANY ($1)", 1, types),
+			   params, !write, entity_row, &p);
 	for (i = 0; i < nevents; i++)
 	{
 		const pg_uuid_t *o = graph_event_old_entity(g, i);
 
-		if (o && graph_entity_node(g, o) - ent_base >= nold)
-		{
-			if (nold >= maxold)
-			{
-				maxold *= 2;
-				olds = repalloc_huge(olds, sizeof(OldEntity) * maxold);
-			}
-			olds[nold].id = *o;
-			olds[nold].created = DT_NOEND;
-			olds[nold].stored = false;
-			nold++;
-		}
-	}
-	for (i = 0; i < nold; i++)
-	{
-		olds[i].comp = -1;
-		olds[i].best_comp = -1;
+		if (o && graph_entity_node(g, o) - p.ent_base >= p.nold)
+			add_old(&p, o, DT_NOEND, false);
 	}
 
+	PHASE("reading entities");
 	/* 4. components, and which stored entity keeps which */
 	nnodes = graph_nnodes(g);
 	comp_of_root = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
@@ -381,52 +594,13 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	}
 	comp_entity = palloc_extended(sizeof(pg_uuid_t) * Max(ncomps, 1), MCXT_ALLOC_HUGE);
 	comp_kept = palloc_extended(sizeof(bool) * Max(ncomps, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	{
-		Candidate  *cand = palloc_extended(sizeof(Candidate) * Max(nevents, 1), MCXT_ALLOC_HUGE);
-		int			ncand = 0,
-					m = 0;
+	assign_components(&p, comp_of_root, ncomps, comp_entity, comp_kept);
 
-		for (i = 0; i < nevents; i++)
-		{
-			const pg_uuid_t *o = graph_event_old_entity(g, i);
-			int			node = graph_event_node(g, i);
-
-			if (o == NULL || node < 0)
-				continue;
-			cand[ncand].ent = graph_entity_node(g, o) - ent_base;
-			cand[ncand].comp = comp_of_root[graph_find(g, node)];
-			cand[ncand].events = 1;
-			ncand++;
-		}
-		qsort(cand, ncand, sizeof(Candidate), cmp_pair);
-		for (i = 0; i < ncand; i++)
-		{
-			if (m > 0 && cand[m - 1].ent == cand[i].ent && cand[m - 1].comp == cand[i].comp)
-				cand[m - 1].events++;
-			else
-				cand[m++] = cand[i];
-		}
-		OldEnts = olds;
-		qsort(cand, m, sizeof(Candidate), cmp_candidate);
-		for (i = 0; i < m; i++)
-		{
-			OldEntity  *oe = &olds[cand[i].ent];
-
-			if (oe->best_comp < 0)
-				oe->best_comp = cand[i].comp;
-			if (oe->comp < 0 && !comp_kept[cand[i].comp] && oe->stored)
-			{
-				oe->comp = cand[i].comp;
-				comp_kept[cand[i].comp] = true;
-				comp_entity[cand[i].comp] = oe->id;
-			}
-		}
-	}
-
+	PHASE("components");
 	/* 5. the differences */
-	stitch_changes_init(&c, nevents, nidents, nold + ncomps);
+	stitch_changes_init(&c, nevents, nidents, p.nold + ncomps);
 	/* an entity may be touched once per changed event and identifier */
-	c.touched = palloc_extended(sizeof(pg_uuid_t) * ((Size) 2 * nevents + ndel_idents + 1),
+	c.touched = palloc_extended(sizeof(pg_uuid_t) * ((Size) 2 * nevents + p.ndel + 1),
 								MCXT_ALLOC_HUGE);
 	for (i = 0; i < ncomps; i++)
 		if (!comp_kept[i])
@@ -434,23 +608,26 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			cdp_random_uuid(&comp_entity[i]);
 			c.new_entities[c.n_new_entities++] = comp_entity[i];
 		}
-	for (i = 0; i < nold; i++)
+	for (i = 0; i < p.nold; i++)
 	{
-		if (olds[i].comp >= 0 || !olds[i].stored)
+		OldEntity  *oe = &p.olds[i];
+
+		if (oe->comp >= 0 || !oe->stored)
 			continue;
-		if (olds[i].best_comp >= 0)
+		if (oe->best_comp >= 0)
 		{
-			c.merged[c.n_merged] = olds[i].id;
-			c.merged_into[c.n_merged++] = comp_entity[olds[i].best_comp];
+			c.merged[c.n_merged] = oe->id;
+			c.merged_into[c.n_merged++] = comp_entity[oe->best_comp];
 		}
 		else
-			c.removed[c.n_removed++] = olds[i].id;
+			c.removed[c.n_removed++] = oe->id;
 	}
 	for (i = 0; i < nevents; i++)
 	{
 		const pg_uuid_t *o = graph_event_old_entity(g, i);
 		int			node = graph_event_node(g, i);
 		const char *eid = graph_event_id(g, i);
+		int			k;
 
 		if (node < 0)
 		{
@@ -464,29 +641,34 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			}
 			continue;
 		}
+		k = comp_of_root[graph_find(g, node)];
+		if (o && uuid_cmp_internal(o, &comp_entity[k]) == 0)
+			continue;
+		if (o)
 		{
-			int			k = comp_of_root[graph_find(g, node)];
-
-			if (o && uuid_cmp_internal(o, &comp_entity[k]) == 0)
-				continue;
+			c.upd_event_ids[c.n_upd_events] = eid;
+			c.upd_event_entity[c.n_upd_events++] = comp_entity[k];
+			c.touched[c.n_touched++] = *o;
+		}
+		else
+		{
 			c.event_ids[c.n_events] = eid;
 			c.event_entity[c.n_events++] = comp_entity[k];
+		}
+		if (comp_kept[k])		/* (new entities need no marking) */
 			c.touched[c.n_touched++] = comp_entity[k];
-			if (o)
-				c.touched[c.n_touched++] = *o;
-			if (problems)
-			{
-				if (!o)
-					add_problem(problems, pdesc, eid, pstrdup("carries identifiers but has no entity"));
-				else if (comp_kept[k])
-					add_problem(problems, pdesc, eid,
-								psprintf("is in entity %s but belongs with the events of entity %s",
-										 uuid_str(o), uuid_str(&comp_entity[k])));
-				else
-					add_problem(problems, pdesc, eid,
-								psprintf("is in entity %s but its events there are not all connected (entity must split)",
-										 uuid_str(o)));
-			}
+		if (problems)
+		{
+			if (!o)
+				add_problem(problems, pdesc, eid, pstrdup("carries identifiers but has no entity"));
+			else if (comp_kept[k])
+				add_problem(problems, pdesc, eid,
+							psprintf("is in entity %s but belongs with the events of entity %s",
+									 uuid_str(o), uuid_str(&comp_entity[k])));
+			else
+				add_problem(problems, pdesc, eid,
+							psprintf("is in entity %s but its events there are not all connected (entity must split)",
+									 uuid_str(o)));
 		}
 	}
 	for (i = 0; i < nidents; i++)
@@ -495,67 +677,57 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		const char *attr;
 		const char *val;
 
-		if (ident_has_old[i] && uuid_cmp_internal(&ident_old[i], &comp_entity[k]) == 0)
+		if (p.ident_has_old[i] && uuid_cmp_internal(&p.ident_old[i], &comp_entity[k]) == 0)
 			continue;
 		graph_identifier(g, i, &attr, &val);
-		c.ident_attr[c.n_idents] = attr;
-		c.ident_val[c.n_idents] = val;
-		c.ident_entity[c.n_idents++] = comp_entity[k];
+		if (p.ident_has_old[i])
+		{
+			c.upd_ident_attr[c.n_upd_idents] = attr;
+			c.upd_ident_val[c.n_upd_idents] = val;
+			c.upd_ident_entity[c.n_upd_idents++] = comp_entity[k];
+		}
+		else
+		{
+			c.ident_attr[c.n_idents] = attr;
+			c.ident_val[c.n_idents] = val;
+			c.ident_entity[c.n_idents++] = comp_entity[k];
+		}
 		if (problems)
 			add_problem(problems, pdesc, NULL,
-						ident_has_old[i] ?
+						p.ident_has_old[i] ?
 						psprintf("identifier %s=%s is stored with entity %s, not with its events' entity",
-								 attr, val, uuid_str(&ident_old[i])) :
+								 attr, val, uuid_str(&p.ident_old[i])) :
 						psprintf("identifier %s=%s is missing from matching", attr, val));
 	}
-	c.del_ident_attr = del_attr;
-	c.del_ident_val = del_val;
-	c.n_del_idents = ndel_idents;
-	for (i = 0; i < ndel_idents; i++)
+	c.del_ident_attr = p.del_attr;
+	c.del_ident_val = p.del_val;
+	c.n_del_idents = p.ndel;
+	for (i = 0; i < p.ndel; i++)
 	{
-		c.touched[c.n_touched++] = del_owner[i];
+		c.touched[c.n_touched++] = p.del_owner[i];
 		if (problems)
 			add_problem(problems, pdesc, NULL,
 						psprintf("identifier %s=%s is in matching but no event carries it",
-								 del_attr[i], del_val[i]));
+								 p.del_attr[i], p.del_val[i]));
 	}
 	if (problems)
-	{
 		for (i = 0; i < c.n_removed; i++)
 			add_problem(problems, pdesc, NULL,
 						psprintf("entity %s has no events", uuid_str(&c.removed[i])));
-	}
 
-	/* events stitched before that are gone from the events table */
-	if (all)
+	/* stored assignments of events that are gone from the events table */
+	if (p.norphans > 0)
 	{
-		StitchConfig *cfg = stitch_config(false);
-		uint64		r;
+		const char **d = palloc_extended(sizeof(char *) * (c.n_del_events + p.norphans), MCXT_ALLOC_HUGE);
 
-		plan = stitch_cached_plan("orphans",
-								  psprintf("SELECT ee.event_id FROM cdp_traits.event_entities ee "
-										   "WHERE NOT EXISTS (SELECT FROM %s ev WHERE ev.id::text = ee.event_id)",
-										   cfg->events_name), 0, NULL);
-		run_query(plan, NULL, write, "finding stitched events that no longer exist");
-		norphans = (int) SPI_processed;
-		orphans = palloc(sizeof(char *) * Max(norphans, 1));
-		for (r = 0; r < SPI_processed; r++)
-		{
-			orphans[r] = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-			if (problems)
-				add_problem(problems, pdesc, orphans[r],
+		memcpy(d, c.del_events, sizeof(char *) * c.n_del_events);
+		memcpy(d + c.n_del_events, p.orphans, sizeof(char *) * p.norphans);
+		c.del_events = d;
+		c.n_del_events += p.norphans;
+		if (problems)
+			for (i = 0; i < p.norphans; i++)
+				add_problem(problems, pdesc, p.orphans[i],
 							pstrdup("has an entity but is not in the events table"));
-		}
-		if (norphans > 0)
-		{
-			/* make room for them in the delete list */
-			const char **d = palloc_extended(sizeof(char *) * (c.n_del_events + norphans), MCXT_ALLOC_HUGE);
-
-			memcpy(d, c.del_events, sizeof(char *) * c.n_del_events);
-			memcpy(d + c.n_del_events, orphans, sizeof(char *) * norphans);
-			c.del_events = d;
-			c.n_del_events += norphans;
-		}
 	}
 
 	/* entities that still exist and changed get recalculated */
@@ -577,19 +749,21 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		c.n_touched = j;
 	}
 
-	if (write)
-		stitch_write_changes(&c);
-
 	LastResult.events = nevents;
 	LastResult.identifiers = nidents;
 	LastResult.entities = ncomps;
-	LastResult.changed_events = c.n_events + c.n_del_events;
-	LastResult.changed_identifiers = c.n_idents + c.n_del_idents;
-	LastResult.memory = graph_memory(g);
+	LastResult.changed_events = c.n_events + c.n_upd_events + c.n_del_events;
+	LastResult.changed_identifiers = c.n_idents + c.n_upd_idents + c.n_del_idents;
+	LastResult.memory = MemoryContextMemAllocated(cxt, true);
+
+	PHASE("differences");
+	if (write)
+		stitch_write_changes(&c);
+	PHASE("writing");
 	if (result)
 		*result = LastResult;
 
-	MemoryContextSwitchTo(old);
+	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
 }
 

@@ -289,6 +289,34 @@ intern_attr(StitchGraph *g, const char *attr, int len)
 }
 
 /*
+ * new_identifier
+ *		Give a freshly inserted hash entry its identifier number and node,
+ *		copying its value into the arena.
+ */
+static int
+new_identifier(StitchGraph *g, IdentEntry *entry)
+{
+	int			id = g->nidents;
+
+	entry->key.val = arena_strdup(g, entry->key.val, entry->key.len);
+	entry->ident = id;
+	if (id >= g->maxidents)
+	{
+		int			max = next_capacity(g->maxidents, id + 1);
+
+		g->ident_attr = resize_array(g, g->ident_attr, max, sizeof(int32));
+		g->ident_val = resize_array(g, g->ident_val, max, sizeof(char *));
+		g->ident_node = resize_array(g, g->ident_node, max, sizeof(int32));
+		g->maxidents = max;
+	}
+	g->ident_attr[id] = entry->key.attr;
+	g->ident_val[id] = entry->key.val;
+	g->ident_node[id] = new_node(g);
+	g->nidents++;
+	return id;
+}
+
+/*
  * intern_identifier
  *		The number of an identifier, adding it (and its node) if new.
  */
@@ -299,7 +327,6 @@ intern_identifier(StitchGraph *g, const char *attr, int attrlen,
 	IdentKey	key;
 	IdentEntry *entry;
 	bool		found;
-	int			id;
 
 	key.attr = intern_attr(g, attr, attrlen);
 	key.len = vallen;
@@ -313,23 +340,7 @@ intern_identifier(StitchGraph *g, const char *attr, int attrlen,
 	if (found)
 		return entry->ident;
 
-	id = g->nidents;
-	entry->key.val = arena_strdup(g, val, vallen);
-	entry->ident = id;
-	if (id >= g->maxidents)
-	{
-		int			max = next_capacity(g->maxidents, id + 1);
-
-		g->ident_attr = resize_array(g, g->ident_attr, max, sizeof(int32));
-		g->ident_val = resize_array(g, g->ident_val, max, sizeof(char *));
-		g->ident_node = resize_array(g, g->ident_node, max, sizeof(int32));
-		g->maxidents = max;
-	}
-	g->ident_attr[id] = key.attr;
-	g->ident_val[id] = entry->key.val;
-	g->ident_node[id] = new_node(g);
-	g->nidents++;
-	return id;
+	return new_identifier(g, entry);
 }
 
 /*
@@ -351,6 +362,54 @@ graph_add_identifier(StitchGraph *g, int event, const char *attr, int attrlen,
 			graph_union(g, g->event_node[event], g->ident_node[id]);
 	}
 	return id;
+}
+
+/*
+ * graph_set_attrs
+ *		Intern attribute ids in a given order, so that attribute number i of
+ *		the graph is attrs[i] (the numbering of EventRow.attr).
+ */
+void
+graph_set_attrs(StitchGraph *g, char **attrs, int nattrs)
+{
+	int			i;
+
+	Assert(g->nattrs == 0);
+	for (i = 0; i < nattrs; i++)
+		(void) intern_attr(g, attrs[i], strlen(attrs[i]));
+}
+
+/*
+ * graph_add_event_row
+ *		Add an event read by stitch_read_events, with its identifiers (the
+ *		graph's attributes must have been set with graph_set_attrs).
+ */
+void
+graph_add_event_row(StitchGraph *g, EventRow *row)
+{
+	int			e = graph_add_event(g, row->event_id, row->event_id_len, row->old_entity);
+	int			i;
+
+	for (i = 0; i < row->nidents; i++)
+	{
+		IdentKey	key;
+		IdentEntry *entry;
+		bool		found;
+		int			id;
+
+		key.attr = row->attr[i];
+		key.len = row->len[i];
+		key.val = row->val[i];
+		entry = identhash_insert(g->idents, key, &found);
+		if (found)
+			id = entry->ident;
+		else
+			id = new_identifier(g, entry);
+		if (g->event_node[e] < 0)
+			g->event_node[e] = g->ident_node[id];
+		else
+			graph_union(g, g->event_node[e], g->ident_node[id]);
+	}
 }
 
 /*

@@ -52,32 +52,82 @@ cmp_row(const void *a, const void *b)
 	return r;
 }
 
+/* State of collecting identifier rows. */
+typedef struct RowCollector
+{
+	StitchConfig *cfg;
+	MemoryContext cxt;
+	IdentRow   *rows;
+	int			nrows;
+	int			maxrows;
+} RowCollector;
+
+/*
+ * collect_row
+ *		stitch_read_events callback: keep each identifier as an IdentRow.
+ */
+static void
+collect_row(EventRow *row, void *arg)
+{
+	RowCollector *rc = arg;
+	char	   *eid;
+	int			i;
+
+	if (row->nidents == 0)
+		return;
+	eid = MemoryContextAlloc(rc->cxt, row->event_id_len + 1);
+	memcpy(eid, row->event_id, row->event_id_len);
+	eid[row->event_id_len] = '\0';
+	for (i = 0; i < row->nidents; i++)
+	{
+		char	   *val;
+
+		if (rc->nrows >= rc->maxrows)
+		{
+			rc->maxrows = Max(rc->maxrows * 2, 256);
+			rc->rows = rc->rows ?
+				repalloc_huge(rc->rows, sizeof(IdentRow) * rc->maxrows) :
+				MemoryContextAllocHuge(rc->cxt, sizeof(IdentRow) * rc->maxrows);
+		}
+		val = MemoryContextAlloc(rc->cxt, row->len[i] + 1);
+		memcpy(val, row->val[i], row->len[i]);
+		val[row->len[i]] = '\0';
+		rc->rows[rc->nrows].eid = eid;
+		rc->rows[rc->nrows].attr = rc->cfg->attrs[row->attr[i]];
+		rc->rows[rc->nrows].val = val;
+		rc->nrows++;
+	}
+}
+
 /*
  * fetch_rows
- *		Run the identifier query over a transition table; rows sorted.
+ *		The identifiers of the events of a transition table, as rows sorted
+ *		by event, attribute and value.
  */
 static IdentRow *
 fetch_rows(StitchSource source, Oid relid, int *nrows)
 {
-	IdentRow   *rows;
-	uint64		i;
+	RowCollector rc;
 
-	cdp_execute(stitch_identifier_plan(source, relid), NULL, NULL,
-				SPI_OK_SELECT, "reading identifiers of events");
-	rows = palloc_extended(sizeof(IdentRow) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+	memset(&rc, 0, sizeof(rc));
+	rc.cfg = stitch_config(false);
+	rc.cxt = CurrentMemoryContext;
+	stitch_read_events(source, relid, (Datum) 0, false, collect_row, &rc);
+	if (rc.nrows > 1)
+		qsort(rc.rows, rc.nrows, sizeof(IdentRow), cmp_row);
+	*nrows = rc.nrows;
+	return rc.rows;
+}
 
-		rows[i].eid = SPI_getvalue(tup, desc, 1);
-		rows[i].attr = SPI_getvalue(tup, desc, 2);
-		rows[i].val = SPI_getvalue(tup, desc, 3);
-	}
-	*nrows = (int) SPI_processed;
-	SPI_freetuptable(SPI_tuptable);
-	qsort(rows, *nrows, sizeof(IdentRow), cmp_row);
-	return rows;
+/*
+ * graph_row
+ *		stitch_read_events callback: add each new event to the graph.
+ */
+static void
+graph_row(EventRow *row, void *arg)
+{
+	if (row->nidents > 0)
+		graph_add_event_row((StitchGraph *) arg, row);
 }
 
 /*
@@ -299,22 +349,11 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	}
 	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
-		int			n;
-		int			i = 0;
-		IdentRow   *rows;
-
 		if (!cfg->unique_id)
 			check_duplicate_ids(relid);
-		rows = fetch_rows(SRC_NEW_ROWS, relid, &n);
-
-		g = graph_create(cxt, n);
-		while (i < n)
-		{
-			int			e = group_end(rows, n, i);
-
-			add_group(g, rows, i, e);
-			i = e;
-		}
+		g = graph_create(cxt, 1024);
+		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
+		stitch_read_events(SRC_NEW_ROWS, relid, (Datum) 0, false, graph_row, g);
 		stitch_batch(g, NULL, 0);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))

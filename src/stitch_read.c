@@ -1,0 +1,329 @@
+/*-------------------------------------------------------------------------
+ *
+ * stitch_read.c
+ *		Reading events with their identifiers, streamed.
+ *
+ * The compiled rule query (stitch_config.c) yields one row per event:
+ *   (event id as text, stored event id, stored entity, rule column 1..k)
+ * where a rule column is text for an ordinary rule and text[] for a
+ * set-returning one.  Rows are handed to a DestReceiver as the executor
+ * produces them, so nothing is materialized; each row becomes an EventRow
+ * (NULL and blocklisted values dropped) passed to the caller's callback.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "executor/tuptable.h"
+#include "tcop/dest.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/memutils.h"
+
+#include "stitch.h"
+
+/* A DestReceiver handing each row to a callback. */
+typedef struct SlotReader
+{
+	DestReceiver pub;
+	SlotCallback callback;
+	void	   *arg;
+	MemoryContext rowcxt;		/* reset after each row */
+} SlotReader;
+
+typedef struct EventReader
+{
+	StitchConfig *cfg;
+	bool		with_stored;	/* columns 2 and 3 are stored id and entity */
+	EventRowCallback callback;
+	void	   *arg;
+	char		idbuf[UUID_TEXT_LEN + 1];
+	/* per-row buffers */
+	int			maxidents;
+	int		   *attr;
+	const char **val;
+	int		   *len;
+} EventReader;
+
+/*
+ * stitch_is_blocked
+ *		Whether a value is on the blocklist for an attribute: compared
+ *		after trimming spaces and lower-casing, as lower(btrim(value)).
+ */
+bool
+stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
+{
+	const char *s = val;
+	const char *e = val + len;
+	char		buf[64];
+	char	   *lowered = buf;
+	bool		ascii = true;
+	int			n,
+				i;
+	bool		blocked = false;
+
+	if (cfg->nblocked == 0)
+		return false;
+	while (s < e && *s == ' ')
+		s++;
+	while (e > s && e[-1] == ' ')
+		e--;
+	n = e - s;
+	/* lower-casing changes a character's length by at most a factor of 3 */
+	if (n > cfg->max_blocked_len * 3)
+		return false;
+	/* plain ASCII (nearly always) is lower-cased here, the rest as lower() does */
+	if (n < (int) sizeof(buf))
+	{
+		for (i = 0; i < n && ascii; i++)
+		{
+			unsigned char ch = (unsigned char) s[i];
+
+			ascii = ch < 0x80;
+			buf[i] = (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
+		}
+		buf[n] = '\0';
+	}
+	else
+		ascii = false;
+	if (!ascii)
+		lowered = str_tolower(s, n, DEFAULT_COLLATION_OID);
+	for (i = 0; i < cfg->nblocked && !blocked; i++)
+		blocked = (cfg->blocked_attr[i] < 0 || cfg->blocked_attr[i] == attr) &&
+			strcmp(cfg->blocked[i], lowered) == 0;
+	if (lowered != buf)
+		pfree(lowered);
+	return blocked;
+}
+
+/*
+ * add_ident
+ *		Append one identifier to the row buffers unless NULL or blocked.
+ */
+static void
+add_ident(EventReader *r, int *n, int attr, text *t)
+{
+	const char *v = VARDATA_ANY(t);
+	int			l = VARSIZE_ANY_EXHDR(t);
+
+	if (stitch_is_blocked(r->cfg, attr, v, l))
+		return;
+	if (*n >= r->maxidents)
+	{
+		r->maxidents *= 2;
+		r->attr = repalloc(r->attr, sizeof(int) * r->maxidents);
+		r->val = repalloc(r->val, sizeof(char *) * r->maxidents);
+		r->len = repalloc(r->len, sizeof(int) * r->maxidents);
+	}
+	r->attr[*n] = attr;
+	r->val[*n] = v;
+	r->len[*n] = l;
+	(*n)++;
+}
+
+/*
+ * cdp_uuid_to_text
+ *		Format a uuid as uuid_out does, into buf (UUID_TEXT_LEN + 1 bytes).
+ */
+void
+cdp_uuid_to_text(const pg_uuid_t *u, char *buf)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			i;
+	char	   *p = buf;
+
+	for (i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[u->data[i] >> 4];
+		*p++ = hex[u->data[i] & 0x0F];
+	}
+	*p = '\0';
+}
+
+/*
+ * event_row
+ *		SlotCallback turning one row of the identifier query into an EventRow.
+ */
+static void
+event_row(TupleTableSlot *slot, void *arg)
+{
+	EventReader *r = (EventReader *) arg;
+	StitchConfig *cfg = r->cfg;
+	EventRow	row;
+	int			first = r->with_stored ? 3 : 1;
+	int			c;
+	int			n = 0;
+
+	memset(&row, 0, sizeof(row));
+	if (!slot->tts_isnull[0])
+	{
+		if (cfg->id_is_uuid)
+		{
+			cdp_uuid_to_text(DatumGetUUIDP(slot->tts_values[0]), r->idbuf);
+			row.event_id = r->idbuf;
+			row.event_id_len = UUID_TEXT_LEN;
+		}
+		else
+		{
+			text	   *t = DatumGetTextPP(slot->tts_values[0]);
+
+			row.event_id = VARDATA_ANY(t);
+			row.event_id_len = VARSIZE_ANY_EXHDR(t);
+		}
+	}
+	if (r->with_stored)
+	{
+		if (!slot->tts_isnull[1])
+		{
+			text	   *t = DatumGetTextPP(slot->tts_values[1]);
+
+			row.stored_id = VARDATA_ANY(t);
+			row.stored_id_len = VARSIZE_ANY_EXHDR(t);
+		}
+		if (!slot->tts_isnull[2])
+			row.old_entity = DatumGetUUIDP(slot->tts_values[2]);
+	}
+	for (c = 0; c < cfg->ncols; c++)
+	{
+		Datum		d = slot->tts_values[first + c];
+
+		if (slot->tts_isnull[first + c])
+			continue;
+		if (!cfg->col_is_set[c])
+			add_ident(r, &n, cfg->col_attr[c], DatumGetTextPP(d));
+		else
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(d);
+			Datum	   *elems;
+			bool	   *nulls;
+			int			nelems;
+			int			k;
+
+			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &nulls, &nelems);
+			for (k = 0; k < nelems; k++)
+				if (!nulls[k])
+					add_ident(r, &n, cfg->col_attr[c], DatumGetTextPP(elems[k]));
+		}
+	}
+	row.nidents = n;
+	row.attr = r->attr;
+	row.val = r->val;
+	row.len = r->len;
+	r->callback(&row, r->arg);
+}
+
+/*
+ * slot_receive
+ *		DestReceiver callback: hand the row to the reader's callback, in a
+ *		memory context reset after each row.
+ */
+static bool
+slot_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	SlotReader *r = (SlotReader *) self;
+	MemoryContext old = MemoryContextSwitchTo(r->rowcxt);
+
+	slot_getallattrs(slot);
+	r->callback(slot, r->arg);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(r->rowcxt);
+	return true;
+}
+
+/* DestReceiver boilerplate. */
+static void
+reader_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+reader_shutdown(DestReceiver *self)
+{
+}
+
+static void
+reader_destroy(DestReceiver *self)
+{
+}
+
+/*
+ * cdp_stream
+ *		Run a kept plan and call callback for every row as it is produced
+ *		(nothing is materialized).  params may be NULL.  read_only runs the
+ *		query on the active snapshot.
+ */
+void
+cdp_stream(SPIPlanPtr plan, ParamListInfo params, bool read_only,
+		   SlotCallback callback, void *arg)
+{
+	SlotReader	r;
+	SPIExecuteOptions opts;
+	int			rc;
+
+	memset(&r, 0, sizeof(r));
+	r.pub.receiveSlot = slot_receive;
+	r.pub.rStartup = reader_startup;
+	r.pub.rShutdown = reader_shutdown;
+	r.pub.rDestroy = reader_destroy;
+	r.pub.mydest = DestSQLFunction;	/* anything but DestNone, which discards */
+	r.callback = callback;
+	r.arg = arg;
+	r.rowcxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits row",
+									 ALLOCSET_SMALL_SIZES);
+	memset(&opts, 0, sizeof(opts));
+	opts.params = params;
+	opts.read_only = read_only;
+	opts.dest = (DestReceiver *) &r;
+	rc = SPI_execute_plan_extended(plan, &opts);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "streaming query failed: %s", SPI_result_code_string(rc));
+	MemoryContextDelete(r.rowcxt);
+}
+
+/*
+ * cdp_uuid_array_param
+ *		A one-parameter list holding a uuid[] datum.
+ */
+ParamListInfo
+cdp_uuid_array_param(Datum arr)
+{
+	ParamListInfo params = makeParamList(1);
+
+	params->params[0].value = arr;
+	params->params[0].isnull = false;
+	params->params[0].pflags = PARAM_FLAG_CONST;
+	params->params[0].ptype = UUIDARRAYOID;
+	return params;
+}
+
+/*
+ * stitch_read_events
+ *		Run the identifier query over source and call callback for every
+ *		event.  entities ($1) is used by SRC_ENTITY_EVENTS.  read_only runs
+ *		the query on the active snapshot.
+ */
+void
+stitch_read_events(StitchSource source, Oid relid, Datum entities,
+				   bool read_only, EventRowCallback callback, void *arg)
+{
+	EventReader r;
+
+	memset(&r, 0, sizeof(r));
+	r.cfg = stitch_config(false);
+	r.with_stored = (source == SRC_ENTITY_EVENTS);
+	r.callback = callback;
+	r.arg = arg;
+	r.maxidents = 16;
+	r.attr = palloc(sizeof(int) * r.maxidents);
+	r.val = palloc(sizeof(char *) * r.maxidents);
+	r.len = palloc(sizeof(int) * r.maxidents);
+	cdp_stream(stitch_identifier_plan(source, relid),
+			   source == SRC_ENTITY_EVENTS ? cdp_uuid_array_param(entities) : NULL,
+			   read_only, event_row, &r);
+}
