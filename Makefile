@@ -29,13 +29,13 @@ endif
 
 # Regression suites (sql/ + expected/), run against a temporary instance that
 # preloads the library (test/cdp_traits.conf).
-REGRESS = extension guc generator stitching_errors stitching peer_fixture
+REGRESS = extension guc generator stitching_errors stitching peer_fixture stitching_random
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs (test/isolation/specs + test/isolation/expected).
-ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock
+ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \

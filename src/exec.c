@@ -32,6 +32,10 @@
 #include "cdp_traits.h"
 #include "stitch.h"
 
+/* the owner, cached until the stitching cache is invalidated */
+static Oid	CachedOwner = InvalidOid;
+static uint64 CachedOwnerGeneration = 0;
+
 /*
  * cdp_extension_owner
  *		The role that owns the cdp_traits extension in this database.
@@ -45,6 +49,8 @@ cdp_extension_owner(void)
 	HeapTuple	tup;
 	Oid			owner = InvalidOid;
 
+	if (OidIsValid(CachedOwner) && CachedOwnerGeneration == stitch_generation())
+		return CachedOwner;
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
 				F_NAMEEQ, CStringGetDatum(CDP_EXTENSION_NAME));
@@ -61,6 +67,8 @@ cdp_extension_owner(void)
 				 errmsg("extension \"%s\" is not installed in this database",
 						CDP_EXTENSION_NAME),
 				 errhint("Run CREATE EXTENSION %s.", CDP_EXTENSION_NAME)));
+	CachedOwner = owner;
+	CachedOwnerGeneration = stitch_generation();
 	return owner;
 }
 

@@ -96,6 +96,7 @@ extern SPIPlanPtr stitch_identifier_plan(StitchSource source, Oid relid);
 extern SPIPlanPtr stitch_cached_plan(const char *key, const char *sql,
 									 int nargs, Oid *argtypes);
 extern void stitch_invalidate(void);
+extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
 

@@ -646,7 +646,22 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget)
 				}
 			}
 		}
-		created = entity_created(ents, nents);
+		/* creation times matter only where entities merge */
+		{
+			int32	   *per_comp = palloc0(sizeof(int32) * Max(ncomps, 1));
+			bool		merging = false;
+
+			for (i = 0; i < nents && !merging; i++)
+			{
+				int			k = comp_of_root[graph_find(g, graph_entity_node(g, &ents[i]))];
+
+				merging = (++per_comp[k] > 1);
+			}
+			if (merging)
+				created = entity_created(ents, nents);
+			else
+				created = palloc0(sizeof(TimestampTz) * Max(nents, 1));
+		}
 
 		stitch_changes_init(&c, nevents, nidents, nents + ncomps);
 

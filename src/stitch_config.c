@@ -84,6 +84,17 @@ stitch_invalidate(void)
 }
 
 /*
+ * stitch_generation
+ *		Number of the current generation of cached state (bumped whenever
+ *		the configuration may have changed).
+ */
+uint64
+stitch_generation(void)
+{
+	return ConfigGeneration;
+}
+
+/*
  * relcache_callback
  *		Relcache invalidation hook: only marks the cache stale (no catalog
  *		access is allowed here).

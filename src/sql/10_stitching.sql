@@ -42,15 +42,16 @@ INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value)
 VALUES (NULL, ''), (NULL, 'null'), (NULL, 'none'), (NULL, 'undefined'),
 	   (NULL, 'unknown'), (NULL, 'n/a'), (NULL, '0'), (NULL, '-');
 
+-- Every new event updates its entity's modified/calculated: no index on those
+-- columns and room on each page keep that update HOT (no index writes).
 CREATE TABLE cdp_traits.customer_entities (
 	id uuid PRIMARY KEY,
 	created timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	modified timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	calculated timestamptz
-);
+) WITH (fillfactor = 70);
 COMMENT ON TABLE cdp_traits.customer_entities IS
 	'one row per live customer entity; calculated IS NULL means its attributes must be recalculated';
-CREATE INDEX customer_entities_dirty ON cdp_traits.customer_entities (calculated NULLS FIRST);
 
 -- Identifiers and event ids compare byte-wise ("C"): exact, and fast to index.
 CREATE TABLE cdp_traits.matching (
