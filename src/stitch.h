@@ -205,10 +205,12 @@ typedef struct StitchResult
 } StitchResult;
 
 extern void stitch_lock_global(bool exclusive);
+extern void stitch_lock_events(StitchGraph *g);
 extern void stitch_changes_init(StitchChanges *c, int nevents, int nidents,
 								int nentities);
 extern void stitch_write_changes(StitchChanges *c);
-extern void stitch_batch(StitchGraph *g, const char **forget, int nforget);
+extern void stitch_batch(StitchGraph *g, const char **forget, int nforget,
+						 const char **touch, int ntouch);
 extern void cdp_random_uuid(pg_uuid_t *uuid);
 extern int	uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b);
 extern int	sort_unique_uuids(pg_uuid_t *ids, int n);

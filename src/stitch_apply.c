@@ -35,10 +35,13 @@
 #include "cdp_traits.h"
 #include "stitch.h"
 
+static int	lock_keys(uint64 *keys, int n, uint16 kind);
+
 /* field4 of our advisory lock tags: 'CD' + kind, apart from SQL's 1 and 2 */
 #define LOCK_GLOBAL		0x4344
 #define LOCK_IDENT		0x4345
 #define LOCK_ENTITY		0x4346
+#define LOCK_EVENT		0x4347
 
 /*
  * set_tag
@@ -62,6 +65,36 @@ stitch_lock_global(bool exclusive)
 
 	set_tag(&tag, LOCK_GLOBAL, 0);
 	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
+}
+
+/*
+ * stitch_lock_events
+ *		For an events table whose ids no unique index guards: serialize
+ *		writers of the same event id, so that a duplicate from a concurrent
+ *		transaction is seen (and reported) once that transaction commits.
+ *		Large batches take the stitching lock exclusively instead.
+ */
+void
+stitch_lock_events(StitchGraph *g)
+{
+	int			n = graph_nevents(g);
+	uint64	   *keys;
+	int			i;
+
+	if (n > cdp_max_identifier_locks)
+	{
+		stitch_lock_global(true);
+		return;
+	}
+	keys = palloc(sizeof(uint64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		const char *id = graph_event_id(g, i);
+
+		keys[i] = hash_bytes_extended((const unsigned char *) id, strlen(id), 0);
+	}
+	stitch_lock_global(false);
+	(void) lock_keys(keys, n, LOCK_EVENT);
 }
 
 /*
@@ -535,7 +568,8 @@ older_entity(const pg_uuid_t *a, TimestampTz ca, const pg_uuid_t *b, TimestampTz
  *		for splits.
  */
 void
-stitch_batch(StitchGraph *g, const char **forget, int nforget)
+stitch_batch(StitchGraph *g, const char **forget, int nforget,
+			 const char **touch, int ntouch)
 {
 	int			nidents = graph_nidents(g);
 	int			nevents = graph_nevents(g);
@@ -546,13 +580,15 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget)
 	int			nfound = 0;
 	pg_uuid_t  *left = NULL;
 	int			nleft = 0;
+	pg_uuid_t  *marked = NULL;
+	int			nmarked = 0;
 	int			i;
 
-	if (nidents == 0 && nforget == 0)
+	if (nidents == 0 && nforget == 0 && ntouch == 0)
 		return;
 
 	/* 1. locks: identifiers first, then the entities they lead to */
-	exclusive = (nidents + nforget) > cdp_max_identifier_locks;
+	exclusive = (nidents + nforget + ntouch) > cdp_max_identifier_locks;
 	stitch_lock_global(exclusive);
 	if (!exclusive && nidents > 0)
 	{
@@ -578,13 +614,16 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget)
 		CHECK_FOR_INTERRUPTS();
 		found = nidents > 0 ? lookup_identifiers(g, &nfound) : NULL;
 		left = lookup_forgotten(forget, nforget, &nleft);
+		marked = lookup_forgotten(touch, ntouch, &nmarked);
 		if (exclusive)
 			break;
-		want = palloc(sizeof(uint64) * Max(nfound + nleft, 1));
+		want = palloc(sizeof(uint64) * Max(nfound + nleft + nmarked, 1));
 		for (i = 0; i < nfound; i++)
 			want[nwant++] = entity_key(&found[i].entity);
 		for (i = 0; i < nleft; i++)
 			want[nwant++] = entity_key(&left[i]);
+		for (i = 0; i < nmarked; i++)
+			want[nwant++] = entity_key(&marked[i]);
 		for (i = 0; i < nwant && covered; i++)
 			covered = bsearch(&want[i], held, nheld, sizeof(uint64), cmp_uint64) != NULL;
 		if (covered)
@@ -757,6 +796,21 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget)
 				stitch_write_changes(&t);
 			}
 			stitch_scope(recheck, nrecheck, true, NULL, NULL);
+		}
+
+		/* 4. entities of events that changed but kept their identifiers */
+		if (ntouch > 0)
+		{
+			Datum		args[1];
+
+			args[0] = text_array(touch, ntouch);
+			cdp_execute(plan("touch_updated",
+							 "UPDATE cdp_traits.customer_entities c "
+							 "SET modified = pg_catalog.now(), calculated = NULL "
+							 "FROM cdp_traits.event_entities e "
+							 "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id",
+							 1, TEXTARRAYOID, 0, 0),
+						args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
 		}
 	}
 }

@@ -273,26 +273,8 @@ stitch_update(StitchGraph *g, Oid relid)
 		}
 	}
 
-	stitch_batch(g, forget, nforget);
-
-	if (nsame > 0)
-	{
-		Datum		args[1];
-		Datum	   *d = palloc(sizeof(Datum) * nsame);
-		Oid			types[1] = {TEXTARRAYOID};
-
-		for (k = 0; k < nsame; k++)
-			d[k] = CStringGetTextDatum(same[k]);
-		args[0] = PointerGetDatum(construct_array(d, nsame, TEXTOID, -1, false, TYPALIGN_INT));
-		cdp_execute(stitch_cached_plan("touch_updated",
-									   "UPDATE cdp_traits.customer_entities c "
-									   "SET modified = pg_catalog.now(), calculated = NULL "
-									   "FROM cdp_traits.event_entities e "
-									   "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id "
-									   "AND c.calculated IS NOT NULL",
-									   1, types),
-					args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
-	}
+	/* (the events in same only mark their entities, under the same locks) */
+	stitch_batch(g, forget, nforget, same, nsame);
 }
 
 /*
@@ -349,12 +331,15 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	}
 	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
-		if (!cfg->unique_id)
-			check_duplicate_ids(relid);
 		g = graph_create(cxt, 1024);
 		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 		stitch_read_events(SRC_NEW_ROWS, relid, (Datum) 0, false, graph_row, g);
-		stitch_batch(g, NULL, 0);
+		if (!cfg->unique_id)
+		{
+			stitch_lock_events(g);
+			check_duplicate_ids(relid);
+		}
+		stitch_batch(g, NULL, 0, NULL, 0);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
@@ -362,7 +347,7 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 		const char **ids = all_ids(CDP_OLD_TABLE, relid, &n);
 
 		g = graph_create(cxt, 16);
-		stitch_batch(g, ids, n);
+		stitch_batch(g, ids, n, NULL, 0);
 	}
 	else
 	{
