@@ -2,10 +2,10 @@
 -- generated data.  After every batch the stored stitching must be consistent
 -- (verify_stitching() is empty) and equal, as a partition of the events, to
 -- one computed independently in plain SQL from the same rules and blocklist.
+SET client_min_messages = warning;
 \set ECHO none
 \i test/gen/cdp_gen.sql
 \set ECHO all
-SET client_min_messages = warning;
 CREATE TABLE rev (id uuid PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
                   version text NOT NULL, event_time timestamptz NOT NULL, payload jsonb NOT NULL);
 INSERT INTO cdp_traits.stitching_rules SELECT * FROM cdp_gen.rules();
