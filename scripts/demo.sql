@@ -24,3 +24,62 @@ SELECT source_id AS source, count(*) AS events,
        count(DISTINCT type) AS event_types,
        min(event_time)::date AS first, max(event_time)::date AS last
   FROM cdp_ce.customer_events GROUP BY 1 ORDER BY 2 DESC;
+
+\echo
+\echo '== 2. Profile stitching: rules (one SQL expression per identifier), then attach'
+INSERT INTO cdp_traits.stitching_rules SELECT * FROM cdp_gen.rules();
+SELECT attribute_id AS identifier, coalesce(source_id, 'any') AS from_source, value_expression AS read_as
+  FROM cdp_traits.stitching_rules ORDER BY 1, 2;
+\timing on
+SELECT cdp_traits.attach_events('cdp_ce.customer_events');
+\timing off
+SELECT count(*) AS customers,
+       (SELECT count(*) FROM cdp_traits.matching) AS identifiers,
+       (SELECT count(*) FROM cdp_traits.customer_events WHERE customer_entity_id IS NULL) AS events_without_identifier,
+       round(avg(n), 1) AS avg_events_per_customer, max(n) AS most_events
+  FROM (SELECT count(*) AS n FROM cdp_traits.event_entities GROUP BY customer_entity_id) s;
+\echo 'identifiers by kind (junk values like "unknown" or "" are blocklisted, never linked):'
+SELECT attribute_id AS identifier, count(*) AS distinct_values FROM cdp_traits.matching GROUP BY 1 ORDER BY 2 DESC;
+\echo 'how many sources a customer profile spans:'
+SELECT sources, count(*) AS customers FROM (
+  SELECT count(DISTINCT source_id) AS sources FROM cdp_traits.customer_events
+   WHERE customer_entity_id IS NOT NULL GROUP BY customer_entity_id) s GROUP BY 1 ORDER BY 1;
+
+\echo
+\echo '== 3. One stitched customer: every identifier, and the events behind it'
+SELECT customer_entity_id AS customer FROM cdp_traits.customer_events
+ WHERE customer_entity_id IS NOT NULL GROUP BY 1
+HAVING count(DISTINCT source_id) >= 4 ORDER BY count(*) DESC, 1 LIMIT 1 \gset
+SELECT attribute_id AS identifier, value FROM cdp_traits.matching WHERE customer_entity_id = :'customer' ORDER BY 1, 2 LIMIT 12;
+SELECT source_id AS source, type, count(*) AS events, max(event_time)::date AS last_seen
+  FROM cdp_traits.customer_events WHERE customer_entity_id = :'customer' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10;
+
+\echo
+\echo '== 4. New events are stitched as they arrive (statement triggers, same transaction)'
+INSERT INTO cdp_ce.customer_events VALUES
+  ('00000000-0000-4000-8000-000000000001', 'web', 'login', '1-0-0', now(),
+   '{"cookie_id": "ck-new-visitor", "email": "  Brand.New@Example.COM "}'),
+  ('00000000-0000-4000-8000-000000000002', 'pos', 'purchase', '1-0-0', now(),
+   '{"loyalty_card": "LC-NEW-1", "amount": 42.5}');
+SELECT count(DISTINCT customer_entity_id) AS customers_for_2_unlinked_events FROM cdp_traits.customer_events
+ WHERE id IN ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002');
+-- a CRM record carrying both the e-mail and the loyalty card links them: a merge
+INSERT INTO cdp_ce.customer_events VALUES
+  ('00000000-0000-4000-8000-000000000003', 'crm', 'customer_updated', '1-0-0', now(),
+   '{"email": "brand.new@example.com", "loyalty_card": "LC-NEW-1"}');
+SELECT count(DISTINCT customer_entity_id) AS customers_after_crm_event FROM cdp_traits.customer_events
+ WHERE id::text LIKE '00000000-0000-4000-8000-00000000000%';
+SELECT count(*) AS merges_recorded_so_far FROM cdp_traits.entity_merges;
+-- deleting the linking event splits the customer again
+DELETE FROM cdp_ce.customer_events WHERE id = '00000000-0000-4000-8000-000000000003';
+SELECT count(DISTINCT customer_entity_id) AS customers_after_delete FROM cdp_traits.customer_events
+ WHERE id::text LIKE '00000000-0000-4000-8000-00000000000%';
+
+\echo
+\echo '== 5. Consistency check and a full restitch (ids stay stable)'
+\timing on
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.restitch() AS customers;
+\timing off
+SELECT changed_events, changed_identifiers,
+       pg_size_pretty(memory_bytes) AS memory_used FROM cdp_traits.stitching_stats();
