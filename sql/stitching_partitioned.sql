@@ -1,0 +1,53 @@
+-- A partitioned events table: writes through the parent and straight into a
+-- partition are stitched alike; a row moving between partitions keeps its
+-- entity; truncating one partition leaves the rest stitched.
+SET client_min_messages = warning;
+CREATE TABLE pev (id text NOT NULL, source_id text NOT NULL, type text NOT NULL DEFAULT 'x',
+                  version text NOT NULL DEFAULT '1', event_time timestamptz NOT NULL,
+                  payload jsonb, PRIMARY KEY (id, event_time))
+  PARTITION BY RANGE (event_time);
+CREATE TABLE pev_2024 PARTITION OF pev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE pev_2025 PARTITION OF pev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO pev VALUES ('a1', 'web', 'x', '1', '2024-05-01', '{"email": "a"}');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$payload->>'email'$$), ('phone', $$payload->>'phone'$$);
+SELECT cdp_traits.attach_events('pev');
+RESET client_min_messages;
+-- triggers on the parent and on every partition
+SELECT c.relname, count(*) AS triggers FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE t.tgname LIKE 'cdp_traits%' GROUP BY 1 ORDER BY 1;
+
+CREATE FUNCTION pg_temp.groups() RETURNS text LANGUAGE sql AS $$
+  SELECT string_agg(g, ' | ' ORDER BY g) FROM (SELECT string_agg(id, ',' ORDER BY id) g
+    FROM cdp_traits.customer_events WHERE customer_entity_id IS NOT NULL GROUP BY customer_entity_id) s $$;
+
+-- through the parent, across both partitions
+INSERT INTO pev VALUES ('a2', 'web', 'x', '1', '2025-02-01', '{"email": "a", "phone": "p"}'),
+                       ('b1', 'app', 'x', '1', '2024-03-01', '{"phone": "q"}');
+-- straight into a partition
+INSERT INTO pev_2025 VALUES ('b2', 'app', 'x', '1', '2025-03-01', '{"phone": "q", "email": "b"}');
+INSERT INTO pev_2024 VALUES ('c1', 'crm', 'x', '1', '2024-07-01', '{"email": "b", "phone": "p"}');
+SELECT pg_temp.groups() AS one_customer, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+
+-- a row that moves to the other partition keeps its entity
+SELECT customer_entity_id AS e FROM cdp_traits.customer_events WHERE id = 'b1' \gset
+UPDATE pev SET event_time = '2025-06-01' WHERE id = 'b1';
+SELECT customer_entity_id = :'e' AS same_entity, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems
+  FROM cdp_traits.customer_events WHERE id = 'b1';
+
+-- deleting from a partition splits
+DELETE FROM pev_2024 WHERE id = 'c1';
+SELECT pg_temp.groups() AS after_delete, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+
+-- truncating one partition: its events leave, the rest stays stitched
+TRUNCATE pev_2024;
+SELECT pg_temp.groups() AS after_truncating_2024, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+TRUNCATE pev;
+SELECT count(*) AS entities_after_truncating_all FROM cdp_traits.customer_entities;
+
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'cdp_traits%';
+DROP TABLE pev CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
