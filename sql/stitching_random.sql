@@ -97,6 +97,14 @@ END $$;
 
 SELECT (pg_temp.batch(b)).* FROM generate_series(1, 15) b;
 
+-- one bulk statement with more than 10,000 identifiers, many already stored
+-- (the batch then looks them up in one pass over matching)
+INSERT INTO rev SELECT id, source_id, type, version, event_time, payload
+  FROM cdp_gen.events(40000, 43) WHERE id NOT IN (SELECT id FROM rev);
+SELECT count(*) AS events, (SELECT count(*) = 0 FROM cdp_traits.verify_stitching()) AS consistent,
+       pg_temp.stored_partition() = pg_temp.reference_partition() AS matches_reference
+  FROM rev;
+
 -- a rule change followed by restitch() also matches the reference
 SET client_min_messages = warning;
 DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'cookie_id';

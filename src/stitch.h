@@ -5,13 +5,15 @@
  *
  * stitch_config.c  the attached events table, the rules compiled to SQL,
  *                  plan cache and its invalidation, rule validation
+ * stitch_read.c    streaming events and their identifiers out of the
+ *                  compiled rule query; the blocklist check
  * stitch_graph.c   in-memory identifier graph: interning and union-find
  * stitch_apply.c   locking, entity id assignment and writing changes
  * stitch_trigger.c the statement triggers on the events table
  * stitch_full.c    restitch() and verify_stitching()
  * attach.c         attach_events() and detach_events()
  * exec.c           running SQL as the extension owner with a pinned
- *                  search_path, and SPI/tuplestore helpers
+ *                  search_path, and SPI helpers
  *
  *-------------------------------------------------------------------------
  */
@@ -49,10 +51,6 @@ extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 						int expected, const char *what);
 extern int	cdp_execute_sql(const char *sql, int expected, const char *what);
-extern void cdp_register_tuplestore(const char *name, TupleDesc desc,
-									Tuplestorestate *ts);
-extern void cdp_unregister_tuplestore(const char *name);
-extern char *cdp_text_datum(Datum d);
 
 /* ---- stitch_config.c ---- */
 typedef struct StitchConfig
@@ -77,6 +75,8 @@ typedef struct StitchConfig
 	char	   *cols_sql;		/* ", col1, col2 ..." over the event "ev" */
 	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
 	int			nblocked;
+	bool		blocked_first[256];	/* first bytes of blocked values */
+	bool		blocks_empty;	/* '' (all spaces) is blocked */
 	char	  **blocked;
 	int		   *blocked_attr;
 	int			max_blocked_len;
@@ -156,7 +156,6 @@ extern void graph_identifier(StitchGraph *g, int ident, const char **attr,
 extern int	graph_identifier_node(StitchGraph *g, int ident);
 extern int	graph_entity_node(StitchGraph *g, const pg_uuid_t *entity);
 extern int	graph_nnodes(StitchGraph *g);
-extern Size graph_memory(StitchGraph *g);
 
 /* ---- stitch_apply.c ---- */
 

@@ -21,6 +21,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -30,6 +32,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "cdp_traits.h"
@@ -415,20 +418,98 @@ typedef struct Found
 	pg_uuid_t	entity;
 } Found;
 
+/* State of scanning matching for a batch's identifiers. */
+typedef struct FoundScan
+{
+	StitchGraph *g;
+	Found	   *found;
+	int			nfound;
+	int			maxfound;
+} FoundScan;
+
+/*
+ * found_row
+ *		cdp_stream callback: keep a stored identifier if the batch has it.
+ */
+static void
+found_row(TupleTableSlot *slot, void *arg)
+{
+	FoundScan  *fs = arg;
+	text	   *attr = DatumGetTextPP(slot->tts_values[0]);
+	text	   *val = DatumGetTextPP(slot->tts_values[1]);
+	int			id = graph_lookup_identifier(fs->g, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr),
+											 VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
+
+	if (id < 0)
+		return;
+	if (fs->nfound >= fs->maxfound)
+	{
+		fs->maxfound *= 2;
+		fs->found = repalloc_huge(fs->found, sizeof(Found) * fs->maxfound);
+	}
+	fs->found[fs->nfound].ident = id;
+	fs->found[fs->nfound].entity = *DatumGetUUIDP(slot->tts_values[2]);
+	fs->nfound++;
+}
+
+/*
+ * matching_size
+ *		The planner's estimate of the number of stored identifiers.
+ */
+static double
+matching_size(void)
+{
+	Oid			relid = get_relname_relid("matching", get_namespace_oid(CDP_SCHEMA_NAME, false));
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	double		n = -1;
+
+	if (HeapTupleIsValid(tup))
+	{
+		n = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+		ReleaseSysCache(tup);
+	}
+	return n;
+}
+
 /*
  * lookup_identifiers
- *		The existing entities of the batch's identifiers.
+ *		The existing entities of the batch's identifiers: one index probe per
+ *		identifier, or, when the batch holds a sizeable share of all stored
+ *		identifiers, one pass over matching probing the batch's hash table.
  */
 static Found *
 lookup_identifiers(StitchGraph *g, int *nfound)
 {
 	int			n = graph_nidents(g);
-	const char **attrs = palloc(sizeof(char *) * Max(n, 1));
-	const char **vals = palloc(sizeof(char *) * Max(n, 1));
+	const char **attrs;
+	const char **vals;
 	Datum		args[2];
 	Found	   *found;
 	uint64		i;
 
+	if (n > 10000)
+	{
+		double		stored = matching_size();
+
+		if (stored < 0 || (double) n * 4 > stored)
+		{
+			FoundScan	fs;
+
+			fs.g = g;
+			fs.maxfound = Max(n, 64);
+			fs.found = palloc_extended(sizeof(Found) * fs.maxfound, MCXT_ALLOC_HUGE);
+			fs.nfound = 0;
+			cdp_stream(plan("scan_matching",
+							"SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching",
+							0, 0, 0, 0),
+					   NULL, false, found_row, &fs);
+			*nfound = fs.nfound;
+			return fs.found;
+		}
+	}
+
+	attrs = palloc(sizeof(char *) * Max(n, 1));
+	vals = palloc(sizeof(char *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 		graph_identifier(g, i, &attrs[i], &vals[i]);
 	args[0] = text_array(attrs, n);

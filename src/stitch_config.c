@@ -333,6 +333,8 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 	cdp_execute_sql("SELECT attribute_id, pg_catalog.lower(pg_catalog.btrim(value)) "
 					"FROM cdp_traits.stitching_blocklist",
 					SPI_OK_SELECT, "reading the stitching blocklist");
+	/* a value starting with a non-ASCII byte may lower-case to anything */
+	memset(cfg->blocked_first + 0x80, true, 0x80);
 	cfg->blocked = MemoryContextAlloc(cxt, sizeof(char *) * Max(SPI_processed, 1));
 	cfg->blocked_attr = MemoryContextAlloc(cxt, sizeof(int) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
@@ -348,6 +350,13 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 					break;
 			if (a == cfg->nattrs)
 				continue;		/* no rule produces this attribute */
+		}
+		if (val[0] == '\0')
+			cfg->blocks_empty = true;
+		else if ((unsigned char) val[0] < 0x80)
+		{
+			cfg->blocked_first[(unsigned char) val[0]] = true;
+			cfg->blocked_first[(unsigned char) pg_toupper((unsigned char) val[0])] = true;
 		}
 		cfg->blocked[cfg->nblocked] = MemoryContextStrdup(cxt, val);
 		cfg->blocked_attr[cfg->nblocked] = a;
@@ -514,7 +523,15 @@ stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 		SPIPlanPtr	plan;
 
 		entry->plan = NULL;
-		plan = cdp_prepare(sql, nargs, argtypes);
+		/*
+		 * Reading statements may run as parallel plans: the rule expressions
+		 * are then evaluated by workers while this process unites.
+		 */
+		plan = SPI_prepare_cursor(sql, nargs, argtypes,
+								  strncmp(sql, "SELECT", 6) == 0 ? CURSOR_OPT_PARALLEL_OK : 0);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_keepplan failed");
 		entry->plan = plan;
@@ -557,22 +574,12 @@ stitch_identifier_plan(StitchSource source, Oid relid)
 }
 
 /*
- * rule_error_context
- *		Names the rule being validated in any error it raises.
- */
-typedef struct RuleDesc
-{
-	const char *attribute_id;
-	const char *expression;
-} RuleDesc;
-
-/*
  * validate_rule_sql
  *		Check that expr is one SQL expression that type-checks over an event
  *		and can be turned into text; returns NULL if so, else the problem.
  */
 static char *
-validate_rule_sql(const char *expr, Oid idtype, Oid ttype, Oid ptype)
+validate_rule_sql(const char *expr, Oid idtype)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -642,8 +649,6 @@ validate_rule_sql(const char *expr, Oid idtype, Oid ttype, Oid ptype)
 		problem = edata->message;
 	}
 	PG_END_TRY();
-	(void) ttype;
-	(void) ptype;
 	return problem;
 }
 
@@ -697,7 +702,7 @@ cdp_stitching_rules_check(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	cdp_exec_begin(&es);
-	problem = validate_rule_sql(expr, idtype, InvalidOid, InvalidOid);
+	problem = validate_rule_sql(expr, idtype);
 	cdp_exec_end(&es);
 
 	if (problem)

@@ -548,13 +548,3 @@ graph_identifier_node(StitchGraph *g, int ident)
 {
 	return g->ident_node[ident];
 }
-
-/*
- * graph_memory
- *		Bytes the graph holds (arena, arrays and hash tables).
- */
-Size
-graph_memory(StitchGraph *g)
-{
-	return MemoryContextMemAllocated(g->cxt, true);
-}

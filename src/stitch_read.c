@@ -72,20 +72,27 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 	while (e > s && e[-1] == ' ')
 		e--;
 	n = e - s;
+	if (n == 0)
+		return cfg->blocks_empty;
 	/* lower-casing changes a character's length by at most a factor of 3 */
 	if (n > cfg->max_blocked_len * 3)
 		return false;
+	/* no blocked value starts like this (non-ASCII first bytes always go on) */
+	if (!cfg->blocked_first[(unsigned char) s[0]])
+		return false;
 	/* plain ASCII (nearly always) is lower-cased here, the rest as lower() does */
-	if (n < (int) sizeof(buf))
+	if ((size_t) n < sizeof(buf))
 	{
+		char	   *p = buf;
+
 		for (i = 0; i < n && ascii; i++)
 		{
 			unsigned char ch = (unsigned char) s[i];
 
 			ascii = ch < 0x80;
-			buf[i] = (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
+			*p++ = (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
 		}
-		buf[n] = '\0';
+		*p = '\0';
 	}
 	else
 		ascii = false;
