@@ -10,6 +10,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "cdp_traits.h"
@@ -49,12 +50,18 @@ cdp_define_gucs(void)
 							PGC_USERSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	/*
+	 * The worker's databases are fixed at server start.  A server-start
+	 * setting can only be defined while preloading; loaded later (no
+	 * worker then) the setting is merely shown.
+	 */
 	DefineCustomStringVariable("cdp_traits.database",
 							   "Databases the background worker runs jobs in (comma-separated).",
 							   "Takes effect at server start; the library must be in shared_preload_libraries.",
 							   &cdp_worker_databases,
 							   "postgres",
-							   PGC_POSTMASTER, 0,
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0,
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("cdp_traits.naptime",
