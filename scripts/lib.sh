@@ -22,14 +22,20 @@ ensure_deps() {
 	[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || missing+=(postgresql-server-dev-15)
 	[ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
 	perl -MIPC::Run -e1 >/dev/null 2>&1 || missing+=(libipc-run-perl)
+	command -v prove >/dev/null 2>&1 || missing+=(perl)
 	command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 	if [ ${#missing[@]} -gt 0 ]; then
 		[ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run as root so they can be installed"
 		say "installing ${missing[*]}"
 		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends \
-			"${missing[@]}" postgresql-server-dev-15 libipc-run-perl make gcc libc6-dev >/dev/null
+		local log
+		log=$(mktemp)
+		if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+			"${missing[@]}" postgresql-server-dev-15 libipc-run-perl make gcc libc6-dev; } >"$log" 2>&1; then
+			cat "$log" >&2
+			die "installing ${missing[*]} failed"
+		fi
+		rm -f "$log"
 	fi
 	id postgres >/dev/null 2>&1 || die "no postgres user (is the postgresql-15 package installed?)"
 }
