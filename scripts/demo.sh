@@ -14,32 +14,15 @@ DIR=$(mktemp -d /tmp/cdp_traits-demo.XXXXXX)
 
 ensure_deps
 build_install
-chown postgres: "$DIR"
-# the postgres user must be able to read the demo's SQL files
-cp "$REPO/scripts/demo.sql" "$REPO/test/gen/cdp_gen.sql" "$DIR/"
-chown postgres: "$DIR"/*.sql
-
-cleanup() {
-	as_postgres pg_ctl -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
-
 say "starting a throw-away cluster in $DIR (port $PORT)"
-as_postgres initdb -D "$DIR/data" -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >>"$DIR/data/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$DIR'
-shared_preload_libraries = 'cdp_traits'
-cdp_traits.database = 'demo'
-cdp_traits.enabled = off
+start_cluster "$DIR" "$PORT" "cdp_traits.database = 'demo'
 shared_buffers = 512MB
 work_mem = 64MB
 maintenance_work_mem = 512MB
-max_wal_size = 4GB
-CONF
-as_postgres pg_ctl -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
+max_wal_size = 4GB"
+# the postgres user must be able to read the demo's SQL files
+cp "$REPO/scripts/demo.sql" "$REPO/test/gen/cdp_gen.sql" "$DIR/"
+chown postgres: "$DIR"/*.sql
 as_postgres createdb -h "$DIR" -p "$PORT" demo
 
 say "loading $EVENTS generated events and running cdp_traits"

@@ -73,3 +73,23 @@ scratch_copy() {
 		--exclude=./output_iso --exclude=./.demo -cf - . | tar -C "$dir" -xf -
 	chown -R postgres: "$dir"
 }
+
+# start_cluster DIR PORT [CONF_LINES]: initdb a throw-away cluster in DIR/data
+# (as postgres, socket in DIR, the library preloaded, the worker off, plus any
+# extra settings), start it, and stop and remove it when the script exits.
+start_cluster() {
+	local dir=$1 port=$2 extra=${3:-}
+	chown postgres: "$dir"
+	CLUSTER_DIR=$dir
+	trap 'as_postgres pg_ctl -D "$CLUSTER_DIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"' EXIT
+	as_postgres initdb -D "$dir/data" -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+	cat >>"$dir/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'cdp_traits'
+cdp_traits.enabled = off
+$extra
+CONF
+	as_postgres pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}

@@ -135,6 +135,16 @@ extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,
 /* ---- stitch_graph.c ---- */
 typedef struct StitchGraph StitchGraph;
 
+/* A bump allocator for many small strings that die together. */
+typedef struct StrArena
+{
+	MemoryContext cxt;
+	char	   *ptr;
+	Size		left;
+} StrArena;
+
+extern const char *arena_strdup(StrArena *a, const char *s, int len);
+
 extern StitchGraph *graph_create(MemoryContext cxt, int expected_events);
 extern int	graph_add_event(StitchGraph *g, const char *event_id, int len,
 							const pg_uuid_t *old_entity);

@@ -106,8 +106,7 @@ typedef struct ScopePass
 	MemoryContext cxt;
 	StitchGraph *g;
 	storedhash_hash *stored;	/* all-events scope: stored assignments */
-	char	   *arena;			/* bump allocator for stored event ids */
-	Size		arena_left;
+	StrArena	arena;			/* stored event ids, deleted identifiers */
 	const char **orphans;		/* stored ids of events that are gone */
 	int			norphans;
 	int			maxorphans;
@@ -128,28 +127,6 @@ typedef struct ScopePass
 static OldEntity *OldEnts;		/* for the comparator */
 
 /*
- * pass_strdup
- *		Copy a string into the pass's bump arena.
- */
-static const char *
-pass_strdup(ScopePass *p, const char *s, int len)
-{
-	char	   *r;
-
-	if ((Size) len + 1 > p->arena_left)
-	{
-		p->arena_left = Max((Size) 256 * 1024, (Size) len + 1);
-		p->arena = MemoryContextAlloc(p->cxt, p->arena_left);
-	}
-	r = p->arena;
-	memcpy(r, s, len);
-	r[len] = '\0';
-	p->arena += len + 1;
-	p->arena_left -= len + 1;
-	return r;
-}
-
-/*
  * add_orphan
  *		Note a stored assignment whose event is gone.
  */
@@ -163,7 +140,7 @@ add_orphan(ScopePass *p, const char *id, int len)
 			repalloc_huge(p->orphans, sizeof(char *) * p->maxorphans) :
 			MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxorphans);
 	}
-	p->orphans[p->norphans++] = pass_strdup(p, id, len);
+	p->orphans[p->norphans++] = arena_strdup(&p->arena, id, len);
 }
 
 /*
@@ -184,7 +161,7 @@ stored_row(TupleTableSlot *slot, void *arg)
 	e = storedhash_insert(p->stored, key, &found);
 	if (!found)
 	{
-		e->key.s = pass_strdup(p, key.s, key.len);
+		e->key.s = arena_strdup(&p->arena, key.s, key.len);
 		e->seen = false;
 	}
 	e->entity = *DatumGetUUIDP(slot->tts_values[1]);
@@ -260,8 +237,8 @@ matching_row(TupleTableSlot *slot, void *arg)
 			p->del_owner = repalloc_huge(p->del_owner, sizeof(pg_uuid_t) * p->maxdel);
 		}
 	}
-	p->del_attr[p->ndel] = pass_strdup(p, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr));
-	p->del_val[p->ndel] = pass_strdup(p, VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
+	p->del_attr[p->ndel] = arena_strdup(&p->arena, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr));
+	p->del_val[p->ndel] = arena_strdup(&p->arena, VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
 	p->del_owner[p->ndel++] = *ent;
 }
 
@@ -506,6 +483,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	oldcxt = MemoryContextSwitchTo(cxt);
 	memset(&p, 0, sizeof(p));
 	p.cxt = cxt;
+	p.arena.cxt = cxt;
 	cfg = stitch_config(false);
 	if (problems)
 	{

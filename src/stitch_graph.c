@@ -80,10 +80,8 @@ struct StitchGraph
 {
 	MemoryContext cxt;
 
-	/* bump arena for strings */
-	char	   *arena_ptr;
-	Size		arena_left;
-	Size		arena_bytes;
+	/* strings (event ids, identifier values, attribute ids) */
+	StrArena	arena;
 
 	/* attribute ids seen, interned */
 	int			nattrs;
@@ -142,26 +140,23 @@ entity_key_hash(pg_uuid_t key)
 
 /*
  * arena_strdup
- *		Copy len bytes into the graph's arena, NUL-terminated.
+ *		Copy len bytes into an arena, NUL-terminated.
  */
-static const char *
-arena_strdup(StitchGraph *g, const char *s, int len)
+const char *
+arena_strdup(StrArena *a, const char *s, int len)
 {
 	char	   *p;
 
-	if ((Size) len + 1 > g->arena_left)
+	if ((Size) len + 1 > a->left)
 	{
-		Size		blk = Max((Size) ARENA_BLOCK, (Size) len + 1);
-
-		g->arena_ptr = MemoryContextAlloc(g->cxt, blk);
-		g->arena_left = blk;
-		g->arena_bytes += blk;
+		a->left = Max((Size) ARENA_BLOCK, (Size) len + 1);
+		a->ptr = MemoryContextAlloc(a->cxt, a->left);
 	}
-	p = g->arena_ptr;
+	p = a->ptr;
 	memcpy(p, s, len);
 	p[len] = '\0';
-	g->arena_ptr += len + 1;
-	g->arena_left -= len + 1;
+	a->ptr += len + 1;
+	a->left -= len + 1;
 	return p;
 }
 
@@ -228,6 +223,7 @@ graph_create(MemoryContext cxt, int expected_events)
 								 ALLOCSET_DEFAULT_SIZES);
 	g = MemoryContextAllocZero(gcxt, sizeof(StitchGraph));
 	g->cxt = gcxt;
+	g->arena.cxt = gcxt;
 	g->idents = identhash_create(gcxt, Max(expected_events, 64), NULL);
 	g->entities = entityhash_create(gcxt, 64, NULL);
 	return g;
@@ -253,7 +249,7 @@ graph_add_event(StitchGraph *g, const char *event_id, int len,
 		g->maxevents = max;
 	}
 
-	g->event_id[e] = arena_strdup(g, event_id, len);
+	g->event_id[e] = arena_strdup(&g->arena, event_id, len);
 	if (old_entity)
 		g->event_old[e] = *old_entity;
 	else
@@ -283,7 +279,7 @@ intern_attr(StitchGraph *g, const char *attr, int len)
 		g->attrlens = resize_array(g, g->attrlens, max, sizeof(int));
 		g->maxattrs = max;
 	}
-	g->attrs[g->nattrs] = (char *) arena_strdup(g, attr, len);
+	g->attrs[g->nattrs] = (char *) arena_strdup(&g->arena, attr, len);
 	g->attrlens[g->nattrs] = len;
 	return g->nattrs++;
 }
@@ -298,7 +294,7 @@ new_identifier(StitchGraph *g, IdentEntry *entry)
 {
 	int			id = g->nidents;
 
-	entry->key.val = arena_strdup(g, entry->key.val, entry->key.len);
+	entry->key.val = arena_strdup(&g->arena, entry->key.val, entry->key.len);
 	entry->ident = id;
 	if (id >= g->maxidents)
 	{

@@ -1,0 +1,133 @@
+# Profile stitching (issue 3), on BENCH_EVENTS generated events (default 1M).
+# Sourced by test/bench/run.sh, which provides sql, compare and report.
+
+say "stitching: loading $BENCH_EVENTS events"
+sql -f "$DIR/cdp_gen.sql" >/dev/null
+sql >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS cdp_traits;
+DROP TABLE IF EXISTS events, events_plain CASCADE;
+CREATE TABLE events (id uuid PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
+                     version text NOT NULL, event_time timestamptz NOT NULL, payload jsonb NOT NULL);
+SELECT cdp_gen.load_events('events', $BENCH_EVENTS);
+CREATE TABLE events_plain (LIKE events INCLUDING ALL);
+INSERT INTO events_plain SELECT * FROM events;
+VACUUM ANALYZE events;
+VACUUM ANALYZE events_plain;
+DELETE FROM cdp_traits.stitching_rules;
+INSERT INTO cdp_traits.stitching_rules SELECT * FROM cdp_gen.rules();
+SELECT cdp_traits.attach_events('events');
+
+-- The baseline: iterative label propagation in plain SQL, the way dbt
+-- identity-resolution packages do it: an edge table of (event, identifier)
+-- from the same rules and blocklist, then "every node takes the smallest
+-- label among its neighbours" until nothing changes, each step a new table.
+CREATE OR REPLACE FUNCTION bench_label_propagation() RETURNS integer
+LANGUAGE plpgsql AS \$\$
+DECLARE
+	changed bigint;
+	iterations integer := 0;
+BEGIN
+	DROP TABLE IF EXISTS lp_edges, lp_label, lp_ident, lp_next;
+	CREATE TABLE lp_edges AS
+	SELECT e.id::text AS event_id, x.attr || ':' || x.val AS ident
+	  FROM events e CROSS JOIN LATERAL (VALUES
+		('email', CASE WHEN e.source_id IN ('web', 'crm', 'esp') THEN lower(btrim(e.payload->>'email')) END),
+		('cookie_id', CASE WHEN e.source_id = 'web' THEN e.payload->>'cookie_id' END),
+		('device_id', CASE WHEN e.source_id = 'app' THEN e.payload->>'device_id' END),
+		('user_id', CASE WHEN e.source_id IN ('app', 'crm') THEN e.payload->>'user_id' END),
+		('loyalty_card', CASE WHEN e.source_id IN ('crm', 'pos') THEN e.payload->>'loyalty_card' END)) x(attr, val)
+	 WHERE x.val IS NOT NULL
+	   AND lower(btrim(x.val)) NOT IN (SELECT lower(btrim(value)) FROM cdp_traits.stitching_blocklist);
+	CREATE TABLE lp_label AS SELECT DISTINCT event_id, event_id AS label FROM lp_edges;
+	LOOP
+		iterations := iterations + 1;
+		CREATE TABLE lp_ident AS
+		SELECT e.ident, min(l.label) AS label FROM lp_edges e JOIN lp_label l USING (event_id) GROUP BY e.ident;
+		CREATE TABLE lp_next AS
+		SELECT e.event_id, min(i.label) AS label FROM lp_edges e JOIN lp_ident i USING (ident) GROUP BY e.event_id;
+		SELECT count(*) INTO changed FROM lp_next n JOIN lp_label l USING (event_id) WHERE n.label <> l.label;
+		DROP TABLE lp_label, lp_ident;
+		ALTER TABLE lp_next RENAME TO lp_label;
+		EXIT WHEN changed = 0;
+	END LOOP;
+	RETURN iterations;
+END \$\$;
+SQL
+
+empty_state() {
+	sql -c "TRUNCATE cdp_traits.event_entities, cdp_traits.matching" \
+		-c "DELETE FROM cdp_traits.customer_entities" -c "DELETE FROM cdp_traits.entity_merges" \
+		-c "VACUUM cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities" \
+		-c "CHECKPOINT"
+}
+label_propagation() { sql -c "SELECT bench_label_propagation()"; }
+restitch() { sql -c "SELECT cdp_traits.restitch()"; }
+floor_select() {
+	sql -c "SET max_parallel_workers_per_gather = 0" -c "
+	SELECT count(lower(btrim(payload->>'email'))), count(lower(btrim(payload->>'email'))),
+	       count(lower(btrim(payload->>'email'))), count(payload->>'cookie_id'),
+	       count(payload->>'device_id'), count(payload->>'user_id'), count(payload->>'user_id'),
+	       count(payload->>'loyalty_card'), count(payload->>'loyalty_card')
+	  FROM events"
+}
+nothing() { :; }
+
+compare "restitch, from empty state (1)" "SQL label propagation" label_propagation \
+	"restitch()" restitch empty_state ">= 20x"
+restitch >/dev/null
+compare "restitch, state current (2)" "SQL label propagation" label_propagation \
+	"restitch()" restitch nothing ">= 20x"
+compare "restitch vs floor (3)" "SELECT of all rule expressions" floor_select \
+	"restitch()" restitch nothing "<= 2x the floor (ratio >= 0.5)"
+sql -c "SELECT count(*) FROM cdp_traits.verify_stitching()" | grep -qx 0 || die "verify_stitching not empty"
+
+stats=$(sql -F ' ' -c "SELECT cdp_traits.restitch()" -c "SELECT events, identifiers, entities, memory_bytes FROM cdp_traits.stitching_stats()" | tail -1)
+read -r ev id en mem <<<"$stats"
+report "restitch memory" "$mem bytes for $ev events, $id identifiers, $en entities: $((mem / ev)) bytes/event, $((mem / (ev + id))) bytes per event+identifier"
+iters=$(sql -c "SELECT bench_label_propagation()")
+report "label propagation iterations" "$iters"
+same=$(sql -c "
+	SELECT (SELECT string_agg(md5(ids), '' ORDER BY md5(ids)) FROM (SELECT string_agg(event_id, ',' ORDER BY event_id) ids FROM lp_label GROUP BY label) a)
+	     = (SELECT string_agg(md5(ids), '' ORDER BY md5(ids)) FROM (SELECT string_agg(event_id, ',' ORDER BY event_id) ids FROM cdp_traits.event_entities GROUP BY customer_entity_id) b)")
+report "label propagation partition = restitch partition" "$same"
+
+# COPY of 200k new events (returning customers: same identifier pools)
+COPY_N=${BENCH_COPY_EVENTS:-200000}
+sql -c "COPY (SELECT * FROM cdp_gen.events($COPY_N, 7)) TO '$DIR/copy.csv' (FORMAT csv)"
+sql -c "DROP TABLE IF EXISTS copy_ids" -c "CREATE TABLE copy_ids AS SELECT id FROM cdp_gen.events($COPY_N, 7)"
+copy_reset() {
+	sql -c "DELETE FROM events e USING copy_ids c WHERE e.id = c.id" \
+		-c "DELETE FROM events_plain e USING copy_ids c WHERE e.id = c.id" \
+		-c "VACUUM events, events_plain, cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities" \
+		-c "CHECKPOINT"
+}
+copy_plain() { sql -c "COPY events_plain FROM '$DIR/copy.csv' (FORMAT csv)"; }
+copy_attached() { sql -c "COPY events FROM '$DIR/copy.csv' (FORMAT csv)"; }
+compare "COPY $COPY_N events (4)" "COPY into the table, detached" copy_plain \
+	"COPY into the attached table" copy_attached copy_reset "<= 1.5x (ratio >= 0.67)"
+copy_reset >/dev/null
+sql -c "SELECT count(*) FROM cdp_traits.verify_stitching()" | grep -qx 0 || die "verify_stitching not empty after COPY"
+
+# single-row INSERTs from 4 concurrent clients
+cat >"$DIR/insert_plain.sql" <<'PGB'
+\set p random(1, 80000)
+INSERT INTO events_plain VALUES (gen_random_uuid(), 'web', 'page_view', '1-0-0', now(),
+  jsonb_build_object('cookie_id', 'ck-' || :p || '-0', 'email', 'name.' || :p || '@example.com', 'url', '/p'));
+PGB
+sed 's/events_plain/events/' "$DIR/insert_plain.sql" >"$DIR/insert_attached.sql"
+chown postgres: "$DIR"/*.sql
+PGB_T=${BENCH_PGBENCH_SECONDS:-20}
+tps() {
+	as_postgres pgbench -h "$DIR" -p "$PORT" -n -c 4 -j 2 -T "$PGB_T" -f "$DIR/$1" bench 2>&1 |
+		awk '/^tps = / { print $3 }'
+}
+plain_tps=() att_tps=()
+for ((i = 0; i < 3; i++)); do
+	plain_tps+=("$(tps insert_plain.sql)")
+	att_tps+=("$(tps insert_attached.sql)")
+done
+mp=$(median "${plain_tps[@]}")
+ma=$(median "${att_tps[@]}")
+report "single-row INSERT, 4 clients (5)" "detached $mp tps, attached $ma tps (median of 3 x ${PGB_T}s): attached/detached $(awk -v a="$ma" -v p="$mp" 'BEGIN { printf "%.2f", a / p }') (target >= 0.50); runs ${plain_tps[*]} / ${att_tps[*]}"
+sql -c "SELECT count(*) FROM cdp_traits.verify_stitching()" | grep -qx 0 || die "verify_stitching not empty after pgbench"
