@@ -524,11 +524,16 @@ stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 
 		entry->plan = NULL;
 		/*
-		 * Reading statements may run as parallel plans: the rule expressions
-		 * are then evaluated by workers while this process unites.
+		 * Generic plans: the statements run with arrays of any size, and a
+		 * custom plan per execution (which the plan cache keeps choosing,
+		 * since a custom plan's estimate for a short array is always lower)
+		 * would cost more than the statement itself.  Reading statements may
+		 * run as parallel plans: the rule expressions are then evaluated by
+		 * workers while this process unites.
 		 */
 		plan = SPI_prepare_cursor(sql, nargs, argtypes,
-								  strncmp(sql, "SELECT", 6) == 0 ? CURSOR_OPT_PARALLEL_OK : 0);
+								  CURSOR_OPT_GENERIC_PLAN |
+								  (strncmp(sql, "SELECT", 6) == 0 ? CURSOR_OPT_PARALLEL_OK : 0));
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
 				 sql, SPI_result_code_string(SPI_result));
