@@ -65,6 +65,9 @@ SELECT cdp_traits.stitch_events();
 CREATE TABLE t (x int);
 CREATE TRIGGER wrong BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION cdp_traits.stitch_events();
 INSERT INTO t VALUES (1);
+DROP TRIGGER wrong ON t;
+CREATE TRIGGER wrong AFTER INSERT ON t FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitch_events();
+INSERT INTO t VALUES (1);
 DROP TABLE t;
 
 -- without a unique index on id, duplicate event ids are rejected whole

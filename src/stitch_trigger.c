@@ -305,6 +305,12 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("trigger \"%s\" has no OLD TABLE", td->tg_trigger->tgname),
 				 errhint("Install the triggers with cdp_traits.attach_events().")));
+	if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
+		td->tg_trigger->tgnewtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("trigger \"%s\" has no NEW TABLE", td->tg_trigger->tgname),
+				 errhint("Install the triggers with cdp_traits.attach_events().")));
 
 	relid = RelationGetRelid(td->tg_relation);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits stitching trigger",
