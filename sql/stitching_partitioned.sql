@@ -35,6 +35,25 @@ UPDATE pev SET event_time = '2025-06-01' WHERE id = 'b1';
 SELECT customer_entity_id = :'e' AS same_entity, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems
   FROM cdp_traits.customer_events WHERE id = 'b1';
 
+-- a partition created after attach gets the triggers; writes straight into it are stitched
+CREATE TABLE pev_2026 PARTITION OF pev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+SELECT count(*) AS triggers_on_new_partition FROM pg_trigger WHERE tgrelid = 'pev_2026'::regclass;
+INSERT INTO pev_2026 VALUES ('d1', 'web', 'x', '1', '2026-02-01', '{"email": "a", "phone": "r"}');
+-- a table attached as a partition: its rows are stitched on the spot
+CREATE TABLE pev_2023 (LIKE pev INCLUDING ALL);
+INSERT INTO pev_2023 VALUES ('e1', 'pos', 'x', '1', '2023-02-01', '{"phone": "r"}'),
+                            ('e2', 'pos', 'x', '1', '2023-03-01', '{"phone": "z"}');
+ALTER TABLE pev ATTACH PARTITION pev_2023 FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+SELECT pg_temp.groups() AS with_new_partitions, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+-- a detached partition is not stitched any more (its events leave: restitch() cleans up)
+ALTER TABLE pev DETACH PARTITION pev_2023;
+INSERT INTO pev_2023 VALUES ('e3', 'pos', 'x', '1', '2023-04-01', '{"phone": "z"}');
+SELECT count(*) AS detached_rows_stitched FROM cdp_traits.event_entities WHERE event_id = 'e3';
+SELECT cdp_traits.restitch() > 0 AS restitched, pg_temp.groups() AS after_detach,
+       (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+DROP TABLE pev_2023;
+DELETE FROM pev_2026;
+
 -- deleting from a partition splits
 DELETE FROM pev_2024 WHERE id = 'c1';
 SELECT pg_temp.groups() AS after_delete, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;

@@ -21,10 +21,12 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_class.h"
+#include "catalog/partition.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/event_trigger.h"
 #include "commands/trigger.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -39,6 +41,7 @@
 
 PG_FUNCTION_INFO_V1(cdp_attach_events);
 PG_FUNCTION_INFO_V1(cdp_detach_events);
+PG_FUNCTION_INFO_V1(cdp_new_partition);
 
 static const char *TriggerNames[] = {
 	"cdp_traits_stitch_insert", "cdp_traits_stitch_update",
@@ -147,6 +150,17 @@ tables_of(Oid relid)
 	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
 		return find_all_inheritors(relid, NoLock, NULL);
 	return list_make1_oid(relid);
+}
+
+/*
+ * partition_row
+ *		stitch_read_plan callback: add an event with identifiers to the graph.
+ */
+static void
+partition_row(EventRow *row, void *arg)
+{
+	if (row->nidents > 0)
+		graph_add_event_row((StitchGraph *) arg, row);
 }
 
 /*
@@ -287,4 +301,108 @@ cdp_detach_events(PG_FUNCTION_ARGS)
 	invalidate_config();
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * stitch_is_events_relation
+ *		Whether relid is the attached events table or one of its partitions
+ *		(a partition detached from it is not).
+ */
+bool
+stitch_is_events_relation(StitchConfig *cfg, Oid relid)
+{
+	if (relid == cfg->events_relid)
+		return true;
+	if (!get_rel_relispartition(relid))
+		return false;
+	return list_member_oid(get_partition_ancestors(relid), cfg->events_relid);
+}
+
+/*
+ * stitch_partition_rows
+ *		Stitch the rows already in a partition that just joined the events
+ *		table (as if inserted; assignments they had before are replaced).
+ */
+static void
+stitch_partition_rows(StitchConfig *cfg, Oid relid)
+{
+	CdpExecState es;
+	StitchGraph *g;
+	const char **ids;
+	uint64		i,
+				n;
+
+	cdp_exec_begin(&es);
+	cdp_execute_sql(psprintf("SELECT id::text FROM %s",
+							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+														get_rel_name(relid))),
+					SPI_OK_SELECT, "reading a new partition");
+	n = SPI_processed;
+	if (n > 0)
+	{
+		ids = palloc_extended(sizeof(char *) * n, MCXT_ALLOC_HUGE);
+		for (i = 0; i < n; i++)
+			ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		g = graph_create(CurrentMemoryContext, 1024);
+		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
+		stitch_read_plan(cdp_prepare(stitch_relation_sql(relid), 0, NULL), false, NULL,
+						 false, partition_row, g);
+		stitch_batch(g, ids, (int) n, NULL, 0);
+	}
+	cdp_exec_end(&es);
+}
+
+/*
+ * cdp_new_partition
+ *		Event trigger (CREATE TABLE, ALTER TABLE): partitions of the attached
+ *		events table that have no stitching triggers yet get them, and the
+ *		rows they already hold are stitched.
+ */
+Datum
+cdp_new_partition(PG_FUNCTION_ARGS)
+{
+	StitchConfig *cfg;
+	bool		relevant = false;
+	uint64		i;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_traits.new_partition() must be called as an event trigger")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg && cfg->attached &&
+		get_rel_relkind(cfg->events_relid) == RELKIND_PARTITIONED_TABLE)
+	{
+		cdp_execute_sql("SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands() "
+						"WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass",
+						SPI_OK_SELECT, "reading the DDL commands");
+		for (i = 0; i < SPI_processed && !relevant; i++)
+		{
+			bool		isnull;
+			Oid			objid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															   SPI_tuptable->tupdesc, 1, &isnull));
+
+			relevant = !isnull && get_rel_name(objid) != NULL &&
+				stitch_is_events_relation(cfg, objid);
+		}
+	}
+	if (relevant)
+	{
+		ListCell   *lc;
+
+		foreach(lc, find_all_inheritors(cfg->events_relid, NoLock, NULL))
+		{
+			Oid			rel = lfirst_oid(lc);
+
+			if (OidIsValid(get_trigger_oid(rel, TriggerNames[0], true)))
+				continue;
+			install_triggers(rel);
+			if (get_rel_relkind(rel) == RELKIND_RELATION)
+				stitch_partition_rows(cfg, rel);
+		}
+	}
+	SPI_finish();
+	PG_RETURN_NULL();
 }

@@ -99,6 +99,7 @@ extern void stitch_invalidate(void);
 extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
+extern char *stitch_relation_sql(Oid relid);
 
 /* ---- stitch_read.c ---- */
 
@@ -129,6 +130,9 @@ extern void cdp_uuid_to_text(const pg_uuid_t *u, char *buf);
 extern void stitch_read_events(StitchSource source, Oid relid, Datum entities,
 							   bool read_only, EventRowCallback callback,
 							   void *arg);
+extern void stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
+							 bool read_only, EventRowCallback callback, void *arg);
+extern bool stitch_is_events_relation(StitchConfig *cfg, Oid relid);
 extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,
 							  int len);
 

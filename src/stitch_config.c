@@ -486,6 +486,23 @@ stitch_identifier_sql(StitchSource source)
 }
 
 /*
+ * stitch_relation_sql
+ *		SQL yielding the identifier rows (as for SRC_NEW_ROWS) of all events
+ *		stored in one relation (a partition of the events table).
+ */
+char *
+stitch_relation_sql(Oid relid)
+{
+	StitchConfig *cfg = stitch_config(false);
+
+	return psprintf("SELECT %s%s FROM (SELECT %s FROM %s) ev",
+					cfg->id_is_uuid ? "ev.id" : "ev.id::text", cfg->cols_sql,
+					normalized_columns(relid),
+					quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+											   get_rel_name(relid)));
+}
+
+/*
  * stitch_cached_plan
  *		A kept plan for (key, current relation), prepared from sql on first
  *		use and again after any invalidation.

@@ -310,6 +310,29 @@ cdp_uuid_array_param(Datum arr)
 }
 
 /*
+ * stitch_read_plan
+ *		Run an identifier query (of the shape stitch_identifier_sql builds)
+ *		and call callback for every event.
+ */
+void
+stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
+				 bool read_only, EventRowCallback callback, void *arg)
+{
+	EventReader r;
+
+	memset(&r, 0, sizeof(r));
+	r.cfg = stitch_config(false);
+	r.with_stored = with_stored;
+	r.callback = callback;
+	r.arg = arg;
+	r.maxidents = 16;
+	r.attr = palloc(sizeof(int) * r.maxidents);
+	r.val = palloc(sizeof(char *) * r.maxidents);
+	r.len = palloc(sizeof(int) * r.maxidents);
+	cdp_stream(plan, params, read_only, event_row, &r);
+}
+
+/*
  * stitch_read_events
  *		Run the identifier query over source and call callback for every
  *		event.  entities ($1) is used by SRC_ENTITY_EVENTS.  read_only runs
@@ -319,18 +342,9 @@ void
 stitch_read_events(StitchSource source, Oid relid, Datum entities,
 				   bool read_only, EventRowCallback callback, void *arg)
 {
-	EventReader r;
+	SPIPlanPtr	plan = stitch_identifier_plan(source, relid);
 
-	memset(&r, 0, sizeof(r));
-	r.cfg = stitch_config(false);
-	r.with_stored = (source == SRC_ENTITY_EVENTS);
-	r.callback = callback;
-	r.arg = arg;
-	r.maxidents = 16;
-	r.attr = palloc(sizeof(int) * r.maxidents);
-	r.val = palloc(sizeof(char *) * r.maxidents);
-	r.len = palloc(sizeof(int) * r.maxidents);
-	cdp_stream(stitch_identifier_plan(source, relid),
-			   source == SRC_ENTITY_EVENTS ? cdp_uuid_array_param(entities) : NULL,
-			   read_only, event_row, &r);
+	stitch_read_plan(plan, source == SRC_ENTITY_EVENTS,
+					 source == SRC_ENTITY_EVENTS ? cdp_uuid_array_param(entities) : NULL,
+					 read_only, callback, arg);
 }

@@ -324,7 +324,11 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_register_trigger_data failed");
 	cfg = stitch_config(false);
 
-	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	if (!stitch_is_events_relation(cfg, relid))
+	{
+		/* a partition since detached from the events table: not ours */
+	}
+	else if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
 		if (relid == cfg->events_relid)
 			stitch_truncate();

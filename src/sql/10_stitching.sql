@@ -157,3 +157,13 @@ LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_stitching_stats';
 COMMENT ON FUNCTION cdp_traits.stitching_stats() IS
 	'figures of the last full stitching pass in this session (restitch or verify)';
+
+-- Partitions created or attached after attach_events get the stitching
+-- triggers too, and the rows of an attached partition are stitched.
+CREATE FUNCTION cdp_traits.new_partition() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_new_partition';
+COMMENT ON FUNCTION cdp_traits.new_partition() IS
+	'event trigger: install the stitching triggers on new partitions of the events table';
+CREATE EVENT TRIGGER cdp_traits_new_partition ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+	EXECUTE FUNCTION cdp_traits.new_partition();
