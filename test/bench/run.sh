@@ -14,6 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
 export BENCH_REPEAT=${BENCH_REPEAT:-5}
 export BENCH_EVENTS=${BENCH_EVENTS:-1000000}
+export PGOPTIONS="-c client_min_messages=warning"
 PORT=${BENCH_PORT:-54339}
 DIR=$(mktemp -d /tmp/cdp_traits-bench.XXXXXX)
 RESULTS="$REPO/test/bench/results"
