@@ -64,6 +64,24 @@ SELECT pg_temp.groups() AS after_truncating_2024, (SELECT count(*) FROM cdp_trai
 TRUNCATE pev;
 SELECT count(*) AS entities_after_truncating_all FROM cdp_traits.customer_entities;
 
+-- the event trigger fires for everybody's DDL: a role without any right on
+-- the extension's schema can still create and alter its own tables
+CREATE ROLE cdp_plain_role;
+CREATE SCHEMA plain_space AUTHORIZATION cdp_plain_role;
+SET ROLE cdp_plain_role;
+CREATE TABLE plain_space.t (x int);
+ALTER TABLE plain_space.t ADD COLUMN y int;
+RESET ROLE;
+DROP SCHEMA plain_space CASCADE;
+DROP ROLE cdp_plain_role;
+
+-- while the events table has no stitching triggers (as in the middle of a
+-- restore, before pg_dump recreates them), new partitions are left alone
+DROP TRIGGER cdp_traits_stitch_insert ON pev;
+CREATE TABLE pev_2027 PARTITION OF pev FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+SELECT count(*) AS triggers_installed_mid_restore FROM pg_trigger WHERE tgrelid = 'pev_2027'::regclass;
+DROP TABLE pev_2027;
+
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'cdp_traits%';

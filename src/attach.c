@@ -326,30 +326,21 @@ stitch_is_events_relation(StitchConfig *cfg, Oid relid)
 static void
 stitch_partition_rows(StitchConfig *cfg, Oid relid)
 {
-	CdpExecState es;
-	StitchGraph *g;
+	char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid));
 	const char **ids;
-	uint64		i,
-				n;
+	int			n;
 
-	cdp_exec_begin(&es);
-	cdp_execute_sql(psprintf("SELECT id::text FROM %s",
-							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-														get_rel_name(relid))),
-					SPI_OK_SELECT, "reading a new partition");
-	n = SPI_processed;
+	ids = stitch_read_ids(cdp_prepare(psprintf("SELECT id::text FROM %s", name), 0, NULL), &n);
 	if (n > 0)
 	{
-		ids = palloc_extended(sizeof(char *) * n, MCXT_ALLOC_HUGE);
-		for (i = 0; i < n; i++)
-			ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		g = graph_create(CurrentMemoryContext, 1024);
+		StitchGraph *g = graph_create(CurrentMemoryContext, 1024);
+
 		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 		stitch_read_plan(cdp_prepare(stitch_relation_sql(relid), 0, NULL), false, NULL,
 						 false, partition_row, g);
-		stitch_batch(g, ids, (int) n, NULL, 0);
+		stitch_batch(g, ids, n, NULL, 0);
 	}
-	cdp_exec_end(&es);
 }
 
 /*
@@ -362,6 +353,7 @@ Datum
 cdp_new_partition(PG_FUNCTION_ARGS)
 {
 	StitchConfig *cfg;
+	CdpExecState es;
 	bool		relevant = false;
 	uint64		i;
 
@@ -369,11 +361,24 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp_traits.new_partition() must be called as an event trigger")));
+
+	/*
+	 * This fires for every CREATE/ALTER TABLE of any role: read the
+	 * extension's tables (and install triggers) as the extension owner.
+	 */
+	cdp_exec_begin(&es);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cfg = stitch_config(true);
+
+	/*
+	 * Act only while the events table itself carries its triggers: during a
+	 * restore the partitions are altered before pg_dump recreates the
+	 * triggers, and those must not be installed twice.
+	 */
 	if (cfg && cfg->attached &&
-		get_rel_relkind(cfg->events_relid) == RELKIND_PARTITIONED_TABLE)
+		get_rel_relkind(cfg->events_relid) == RELKIND_PARTITIONED_TABLE &&
+		OidIsValid(get_trigger_oid(cfg->events_relid, TriggerNames[0], true)))
 	{
 		cdp_execute_sql("SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands() "
 						"WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass",
@@ -404,5 +409,6 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		}
 	}
 	SPI_finish();
+	cdp_exec_end(&es);
 	PG_RETURN_NULL();
 }

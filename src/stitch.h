@@ -133,6 +133,7 @@ extern void stitch_read_events(StitchSource source, Oid relid, Datum entities,
 extern void stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
 							 bool read_only, EventRowCallback callback, void *arg);
 extern bool stitch_is_events_relation(StitchConfig *cfg, Oid relid);
+extern const char **stitch_read_ids(SPIPlanPtr plan, int *n);
 extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,
 							  int len);
 

@@ -84,7 +84,12 @@ stitch_lock_events(StitchGraph *g)
 	uint64	   *keys;
 	int			i;
 
-	if (n > cdp_max_identifier_locks)
+	/*
+	 * Take the global lock in the mode stitch_batch will want for the same
+	 * batch: asking for it exclusively later, while holding it shared, could
+	 * deadlock with another writer doing the same.
+	 */
+	if (n > cdp_max_identifier_locks || graph_nidents(g) > cdp_max_identifier_locks)
 	{
 		stitch_lock_global(true);
 		return;
@@ -535,11 +540,11 @@ lookup_identifiers(StitchGraph *g, int *nfound)
 }
 
 /*
- * lookup_forgotten
- *		The entities of events whose assignment is being dropped.
+ * lookup_event_entities
+ *		The entities the given (stored) events belong to.
  */
 static pg_uuid_t *
-lookup_forgotten(const char **ids, int n, int *nfound)
+lookup_event_entities(const char **ids, int n, int *nfound)
 {
 	Datum		args[1];
 	pg_uuid_t  *found;
@@ -549,7 +554,7 @@ lookup_forgotten(const char **ids, int n, int *nfound)
 	if (n == 0)
 		return NULL;
 	args[0] = text_array(ids, n);
-	cdp_execute(plan("lookup_forgotten",
+	cdp_execute(plan("lookup_event_entities",
 					 "SELECT DISTINCT customer_entity_id FROM cdp_traits.event_entities "
 					 "WHERE event_id = ANY ($1)",
 					 1, TEXTARRAYOID, 0, 0),
@@ -694,8 +699,8 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 
 		CHECK_FOR_INTERRUPTS();
 		found = nidents > 0 ? lookup_identifiers(g, &nfound) : NULL;
-		left = lookup_forgotten(forget, nforget, &nleft);
-		marked = lookup_forgotten(touch, ntouch, &nmarked);
+		left = lookup_event_entities(forget, nforget, &nleft);
+		marked = lookup_event_entities(touch, ntouch, &nmarked);
 		if (exclusive)
 			break;
 		want = palloc(sizeof(uint64) * Max(nfound + nleft + nmarked, 1));

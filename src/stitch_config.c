@@ -503,12 +503,12 @@ stitch_relation_sql(Oid relid)
 }
 
 /*
- * stitch_cached_plan
- *		A kept plan for (key, current relation), prepared from sql on first
- *		use and again after any invalidation.
+ * plan_entry
+ *		The plan cache's entry for (key, current events table), its plan
+ *		dropped (NULL) if an invalidation made it stale.
  */
-SPIPlanPtr
-stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
+static PlanEntry *
+plan_entry(const char *key)
 {
 	PlanKey		pk;
 	PlanEntry  *entry;
@@ -529,44 +529,65 @@ stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 	strlcpy(pk.name, key, sizeof(pk.name));
 	pk.relid = cfg ? cfg->events_relid : InvalidOid;
 	entry = hash_search(PlanCache, &pk, HASH_ENTER, &found);
-	if (found && entry->plan != NULL &&
-		(entry->generation != ConfigGeneration || !SPI_plan_is_valid(entry->plan)))
+	if (!found)
+		entry->plan = NULL;
+	else if (entry->plan != NULL &&
+			 (entry->generation != ConfigGeneration || !SPI_plan_is_valid(entry->plan)))
 	{
 		SPI_freeplan(entry->plan);
 		entry->plan = NULL;
 	}
-	if (!found || entry->plan == NULL)
-	{
-		SPIPlanPtr	plan;
+	return entry;
+}
 
-		entry->plan = NULL;
-		/*
-		 * Generic plans: the statements run with arrays of any size, and a
-		 * custom plan per execution (which the plan cache keeps choosing,
-		 * since a custom plan's estimate for a short array is always lower)
-		 * would cost more than the statement itself.  Reading statements may
-		 * run as parallel plans: the rule expressions are then evaluated by
-		 * workers while this process unites.
-		 */
-		plan = SPI_prepare_cursor(sql, nargs, argtypes,
-								  CURSOR_OPT_GENERIC_PLAN |
-								  (strncmp(sql, "SELECT", 6) == 0 ? CURSOR_OPT_PARALLEL_OK : 0));
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 sql, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		entry->plan = plan;
-		entry->generation = ConfigGeneration;
-	}
-	return entry->plan;
+/*
+ * keep_plan
+ *		Prepare sql for a cache entry and keep the plan beyond this call.
+ *
+ *		Generic plans: the statements run with arrays of any size, and a
+ *		custom plan per execution (which the plan cache keeps choosing, since
+ *		a custom plan's estimate for a short array is always lower) would cost
+ *		more than the statement itself.  Reading statements may run as
+ *		parallel plans: the rule expressions are then evaluated by workers
+ *		while this process unites.
+ */
+static SPIPlanPtr
+keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+							  CURSOR_OPT_GENERIC_PLAN |
+							  (strncmp(sql, "SELECT", 6) == 0 ? CURSOR_OPT_PARALLEL_OK : 0));
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	entry->plan = plan;
+	entry->generation = ConfigGeneration;
+	return plan;
+}
+
+/*
+ * stitch_cached_plan
+ *		A kept plan for (key, current events table), prepared from sql on
+ *		first use and again after any invalidation.
+ */
+SPIPlanPtr
+stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
+{
+	PlanEntry  *entry = plan_entry(key);
+
+	return entry->plan ? entry->plan : keep_plan(entry, sql, nargs, argtypes);
 }
 
 /*
  * stitch_identifier_plan
- *		The kept plan of the identifier query over source.  For transition
- *		tables the plan is kept per relation that fired (partitions may have a
- *		different row layout than their parent).
+ *		The kept plan of the identifier query over source (its SQL is built
+ *		only when the plan must be made).  For transition tables the plan is
+ *		kept per relation that fired (partitions may have a different row
+ *		layout than their parent).
  */
 SPIPlanPtr
 stitch_identifier_plan(StitchSource source, Oid relid)
@@ -574,25 +595,14 @@ stitch_identifier_plan(StitchSource source, Oid relid)
 	static const char *names[] = {"ids:new", "ids:old", "ids:all", "ids:entity"};
 	char		key[48];
 	Oid			argtypes[1] = {UUIDARRAYOID};
-	PlanKey		pk;
-	PlanEntry  *entry = NULL;
+	PlanEntry  *entry;
 
 	snprintf(key, sizeof(key), "%s:%u", names[source], relid);
-	/* build the SQL only when the plan must be (re)made */
-	if (PlanCache != NULL)
-	{
-		StitchConfig *cfg = stitch_config(false);
-
-		memset(&pk, 0, sizeof(pk));
-		strlcpy(pk.name, key, sizeof(pk.name));
-		pk.relid = cfg->events_relid;
-		entry = hash_search(PlanCache, &pk, HASH_FIND, NULL);
-		if (entry && entry->plan && entry->generation == ConfigGeneration &&
-			SPI_plan_is_valid(entry->plan))
-			return entry->plan;
-	}
-	return stitch_cached_plan(key, stitch_identifier_sql(source),
-							  source == SRC_ENTITY_EVENTS ? 1 : 0, argtypes);
+	entry = plan_entry(key);
+	if (entry->plan)
+		return entry->plan;
+	return keep_plan(entry, stitch_identifier_sql(source),
+					 source == SRC_ENTITY_EVENTS ? 1 : 0, argtypes);
 }
 
 /*

@@ -348,3 +348,22 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 					 source == SRC_ENTITY_EVENTS ? cdp_uuid_array_param(entities) : NULL,
 					 read_only, callback, arg);
 }
+
+/*
+ * stitch_read_ids
+ *		Run a query returning event ids as text; the ids, palloc'd.
+ */
+const char **
+stitch_read_ids(SPIPlanPtr plan, int *n)
+{
+	const char **ids;
+	uint64		i;
+
+	cdp_execute(plan, NULL, NULL, SPI_OK_SELECT, "reading ids of events");
+	ids = palloc_extended(sizeof(char *) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < SPI_processed; i++)
+		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	*n = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return ids;
+}

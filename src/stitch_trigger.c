@@ -167,18 +167,10 @@ static const char **
 all_ids(const char *table, Oid relid, int *n)
 {
 	char		key[48];
-	const char **ids;
-	uint64		i;
 
 	snprintf(key, sizeof(key), "ids_only:%s:%u", table, relid);
-	cdp_execute(stitch_cached_plan(key, psprintf("SELECT id::text FROM %s", table), 0, NULL),
-				NULL, NULL, SPI_OK_SELECT, "reading ids of events");
-	ids = palloc_extended(sizeof(char *) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
-	for (i = 0; i < SPI_processed; i++)
-		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-	*n = (int) SPI_processed;
-	SPI_freetuptable(SPI_tuptable);
-	return ids;
+	return stitch_read_ids(stitch_cached_plan(key, psprintf("SELECT id::text FROM %s", table),
+											  0, NULL), n);
 }
 
 /*
