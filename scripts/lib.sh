@@ -8,7 +8,13 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# PG_CONFIG may point at another (e.g. a private, relocated) copy of the
+# PostgreSQL 15 installation; build, install and servers then all use it.
 PG_BIN=/usr/lib/postgresql/15/bin
+if [ -n "${PG_CONFIG:-}" ]; then
+	PG_BIN=$("$PG_CONFIG" --bindir)
+	export PG_CONFIG
+fi
 export PATH="$PG_BIN:$PATH"
 
 say() { printf '==> %s\n' "$*" >&2; }
