@@ -19,6 +19,7 @@
 #include "access/table.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaddress.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_class.h"
 #include "catalog/partition.h"
@@ -30,6 +31,7 @@
 #include "commands/trigger.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -40,6 +42,7 @@
 #include "stitch.h"
 
 PG_FUNCTION_INFO_V1(cdp_attach_events);
+PG_FUNCTION_INFO_V1(cdp_relation_depends_on_extension);
 PG_FUNCTION_INFO_V1(cdp_detach_events);
 PG_FUNCTION_INFO_V1(cdp_new_partition);
 
@@ -92,6 +95,25 @@ depend_on_extension(Oid classid, Oid objid)
 	ObjectAddressSet(obj, classid, objid);
 	ObjectAddressSet(ext, ExtensionRelationId, get_extension_oid(CDP_EXTENSION_NAME, false));
 	recordDependencyOn(&obj, &ext, DEPENDENCY_AUTO_EXTENSION);
+}
+
+/*
+ * cdp_relation_depends_on_extension
+ *		SQL: _relation_depends_on_extension(regclass): a view the extension
+ *		(re)creates at run time, such as pivoted_customer_attributes, goes
+ *		away with the extension but is not a member, so pg_dump keeps it.
+ */
+Datum
+cdp_relation_depends_on_extension(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+	if (getExtensionOfObject(RelationRelationId, relid) == InvalidOid)
+		depend_on_extension(RelationRelationId, relid);
+	PG_RETURN_VOID();
 }
 
 /*

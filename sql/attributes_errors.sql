@@ -1,0 +1,80 @@
+-- Attribute definitions are validated when written (SPEC section 4): each bad
+-- definition is rejected with an error naming the attribute; nothing is stored.
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+-- without an attached events table, definitions are checked as far as possible
+INSERT INTO cdp_traits.attributes VALUES ('later', '{"type": "max", "value": "payload->>''later''"}');
+INSERT INTO cdp_traits.attributes VALUES ('broken', '{"type": "max", "value": "payload->>"}');
+SELECT id FROM cdp_traits.attributes ORDER BY id;
+DELETE FROM cdp_traits.attributes;
+
+CREATE TABLE ev (id bigint PRIMARY KEY, source_id text, type text, version text,
+                 event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('email', $$payload->>'email'$$);
+SELECT cdp_traits.attach_events('ev');
+RESET client_min_messages;
+
+-- shape
+INSERT INTO cdp_traits.attributes VALUES ('a', '"most_frequent"');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"value": "payload->>''x''"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "median", "value": "payload->>''x''"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": ""}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": 42}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "sources": "web"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "types": [1, 2]}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "data_type": "money"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "sum", "value": "payload->>''x''", "data_type": "text"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "history": "yes"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": ""}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "audience"}');
+INSERT INTO cdp_traits.attributes VALUES ('', '{"type": "max", "value": "payload->>''x''"}');
+INSERT INTO cdp_traits.attributes VALUES (repeat('x', 64), '{"type": "max", "value": "payload->>''x''"}');
+
+-- SQL that does not parse, is not one expression, or escapes its place
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x'', payload->>''y''"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "1) AS value FROM ev; DROP TABLE ev; --"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "filter": "type = ''a'' ORDER BY 1"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "outer_value": "value FROM ev"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT 1 AS value; DROP TABLE ev"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "DELETE FROM ev RETURNING 1 AS value"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "WITH d AS (DELETE FROM ev RETURNING id) SELECT count(*) AS value FROM d"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "audience", "condition": "x > 1; DROP TABLE ev"}');
+
+-- SQL that does not type-check against the events
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "no_such_column"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "filter": "payload->>''x''"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "no_such_function(payload)"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload", "outer_value": "(value->>1) + 1"}');
+-- custom queries return exactly one column named value
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) FROM base"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value, 1 AS other FROM base"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT payload->>''nope'' AS value FROM base WHERE nothing"}');
+-- external queries give customer_entity_id and value
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS value"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS customer_entity_id, 2 AS value"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT * FROM no_such_table"}');
+
+-- audiences: conditions over the pivoted attributes, without cycles
+INSERT INTO cdp_traits.attributes VALUES ('total', '{"type": "max", "value": "payload->>''total''"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "no_such_attribute > 1"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "total"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "aud AND total > ''1''"}');
+INSERT INTO cdp_traits.attributes VALUES
+  ('aud1', '{"type": "audience", "condition": "aud2 OR total > ''1''"}'),
+  ('aud2', '{"type": "audience", "condition": "aud1"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud1', '{"type": "audience", "condition": "total > ''1''"}');
+-- changing a definition into a cycle is rejected too, and keeps the old one
+INSERT INTO cdp_traits.attributes VALUES ('aud2', '{"type": "audience", "condition": "aud1"}');
+UPDATE cdp_traits.attributes SET definition = '{"type": "audience", "condition": "aud2"}' WHERE id = 'aud1';
+SELECT id, definition, version FROM cdp_traits.attributes ORDER BY id;
+-- an attribute an audience uses cannot be dropped from under it
+DELETE FROM cdp_traits.attributes WHERE id = 'total';
+
+-- nothing of the rejected definitions was stored
+SELECT count(*) FROM cdp_traits.attributes WHERE id NOT IN ('total', 'aud1', 'aud2');
+SELECT attname FROM pg_attribute WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass
+   AND attnum > 0 ORDER BY attnum;
+

@@ -1,0 +1,64 @@
+-- Context (SPEC section 5): key-value figures refreshed by their queries.
+\set SHOW_CONTEXT never
+CREATE TABLE numbers (n int);
+INSERT INTO numbers SELECT generate_series(1, 10);
+
+INSERT INTO cdp_traits.context (key, value, query) VALUES
+  ('static', 'fixed', NULL),
+  ('total', NULL, 'SELECT sum(n) FROM public.numbers'),
+  ('two_cols', NULL, 'SELECT ''first'', ''second'''),
+  ('empty', 'old', 'SELECT n FROM public.numbers WHERE false'),
+  ('entities', NULL, 'SELECT count(*) >= 0 FROM customer_entities');
+-- new queries have no modified time: all four run
+SELECT cdp_traits.refresh_context();
+SELECT key, value, modified IS NOT NULL AS refreshed, error FROM cdp_traits.context ORDER BY key;
+SELECT cdp_traits.context_value('total'), cdp_traits.context_value('static'),
+       cdp_traits.context_value('no such key') IS NULL AS missing;
+
+-- fresh values are not refreshed again; force refreshes all
+INSERT INTO numbers VALUES (100);
+SELECT cdp_traits.refresh_context();
+SELECT cdp_traits.context_value('total');
+SELECT cdp_traits.refresh_context(force => true);
+SELECT cdp_traits.context_value('total');
+
+-- older than cdp_traits.context_ttl: refreshed
+INSERT INTO numbers VALUES (1000);
+UPDATE cdp_traits.context SET modified = localtimestamp - interval '25 hours' WHERE key = 'total';
+SELECT cdp_traits.refresh_context();
+SELECT cdp_traits.context_value('total');
+SET cdp_traits.context_ttl = '1h';
+UPDATE cdp_traits.context SET modified = localtimestamp - interval '2 hours' WHERE key = 'total';
+SELECT cdp_traits.refresh_context();
+RESET cdp_traits.context_ttl;
+
+-- a changed query runs at the next refresh
+UPDATE cdp_traits.context SET query = 'SELECT max(n) FROM public.numbers' WHERE key = 'total';
+SELECT modified IS NULL AS pending FROM cdp_traits.context WHERE key = 'total';
+SELECT cdp_traits.refresh_context();
+SELECT cdp_traits.context_value('total');
+
+-- a failing query keeps the old value and records the error; the others still run
+UPDATE cdp_traits.context SET query = 'SELECT 1 / (SELECT count(*) - count(*) FROM public.numbers)' WHERE key = 'static';
+UPDATE cdp_traits.context SET query = 'SELECT min(n) FROM public.numbers' WHERE key = 'total';
+SELECT cdp_traits.refresh_context();
+SELECT key, value, error, error_at IS NOT NULL AS failed FROM cdp_traits.context WHERE key IN ('static', 'total') ORDER BY key;
+-- fixed: the error is cleared
+UPDATE cdp_traits.context SET query = 'SELECT ''fixed again''' WHERE key = 'static';
+SELECT cdp_traits.refresh_context();
+SELECT key, value, error FROM cdp_traits.context WHERE key = 'static';
+
+-- a dropped table is recorded as an error, not a failure of the refresh
+DROP TABLE numbers;
+SELECT cdp_traits.refresh_context(true);
+SELECT key, value, error FROM cdp_traits.context WHERE key = 'total';
+
+-- bad queries are rejected when written; nothing is stored
+INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'SELEC 1');
+INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'SELECT 1; SELECT 2');
+INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'DELETE FROM cdp_traits.context');
+INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'WITH d AS (DELETE FROM cdp_traits.context RETURNING 1) SELECT count(*) FROM d');
+INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'SELECT no_such_column FROM cdp_traits.customer_entities');
+INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'SELECT 1 INTO TEMP t');
+UPDATE cdp_traits.context SET query = 'SELECT 1 FROM nowhere' WHERE key = 'static';
+SELECT key, query FROM cdp_traits.context ORDER BY key;

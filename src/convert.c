@@ -1,0 +1,173 @@
+/*-------------------------------------------------------------------------
+ *
+ * convert.c
+ *		Conversions that never fail: text to boolean, date and timestamptz,
+ *		returning NULL for text that is not one.
+ *
+ * Attribute values come from event payloads that nobody validated; a
+ * definition's data_type says what the value should be, and values that do
+ * not convert are skipped and counted, never fatal (SPEC section 4).
+ * PostgreSQL 15's input functions raise errors, and catching those costs a
+ * subtransaction per value, so these functions call the date/time parser's
+ * error-code interface directly instead.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "datatype/timestamp.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
+
+#include "cdp_traits.h"
+
+PG_FUNCTION_INFO_V1(cdp_to_boolean);
+PG_FUNCTION_INFO_V1(cdp_to_date);
+PG_FUNCTION_INFO_V1(cdp_to_timestamptz);
+
+/*
+ * trimmed
+ *		The text argument without surrounding white space, as a C string.
+ */
+static char *
+trimmed(text *t)
+{
+	char	   *s = text_to_cstring(t);
+	char	   *end;
+
+	while (isspace((unsigned char) *s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char) end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+/*
+ * cdp_to_boolean
+ *		SQL: _to_boolean(text) RETURNS boolean: true/false/yes/no/on/off/1/0
+ *		(any case, unique prefixes as in PostgreSQL), NULL for anything else.
+ */
+Datum
+cdp_to_boolean(PG_FUNCTION_ARGS)
+{
+	char	   *s = trimmed(PG_GETARG_TEXT_PP(0));
+	bool		result;
+
+	if (*s == '\0' || !parse_bool(s, &result))
+		PG_RETURN_NULL();
+	PG_RETURN_BOOL(result);
+}
+
+/*
+ * plain_datetime_words
+ *		Whether every run of letters in s is one the parser handles without
+ *		looking up a time zone by name (a name it does not know is an error,
+ *		not an error code, in PostgreSQL 15): the ISO 8601 T and Z, UTC, GMT,
+ *		AM/PM and English month and day abbreviations.
+ */
+static bool
+plain_datetime_words(const char *s)
+{
+	static const char *const words[] = {
+		"t", "z", "utc", "gmt", "am", "pm",
+		"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "sept",
+		"oct", "nov", "dec", "mon", "tue", "wed", "thu", "fri", "sat", "sun", NULL
+	};
+
+	while (*s)
+	{
+		const char *start;
+		size_t		len;
+		int			i;
+		bool		known = false;
+
+		if (!isalpha((unsigned char) *s))
+		{
+			s++;
+			continue;
+		}
+		start = s;
+		while (isalpha((unsigned char) *s))
+			s++;
+		len = s - start;
+		for (i = 0; words[i]; i++)
+			if (strlen(words[i]) == len && pg_strncasecmp(start, words[i], len) == 0)
+				known = true;
+		if (!known)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * decode_datetime
+ *		Parse s as a date/time; false if it is not one (or is a special value
+ *		such as 'infinity', 'epoch' or 'now', which data never means).
+ */
+static bool
+decode_datetime(const char *s, struct pg_tm *tm, fsec_t *fsec, int *tz)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+
+	if (*s == '\0' || strlen(s) > MAXDATELEN || !plain_datetime_words(s))
+		return false;
+	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
+		return false;
+	if (DecodeDateTime(field, ftype, nf, &dtype, tm, fsec, tz) != 0)
+		return false;
+	return dtype == DTK_DATE;
+}
+
+/*
+ * cdp_to_date
+ *		SQL: _to_date(text) RETURNS date, NULL for text that is not a date.
+ */
+Datum
+cdp_to_date(PG_FUNCTION_ARGS)
+{
+	char	   *s = trimmed(PG_GETARG_TEXT_PP(0));
+	struct pg_tm tt;
+	fsec_t		fsec;
+	int			tz;
+	DateADT		result;
+
+	if (!decode_datetime(s, &tt, &fsec, &tz))
+		PG_RETURN_NULL();
+	if (!IS_VALID_JULIAN(tt.tm_year, tt.tm_mon, tt.tm_mday))
+		PG_RETURN_NULL();
+	result = date2j(tt.tm_year, tt.tm_mon, tt.tm_mday) - POSTGRES_EPOCH_JDATE;
+	if (!IS_VALID_DATE(result))
+		PG_RETURN_NULL();
+	PG_RETURN_DATEADT(result);
+}
+
+/*
+ * cdp_to_timestamptz
+ *		SQL: _to_timestamptz(text) RETURNS timestamptz, NULL for text that is
+ *		not a point in time.  Text without an offset is read in the session
+ *		time zone (the attribute engine runs in UTC).
+ */
+Datum
+cdp_to_timestamptz(PG_FUNCTION_ARGS)
+{
+	char	   *s = trimmed(PG_GETARG_TEXT_PP(0));
+	struct pg_tm tt;
+	fsec_t		fsec;
+	int			tz;
+	TimestampTz result;
+
+	if (!decode_datetime(s, &tt, &fsec, &tz))
+		PG_RETURN_NULL();
+	if (tm2timestamp(&tt, fsec, &tz, &result) != 0 || !IS_VALID_TIMESTAMP(result))
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(result);
+}

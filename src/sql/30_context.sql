@@ -1,0 +1,136 @@
+
+/*
+ * Context (SPEC section 5): whole-customer-base figures in a key-value table,
+ * each refreshed by its query when older than cdp_traits.context_ttl.
+ */
+
+-- Internal helpers shared by context and attributes: checking SQL fragments
+-- without running them, and describing prepared statements.
+CREATE FUNCTION cdp_traits._sql_problem(sql text, kind text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_sql_problem';
+COMMENT ON FUNCTION cdp_traits._sql_problem(text, text) IS
+	'internal: NULL if sql is one expression (kind expression) or one plain SELECT (kind query), else the problem';
+CREATE FUNCTION cdp_traits._expression_columns(expr text) RETURNS text[]
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_expression_columns';
+COMMENT ON FUNCTION cdp_traits._expression_columns(text) IS
+	'internal: the column names an expression refers to';
+CREATE FUNCTION cdp_traits._query_columns(sql text, OUT name text, OUT type regtype)
+RETURNS SETOF record
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_columns';
+COMMENT ON FUNCTION cdp_traits._query_columns(text) IS
+	'internal: the result columns of a statement (prepared, not run)';
+CREATE FUNCTION cdp_traits._query_returns_set(sql text) RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_returns_set';
+COMMENT ON FUNCTION cdp_traits._query_returns_set(text) IS
+	'internal: whether a SELECT''s target list is set-returning (prepared, not run)';
+
+-- Conversions that return NULL instead of failing (attribute data types).
+CREATE FUNCTION cdp_traits._to_boolean(text) RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_boolean';
+CREATE FUNCTION cdp_traits._to_date(text) RETURNS date
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_date';
+CREATE FUNCTION cdp_traits._to_timestamptz(text) RETURNS timestamptz
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_timestamptz';
+COMMENT ON FUNCTION cdp_traits._to_boolean(text) IS 'text to boolean, NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_date(text) IS 'text to date, NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_timestamptz(text) IS
+	'text to timestamptz (no offset = session time zone), NULL when it is not one';
+
+CREATE TABLE cdp_traits.context (
+	key text PRIMARY KEY,
+	value text,
+	query text,
+	modified timestamp,
+	-- the last refresh that failed: its error and time (cleared by a success)
+	error text,
+	error_at timestamptz
+);
+COMMENT ON TABLE cdp_traits.context IS
+	'whole-customer-base figures: value is the first column of the first row of query, refreshed when older than cdp_traits.context_ttl';
+
+-- A context query must be one SELECT; checked when written, nothing stored otherwise.
+CREATE FUNCTION cdp_traits._context_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	problem text;
+BEGIN
+	IF NEW.query IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.query IS DISTINCT FROM OLD.query) THEN
+		problem := cdp_traits._sql_problem(NEW.query, 'query');
+		IF problem IS NOT NULL THEN
+			RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, problem
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('Query: %s', NEW.query),
+					  HINT = 'A context query is one SELECT; its first column of the first row becomes the value.';
+		END IF;
+		BEGIN
+			PERFORM cdp_traits._query_columns(NEW.query);
+		EXCEPTION WHEN OTHERS THEN
+			DECLARE
+				msg text;
+			BEGIN
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+				RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = format('Query: %s', NEW.query);
+			END;
+		END;
+		-- a new or changed query runs at the next refresh
+		NEW.modified := NULL;
+	END IF;
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER context_check BEFORE INSERT OR UPDATE ON cdp_traits.context
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._context_check();
+
+CREATE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	k record;
+	v text;
+	n integer := 0;
+	msg text;
+	ttl interval := pg_catalog.current_setting('cdp_traits.context_ttl')::interval;
+BEGIN
+	FOR k IN
+		SELECT c.key, c.query FROM cdp_traits.context c
+		 WHERE c.query IS NOT NULL
+		   AND (force OR c.modified IS NULL OR c.modified < LOCALTIMESTAMP - ttl)
+		 ORDER BY c.key
+	LOOP
+		BEGIN
+			-- first column of the first row; no row gives NULL
+			EXECUTE k.query INTO v;
+			UPDATE cdp_traits.context
+			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
+			 WHERE key = k.key;
+			n := n + 1;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
+			 WHERE key = k.key;
+			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
+		END;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.refresh_context(boolean) IS
+	'run the query of every stale context key (all with force); a failing query keeps the old value and records its error; returns the number refreshed';
+
+CREATE FUNCTION cdp_traits.context_value(key text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.value FROM cdp_traits.context c WHERE c.key = $1 $$;
+COMMENT ON FUNCTION cdp_traits.context_value(text) IS 'the value stored for a context key (NULL if none)';

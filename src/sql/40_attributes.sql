@@ -1,0 +1,1133 @@
+
+/*
+ * Attributes (SPEC section 4): Meiro-style definitions compiled to
+ * set-based SQL over cdp_traits.customer_events.
+ *
+ *   attributes              the definitions (validated when written)
+ *   customer_attributes     one row per entity and attribute, with provenance
+ *   attribute_history       every change of attributes with "history": true
+ *   pivoted_customer_attributes  view, one typed column per attribute
+ *   calculation_runs / calculation_run_attributes   what each run did
+ *   attribute_counts / attribute_value_counts / attribute_top_values
+ *                           customers per attribute and per value (for UIs)
+ *   audience_changes        audience enter/exit (folded into segment toggles
+ *                           when those exist)
+ *
+ * calculate_attributes() recalculates dirty entities (customer_entities.
+ * calculated IS NULL or older than cdp_traits.recalculate_after); an
+ * attribute whose definition is new or changed is recalculated for every
+ * entity.  All predefined attributes without set-returning values are
+ * computed in one scan of the dirty entities' events, one aggregate column
+ * each; set-returning and custom ones get a statement each.  Only changed
+ * values are written.
+ */
+
+CREATE TABLE cdp_traits.attributes (
+	id text PRIMARY KEY,
+	definition jsonb NOT NULL,
+	-- provenance: bumped whenever the definition changes
+	version integer NOT NULL DEFAULT 1,
+	created timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	modified timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- the version whose values are complete for every entity (NULL = none yet)
+	calculated_version integer
+);
+COMMENT ON TABLE cdp_traits.attributes IS
+	'attribute (trait) definitions, Meiro-compatible JSON; see README "Attributes"';
+
+CREATE TABLE cdp_traits.customer_attributes (
+	customer_entity_id uuid NOT NULL,
+	attribute_id text NOT NULL,
+	value jsonb NOT NULL,
+	calculated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- provenance: the attributes.version that produced the value, and the run
+	definition_version integer NOT NULL,
+	run_id bigint,
+	PRIMARY KEY (customer_entity_id, attribute_id)
+);
+CREATE INDEX customer_attributes_attribute ON cdp_traits.customer_attributes (attribute_id);
+COMMENT ON TABLE cdp_traits.customer_attributes IS
+	'one row per entity and attribute that has a value; rewritten only when the value (or its definition version) changes';
+
+CREATE TABLE cdp_traits.attribute_history (
+	customer_entity_id uuid NOT NULL,
+	attribute_id text NOT NULL,
+	value jsonb NOT NULL,
+	valid_from timestamptz NOT NULL,
+	valid_to timestamptz
+);
+CREATE INDEX attribute_history_entity ON cdp_traits.attribute_history (customer_entity_id, attribute_id, valid_from);
+COMMENT ON TABLE cdp_traits.attribute_history IS
+	'every value an entity had for attributes defined with "history": true; valid_to NULL = current';
+
+CREATE TABLE cdp_traits.calculation_runs (
+	id bigserial PRIMARY KEY,
+	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at timestamptz,
+	forced boolean NOT NULL,
+	entities bigint,
+	attributes integer,
+	failed_attributes integer,
+	values_written bigint,
+	values_removed bigint,
+	values_skipped bigint
+);
+COMMENT ON TABLE cdp_traits.calculation_runs IS 'one row per calculate_attributes() run';
+
+CREATE TABLE cdp_traits.calculation_run_attributes (
+	run_id bigint NOT NULL REFERENCES cdp_traits.calculation_runs ON DELETE CASCADE,
+	attribute_id text NOT NULL,
+	definition_version integer,
+	scope text NOT NULL,			-- 'dirty' entities or 'all'
+	entities bigint,				-- entities with a value after the run
+	values_written bigint,
+	values_removed bigint,
+	values_skipped bigint,			-- values that did not convert to data_type
+	duration_ms numeric,			-- of the statement that computed it
+	error text,
+	PRIMARY KEY (run_id, attribute_id)
+);
+COMMENT ON TABLE cdp_traits.calculation_run_attributes IS
+	'per run and attribute: scope, values written/removed/skipped, time, error';
+
+CREATE TABLE cdp_traits.audience_changes (
+	seq bigserial PRIMARY KEY,
+	audience_id text NOT NULL,
+	customer_entity_id uuid NOT NULL,
+	entered boolean NOT NULL,
+	changed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.audience_changes IS
+	'audience membership changes (enter = true, exit = false), in order';
+
+CREATE TABLE cdp_traits.attribute_counts (
+	attribute_id text PRIMARY KEY,
+	customers bigint NOT NULL
+);
+COMMENT ON TABLE cdp_traits.attribute_counts IS 'customers having each attribute (kept current with the values)';
+CREATE TABLE cdp_traits.attribute_value_counts (
+	attribute_id text NOT NULL,
+	value jsonb NOT NULL,
+	customers bigint NOT NULL,
+	PRIMARY KEY (attribute_id, value)
+);
+COMMENT ON TABLE cdp_traits.attribute_value_counts IS
+	'customers per attribute value; a list counts once per element (kept current with the values)';
+CREATE VIEW cdp_traits.attribute_top_values AS
+SELECT attribute_id, value, customers, rank
+  FROM (SELECT c.attribute_id, c.value, c.customers,
+			   pg_catalog.rank() OVER (PARTITION BY c.attribute_id ORDER BY c.customers DESC) AS rank
+		  FROM cdp_traits.attribute_value_counts c) r
+ WHERE rank <= 20;
+COMMENT ON VIEW cdp_traits.attribute_top_values IS 'the 20 most common values of each attribute';
+
+/*
+ * Definitions: shape, SQL fragments, data types.
+ */
+
+-- The SQL type of a data_type name.
+CREATE FUNCTION cdp_traits._sql_type(data_type text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $1 WHEN 'text' THEN 'text' WHEN 'number' THEN 'numeric'
+				   WHEN 'boolean' THEN 'boolean' WHEN 'date' THEN 'date'
+				   WHEN 'datetime' THEN 'timestamptz' END
+$$;
+
+-- A definition's string option, '' and absent both meaning "not given".
+CREATE FUNCTION cdp_traits._opt(def jsonb, key text, dflt text DEFAULT NULL) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT COALESCE(NULLIF(pg_catalog.btrim($1->>$2), ''), $3) $$;
+
+-- The effective data_type of a definition.
+CREATE FUNCTION cdp_traits._data_type(def jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT cdp_traits._opt($1, 'data_type',
+		CASE WHEN $1->>'type' IN ('sum', 'avg') THEN 'number' ELSE 'text' END)
+$$;
+
+-- The type of an attribute's column in pivoted_customer_attributes.
+CREATE FUNCTION cdp_traits._pivot_type(def jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN $1->>'type' = 'audience' THEN 'boolean'
+		WHEN $1->>'type' = 'num_of_unique' THEN 'bigint'
+		WHEN $1->>'type' = 'list' THEN cdp_traits._sql_type(cdp_traits._data_type($1)) || '[]'
+		WHEN $1->>'type' IN ('custom', 'external') AND cdp_traits._opt($1, 'data_type') IS NULL THEN 'jsonb'
+		ELSE cdp_traits._sql_type(cdp_traits._data_type($1))
+	END
+$$;
+
+-- A text-typed expression for x of SQL type t (jsonb strings unwrapped).
+CREATE FUNCTION cdp_traits._text_form(x text, t regtype) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN $2 IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype,
+					'name'::regtype, 'unknown'::regtype) THEN '(' || $1 || ')::text'
+		WHEN $2 = 'jsonb'::regtype THEN '((' || $1 || ') #>> ''{}'')'
+		WHEN $2 = 'json'::regtype THEN '((' || $1 || ')::jsonb #>> ''{}'')'
+		ELSE '(' || $1 || ')::text'
+	END
+$$;
+
+-- An expression converting x (SQL type t) to data_type dt, NULL when it does not convert.
+CREATE FUNCTION cdp_traits._convert(x text, t regtype, dt text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $3
+		WHEN 'text' THEN cdp_traits._text_form($1, $2)
+		WHEN 'number' THEN CASE
+			WHEN $2 IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype)
+				THEN '(' || $1 || ')::numeric'
+			WHEN $2 IN ('real'::regtype, 'double precision'::regtype)
+				THEN 'cdp_traits.to_number((' || $1 || ')::text)'
+			ELSE 'cdp_traits.to_number(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'boolean' THEN CASE WHEN $2 = 'boolean'::regtype THEN '(' || $1 || ')'
+			ELSE 'cdp_traits._to_boolean(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'date' THEN CASE
+			WHEN $2 = 'date'::regtype THEN '(' || $1 || ')'
+			WHEN $2 = 'timestamp with time zone'::regtype THEN '((' || $1 || ') AT TIME ZONE ''UTC'')::date'
+			WHEN $2 = 'timestamp without time zone'::regtype THEN '(' || $1 || ')::date'
+			ELSE 'cdp_traits._to_date(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'datetime' THEN CASE
+			WHEN $2 = 'timestamp with time zone'::regtype THEN '(' || $1 || ')'
+			WHEN $2 IN ('timestamp without time zone'::regtype, 'date'::regtype)
+				THEN '((' || $1 || ')::timestamp AT TIME ZONE ''UTC'')'
+			ELSE 'cdp_traits._to_timestamptz(' || cdp_traits._text_form($1, $2) || ')' END
+	END
+$$;
+
+-- Raise a definition error naming the attribute (nothing is stored).
+CREATE FUNCTION cdp_traits._definition_error(id text, problem text, detail text DEFAULT NULL,
+											 hint text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	hint := COALESCE(hint, 'See "Attributes" in the cdp_traits README for the definition format.');
+	IF detail IS NULL THEN
+		RAISE EXCEPTION 'invalid definition for attribute "%": %', id, problem
+			USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+	END IF;
+	RAISE EXCEPTION 'invalid definition for attribute "%": %', id, problem
+		USING ERRCODE = 'invalid_parameter_value', DETAIL = detail, HINT = hint;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._relation_depends_on_extension(regclass) RETURNS void
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_relation_depends_on_extension';
+COMMENT ON FUNCTION cdp_traits._relation_depends_on_extension(regclass) IS
+	'internal: a relation the extension recreated goes away with it (without being a member)';
+
+-- Whether an events table is attached (customer_events exists).
+CREATE FUNCTION cdp_traits._events_attached() RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.to_regclass('cdp_traits.customer_events') IS NOT NULL $$;
+
+/*
+ * _compile: the pieces of SQL that compute a predefined attribute.
+ *   cond     boolean over the event e (sources, types, versions, filter)
+ *   lat      "CROSS JOIN LATERAL (...) alias" giving alias.v (converted
+ *            value), alias.r (raw value), alias.w (weight), alias.f (outer filter)
+ *   agg      the aggregate over alias.* (result of the data type)
+ *   srf      whether value is set-returning (one event, several values)
+ * Column types are found by preparing (not running) a statement over
+ * customer_events, so this needs an attached events table.
+ */
+CREATE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
+	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	typ text := def->>'type';
+	dt text := cdp_traits._data_type(def);
+	val text := cdp_traits._opt(def, 'value');
+	weight text := cdp_traits._opt(def, 'weight', '1');
+	oval text := cdp_traits._opt(def, 'outer_value', 'value');
+	oweight text := cdp_traits._opt(def, 'outer_weight', 'weight');
+	filt text := cdp_traits._opt(def, 'filter');
+	ofilt text := cdp_traits._opt(def, 'outer_filter');
+	weighted boolean;
+	inner_sql text;
+	rtype regtype;
+	conds text[] := '{}';
+	k text;
+	v text;
+	fn text;
+BEGIN
+	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
+		IF pg_catalog.jsonb_typeof(def->k) = 'array' AND pg_catalog.jsonb_array_length(def->k) > 0 THEN
+			conds := conds || pg_catalog.format('e.%I = ANY (%L::text[])',
+				CASE k WHEN 'sources' THEN 'source_id' WHEN 'types' THEN 'type' ELSE 'version' END,
+				(SELECT pg_catalog.array_agg(x) FROM pg_catalog.jsonb_array_elements_text(def->k) x));
+		END IF;
+	END LOOP;
+	IF filt IS NOT NULL THEN
+		conds := conds || ('(' || filt || E'\n)');
+	END IF;
+	cond := COALESCE(pg_catalog.array_to_string(conds, ' AND '), 'true');
+	IF cond = '' THEN cond := 'true'; END IF;
+
+	inner_sql := pg_catalog.format(
+		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
+	srf := cdp_traits._query_returns_set(inner_sql || ' FROM cdp_traits.customer_events e');
+	SELECT c.type INTO rtype
+	  FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT (%s\n) AS r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (%s) x',
+			oval, inner_sql)) c;
+
+	weighted := typ IN ('most_frequent', 'least_frequent')
+		AND (weight <> '1' OR oweight <> 'weight');
+	lat := pg_catalog.format(
+		E'CROSS JOIN LATERAL (SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f FROM (%s) x) %I',
+		cdp_traits._convert(oval, rtype, dt), oval,
+		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
+		inner_sql, alias);
+	v := pg_catalog.quote_ident(alias) || '.v';
+	fn := CASE typ
+		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
+		WHEN 'least_frequent' THEN 'cdp_traits.least_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
+		WHEN 'first' THEN 'cdp_traits.first(' || v || ', e.event_time)'
+		WHEN 'last' THEN 'cdp_traits.last(' || v || ', e.event_time)'
+		WHEN 'list' THEN 'cdp_traits.unique_list(' || v || ')'
+		WHEN 'num_of_unique' THEN 'cdp_traits.num_of_unique(' || v || ')'
+		WHEN 'value' THEN 'cdp_traits.any_value(' || v || ')'
+		WHEN 'sum' THEN 'sum(' || v || ')'
+		WHEN 'avg' THEN 'avg(' || v || ')'
+		WHEN 'min' THEN CASE WHEN dt = 'boolean' THEN 'bool_and(' ELSE 'min(' END || v || ')'
+		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || v || ')'
+	END;
+	agg := pg_catalog.format('pg_catalog.to_jsonb(%s FILTER (WHERE %s AND %I.f IS TRUE))',
+		fn, cond, alias);
+	IF typ = 'num_of_unique' THEN
+		-- no qualifying value: no row, not 0
+		agg := pg_catalog.format('pg_catalog.to_jsonb(NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0))',
+			fn, cond, alias);
+	END IF;
+END;
+$$;
+
+-- The values-skipped counter of a compiled attribute (raw value given, conversion NULL).
+CREATE FUNCTION cdp_traits._skipped_sql(cond text, alias text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.format(
+		'count(*) FILTER (WHERE %s AND %I.f IS TRUE AND %I.r IS NOT NULL AND %I.v IS NULL)',
+		$1, $2, $2, $2)
+$$;
+
+-- The events of the entities in scope_sql (a SELECT of entity ids), as a
+-- FROM item "e" with the events' columns plus customer_entity_id.  Starts
+-- from the entity index of event_entities and reaches the events through
+-- their id column (the customer_events view joins the other way round).
+CREATE FUNCTION cdp_traits._scoped_events(scope_sql text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.format(
+		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
+		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id IN (%s)) e',
+		s.events, s.id_type, $1)
+	  FROM cdp_traits.events_source s
+$$;
+
+-- The statement that gives (entity, value) rows of a custom attribute for
+-- the entities of scope_sql (a SELECT of ids): the query runs once per
+-- entity, inside one statement, with base = that entity's events.
+CREATE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.format(E'SELECT s.id AS eid, q.value FROM (%s) s CROSS JOIN LATERAL ('
+		'WITH base AS (SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload '
+		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = ee.event_id::%s '
+		'WHERE ee.customer_entity_id = s.id) '
+		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
+		$2, src.events, src.id_type, $1->>'query')
+	  FROM cdp_traits.events_source src
+$$;
+
+/*
+ * _check_definition: everything about one definition that can be checked
+ * on its own.  Raises an error naming the attribute.
+ */
+CREATE FUNCTION cdp_traits._check_definition(id text, def jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	typ text;
+	k text;
+	problem text;
+	msg text;
+	required text[];
+	cols record;
+	names text[];
+	c record;
+BEGIN
+	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' OR pg_catalog.length(id) > 63 THEN
+		RAISE EXCEPTION 'invalid attribute id "%"', id
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
+				  HINT = 'Use 1 to 63 printable characters.';
+	END IF;
+	IF pg_catalog.jsonb_typeof(def) IS DISTINCT FROM 'object' THEN
+		PERFORM cdp_traits._definition_error(id, 'the definition must be a JSON object',
+			pg_catalog.format('Definition: %s', def));
+	END IF;
+	typ := def->>'type';
+	IF typ IS NULL THEN
+		PERFORM cdp_traits._definition_error(id, 'missing key "type"');
+	END IF;
+	IF typ NOT IN ('avg', 'first', 'last', 'least_frequent', 'list', 'max', 'min', 'most_frequent',
+				   'num_of_unique', 'sum', 'value', 'custom', 'external', 'audience') THEN
+		PERFORM cdp_traits._definition_error(id, pg_catalog.format('unknown type "%s"', typ), NULL,
+			'type is one of avg, first, last, least_frequent, list, max, min, most_frequent, '
+			'num_of_unique, sum, value, custom, external, audience.');
+	END IF;
+	required := CASE typ WHEN 'custom' THEN ARRAY['query'] WHEN 'external' THEN ARRAY['query']
+					 WHEN 'audience' THEN ARRAY['condition'] ELSE ARRAY['value'] END;
+	FOREACH k IN ARRAY required LOOP
+		IF cdp_traits._opt(def, k) IS NULL THEN
+			PERFORM cdp_traits._definition_error(id,
+				pg_catalog.format('missing key "%s" (required for type %s)', k, typ));
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['type', 'value', 'outer_value', 'weight', 'outer_weight', 'filter',
+							 'outer_filter', 'data_type', 'query', 'condition'] LOOP
+		IF def ? k AND pg_catalog.jsonb_typeof(def->k) NOT IN ('string', 'null') THEN
+			PERFORM cdp_traits._definition_error(id, pg_catalog.format('"%s" must be a string', k));
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
+		IF def ? k AND pg_catalog.jsonb_typeof(def->k) <> 'null' AND (pg_catalog.jsonb_typeof(def->k) <> 'array'
+			OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(def->k) x
+						WHERE pg_catalog.jsonb_typeof(x) <> 'string')) THEN
+			PERFORM cdp_traits._definition_error(id,
+				pg_catalog.format('"%s" must be an array of strings', k));
+		END IF;
+	END LOOP;
+	IF def ? 'history' AND pg_catalog.jsonb_typeof(def->'history') NOT IN ('boolean', 'null') THEN
+		PERFORM cdp_traits._definition_error(id, '"history" must be true or false');
+	END IF;
+	IF cdp_traits._opt(def, 'data_type') IS NOT NULL
+	   AND cdp_traits._opt(def, 'data_type') NOT IN ('text', 'number', 'boolean', 'date', 'datetime') THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('unknown data_type "%s"', def->>'data_type'), NULL,
+			'data_type is one of text, number, boolean, date, datetime.');
+	END IF;
+	IF typ IN ('sum', 'avg') AND cdp_traits._data_type(def) <> 'number' THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('type %s needs data_type number', typ));
+	END IF;
+
+	-- every SQL fragment is exactly one expression or one SELECT
+	FOREACH k IN ARRAY ARRAY['value', 'outer_value', 'weight', 'outer_weight', 'filter',
+							 'outer_filter', 'condition', 'query'] LOOP
+		IF cdp_traits._opt(def, k) IS NOT NULL THEN
+			problem := cdp_traits._sql_problem(cdp_traits._opt(def, k),
+				CASE k WHEN 'query' THEN 'query' ELSE 'expression' END);
+			IF problem IS NOT NULL THEN
+				PERFORM cdp_traits._definition_error(id,
+					pg_catalog.format('"%s" is not valid SQL: %s', k, problem),
+					pg_catalog.format('%s: %s', k, def->>k));
+			END IF;
+		END IF;
+	END LOOP;
+
+	-- type-check against the events (when attached) and the custom/external shapes
+	BEGIN
+		IF typ NOT IN ('custom', 'external', 'audience') AND cdp_traits._events_attached() THEN
+			SELECT * INTO c FROM cdp_traits._compile(id, def, 'a');
+			PERFORM cdp_traits._query_columns(pg_catalog.format(
+				'SELECT %s, %s FROM cdp_traits.customer_events e %s GROUP BY e.customer_entity_id',
+				c.agg, cdp_traits._skipped_sql(c.cond, 'a'), c.lat));
+		ELSIF typ = 'custom' THEN
+			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
+			  FROM cdp_traits._query_columns(pg_catalog.format(
+					'WITH base AS (SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
+					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload) '
+					|| E'SELECT * FROM (\n%s\n) q', def->>'query')) q;
+			IF names IS DISTINCT FROM ARRAY['value'] THEN
+				PERFORM cdp_traits._definition_error(id,
+					'a custom query must return exactly one column, named "value"',
+					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
+			END IF;
+			IF cdp_traits._events_attached() THEN
+				PERFORM cdp_traits._query_columns(cdp_traits._custom_sql(def, 'SELECT NULL::uuid AS id'));
+			END IF;
+		ELSIF typ = 'external' THEN
+			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
+			  FROM cdp_traits._query_columns(def->>'query') q;
+			IF NOT names @> ARRAY['customer_entity_id', 'value'] THEN
+				PERFORM cdp_traits._definition_error(id,
+					'an external query must return columns "customer_entity_id" and "value"',
+					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
+			END IF;
+			PERFORM cdp_traits._query_columns(pg_catalog.format(
+				E'SELECT q.customer_entity_id::uuid, q.value FROM (\n%s\n) q', def->>'query'));
+		END IF;
+	EXCEPTION
+		WHEN invalid_parameter_value THEN RAISE;
+		WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(id, msg,
+				pg_catalog.format('Definition: %s', def));
+	END;
+END;
+$$;
+
+-- BEFORE row trigger on attributes: check, and keep version/modified.
+CREATE FUNCTION cdp_traits._attributes_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	PERFORM cdp_traits._check_definition(NEW.id, NEW.definition);
+	IF TG_OP = 'UPDATE' THEN
+		IF NEW.definition IS DISTINCT FROM OLD.definition OR NEW.id IS DISTINCT FROM OLD.id THEN
+			NEW.version := OLD.version + 1;
+			NEW.modified := pg_catalog.now();
+			NEW.calculated_version := NULL;
+		END IF;
+	ELSE
+		NEW.version := COALESCE(NEW.version, 1);
+		NEW.calculated_version := NULL;
+	END IF;
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER attributes_check BEFORE INSERT OR UPDATE ON cdp_traits.attributes
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attributes_check();
+
+-- The audiences in evaluation order (dependencies first); raises on a cycle.
+CREATE FUNCTION cdp_traits._audience_order() RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	ordered text[] := '{}';
+	remaining text[];
+	ready text[];
+	deps record;
+BEGIN
+	SELECT pg_catalog.array_agg(a.id ORDER BY a.id) INTO remaining
+	  FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience';
+	remaining := COALESCE(remaining, '{}');
+	WHILE pg_catalog.cardinality(remaining) > 0 LOOP
+		SELECT pg_catalog.array_agg(r ORDER BY r) INTO ready
+		  FROM pg_catalog.unnest(remaining) r
+		 WHERE NOT EXISTS (
+			SELECT FROM pg_catalog.unnest(cdp_traits._expression_columns(
+					(SELECT a.definition->>'condition' FROM cdp_traits.attributes a WHERE a.id = r))) d
+			 WHERE d = ANY (remaining));
+		IF ready IS NULL THEN
+			RAISE EXCEPTION 'audience dependency cycle among attributes %',
+				pg_catalog.array_to_string(remaining, ', ')
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'An audience condition may use other audiences, but not itself, directly or indirectly.';
+		END IF;
+		ordered := ordered || ready;
+		remaining := ARRAY(SELECT r FROM pg_catalog.unnest(remaining) r WHERE r <> ALL (ready));
+	END LOOP;
+	RETURN ordered;
+END;
+$$;
+
+-- (Re)create pivoted_customer_attributes: one typed column per attribute.
+CREATE FUNCTION cdp_traits._rebuild_pivot() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	cols text := '';
+	a record;
+	ex text;
+	sql text;
+BEGIN
+	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
+		ex := pg_catalog.format('p.j -> %L', a.id);
+		cols := cols || pg_catalog.format(E',\n\t%s AS %I', CASE
+			WHEN cdp_traits._pivot_type(a.definition) = 'jsonb' THEN ex
+			WHEN cdp_traits._pivot_type(a.definition) LIKE '%[]' THEN pg_catalog.format(
+				'ARRAY(SELECT x::%s FROM pg_catalog.jsonb_array_elements_text(%s) x)',
+				cdp_traits._sql_type(cdp_traits._data_type(a.definition)), ex)
+			WHEN a.definition->>'type' IN ('custom', 'external') THEN pg_catalog.format(
+				'CASE WHEN pg_catalog.jsonb_typeof(%s) NOT IN (''array'', ''object'') THEN %s END',
+				ex, cdp_traits._convert(ex, 'jsonb', cdp_traits._data_type(a.definition)))
+			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', ex, cdp_traits._pivot_type(a.definition))
+		END, a.id);
+	END LOOP;
+	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
+		|| E'\n  LEFT JOIN LATERAL (SELECT pg_catalog.jsonb_object_agg(ca.attribute_id, ca.value) AS j'
+		|| E'\n\t\tFROM cdp_traits.customer_attributes ca WHERE ca.customer_entity_id = e.id) p ON true';
+	BEGIN
+		EXECUTE 'CREATE OR REPLACE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+	EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
+		-- columns removed, renamed or retyped: the view must be recreated
+		IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+					WHERE d.classid = 'pg_catalog.pg_class'::regclass
+					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
+					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
+			-- the view as installed is a member; its replacement depends on the extension instead
+			ALTER EXTENSION cdp_traits DROP VIEW cdp_traits.pivoted_customer_attributes;
+		END IF;
+		BEGIN
+			DROP VIEW cdp_traits.pivoted_customer_attributes;
+		EXCEPTION WHEN dependent_objects_still_exist THEN
+			RAISE EXCEPTION 'cannot rebuild cdp_traits.pivoted_customer_attributes: other objects depend on it'
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = 'Removing, renaming or retyping an attribute changes the view''s columns.',
+					  HINT = 'Drop the views that use pivoted_customer_attributes (or cdp_traits.unpublish()), change the attribute, then recreate them.';
+		END;
+		EXECUTE 'CREATE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+	END;
+	PERFORM cdp_traits._relation_depends_on_extension('cdp_traits.pivoted_customer_attributes'::regclass);
+	COMMENT ON VIEW cdp_traits.pivoted_customer_attributes IS
+		'one row per entity, one typed column per attribute (rebuilt when attributes change)';
+END;
+$$;
+
+-- AFTER statement trigger on attributes: audience order (cycles), audience
+-- conditions over the new pivot, the pivot itself, values of removed ones.
+CREATE FUNCTION cdp_traits._attributes_changed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	r record;
+	msg text;
+BEGIN
+	-- values of attributes that no longer exist (deleted or renamed)
+	DELETE FROM cdp_traits.customer_attributes ca
+	 WHERE ca.attribute_id IN (
+			SELECT c.attribute_id FROM cdp_traits.attribute_counts c
+			 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id));
+	PERFORM cdp_traits._audience_order();
+	PERFORM cdp_traits._rebuild_pivot();
+	FOR r IN SELECT id, definition FROM cdp_traits.attributes
+			  WHERE definition->>'type' = 'audience' ORDER BY id LOOP
+		BEGIN
+			IF (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+					E'SELECT (%s\n) AS c FROM cdp_traits.pivoted_customer_attributes',
+					r.definition->>'condition')) c) <> 'boolean'::regtype THEN
+				RAISE EXCEPTION 'the condition is not boolean' USING ERRCODE = 'datatype_mismatch';
+			END IF;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(r.id, msg,
+				pg_catalog.format('condition: %s', r.definition->>'condition'),
+				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).');
+		END;
+	END LOOP;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER attributes_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attributes_changed();
+
+/*
+ * Counts per attribute and value, kept current by statement triggers on
+ * customer_attributes: deltas (+1 appeared, -1 went) from the transition
+ * tables, applied in key order.  A list counts once per element.
+ */
+CREATE FUNCTION cdp_traits._attribute_counts_maintain() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	src text;
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		TRUNCATE cdp_traits.attribute_counts, cdp_traits.attribute_value_counts;
+		RETURN NULL;
+	END IF;
+	src := CASE TG_OP
+		WHEN 'INSERT' THEN 'SELECT attribute_id, value, 1 AS delta FROM cdp_traits_new'
+		WHEN 'DELETE' THEN 'SELECT attribute_id, value, -1 AS delta FROM cdp_traits_old'
+		ELSE 'SELECT attribute_id, value, 1 AS delta FROM cdp_traits_new UNION ALL '
+			 'SELECT attribute_id, value, -1 FROM cdp_traits_old' END;
+	EXECUTE pg_catalog.format($q$
+		WITH d AS (%s),
+		a AS (
+			INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+			SELECT attribute_id, sum(delta) FROM d GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
+			ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+		)
+		INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
+		SELECT d.attribute_id, x.v, sum(d.delta)
+		  FROM d CROSS JOIN LATERAL (
+				SELECT e FROM pg_catalog.jsonb_array_elements(d.value) e
+				 WHERE pg_catalog.jsonb_typeof(d.value) = 'array'
+				UNION ALL
+				SELECT d.value WHERE pg_catalog.jsonb_typeof(d.value) <> 'array') x(v)
+		 GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2
+		ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+	$q$, src);
+	IF TG_OP <> 'INSERT' THEN
+		DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
+		EXECUTE pg_catalog.format($q$
+			DELETE FROM cdp_traits.attribute_value_counts c
+			 WHERE c.customers <= 0
+			   AND c.attribute_id IN (SELECT DISTINCT attribute_id FROM (%s) d)
+		$q$, src);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER attribute_counts_insert AFTER INSERT ON cdp_traits.customer_attributes
+	REFERENCING NEW TABLE AS cdp_traits_new
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
+CREATE TRIGGER attribute_counts_update AFTER UPDATE ON cdp_traits.customer_attributes
+	REFERENCING OLD TABLE AS cdp_traits_old NEW TABLE AS cdp_traits_new
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
+CREATE TRIGGER attribute_counts_delete AFTER DELETE ON cdp_traits.customer_attributes
+	REFERENCING OLD TABLE AS cdp_traits_old
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
+CREATE TRIGGER attribute_counts_truncate AFTER TRUNCATE ON cdp_traits.customer_attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
+
+/*
+ * Entities that go (absorbed by a merge, or their last event deleted) lose
+ * their values; audiences they were in record an exit; history is closed.
+ */
+CREATE FUNCTION cdp_traits._entities_removed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	WITH gone AS (
+		DELETE FROM cdp_traits.customer_attributes ca
+		 USING cdp_traits_old o
+		 WHERE ca.customer_entity_id = o.id
+		RETURNING ca.customer_entity_id, ca.attribute_id, ca.value
+	), exits AS (
+		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
+		SELECT g.attribute_id, g.customer_entity_id, false
+		  FROM gone g JOIN cdp_traits.attributes a ON a.id = g.attribute_id
+		 WHERE a.definition->>'type' = 'audience' AND g.value = 'true'::jsonb
+		 ORDER BY g.customer_entity_id, g.attribute_id
+	)
+	UPDATE cdp_traits.attribute_history h
+	   SET valid_to = pg_catalog.now()
+	  FROM gone g
+	 WHERE h.customer_entity_id = g.customer_entity_id AND h.attribute_id = g.attribute_id
+	   AND h.valid_to IS NULL;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER entities_removed AFTER DELETE ON cdp_traits.customer_entities
+	REFERENCING OLD TABLE AS cdp_traits_old
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._entities_removed();
+
+/*
+ * The calculation.
+ *
+ * Work tables (temporary, per run):
+ *   cdp_scope(id, row_xmin)  the dirty entities and the row version read
+ *   cdp_new(eid, aid, value) values computed in this step
+ *   cdp_outcome              per attribute: ok/error, skipped, duration
+ *   cdp_changed(eid)         entities any of whose values changed
+ */
+
+-- Record the outcome of computing one or more attributes.
+CREATE FUNCTION cdp_traits._outcome(aids text[], err text, skipped bigint[], started timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+	INSERT INTO pg_temp.cdp_outcome (aid, error, skipped, duration_ms)
+	SELECT a, $2, COALESCE($3[i], 0),
+		   round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - $4)::numeric * 1000, 1)
+	  FROM pg_catalog.unnest($1) WITH ORDINALITY u(a, i)
+	ON CONFLICT (aid) DO UPDATE SET error = EXCLUDED.error, skipped = EXCLUDED.skipped,
+		duration_ms = EXCLUDED.duration_ms
+$$;
+
+-- Compute predefined attributes (aids) over events_sql (a FROM item "e"
+-- with a WHERE) into cdp_new: one statement for all of them.
+CREATE FUNCTION cdp_traits._calc_predefined(aids text[], events_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	cols text := '';
+	skips text := '';
+	laterals text := '';
+	vals text := '';
+	c record;
+	i integer := 0;
+	aid text;
+	skipped bigint[];
+BEGIN
+	FOREACH aid IN ARRAY aids LOOP
+		i := i + 1;
+		SELECT * INTO c FROM cdp_traits._compile(aid,
+			(SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid), 'a' || i);
+		cols := cols || pg_catalog.format(E',\n\t%s AS c%s', c.agg, i);
+		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
+		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', cdp_traits._skipped_sql(c.cond, 'a' || i), i);
+		laterals := laterals || E'\n  ' || c.lat;
+		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('(%L, q.c%s)', aid, i);
+	END LOOP;
+	EXECUTE pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
+		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s\n GROUP BY e.customer_entity_id\n), '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, aid, value) '
+		'SELECT q.eid, u.aid, u.value FROM q CROSS JOIN LATERAL (VALUES %s) u(aid, value) '
+		'WHERE u.value IS NOT NULL) '
+		'SELECT ARRAY[%s] FROM q',
+		cols, events_sql, laterals, vals, skips) INTO skipped;
+	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
+END;
+$$;
+
+-- Compute one custom or external attribute for the entities of scope_sql into cdp_new.
+CREATE FUNCTION cdp_traits._calc_query(aid text, scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	dt text := cdp_traits._opt(def, 'data_type');
+	q text;
+	vtype regtype;
+	conv text;
+	skipped bigint;
+BEGIN
+	IF def->>'type' = 'custom' THEN
+		q := cdp_traits._custom_sql(def, scope_sql);
+	ELSE
+		q := pg_catalog.format(E'SELECT x.customer_entity_id::uuid AS eid, x.value FROM (\n%s\n) x '
+			'WHERE x.value IS NOT NULL AND x.customer_entity_id::uuid IN (%s)', def->>'query', scope_sql);
+	END IF;
+	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
+	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
+	EXECUTE pg_catalog.format(
+		'WITH r AS (%s), v AS (SELECT r.eid, %s AS v FROM r), '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, aid, value) '
+		'SELECT eid, %L, CASE WHEN count(*) = 1 THEN pg_catalog.to_jsonb(min(v)) '
+		'ELSE pg_catalog.to_jsonb(pg_catalog.array_agg(v ORDER BY v)) END '
+		'FROM v WHERE v IS NOT NULL GROUP BY eid) '
+		'SELECT count(*) FILTER (WHERE v IS NULL) FROM v', q, conv, aid) INTO skipped;
+	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
+END;
+$$;
+
+-- Compute one audience for the entities of scope_sql into cdp_new (members only).
+CREATE FUNCTION cdp_traits._calc_audience(aid text, scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	EXECUTE pg_catalog.format(
+		'INSERT INTO pg_temp.cdp_new (eid, aid, value) '
+		'SELECT p.customer_entity_id, %L, ''true''::jsonb FROM cdp_traits.pivoted_customer_attributes p '
+		|| E'WHERE p.customer_entity_id IN (%s) AND (%s\n)::boolean',
+		aid, scope_sql, (SELECT a.definition->>'condition' FROM cdp_traits.attributes a WHERE a.id = aid));
+	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, NULL, pg_catalog.clock_timestamp());
+END;
+$$;
+
+-- Run one computing step with error isolation: on failure record the error
+-- for each attribute (run one by one when several shared the statement).
+CREATE FUNCTION cdp_traits._calc_step(kind text, aids text[], scope_sql text, events_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	msg text;
+	one text;
+	t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+	IF pg_catalog.cardinality(aids) = 0 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		CASE kind
+			WHEN 'predefined' THEN PERFORM cdp_traits._calc_predefined(aids, events_sql);
+			WHEN 'query' THEN PERFORM cdp_traits._calc_query(aids[1], scope_sql);
+			WHEN 'audience' THEN PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
+		END CASE;
+		UPDATE pg_temp.cdp_outcome SET duration_ms =
+			round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - t0)::numeric * 1000, 1)
+		 WHERE cdp_outcome.aid = ANY (aids);
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+		IF pg_catalog.cardinality(aids) > 1 THEN
+			FOREACH one IN ARRAY aids LOOP
+				PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
+			END LOOP;
+		ELSE
+			PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+			RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+		END IF;
+	END;
+END;
+$$;
+
+-- Write the values in cdp_new of the attributes that succeeded, for the
+-- entities of scope_sql: only changes; history; audience enter/exit.
+CREATE FUNCTION cdp_traits._write_values(run bigint, aids text[], scope_sql text, scope text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	ok text[];
+BEGIN
+	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
+	IF ok IS NULL THEN
+		RETURN;
+	END IF;
+	DROP TABLE IF EXISTS pg_temp.cdp_changes;
+	EXECUTE pg_catalog.format($q$
+		CREATE TEMP TABLE cdp_changes AS
+		SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, COALESCE(n.aid, o.attribute_id) AS aid,
+			   o.value AS old_value, n.value AS new_value, a.version, a.definition
+		  FROM (SELECT * FROM pg_temp.cdp_new WHERE aid = ANY ($1)) n
+		  FULL JOIN (SELECT ca.customer_entity_id, ca.attribute_id, ca.value, ca.definition_version
+					   FROM cdp_traits.customer_attributes ca
+					  WHERE ca.attribute_id = ANY ($1) AND ca.customer_entity_id IN (%s)) o
+			ON o.customer_entity_id = n.eid AND o.attribute_id = n.aid
+		  JOIN cdp_traits.attributes a ON a.id = COALESCE(n.aid, o.attribute_id)
+		 WHERE o.value IS DISTINCT FROM n.value OR o.definition_version IS DISTINCT FROM a.version
+	$q$, scope_sql) USING ok;
+
+	-- entities removed meanwhile are skipped; the rest cannot go until we commit
+	DROP TABLE IF EXISTS pg_temp.cdp_live;
+	CREATE TEMP TABLE cdp_live (id uuid PRIMARY KEY);
+	INSERT INTO pg_temp.cdp_live
+	SELECT ce.id FROM cdp_traits.customer_entities ce
+	 WHERE ce.id IN (SELECT DISTINCT eid FROM pg_temp.cdp_changes)
+	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
+
+	DELETE FROM cdp_traits.customer_attributes ca
+	 USING pg_temp.cdp_changes c
+	 WHERE c.new_value IS NULL AND ca.customer_entity_id = c.eid AND ca.attribute_id = c.aid;
+	INSERT INTO cdp_traits.customer_attributes AS ca
+		(customer_entity_id, attribute_id, value, calculated_at, definition_version, run_id)
+	SELECT c.eid, c.aid, c.new_value, pg_catalog.now(), c.version, run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.new_value IS NOT NULL AND c.eid IN (SELECT id FROM pg_temp.cdp_live)
+	 ORDER BY c.eid, c.aid
+	ON CONFLICT (customer_entity_id, attribute_id) DO UPDATE
+	   SET value = EXCLUDED.value, calculated_at = EXCLUDED.calculated_at,
+		   definition_version = EXCLUDED.definition_version, run_id = EXCLUDED.run_id;
+
+	-- history of attributes that keep it
+	UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+	  FROM pg_temp.cdp_changes c
+	 WHERE (c.definition->>'history')::boolean AND c.old_value IS DISTINCT FROM c.new_value
+	   AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid AND h.valid_to IS NULL;
+	INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+	SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_changes c
+	 WHERE (c.definition->>'history')::boolean AND c.new_value IS NOT NULL
+	   AND c.old_value IS DISTINCT FROM c.new_value
+	   AND c.eid IN (SELECT id FROM pg_temp.cdp_live);
+
+	-- audience enter/exit
+	INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
+	SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_changes c
+	 WHERE c.definition->>'type' = 'audience' AND c.old_value IS DISTINCT FROM c.new_value
+	   AND (c.new_value IS NULL OR c.eid IN (SELECT id FROM pg_temp.cdp_live))
+	 ORDER BY c.eid, c.aid;
+
+	INSERT INTO pg_temp.cdp_changed
+	SELECT DISTINCT c.eid FROM pg_temp.cdp_changes c WHERE c.old_value IS DISTINCT FROM c.new_value
+	ON CONFLICT DO NOTHING;
+
+	INSERT INTO cdp_traits.calculation_run_attributes AS r
+		(run_id, attribute_id, definition_version, scope, values_written, values_removed)
+	SELECT run, a, (SELECT at.version FROM cdp_traits.attributes at WHERE at.id = a), scope,
+		   (SELECT count(*) FROM pg_temp.cdp_changes c WHERE c.aid = a AND c.new_value IS NOT NULL
+				AND c.eid IN (SELECT id FROM pg_temp.cdp_live)),
+		   (SELECT count(*) FROM pg_temp.cdp_changes c WHERE c.aid = a AND c.new_value IS NULL)
+	  FROM pg_catalog.unnest(ok) a
+	ON CONFLICT (run_id, attribute_id) DO UPDATE
+	   SET values_written = r.values_written + EXCLUDED.values_written,
+		   values_removed = r.values_removed + EXCLUDED.values_removed;
+	UPDATE pg_temp.cdp_outcome SET written = true WHERE aid = ANY (ok);
+END;
+$$;
+
+CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET client_min_messages = warning
+AS $$
+DECLARE
+	run bigint;
+	n bigint;
+	after interval := pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
+	attached boolean := cdp_traits._events_attached();
+	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
+	dirty_q text[]; all_q text[]; ext text[]; aud text[];
+	a record;
+	aid text;
+	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
+	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
+	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
+BEGIN
+	-- one run at a time per database
+	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
+	PERFORM cdp_traits.refresh_context();
+	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
+
+	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
+	CREATE TEMP TABLE cdp_scope AS
+	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
+	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
+	ANALYZE pg_temp.cdp_scope;
+	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, aid text NOT NULL, value jsonb NOT NULL);
+	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
+								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
+	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
+
+	-- sort the definitions: which step computes each, over which entities
+	-- (a new or changed definition is computed for every entity)
+	dirty_pre := '{}'; all_pre := '{}'; dirty_srf := '{}'; all_srf := '{}';
+	dirty_q := '{}'; all_q := '{}'; ext := '{}';
+	FOR a IN SELECT at.id, at.definition->>'type' AS typ,
+					force OR at.calculated_version IS DISTINCT FROM at.version AS everyone
+			   FROM cdp_traits.attributes at ORDER BY at.id LOOP
+		IF a.typ = 'audience' THEN
+			CONTINUE;
+		ELSIF a.typ = 'external' THEN
+			ext := ext || a.id;
+		ELSIF NOT attached THEN
+			PERFORM cdp_traits._outcome(ARRAY[a.id], 'no events table is attached', NULL, pg_catalog.clock_timestamp());
+		ELSIF a.typ = 'custom' THEN
+			IF a.everyone THEN all_q := all_q || a.id; ELSE dirty_q := dirty_q || a.id; END IF;
+		ELSE
+			DECLARE
+				is_srf boolean;
+			BEGIN
+				SELECT c.srf INTO is_srf FROM cdp_traits._compile(a.id,
+					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), 'a') c;
+				IF a.everyone THEN
+					IF is_srf THEN all_srf := all_srf || a.id; ELSE all_pre := all_pre || a.id; END IF;
+				ELSE
+					IF is_srf THEN dirty_srf := dirty_srf || a.id; ELSE dirty_pre := dirty_pre || a.id; END IF;
+				END IF;
+			EXCEPTION WHEN OTHERS THEN
+				DECLARE
+					msg text;
+				BEGIN
+					GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+					PERFORM cdp_traits._outcome(ARRAY[a.id], msg, NULL, pg_catalog.clock_timestamp());
+					RAISE WARNING 'attribute "%" was not calculated: %', a.id, msg;
+				END;
+			END;
+		END IF;
+	END LOOP;
+
+	-- dirty entities
+	IF n > 0 AND attached THEN
+		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
+			cdp_traits._scoped_events(dirty_scope));
+		FOREACH aid IN ARRAY dirty_srf LOOP
+			PERFORM cdp_traits._calc_step('predefined', ARRAY[aid], dirty_scope,
+				cdp_traits._scoped_events(dirty_scope));
+		END LOOP;
+		FOREACH aid IN ARRAY dirty_q LOOP
+			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
+		END LOOP;
+		PERFORM cdp_traits._write_values(run, dirty_pre || dirty_srf || dirty_q, dirty_scope, 'dirty');
+		TRUNCATE pg_temp.cdp_new;
+	END IF;
+
+	-- every entity: new or changed definitions, external traits
+	IF attached THEN
+		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
+			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+		FOREACH aid IN ARRAY all_srf LOOP
+			PERFORM cdp_traits._calc_step('predefined', ARRAY[aid], all_scope,
+				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+		END LOOP;
+		FOREACH aid IN ARRAY all_q LOOP
+			PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
+		END LOOP;
+	END IF;
+	FOREACH aid IN ARRAY ext LOOP
+		PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
+	END LOOP;
+	PERFORM cdp_traits._write_values(run, all_pre || all_srf || all_q || ext, all_scope, 'all');
+	TRUNCATE pg_temp.cdp_new;
+
+	-- audiences, dependencies first, over dirty entities and those whose values changed
+	aud := cdp_traits._audience_order();
+	FOREACH aid IN ARRAY aud LOOP
+		IF force OR (SELECT at.calculated_version IS DISTINCT FROM at.version
+					   FROM cdp_traits.attributes at WHERE at.id = aid) THEN
+			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
+			PERFORM cdp_traits._write_values(run, ARRAY[aid], all_scope, 'all');
+		ELSE
+			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
+			PERFORM cdp_traits._write_values(run, ARRAY[aid], aud_scope, 'dirty');
+		END IF;
+		TRUNCATE pg_temp.cdp_new;
+	END LOOP;
+
+	-- outcomes; definitions computed for everyone are now complete
+	INSERT INTO cdp_traits.calculation_run_attributes AS r
+		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error)
+	SELECT run, o.aid, at.version,
+		   CASE WHEN force OR at.calculated_version IS DISTINCT FROM at.version
+					 OR at.definition->>'type' = 'external' THEN 'all' ELSE 'dirty' END,
+		   o.skipped, o.duration_ms, o.error
+	  FROM pg_temp.cdp_outcome o JOIN cdp_traits.attributes at ON at.id = o.aid
+	ON CONFLICT (run_id, attribute_id) DO UPDATE
+	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
+		   error = EXCLUDED.error;
+	UPDATE cdp_traits.calculation_run_attributes r
+	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
+	 WHERE r.run_id = run;
+	UPDATE cdp_traits.attributes at SET calculated_version = at.version
+	  FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = at.id AND o.error IS NULL AND o.written
+	   AND at.calculated_version IS DISTINCT FROM at.version;
+
+	-- the dirty entities are calculated, unless an event changed them meanwhile
+	UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
+	  FROM pg_temp.cdp_scope s
+	 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
+
+	UPDATE cdp_traits.calculation_runs r
+	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
+		   attributes = (SELECT count(*) FROM pg_temp.cdp_outcome),
+		   failed_attributes = (SELECT count(*) FROM pg_temp.cdp_outcome WHERE error IS NOT NULL),
+		   values_written = (SELECT sum(values_written) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   values_removed = (SELECT sum(values_removed) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
+	 WHERE r.id = run;
+	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
+	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live;
+	RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.calculate_attributes(boolean) IS
+	'recalculate attributes of dirty entities (all with force), new or changed definitions for everyone; returns the number of entities recalculated';
+
+-- The pivot view as installed (no attributes yet); rebuilt when attributes change.
+SELECT cdp_traits._rebuild_pivot();

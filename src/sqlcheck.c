@@ -1,0 +1,294 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlcheck.c
+ *		Checking and describing the SQL fragments users store in definitions
+ *		(attribute values, filters, audience conditions, custom, external and
+ *		context queries) before the extension ever runs them.
+ *
+ * The attribute engine embeds these fragments in larger statements, so a
+ * fragment must be exactly what it claims to be: one expression, or one
+ * plain SELECT (no data-modifying WITH, no INTO, no second statement), or
+ * text like "1) FROM x; DROP TABLE y; --" could escape its place.  The raw
+ * parser decides that, without looking anything up.  The describing
+ * functions prepare (parse-analyse) a statement without running it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
+
+#include "cdp_traits.h"
+
+PG_FUNCTION_INFO_V1(cdp_sql_problem);
+PG_FUNCTION_INFO_V1(cdp_expression_columns);
+PG_FUNCTION_INFO_V1(cdp_query_columns);
+PG_FUNCTION_INFO_V1(cdp_query_returns_set);
+
+/*
+ * raw_parse_or_message
+ *		Run the raw parser; on a syntax error return NULL and set *message.
+ */
+static List *
+raw_parse_or_message(const char *sql, RawParseMode mode, char **message)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *parsed = NIL;
+
+	PG_TRY();
+	{
+		parsed = raw_parser(sql, mode);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*message = edata->message;
+		return NIL;
+	}
+	PG_END_TRY();
+	return parsed;
+}
+
+/*
+ * expression_problem
+ *		NULL if sql is exactly one SQL expression, else what is wrong.
+ */
+static char *
+expression_problem(const char *sql)
+{
+	char	   *message = NULL;
+	List	   *parsed = raw_parse_or_message(sql, RAW_PARSE_PLPGSQL_EXPR, &message);
+	SelectStmt *sel;
+
+	if (message)
+		return message;
+	if (list_length(parsed) != 1)
+		return pstrdup("expected one SQL expression");
+	sel = (SelectStmt *) linitial_node(RawStmt, parsed)->stmt;
+	if (!IsA(sel, SelectStmt) ||
+		list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
+		sel->whereClause != NULL || sel->groupClause != NIL ||
+		sel->havingClause != NULL || sel->windowClause != NIL ||
+		sel->sortClause != NIL || sel->limitCount != NULL ||
+		sel->limitOffset != NULL || sel->distinctClause != NIL ||
+		sel->lockingClause != NIL || sel->intoClause != NULL ||
+		sel->withClause != NULL || sel->op != SETOP_NONE)
+		return pstrdup("expected one SQL expression, not a list, clause or statement");
+	if (((ResTarget *) linitial(sel->targetList))->name != NULL)
+		return pstrdup("expected one SQL expression without an alias");
+	return NULL;
+}
+
+/*
+ * query_problem
+ *		NULL if sql is exactly one plain SELECT statement, else what is wrong.
+ */
+static char *
+query_problem(const char *sql)
+{
+	char	   *message = NULL;
+	List	   *parsed = raw_parse_or_message(sql, RAW_PARSE_DEFAULT, &message);
+	SelectStmt *sel;
+
+	if (message)
+		return message;
+	if (list_length(parsed) != 1)
+		return pstrdup("expected exactly one SELECT statement");
+	sel = (SelectStmt *) linitial_node(RawStmt, parsed)->stmt;
+	if (!IsA(sel, SelectStmt))
+		return pstrdup("expected a SELECT statement");
+	if (sel->intoClause != NULL)
+		return pstrdup("SELECT INTO is not allowed");
+	if (sel->lockingClause != NIL)
+		return pstrdup("FOR UPDATE/SHARE is not allowed");
+	if (sel->withClause != NULL)
+	{
+		ListCell   *lc;
+
+		foreach(lc, sel->withClause->ctes)
+		{
+			CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
+
+			if (!IsA(cte->ctequery, SelectStmt))
+				return psprintf("WITH query \"%s\" must be a SELECT", cte->ctename);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * cdp_sql_problem
+ *		SQL: _sql_problem(sql text, kind text) RETURNS text.  NULL when sql is
+ *		one expression (kind 'expression') or one plain SELECT (kind
+ *		'query'); otherwise a description of the problem.
+ */
+Datum
+cdp_sql_problem(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *problem;
+
+	if (strcmp(kind, "expression") == 0)
+		problem = expression_problem(sql);
+	else if (strcmp(kind, "query") == 0)
+		problem = query_problem(sql);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown SQL fragment kind \"%s\"", kind),
+				 errhint("Use 'expression' or 'query'.")));
+	if (problem == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(problem));
+}
+
+typedef struct ColumnRefNames
+{
+	List	   *names;
+} ColumnRefNames;
+
+/*
+ * collect_column_refs
+ *		Raw-tree walker: the last name of every column reference.
+ */
+static bool
+collect_column_refs(Node *node, void *context)
+{
+	ColumnRefNames *acc = (ColumnRefNames *) context;
+
+	if (node == NULL)
+		return false;
+	if (IsA(node, ColumnRef))
+	{
+		ColumnRef  *ref = (ColumnRef *) node;
+		Node	   *last = llast(ref->fields);
+
+		if (IsA(last, String))
+			acc->names = list_append_unique(acc->names, makeString(strVal(last)));
+		return false;
+	}
+	return raw_expression_tree_walker(node, collect_column_refs, context);
+}
+
+/*
+ * cdp_expression_columns
+ *		SQL: _expression_columns(expr text) RETURNS text[] — the column names
+ *		an expression refers to (for the dependencies of audiences).
+ */
+Datum
+cdp_expression_columns(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *problem = expression_problem(sql);
+	ColumnRefNames acc = {NIL};
+	SelectStmt *sel;
+	Datum	   *elems;
+	int			n = 0;
+	ListCell   *lc;
+
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid expression: %s", problem)));
+	sel = (SelectStmt *) linitial_node(RawStmt, raw_parser(sql, RAW_PARSE_PLPGSQL_EXPR))->stmt;
+	(void) collect_column_refs((Node *) sel->targetList, &acc);
+	elems = palloc(sizeof(Datum) * (list_length(acc.names) + 1));
+	foreach(lc, acc.names)
+		elems[n++] = CStringGetTextDatum(strVal(lfirst(lc)));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * prepared_source
+ *		Parse-analyse one statement through SPI (errors propagate) and return
+ *		its plan source.  The caller must be connected to SPI.
+ */
+static CachedPlanSource *
+prepared_source(const char *sql)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
+	List	   *sources;
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	sources = SPI_plan_get_plan_sources(plan);
+	if (list_length(sources) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("expected exactly one statement")));
+	return (CachedPlanSource *) linitial(sources);
+}
+
+/*
+ * cdp_query_columns
+ *		SQL: _query_columns(sql text) RETURNS TABLE(name text, type regtype):
+ *		the result columns of a statement, found by preparing it (it is not
+ *		run).  Errors in the statement are raised as they are.
+ */
+Datum
+cdp_query_columns(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	CachedPlanSource *src;
+	TupleDesc	desc;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	src = prepared_source(sql);
+	desc = src->resultDesc;
+	for (i = 0; desc && i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum(NameStr(att->attname));
+		values[1] = ObjectIdGetDatum(att->atttypid);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * cdp_query_returns_set
+ *		SQL: _query_returns_set(sql text) RETURNS boolean: whether the
+ *		target list of the (prepared, not run) SELECT has a set-returning
+ *		function, i.e. one input row may give several output rows.
+ */
+Datum
+cdp_query_returns_set(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	CachedPlanSource *src;
+	bool		result = false;
+	ListCell   *lc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	src = prepared_source(sql);
+	foreach(lc, src->query_list)
+	{
+		Query	   *q = lfirst_node(Query, lc);
+
+		if (q->hasTargetSRFs)
+			result = true;
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(result);
+}
