@@ -112,7 +112,7 @@ CREATE TABLE cdp_traits.attribute_value_counts (
 	PRIMARY KEY (attribute_id, value)
 );
 COMMENT ON TABLE cdp_traits.attribute_value_counts IS
-	'customers per attribute value; a list counts once per element (kept current with the values)';
+	'customers per value of categorical attributes (text, boolean, lists of them); a list counts once per element';
 CREATE VIEW cdp_traits.attribute_top_values AS
 SELECT attribute_id, value, customers, rank
   FROM (SELECT c.attribute_id, c.value, c.customers,
@@ -242,11 +242,13 @@ AS $$ SELECT pg_catalog.to_regclass('cdp_traits.customer_events') IS NOT NULL $$
  *            value), alias.r (raw value), alias.w (weight), alias.f (outer filter)
  *   agg      the aggregate over alias.* (result of the data type)
  *   srf      whether value is set-returning (one event, several values)
+ *   skipped  count of values that did not convert to the data type ('0'
+ *            when the conversion cannot fail)
  * Column types are found by preparing (not running) a statement over
  * customer_events, so this needs an attached events table.
  */
 CREATE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
-	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean)
+	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
@@ -312,6 +314,13 @@ BEGIN
 	END;
 	agg := pg_catalog.format('pg_catalog.to_jsonb(%s FILTER (WHERE %s AND %I.f IS TRUE))',
 		fn, cond, alias);
+	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
+		skipped := pg_catalog.format(
+			'count(*) FILTER (WHERE %s AND %I.f IS TRUE AND %I.r IS NOT NULL AND %I.v IS NULL)',
+			cond, alias, alias, alias);
+	ELSE
+		skipped := '0::bigint';
+	END IF;
 	IF typ = 'num_of_unique' THEN
 		-- no qualifying value: no row, not 0
 		agg := pg_catalog.format('pg_catalog.to_jsonb(NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0))',
@@ -320,15 +329,6 @@ BEGIN
 END;
 $$;
 
--- The values-skipped counter of a compiled attribute (raw value given, conversion NULL).
-CREATE FUNCTION cdp_traits._skipped_sql(cond text, alias text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT pg_catalog.format(
-		'count(*) FILTER (WHERE %s AND %I.f IS TRUE AND %I.r IS NOT NULL AND %I.v IS NULL)',
-		$1, $2, $2, $2)
-$$;
 
 -- The events of the entities in scope_sql (a SELECT of entity ids), as a
 -- FROM item "e" with the events' columns plus customer_entity_id.  Starts
@@ -455,7 +455,7 @@ BEGIN
 			SELECT * INTO c FROM cdp_traits._compile(id, def, 'a');
 			PERFORM cdp_traits._query_columns(pg_catalog.format(
 				'SELECT %s, %s FROM cdp_traits.customer_events e %s GROUP BY e.customer_entity_id',
-				c.agg, cdp_traits._skipped_sql(c.cond, 'a'), c.lat));
+				c.agg, c.skipped, c.lat));
 		ELSIF typ = 'custom' THEN
 			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
 			  FROM cdp_traits._query_columns(pg_catalog.format(
@@ -563,9 +563,11 @@ BEGIN
 		ex := pg_catalog.format('p.j -> %L', a.id);
 		cols := cols || pg_catalog.format(E',\n\t%s AS %I', CASE
 			WHEN cdp_traits._pivot_type(a.definition) = 'jsonb' THEN ex
+			WHEN a.definition->>'type' = 'audience' THEN pg_catalog.format(
+				'COALESCE((%s)::boolean, false)', ex)
 			WHEN cdp_traits._pivot_type(a.definition) LIKE '%[]' THEN pg_catalog.format(
-				'ARRAY(SELECT x::%s FROM pg_catalog.jsonb_array_elements_text(%s) x)',
-				cdp_traits._sql_type(cdp_traits._data_type(a.definition)), ex)
+				'CASE WHEN %s IS NOT NULL THEN ARRAY(SELECT x::%s FROM pg_catalog.jsonb_array_elements_text(%s) x) END',
+				ex, cdp_traits._sql_type(cdp_traits._data_type(a.definition)), ex)
 			WHEN a.definition->>'type' IN ('custom', 'external') THEN pg_catalog.format(
 				'CASE WHEN pg_catalog.jsonb_typeof(%s) NOT IN (''array'', ''object'') THEN %s END',
 				ex, cdp_traits._convert(ex, 'jsonb', cdp_traits._data_type(a.definition)))
@@ -652,6 +654,7 @@ SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
 	src text;
+	categorical text[];
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
 		TRUNCATE cdp_traits.attribute_counts, cdp_traits.attribute_value_counts;
@@ -663,22 +666,27 @@ BEGIN
 		ELSE 'SELECT attribute_id, value, 1 AS delta FROM cdp_traits_new UNION ALL '
 			 'SELECT attribute_id, value, -1 FROM cdp_traits_old' END;
 	EXECUTE pg_catalog.format($q$
-		WITH d AS (%s),
-		a AS (
-			INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
-			SELECT attribute_id, sum(delta) FROM d GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
-			ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
-		)
-		INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
-		SELECT d.attribute_id, x.v, sum(d.delta)
-		  FROM d CROSS JOIN LATERAL (
-				SELECT e FROM pg_catalog.jsonb_array_elements(d.value) e
-				 WHERE pg_catalog.jsonb_typeof(d.value) = 'array'
-				UNION ALL
-				SELECT d.value WHERE pg_catalog.jsonb_typeof(d.value) <> 'array') x(v)
-		 GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2
-		ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+		INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+		SELECT attribute_id, sum(delta) FROM (%s) d GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
+		ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
 	$q$, src);
+	-- values are counted for categorical attributes (text, boolean, lists of
+	-- them); numbers and times are nearly unique per customer
+	SELECT pg_catalog.array_agg(a.id) INTO categorical FROM cdp_traits.attributes a
+	 WHERE cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]');
+	IF categorical IS NOT NULL THEN
+		EXECUTE pg_catalog.format($q$
+			INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
+			SELECT d.attribute_id, x.v, sum(d.delta)
+			  FROM (%s) d
+			 CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(CASE
+					WHEN pg_catalog.jsonb_typeof(d.value) = 'array' THEN d.value
+					ELSE pg_catalog.jsonb_build_array(d.value) END) x(v)
+			 WHERE d.attribute_id = ANY ($1)
+			 GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2
+			ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+		$q$, src) USING categorical;
+	END IF;
 	IF TG_OP <> 'INSERT' THEN
 		DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
 		EXECUTE pg_catalog.format($q$
@@ -774,6 +782,7 @@ DECLARE
 	i integer := 0;
 	aid text;
 	skipped bigint[];
+	sql text;
 BEGIN
 	FOREACH aid IN ARRAY aids LOOP
 		i := i + 1;
@@ -781,17 +790,19 @@ BEGIN
 			(SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid), 'a' || i);
 		cols := cols || pg_catalog.format(E',\n\t%s AS c%s', c.agg, i);
 		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
-		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', cdp_traits._skipped_sql(c.cond, 'a' || i), i);
+		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 		laterals := laterals || E'\n  ' || c.lat;
 		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('(%L, q.c%s)', aid, i);
 	END LOOP;
-	EXECUTE pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
+	sql := pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
 		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s\n GROUP BY e.customer_entity_id\n), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, aid, value) '
 		'SELECT q.eid, u.aid, u.value FROM q CROSS JOIN LATERAL (VALUES %s) u(aid, value) '
 		'WHERE u.value IS NOT NULL) '
 		'SELECT ARRAY[%s] FROM q',
-		cols, events_sql, laterals, vals, skips) INTO skipped;
+		cols, events_sql, laterals, vals, skips);
+	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
+	EXECUTE sql INTO skipped;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
 END;
 $$;
@@ -890,17 +901,25 @@ SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
 	ok text[];
+	hist text[];
+	auds text[];
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
 	IF ok IS NULL THEN
 		RETURN;
 	END IF;
+	SELECT pg_catalog.array_agg(a.id) FILTER (WHERE (a.definition->>'history')::boolean),
+		   pg_catalog.array_agg(a.id) FILTER (WHERE a.definition->>'type' = 'audience')
+	  INTO hist, auds
+	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
+
+	-- what differs from the stored values (or was produced by an older definition version)
 	DROP TABLE IF EXISTS pg_temp.cdp_changes;
 	EXECUTE pg_catalog.format($q$
 		CREATE TEMP TABLE cdp_changes AS
 		SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, COALESCE(n.aid, o.attribute_id) AS aid,
-			   o.value AS old_value, n.value AS new_value, a.version, a.definition
+			   o.value AS old_value, n.value AS new_value, a.version, o.customer_entity_id IS NOT NULL AS stored
 		  FROM (SELECT * FROM pg_temp.cdp_new WHERE aid = ANY ($1)) n
 		  FULL JOIN (SELECT ca.customer_entity_id, ca.attribute_id, ca.value, ca.definition_version
 					   FROM cdp_traits.customer_attributes ca
@@ -915,51 +934,62 @@ BEGIN
 	CREATE TEMP TABLE cdp_live (id uuid PRIMARY KEY);
 	INSERT INTO pg_temp.cdp_live
 	SELECT ce.id FROM cdp_traits.customer_entities ce
-	 WHERE ce.id IN (SELECT DISTINCT eid FROM pg_temp.cdp_changes)
+	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE new_value IS NOT NULL)
 	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
 
 	DELETE FROM cdp_traits.customer_attributes ca
 	 USING pg_temp.cdp_changes c
 	 WHERE c.new_value IS NULL AND ca.customer_entity_id = c.eid AND ca.attribute_id = c.aid;
-	INSERT INTO cdp_traits.customer_attributes AS ca
+	UPDATE cdp_traits.customer_attributes ca
+	   SET value = c.new_value, calculated_at = pg_catalog.now(), definition_version = c.version, run_id = run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.stored AND c.new_value IS NOT NULL AND ca.customer_entity_id = c.eid AND ca.attribute_id = c.aid
+	   AND c.eid IN (SELECT id FROM pg_temp.cdp_live);
+	INSERT INTO cdp_traits.customer_attributes
 		(customer_entity_id, attribute_id, value, calculated_at, definition_version, run_id)
 	SELECT c.eid, c.aid, c.new_value, pg_catalog.now(), c.version, run
 	  FROM pg_temp.cdp_changes c
-	 WHERE c.new_value IS NOT NULL AND c.eid IN (SELECT id FROM pg_temp.cdp_live)
-	 ORDER BY c.eid, c.aid
-	ON CONFLICT (customer_entity_id, attribute_id) DO UPDATE
-	   SET value = EXCLUDED.value, calculated_at = EXCLUDED.calculated_at,
-		   definition_version = EXCLUDED.definition_version, run_id = EXCLUDED.run_id;
-
-	-- history of attributes that keep it
-	UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
-	  FROM pg_temp.cdp_changes c
-	 WHERE (c.definition->>'history')::boolean AND c.old_value IS DISTINCT FROM c.new_value
-	   AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid AND h.valid_to IS NULL;
-	INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-	SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_changes c
-	 WHERE (c.definition->>'history')::boolean AND c.new_value IS NOT NULL
-	   AND c.old_value IS DISTINCT FROM c.new_value
-	   AND c.eid IN (SELECT id FROM pg_temp.cdp_live);
-
-	-- audience enter/exit
-	INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
-	SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_changes c
-	 WHERE c.definition->>'type' = 'audience' AND c.old_value IS DISTINCT FROM c.new_value
-	   AND (c.new_value IS NULL OR c.eid IN (SELECT id FROM pg_temp.cdp_live))
+	 WHERE NOT c.stored AND c.eid IN (SELECT id FROM pg_temp.cdp_live)
 	 ORDER BY c.eid, c.aid;
 
-	INSERT INTO pg_temp.cdp_changed
-	SELECT DISTINCT c.eid FROM pg_temp.cdp_changes c WHERE c.old_value IS DISTINCT FROM c.new_value
-	ON CONFLICT DO NOTHING;
+	-- history of attributes that keep it
+	IF hist IS NOT NULL THEN
+		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+		  FROM pg_temp.cdp_changes c
+		 WHERE c.aid = ANY (hist) AND c.old_value IS DISTINCT FROM c.new_value
+		   AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid AND h.valid_to IS NULL;
+		INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+		SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_changes c
+		 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL AND c.old_value IS DISTINCT FROM c.new_value
+		   AND c.eid IN (SELECT id FROM pg_temp.cdp_live);
+	END IF;
+
+	-- audience enter/exit
+	IF auds IS NOT NULL THEN
+		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
+		SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_changes c
+		 WHERE c.aid = ANY (auds) AND c.old_value IS DISTINCT FROM c.new_value
+		   AND (c.new_value IS NULL OR c.eid IN (SELECT id FROM pg_temp.cdp_live))
+		 ORDER BY c.eid, c.aid;
+	END IF;
+
+	-- entities whose values changed: audiences re-evaluate them
+	IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience') THEN
+		INSERT INTO pg_temp.cdp_changed
+		SELECT DISTINCT c.eid FROM pg_temp.cdp_changes c WHERE c.old_value IS DISTINCT FROM c.new_value
+		ON CONFLICT DO NOTHING;
+	END IF;
 
 	INSERT INTO cdp_traits.calculation_run_attributes AS r
 		(run_id, attribute_id, definition_version, scope, values_written, values_removed)
 	SELECT run, a, (SELECT at.version FROM cdp_traits.attributes at WHERE at.id = a), scope,
-		   (SELECT count(*) FROM pg_temp.cdp_changes c WHERE c.aid = a AND c.new_value IS NOT NULL
-				AND c.eid IN (SELECT id FROM pg_temp.cdp_live)),
-		   (SELECT count(*) FROM pg_temp.cdp_changes c WHERE c.aid = a AND c.new_value IS NULL)
+		   COALESCE(w.written, 0), COALESCE(w.removed, 0)
 	  FROM pg_catalog.unnest(ok) a
+	  LEFT JOIN (SELECT c.aid,
+						count(*) FILTER (WHERE c.new_value IS NOT NULL
+										   AND c.eid IN (SELECT id FROM pg_temp.cdp_live)) AS written,
+						count(*) FILTER (WHERE c.new_value IS NULL) AS removed
+				   FROM pg_temp.cdp_changes c GROUP BY c.aid) w ON w.aid = a
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_written = r.values_written + EXCLUDED.values_written,
 		   values_removed = r.values_removed + EXCLUDED.values_removed;
