@@ -18,15 +18,17 @@ INSERT INTO ev VALUES
   (4, 'web', 'purchase',  '1-0-0', '2025-01-10 10:00+00', '{"email": "ann@x", "amount": "100.5", "vip": "yes", "items": [{"sku": "A", "price": 10}, {"sku": "B", "price": 20}]}'),
   (5, 'web', 'purchase',  '2-0-0', '2025-01-20 10:00+00', '{"email": "ann@x", "amount": "abc", "items": [{"sku": "B", "price": 20}, {"sku": "C", "price": "n/a"}]}'),
   (6, 'crm', 'purchase',  '1-0-0', '2025-01-25 10:00+00', '{"email": "ann@x", "amount": 50, "birthday": "1990-02-30"}'),
-  -- Bob: a tie between Linux and Windows
+  -- Cid: one event
+  (12, 'crm', 'signup', '1-0-0', '2025-03-01 10:00+00', '{"email": "cid@x", "birthday": "1991-05-05T00:00:00Z", "vip": "true"}');
+SELECT cdp_traits.attach_events('ev');
+-- Bob arrives later (his entity is younger: Ann's survives when they merge)
+INSERT INTO ev VALUES
+  -- a tie between Linux and Windows
   (7, 'web', 'page_view', '1-0-0', '2025-02-01 10:00+00', '{"user": "bob", "device": "Windows"}'),
   (8, 'web', 'page_view', '1-0-0', '2025-02-02 10:00+00', '{"user": "bob", "device": "Linux"}'),
   (9, 'web', 'page_view', '1-0-0', '2025-02-02 10:00+00', '{"user": "bob", "device": "Windows"}'),
   (10, 'web', 'page_view', '1-0-0', '2025-02-04 10:00+00', '{"user": "bob", "device": "Linux", "country": "SK"}'),
-  (11, 'pos', 'purchase', '1-0-0', '2025-02-05 10:00+00', '{"user": "bob", "amount": "10", "vip": "nope", "birthday": "1985-07-14"}'),
-  -- Cid: one event
-  (12, 'crm', 'signup', '1-0-0', '2025-03-01 10:00+00', '{"email": "cid@x", "birthday": "1991-05-05T00:00:00Z", "vip": "true"}');
-SELECT cdp_traits.attach_events('ev');
+  (11, 'pos', 'purchase', '1-0-0', '2025-02-05 10:00+00', '{"user": "bob", "amount": "10", "vip": "nope", "birthday": "1985-07-14"}');
 CREATE TABLE ltv_model (customer_entity_id uuid, value numeric);
 RESET client_min_messages;
 

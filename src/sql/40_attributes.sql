@@ -4,7 +4,9 @@
  * set-based SQL over cdp_traits.customer_events.
  *
  *   attributes              the definitions (validated when written)
- *   customer_attributes     one row per entity and attribute, with provenance
+ *   entity_attributes       all values of an entity in one row (jsonb), with
+ *                           provenance; customer_attributes shows them one
+ *                           row per entity and attribute
  *   attribute_history       every change of attributes with "history": true
  *   pivoted_customer_attributes  view, one typed column per attribute
  *   calculation_runs / calculation_run_attributes   what each run did
@@ -35,19 +37,31 @@ CREATE TABLE cdp_traits.attributes (
 COMMENT ON TABLE cdp_traits.attributes IS
 	'attribute (trait) definitions, Meiro-compatible JSON; see README "Attributes"';
 
-CREATE TABLE cdp_traits.customer_attributes (
-	customer_entity_id uuid NOT NULL,
-	attribute_id text NOT NULL,
-	value jsonb NOT NULL,
-	calculated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	-- provenance: the attributes.version that produced the value, and the run
-	definition_version integer NOT NULL,
-	run_id bigint,
-	PRIMARY KEY (customer_entity_id, attribute_id)
+-- The values: one row per entity holding all its attribute values, so that
+-- a calculation writes (and compares) one row per entity, not one per value.
+CREATE TABLE cdp_traits.entity_attributes (
+	customer_entity_id uuid PRIMARY KEY,
+	vals jsonb NOT NULL,			-- {attribute id: value}
+	-- provenance: {attribute id: attributes.version that produced the value}
+	versions jsonb NOT NULL,
+	calculated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- last written
+	run_id bigint					-- the run that last wrote it
 );
-CREATE INDEX customer_attributes_attribute ON cdp_traits.customer_attributes (attribute_id);
-COMMENT ON TABLE cdp_traits.customer_attributes IS
-	'one row per entity and attribute that has a value; rewritten only when the value (or its definition version) changes';
+COMMENT ON TABLE cdp_traits.entity_attributes IS
+	'attribute values per entity (read them through customer_attributes or pivoted_customer_attributes)';
+
+-- Merge partial {attribute: value} objects of one entity.
+CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
+	sfunc = pg_catalog.jsonb_concat, stype = jsonb, initcond = '{}', parallel = safe
+);
+
+CREATE VIEW cdp_traits.customer_attributes AS
+SELECT ea.customer_entity_id, kv.key AS attribute_id, kv.value, ea.calculated_at,
+	   (ea.versions->>kv.key)::integer AS definition_version, ea.run_id
+  FROM cdp_traits.entity_attributes ea
+ CROSS JOIN LATERAL pg_catalog.jsonb_each(ea.vals) kv;
+COMMENT ON VIEW cdp_traits.customer_attributes IS
+	'one row per entity and attribute that has a value, with the definition version that produced it';
 
 CREATE TABLE cdp_traits.attribute_history (
 	customer_entity_id uuid NOT NULL,
@@ -560,7 +574,7 @@ DECLARE
 	sql text;
 BEGIN
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
-		ex := pg_catalog.format('p.j -> %L', a.id);
+		ex := pg_catalog.format('ea.vals -> %L', a.id);
 		cols := cols || pg_catalog.format(E',\n\t%s AS %I', CASE
 			WHEN cdp_traits._pivot_type(a.definition) = 'jsonb' THEN ex
 			WHEN a.definition->>'type' = 'audience' THEN pg_catalog.format(
@@ -575,8 +589,7 @@ BEGIN
 		END, a.id);
 	END LOOP;
 	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
-		|| E'\n  LEFT JOIN LATERAL (SELECT pg_catalog.jsonb_object_agg(ca.attribute_id, ca.value) AS j'
-		|| E'\n\t\tFROM cdp_traits.customer_attributes ca WHERE ca.customer_entity_id = e.id) p ON true';
+		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
 	BEGIN
 		EXECUTE 'CREATE OR REPLACE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
 	EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
@@ -613,12 +626,19 @@ AS $$
 DECLARE
 	r record;
 	msg text;
+	removed text[];
 BEGIN
 	-- values of attributes that no longer exist (deleted or renamed)
-	DELETE FROM cdp_traits.customer_attributes ca
-	 WHERE ca.attribute_id IN (
-			SELECT c.attribute_id FROM cdp_traits.attribute_counts c
-			 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id));
+	SELECT pg_catalog.array_agg(c.attribute_id) INTO removed FROM cdp_traits.attribute_counts c
+	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id);
+	IF removed IS NOT NULL THEN
+		UPDATE cdp_traits.entity_attributes
+		   SET vals = vals - removed, versions = versions - removed
+		 WHERE vals ?| removed;
+		DELETE FROM cdp_traits.entity_attributes WHERE vals = '{}';
+		DELETE FROM cdp_traits.attribute_counts WHERE attribute_id = ANY (removed);
+		DELETE FROM cdp_traits.attribute_value_counts WHERE attribute_id = ANY (removed);
+	END IF;
 	PERFORM cdp_traits._audience_order();
 	PERFORM cdp_traits._rebuild_pivot();
 	FOR r IN SELECT id, definition FROM cdp_traits.attributes
@@ -644,71 +664,45 @@ CREATE TRIGGER attributes_changed
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attributes_changed();
 
 /*
- * Counts per attribute and value, kept current by statement triggers on
- * customer_attributes: deltas (+1 appeared, -1 went) from the transition
- * tables, applied in key order.  A list counts once per element.
+ * Counts per attribute and value, kept current from every change of the
+ * values: deltas (+1 appeared, -1 went), applied in key order.  Values are
+ * counted for categorical attributes (text, boolean, lists of them; a list
+ * counts once per element); numbers and times are nearly unique per customer.
+ * _count_ctes(d) gives the data-modifying CTEs applying the deltas of CTE d
+ * (attribute_id, value, delta), for a statement of the caller's.
  */
-CREATE FUNCTION cdp_traits._attribute_counts_maintain() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, cdp_traits, pg_temp
+CREATE FUNCTION cdp_traits._count_ctes(d text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	src text;
-	categorical text[];
-BEGIN
-	IF TG_OP = 'TRUNCATE' THEN
-		TRUNCATE cdp_traits.attribute_counts, cdp_traits.attribute_value_counts;
-		RETURN NULL;
-	END IF;
-	src := CASE TG_OP
-		WHEN 'INSERT' THEN 'SELECT attribute_id, value, 1 AS delta FROM cdp_traits_new'
-		WHEN 'DELETE' THEN 'SELECT attribute_id, value, -1 AS delta FROM cdp_traits_old'
-		ELSE 'SELECT attribute_id, value, 1 AS delta FROM cdp_traits_new UNION ALL '
-			 'SELECT attribute_id, value, -1 FROM cdp_traits_old' END;
-	EXECUTE pg_catalog.format($q$
-		INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
-		SELECT attribute_id, sum(delta) FROM (%s) d GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
-		ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
-	$q$, src);
-	-- values are counted for categorical attributes (text, boolean, lists of
-	-- them); numbers and times are nearly unique per customer
-	SELECT pg_catalog.array_agg(a.id) INTO categorical FROM cdp_traits.attributes a
-	 WHERE cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]');
-	IF categorical IS NOT NULL THEN
-		EXECUTE pg_catalog.format($q$
+	SELECT pg_catalog.format($q$
+		cnt_a AS (
+			INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+			SELECT attribute_id, sum(delta) FROM %1$s GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
+			ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+		),
+		cnt_v AS (
 			INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
 			SELECT d.attribute_id, x.v, sum(d.delta)
-			  FROM (%s) d
+			  FROM %1$s d
 			 CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(CASE
 					WHEN pg_catalog.jsonb_typeof(d.value) = 'array' THEN d.value
 					ELSE pg_catalog.jsonb_build_array(d.value) END) x(v)
-			 WHERE d.attribute_id = ANY ($1)
+			 WHERE d.attribute_id IN (SELECT a.id FROM cdp_traits.attributes a
+									   WHERE cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]'))
 			 GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2
 			ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers
-		$q$, src) USING categorical;
-	END IF;
-	IF TG_OP <> 'INSERT' THEN
-		DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
-		EXECUTE pg_catalog.format($q$
-			DELETE FROM cdp_traits.attribute_value_counts c
-			 WHERE c.customers <= 0
-			   AND c.attribute_id IN (SELECT DISTINCT attribute_id FROM (%s) d)
-		$q$, src);
-	END IF;
-	RETURN NULL;
-END;
+		)$q$, $1)
 $$;
-CREATE TRIGGER attribute_counts_insert AFTER INSERT ON cdp_traits.customer_attributes
-	REFERENCING NEW TABLE AS cdp_traits_new
-	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
-CREATE TRIGGER attribute_counts_update AFTER UPDATE ON cdp_traits.customer_attributes
-	REFERENCING OLD TABLE AS cdp_traits_old NEW TABLE AS cdp_traits_new
-	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
-CREATE TRIGGER attribute_counts_delete AFTER DELETE ON cdp_traits.customer_attributes
-	REFERENCING OLD TABLE AS cdp_traits_old
-	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
-CREATE TRIGGER attribute_counts_truncate AFTER TRUNCATE ON cdp_traits.customer_attributes
-	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_counts_maintain();
+
+-- Counts that reached zero go.
+CREATE FUNCTION cdp_traits._count_cleanup() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
+	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
+$$;
 
 /*
  * Entities that go (absorbed by a merge, or their last event deleted) lose
@@ -719,23 +713,29 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 BEGIN
+	EXECUTE $q$
 	WITH gone AS (
-		DELETE FROM cdp_traits.customer_attributes ca
+		DELETE FROM cdp_traits.entity_attributes ea
 		 USING cdp_traits_old o
-		 WHERE ca.customer_entity_id = o.id
-		RETURNING ca.customer_entity_id, ca.attribute_id, ca.value
+		 WHERE ea.customer_entity_id = o.id
+		RETURNING ea.customer_entity_id, ea.vals
+	), kv AS (
+		SELECT g.customer_entity_id, x.key AS attribute_id, x.value, -1 AS delta
+		  FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.vals) x
 	), exits AS (
 		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
-		SELECT g.attribute_id, g.customer_entity_id, false
-		  FROM gone g JOIN cdp_traits.attributes a ON a.id = g.attribute_id
-		 WHERE a.definition->>'type' = 'audience' AND g.value = 'true'::jsonb
-		 ORDER BY g.customer_entity_id, g.attribute_id
-	)
-	UPDATE cdp_traits.attribute_history h
-	   SET valid_to = pg_catalog.now()
-	  FROM gone g
-	 WHERE h.customer_entity_id = g.customer_entity_id AND h.attribute_id = g.attribute_id
-	   AND h.valid_to IS NULL;
+		SELECT kv.attribute_id, kv.customer_entity_id, false
+		  FROM kv JOIN cdp_traits.attributes a ON a.id = kv.attribute_id
+		 WHERE a.definition->>'type' = 'audience' AND kv.value = 'true'::jsonb
+		 ORDER BY kv.customer_entity_id, kv.attribute_id
+	), hist AS (
+		UPDATE cdp_traits.attribute_history h
+		   SET valid_to = pg_catalog.now()
+		  FROM kv
+		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
+		   AND h.valid_to IS NULL
+	), $q$ || cdp_traits._count_ctes('kv') || ' SELECT 1';
+	PERFORM cdp_traits._count_cleanup();
 	RETURN NULL;
 END;
 $$;
@@ -748,7 +748,7 @@ CREATE TRIGGER entities_removed AFTER DELETE ON cdp_traits.customer_entities
  *
  * Work tables (temporary, per run):
  *   cdp_scope(id, row_xmin)  the dirty entities and the row version read
- *   cdp_new(eid, aid, value) values computed in this step
+ *   cdp_new(eid, vals)       values computed in this step ({attribute: value})
  *   cdp_outcome              per attribute: ok/error, skipped, duration
  *   cdp_changed(eid)         entities any of whose values changed
  */
@@ -792,13 +792,17 @@ BEGIN
 		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
 		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 		laterals := laterals || E'\n  ' || c.lat;
-		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('(%L, q.c%s)', aid, i);
+		-- jsonb_build_object takes at most 100 arguments: chunks of 40 pairs
+		vals := vals || CASE WHEN i = 1 THEN 'pg_catalog.jsonb_build_object('
+							 WHEN i % 40 = 1 THEN ') || pg_catalog.jsonb_build_object(' ELSE ', ' END
+				|| pg_catalog.format('%L, q.c%s', aid, i);
 	END LOOP;
+	vals := vals || ')';
 	sql := pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
 		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s\n GROUP BY e.customer_entity_id\n), '
-		'ins AS (INSERT INTO pg_temp.cdp_new (eid, aid, value) '
-		'SELECT q.eid, u.aid, u.value FROM q CROSS JOIN LATERAL (VALUES %s) u(aid, value) '
-		'WHERE u.value IS NOT NULL) '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT q.eid, u.vals FROM q CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_strip_nulls(%s) AS vals) u '
+		'WHERE u.vals <> ''{}'') '
 		'SELECT ARRAY[%s] FROM q',
 		cols, events_sql, laterals, vals, skips);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
@@ -830,10 +834,10 @@ BEGIN
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
 	EXECUTE pg_catalog.format(
 		'WITH r AS (%s), v AS (SELECT r.eid, %s AS v FROM r), '
-		'ins AS (INSERT INTO pg_temp.cdp_new (eid, aid, value) '
-		'SELECT eid, %L, CASE WHEN count(*) = 1 THEN pg_catalog.to_jsonb(min(v)) '
-		'ELSE pg_catalog.to_jsonb(pg_catalog.array_agg(v ORDER BY v)) END '
-		'FROM v WHERE v IS NOT NULL GROUP BY eid) '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
+		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
+		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE v IS NOT NULL) vj GROUP BY eid) '
 		'SELECT count(*) FILTER (WHERE v IS NULL) FROM v', q, conv, aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
@@ -846,8 +850,8 @@ SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 BEGIN
 	EXECUTE pg_catalog.format(
-		'INSERT INTO pg_temp.cdp_new (eid, aid, value) '
-		'SELECT p.customer_entity_id, %L, ''true''::jsonb FROM cdp_traits.pivoted_customer_attributes p '
+		'INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT p.customer_entity_id, pg_catalog.jsonb_build_object(%L, true) FROM cdp_traits.pivoted_customer_attributes p '
 		|| E'WHERE p.customer_entity_id IN (%s) AND (%s\n)::boolean',
 		aid, scope_sql, (SELECT a.definition->>'condition' FROM cdp_traits.attributes a WHERE a.id = aid));
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, NULL, pg_catalog.clock_timestamp());
@@ -893,7 +897,8 @@ END;
 $$;
 
 -- Write the values in cdp_new of the attributes that succeeded, for the
--- entities of scope_sql: only changes; history; audience enter/exit.
+-- entities of scope_sql: only entities whose values changed are written;
+-- history, audience enter/exit and counts follow the changes.
 CREATE FUNCTION cdp_traits._write_values(run bigint, aids text[], scope_sql text, scope text)
 RETURNS void
 LANGUAGE plpgsql
@@ -903,6 +908,7 @@ DECLARE
 	ok text[];
 	hist text[];
 	auds text[];
+	versions jsonb;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -910,86 +916,98 @@ BEGIN
 		RETURN;
 	END IF;
 	SELECT pg_catalog.array_agg(a.id) FILTER (WHERE (a.definition->>'history')::boolean),
-		   pg_catalog.array_agg(a.id) FILTER (WHERE a.definition->>'type' = 'audience')
-	  INTO hist, auds
+		   pg_catalog.array_agg(a.id) FILTER (WHERE a.definition->>'type' = 'audience'),
+		   pg_catalog.jsonb_object_agg(a.id, a.version)
+	  INTO hist, auds, versions
 	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
 
-	-- what differs from the stored values (or was produced by an older definition version)
+	-- per entity: its values with those of ok replaced by the new ones
 	DROP TABLE IF EXISTS pg_temp.cdp_changes;
 	EXECUTE pg_catalog.format($q$
 		CREATE TEMP TABLE cdp_changes AS
-		SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, COALESCE(n.aid, o.attribute_id) AS aid,
-			   o.value AS old_value, n.value AS new_value, a.version, o.customer_entity_id IS NOT NULL AS stored
-		  FROM (SELECT * FROM pg_temp.cdp_new WHERE aid = ANY ($1)) n
-		  FULL JOIN (SELECT ca.customer_entity_id, ca.attribute_id, ca.value, ca.definition_version
-					   FROM cdp_traits.customer_attributes ca
-					  WHERE ca.attribute_id = ANY ($1) AND ca.customer_entity_id IN (%s)) o
-			ON o.customer_entity_id = n.eid AND o.attribute_id = n.aid
-		  JOIN cdp_traits.attributes a ON a.id = COALESCE(n.aid, o.attribute_id)
-		 WHERE o.value IS DISTINCT FROM n.value OR o.definition_version IS DISTINCT FROM a.version
-	$q$, scope_sql) USING ok;
+		SELECT x.* FROM (
+			SELECT s.id AS eid, o.vals AS old_vals, o.versions AS old_versions,
+				   (COALESCE(o.vals, '{}') - $1) || COALESCE(n.vals, '{}') AS new_vals,
+				   (COALESCE(o.versions, '{}') - $1) || $2 AS new_versions
+			  FROM (%s) s(id)
+			  LEFT JOIN (SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM pg_temp.cdp_new GROUP BY eid) n
+				ON n.eid = s.id
+			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
+			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
+		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+			OR (x.old_versions IS DISTINCT FROM x.new_versions AND x.new_vals <> '{}')
+	$q$, scope_sql) USING ok, versions;
 
 	-- entities removed meanwhile are skipped; the rest cannot go until we commit
 	DROP TABLE IF EXISTS pg_temp.cdp_live;
 	CREATE TEMP TABLE cdp_live (id uuid PRIMARY KEY);
 	INSERT INTO pg_temp.cdp_live
 	SELECT ce.id FROM cdp_traits.customer_entities ce
-	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE new_value IS NOT NULL)
+	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE new_vals <> '{}')
 	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
+	DELETE FROM pg_temp.cdp_changes c
+	 WHERE c.new_vals <> '{}' AND NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);
 
-	DELETE FROM cdp_traits.customer_attributes ca
+	DELETE FROM cdp_traits.entity_attributes ea
 	 USING pg_temp.cdp_changes c
-	 WHERE c.new_value IS NULL AND ca.customer_entity_id = c.eid AND ca.attribute_id = c.aid;
-	UPDATE cdp_traits.customer_attributes ca
-	   SET value = c.new_value, calculated_at = pg_catalog.now(), definition_version = c.version, run_id = run
+	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid;
+	UPDATE cdp_traits.entity_attributes ea
+	   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
 	  FROM pg_temp.cdp_changes c
-	 WHERE c.stored AND c.new_value IS NOT NULL AND ca.customer_entity_id = c.eid AND ca.attribute_id = c.aid
-	   AND c.eid IN (SELECT id FROM pg_temp.cdp_live);
-	INSERT INTO cdp_traits.customer_attributes
-		(customer_entity_id, attribute_id, value, calculated_at, definition_version, run_id)
-	SELECT c.eid, c.aid, c.new_value, pg_catalog.now(), c.version, run
+	 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid;
+	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, versions, calculated_at, run_id)
+	SELECT c.eid, c.new_vals, c.new_versions, pg_catalog.now(), run
 	  FROM pg_temp.cdp_changes c
-	 WHERE NOT c.stored AND c.eid IN (SELECT id FROM pg_temp.cdp_live)
-	 ORDER BY c.eid, c.aid;
+	 WHERE c.old_vals IS NULL
+	 ORDER BY c.eid;
+
+	-- the changed values one by one
+	DROP TABLE IF EXISTS pg_temp.cdp_diff;
+	CREATE TEMP TABLE cdp_diff AS
+	SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
+	  FROM pg_temp.cdp_changes c
+	 CROSS JOIN LATERAL (
+		SELECT x FROM pg_catalog.jsonb_object_keys(COALESCE(c.old_vals, '{}')) x WHERE x = ANY (ok)
+		UNION
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x = ANY (ok)) k(aid)
+	 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
+
+	EXECUTE 'WITH d AS (SELECT aid AS attribute_id, old_value AS value, -1 AS delta FROM pg_temp.cdp_diff '
+		'WHERE old_value IS NOT NULL UNION ALL SELECT aid, new_value, 1 FROM pg_temp.cdp_diff '
+		'WHERE new_value IS NOT NULL), ' || cdp_traits._count_ctes('d') || ' SELECT 1';
+	PERFORM cdp_traits._count_cleanup();
 
 	-- history of attributes that keep it
 	IF hist IS NOT NULL THEN
 		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
-		  FROM pg_temp.cdp_changes c
-		 WHERE c.aid = ANY (hist) AND c.old_value IS DISTINCT FROM c.new_value
-		   AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid AND h.valid_to IS NULL;
+		  FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
+		   AND h.valid_to IS NULL;
 		INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-		SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_changes c
-		 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL AND c.old_value IS DISTINCT FROM c.new_value
-		   AND c.eid IN (SELECT id FROM pg_temp.cdp_live);
+		SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
 	END IF;
 
 	-- audience enter/exit
 	IF auds IS NOT NULL THEN
 		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
-		SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_changes c
-		 WHERE c.aid = ANY (auds) AND c.old_value IS DISTINCT FROM c.new_value
-		   AND (c.new_value IS NULL OR c.eid IN (SELECT id FROM pg_temp.cdp_live))
+		SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (auds)
 		 ORDER BY c.eid, c.aid;
 	END IF;
 
 	-- entities whose values changed: audiences re-evaluate them
 	IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience') THEN
-		INSERT INTO pg_temp.cdp_changed
-		SELECT DISTINCT c.eid FROM pg_temp.cdp_changes c WHERE c.old_value IS DISTINCT FROM c.new_value
+		INSERT INTO pg_temp.cdp_changed SELECT DISTINCT c.eid FROM pg_temp.cdp_diff c
 		ON CONFLICT DO NOTHING;
 	END IF;
 
 	INSERT INTO cdp_traits.calculation_run_attributes AS r
 		(run_id, attribute_id, definition_version, scope, values_written, values_removed)
-	SELECT run, a, (SELECT at.version FROM cdp_traits.attributes at WHERE at.id = a), scope,
-		   COALESCE(w.written, 0), COALESCE(w.removed, 0)
+	SELECT run, a, (versions->>a)::integer, scope, COALESCE(w.written, 0), COALESCE(w.removed, 0)
 	  FROM pg_catalog.unnest(ok) a
-	  LEFT JOIN (SELECT c.aid,
-						count(*) FILTER (WHERE c.new_value IS NOT NULL
-										   AND c.eid IN (SELECT id FROM pg_temp.cdp_live)) AS written,
-						count(*) FILTER (WHERE c.new_value IS NULL) AS removed
-				   FROM pg_temp.cdp_changes c GROUP BY c.aid) w ON w.aid = a
+	  LEFT JOIN (SELECT c.aid, count(c.new_value) AS written, count(*) - count(c.new_value) AS removed
+				   FROM pg_temp.cdp_diff c GROUP BY c.aid) w ON w.aid = a
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_written = r.values_written + EXCLUDED.values_written,
 		   values_removed = r.values_removed + EXCLUDED.values_removed;
@@ -1029,7 +1047,7 @@ BEGIN
 	GET DIAGNOSTICS n = ROW_COUNT;
 	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
 	ANALYZE pg_temp.cdp_scope;
-	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, aid text NOT NULL, value jsonb NOT NULL);
+	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
 	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
 								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
@@ -1152,7 +1170,7 @@ BEGIN
 		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
 	 WHERE r.id = run;
 	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
-	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live;
+	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
 	RETURN n;
 END;
 $$;
