@@ -4,6 +4,12 @@
 -- audiences, context, a failing attribute, history, and what merges, splits
 -- and deletes do to the values.
 \set SHOW_CONTEXT never
+-- a fresh extension: no state from earlier tests
+SET client_min_messages = warning;
+DROP EXTENSION cdp_traits CASCADE;
+CREATE EXTENSION cdp_traits;
+DROP TABLE IF EXISTS ev CASCADE;
+RESET client_min_messages;
 SET client_min_messages = warning;
 CREATE TABLE ev (id int PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
                  version text NOT NULL DEFAULT '1-0-0', event_time timestamptz NOT NULL,

@@ -1,6 +1,12 @@
 -- Attribute definitions are validated when written (SPEC section 4): each bad
 -- definition is rejected with an error naming the attribute; nothing is stored.
 \set SHOW_CONTEXT never
+-- a fresh extension: no state from earlier tests
+SET client_min_messages = warning;
+DROP EXTENSION cdp_traits CASCADE;
+CREATE EXTENSION cdp_traits;
+DROP TABLE IF EXISTS ev CASCADE;
+RESET client_min_messages;
 SET client_min_messages = warning;
 -- without an attached events table, definitions are checked as far as possible
 INSERT INTO cdp_traits.attributes VALUES ('later', '{"type": "max", "value": "payload->>''later''"}');

@@ -1,5 +1,11 @@
 -- Context (SPEC section 5): key-value figures refreshed by their queries.
 \set SHOW_CONTEXT never
+-- a fresh extension: no state from earlier tests
+SET client_min_messages = warning;
+DROP EXTENSION cdp_traits CASCADE;
+CREATE EXTENSION cdp_traits;
+DROP TABLE IF EXISTS ev CASCADE;
+RESET client_min_messages;
 CREATE TABLE numbers (n int);
 INSERT INTO numbers SELECT generate_series(1, 10);
 
