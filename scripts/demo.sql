@@ -83,3 +83,50 @@ SELECT cdp_traits.restitch() AS customers;
 \timing off
 SELECT changed_events, changed_identifiers,
        pg_size_pretty(memory_bytes) AS memory_used FROM cdp_traits.stitching_stats();
+
+\echo
+\echo '== 6. Context: whole-customer-base figures from queries'
+INSERT INTO cdp_traits.context (key, query) VALUES
+  ('customers', 'SELECT count(*) FROM cdp_traits.customer_entities'),
+  ('avg_order', 'SELECT round(avg((payload->>''amount'')::numeric), 2) FROM cdp_ce.customer_events WHERE type = ''purchase''');
+SELECT cdp_traits.refresh_context() AS refreshed;
+SELECT key, value FROM cdp_traits.context ORDER BY key;
+
+\echo
+\echo '== 7. Attributes (traits): Meiro-style definitions, computed in one pass per run'
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('top_device',   '{"type": "most_frequent", "value": "payload->>''device_family''", "sources": ["web"]}'),
+  ('countries',    '{"type": "list", "value": "payload->>''country''"}'),
+  ('first_name',   '{"type": "last", "value": "payload->>''first_name''", "sources": ["crm"]}'),
+  ('channels',     '{"type": "num_of_unique", "value": "source_id"}'),
+  ('revenue',      '{"type": "sum", "value": "payload->>''amount''", "types": ["purchase"]}'),
+  ('orders',       '{"type": "custom", "query": "SELECT count(*) AS value FROM base WHERE type = ''purchase''", "data_type": "number"}'),
+  ('last_purchase','{"type": "max", "value": "event_time", "types": ["purchase"], "data_type": "datetime"}'),
+  ('top_category', '{"type": "most_frequent", "value": "jsonb_array_elements(payload->''items'')", "outer_value": "value->>''category''", "outer_weight": "(value->>''quantity'')::float8", "types": ["purchase"]}'),
+  ('campaigns',    '{"type": "list", "value": "payload->>''campaign''", "sources": ["esp"]}'),
+  ('vip',          '{"type": "audience", "condition": "revenue > 3 * context_value(''avg_order'')::numeric"}');
+\timing on
+SELECT cdp_traits.calculate_attributes() AS customers_calculated;
+\timing off
+\echo 'one row per customer, one typed column per attribute (cdp_traits.pivoted_customer_attributes):'
+SELECT first_name, top_device, countries, channels, revenue, orders, top_category, vip
+  FROM cdp_traits.pivoted_customer_attributes
+ WHERE revenue IS NOT NULL AND first_name IS NOT NULL ORDER BY revenue DESC, customer_entity_id LIMIT 5;
+\echo 'customers per attribute, and the most common values (for a segmentation UI):'
+SELECT attribute_id, customers FROM cdp_traits.attribute_counts ORDER BY customers DESC, 1;
+SELECT attribute_id, value, customers FROM cdp_traits.attribute_top_values
+ WHERE attribute_id IN ('top_device', 'top_category') AND rank <= 3 ORDER BY 1, 3 DESC, 2;
+\echo 'the run: what it computed and what it skipped'
+SELECT attribute_id, entities AS customers_with_value, values_written, values_skipped, duration_ms
+  FROM cdp_traits.calculation_run_attributes ORDER BY attribute_id;
+
+\echo
+\echo '== 8. Incremental: a new purchase recalculates only its customer'
+INSERT INTO cdp_ce.customer_events
+SELECT gen_random_uuid(), 'pos', 'purchase', '1-0-0', now(),
+       jsonb_build_object('loyalty_card', m.value, 'amount', 100000)
+  FROM cdp_traits.matching m WHERE m.attribute_id = 'loyalty_card' ORDER BY m.value LIMIT 1;
+\timing on
+SELECT cdp_traits.calculate_attributes() AS customers_calculated;
+\timing off
+SELECT audience_id, entered, count(*) AS customers FROM cdp_traits.audience_changes GROUP BY 1, 2 ORDER BY 1, 2;

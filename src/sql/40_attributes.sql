@@ -1157,9 +1157,12 @@ BEGIN
 	   AND at.calculated_version IS DISTINCT FROM at.version;
 
 	-- the dirty entities are calculated, unless an event changed them meanwhile
+	-- (or is changing them now: those stay dirty, and nothing waits for it)
 	UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
-	  FROM pg_temp.cdp_scope s
-	 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
+	  FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s
+				ON s.id = c.id AND c.xmin = s.row_xmin
+			 ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED) l
+	 WHERE ce.id = l.id;
 
 	UPDATE cdp_traits.calculation_runs r
 	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
