@@ -52,7 +52,8 @@ COMMENT ON TABLE cdp_traits.entity_attributes IS
 
 -- Merge partial {attribute: value} objects of one entity.
 CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
-	sfunc = pg_catalog.jsonb_concat, stype = jsonb, initcond = '{}', parallel = safe
+	sfunc = pg_catalog.jsonb_concat, stype = jsonb, initcond = '{}',
+	combinefunc = pg_catalog.jsonb_concat, parallel = safe
 );
 
 CREATE VIEW cdp_traits.customer_attributes AS
