@@ -1,0 +1,166 @@
+/*-------------------------------------------------------------------------
+ *
+ * agg.h
+ *		The attribute-calculation aggregates (SPEC section 3): their state
+ *		type cdp_traits.agg_state and what the agg_*.c files share.
+ *
+ * Every aggregate but any_value keeps its transition state in one varlena
+ * of type cdp_traits.agg_state.  Being a real type (not "internal"), the
+ * state travels between parallel workers as it is, can be stored (the
+ * *_state aggregates and merge_states), and lets Citus combine partial
+ * aggregates of single-argument aggregates on the coordinator.
+ *
+ * In memory the state is one palloc'd chunk: a fixed header followed by
+ * entries.  Its varlena size is the chunk's capacity; "used" says how much
+ * of it holds data, so values are appended in place and the transition
+ * function returns the same pointer (no copy by the executor).  Only when
+ * the chunk is full is a bigger one built, and then nodeAgg copies it into
+ * the aggregate context and frees the old one.
+ *
+ * Kinds and their entries (each entry MAXALIGNed, values stored as datum
+ * images: a byval Datum, typlen bytes, or an uncompressed varlena, short
+ * header when the type allows it):
+ *
+ *	 AGG_KIND_FREQUENCY  float8 total weight + value, for most/least_frequent
+ *	 AGG_KIND_DISTINCT	 value, for num_of_unique and unique_list
+ *	 AGG_KIND_FIRST		 int64 timestamp + value (one entry), for first
+ *	 AGG_KIND_LAST		 int64 timestamp + value (one entry), for last
+ *
+ * Multiset kinds (frequency, distinct) keep a sorted, duplicate-free prefix
+ * of entries (up to sorted_end) and an unsorted tail of new values.  When
+ * the chunk fills up the tail is sorted and merged into the prefix, equal
+ * values collapsing into one entry with the summed weight, so memory is
+ * bounded by the number of distinct values rather than of rows.
+ *
+ * This in-memory image is trusted: only the functions of this extension
+ * make one.  From outside a state enters only through the type's input
+ * and receive functions, which read a portable format (agg_io.c) and
+ * validate every byte.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CDP_AGG_H
+#define CDP_AGG_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/memutils.h"
+#include "utils/sortsupport.h"
+
+/* version of the in-memory image (checked on every access) */
+#define AGG_STATE_VERSION	1
+
+typedef enum AggKind
+{
+	AGG_KIND_FREQUENCY = 1,
+	AGG_KIND_DISTINCT = 2,
+	AGG_KIND_FIRST = 3,
+	AGG_KIND_LAST = 4
+} AggKind;
+
+#define AGG_KIND_IS_MULTISET(k) \
+	((k) == AGG_KIND_FREQUENCY || (k) == AGG_KIND_DISTINCT)
+
+typedef struct CdpAggState
+{
+	int32		vl_len_;		/* varlena header: the capacity */
+	uint8		version;		/* AGG_STATE_VERSION */
+	uint8		kind;			/* AggKind */
+	uint8		flags;			/* AGG_FLAG_* */
+	uint8		padding;
+	Oid			typid;			/* type of the values (a base type) */
+	Oid			collid;			/* collation they are compared with */
+	uint32		used;			/* bytes holding data, header included */
+	uint32		nitems;			/* entries */
+	uint32		sorted_end;		/* end of the sorted, distinct prefix */
+} CdpAggState;
+
+/*
+ * A small multiset (few distinct values) has no sorted prefix: its entries
+ * are distinct, unsorted, found by a linear scan, and a value whose weight
+ * grows past its predecessor's moves one step ahead, so that the common
+ * values sit in the first cache line.
+ */
+#define AGG_FLAG_SMALL		0x01
+
+#define AGG_HEADER_SIZE		MAXALIGN(sizeof(CdpAggState))
+#define AGG_CAPACITY(s)		((Size) VARSIZE(s))
+#define AGG_MAX_SIZE		((Size) MaxAllocSize)
+
+/* prefix of an entry before its value */
+#define AGG_PREFIX_SIZE(kind)	((kind) == AGG_KIND_DISTINCT ? 0 : sizeof(int64))
+
+/* what a multiset entry is while sorting and merging */
+typedef struct AggItem
+{
+	Datum		value;			/* the value (pointer into the entry if byref) */
+	float8		weight;			/* frequency: total weight */
+	char	   *entry;			/* the entry */
+	Size		size;			/* its size (MAXALIGNed) */
+} AggItem;
+
+/*
+ * How values of one type are stored and compared, cached in fn_extra of the
+ * calling function, with scratch space reused between calls.
+ */
+typedef struct AggTypeInfo
+{
+	Oid			typid;			/* as declared (may be a domain) */
+	Oid			basetypid;		/* what the state stores */
+	Oid			collid;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	bool		packable;		/* short varlena headers allowed */
+	bool		equalimage;		/* equal values have equal images */
+	uint32		small_items;	/* most distinct values of a small multiset */
+	SortSupportData ssup;
+	Oid			hint_typid;		/* result type already checked against it */
+	bool		hint_domain;	/* ... and it is a domain */
+	void	   *domain_extra;	/* domain_check's cache */
+	bool		io_ready;		/* ioproc and typioparam are set */
+	FmgrInfo	ioproc;			/* send or receive function (agg_io.c) */
+	Oid			typioparam;
+	MemoryContext cxt;			/* fn_mcxt: where the scratch lives */
+	AggItem    *items;
+	Size		items_cap;
+	char	   *scratch;
+	Size		scratch_cap;
+} AggTypeInfo;
+
+/* agg_state.c: type lookup, the in-memory image, multiset operations */
+extern AggTypeInfo *agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid);
+extern AggTypeInfo *agg_input_type_info(FunctionCallInfo fcinfo, int argno);
+extern void agg_check_hint(FunctionCallInfo fcinfo, AggTypeInfo *info, int argno);
+extern Oid	agg_result_type(AggTypeInfo *info);
+extern void agg_result_check(AggTypeInfo *info, Datum value);
+extern void agg_check_context(FunctionCallInfo fcinfo, const char *what);
+extern CdpAggState *agg_state_arg(FunctionCallInfo fcinfo, int argno);
+extern CdpAggState *agg_state_arg_inplace(FunctionCallInfo fcinfo, int argno);
+extern void agg_state_check(const CdpAggState *state);
+extern const char *agg_kind_name(int kind);
+extern Size agg_value_size(AggTypeInfo *info, Datum value, Datum *image);
+extern void agg_store_value(AggTypeInfo *info, char *dst, Datum image, Size size);
+extern Datum agg_entry_value(AggTypeInfo *info, char *valueptr);
+extern Size agg_entry_size(AggTypeInfo *info, int kind, char *entry);
+extern Datum agg_result_value(AggTypeInfo *info, Datum value);
+extern CdpAggState *agg_state_new(AggTypeInfo *info, int kind, Size need);
+extern CdpAggState *agg_state_copy(const CdpAggState *state, Size need);
+extern CdpAggState *agg_state_pack_copy(AggTypeInfo *info, CdpAggState *state);
+extern CdpAggState *agg_multiset_add(AggTypeInfo *info, CdpAggState *state,
+									 int kind, Datum value, float8 weight);
+extern CdpAggState *agg_multiset_union(AggTypeInfo *info, CdpAggState *state,
+									   CdpAggState *other);
+extern AggItem *agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state,
+									uint32 *count);
+extern CdpAggState *agg_pick_set(AggTypeInfo *info, CdpAggState *state,
+								 int kind, int64 at, Datum value);
+extern bool agg_pick_better(AggTypeInfo *info, CdpAggState *state, int64 at,
+							Datum value);
+extern CdpAggState *agg_pick_union(AggTypeInfo *info, CdpAggState *state,
+								   CdpAggState *other);
+extern int64 agg_pick_at(CdpAggState *state);
+extern Datum agg_pick_value(AggTypeInfo *info, CdpAggState *state);
+
+#endif							/* CDP_AGG_H */
