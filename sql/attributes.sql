@@ -23,9 +23,9 @@ INSERT INTO ev VALUES
   (3, 'app', 'app_open',  '1-0-0', '2025-01-03 10:00+00', '{"email": "ann@x", "device": "iPhone", "w": 5}'),
   (4, 'web', 'purchase',  '1-0-0', '2025-01-10 10:00+00', '{"email": "ann@x", "amount": "100.5", "vip": "yes", "items": [{"sku": "A", "price": 10}, {"sku": "B", "price": 20}]}'),
   (5, 'web', 'purchase',  '2-0-0', '2025-01-20 10:00+00', '{"email": "ann@x", "amount": "abc", "items": [{"sku": "B", "price": 20}, {"sku": "C", "price": "n/a"}]}'),
-  (6, 'crm', 'purchase',  '1-0-0', '2025-01-25 10:00+00', '{"email": "ann@x", "amount": 50, "birthday": "1990-02-30"}'),
+  (6, 'crm', 'purchase',  '1-0-0', '2025-01-25 10:00+00', '{"email": "ann@x", "amount": 50, "birthday": "1990-02-30", "signed_up": "2024-05-01T10:00:00+02:00"}'),
   -- Cid: one event
-  (12, 'crm', 'signup', '1-0-0', '2025-03-01 10:00+00', '{"email": "cid@x", "birthday": "1991-05-05T00:00:00Z", "vip": "true"}');
+  (12, 'crm', 'signup', '1-0-0', '2025-03-01 10:00+00', '{"email": "cid@x", "birthday": "1991-05-05T00:00:00Z", "vip": "true", "signed_up": "2025-13-45 10:00"}');
 SELECT cdp_traits.attach_events('ev');
 -- Bob arrives later (his entity is younger: Ann's survives when they merge)
 INSERT INTO ev VALUES
@@ -57,6 +57,7 @@ INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('birthday',      '{"type": "min", "value": "payload->>''birthday''", "data_type": "date"}'),
   ('vip',           '{"type": "max", "value": "payload->>''vip''", "data_type": "boolean"}'),
   ('last_purchase', '{"type": "max", "value": "event_time", "types": ["purchase"], "data_type": "datetime"}'),
+  ('signed_up',     '{"type": "min", "value": "payload->>''signed_up''", "data_type": "datetime"}'),
   ('web_events',    '{"type": "custom", "query": "SELECT count(*) AS value FROM base WHERE source_id = ''web''"}'),
   ('emails',        '{"type": "custom", "query": "SELECT DISTINCT payload->>''email'' AS value FROM base"}'),
   ('nothing',       '{"type": "custom", "query": "SELECT 1 AS value FROM base WHERE false"}'),
@@ -185,3 +186,11 @@ SELECT count(*) AS mismatches FROM (
   FULL JOIN (SELECT customer_entity_id, (value #>> '{}')::numeric AS s FROM cdp_traits.customer_attributes
               WHERE attribute_id = 'revenue') y USING (customer_entity_id)
  WHERE x.s IS DISTINCT FROM y.s;
+
+-- the conversions behind data_type never fail: NULL for what does not convert
+SELECT t, cdp_traits.to_number(t) AS number, cdp_traits._to_boolean(t) AS boolean,
+       cdp_traits._to_date(t) AS date, cdp_traits._to_timestamptz(t) AS datetime
+  FROM (VALUES ('42'), (' -1.5e3 '), ('abc'), (''), ('yes'), ('OFF'), ('0'), ('2024-02-29'),
+               ('2023-02-29'), ('2024-05-01T10:00:00+02:00'), ('2024-05-01 10:00 Europe/Prague'),
+               ('May 3, 2024'), ('infinity'), ('epoch'), ('now'), ('10000000-01-01'),
+               ('1e999999'), ('NaN')) v(t);
