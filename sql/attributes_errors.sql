@@ -52,6 +52,7 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "audience", "condition"
 -- SQL that does not type-check against the events
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "no_such_column"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>''x''", "filter": "payload->>''x''"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->''x''", "outer_filter": "value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "no_such_function(payload)"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload", "outer_value": "(value->>1) + 1"}');
 -- custom queries return exactly one column named value

@@ -302,8 +302,24 @@ BEGIN
 	srf := cdp_traits._query_returns_set(inner_sql || ' FROM cdp_traits.customer_events e');
 	SELECT c.type INTO rtype
 	  FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT (%s\n) AS r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (%s) x',
+			E'SELECT y.r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
 			oval, inner_sql)) c;
+	IF filt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT (%s\n) AS f FROM cdp_traits.customer_events e', filt)) c) <> 'boolean'::regtype THEN
+		RAISE EXCEPTION '"filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
+	END IF;
+	IF ofilt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT y.f FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
+			ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
+		RAISE EXCEPTION '"outer_filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
+	END IF;
+	IF NOT srf AND cond <> 'true' THEN
+		-- extract values only from the events that qualify (one scan serves
+		-- attributes over different sources and types)
+		inner_sql := pg_catalog.format(
+			E'SELECT CASE WHEN %s THEN (%s\n) END AS value, CASE WHEN %s THEN (%s\n) END AS weight, '
+			'e.event_time AS event_time', cond, val, cond, weight);
+	END IF;
 
 	weighted := typ IN ('most_frequent', 'least_frequent')
 		AND (weight <> '1' OR oweight <> 'weight');
