@@ -259,11 +259,16 @@ AS $$ SELECT pg_catalog.to_regclass('cdp_traits.customer_events') IS NOT NULL $$
  *   srf      whether value is set-returning (one event, several values)
  *   skipped  count of values that did not convert to the data type ('0'
  *            when the conversion cannot fail)
+ *   inner_sql, lat_shared  for set-returning values: the expansion alone,
+ *            and "lat" reading it from a shared "CROSS JOIN LATERAL
+ *            (inner_sql) xs", so attributes expanding the same value the same
+ *            way share one expansion
  * Column types are found by preparing (not running) a statement over
  * customer_events, so this needs an attached events table.
  */
 CREATE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
-	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text)
+	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text,
+	OUT inner_sql text, OUT lat_shared text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
@@ -277,7 +282,6 @@ DECLARE
 	filt text := cdp_traits._opt(def, 'filter');
 	ofilt text := cdp_traits._opt(def, 'outer_filter');
 	weighted boolean;
-	inner_sql text;
 	rtype regtype;
 	conds text[] := '{}';
 	k text;
@@ -329,6 +333,13 @@ BEGIN
 		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
 		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
 		inner_sql, alias);
+	lat_shared := pg_catalog.format(
+		E'CROSS JOIN LATERAL (SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f '
+		'FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I',
+		cdp_traits._convert(oval, rtype, dt), oval,
+		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
+		alias);
 	v := pg_catalog.quote_ident(alias) || '.v';
 	fn := CASE typ
 		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
@@ -800,11 +811,22 @@ DECLARE
 	aid text;
 	skipped bigint[];
 	sql text;
+	shared text := '';
+	where_sql text := '';
 BEGIN
 	FOREACH aid IN ARRAY aids LOOP
 		i := i + 1;
 		SELECT * INTO c FROM cdp_traits._compile(aid,
 			(SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid), 'a' || i);
+		IF c.srf THEN
+			-- set-returning values: callers group attributes with the same
+			-- expansion and conditions; it is done once, in front
+			IF i = 1 THEN
+				shared := pg_catalog.format(E'\n  CROSS JOIN LATERAL (%s) xs', c.inner_sql);
+				where_sql := E'\n WHERE ' || c.cond;
+			END IF;
+			c.lat := c.lat_shared;
+		END IF;
 		cols := cols || pg_catalog.format(E',\n\t%s AS c%s', c.agg, i);
 		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
 		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
@@ -816,12 +838,12 @@ BEGIN
 	END LOOP;
 	vals := vals || ')';
 	sql := pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
-		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s\n GROUP BY e.customer_entity_id\n), '
+		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id\n), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
 		'SELECT q.eid, u.vals FROM q CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_strip_nulls(%s) AS vals) u '
 		'WHERE u.vals <> ''{}'') '
 		'SELECT ARRAY[%s] FROM q',
-		cols, events_sql, laterals, vals, skips);
+		cols, events_sql, shared, laterals, where_sql, vals, skips);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
 	EXECUTE sql INTO skipped;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
@@ -1048,6 +1070,8 @@ DECLARE
 	dirty_q text[]; all_q text[]; ext text[]; aud text[];
 	a record;
 	aid text;
+	grp text[];
+	srf_keys jsonb := '{}';
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
 	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
@@ -1087,9 +1111,14 @@ BEGIN
 		ELSE
 			DECLARE
 				is_srf boolean;
+				key text;
 			BEGIN
-				SELECT c.srf INTO is_srf FROM cdp_traits._compile(a.id,
+				SELECT c.srf, pg_catalog.md5(c.inner_sql || c.cond) INTO is_srf, key
+				  FROM cdp_traits._compile(a.id,
 					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), 'a') c;
+				IF is_srf THEN
+					srf_keys := srf_keys || pg_catalog.jsonb_build_object(a.id, key);
+				END IF;
 				IF a.everyone THEN
 					IF is_srf THEN all_srf := all_srf || a.id; ELSE all_pre := all_pre || a.id; END IF;
 				ELSE
@@ -1111,8 +1140,10 @@ BEGIN
 	IF n > 0 AND attached THEN
 		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
 			cdp_traits._scoped_events(dirty_scope));
-		FOREACH aid IN ARRAY dirty_srf LOOP
-			PERFORM cdp_traits._calc_step('predefined', ARRAY[aid], dirty_scope,
+		-- set-returning values: one statement per distinct expansion
+		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dirty_srf) x
+					GROUP BY srf_keys->>x ORDER BY 1 LOOP
+			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope,
 				cdp_traits._scoped_events(dirty_scope));
 		END LOOP;
 		FOREACH aid IN ARRAY dirty_q LOOP
@@ -1126,8 +1157,9 @@ BEGIN
 	IF attached THEN
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
 			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
-		FOREACH aid IN ARRAY all_srf LOOP
-			PERFORM cdp_traits._calc_step('predefined', ARRAY[aid], all_scope,
+		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(all_srf) x
+					GROUP BY srf_keys->>x ORDER BY 1 LOOP
+			PERFORM cdp_traits._calc_step('predefined', grp, all_scope,
 				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
 		END LOOP;
 		FOREACH aid IN ARRAY all_q LOOP
