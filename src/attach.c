@@ -288,11 +288,13 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	/* stitch what is already there */
 	{
 		CdpExecState es;
+		StitchResult res;
 
 		cdp_exec_begin(&es);
 		(void) stitch_config(false);
 		stitch_lock_global(true);
-		stitch_scope(NULL, 0, true, NULL, NULL);
+		stitch_scope(NULL, 0, true, NULL, &res);
+		stitch_analyze_after(&res);
 		cdp_exec_end(&es);
 	}
 	SPI_finish();

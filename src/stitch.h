@@ -218,6 +218,8 @@ typedef struct StitchResult
 	Size		memory;
 } StitchResult;
 
+extern void stitch_analyze_after(const StitchResult *res);
+
 extern void stitch_lock_global(bool exclusive);
 extern void stitch_lock_events(StitchGraph *g);
 extern void stitch_changes_init(StitchChanges *c, int nevents, int nidents,

@@ -376,14 +376,17 @@ $$;
 -- FROM item "e" with the events' columns plus customer_entity_id.  Starts
 -- from the entity index of event_entities and reaches the events through
 -- their id column (the customer_events view joins the other way round).
-CREATE FUNCTION cdp_traits._scoped_events(scope_sql text) RETURNS text
+CREATE FUNCTION cdp_traits._scoped_events(scope_sql text, few boolean DEFAULT false) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+	-- few: a small share of all entities; "= ANY (ARRAY(...))" makes the
+	-- planner probe the entity index instead of scanning event_entities
 	SELECT pg_catalog.format(
 		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
-		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id IN (%s)) e',
-		s.events, s.id_type, $1)
+		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id %s) e',
+		s.events, s.id_type,
+		CASE WHEN $2 THEN '= ANY (ARRAY(' || $1 || '))' ELSE 'IN (' || $1 || ')' END)
 	  FROM cdp_traits.events_source s
 $$;
 
@@ -1071,6 +1074,7 @@ DECLARE
 	a record;
 	aid text;
 	grp text[];
+	few boolean;
 	srf_keys jsonb := '{}';
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
@@ -1086,6 +1090,8 @@ BEGIN
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
+						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
 	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
 	ANALYZE pg_temp.cdp_scope;
 	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
@@ -1139,12 +1145,12 @@ BEGIN
 	-- dirty entities
 	IF n > 0 AND attached THEN
 		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
-			cdp_traits._scoped_events(dirty_scope));
+			cdp_traits._scoped_events(dirty_scope, few));
 		-- set-returning values: one statement per distinct expansion
 		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dirty_srf) x
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
 			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope,
-				cdp_traits._scoped_events(dirty_scope));
+				cdp_traits._scoped_events(dirty_scope, few));
 		END LOOP;
 		FOREACH aid IN ARRAY dirty_q LOOP
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
