@@ -840,15 +840,20 @@ BEGIN
 				|| pg_catalog.format('%L, q.c%s', aid, i);
 	END LOOP;
 	vals := vals || ')';
-	sql := pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
-		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id\n), '
-		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
-		'SELECT q.eid, u.vals FROM q CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_strip_nulls(%s) AS vals) u '
-		'WHERE u.vals <> ''{}'') '
-		'SELECT ARRAY[%s] FROM q',
-		cols, events_sql, shared, laterals, where_sql, vals, skips);
+	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
+	-- workers; a statement with a data-modifying WITH may not)
+	sql := pg_catalog.format(E'CREATE TEMP TABLE cdp_q AS\n'
+		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
+		cols, events_sql, shared, laterals, where_sql);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
-	EXECUTE sql INTO skipped;
+	DROP TABLE IF EXISTS pg_temp.cdp_q;
+	EXECUTE sql;
+	EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT q.eid, u.vals FROM pg_temp.cdp_q q '
+		'CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_strip_nulls(%s) AS vals) u '
+		'WHERE u.vals <> ''{}''', vals);
+	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.cdp_q q', skips) INTO skipped;
+	DROP TABLE pg_temp.cdp_q;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
 END;
 $$;
