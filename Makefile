@@ -29,7 +29,7 @@ endif
 
 # Regression suites (sql/ + expected/), run against a temporary instance that
 # preloads the library (test/cdp_traits.conf).
-REGRESS = extension guc generator stitching_errors stitching stitching_partitioned peer_fixture stitching_random context attributes_errors
+REGRESS = extension guc generator stitching_errors stitching stitching_partitioned peer_fixture stitching_random context attributes_errors worker
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)
