@@ -41,7 +41,7 @@ extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);
 extern int	cdp_job_count(void);
 extern const char *cdp_job_name(int job);
 extern void cdp_job_run_in_worker(int job);
-extern bool cdp_jobs_installed(void);
+extern const char *cdp_jobs_installed(void);
 extern int	cdp_jobs_mark_interrupted(void);
 
 #endif							/* CDP_TRAITS_H */

@@ -509,6 +509,8 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* a timeout or cancel that came after the job is void */
+		QueryCancelPending = false;
 		debug_query_string = NULL;
 		pgstat_report_activity(STATE_IDLE, NULL);
 		MemoryContextSwitchTo(cxt);
@@ -580,17 +582,19 @@ cdp_job_run_in_worker(int jobno)
 /*
  * cdp_jobs_installed
  *		Whether the extension, with its job_runs table, is installed in this
- *		database.  In a transaction.
+ *		database: NULL if so, else what is missing.  In a transaction.
  */
-bool
+const char *
 cdp_jobs_installed(void)
 {
 	Oid			nsp;
 
 	if (!OidIsValid(get_extension_oid(CDP_EXTENSION_NAME, true)))
-		return false;
+		return "extension \"" CDP_EXTENSION_NAME "\"";
 	nsp = get_namespace_oid(CDP_SCHEMA_NAME, true);
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("job_runs", nsp));
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("job_runs", nsp)))
+		return "table " CDP_SCHEMA_NAME ".job_runs";
+	return NULL;
 }
 
 /*

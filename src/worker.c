@@ -86,7 +86,8 @@ typedef struct CdpWorkerSlot
 {
 	bool		database_missing_logged;	/* launcher */
 	bool		no_bgworker_logged; /* launcher */
-	bool		extension_missing_logged;	/* job workers */
+	bool		extension_missing_logged;	/* job workers: no extension or
+											 * no job_runs */
 } CdpWorkerSlot;
 
 typedef struct CdpWorkerShared
@@ -531,6 +532,7 @@ job_worker_start(int slotno)
 	MemoryContext cxt = CurrentMemoryContext;
 	CdpWorkerSlot *slot = worker_slot(slotno);
 	volatile bool ok = false;
+	const char *missing;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -542,13 +544,13 @@ job_worker_start(int slotno)
 		if (!job_worker_lock())
 			elog(DEBUG1, "cdp_traits: a previous cycle still runs in database \"%s\"",
 				 JobDatabaseName);
-		else if (!cdp_jobs_installed())
+		else if ((missing = cdp_jobs_installed()) != NULL)
 		{
 			if (!slot->extension_missing_logged)
 				ereport(LOG,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("cdp_traits: extension \"%s\" is not installed in database \"%s\", no jobs run there",
-								CDP_EXTENSION_NAME, JobDatabaseName),
+						 errmsg("cdp_traits: %s is missing in database \"%s\", no jobs run there",
+								missing, JobDatabaseName),
 						 errdetail("The database is listed in cdp_traits.database."),
 						 errhint("Run CREATE EXTENSION %s there; the worker checks again every cdp_traits.naptime.",
 								 CDP_EXTENSION_NAME)));

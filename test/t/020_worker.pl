@@ -114,7 +114,7 @@ ok( $node->poll_query_until('postgres',
 $node->safe_psql('postgres', 'CREATE DATABASE dropme');
 $node->safe_psql('dropme', 'CREATE EXTENSION cdp_traits');
 $node->safe_psql('postgres', 'CREATE DATABASE noext');
-$node->wait_for_log(qr/extension "cdp_traits" is not installed in database "postgres"/);
+$node->wait_for_log(qr/extension "cdp_traits" is missing in database "postgres"/);
 
 # --- new events get their attributes --------------------------------------
 
@@ -169,9 +169,9 @@ is( $node->safe_psql('postgres',
 # several naptimes have gone by since the server started
 is(log_count(qr/database "nosuchdb" does not exist/), 1,
 	'a listed database that does not exist is logged once');
-is(log_count(qr/extension "cdp_traits" is not installed in database "noext"/), 1,
+is(log_count(qr/extension "cdp_traits" is missing in database "noext"/), 1,
 	'a database without the extension is logged once');
-is(log_count(qr/extension "cdp_traits" is not installed in database "postgres"/), 1,
+is(log_count(qr/extension "cdp_traits" is missing in database "postgres"/), 1,
 	'... and so was postgres before CREATE EXTENSION');
 # noext gets an owner that is not a superuser (created as one, then demoted)
 $node->safe_psql('noext', q{
