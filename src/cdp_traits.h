@@ -39,7 +39,6 @@ extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);
 
 /* jobs.c: the jobs of a cycle and their record in cdp_traits.job_runs */
 extern int	cdp_job_count(void);
-extern const char *cdp_job_name(int job);
 extern void cdp_job_run_in_worker(int job);
 extern const char *cdp_jobs_installed(void);
 extern int	cdp_jobs_mark_interrupted(void);

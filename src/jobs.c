@@ -161,7 +161,7 @@ static void record_outcome(const char *job, int64 id, JobOutcome *out);
 static int64 worker_record_start(const CdpJob *job, TimestampTz started_at);
 static void worker_execute(const CdpJob *job, MemoryContext cxt,
 						   JobOutcome *out);
-static bool worker_transaction_failed(MemoryContext cxt, ErrorData **edata);
+static void worker_transaction_failed(MemoryContext cxt, ErrorData **edata);
 
 /*
  * cdp_job_count
@@ -171,17 +171,6 @@ int
 cdp_job_count(void)
 {
 	return (int) CDP_NJOBS;
-}
-
-/*
- * cdp_job_name
- *		Name of the job-th job of a cycle.
- */
-const char *
-cdp_job_name(int job)
-{
-	Assert(job >= 0 && job < (int) CDP_NJOBS);
-	return cdp_jobs[job].name;
 }
 
 /*
@@ -430,7 +419,7 @@ record_outcome(const char *job, int64 id, JobOutcome *out)
  *		(if edata is given), abort the transaction and leave the worker ready
  *		for the next one.
  */
-static bool
+static void
 worker_transaction_failed(MemoryContext cxt, ErrorData **edata)
 {
 	HOLD_INTERRUPTS();
@@ -447,7 +436,6 @@ worker_transaction_failed(MemoryContext cxt, ErrorData **edata)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(cxt);
 	RESUME_INTERRUPTS();
-	return false;
 }
 
 /*
@@ -480,7 +468,7 @@ worker_record_start(const CdpJob *job, TimestampTz started_at)
 	PG_CATCH();
 	{
 		id = 0;
-		(void) worker_transaction_failed(cxt, NULL);
+		worker_transaction_failed(cxt, NULL);
 	}
 	PG_END_TRY();
 	return id;
@@ -519,7 +507,7 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 	{
 		ErrorData  *edata;
 
-		(void) worker_transaction_failed(cxt, &edata);
+		worker_transaction_failed(cxt, &edata);
 		outcome_from_error(out, edata);
 	}
 	PG_END_TRY();
@@ -569,7 +557,7 @@ cdp_job_run_in_worker(int jobno)
 	}
 	PG_CATCH();
 	{
-		(void) worker_transaction_failed(cxt, NULL);
+		worker_transaction_failed(cxt, NULL);
 	}
 	PG_END_TRY();
 
