@@ -5,7 +5,7 @@
  *
  * The library works both preloaded (shared_preload_libraries) and loaded on
  * demand by the first call of one of its SQL functions.  Only the background
- * worker needs preloading.
+ * worker (worker.c) needs preloading.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,14 +35,17 @@ PG_FUNCTION_INFO_V1(cdp_traits_claim_schema);
 
 /*
  * _PG_init
- *		Define the configuration variables.  Called once per process when the
- *		library is loaded.
+ *		Define the configuration variables; when preloaded, also set up the
+ *		background worker.  Called once per process when the library is
+ *		loaded.
  */
 void
 _PG_init(void)
 {
 	cdp_define_gucs();
 	stitch_register_callbacks();
+	if (process_shared_preload_libraries_in_progress)
+		cdp_worker_init();
 }
 
 /*
