@@ -50,6 +50,12 @@ CREATE TABLE cdp_traits.entity_attributes (
 COMMENT ON TABLE cdp_traits.entity_attributes IS
 	'attribute values per entity (read them through customer_attributes or pivoted_customer_attributes)';
 
+-- {key: value} of the values that are not NULL (NULL if none): the object
+-- of one entity's values, built in C.
+CREATE FUNCTION cdp_traits._jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_jsonb_object';
+
 -- Merge partial {attribute: value} objects of one entity.
 CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
 	sfunc = pg_catalog.jsonb_concat, stype = jsonb, initcond = '{}',
@@ -816,6 +822,7 @@ DECLARE
 	sql text;
 	shared text := '';
 	where_sql text := '';
+	keys text := '';
 BEGIN
 	FOREACH aid IN ARRAY aids LOOP
 		i := i + 1;
@@ -834,12 +841,9 @@ BEGIN
 		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
 		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 		laterals := laterals || E'\n  ' || c.lat;
-		-- jsonb_build_object takes at most 100 arguments: chunks of 40 pairs
-		vals := vals || CASE WHEN i = 1 THEN 'pg_catalog.jsonb_build_object('
-							 WHEN i % 40 = 1 THEN ') || pg_catalog.jsonb_build_object(' ELSE ', ' END
-				|| pg_catalog.format('%L, q.c%s', aid, i);
+		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(aid);
+		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('q.c%s', i);
 	END LOOP;
-	vals := vals || ')';
 	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
 	-- workers; a statement with a data-modifying WITH may not)
 	sql := pg_catalog.format(E'CREATE TEMP TABLE cdp_q AS\n'
@@ -850,8 +854,8 @@ BEGIN
 	EXECUTE sql;
 	EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_new (eid, vals) '
 		'SELECT q.eid, u.vals FROM pg_temp.cdp_q q '
-		'CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_strip_nulls(%s) AS vals) u '
-		'WHERE u.vals <> ''{}''', vals);
+		'CROSS JOIN LATERAL (SELECT cdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::jsonb[]) AS vals) u '
+		'WHERE u.vals IS NOT NULL', keys, vals);
 	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.cdp_q q', skips) INTO skipped;
 	DROP TABLE pg_temp.cdp_q;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
