@@ -1018,10 +1018,15 @@ BEGIN
 	SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
 	  FROM pg_temp.cdp_changes c
 	 CROSS JOIN LATERAL (
-		SELECT x FROM pg_catalog.jsonb_object_keys(COALESCE(c.old_vals, '{}')) x WHERE x = ANY (ok)
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.old_vals) x WHERE x = ANY (ok)
 		UNION
 		SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x = ANY (ok)) k(aid)
-	 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
+	 WHERE c.old_vals IS NOT NULL AND (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid)
+	UNION ALL
+	-- entities without stored values: every new value is a difference
+	SELECT c.eid, kv.key, NULL, kv.value
+	  FROM pg_temp.cdp_changes c CROSS JOIN LATERAL pg_catalog.jsonb_each(c.new_vals) kv
+	 WHERE c.old_vals IS NULL AND kv.key = ANY (ok);
 
 	EXECUTE 'WITH d AS (SELECT aid AS attribute_id, old_value AS value, -1 AS delta FROM pg_temp.cdp_diff '
 		'WHERE old_value IS NOT NULL UNION ALL SELECT aid, new_value, 1 FROM pg_temp.cdp_diff '
