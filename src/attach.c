@@ -281,6 +281,9 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	cdp_execute_sql("COMMENT ON VIEW cdp_traits.customer_events IS "
 					"'the attached events with the customer entity each belongs to'",
 					SPI_OK_UTILITY, "commenting customer_events");
+	/* readers and admins may read it (see src/sql/90_privileges.sql) */
+	cdp_execute_sql("SELECT cdp_traits._grant('cdp_traits.customer_events', 'result')",
+					SPI_OK_SELECT, "granting customer_events");
 
 	invalidate_config();
 	CommandCounterIncrement();

@@ -594,8 +594,11 @@ END;
 $$;
 
 -- (Re)create pivoted_customer_attributes: one typed column per attribute.
+-- SECURITY DEFINER: the view belongs to the extension owner, and admins who
+-- change definitions rebuild it; it runs no SQL of theirs (ids are quoted,
+-- types come from checked definitions).
 CREATE FUNCTION cdp_traits._rebuild_pivot() RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
@@ -641,6 +644,7 @@ BEGIN
 					  HINT = 'Drop the views that use pivoted_customer_attributes (or cdp_traits.unpublish()), change the attribute, then recreate them.';
 		END;
 		EXECUTE 'CREATE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+		PERFORM cdp_traits._grant('cdp_traits.pivoted_customer_attributes'::regclass, 'result');
 	END;
 	PERFORM cdp_traits._relation_depends_on_extension('cdp_traits.pivoted_customer_attributes'::regclass);
 	COMMENT ON VIEW cdp_traits.pivoted_customer_attributes IS
