@@ -108,7 +108,8 @@ BEGIN
 		('job_runs_id_seq', 'result'),
 		('customer_attributes', 'result'),
 		('attribute_top_values', 'result'),
-		('pivoted_customer_attributes', 'result')
+		('pivoted_customer_attributes', 'result'),
+		('publications', 'result')
 	) v(name, class) LOOP
 		PERFORM cdp_traits._grant(pg_catalog.format('cdp_traits.%I', r.name)::regclass, r.class);
 	END LOOP;
@@ -136,10 +137,9 @@ BEGIN
 		-- read-only
 		('current_entity', 'reader'), ('context_value', 'reader'),
 		('verify_stitching', 'reader'), ('stitching_stats', 'reader'),
-		('explain_entity', 'reader'),
 		-- configuration and calculation
 		('calculate_attributes', 'admin'), ('refresh_context', 'admin'),
-		('restitch', 'admin'), ('run_jobs', 'admin'), ('import_meiro_config', 'admin'),
+		('restitch', 'admin'), ('run_jobs', 'admin'),
 		-- helpers the calculation and the definition checks call as the admin
 		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
@@ -156,7 +156,10 @@ BEGIN
 		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
-		('_context_check', 'owner'), ('_entities_removed', 'owner')
+		('_context_check', 'owner'), ('_entities_removed', 'owner'),
+		('_published_names', 'owner'), ('_is_published_view', 'owner'),
+		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),
+		('_republish_view', 'owner'), ('_publications_added', 'owner')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
