@@ -23,7 +23,9 @@ LANGUAGE sql AS $$
   SELECT c.relname, c.relkind,
          EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                     AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
-    FROM pg_class c WHERE c.relnamespace = s::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1
+    FROM pg_class c WHERE c.relnamespace = s::regnamespace AND c.relkind IN ('r', 'v')
+     AND (c.relname LIKE 'customer\_events%' OR c.relname LIKE 'pivoted\_customer\_attributes%')
+   ORDER BY 1
 $$;
 
 -- before attach_events there is no customer_events yet: it is moved aside, and
@@ -58,7 +60,7 @@ CREATE TABLE mart.customer_events (x int);
 CREATE TABLE mart.customer_events_backup (x int);
 SELECT cdp_traits.publish('mart');
 SELECT * FROM pg_temp.objects('mart');
-SELECT * FROM cdp_traits.publications ORDER BY 1;
+SELECT target_schema FROM cdp_traits.publications ORDER BY 1;
 SELECT cdp_traits.publish('nosuchschema');
 SELECT cdp_traits.publish('cdp_traits');
 
