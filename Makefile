@@ -31,7 +31,7 @@ endif
 # preloads the library (test/cdp_traits.conf).
 REGRESS = extension guc generator stitching_errors stitching stitching_partitioned peer_fixture stitching_random \
 	aggregates aggregates_types aggregates_large aggregates_state \
-	context attributes_errors attributes worker
+	context attributes_errors attributes worker privileges publish
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)

@@ -63,7 +63,11 @@ cdp_traits_version(PG_FUNCTION_ARGS)
  *		Called once by the install script.  When CREATE EXTENSION created the
  *		schema cdp_traits itself (it did not exist before), make the schema
  *		depend on the extension so that DROP EXTENSION removes it again.  A
- *		schema the user created beforehand is left alone.
+ *		schema the user created beforehand is left alone.  Only the 0.1.0
+ *		install script calls it: the dependency makes a loop pg_dump cannot
+ *		order (the extension needs its schema first), so the install
+ *		script no longer calls it (an upgrade from 0.1.0 must delete that
+ *		pg_depend row).
  */
 Datum
 cdp_traits_claim_schema(PG_FUNCTION_ARGS)

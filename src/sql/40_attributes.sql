@@ -600,8 +600,11 @@ END;
 $$;
 
 -- (Re)create pivoted_customer_attributes: one typed column per attribute.
+-- SECURITY DEFINER: the view belongs to the extension owner, and admins who
+-- change definitions rebuild it; it runs no SQL of theirs (ids are quoted,
+-- types come from checked definitions).
 CREATE FUNCTION cdp_traits._rebuild_pivot() RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
@@ -609,6 +612,7 @@ DECLARE
 	a record;
 	ex text;
 	sql text;
+	published boolean;
 BEGIN
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
 		ex := pg_catalog.format('ea.vals -> %L', a.id);
@@ -625,6 +629,11 @@ BEGIN
 			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', ex, cdp_traits._pivot_type(a.definition))
 		END, a.id);
 	END LOOP;
+	-- published copies (see publish()) are recreated with the new columns
+	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	IF published THEN
+		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
+	END IF;
 	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
 		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
 	BEGIN
@@ -635,7 +644,7 @@ BEGIN
 					WHERE d.classid = 'pg_catalog.pg_class'::regclass
 					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
 					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
-			-- the view as installed is a member; its replacement depends on the extension instead
+			-- a member cannot be dropped; its replacement becomes one again below
 			ALTER EXTENSION cdp_traits DROP VIEW cdp_traits.pivoted_customer_attributes;
 		END IF;
 		BEGIN
@@ -647,10 +656,22 @@ BEGIN
 					  HINT = 'Drop the views that use pivoted_customer_attributes (or cdp_traits.unpublish()), change the attribute, then recreate them.';
 		END;
 		EXECUTE 'CREATE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+		PERFORM cdp_traits._grant('cdp_traits.pivoted_customer_attributes'::regclass, 'result');
 	END;
-	PERFORM cdp_traits._relation_depends_on_extension('cdp_traits.pivoted_customer_attributes'::regclass);
+	-- The view stays a member of the extension, so pg_dump leaves it out: a
+	-- restore rebuilds it when the attributes' rows are loaded (their trigger),
+	-- rather than creating it before they are there.
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+					WHERE d.classid = 'pg_catalog.pg_class'::regclass
+					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
+					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
+		ALTER EXTENSION cdp_traits ADD VIEW cdp_traits.pivoted_customer_attributes;
+	END IF;
 	COMMENT ON VIEW cdp_traits.pivoted_customer_attributes IS
 		'one row per entity, one typed column per attribute (rebuilt when attributes change)';
+	IF published THEN
+		PERFORM cdp_traits._republish_view('pivoted_customer_attributes');
+	END IF;
 END;
 $$;
 

@@ -231,7 +231,7 @@ is( $node->safe_psql('noext',
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) > 0 FROM cdp_traits.job_runs
 		  WHERE id > $mark AND job = 'calculate_attributes' AND status = 'failed'
-		    AND run_as = 'cdp_jobs' AND error = 'permission denied for schema cdp_traits'"),
+		    AND run_as = 'cdp_jobs' AND error = 'permission denied for function calculate_attributes'"),
 	'... with that role\'s privileges (none in postgres)');
 set_conf("cdp_traits.role = ''\n");
 
