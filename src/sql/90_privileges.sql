@@ -137,6 +137,10 @@ BEGIN
 		-- read-only
 		('current_entity', 'reader'), ('context_value', 'reader'),
 		('verify_stitching', 'reader'), ('stitching_stats', 'reader'),
+		-- explain_entity shows what a reader can already read (customer_events,
+		-- matching, entity_merges); its helper runs the rules as the triggers do
+		('explain_entity', 'reader'), ('_explain_graph', 'reader'),
+		('_explain_events', 'reader'), ('_dot_quote', 'reader'),
 		-- configuration and calculation
 		('calculate_attributes', 'admin'), ('refresh_context', 'admin'),
 		('restitch', 'admin'), ('run_jobs', 'admin'),
