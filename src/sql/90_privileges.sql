@@ -144,6 +144,8 @@ BEGIN
 		-- configuration and calculation
 		('calculate_attributes', 'admin'), ('refresh_context', 'admin'),
 		('restitch', 'admin'), ('run_jobs', 'admin'),
+		-- writes configuration as its caller, through the tables' checks
+		('import_meiro_config', 'admin'),
 		-- helpers the calculation and the definition checks call as the admin
 		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
