@@ -17,6 +17,7 @@
 
 #include "access/nbtree.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "port/pg_bitutils.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -35,6 +36,7 @@ PG_FUNCTION_INFO_V1(cdp_agg_state_pack);
 #define ST_COMPARE(a, b, ssup) \
 	ApplySortComparator((a)->value, false, (b)->value, false, (ssup))
 #define ST_SCOPE static
+#define ST_CHECK_FOR_INTERRUPTS
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
@@ -46,9 +48,9 @@ PG_FUNCTION_INFO_V1(cdp_agg_state_pack);
  * A multiset stays small (linear scan, agg.h) up to this many distinct
  * values (fewer when equality needs the comparator) and bytes of entries.
  */
-#define AGG_SMALL_ITEMS				16
+#define AGG_SMALL_ITEMS				32
 #define AGG_SMALL_ITEMS_COMPARATOR	8
-#define AGG_SMALL_BYTES				384
+#define AGG_SMALL_BYTES				1024
 
 /*
  * A small multiset that outgrows its first chunk gets at least this much:
