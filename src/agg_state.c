@@ -741,6 +741,79 @@ agg_transpose(char *a, Size sa, char *b, Size sb)
 }
 
 /*
+ * agg_small_locate
+ *		Find a value in a small multiset: the entry holding it, or NULL.
+ *		*prev and *prevsize get the entry before it (NULL if none), *size
+ *		its size.  The loops for equal-image varlenas (text with a
+ *		deterministic collation) and by-value types are the hot paths and
+ *		are spelled out.
+ */
+static inline char *
+agg_small_locate(AggTypeInfo *info, CdpAggState *state, Datum image,
+				 Size vsize, char **prev, Size *prevsize, Size *size)
+{
+	Size		prefix = AGG_PREFIX_SIZE(state->kind);
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+
+	*prev = NULL;
+	*prevsize = 0;
+	if (info->equalimage && info->typlen == -1)
+	{
+		char	   *data = VARDATA_ANY(DatumGetPointer(image));
+		Size		len = VARSIZE_ANY_EXHDR(DatumGetPointer(image));
+
+		while (p < end)
+		{
+			char	   *v = p + prefix;
+			Size		esize = MAXALIGN(prefix + VARSIZE_ANY(v));
+
+			if (VARSIZE_ANY_EXHDR(v) == len &&
+				(len == 0 || (VARDATA_ANY(v)[0] == data[0] &&
+							  memcmp(VARDATA_ANY(v), data, len) == 0)))
+			{
+				*size = esize;
+				return p;
+			}
+			*prev = p;
+			*prevsize = esize;
+			p += esize;
+		}
+		return NULL;
+	}
+	if (info->equalimage && info->typbyval)
+	{
+		Size		esize = MAXALIGN(prefix + sizeof(Datum));
+
+		for (; p < end; p += esize)
+		{
+			if (*(Datum *) (p + prefix) == image)
+			{
+				*size = esize;
+				return p;
+			}
+			*prev = p;
+			*prevsize = esize;
+		}
+		return NULL;
+	}
+	while (p < end)
+	{
+		Size		esize = agg_entry_size(info, state->kind, p);
+
+		if (agg_small_equal(info, p + prefix, image, vsize))
+		{
+			*size = esize;
+			return p;
+		}
+		*prev = p;
+		*prevsize = esize;
+		p += esize;
+	}
+	return NULL;
+}
+
+/*
  * agg_small_find
  *		Look a value up in a small multiset; if it is there, add the weight
  *		(frequency) and move it one step ahead when it now weighs more than
@@ -750,34 +823,23 @@ static bool
 agg_small_find(AggTypeInfo *info, CdpAggState *state, Datum image, Size vsize,
 			   float8 weight)
 {
-	int			kind = state->kind;
-	Size		prefix = AGG_PREFIX_SIZE(kind);
-	char	   *p = (char *) state + AGG_HEADER_SIZE;
-	char	   *end = (char *) state + state->used;
-	char	   *prev = NULL;
-	Size		prevsize = 0;
+	char	   *prev;
+	Size		prevsize;
+	Size		size;
+	char	   *p = agg_small_locate(info, state, image, vsize, &prev, &prevsize,
+									 &size);
 
-	while (p < end)
+	if (p == NULL)
+		return false;
+	if (state->kind == AGG_KIND_FREQUENCY)
 	{
-		Size		size = agg_entry_size(info, kind, p);
-
-		if (agg_small_equal(info, p + prefix, image, vsize))
-		{
-			if (kind == AGG_KIND_FREQUENCY)
-			{
-				*(float8 *) p += weight;
-				if (prev != NULL && *(float8 *) p > *(float8 *) prev)
-					agg_transpose(prev, prevsize, p, size);
-			}
-			else if (prev != NULL)
-				agg_transpose(prev, prevsize, p, size);
-			return true;
-		}
-		prev = p;
-		prevsize = size;
-		p += size;
+		*(float8 *) p += weight;
+		if (prev != NULL && *(float8 *) p > *(float8 *) prev)
+			agg_transpose(prev, prevsize, p, size);
 	}
-	return false;
+	else if (prev != NULL)
+		agg_transpose(prev, prevsize, p, size);
+	return true;
 }
 
 /*
@@ -1069,10 +1131,15 @@ cdp_agg_state_combine(PG_FUNCTION_ARGS)
 						agg_kind_name(state->kind), format_type_be(state->typid),
 						agg_kind_name(other->kind), format_type_be(other->typid))));
 
-	if (state != NULL)
-		info = agg_type_info(fcinfo, state->typid, state->collid);
-	else
-		info = agg_type_info(fcinfo, other->typid, other->collid);
+	/*
+	 * The first state of a group: nodeAgg copies what we return into the
+	 * aggregate context (after detoasting, other is a regular varlena with a
+	 * 4-byte header), so it can be returned as it is.
+	 */
+	if (state == NULL)
+		PG_RETURN_POINTER(other);
+
+	info = agg_type_info(fcinfo, state->typid, state->collid);
 	if (AGG_KIND_IS_MULTISET(other->kind))
 		state = agg_multiset_union(info, state, other);
 	else
