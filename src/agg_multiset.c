@@ -147,11 +147,14 @@ frequency_pick(FunctionCallInfo fcinfo, bool most)
 		char	   *p = (char *) state + AGG_HEADER_SIZE;
 		char	   *end = (char *) state + state->used;
 
-		for (; p < end; p += agg_entry_size(info, state->kind, p))
+		while (p < end)
 		{
-			Datum		value = agg_entry_value(info, p + sizeof(float8));
-			float8		weight = *(float8 *) p;
-			int			c = weight_cmp(found, weight, bestweight, most);
+			Datum		value;
+			float8		weight;
+			int			c;
+
+			p = agg_entry_read(info, state->kind, p, &value, &weight);
+			c = weight_cmp(found, weight, bestweight, most);
 
 			if (c > 0 || (c == 0 &&
 						  ApplySortComparator(value, false, best, false,
