@@ -105,6 +105,8 @@ typedef struct AggItem
 	float8		weight;			/* frequency: total weight */
 } AggItem;
 
+typedef struct AggRankCache AggRankCache;
+
 /*
  * How values of one type are stored and compared, cached in fn_extra of the
  * calling function, with scratch space reused between calls.
@@ -127,6 +129,7 @@ typedef struct AggTypeInfo
 	bool		io_ready;		/* ioproc and typioparam are set */
 	FmgrInfo	ioproc;			/* send or receive function (agg_io.c) */
 	Oid			typioparam;
+	AggRankCache *ranks;		/* ranks of values met (agg_rank.c), or NULL */
 	MemoryContext cxt;			/* fn_mcxt: where the scratch lives */
 	AggItem    *items;
 	Size		items_cap;
@@ -165,6 +168,10 @@ extern CdpAggState *agg_pick_union(AggTypeInfo *info, CdpAggState *state,
 								   CdpAggState *other);
 extern int64 agg_pick_at(CdpAggState *state);
 extern Datum agg_pick_value(AggTypeInfo *info, CdpAggState *state);
+
+/* agg_rank.c: ranks of recurring values */
+extern int	agg_rank_entry(AggTypeInfo *info, Datum value);
+extern uint32 agg_rank_of(AggTypeInfo *info, int entry);
 
 /* agg_multiset_state.c: frequency and distinct states */
 extern char *agg_entry_read(AggTypeInfo *info, int kind, char *p,

@@ -688,6 +688,52 @@ agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 }
 
 /*
+ * small_sorted
+ *		The entries of a small multiset (distinct) in value order by their
+ *		ranks (agg_rank.c), in items; false if the rank cache cannot rank
+ *		them all.
+ */
+static bool
+small_sorted(AggTypeInfo *info, CdpAggState *state, AggItem *items)
+{
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+	int			entries[AGG_SMALL_ITEMS];
+	uint32		ranks[AGG_SMALL_ITEMS];
+	uint32		n = 0;
+	uint32		i;
+
+	if (state->nitems > AGG_SMALL_ITEMS)
+		return false;
+	for (; p < end; n++)
+	{
+		p = agg_entry_read(info, state->kind, p, &items[n].value, &items[n].weight);
+		entries[n] = agg_rank_entry(info, items[n].value);
+		if (entries[n] < 0)
+			return false;
+	}
+	for (i = 0; i < n; i++)
+		ranks[i] = agg_rank_of(info, entries[i]);
+
+	/* insertion sort by rank: a few dozen items at most */
+	for (i = 1; i < n; i++)
+	{
+		AggItem		item = items[i];
+		uint32		rank = ranks[i];
+		uint32		j = i;
+
+		for (; j > 0 && ranks[j - 1] > rank; j--)
+		{
+			items[j] = items[j - 1];
+			ranks[j] = ranks[j - 1];
+		}
+		items[j] = item;
+		ranks[j] = rank;
+	}
+	return true;
+}
+
+/*
  * agg_multiset_sorted
  *		The distinct values of a multiset state in ascending order, with
  *		their total weights: an array in info->items, valid until the next
@@ -698,8 +744,15 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 {
 	char	   *p;
 	char	   *end;
-	AggItem    *items;
+	AggItem    *items = agg_items_reserve(info, state->nitems);
 	uint32		n = 0;
+
+	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
+		small_sorted(info, state, items))
+	{
+		*count = state->nitems;
+		return items;
+	}
 
 	if (state->sorted_end < state->used)
 	{
@@ -708,6 +761,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 
 		p = info->scratch + AGG_HEADER_SIZE;
 		end = p + len;
+		items = info->items;	/* the merge may have reallocated them */
 	}
 	else
 	{
@@ -715,7 +769,6 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 		end = (char *) state + state->used;
 	}
 
-	items = agg_items_reserve(info, state->nitems);
 	while (p < end)
 	{
 		AggItem    *item = &items[n++];

@@ -100,6 +100,7 @@ agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
 					 typentry->typalign == TYPALIGN_INT ? ALIGNOF_INT :
 					 typentry->typalign == TYPALIGN_SHORT ? ALIGNOF_SHORT : 1);
 	info->equalimage = type_equalimage(typentry, collid);
+	info->ranks = NULL;
 	info->hint_typid = InvalidOid;
 	info->hint_domain = false;
 	info->domain_extra = NULL;
