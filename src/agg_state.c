@@ -2,9 +2,10 @@
  *
  * agg_state.c
  *		The aggregates' state (cdp_traits.agg_state) in memory: how values
- *		of a type are stored and compared, appending to multisets and
- *		merging them, one-value states for first/last, and the generic
- *		combine and pack functions.
+ *		of a type are compared (type info cached in fn_extra), checks of
+ *		arguments and results, allocating and copying states, the one-value
+ *		states of first/last, and the generic combine and pack functions.
+ *		Multisets are in agg_multiset_state.c.
  *
  * See agg.h for the layout.  Nothing here is exposed to SQL except
  * agg_state_combine (every aggregate's combine function, and the transition
@@ -278,10 +279,11 @@ agg_state_arg_inplace(FunctionCallInfo fcinfo, int argno)
 
 /*
  * agg_value_size
- *		Size of the image a value is stored as; *image gets the datum to
- *		store (a detoasted varlena if it was compressed or out of line).
- *		Byval values are stored as a whole Datum; varlenas of types that
- *		allow it with a short header when they fit one.
+ *		Size of the image a value is stored as in a first/last state;
+ *		*image gets the datum to store (a detoasted varlena if it was
+ *		compressed or out of line).  Byval values are stored as a whole
+ *		Datum; varlenas of types that allow it with a short header when
+ *		they fit one.
  */
 Size
 agg_value_size(AggTypeInfo *info, Datum value, Datum *image)
