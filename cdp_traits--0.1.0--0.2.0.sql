@@ -445,3 +445,13 @@ BEGIN
 	GRANT EXECUTE ON ROUTINE cdp_traits.import_meiro_config(name, name, name) TO cdp_traits_admin;
 END;
 $grants$;
+
+-- Descriptions of the aggregate state type's input and output functions.
+COMMENT ON FUNCTION cdp_traits.agg_state_in(cstring) IS
+	'input of agg_state: \x and the portable binary form in hex (validated)';
+COMMENT ON FUNCTION cdp_traits.agg_state_out(cdp_traits.agg_state) IS
+	'output of agg_state: \x and the portable binary form in hex';
+COMMENT ON FUNCTION cdp_traits.agg_state_recv(internal) IS
+	'binary input of agg_state (validated)';
+COMMENT ON FUNCTION cdp_traits.agg_state_send(cdp_traits.agg_state) IS
+	'binary output of agg_state: element type and collation by name, values in their send format';
