@@ -219,17 +219,20 @@ COMMENT ON FUNCTION cdp_traits.toggles_since(bigint, integer) IS
  * ingest_segment_event: validate one JSON event and insert it.  Returns its
  * seq, or NULL when its id was seen before (ignored).
  */
-CREATE FUNCTION cdp_traits._segment_event_error(field text, must text, detail text DEFAULT NULL)
+CREATE FUNCTION cdp_traits._segment_event_error(field text, must text, got jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 BEGIN
+	IF got IS NULL THEN
+		RAISE EXCEPTION 'invalid segment event: "%" %', field, must
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
+						 '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
+	END IF;
 	RAISE EXCEPTION 'invalid segment event: "%" %', field, must
-		USING ERRCODE = 'invalid_parameter_value', DETAIL = COALESCE(detail, ''),
-			  HINT = 'A segment event looks like {"event": "<uuid>", "user": "usr-1", '
-					 '"segment": {"vendor": 1, "name": "seg-1"}, "timestamp": "2021-03-19T13:32:26-04:00"} '
-					 'with "remove": true or a string "value" (adds only).';
+		USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The value is ' || got::text || '.';
 END;
 $$;
 
@@ -248,7 +251,7 @@ BEGIN
 	IF doc IS NULL OR jsonb_typeof(doc) <> 'object' THEN
 		RAISE EXCEPTION 'invalid segment event: it must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'Got ' || COALESCE(jsonb_typeof(doc), 'NULL') || '.';
+				  DETAIL = 'The value is ' || COALESCE(doc::text, 'NULL') || '.';
 	END IF;
 
 	v := doc->'event';
@@ -256,24 +259,21 @@ BEGIN
 		PERFORM _segment_event_error('event', 'is missing');
 	ELSIF jsonb_typeof(v) <> 'string'
 		  OR (v->>0) !~ '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$' THEN
-		PERFORM _segment_event_error('event', 'must be a UUID string',
-									 'The value is ' || v::text || '.');
+		PERFORM _segment_event_error('event', 'must be a UUID string', v);
 	END IF;
 
 	v := doc->'user';
 	IF v IS NULL THEN
 		PERFORM _segment_event_error('user', 'is missing');
 	ELSIF jsonb_typeof(v) <> 'string' OR v->>0 = '' THEN
-		PERFORM _segment_event_error('user', 'must be a non-empty string',
-									 'The value is ' || v::text || '.');
+		PERFORM _segment_event_error('user', 'must be a non-empty string', v);
 	END IF;
 
 	seg := doc->'segment';
 	IF seg IS NULL THEN
 		PERFORM _segment_event_error('segment', 'is missing');
 	ELSIF jsonb_typeof(seg) <> 'object' THEN
-		PERFORM _segment_event_error('segment', 'must be an object with "vendor" and "name"',
-									 'The value is ' || seg::text || '.');
+		PERFORM _segment_event_error('segment', 'must be an object with "vendor" and "name"', seg);
 	END IF;
 	v := seg->'vendor';
 	IF v IS NULL THEN
@@ -283,36 +283,31 @@ BEGIN
 		vendor := (v #>> '{}')::numeric;
 	END IF;
 	IF vendor IS NULL OR vendor <> trunc(vendor) OR vendor < 1 OR vendor > 2147483647 THEN
-		PERFORM _segment_event_error('segment.vendor', 'must be an integer of at least 1',
-									 'The value is ' || v::text || '.');
+		PERFORM _segment_event_error('segment.vendor', 'must be an integer from 1 to 2147483647', v);
 	END IF;
 	v := seg->'name';
 	IF v IS NULL THEN
 		PERFORM _segment_event_error('segment.name', 'is missing');
 	ELSIF jsonb_typeof(v) <> 'string' THEN
-		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters',
-									 'The value is ' || v::text || '.');
+		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v);
 	END IF;
 	name := v->>0;
 	IF char_length(name) NOT BETWEEN 1 AND 32 THEN
-		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters',
-									 'It has ' || char_length(name) || ' characters.');
+		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v);
 	END IF;
 
 	v := doc->'timestamp';
 	IF v IS NULL THEN
 		PERFORM _segment_event_error('timestamp', 'is missing');
 	ELSIF jsonb_typeof(v) <> 'string' THEN
-		PERFORM _segment_event_error('timestamp', 'must be an RFC 3339 date-time with an offset',
-									 'The value is ' || v::text || '.');
+		PERFORM _segment_event_error('timestamp', 'must be an RFC 3339 date-time with an offset', v);
 	END IF;
 	-- the format itself is checked by _segment_timestamp() (the event_time column)
 
 	v := doc->'remove';
 	IF v IS NOT NULL THEN
 		IF v <> 'true'::jsonb THEN
-			PERFORM _segment_event_error('remove', 'must be true when present (leave it out for an add)',
-										 'The value is ' || v::text || '.');
+			PERFORM _segment_event_error('remove', 'must be true when present (leave it out for an add)', v);
 		END IF;
 		is_remove := true;
 	END IF;
@@ -320,10 +315,9 @@ BEGIN
 	v := doc->'value';
 	IF v IS NOT NULL THEN
 		IF is_remove THEN
-			PERFORM _segment_event_error('value', 'is only allowed on adds, not with "remove"');
+			PERFORM _segment_event_error('value', 'is only allowed on adds, not with "remove"', v);
 		ELSIF jsonb_typeof(v) <> 'string' THEN
-			PERFORM _segment_event_error('value', 'must be a string',
-										 'The value is ' || v::text || '.');
+			PERFORM _segment_event_error('value', 'must be a string', v);
 		END IF;
 	END IF;
 
