@@ -91,11 +91,17 @@ SELECT first, last, member FROM ms WHERE user_id = 'fay';
 -- arrival order decides the status and the toggles, not the timestamps:
 -- the add 43 arrived last, although it is earlier than the remove 42
 SELECT event, member, event_time, previous, previous_time FROM tg WHERE user_id = 'fay';
--- lower-case t and z, fractions rounded to microseconds, a leap second
+-- lower-case t and z, fractions rounded to microseconds, a leap second;
+-- segment_events keeps the instant (cdp_traits.rfc3339, written in UTC)
 SELECT ingest(44, 'fay', 1, 'tz2', '2021-04-01t05:00:00.1234567z') AS s44,
        ingest(45, 'fay', 1, 'tz2', '2016-12-31T23:59:60Z') AS s45,
        ingest(46, 'fay', 1, 'tz2', '2024-02-29T23:59:59.9999995+14:00') AS s46 \gset
-SELECT "timestamp", event_time FROM cdp_traits.segment_events WHERE seq IN (:s44, :s45, :s46) ORDER BY seq;
+SELECT "timestamp" FROM cdp_traits.segment_events WHERE seq IN (:s44, :s45, :s46) ORDER BY seq;
+-- it compares as timestamptz; timestamptz and text convert to it on assignment
+SELECT "timestamp" < timestamptz '2021-04-01 05:00:01+00' AS earlier, "timestamp" - interval '1 hour' AS hour_before
+  FROM cdp_traits.segment_events WHERE seq = :s44;
+SELECT (timestamptz '2021-04-01 12:00+02')::cdp_traits.rfc3339, ('1999-12-31T23:59:59-00:30')::text::cdp_traits.rfc3339;
+SELECT 'infinity'::timestamptz::cdp_traits.rfc3339;
 
 -- 6. Idempotent re-delivery: a repeated id is ignored (NULL), nothing changes.
 SELECT count(*) AS events, (SELECT count(*) FROM cdp_traits.segment_toggles) AS toggles

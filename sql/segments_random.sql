@@ -78,30 +78,31 @@ RESET cdp_traits.max_segment_locks;
 
 -- segment_events holds each id's first delivery, in arrival order
 SELECT (SELECT array_agg(row(event, vendor, segment COLLATE "default", user_id COLLATE "default",
-                             "timestamp", remove, value) ORDER BY seq)
+                             "timestamp"::timestamptz, remove, value) ORDER BY seq)
           FROM cdp_traits.segment_events)
-     = (SELECT array_agg(row(event, vendor, segment, user_id, ts, remove, value) ORDER BY i)
+     = (SELECT array_agg(row(event, vendor, segment, user_id, ts::timestamptz, remove, value) ORDER BY i)
           FROM (SELECT DISTINCT ON (event) * FROM gen ORDER BY event, i) f)
        AS first_deliveries_kept;
 
 -- the recomputation: plain SQL over segment_events in seq order
+-- (first and last compare instants: "timestamp" is a cdp_traits.rfc3339)
 CREATE VIEW expected_memberships AS
 SELECT vendor, segment, user_id,
-       min(event_time) FILTER (WHERE NOT remove) AS first,
-       max(event_time) AS last,
+       min("timestamp"::timestamptz) FILTER (WHERE NOT remove) AS first,
+       max("timestamp"::timestamptz) AS last,
        NOT (array_agg(remove ORDER BY seq DESC))[1] AS member,
        (array_agg(value ORDER BY seq DESC) FILTER (WHERE value IS NOT NULL))[1] AS value,
        (array_agg(event ORDER BY seq DESC))[1] AS last_event,
-       (array_agg(event_time ORDER BY seq DESC))[1] AS last_event_time,
+       (array_agg("timestamp"::timestamptz ORDER BY seq DESC))[1] AS last_event_time,
        max(seq) AS last_seq
   FROM cdp_traits.segment_events
  GROUP BY vendor, segment, user_id;
 CREATE VIEW expected_toggles AS
-SELECT seq, vendor, segment, user_id, NOT remove AS member, event, event_time, value,
-       prev_event AS previous_event, prev_time AS previous_time
+SELECT seq, vendor, segment, user_id, NOT remove AS member, event, "timestamp"::timestamptz AS event_time,
+       value, prev_event AS previous_event, prev_time AS previous_time
   FROM (SELECT e.*,
                lag(remove) OVER w AS prev_remove, lag(event) OVER w AS prev_event,
-               lag(event_time) OVER w AS prev_time,
+               lag("timestamp"::timestamptz) OVER w AS prev_time,
                COALESCE(bool_or(NOT remove) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
                         false) AS added_before
           FROM cdp_traits.segment_events e

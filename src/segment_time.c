@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * segment_time.c
- *		The timestamp of a segmentation event (SPEC section 6): RFC 3339 text
- *		with an explicit offset, read as an instant.
+ *		The type of a segmentation event's timestamp (SPEC section 6):
+ *		cdp_traits.rfc3339, an instant (stored as timestamptz is) whose text
+ *		input is RFC 3339 with an explicit offset and nothing else.
  *
  * The grammar is RFC 3339's date-time, exactly:
  *
@@ -15,10 +16,11 @@
  * included); a leap second (ss = 60) is accepted and read as the next
  * second, as PostgreSQL does.  Fractions are rounded to microseconds.
  *
- * Because the offset is always explicit, the result does not depend on any
- * setting, so the function is immutable and can compute
- * segment_events.event_time as a generated column: rows loaded with COPY
- * are checked by the same code as ingest_segment_event().
+ * Because segment_events.timestamp has this type, rows loaded with COPY are
+ * checked by the same code as ingest_segment_event(), and nothing but the
+ * instant is stored.  The type is binary-compatible with timestamptz (an
+ * implicit cast), so events compare as instants, never as texts; output is
+ * RFC 3339 in UTC.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,8 +32,11 @@
 #include "utils/timestamp.h"
 
 #include "cdp_traits.h"
+#include "segment.h"
 
-PG_FUNCTION_INFO_V1(cdp_segment_timestamp);
+PG_FUNCTION_INFO_V1(cdp_rfc3339_in);
+PG_FUNCTION_INFO_V1(cdp_rfc3339_out);
+PG_FUNCTION_INFO_V1(cdp_rfc3339_from_timestamptz);
 
 /*
  * digits
@@ -134,21 +139,132 @@ parse_rfc3339(const char *s, int len, TimestampTz *result)
 }
 
 /*
- * cdp_segment_timestamp
- *		SQL: _segment_timestamp(text) RETURNS timestamptz.  The instant an
- *		RFC 3339 timestamp denotes; an error naming the field otherwise.
+ * put_digits
+ *		Write v as exactly n decimal digits (v < 10^n).
+ */
+static inline char *
+put_digits(char *p, int v, int n)
+{
+	int			i;
+
+	for (i = n - 1; i >= 0; i--)
+	{
+		p[i] = '0' + v % 10;
+		v /= 10;
+	}
+	return p + n;
+}
+
+/*
+ * cdp_format_rfc3339
+ *		Write a finite instant as RFC 3339 in UTC ("2021-03-19T17:32:26Z",
+ *		with a fraction only when there is one, trailing zeros dropped) into
+ *		buf (RFC3339_MAXLEN + 1 bytes); returns the length.  Years outside
+ *		0..9999 and infinities, which RFC 3339 cannot write, are written as
+ *		timestamptz writes them in ISO style.
+ */
+int
+cdp_format_rfc3339(TimestampTz t, char *buf)
+{
+	int64		days = t / USECS_PER_DAY;
+	int64		time = t % USECS_PER_DAY;
+	int			year = 0,
+				mon = 0,
+				mday = 0,
+				secs,
+				frac;
+	char	   *p = buf;
+
+	if (time < 0)
+	{
+		time += USECS_PER_DAY;
+		days--;
+	}
+	if (!TIMESTAMP_NOT_FINITE(t))
+		j2date((int) (days + POSTGRES_EPOCH_JDATE), &year, &mon, &mday);
+	if (TIMESTAMP_NOT_FINITE(t) || year < 0 || year > 9999)
+	{
+		char	   *s = DatumGetCString(DirectFunctionCall1(timestamptz_out,
+															TimestampTzGetDatum(t)));
+
+		strlcpy(buf, s, RFC3339_MAXLEN + 1);
+		return strlen(buf);
+	}
+	secs = (int) (time / USECS_PER_SEC);
+	frac = (int) (time % USECS_PER_SEC);
+	p = put_digits(p, year, 4);
+	*p++ = '-';
+	p = put_digits(p, mon, 2);
+	*p++ = '-';
+	p = put_digits(p, mday, 2);
+	*p++ = 'T';
+	p = put_digits(p, secs / SECS_PER_HOUR, 2);
+	*p++ = ':';
+	p = put_digits(p, secs / SECS_PER_MINUTE % MINS_PER_HOUR, 2);
+	*p++ = ':';
+	p = put_digits(p, secs % SECS_PER_MINUTE, 2);
+	if (frac != 0)
+	{
+		int			n = 6;
+
+		while (frac % 10 == 0)
+		{
+			frac /= 10;
+			n--;
+		}
+		*p++ = '.';
+		p = put_digits(p, frac, n);
+	}
+	*p++ = 'Z';
+	*p = '\0';
+	return p - buf;
+}
+
+/*
+ * cdp_rfc3339_in
+ *		Input of cdp_traits.rfc3339: the instant an RFC 3339 date-time
+ *		denotes; an error naming the field otherwise.
  */
 Datum
-cdp_segment_timestamp(PG_FUNCTION_ARGS)
+cdp_rfc3339_in(PG_FUNCTION_ARGS)
 {
-	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *s = PG_GETARG_CSTRING(0);
 	TimestampTz result;
 
-	if (!parse_rfc3339(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &result))
+	if (!parse_rfc3339(s, strlen(s), &result))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
 				 errmsg("invalid segment event: \"timestamp\" must be an RFC 3339 date-time with an offset"),
-				 errdetail("The value is \"%s\".", text_to_cstring(t)),
+				 errdetail("The value is \"%s\".", s),
 				 errhint("Write it like 2021-03-19T13:32:26-04:00 or 2021-03-19T17:32:26.5Z.")));
 	PG_RETURN_TIMESTAMPTZ(result);
+}
+
+/*
+ * cdp_rfc3339_out
+ *		Output of cdp_traits.rfc3339: RFC 3339 in UTC.
+ */
+Datum
+cdp_rfc3339_out(PG_FUNCTION_ARGS)
+{
+	char	   *buf = palloc(RFC3339_MAXLEN + 1);
+
+	cdp_format_rfc3339(PG_GETARG_TIMESTAMPTZ(0), buf);
+	PG_RETURN_CSTRING(buf);
+}
+
+/*
+ * cdp_rfc3339_from_timestamptz
+ *		The assignment cast from timestamptz: any finite instant.
+ */
+Datum
+cdp_rfc3339_from_timestamptz(PG_FUNCTION_ARGS)
+{
+	TimestampTz t = PG_GETARG_TIMESTAMPTZ(0);
+
+	if (TIMESTAMP_NOT_FINITE(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("invalid segment event: \"timestamp\" must be a finite point in time")));
+	PG_RETURN_TIMESTAMPTZ(t);
 }

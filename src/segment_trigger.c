@@ -54,7 +54,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
-#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/fmgrprotos.h"
@@ -66,6 +65,7 @@
 #include "utils/uuid.h"
 
 #include "cdp_traits.h"
+#include "segment.h"
 #include "stitch.h"
 
 PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
@@ -213,7 +213,7 @@ enum
 
 static SegStatement statements[ST_COUNT] = {
 	[ST_READ] = {"reading the new events",
-		"SELECT n.seq, n.event, n.vendor, n.segment, n.user_id, n.event_time, n.remove, n.value "
+		"SELECT n.seq, n.event, n.vendor, n.segment, n.user_id, n.\"timestamp\", n.remove, n.value "
 		"FROM " SEGMENT_NEW_TABLE " n", 0},
 	[ST_IDS] = {"keeping event ids",
 		"INSERT INTO cdp_traits.segment_event_ids (event, seq) "
@@ -605,7 +605,7 @@ cmp_int64(const void *a, const void *b)
 
 /*
  * insert_ids_optimistic
- *		The plain INSERT of the ids, in a subtransaction: true if it went
+ *		The plain insert of the ids, in a subtransaction: true if it went
  *		through, false if an id was already stored (unique violation; the
  *		subtransaction is rolled back).  Other errors are raised.
  */
@@ -1026,15 +1026,14 @@ push_string(JsonbParseState **state, const char *key, const char *s, int len)
 	pushJsonbValue(state, WJB_VALUE, &v);
 }
 
-/* an instant as to_jsonb() writes it in UTC: 2021-03-19T17:32:26+00:00 */
+/* an instant as cdp_traits.rfc3339 writes it: 2021-03-19T17:32:26Z */
 static void
 push_time(JsonbParseState **state, const char *key, TimestampTz t)
 {
-	char	   *buf = palloc(MAXDATELEN + 1);	/* the value points to it */
-	const int	utc = 0;
+	char	   *buf = palloc(RFC3339_MAXLEN + 1);	/* the value points to it */
+	int			len = cdp_format_rfc3339(t, buf);
 
-	JsonEncodeDateTime(buf, TimestampTzGetDatum(t), TIMESTAMPTZOID, &utc);
-	push_string(state, key, buf, strlen(buf));
+	push_string(state, key, buf, len);
 }
 
 /*
@@ -1255,6 +1254,19 @@ write_profiles(SegBatch *b)
 	execute(ST_PROFILES, args, SPI_OK_INSERT);
 }
 
+/* Run one phase of the trigger, timed at DEBUG2. */
+#define PHASE(what, code) \
+	do { \
+		instr_time	phase_start, \
+					phase_time; \
+		INSTR_TIME_SET_CURRENT(phase_start); \
+		code; \
+		INSTR_TIME_SET_CURRENT(phase_time); \
+		INSTR_TIME_SUBTRACT(phase_time, phase_start); \
+		elog(DEBUG2, "cdp_traits: segments: %s: %.1f ms", what, \
+			 INSTR_TIME_GET_MILLISEC(phase_time)); \
+	} while (0)
+
 /*
  * cdp_segment_events_insert
  *		AFTER INSERT FOR EACH STATEMENT trigger on segment_events, with the
@@ -1312,29 +1324,35 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_register_trigger_data failed");
 
 	/* 1. the batch */
-	stream(ST_READ, NULL, read_event, &b);
-	if (!b.in_order)
-		qsort(b.events, b.nevents, sizeof(SegEvent), cmp_event_seq);
+	PHASE("reading the batch", {
+		stream(ST_READ, NULL, read_event, &b);
+		if (!b.in_order)
+			qsort(b.events, b.nevents, sizeof(SegEvent), cmp_event_seq);
+	});
 
 	/* 2. locks */
 	lock_batch(&b, small);
 
 	/* 3. ids */
-	keep_ids(&b, small);
+	PHASE("ids", keep_ids(&b, small));
 
 	/* 4. stored state of the keys, then the fold */
 	all = palloc(sizeof(int) * Max(b.nstates, 1));
 	for (i = 0; i < b.nstates; i++)
 		all[i] = i;
-	key_arrays(&b, all, b.nstates, args);
-	stream(ST_STORED, param_list(args, statements[ST_STORED].argtypes, 3), read_stored, &b);
-	fold(&b);
+	PHASE("stored", {
+		key_arrays(&b, all, b.nstates, args);
+		stream(ST_STORED, param_list(args, statements[ST_STORED].argtypes, 3), read_stored, &b);
+	});
+	PHASE("fold", fold(&b));
 
 	/* 5. writes */
-	write_toggles(&b);
-	write_memberships(&b, true);
-	write_memberships(&b, false);
-	write_profiles(&b);
+	PHASE("toggles", write_toggles(&b));
+	PHASE("memberships", {
+		write_memberships(&b, true);
+		write_memberships(&b, false);
+	});
+	PHASE("profiles", write_profiles(&b));
 
 	INSTR_TIME_SET_CURRENT(duration);
 	INSTR_TIME_SUBTRACT(duration, start);

@@ -21,12 +21,40 @@
  * of the users touched -- in the same transaction.
  */
 
--- The instant of an RFC 3339 timestamp; an error naming the field otherwise.
-CREATE FUNCTION cdp_traits._segment_timestamp(text) RETURNS timestamptz
+-- The type of segment_events.timestamp: an instant whose text input is RFC
+-- 3339 with an offset and nothing else (an error naming the field), so
+-- that COPY is checked like ingest_segment_event().  Stored and compared
+-- like timestamptz (binary-compatible, implicit cast); written in UTC.
+CREATE TYPE cdp_traits.rfc3339;
+CREATE FUNCTION cdp_traits.rfc3339_in(cstring) RETURNS cdp_traits.rfc3339
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'cdp_segment_timestamp';
-COMMENT ON FUNCTION cdp_traits._segment_timestamp(text) IS
-	'internal: the instant of an RFC 3339 date-time with offset; an error for anything else';
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_in';
+CREATE FUNCTION cdp_traits.rfc3339_out(cdp_traits.rfc3339) RETURNS cstring
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_out';
+CREATE FUNCTION cdp_traits.rfc3339_recv(internal) RETURNS cdp_traits.rfc3339
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
+AS 'timestamptz_recv';
+CREATE FUNCTION cdp_traits.rfc3339_send(cdp_traits.rfc3339) RETURNS bytea
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
+AS 'timestamptz_send';
+CREATE TYPE cdp_traits.rfc3339 (
+	INPUT = cdp_traits.rfc3339_in,
+	OUTPUT = cdp_traits.rfc3339_out,
+	RECEIVE = cdp_traits.rfc3339_recv,
+	SEND = cdp_traits.rfc3339_send,
+	LIKE = pg_catalog.timestamptz,
+	CATEGORY = 'D'
+);
+COMMENT ON TYPE cdp_traits.rfc3339 IS
+	'a point in time written as RFC 3339 with an offset (input) and in UTC (output); compares as timestamptz';
+CREATE CAST (cdp_traits.rfc3339 AS timestamptz) WITHOUT FUNCTION AS IMPLICIT;
+CREATE FUNCTION cdp_traits.rfc3339(timestamptz) RETURNS cdp_traits.rfc3339
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_from_timestamptz';
+CREATE CAST (timestamptz AS cdp_traits.rfc3339) WITH FUNCTION cdp_traits.rfc3339(timestamptz) AS ASSIGNMENT;
+-- INSERT ... SELECT of text columns: checked by the input function
+CREATE CAST (text AS cdp_traits.rfc3339) WITH INOUT AS ASSIGNMENT;
 
 CREATE TABLE cdp_traits.segment_events (
 	seq bigint GENERATED ALWAYS AS IDENTITY,	-- arrival order
@@ -34,9 +62,7 @@ CREATE TABLE cdp_traits.segment_events (
 	user_id text COLLATE "C" NOT NULL,
 	vendor integer NOT NULL,
 	segment text COLLATE "C" NOT NULL,	-- segment.name
-	"timestamp" text NOT NULL,			-- as sent (RFC 3339)
-	event_time timestamptz NOT NULL
-		GENERATED ALWAYS AS (cdp_traits._segment_timestamp("timestamp")) STORED,
+	"timestamp" cdp_traits.rfc3339 NOT NULL,
 	remove boolean NOT NULL DEFAULT false,
 	value text,
 	CONSTRAINT segment_events_user_not_empty CHECK (user_id <> ''),
@@ -51,8 +77,7 @@ CREATE INDEX segment_events_seq ON cdp_traits.segment_events USING brin (seq)
 COMMENT ON TABLE cdp_traits.segment_events IS
 	'segmentation events (SPEC section 6) in arrival order (seq); insert or COPY into it, or call ingest_segment_event()';
 COMMENT ON COLUMN cdp_traits.segment_events.segment IS 'segment.name of the event';
-COMMENT ON COLUMN cdp_traits.segment_events."timestamp" IS 'the timestamp as sent (RFC 3339 with offset)';
-COMMENT ON COLUMN cdp_traits.segment_events.event_time IS 'the instant "timestamp" denotes';
+COMMENT ON COLUMN cdp_traits.segment_events."timestamp" IS 'the event''s time (RFC 3339 with an offset when written; an instant)';
 
 CREATE TABLE cdp_traits.segment_event_ids (
 	event uuid PRIMARY KEY,
@@ -113,7 +138,6 @@ COMMENT ON TABLE cdp_traits.segment_toggles IS
 CREATE FUNCTION cdp_traits.rebuild_segment_profiles() RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
-SET TimeZone = 'UTC'
 AS $$
 DECLARE
 	n bigint;
@@ -125,7 +149,8 @@ BEGIN
 	SELECT m.user_id,
 		   jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
 			   'segment', jsonb_build_object('vendor', m.vendor, 'name', m.segment),
-			   'first', m.first, 'last', m.last, 'member', m.member, 'value', m.value))
+			   'first', m.first::cdp_traits.rfc3339, 'last', m.last::cdp_traits.rfc3339,
+			   'member', m.member, 'value', m.value))
 			   ORDER BY m.segment, m.vendor)
 	  FROM cdp_traits.segment_memberships m
 	 GROUP BY m.user_id;
@@ -302,7 +327,7 @@ BEGIN
 	ELSIF jsonb_typeof(v) <> 'string' THEN
 		PERFORM _segment_event_error('timestamp', 'must be an RFC 3339 date-time with an offset', v);
 	END IF;
-	-- the format itself is checked by _segment_timestamp() (the event_time column)
+	-- the format itself is checked by the column's type, cdp_traits.rfc3339
 
 	v := doc->'remove';
 	IF v IS NOT NULL THEN
@@ -322,7 +347,7 @@ BEGIN
 	END IF;
 
 	INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
-	VALUES ((doc->>'event')::uuid, doc->>'user', vendor::integer, name, doc->>'timestamp',
+	VALUES ((doc->>'event')::uuid, doc->>'user', vendor::integer, name, (doc->>'timestamp')::cdp_traits.rfc3339,
 			is_remove, doc->>'value')
 	RETURNING seq INTO new_seq;
 	-- a repeated id: the trigger has removed the row again
