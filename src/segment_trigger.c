@@ -43,20 +43,19 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "port/pg_bswap.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "port/pg_bswap.h"
 #include "portability/instr_time.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
-#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/resowner.h"
@@ -177,6 +176,7 @@ typedef struct SegBatch
 	SegEvent   *events;
 	int64		nevents;
 	int64		maxevents;
+	bool		small;			/* locked key by key, kept plans */
 	bool		in_order;		/* events arrived in seq order */
 	int64		rejected;
 	/* toggles found by the fold, in arrival order (indexes into events) */
@@ -276,28 +276,32 @@ static SegStatement statements[ST_COUNT] = {
 
 /*
  * statement
- *		The kept plan of one of the statements above.  Generic: they run
- *		with arrays of any size, and a custom plan per execution would cost
- *		more than small statements themselves.
+ *		The plan of one of the statements above.  For a small batch, a
+ *		generic plan kept for the backend: a custom plan per execution
+ *		would cost more than the statement itself.  For a large one, a plan
+ *		made for this execution's arrays (hash joins rather than a probe per
+ *		key), freed with the SPI connection.
  */
 static SPIPlanPtr
-statement(int which)
+statement(SegBatch *b, int which)
 {
 	SegStatement *st = &statements[which];
+	SPIPlanPtr	plan;
 
-	if (st->plan == NULL)
+	if (b->small && st->plan)
+		return st->plan;
+	plan = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes,
+							  b->small ? CURSOR_OPT_GENERIC_PLAN : CURSOR_OPT_CUSTOM_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 st->sql, SPI_result_code_string(SPI_result));
+	if (b->small)
 	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes,
-											  CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 st->sql, SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_keepplan failed");
 		st->plan = plan;
 	}
-	return st->plan;
+	return plan;
 }
 
 /*
@@ -305,9 +309,9 @@ statement(int which)
  *		Run a statement with its arguments; returns SPI_processed.
  */
 static uint64
-execute(int which, Datum *args, int expected)
+execute(SegBatch *b, int which, Datum *args, int expected)
 {
-	return cdp_execute(statement(which), args, NULL, expected, statements[which].what);
+	return cdp_execute(statement(b, which), args, NULL, expected, statements[which].what);
 }
 
 /*
@@ -332,21 +336,13 @@ param_list(Datum *args, const Oid *types, int n)
 
 /*
  * stream
- *		Run a reading statement, calling callback for each row; timed at
- *		DEBUG2 like the others.
+ *		Run a reading statement, calling callback for each row (on a new
+ *		snapshot: what writers of the keys committed before we locked them).
  */
 static void
-stream(int which, ParamListInfo params, SlotCallback callback, void *arg)
+stream(SegBatch *b, int which, ParamListInfo params, SlotCallback callback, void *arg)
 {
-	instr_time	start,
-				duration;
-
-	INSTR_TIME_SET_CURRENT(start);
-	cdp_stream(statement(which), params, false, callback, arg);
-	INSTR_TIME_SET_CURRENT(duration);
-	INSTR_TIME_SUBTRACT(duration, start);
-	elog(DEBUG2, "cdp_traits: %s: %.1f ms", statements[which].what,
-		 INSTR_TIME_GET_MILLISEC(duration));
+	cdp_stream(statement(b, which), params, false, callback, arg);
 }
 
 /*
@@ -424,7 +420,6 @@ read_event(TupleTableSlot *slot, void *arg)
 	SegKeyId	k;
 	MemoryContext old;
 
-	slot_getallattrs(slot);
 	if (b->nevents >= b->maxevents)
 	{
 		b->maxevents *= 2;
@@ -537,10 +532,10 @@ cmp_uint32(const void *a, const void *b)
  *		them with the segments lock (large ones).
  */
 static void
-lock_batch(SegBatch *b, bool small)
+lock_batch(SegBatch *b)
 {
 	lock_pair(SEGMENT_LOCKS, TOGGLE_LOG_LOCK, ShareLock);
-	if (small)
+	if (b->small)
 	{
 		uint32	   *h = palloc(sizeof(uint32) * Max(b->nstates, 1));
 		int			i;
@@ -610,7 +605,7 @@ cmp_int64(const void *a, const void *b)
  *		subtransaction is rolled back).  Other errors are raised.
  */
 static bool
-insert_ids_optimistic(Datum *args)
+insert_ids_optimistic(SegBatch *b, Datum *args)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -620,7 +615,7 @@ insert_ids_optimistic(Datum *args)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		execute(ST_IDS, args, SPI_OK_INSERT);
+		execute(b, ST_IDS, args, SPI_OK_INSERT);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -656,7 +651,7 @@ insert_ids_optimistic(Datum *args)
  *		fast; only if an id was stored before do they fall back.
  */
 static void
-keep_ids(SegBatch *b, bool small)
+keep_ids(SegBatch *b)
 {
 	IdRef	   *refs = palloc_extended(sizeof(IdRef) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
 	Datum	   *ids;
@@ -664,7 +659,7 @@ keep_ids(SegBatch *b, bool small)
 	int64		i,
 				n = 0;
 	Datum		args[2];
-	bool		checked = small;
+	bool		checked = b->small;
 
 	for (i = 0; i < b->nevents; i++)
 	{
@@ -675,12 +670,12 @@ keep_ids(SegBatch *b, bool small)
 	}
 	sort_idrefs(refs, b->nevents);
 
-	/* the first of each id (in seq order) is a candidate, later ones repeat it */
+	/* the first of each id (in seq order) is kept, later ones repeat it */
 	ids = palloc_extended(sizeof(Datum) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
 	seqs = palloc_extended(sizeof(Datum) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < b->nevents; i++)
 	{
-		if (i > 0 && refs[i].hi == refs[i - 1].hi && refs[i].lo == refs[i - 1].lo)
+		if (n > 0 && refs[i].hi == refs[n - 1].hi && refs[i].lo == refs[n - 1].lo)
 		{
 			b->events[refs[i].event].rejected = true;
 			b->rejected++;
@@ -694,11 +689,11 @@ keep_ids(SegBatch *b, bool small)
 	args[0] = make_array(ids, NULL, n, UUIDOID);
 	args[1] = make_array(seqs, NULL, n, INT8OID);
 
-	if (!checked && !insert_ids_optimistic(args))
+	if (!checked && !insert_ids_optimistic(b, args))
 		checked = true;
 	if (checked)
 	{
-		uint64		stored = execute(ST_IDS_CHECKED, args, SPI_OK_INSERT_RETURNING);
+		uint64		stored = execute(b, ST_IDS_CHECKED, args, SPI_OK_INSERT_RETURNING);
 
 		if (stored < (uint64) n)
 		{
@@ -734,7 +729,7 @@ keep_ids(SegBatch *b, bool small)
 			if (b->events[i].rejected)
 				rej[m++] = Int64GetDatum(b->events[i].seq);
 		args[0] = make_array(rej, NULL, m, INT8OID);
-		execute(ST_DELETE_REPEATED, args, SPI_OK_DELETE);
+		execute(b, ST_DELETE_REPEATED, args, SPI_OK_DELETE);
 	}
 	pfree(refs);
 }
@@ -881,7 +876,7 @@ write_toggles(SegBatch *b)
 	args[6] = make_array(d[6], valnull, n, TEXTOID);
 	args[7] = make_array(d[7], NULL, n, UUIDOID);
 	args[8] = make_array(d[8], NULL, n, TIMESTAMPTZOID);
-	execute(ST_TOGGLES, args, SPI_OK_INSERT);
+	execute(b, ST_TOGGLES, args, SPI_OK_INSERT);
 }
 
 /* Byte order of two strings, as the "C" collation orders text. */
@@ -996,9 +991,9 @@ write_memberships(SegBatch *b, bool stored)
 	args[8] = make_array(d[5], NULL, n, TIMESTAMPTZOID);
 	args[9] = make_array(d[6], NULL, n, INT8OID);
 	if (stored)
-		execute(ST_UPDATE, args, SPI_OK_UPDATE);
+		execute(b, ST_UPDATE, args, SPI_OK_UPDATE);
 	else
-		execute(ST_INSERT, args, SPI_OK_INSERT);
+		execute(b, ST_INSERT, args, SPI_OK_INSERT);
 }
 
 /* ---- profiles ---- */
@@ -1243,7 +1238,7 @@ write_profiles(SegBatch *b)
 	pw.profiles = palloc(sizeof(Datum) * nusers);
 	pw.usercxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits profile",
 									   ALLOCSET_DEFAULT_SIZES);
-	stream(ST_PROFILES_OF, param_list(args, statements[ST_PROFILES_OF].argtypes, 1),
+	stream(b, ST_PROFILES_OF, param_list(args, statements[ST_PROFILES_OF].argtypes, 1),
 		   read_profile, &pw);
 	while (pw.pos < pw.n)
 		build_profile(&pw, NULL);
@@ -1251,7 +1246,7 @@ write_profiles(SegBatch *b)
 
 	args[0] = make_array(pw.users, NULL, pw.nprofiles, TEXTOID);
 	args[1] = make_array(pw.profiles, NULL, pw.nprofiles, JSONBOID);
-	execute(ST_PROFILES, args, SPI_OK_INSERT);
+	execute(b, ST_PROFILES, args, SPI_OK_INSERT);
 }
 
 /* Run one phase of the trigger, timed at DEBUG2. */
@@ -1277,7 +1272,6 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	int64		nrows;
-	bool		small;
 	CdpExecState es;
 	SegBatch	b;
 	MemoryContext old;
@@ -1303,9 +1297,9 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	if (nrows == 0)
 		return PointerGetDatum(NULL);
 	INSTR_TIME_SET_CURRENT(start);
-	small = nrows <= cdp_max_segment_locks;
 
 	memset(&b, 0, sizeof(b));
+	b.small = nrows <= cdp_max_segment_locks;
 	b.cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits segments trigger",
 								  ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(b.cxt);
@@ -1325,16 +1319,16 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 
 	/* 1. the batch */
 	PHASE("reading the batch", {
-		stream(ST_READ, NULL, read_event, &b);
+		stream(&b, ST_READ, NULL, read_event, &b);
 		if (!b.in_order)
 			qsort(b.events, b.nevents, sizeof(SegEvent), cmp_event_seq);
 	});
 
 	/* 2. locks */
-	lock_batch(&b, small);
+	lock_batch(&b);
 
 	/* 3. ids */
-	PHASE("ids", keep_ids(&b, small));
+	PHASE("ids", keep_ids(&b));
 
 	/* 4. stored state of the keys, then the fold */
 	all = palloc(sizeof(int) * Max(b.nstates, 1));
@@ -1342,7 +1336,7 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 		all[i] = i;
 	PHASE("stored", {
 		key_arrays(&b, all, b.nstates, args);
-		stream(ST_STORED, param_list(args, statements[ST_STORED].argtypes, 3), read_stored, &b);
+		stream(&b, ST_STORED, param_list(args, statements[ST_STORED].argtypes, 3), read_stored, &b);
 	});
 	PHASE("fold", fold(&b));
 

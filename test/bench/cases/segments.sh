@@ -109,7 +109,8 @@ report "segments (1): state" "$ev events, $ms memberships ($mem members), $tg to
 # the trigger's state equals a plain-SQL recomputation from the events
 same=$(sql -c "
 	SELECT count(*) = 0 FROM (
-	  SELECT vendor, segment, user_id, min(event_time) FILTER (WHERE NOT remove) AS first, max(event_time) AS last,
+	  SELECT vendor, segment, user_id, min(\"timestamp\"::timestamptz) FILTER (WHERE NOT remove) AS first,
+	         max(\"timestamp\"::timestamptz) AS last,
 	         NOT (array_agg(remove ORDER BY seq DESC))[1] AS member
 	    FROM cdp_traits.segment_events GROUP BY 1, 2, 3
 	  EXCEPT SELECT vendor, segment, user_id, first, last, member FROM cdp_traits.segment_memberships) d")
