@@ -35,13 +35,13 @@ endif
 # preloads the library (test/cdp_traits.conf).
 REGRESS = extension guc generator stitching_errors stitching stitching_partitioned peer_fixture stitching_random explain_entity import_meiro_config \
 	aggregates aggregates_types aggregates_large aggregates_state \
-	context attributes_errors attributes worker privileges publish upgrade dbt_example
+	context attributes_errors attributes segments segments_random worker privileges publish upgrade dbt_example
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs (test/isolation/specs + test/isolation/expected).
-ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id calc_vs_stitch
+ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id calc_vs_stitch segments
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \

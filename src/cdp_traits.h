@@ -27,6 +27,7 @@ extern char *cdp_worker_role;
 extern int	cdp_job_runs_retention;	/* seconds */
 extern int	cdp_job_timeout;		/* milliseconds */
 extern int	cdp_max_identifier_locks;
+extern int	cdp_max_segment_locks;
 
 extern void cdp_define_gucs(void);
 

@@ -24,6 +24,7 @@ char	   *cdp_worker_role = NULL;
 int			cdp_job_runs_retention = 7 * 24 * 3600;
 int			cdp_job_timeout = 30 * 60 * 1000;
 int			cdp_max_identifier_locks = 512;
+int			cdp_max_segment_locks = 512;
 
 /*
  * cdp_define_gucs
@@ -109,6 +110,15 @@ cdp_define_gucs(void)
 							"A batch of events with more distinct identifiers than this takes one "
 							"exclusive stitching lock instead, so that bulk loads do not fill the lock table.",
 							&cdp_max_identifier_locks,
+							512, 0, 100000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.max_segment_locks",
+							"Largest batch of segmentation events locked key by key.",
+							"A statement inserting more segmentation events than this takes one "
+							"exclusive segments lock instead of one lock per (vendor, segment, user).",
+							&cdp_max_segment_locks,
 							512, 0, 100000,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);

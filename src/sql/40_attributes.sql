@@ -12,8 +12,8 @@
  *   calculation_runs / calculation_run_attributes   what each run did
  *   attribute_counts / attribute_value_counts / attribute_top_values
  *                           customers per attribute and per value (for UIs)
- *   audience_changes        audience enter/exit (folded into segment toggles
- *                           when those exist)
+ *   audience_changes        audience enter/exit: a view on the toggle log
+ *                           (segment_toggles, vendor 0; see 60_segments.sql)
  *
  * calculate_attributes() recalculates dirty entities (customer_entities.
  * calculated IS NULL or older than cdp_traits.recalculate_after); an
@@ -111,15 +111,8 @@ CREATE TABLE cdp_traits.calculation_run_attributes (
 COMMENT ON TABLE cdp_traits.calculation_run_attributes IS
 	'per run and attribute: scope, values written/removed/skipped, time, error';
 
-CREATE TABLE cdp_traits.audience_changes (
-	seq bigserial PRIMARY KEY,
-	audience_id text NOT NULL,
-	customer_entity_id uuid NOT NULL,
-	entered boolean NOT NULL,
-	changed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-COMMENT ON TABLE cdp_traits.audience_changes IS
-	'audience membership changes (enter = true, exit = false), in order';
+-- Audience enter/exit go to the toggle log (60_segments.sql) as vendor 0;
+-- cdp_traits.audience_changes is a view on it.
 
 CREATE TABLE cdp_traits.attribute_counts (
 	attribute_id text PRIMARY KEY,
@@ -781,8 +774,8 @@ BEGIN
 		SELECT g.customer_entity_id, x.key AS attribute_id, x.value, -1 AS delta
 		  FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.vals) x
 	), exits AS (
-		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
-		SELECT kv.attribute_id, kv.customer_entity_id, false
+		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
+		SELECT 0, kv.attribute_id, kv.customer_entity_id::text, false, pg_catalog.now()
 		  FROM kv JOIN cdp_traits.attributes a ON a.id = kv.attribute_id
 		 WHERE a.definition->>'type' = 'audience' AND kv.value = 'true'::jsonb
 		 ORDER BY kv.customer_entity_id, kv.attribute_id
@@ -1067,8 +1060,8 @@ BEGIN
 
 	-- audience enter/exit
 	IF auds IS NOT NULL THEN
-		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
-		SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_diff c
+		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
+		SELECT 0, c.aid, c.eid::text, c.new_value IS NOT NULL, pg_catalog.now() FROM pg_temp.cdp_diff c
 		 WHERE c.aid = ANY (auds)
 		 ORDER BY c.eid, c.aid;
 	END IF;

@@ -1,0 +1,1362 @@
+/*-------------------------------------------------------------------------
+ *
+ * segment_trigger.c
+ *		The statement trigger on cdp_traits.segment_events (SPEC section 6):
+ *		memberships, toggles and profiles kept current, set-based, in the
+ *		transaction that inserts the events.
+ *
+ * For every INSERT or COPY the trigger
+ *
+ *	1. reads the NEW transition table once into memory: the events, and
+ *	   each distinct (vendor, segment, user) key in a hash table;
+ *
+ *	2. locks: the toggle log (shared, until commit: see toggles_since()),
+ *	   then either the segments lock shared and one lock per key of the
+ *	   batch, in lock-key order, or -- for batches of more than
+ *	   cdp_traits.max_segment_locks events -- the segments lock exclusively.
+ *	   Concurrent writers of one key are thus serialized; the order in which
+ *	   they get the key's lock is their arrival order;
+ *
+ *	3. keeps the new event ids in segment_event_ids (sorted, one INSERT): an
+ *	   id seen before, or twice in the batch, is ignored and its row deleted
+ *	   from segment_events again;
+ *
+ *	4. reads the stored memberships of the batch's keys and folds the
+ *	   accepted events into them in arrival order (seq), collecting toggles;
+ *
+ *	5. writes the toggles (in arrival order), updates the memberships of
+ *	   stored keys and inserts the new ones (sorted), and updates the
+ *	   profiles of the users of the batch: each stored profile is merged
+ *	   with the user's changed memberships (profiles are sorted by name and
+ *	   vendor, and so are the changes), a new user's is built from them.
+ *
+ * The fold itself is a single pass in C: no sort of the batch (events arrive
+ * in seq order), one hash probe per event.  The writes are one statement
+ * each, with array parameters, prepared once per backend.  Memory: about 60
+ * bytes per event and 150 per key of the batch.
+ *
+ * Like the stitching triggers, the statements run as the extension owner
+ * with a pinned search_path.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "portability/instr_time.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+#include "cdp_traits.h"
+#include "segment.h"
+#include "stitch.h"
+
+PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
+
+/*
+ * Advisory lock keys, as pg_advisory_xact_lock(int4, int4) takes them (so
+ * that SQL -- toggles_since(), tests -- can take and see the same locks):
+ * 'CSEG' with 0 = the segments lock, 1 = the toggle log; 'CSEK' with the
+ * hash of a (vendor, segment, user) key.
+ */
+#define SEGMENT_LOCKS		0x43534547
+#define SEGMENT_KEY_LOCKS	0x4353454B
+#define SEGMENTS_LOCK		0
+#define TOGGLE_LOG_LOCK		1
+
+/* name of the NEW transition table of the trigger */
+#define SEGMENT_NEW_TABLE	"cdp_new_segment_events"
+
+/* A (vendor, segment, user) key; the strings are not NUL-terminated. */
+typedef struct SegKeyId
+{
+	int32		vendor;
+	int			seglen;
+	int			userlen;
+	const char *segment;
+	const char *user;
+} SegKeyId;
+
+/* The state of a key: stored, then with the batch's events applied. */
+typedef struct SegState
+{
+	SegKeyId	id;
+	uint32		hash;
+	bool		stored;			/* a membership row exists */
+	bool		known;			/* it has a last event (stored or new) */
+	bool		changed;		/* events of the batch were applied */
+	bool		member;
+	bool		has_first;		/* added at some time */
+	TimestampTz first;
+	TimestampTz last;
+	pg_uuid_t	last_event;
+	TimestampTz last_time;
+	int64		last_seq;
+	const char *value;			/* NULL: none */
+	int			valuelen;
+} SegState;
+
+/* One event of the batch. */
+typedef struct SegEvent
+{
+	int64		seq;
+	TimestampTz time;
+	pg_uuid_t	id;
+	const char *value;			/* NULL: none */
+	int32		valuelen;
+	int32		key;			/* index into the states */
+	bool		remove;
+	bool		rejected;		/* its id was seen before */
+} SegEvent;
+
+/* simplehash: key -> index into the states */
+typedef struct SegKeyEntry
+{
+	SegKeyId	key;
+	uint32		hash;
+	char		status;
+	int32		idx;
+} SegKeyEntry;
+
+static inline uint32
+seg_key_hash(const SegKeyId *k)
+{
+	uint32		h = hash_uint32((uint32) k->vendor);
+
+	h = hash_combine(h, hash_bytes((const unsigned char *) k->segment, k->seglen));
+	return hash_combine(h, hash_bytes((const unsigned char *) k->user, k->userlen));
+}
+
+static inline bool
+seg_key_equal(const SegKeyId *a, const SegKeyId *b)
+{
+	return a->vendor == b->vendor && a->seglen == b->seglen && a->userlen == b->userlen &&
+		memcmp(a->segment, b->segment, a->seglen) == 0 &&
+		memcmp(a->user, b->user, a->userlen) == 0;
+}
+
+#define SH_PREFIX		segkeys
+#define SH_ELEMENT_TYPE	SegKeyEntry
+#define SH_KEY_TYPE		SegKeyId
+#define SH_KEY			key
+#define SH_HASH_KEY(tb, k)	seg_key_hash(&(k))
+#define SH_EQUAL(tb, a, b)	seg_key_equal(&(a), &(b))
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a)	((a)->hash)
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* Everything the trigger knows about its batch. */
+typedef struct SegBatch
+{
+	MemoryContext cxt;
+	StrArena	arena;
+	segkeys_hash *keys;
+	SegState   *states;
+	int			nstates;
+	int			maxstates;
+	SegEvent   *events;
+	int64		nevents;
+	int64		maxevents;
+	bool		small;			/* locked key by key, kept plans */
+	bool		in_order;		/* events arrived in seq order */
+	int64		rejected;
+	/* toggles found by the fold, in arrival order (indexes into events) */
+	int64	   *toggles;
+	pg_uuid_t  *toggle_prev;
+	TimestampTz *toggle_prev_time;
+	int64		ntoggles;
+} SegBatch;
+
+/* The statements, prepared once per backend (generic plans). */
+typedef struct SegStatement
+{
+	const char *what;
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[10];
+	SPIPlanPtr	plan;
+} SegStatement;
+
+enum
+{
+	ST_READ,
+	ST_IDS,
+	ST_IDS_CHECKED,
+	ST_DELETE_REPEATED,
+	ST_STORED,
+	ST_TOGGLES,
+	ST_UPDATE,
+	ST_INSERT,
+	ST_PROFILES_OF,
+	ST_PROFILES,
+	ST_COUNT
+};
+
+static SegStatement statements[ST_COUNT] = {
+	[ST_READ] = {"reading the new events",
+		"SELECT n.seq, n.event, n.vendor, n.segment, n.user_id, n.\"timestamp\", n.remove, n.value "
+		"FROM " SEGMENT_NEW_TABLE " n", 0},
+	[ST_IDS] = {"keeping event ids",
+		"INSERT INTO cdp_traits.segment_event_ids (event, seq) "
+		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2)",
+		2, {UUIDARRAYOID, INT8ARRAYOID}},
+	[ST_IDS_CHECKED] = {"keeping event ids not seen before",
+		"INSERT INTO cdp_traits.segment_event_ids AS i (event, seq) "
+		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2) "
+		"ON CONFLICT (event) DO NOTHING RETURNING i.seq",
+		2, {UUIDARRAYOID, INT8ARRAYOID}},
+	[ST_DELETE_REPEATED] = {"removing events with repeated ids",
+		"DELETE FROM cdp_traits.segment_events WHERE seq = ANY ($1)",
+		1, {INT8ARRAYOID}},
+	[ST_STORED] = {"reading stored memberships",
+		"SELECT m.vendor, m.segment, m.user_id, m.first, m.last, m.member, m.value, "
+		"m.last_event, m.last_event_time, m.last_seq "
+		"FROM (SELECT pg_catalog.unnest($1) AS vendor, pg_catalog.unnest($2) AS segment, "
+		"pg_catalog.unnest($3) AS user_id) k "
+		"JOIN cdp_traits.segment_memberships m ON m.vendor = k.vendor "
+		"AND m.segment = k.segment COLLATE \"C\" AND m.user_id = k.user_id COLLATE \"C\"",
+		3, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID}},
+	[ST_TOGGLES] = {"appending toggles",
+		"INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event, event_time, "
+		"value, previous_event, previous_time) "
+		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9)",
+		9, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, UUIDARRAYOID,
+		TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID}},
+	[ST_UPDATE] = {"updating memberships",
+		"UPDATE cdp_traits.segment_memberships m SET first = u.first, last = u.last, member = u.member, "
+		"value = u.value, last_event = u.last_event, last_event_time = u.last_event_time, "
+		"last_seq = u.last_seq "
+		"FROM (SELECT pg_catalog.unnest($1) AS vendor, pg_catalog.unnest($2) AS segment, "
+		"pg_catalog.unnest($3) AS user_id, pg_catalog.unnest($4) AS first, pg_catalog.unnest($5) AS last, "
+		"pg_catalog.unnest($6) AS member, pg_catalog.unnest($7) AS value, pg_catalog.unnest($8) AS last_event, "
+		"pg_catalog.unnest($9) AS last_event_time, pg_catalog.unnest($10) AS last_seq) u "
+		"WHERE m.vendor = u.vendor AND m.segment = u.segment COLLATE \"C\" "
+		"AND m.user_id = u.user_id COLLATE \"C\"",
+		10, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID}},
+	[ST_INSERT] = {"inserting memberships",
+		"INSERT INTO cdp_traits.segment_memberships (vendor, segment, user_id, first, last, member, "
+		"value, last_event, last_event_time, last_seq) "
+		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10)",
+		10, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID}},
+	[ST_PROFILES_OF] = {"reading the users' profiles",
+		"SELECT p.user_id, p.segments FROM cdp_traits.segment_profiles p "
+		"WHERE p.user_id = ANY ($1 COLLATE \"C\") ORDER BY p.user_id",
+		1, {TEXTARRAYOID}},
+	[ST_PROFILES] = {"writing profiles",
+		"INSERT INTO cdp_traits.segment_profiles AS p (user_id, segments) "
+		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2) "
+		"ON CONFLICT (user_id) DO UPDATE SET segments = EXCLUDED.segments",
+		2, {TEXTARRAYOID, JSONBARRAYOID}},
+};
+
+/*
+ * statement
+ *		The plan of one of the statements above.  For a small batch, a
+ *		generic plan kept for the backend: a custom plan per execution
+ *		would cost more than the statement itself.  For a large one, a plan
+ *		made for this execution's arrays (hash joins rather than a probe per
+ *		key), freed with the SPI connection.
+ */
+static SPIPlanPtr
+statement(SegBatch *b, int which)
+{
+	SegStatement *st = &statements[which];
+	SPIPlanPtr	plan;
+
+	if (b->small && st->plan)
+		return st->plan;
+	plan = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes,
+							  b->small ? CURSOR_OPT_GENERIC_PLAN : CURSOR_OPT_CUSTOM_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 st->sql, SPI_result_code_string(SPI_result));
+	if (b->small)
+	{
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		st->plan = plan;
+	}
+	return plan;
+}
+
+/*
+ * execute
+ *		Run a statement with its arguments; returns SPI_processed.
+ */
+static uint64
+execute(SegBatch *b, int which, Datum *args, int expected)
+{
+	return cdp_execute(statement(b, which), args, NULL, expected, statements[which].what);
+}
+
+/*
+ * param_list
+ *		Parameters for cdp_stream.
+ */
+static ParamListInfo
+param_list(Datum *args, const Oid *types, int n)
+{
+	ParamListInfo params = makeParamList(n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		params->params[i].value = args[i];
+		params->params[i].isnull = false;
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = types[i];
+	}
+	return params;
+}
+
+/*
+ * stream
+ *		Run a reading statement, calling callback for each row (on a new
+ *		snapshot: what writers of the keys committed before we locked them).
+ */
+static void
+stream(SegBatch *b, int which, ParamListInfo params, SlotCallback callback, void *arg)
+{
+	cdp_stream(statement(b, which), params, false, callback, arg);
+}
+
+/*
+ * lock_pair
+ *		Take the advisory lock pg_advisory_xact_lock(key1, key2) takes (or its
+ *		_shared variant), until the end of the transaction.
+ */
+static void
+lock_pair(uint32 key1, uint32 key2, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, key1, key2, 2);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+/* ---- reading the batch ---- */
+
+/*
+ * key_index
+ *		The state index of a key, added (with copies of its strings) if new.
+ */
+static int
+key_index(SegBatch *b, const SegKeyId *k)
+{
+	bool		found;
+	SegKeyEntry *e = segkeys_insert(b->keys, *k, &found);
+
+	if (!found)
+	{
+		SegState   *s;
+
+		if (b->nstates >= b->maxstates)
+		{
+			b->maxstates *= 2;
+			b->states = repalloc_huge(b->states, sizeof(SegState) * b->maxstates);
+		}
+		s = &b->states[b->nstates];
+		memset(s, 0, sizeof(SegState));
+		s->id.vendor = k->vendor;
+		s->id.seglen = k->seglen;
+		s->id.userlen = k->userlen;
+		s->id.segment = arena_strdup(&b->arena, k->segment, k->seglen);
+		s->id.user = arena_strdup(&b->arena, k->user, k->userlen);
+		s->hash = e->hash;
+		/* the entry must not point into the row being read */
+		e->key = s->id;
+		e->idx = b->nstates++;
+	}
+	return e->idx;
+}
+
+/*
+ * text_arg
+ *		Pointer and length of a (detoasted) text attribute.
+ */
+static inline const char *
+text_arg(Datum d, int *len)
+{
+	text	   *t = DatumGetTextPP(d);
+
+	*len = VARSIZE_ANY_EXHDR(t);
+	return VARDATA_ANY(t);
+}
+
+/*
+ * read_event
+ *		cdp_stream callback for ST_READ: keep one new event.
+ */
+static void
+read_event(TupleTableSlot *slot, void *arg)
+{
+	SegBatch   *b = arg;
+	SegEvent   *ev;
+	SegKeyId	k;
+	MemoryContext old;
+
+	if (b->nevents >= b->maxevents)
+	{
+		b->maxevents *= 2;
+		b->events = repalloc_huge(b->events, sizeof(SegEvent) * b->maxevents);
+	}
+	ev = &b->events[b->nevents];
+	ev->seq = DatumGetInt64(slot->tts_values[0]);
+	ev->id = *DatumGetUUIDP(slot->tts_values[1]);
+	k.vendor = DatumGetInt32(slot->tts_values[2]);
+	k.segment = text_arg(slot->tts_values[3], &k.seglen);
+	k.user = text_arg(slot->tts_values[4], &k.userlen);
+	ev->time = DatumGetTimestampTz(slot->tts_values[5]);
+	ev->remove = DatumGetBool(slot->tts_values[6]);
+	ev->rejected = false;
+
+	old = MemoryContextSwitchTo(b->cxt);
+	ev->key = key_index(b, &k);
+	if (slot->tts_isnull[7])
+	{
+		ev->value = NULL;
+		ev->valuelen = 0;
+	}
+	else
+	{
+		int			len;
+		const char *v = text_arg(slot->tts_values[7], &len);
+
+		ev->value = arena_strdup(&b->arena, v, len);
+		ev->valuelen = len;
+	}
+	MemoryContextSwitchTo(old);
+
+	if (b->nevents > 0 && ev->seq < b->events[b->nevents - 1].seq)
+		b->in_order = false;
+	b->nevents++;
+}
+
+static int
+cmp_event_seq(const void *a, const void *b)
+{
+	int64		x = ((const SegEvent *) a)->seq;
+	int64		y = ((const SegEvent *) b)->seq;
+
+	return (x > y) - (x < y);
+}
+
+/* ---- arrays for statement parameters ---- */
+
+/*
+ * make_array
+ *		A one-dimensional SQL array of n values of type elemtype (nulls may
+ *		be NULL: none).
+ */
+static Datum
+make_array(Datum *vals, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+static inline Datum
+text_datum(const char *s, int len)
+{
+	return PointerGetDatum(cstring_to_text_with_len(s, len));
+}
+
+/* Parameter arrays of the keys idx[0..n-1]: vendor, segment, user. */
+static void
+key_arrays(SegBatch *b, const int *idx, int n, Datum *args)
+{
+	Datum	   *v = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *s = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *u = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		SegKeyId   *k = &b->states[idx[i]].id;
+
+		v[i] = Int32GetDatum(k->vendor);
+		s[i] = text_datum(k->segment, k->seglen);
+		u[i] = text_datum(k->user, k->userlen);
+	}
+	args[0] = make_array(v, NULL, n, INT4OID);
+	args[1] = make_array(s, NULL, n, TEXTOID);
+	args[2] = make_array(u, NULL, n, TEXTOID);
+}
+
+/* ---- step 2: locks ---- */
+
+static int
+cmp_uint32(const void *a, const void *b)
+{
+	uint32		x = *(const uint32 *) a;
+	uint32		y = *(const uint32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * lock_batch
+ *		The toggle log, then the keys one by one (small batches) or all of
+ *		them with the segments lock (large ones).
+ */
+static void
+lock_batch(SegBatch *b)
+{
+	lock_pair(SEGMENT_LOCKS, TOGGLE_LOG_LOCK, ShareLock);
+	if (b->small)
+	{
+		uint32	   *h = palloc(sizeof(uint32) * Max(b->nstates, 1));
+		int			i;
+
+		lock_pair(SEGMENT_LOCKS, SEGMENTS_LOCK, ShareLock);
+		for (i = 0; i < b->nstates; i++)
+			h[i] = b->states[i].hash;
+		qsort(h, b->nstates, sizeof(uint32), cmp_uint32);
+		for (i = 0; i < b->nstates; i++)
+			if (i == 0 || h[i] != h[i - 1])
+				lock_pair(SEGMENT_KEY_LOCKS, h[i], ExclusiveLock);
+	}
+	else
+		lock_pair(SEGMENT_LOCKS, SEGMENTS_LOCK, ExclusiveLock);
+}
+
+/* ---- step 3: event ids ---- */
+
+/* An event id as two integers in the uuid type's (byte) order, for sorting. */
+typedef struct IdRef
+{
+	uint64		hi;
+	uint64		lo;
+	int64		seq;
+	int64		event;			/* index into events */
+} IdRef;
+
+static inline uint64
+uuid_half(const unsigned char *p)
+{
+	uint64		v;
+
+	memcpy(&v, p, sizeof(v));
+	return pg_ntoh64(v);
+}
+
+static inline int
+cmp_idref(const IdRef *x, const IdRef *y)
+{
+	if (x->hi != y->hi)
+		return x->hi < y->hi ? -1 : 1;
+	if (x->lo != y->lo)
+		return x->lo < y->lo ? -1 : 1;
+	return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+#define ST_SORT			sort_idrefs
+#define ST_ELEMENT_TYPE	IdRef
+#define ST_COMPARE(a, b)	cmp_idref(a, b)
+#define ST_SCOPE		static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * insert_ids_optimistic
+ *		The plain insert of the ids, in a subtransaction: true if it went
+ *		through, false if an id was already stored (unique violation; the
+ *		subtransaction is rolled back).  Other errors are raised.
+ */
+static bool
+insert_ids_optimistic(SegBatch *b, Datum *args)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		execute(b, ST_IDS, args, SPI_OK_INSERT);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * keep_ids
+ *		Store the ids of the batch's events; mark the events whose id was
+ *		seen before (in an earlier statement or earlier in this one) as
+ *		rejected and remove them from segment_events.
+ *
+ *		Small batches use INSERT ... ON CONFLICT DO NOTHING, which also waits
+ *		for a concurrent transaction inserting the same id.  Large ones hold
+ *		the segments lock exclusively and first try a plain INSERT, twice as
+ *		fast; only if an id was stored before do they fall back.
+ */
+static void
+keep_ids(SegBatch *b)
+{
+	IdRef	   *refs = palloc_extended(sizeof(IdRef) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
+	Datum	   *ids;
+	Datum	   *seqs;
+	int64		i,
+				n = 0;
+	Datum		args[2];
+	bool		checked = b->small;
+
+	for (i = 0; i < b->nevents; i++)
+	{
+		refs[i].hi = uuid_half(b->events[i].id.data);
+		refs[i].lo = uuid_half(b->events[i].id.data + 8);
+		refs[i].seq = b->events[i].seq;
+		refs[i].event = i;
+	}
+	sort_idrefs(refs, b->nevents);
+
+	/* the first of each id (in seq order) is kept, later ones repeat it */
+	ids = palloc_extended(sizeof(Datum) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
+	seqs = palloc_extended(sizeof(Datum) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < b->nevents; i++)
+	{
+		if (n > 0 && refs[i].hi == refs[n - 1].hi && refs[i].lo == refs[n - 1].lo)
+		{
+			b->events[refs[i].event].rejected = true;
+			b->rejected++;
+			continue;
+		}
+		ids[n] = UUIDPGetDatum(&b->events[refs[i].event].id);
+		seqs[n] = Int64GetDatum(refs[i].seq);
+		refs[n] = refs[i];
+		n++;
+	}
+	args[0] = make_array(ids, NULL, n, UUIDOID);
+	args[1] = make_array(seqs, NULL, n, INT8OID);
+
+	if (!checked && !insert_ids_optimistic(b, args))
+		checked = true;
+	if (checked)
+	{
+		uint64		stored = execute(b, ST_IDS_CHECKED, args, SPI_OK_INSERT_RETURNING);
+
+		if (stored < (uint64) n)
+		{
+			/* candidates whose seq did not come back were seen before */
+			int64	   *kept = palloc_extended(sizeof(int64) * Max(stored, 1), MCXT_ALLOC_HUGE);
+			uint64		j;
+
+			for (j = 0; j < stored; j++)
+			{
+				bool		isnull;
+
+				kept[j] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+			}
+			qsort(kept, stored, sizeof(int64), cmp_int64);
+			for (i = 0; i < n; i++)
+				if (!bsearch(&refs[i].seq, kept, stored, sizeof(int64), cmp_int64))
+				{
+					b->events[refs[i].event].rejected = true;
+					b->rejected++;
+				}
+			pfree(kept);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+
+	if (b->rejected > 0)
+	{
+		Datum	   *rej = palloc(sizeof(Datum) * b->rejected);
+		int64		m = 0;
+
+		for (i = 0; i < b->nevents; i++)
+			if (b->events[i].rejected)
+				rej[m++] = Int64GetDatum(b->events[i].seq);
+		args[0] = make_array(rej, NULL, m, INT8OID);
+		execute(b, ST_DELETE_REPEATED, args, SPI_OK_DELETE);
+	}
+	pfree(refs);
+}
+
+/* ---- step 4: stored state and the fold ---- */
+
+/*
+ * read_stored
+ *		cdp_stream callback for ST_STORED: the stored membership of a key.
+ */
+static void
+read_stored(TupleTableSlot *slot, void *arg)
+{
+	SegBatch   *b = arg;
+	SegKeyId	k;
+	SegKeyEntry *e;
+	SegState   *s;
+
+	slot_getallattrs(slot);
+	k.vendor = DatumGetInt32(slot->tts_values[0]);
+	k.segment = text_arg(slot->tts_values[1], &k.seglen);
+	k.user = text_arg(slot->tts_values[2], &k.userlen);
+	e = segkeys_lookup(b->keys, k);
+	if (e == NULL)
+		elog(ERROR, "stored membership of a key not in the batch");
+	s = &b->states[e->idx];
+	s->stored = true;
+	s->known = true;
+	s->has_first = !slot->tts_isnull[3];
+	if (s->has_first)
+		s->first = DatumGetTimestampTz(slot->tts_values[3]);
+	s->last = DatumGetTimestampTz(slot->tts_values[4]);
+	s->member = DatumGetBool(slot->tts_values[5]);
+	if (!slot->tts_isnull[6])
+	{
+		int			len;
+		const char *v = text_arg(slot->tts_values[6], &len);
+		MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+		s->value = arena_strdup(&b->arena, v, len);
+		s->valuelen = len;
+		MemoryContextSwitchTo(old);
+	}
+	s->last_event = *DatumGetUUIDP(slot->tts_values[7]);
+	s->last_time = DatumGetTimestampTz(slot->tts_values[8]);
+	s->last_seq = DatumGetInt64(slot->tts_values[9]);
+}
+
+/*
+ * fold
+ *		Apply the accepted events to their keys in arrival order.  An event
+ *		is a toggle if its key has a previous event, the status changes, and
+ *		the key had been added before (so a first add, repeated adds or
+ *		removes, and the first add after a key's initial removes are not).
+ *		Instants are compared, never texts.
+ */
+static void
+fold(SegBatch *b)
+{
+	int64		i;
+
+	b->toggles = palloc_extended(sizeof(int64) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
+	b->toggle_prev = palloc_extended(sizeof(pg_uuid_t) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
+	b->toggle_prev_time = palloc_extended(sizeof(TimestampTz) * Max(b->nevents, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < b->nevents; i++)
+	{
+		SegEvent   *ev = &b->events[i];
+		SegState   *s = &b->states[ev->key];
+		bool		member = !ev->remove;
+
+		if (ev->rejected)
+			continue;
+		if (s->known && s->member != member && s->has_first)
+		{
+			b->toggles[b->ntoggles] = i;
+			b->toggle_prev[b->ntoggles] = s->last_event;
+			b->toggle_prev_time[b->ntoggles] = s->last_time;
+			b->ntoggles++;
+		}
+		if (member)
+		{
+			if (!s->has_first || ev->time < s->first)
+				s->first = ev->time;
+			s->has_first = true;
+			if (ev->value)
+			{
+				s->value = ev->value;
+				s->valuelen = ev->valuelen;
+			}
+		}
+		if (!s->known || ev->time > s->last)
+			s->last = ev->time;
+		s->member = member;
+		s->last_event = ev->id;
+		s->last_time = ev->time;
+		s->last_seq = ev->seq;
+		s->known = true;
+		s->changed = true;
+	}
+}
+
+/* ---- step 5: writes ---- */
+
+/*
+ * write_toggles
+ *		Append the toggles, in arrival order.
+ */
+static void
+write_toggles(SegBatch *b)
+{
+	int64		n = b->ntoggles;
+	Datum	   *d[9];
+	bool	   *valnull = palloc(sizeof(bool) * n);
+	Datum		args[9];
+	int64		i;
+	int			c;
+
+	if (n == 0)
+		return;
+	for (c = 0; c < 9; c++)
+		d[c] = palloc_extended(sizeof(Datum) * n, MCXT_ALLOC_HUGE);
+	for (i = 0; i < n; i++)
+	{
+		SegEvent   *ev = &b->events[b->toggles[i]];
+		SegKeyId   *k = &b->states[ev->key].id;
+
+		d[0][i] = Int32GetDatum(k->vendor);
+		d[1][i] = text_datum(k->segment, k->seglen);
+		d[2][i] = text_datum(k->user, k->userlen);
+		d[3][i] = BoolGetDatum(!ev->remove);
+		d[4][i] = UUIDPGetDatum(&ev->id);
+		d[5][i] = TimestampTzGetDatum(ev->time);
+		valnull[i] = ev->value == NULL;
+		d[6][i] = valnull[i] ? (Datum) 0 : text_datum(ev->value, ev->valuelen);
+		d[7][i] = UUIDPGetDatum(&b->toggle_prev[i]);
+		d[8][i] = TimestampTzGetDatum(b->toggle_prev_time[i]);
+	}
+	args[0] = make_array(d[0], NULL, n, INT4OID);
+	args[1] = make_array(d[1], NULL, n, TEXTOID);
+	args[2] = make_array(d[2], NULL, n, TEXTOID);
+	args[3] = make_array(d[3], NULL, n, BOOLOID);
+	args[4] = make_array(d[4], NULL, n, UUIDOID);
+	args[5] = make_array(d[5], NULL, n, TIMESTAMPTZOID);
+	args[6] = make_array(d[6], valnull, n, TEXTOID);
+	args[7] = make_array(d[7], NULL, n, UUIDOID);
+	args[8] = make_array(d[8], NULL, n, TIMESTAMPTZOID);
+	execute(b, ST_TOGGLES, args, SPI_OK_INSERT);
+}
+
+/* Byte order of two strings, as the "C" collation orders text. */
+static inline int
+cmp_bytes(const char *a, int alen, const char *b, int blen)
+{
+	int			r = memcmp(a, b, Min(alen, blen));
+
+	return r != 0 ? r : (alen > blen) - (alen < blen);
+}
+
+/* Keys in the order of the memberships' primary key (vendor, segment, user). */
+static inline int
+cmp_key_order(SegBatch *b, int i, int j)
+{
+	const SegKeyId *x = &b->states[i].id;
+	const SegKeyId *y = &b->states[j].id;
+	int			r;
+
+	if (x->vendor != y->vendor)
+		return x->vendor < y->vendor ? -1 : 1;
+	r = cmp_bytes(x->segment, x->seglen, y->segment, y->seglen);
+	return r != 0 ? r : cmp_bytes(x->user, x->userlen, y->user, y->userlen);
+}
+
+#define ST_SORT			sort_by_key
+#define ST_ELEMENT_TYPE	int
+#define ST_COMPARE_ARG_TYPE	SegBatch
+#define ST_COMPARE(a, b, arg)	cmp_key_order(arg, *(a), *(b))
+#define ST_SCOPE		static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/* Segment entries of a profile are sorted by (name, vendor). */
+static inline int
+cmp_entry(const char *name, int namelen, int32 vendor, const SegKeyId *k)
+{
+	int			r = cmp_bytes(name, namelen, k->segment, k->seglen);
+
+	if (r != 0)
+		return r;
+	return (vendor > k->vendor) - (vendor < k->vendor);
+}
+
+/* Keys by user, then in profile order. */
+static inline int
+cmp_profile_order(SegBatch *b, int i, int j)
+{
+	const SegKeyId *x = &b->states[i].id;
+	const SegKeyId *y = &b->states[j].id;
+	int			r = cmp_bytes(x->user, x->userlen, y->user, y->userlen);
+
+	return r != 0 ? r : cmp_entry(x->segment, x->seglen, x->vendor, y);
+}
+
+#define ST_SORT			sort_by_profile
+#define ST_ELEMENT_TYPE	int
+#define ST_COMPARE_ARG_TYPE	SegBatch
+#define ST_COMPARE(a, b, arg)	cmp_profile_order(arg, *(a), *(b))
+#define ST_SCOPE		static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/*
+ * write_memberships
+ *		Update the stored memberships that changed, insert the new ones (in
+ *		key order: ordered index insertion is much faster than random).
+ */
+static void
+write_memberships(SegBatch *b, bool stored)
+{
+	int		   *idx = palloc(sizeof(int) * Max(b->nstates, 1));
+	int			n = 0;
+	int			i;
+	Datum	   *d[7];
+	bool	   *firstnull;
+	bool	   *valnull;
+	Datum		args[10];
+	int			c;
+
+	for (i = 0; i < b->nstates; i++)
+		if (b->states[i].changed && b->states[i].stored == stored)
+			idx[n++] = i;
+	if (n == 0)
+		return;
+	sort_by_key(idx, n, b);
+
+	key_arrays(b, idx, n, args);
+	for (c = 0; c < 7; c++)
+		d[c] = palloc(sizeof(Datum) * n);
+	firstnull = palloc(sizeof(bool) * n);
+	valnull = palloc(sizeof(bool) * n);
+	for (i = 0; i < n; i++)
+	{
+		SegState   *s = &b->states[idx[i]];
+
+		firstnull[i] = !s->has_first;
+		d[0][i] = s->has_first ? TimestampTzGetDatum(s->first) : (Datum) 0;
+		d[1][i] = TimestampTzGetDatum(s->last);
+		d[2][i] = BoolGetDatum(s->member);
+		valnull[i] = s->value == NULL;
+		d[3][i] = valnull[i] ? (Datum) 0 : text_datum(s->value, s->valuelen);
+		d[4][i] = UUIDPGetDatum(&s->last_event);
+		d[5][i] = TimestampTzGetDatum(s->last_time);
+		d[6][i] = Int64GetDatum(s->last_seq);
+	}
+	args[3] = make_array(d[0], firstnull, n, TIMESTAMPTZOID);
+	args[4] = make_array(d[1], NULL, n, TIMESTAMPTZOID);
+	args[5] = make_array(d[2], NULL, n, BOOLOID);
+	args[6] = make_array(d[3], valnull, n, TEXTOID);
+	args[7] = make_array(d[4], NULL, n, UUIDOID);
+	args[8] = make_array(d[5], NULL, n, TIMESTAMPTZOID);
+	args[9] = make_array(d[6], NULL, n, INT8OID);
+	if (stored)
+		execute(b, ST_UPDATE, args, SPI_OK_UPDATE);
+	else
+		execute(b, ST_INSERT, args, SPI_OK_INSERT);
+}
+
+/* ---- profiles ---- */
+
+static void
+push_key(JsonbParseState **state, const char *key)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
+}
+
+static void
+push_string(JsonbParseState **state, const char *key, const char *s, int len)
+{
+	JsonbValue	v;
+
+	push_key(state, key);
+	v.type = jbvString;
+	v.val.string.val = (char *) s;
+	v.val.string.len = len;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/* an instant as cdp_traits.rfc3339 writes it: 2021-03-19T17:32:26Z */
+static void
+push_time(JsonbParseState **state, const char *key, TimestampTz t)
+{
+	char	   *buf = palloc(RFC3339_MAXLEN + 1);	/* the value points to it */
+	int			len = cdp_format_rfc3339(t, buf);
+
+	push_string(state, key, buf, len);
+}
+
+/*
+ * push_membership
+ *		A profile entry: {"segment": {"vendor", "name"}, "first", "last",
+ *		"member", "value"}, first and value only when set.
+ */
+static void
+push_membership(JsonbParseState **state, const SegState *s)
+{
+	JsonbValue	v;
+
+	pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	push_key(state, "segment");
+	pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	push_key(state, "vendor");
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(s->id.vendor);
+	pushJsonbValue(state, WJB_VALUE, &v);
+	push_string(state, "name", s->id.segment, s->id.seglen);
+	pushJsonbValue(state, WJB_END_OBJECT, NULL);
+	if (s->has_first)
+		push_time(state, "first", s->first);
+	push_time(state, "last", s->last);
+	push_key(state, "member");
+	v.type = jbvBool;
+	v.val.boolean = s->member;
+	pushJsonbValue(state, WJB_VALUE, &v);
+	if (s->value)
+		push_string(state, "value", s->value, s->valuelen);
+	pushJsonbValue(state, WJB_END_OBJECT, NULL);
+}
+
+/*
+ * entry_key
+ *		The segment name and vendor of an entry of a stored profile.
+ */
+static void
+entry_key(JsonbValue *elem, const char *user, const char **name, int *namelen,
+		  int32 *vendor)
+{
+	JsonbValue	seg,
+				v;
+
+	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data) ||
+		!getKeyJsonValueFromContainer(elem->val.binary.data, "segment", 7, &seg) ||
+		seg.type != jbvBinary ||
+		!getKeyJsonValueFromContainer(seg.val.binary.data, "name", 4, &v) || v.type != jbvString)
+		goto damaged;
+	*name = v.val.string.val;
+	*namelen = v.val.string.len;
+	if (!getKeyJsonValueFromContainer(seg.val.binary.data, "vendor", 6, &v) ||
+		v.type != jbvNumeric)
+		goto damaged;
+	*vendor = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric)));
+	return;
+
+damaged:
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("segment profile of user \"%s\" is damaged", user),
+			 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
+}
+
+/* Profiles being written: users and their new profiles. */
+typedef struct ProfileWriter
+{
+	SegBatch   *b;
+	MemoryContext cxt;			/* the batch's */
+	MemoryContext usercxt;		/* reset per user */
+	int		   *idx;			/* changed keys in user, name, vendor order */
+	int			n;
+	int			pos;			/* next key to write */
+	Datum	   *users;
+	Datum	   *profiles;
+	int			nprofiles;
+} ProfileWriter;
+
+/*
+ * build_profile
+ *		The profile of the user of the keys idx[pos...]: the stored profile
+ *		(NULL if none) with those keys' entries replaced or added.  Both are
+ *		sorted by (name, vendor), so this is a merge.
+ */
+static void
+build_profile(ProfileWriter *pw, Jsonb *stored)
+{
+	SegBatch   *b = pw->b;
+	const SegKeyId *first = &b->states[pw->idx[pw->pos]].id;
+	char	   *user = pnstrdup(first->user, first->userlen);
+	int			end = pw->pos;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	MemoryContext old = MemoryContextSwitchTo(pw->usercxt);
+
+	while (end < pw->n &&
+		   cmp_bytes(b->states[pw->idx[end]].id.user, b->states[pw->idx[end]].id.userlen,
+					 first->user, first->userlen) == 0)
+		end++;
+
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	if (stored)
+	{
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		if (!JB_ROOT_IS_ARRAY(stored) || JB_ROOT_IS_SCALAR(stored))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("segment profile of user \"%s\" is damaged", user),
+					 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
+		it = JsonbIteratorInit(&stored->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			const char *name;
+			int			namelen;
+			int32		vendor;
+			int			r = 1;
+
+			if (tok != WJB_ELEM)
+				continue;
+			entry_key(&v, user, &name, &namelen, &vendor);
+			while (pw->pos < end &&
+				   (r = cmp_entry(name, namelen, vendor, &b->states[pw->idx[pw->pos]].id)) > 0)
+				push_membership(&state, &b->states[pw->idx[pw->pos++]]);
+			if (pw->pos < end && r == 0)
+				push_membership(&state, &b->states[pw->idx[pw->pos++]]);
+			else
+				pushJsonbValue(&state, WJB_ELEM, &v);
+		}
+	}
+	while (pw->pos < end)
+		push_membership(&state, &b->states[pw->idx[pw->pos++]]);
+	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+
+	MemoryContextSwitchTo(pw->cxt);
+	pw->users[pw->nprofiles] = text_datum(first->user, first->userlen);
+	pw->profiles[pw->nprofiles] = JsonbPGetDatum(JsonbValueToJsonb(res));
+	pw->nprofiles++;
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(pw->usercxt);
+	pfree(user);
+}
+
+/*
+ * read_profile
+ *		cdp_stream callback for ST_PROFILES_OF (rows in user order): the
+ *		users before this one have no stored profile; merge this one's.
+ */
+static void
+read_profile(TupleTableSlot *slot, void *arg)
+{
+	ProfileWriter *pw = arg;
+	int			len;
+	const char *user = text_arg(slot->tts_values[0], &len);
+
+	while (pw->pos < pw->n)
+	{
+		const SegKeyId *k = &pw->b->states[pw->idx[pw->pos]].id;
+		int			r = cmp_bytes(k->user, k->userlen, user, len);
+
+		if (r > 0)
+			break;
+		build_profile(pw, r == 0 ? DatumGetJsonbP(slot->tts_values[1]) : NULL);
+		if (r == 0)
+			break;
+	}
+}
+
+/*
+ * write_profiles
+ *		Update the profiles of the users whose memberships changed.
+ */
+static void
+write_profiles(SegBatch *b)
+{
+	ProfileWriter pw;
+	Datum	   *u;
+	int			nusers = 0;
+	int			i;
+	Datum		args[2];
+
+	memset(&pw, 0, sizeof(pw));
+	pw.b = b;
+	pw.cxt = CurrentMemoryContext;
+	pw.idx = palloc(sizeof(int) * Max(b->nstates, 1));
+	for (i = 0; i < b->nstates; i++)
+		if (b->states[i].changed)
+			pw.idx[pw.n++] = i;
+	if (pw.n == 0)
+		return;
+	sort_by_profile(pw.idx, pw.n, b);
+
+	u = palloc(sizeof(Datum) * pw.n);
+	for (i = 0; i < pw.n; i++)
+	{
+		const SegKeyId *k = &b->states[pw.idx[i]].id;
+		const SegKeyId *prev = i > 0 ? &b->states[pw.idx[i - 1]].id : NULL;
+
+		if (prev == NULL || cmp_bytes(prev->user, prev->userlen, k->user, k->userlen) != 0)
+			u[nusers++] = text_datum(k->user, k->userlen);
+	}
+	args[0] = make_array(u, NULL, nusers, TEXTOID);
+
+	pw.users = palloc(sizeof(Datum) * nusers);
+	pw.profiles = palloc(sizeof(Datum) * nusers);
+	pw.usercxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits profile",
+									   ALLOCSET_DEFAULT_SIZES);
+	stream(b, ST_PROFILES_OF, param_list(args, statements[ST_PROFILES_OF].argtypes, 1),
+		   read_profile, &pw);
+	while (pw.pos < pw.n)
+		build_profile(&pw, NULL);
+	MemoryContextDelete(pw.usercxt);
+
+	args[0] = make_array(pw.users, NULL, pw.nprofiles, TEXTOID);
+	args[1] = make_array(pw.profiles, NULL, pw.nprofiles, JSONBOID);
+	execute(b, ST_PROFILES, args, SPI_OK_INSERT);
+}
+
+/* Run one phase of the trigger, timed at DEBUG2. */
+#define PHASE(what, code) \
+	do { \
+		instr_time	phase_start, \
+					phase_time; \
+		INSTR_TIME_SET_CURRENT(phase_start); \
+		code; \
+		INSTR_TIME_SET_CURRENT(phase_time); \
+		INSTR_TIME_SUBTRACT(phase_time, phase_start); \
+		elog(DEBUG2, "cdp_traits: segments: %s: %.1f ms", what, \
+			 INSTR_TIME_GET_MILLISEC(phase_time)); \
+	} while (0)
+
+/*
+ * cdp_segment_events_insert
+ *		AFTER INSERT FOR EACH STATEMENT trigger on segment_events, with the
+ *		NEW transition table cdp_new_segment_events.
+ */
+Datum
+cdp_segment_events_insert(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	int64		nrows;
+	CdpExecState es;
+	SegBatch	b;
+	MemoryContext old;
+	Datum		args[3];
+	int		   *all;
+	int			i;
+	instr_time	start,
+				duration;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_segment_events_insert() must be fired AFTER INSERT FOR EACH STATEMENT")));
+	if (td->tg_trigger->tgnewtable == NULL ||
+		strcmp(td->tg_trigger->tgnewtable, SEGMENT_NEW_TABLE) != 0 || td->tg_newtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("trigger \"%s\" must have the transition table NEW TABLE AS %s",
+						td->tg_trigger->tgname, SEGMENT_NEW_TABLE)));
+
+	nrows = tuplestore_tuple_count(td->tg_newtable);
+	if (nrows == 0)
+		return PointerGetDatum(NULL);
+	INSTR_TIME_SET_CURRENT(start);
+
+	memset(&b, 0, sizeof(b));
+	b.small = nrows <= cdp_max_segment_locks;
+	b.cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits segments trigger",
+								  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(b.cxt);
+	b.arena.cxt = b.cxt;
+	b.keys = segkeys_create(b.cxt, Min(nrows, 1024 * 1024), NULL);
+	b.maxstates = 1024;
+	b.states = MemoryContextAllocHuge(b.cxt, sizeof(SegState) * b.maxstates);
+	b.maxevents = Max(nrows, 16);
+	b.events = MemoryContextAllocHuge(b.cxt, sizeof(SegEvent) * b.maxevents);
+	b.in_order = true;
+
+	cdp_exec_begin(&es);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "SPI_register_trigger_data failed");
+
+	/* 1. the batch */
+	PHASE("reading the batch", {
+		stream(&b, ST_READ, NULL, read_event, &b);
+		if (!b.in_order)
+			qsort(b.events, b.nevents, sizeof(SegEvent), cmp_event_seq);
+	});
+
+	/* 2. locks */
+	lock_batch(&b);
+
+	/* 3. ids */
+	PHASE("ids", keep_ids(&b));
+
+	/* 4. stored state of the keys, then the fold */
+	all = palloc(sizeof(int) * Max(b.nstates, 1));
+	for (i = 0; i < b.nstates; i++)
+		all[i] = i;
+	PHASE("stored", {
+		key_arrays(&b, all, b.nstates, args);
+		stream(&b, ST_STORED, param_list(args, statements[ST_STORED].argtypes, 3), read_stored, &b);
+	});
+	PHASE("fold", fold(&b));
+
+	/* 5. writes */
+	PHASE("toggles", write_toggles(&b));
+	PHASE("memberships", {
+		write_memberships(&b, true);
+		write_memberships(&b, false);
+	});
+	PHASE("profiles", write_profiles(&b));
+
+	INSTR_TIME_SET_CURRENT(duration);
+	INSTR_TIME_SUBTRACT(duration, start);
+	elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events, " INT64_FORMAT
+		 " repeated ids, %d keys, " INT64_FORMAT " toggles in %.1f ms",
+		 b.nevents, b.rejected, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration));
+
+	SPI_finish();
+	cdp_exec_end(&es);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(b.cxt);
+	return PointerGetDatum(NULL);
+}
