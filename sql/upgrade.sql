@@ -171,6 +171,8 @@ END;
 $$;
 CREATE TEMP TABLE before_update AS SELECT * FROM pg_temp.contents();
 CREATE TEMP TABLE pivot_before AS SELECT * FROM cdp_traits.pivoted_customer_attributes;
+CREATE TEMP TABLE audiences_before AS
+SELECT audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes;
 
 SET client_min_messages = warning;
 ALTER EXTENSION cdp_traits UPDATE;
@@ -178,10 +180,15 @@ RESET client_min_messages;
 SELECT extversion, cdp_traits.version() = extversion AS library_matches_sql
   FROM pg_extension WHERE extname = 'cdp_traits';
 
--- ... and after: no table lost or changed a row.
+-- ... and after: no table lost or changed a row, but for 0.1.0's audience
+-- log, whose rows moved to the toggle log (audience_changes is a view on it).
 SELECT b.tbl, b.rows, a.rows AS rows_after
   FROM before_update b LEFT JOIN pg_temp.contents() a USING (tbl)
  WHERE a.digest IS DISTINCT FROM b.digest;
+SELECT count(*) AS audience_changes_before,
+       (SELECT count(*) FROM (TABLE audiences_before EXCEPT
+          SELECT audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes) m) AS missing_after
+  FROM audiences_before;
 SELECT count(*) AS tables_compared, sum(rows) > 20 AS with_rows FROM before_update;
 SELECT count(*) AS pivot_rows_changed FROM (
   (TABLE pivot_before EXCEPT SELECT * FROM cdp_traits.pivoted_customer_attributes)

@@ -94,8 +94,9 @@ BEGIN
 		('calculation_runs', 'calculated'),
 		('calculation_runs_id_seq', 'calculated'),
 		('calculation_run_attributes', 'calculated'),
-		('audience_changes', 'calculated'),
-		('audience_changes_seq_seq', 'calculated'),
+		-- the toggle log: audience enter/exit are appended by the calculation
+		('segment_toggles', 'calculated'),
+		('segment_toggles_seq_seq', 'calculated'),
 		('attribute_counts', 'calculated'),
 		('attribute_value_counts', 'calculated'),
 		-- written by the stitching triggers and the worker (as the owner)
@@ -109,7 +110,15 @@ BEGIN
 		('customer_attributes', 'result'),
 		('attribute_top_values', 'result'),
 		('pivoted_customer_attributes', 'result'),
-		('publications', 'result')
+		('publications', 'result'),
+		('audience_changes', 'result'),
+		-- segments: events are inserted (or COPYed) by admins; the statement
+		-- trigger folds them in as the owner
+		('segment_events', 'config'),
+		('segment_events_seq_seq', 'calculated'),
+		('segment_event_ids', 'result'),
+		('segment_memberships', 'result'),
+		('segment_profiles', 'result')
 	) v(name, class) LOOP
 		PERFORM cdp_traits._grant(pg_catalog.format('cdp_traits.%I', r.name)::regclass, r.class);
 	END LOOP;
@@ -158,6 +167,13 @@ BEGIN
 		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object', 'admin'),
 		-- the owner only
 		('attach_events', 'owner'), ('detach_events', 'owner'), ('publish', 'owner'),
+		-- segments (SPEC section 6)
+		('rfc3339_in', 'public'), ('rfc3339_out', 'public'), ('rfc3339_recv', 'public'),
+		('rfc3339_send', 'public'), ('rfc3339', 'public'),
+		('ingest_segment_event', 'admin'), ('rebuild_segment_profiles', 'admin'),
+		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
+		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
+		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
 		('unpublish', 'owner'), ('_grant', 'owner'), ('_relation_depends_on_extension', 'owner'),
 		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
