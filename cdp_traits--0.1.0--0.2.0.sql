@@ -557,7 +557,7 @@ CREATE TABLE cdp_traits.segment_memberships (
 	last_event_time timestamptz NOT NULL,	-- ... its time
 	last_seq bigint NOT NULL,		-- ... and its segment_events.seq
 	PRIMARY KEY (vendor, segment, user_id)
-);
+) WITH (fillfactor = 80);		-- room for HOT updates: rows change, keys never do
 COMMENT ON TABLE cdp_traits.segment_memberships IS
 	'status of every (vendor, segment, user) that has events';
 
