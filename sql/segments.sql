@@ -289,3 +289,12 @@ SELECT vendor, segment, member, user_id::uuid IN (SELECT customer_entity_id FROM
   FROM cdp_traits.toggles_since((SELECT max(seq) - 2 FROM cdp_traits.segment_toggles), 10)
  WHERE vendor = 0;
 SELECT cdp_traits.detach_events();
+
+-- 13. A transaction ingesting many single events holds a bounded number of
+-- key locks (they are striped), however many keys it writes.
+BEGIN;
+SELECT count(ingest(1000 + n, 'many' || n, 1, 'locks', '2021-09-01T00:00:00Z')) AS ingested
+  FROM generate_series(1, 1000) n;
+SELECT count(*) BETWEEN 2 AND 258 AS bounded FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory';
+COMMIT;

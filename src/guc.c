@@ -117,7 +117,7 @@ cdp_define_gucs(void)
 	DefineCustomIntVariable("cdp_traits.max_segment_locks",
 							"Largest batch of segmentation events locked key by key.",
 							"A statement inserting more segmentation events than this takes one "
-							"exclusive segments lock instead of one lock per (vendor, segment, user).",
+							"exclusive segments lock instead of a lock per (vendor, segment, user).",
 							&cdp_max_segment_locks,
 							512, 0, 100000,
 							PGC_SUSET, 0,

@@ -11,8 +11,8 @@
  *	   each distinct (vendor, segment, user) key in a hash table;
  *
  *	2. locks: the toggle log (shared, until commit: see toggles_since()),
- *	   then either the segments lock shared and one lock per key of the
- *	   batch, in lock-key order, or -- for batches of more than
+ *	   then either the segments lock shared and the key locks of the batch
+ *	   (one of 256 per key), in order, or -- for batches of more than
  *	   cdp_traits.max_segment_locks events -- the segments lock exclusively.
  *	   Concurrent writers of one key are thus serialized; the order in which
  *	   they get the key's lock is their arrival order;
@@ -54,6 +54,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -72,13 +73,19 @@ PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
 /*
  * Advisory lock keys, as pg_advisory_xact_lock(int4, int4) takes them (so
  * that SQL -- toggles_since(), tests -- can take and see the same locks):
- * 'CSEG' with 0 = the segments lock, 1 = the toggle log; 'CSEK' with the
- * hash of a (vendor, segment, user) key.
+ * 'CSEG' with 0 = the segments lock, 1 = the toggle log; 'CSEK' with one of
+ * SEGMENT_KEY_STRIPES stripes, chosen by the hash of a (vendor, segment,
+ * user) key.  Key locks are held until commit, so a transaction ingesting
+ * events one statement at a time holds the locks of all keys it wrote;
+ * striping bounds that number (and the lock table it fills) whatever the
+ * number of keys.  The count is fixed: every backend must map a key to the
+ * same lock.
  */
 #define SEGMENT_LOCKS		0x43534547
 #define SEGMENT_KEY_LOCKS	0x4353454B
 #define SEGMENTS_LOCK		0
 #define TOGGLE_LOG_LOCK		1
+#define SEGMENT_KEY_STRIPES	256
 
 /* name of the NEW transition table of the trigger */
 #define SEGMENT_NEW_TABLE	"cdp_new_segment_events"
@@ -528,8 +535,8 @@ cmp_uint32(const void *a, const void *b)
 
 /*
  * lock_batch
- *		The toggle log, then the keys one by one (small batches) or all of
- *		them with the segments lock (large ones).
+ *		The toggle log, then the keys' stripes in order (small batches) or
+ *		all keys with the segments lock (large ones).
  */
 static void
 lock_batch(SegBatch *b)
@@ -542,7 +549,7 @@ lock_batch(SegBatch *b)
 
 		lock_pair(SEGMENT_LOCKS, SEGMENTS_LOCK, ShareLock);
 		for (i = 0; i < b->nstates; i++)
-			h[i] = b->states[i].hash;
+			h[i] = b->states[i].hash % SEGMENT_KEY_STRIPES;
 		qsort(h, b->nstates, sizeof(uint32), cmp_uint32);
 		for (i = 0; i < b->nstates; i++)
 			if (i == 0 || h[i] != h[i - 1])
@@ -1312,6 +1319,20 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	b.in_order = true;
 
 	cdp_exec_begin(&es);
+	if (b.small)
+	{
+		/*
+		 * The kept plans must stay right as the tables grow (a plan made
+		 * while memberships was empty would scan it whole for every event
+		 * until the next ANALYZE): index probes only.
+		 */
+		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
@@ -1351,8 +1372,9 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	INSTR_TIME_SET_CURRENT(duration);
 	INSTR_TIME_SUBTRACT(duration, start);
 	elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events, " INT64_FORMAT
-		 " repeated ids, %d keys, " INT64_FORMAT " toggles in %.1f ms",
-		 b.nevents, b.rejected, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration));
+		 " repeated ids, %d keys, " INT64_FORMAT " toggles in %.1f ms, %zu kB of memory",
+		 b.nevents, b.rejected, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration),
+		 MemoryContextMemAllocated(b.cxt, true) / 1024);
 
 	SPI_finish();
 	cdp_exec_end(&es);

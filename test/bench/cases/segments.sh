@@ -121,3 +121,33 @@ compare "segments: COPY $SEG_N more events (2)" "plain COPY, unindexed table" se
 p=$(tail -1 "$OUT" | awk -F'|' '{print $4}')
 c=$(tail -1 "$OUT" | awk -F'|' '{print $6}')
 report "segments (2): events/s" "plain COPY $(rate "$p")/s, segment_events $(rate "$c")/s, contender takes $(awk -v p="$p" -v c="$c" 'BEGIN { printf "%.2f", c / p }')x the plain COPY's time"
+
+# single events: 20,000 ingest_segment_event() calls (one statement, so no
+# commit per event) on top of the first million, against as many
+# single-row INSERTs of the same JSON into the plain table
+sql >/dev/null <<'SQL'
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS segment_docs;
+CREATE TABLE segment_docs AS
+SELECT i, jsonb_strip_nulls(jsonb_build_object('event', event, 'user', user_id,
+         'segment', jsonb_build_object('vendor', vendor, 'name', segment), 'timestamp', ts,
+         'remove', CASE WHEN remove THEN true END)) AS doc
+  FROM bench_segment_events(20000, 2000000, 0.44) WITH ORDINALITY x(event, user_id, vendor, segment, ts, remove, i);
+CREATE OR REPLACE FUNCTION bench_plain_insert(doc jsonb) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE s bigint;
+BEGIN
+	INSERT INTO plain_segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
+	VALUES ((doc->>'event')::uuid, doc->>'user', (doc#>>'{segment,vendor}')::int, doc#>>'{segment,name}',
+	        (doc->>'timestamp')::cdp_traits.rfc3339, doc ? 'remove', doc->>'value')
+	RETURNING seq INTO s;
+	RETURN s;
+END;
+$$;
+SQL
+seg_single_plain() { sql -c "SELECT count(bench_plain_insert(doc)) FROM (SELECT doc FROM segment_docs ORDER BY i) d"; }
+seg_single() { sql -c "SELECT count(cdp_traits.ingest_segment_event(doc)) FROM (SELECT doc FROM segment_docs ORDER BY i) d"; }
+compare "segments: 20000 single events (3)" "single-row INSERTs, plain table" seg_single_plain \
+	"ingest_segment_event() each" seg_single seg_first_loaded "-"
+p=$(tail -1 "$OUT" | awk -F'|' '{print $4}')
+c=$(tail -1 "$OUT" | awk -F'|' '{print $6}')
+report "segments (3): events/s" "plain $(awk -v ms="$p" 'BEGIN { printf "%.0f", 20000 / (ms / 1000) }')/s, ingest_segment_event $(awk -v ms="$c" 'BEGIN { printf "%.0f", 20000 / (ms / 1000) }')/s"
