@@ -474,10 +474,10 @@ COMMENT ON FUNCTION cdp_traits.agg_state_send(cdp_traits.agg_state) IS
  *                         traits (vendor 0); audience_changes is a view on it
  *
  * The statement trigger on segment_events (C, src/segment_trigger.c) does the
- * work set-based for every INSERT or COPY: it locks the keys, keeps the new
- * event ids, folds each key's new events in arrival order with window
- * functions, appends toggles, upserts memberships and rebuilds the profiles
- * of the users touched -- in the same transaction.
+ * work for every INSERT or COPY, in the same transaction: it locks the keys,
+ * keeps the new event ids, folds each key's new events into its stored
+ * membership in arrival order, and writes toggles, memberships and the
+ * profiles of the users touched with one statement each.
  */
 
 -- The type of segment_events.timestamp: an instant whose text input is RFC
@@ -683,6 +683,8 @@ CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
 RETURNS SETOF cdp_traits.segment_toggles
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
+-- the cached plan must stay a range read of the primary key however the log grows
+SET enable_seqscan = off
 AS $$
 DECLARE
 	given_out bigint;
@@ -742,6 +744,7 @@ DECLARE
 	name text;
 	is_remove boolean := false;
 	new_seq bigint;
+	new_tid tid;
 BEGIN
 	IF doc IS NULL OR jsonb_typeof(doc) <> 'object' THEN
 		RAISE EXCEPTION 'invalid segment event: it must be a JSON object'
@@ -819,9 +822,10 @@ BEGIN
 	INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
 	VALUES ((doc->>'event')::uuid, doc->>'user', vendor::integer, name, (doc->>'timestamp')::cdp_traits.rfc3339,
 			is_remove, doc->>'value')
-	RETURNING seq INTO new_seq;
-	-- a repeated id: the trigger has removed the row again
-	IF NOT EXISTS (SELECT FROM cdp_traits.segment_events e WHERE e.seq = new_seq) THEN
+	RETURNING seq, ctid INTO new_seq, new_tid;
+	-- a repeated id: the trigger has removed the row again (found by its
+	-- tid, which nothing can reuse before this transaction ends)
+	IF NOT EXISTS (SELECT FROM cdp_traits.segment_events e WHERE e.ctid = new_tid) THEN
 		RETURN NULL;
 	END IF;
 	RETURN new_seq;
