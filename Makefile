@@ -10,16 +10,20 @@
 # (scripts/test.sh does that for you).
 
 EXTENSION = cdp_traits
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = cdp_traits
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 PGFILEDESC = "cdp_traits - customer data platform core"
 
-# The install script is assembled from one file per concern, in name order.
+# The install script of the current version is assembled from one file per
+# concern, in name order.  Older versions' full scripts are frozen copies
+# (cdp_traits--0.1.0.sql) and every cdp_traits--A--B.sql is an update step;
+# all of them are installed, so that any older version can be created and
+# updated (see README "Upgrades" and the regression test "upgrade").
 SQL_PARTS = $(sort $(wildcard src/sql/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built),$(wildcard $(EXTENSION)--*--*.sql))
+DATA = $(filter-out $(DATA_built),$(wildcard $(EXTENSION)--*.sql))
 
 PG_CPPFLAGS = -Isrc -DCDP_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wmissing-prototypes -Wpointer-arith -Werror=vla
@@ -29,9 +33,9 @@ endif
 
 # Regression suites (sql/ + expected/), run against a temporary instance that
 # preloads the library (test/cdp_traits.conf).
-REGRESS = extension guc generator stitching_errors stitching stitching_partitioned peer_fixture stitching_random \
+REGRESS = extension guc generator stitching_errors stitching stitching_partitioned peer_fixture stitching_random explain_entity import_meiro_config \
 	aggregates aggregates_types aggregates_large aggregates_state \
-	context attributes_errors attributes segments segments_random
+	context attributes_errors attributes segments segments_random worker privileges publish upgrade dbt_example
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)
@@ -55,8 +59,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every object depends on the shared headers (PGXS does not track them).
+# Every object depends on the shared headers (PGXS does not track them), and
+# the library's version (CDP_VERSION) comes from this file.
 $(OBJS): $(wildcard src/*.h)
+src/cdp_traits.o: Makefile
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@

@@ -130,3 +130,8 @@ SELECT gen_random_uuid(), 'pos', 'purchase', '1-0-0', now(),
 SELECT cdp_traits.calculate_attributes() AS customers_calculated;
 \timing off
 SELECT audience_id, entered, count(*) AS customers FROM cdp_traits.audience_changes GROUP BY 1, 2 ORDER BY 1, 2;
+
+\echo
+\echo '== 9. The background worker''s cycle, run on demand (the worker runs it every cdp_traits.naptime)'
+SELECT cdp_traits.run_jobs();
+SELECT job, status, rows, round(extract(epoch FROM duration) * 1000) AS ms FROM cdp_traits.job_runs ORDER BY id;

@@ -89,6 +89,40 @@ SELECT most_frequent(i % 37), least_frequent(i % 37), num_of_unique(i % 37),
 SELECT most_frequent(i::text), num_of_unique(i::text), most_frequent(i::text, -i)
   FROM generate_series(1, 500) i;
 
+-- How values are stored: by value, fixed-length needing alignment (interval,
+-- macaddr, tid, timetz), plain-storage varlena (tsquery), long varlenas (4-byte
+-- headers, aligned), arrays and records; few and many distinct values
+-- (arrays of arrays do not exist: for array values unique_list is left out)
+CREATE FUNCTION storage_check(expr text) RETURNS TABLE (small bool, large bool)
+LANGUAGE plpgsql AS $$
+DECLARE
+	q text := 'SELECT most_frequent(v) = mode() WITHIN GROUP (ORDER BY v)
+					  AND least_frequent(v) = (SELECT v FROM s GROUP BY v ORDER BY count(*), v LIMIT 1)
+					  AND num_of_unique(v) = count(DISTINCT v)
+					  AND first(v, t) = (SELECT v FROM s ORDER BY t, v LIMIT 1)'
+			  || CASE WHEN expr LIKE 'ARRAY%' THEN '' ELSE
+				 ' AND unique_list(v) = array_agg(DISTINCT v ORDER BY v)' END
+			  || ' FROM s';
+	r1 bool;
+	r2 bool;
+BEGIN
+	EXECUTE format('CREATE TEMP TABLE s AS SELECT %s AS v, now() - i %% 7 * interval ''1 day'' AS t
+					FROM generate_series(1, 60) j, LATERAL (SELECT j %% 5 AS i) x', expr);
+	EXECUTE q INTO r1;
+	DROP TABLE s;
+	EXECUTE format('CREATE TEMP TABLE s AS SELECT %s AS v, now() - i %% 7 * interval ''1 day'' AS t
+					FROM generate_series(1, 2000) j, LATERAL (SELECT j * 7 %% 300 AS i) x', expr);
+	EXECUTE q INTO r2;
+	DROP TABLE s;
+	RETURN QUERY SELECT r1, r2;
+END $$;
+SELECT e, c.* FROM unnest(ARRAY[
+	'i::int2', 'i::int4', 'i * 1000000000000::int8', '(i = 1)', 'i::float4 / 3', 'chr(65 + i % 50)::"char"',
+	'i * interval ''1 hour 3 minutes''', '(''08:00:2b:01:02:'' || lpad(to_hex(i % 256), 2, ''0''))::macaddr',
+	'format(''(%s,%s)'', i, i % 3)::tid', '(''w'' || i)::tsquery', '(''10:00:00+0'' || (i % 10))::timetz + i * interval ''1 minute''', 'repeat(i::text, 60)',
+	'ARRAY[i, i + 1]', 'ARRAY[repeat(i::text, 50), ''x'']', 'ROW(i, i::text)::pair', 'md5(i::text)::uuid',
+	'i::text::name', 'i::numeric / 7']) e, storage_check(e) c;
+
 -- Types without a default btree ordering are refused, even for NULL input
 SELECT most_frequent(v::json) FROM (VALUES ('1')) t(v);
 SELECT num_of_unique(point(1, 2));

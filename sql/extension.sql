@@ -42,14 +42,14 @@ DROP EXTENSION cdp_traits;
 CREATE SCHEMA elsewhere;
 CREATE EXTENSION cdp_traits SCHEMA elsewhere;
 DROP SCHEMA elsewhere;
--- A schema cdp_traits that the user created beforehand is not dropped with
--- the extension; one that CREATE EXTENSION created is.
-CREATE SCHEMA cdp_traits;
+-- The schema cdp_traits is not dropped with the extension, whoever created it:
+-- a dependency of the schema on the extension is a loop pg_dump cannot order
+-- (test/t/030_dump_restore.pl).  An empty schema is all that is left.
+SELECT count(*) AS objects_left FROM pg_class WHERE relnamespace = 'cdp_traits'::regnamespace;
 CREATE EXTENSION cdp_traits;
 DROP EXTENSION cdp_traits;
 SELECT count(*) AS user_schema_kept FROM pg_namespace WHERE nspname = 'cdp_traits';
 DROP SCHEMA cdp_traits;
--- The helper that claims the schema is not left behind, and refuses to run
--- outside CREATE EXTENSION.
+-- No helper is left behind.
 CREATE EXTENSION cdp_traits;
 SELECT count(*) AS helper_left FROM pg_proc WHERE proname = 'claim_schema';

@@ -17,20 +17,27 @@
  * the chunk is full is a bigger one built, and then nodeAgg copies it into
  * the aggregate context and frees the old one.
  *
- * Kinds and their entries (each entry MAXALIGNed, values stored as datum
- * images: a byval Datum, typlen bytes, or an uncompressed varlena, short
- * header when the type allows it):
+ * Kinds and their entries:
  *
  *	 AGG_KIND_FREQUENCY  float8 total weight + value, for most/least_frequent
  *	 AGG_KIND_DISTINCT	 value, for num_of_unique and unique_list
  *	 AGG_KIND_FIRST		 int64 timestamp + value (one entry), for first
  *	 AGG_KIND_LAST		 int64 timestamp + value (one entry), for last
  *
- * Multiset kinds (frequency, distinct) keep a sorted, duplicate-free prefix
- * of entries (up to sorted_end) and an unsorted tail of new values.  When
- * the chunk fills up the tail is sorted and merged into the prefix, equal
- * values collapsing into one entry with the summed weight, so memory is
- * bounded by the number of distinct values rather than of rows.
+ * First/last entries are MAXALIGNed and hold a value as a datum image (a
+ * whole Datum for by-value types).  Multiset entries (frequency, distinct)
+ * are packed, to touch as few cache lines per row as possible: the weight
+ * is stored unaligned, a by-value value as its typlen bytes, a varlena with
+ * a short header when it fits one (unaligned, as in heap tuples), and only
+ * 4-byte-header varlenas and fixed-length types that need it are aligned,
+ * with zero padding before them (agg_multiset_state.c).
+ *
+ * Multisets start small: distinct entries found by a linear scan.  Past a
+ * few dozen values they keep a sorted, duplicate-free prefix of entries (up
+ * to sorted_end) and an unsorted tail of new values; when the chunk fills up
+ * the tail is sorted and merged into the prefix, equal values collapsing
+ * into one entry with the summed weight, so memory is bounded by the number
+ * of distinct values rather than of rows.
  *
  * This in-memory image is trusted: only the functions of this extension
  * make one.  From outside a state enters only through the type's input
@@ -91,14 +98,14 @@ typedef struct CdpAggState
 /* prefix of an entry before its value */
 #define AGG_PREFIX_SIZE(kind)	((kind) == AGG_KIND_DISTINCT ? 0 : sizeof(int64))
 
-/* what a multiset entry is while sorting and merging */
+/* a multiset entry read out of a state, while sorting and merging */
 typedef struct AggItem
 {
-	Datum		value;			/* the value (pointer into the entry if byref) */
+	Datum		value;			/* the value (pointer into the state if byref) */
 	float8		weight;			/* frequency: total weight */
-	char	   *entry;			/* the entry */
-	Size		size;			/* its size (MAXALIGNed) */
 } AggItem;
+
+typedef struct AggRankCache AggRankCache;
 
 /*
  * How values of one type are stored and compared, cached in fn_extra of the
@@ -113,8 +120,8 @@ typedef struct AggTypeInfo
 	bool		typbyval;
 	char		typalign;
 	bool		packable;		/* short varlena headers allowed */
+	uint8		alignby;		/* typalign in bytes */
 	bool		equalimage;		/* equal values have equal images */
-	uint32		small_items;	/* most distinct values of a small multiset */
 	SortSupportData ssup;
 	Oid			hint_typid;		/* result type already checked against it */
 	bool		hint_domain;	/* ... and it is a domain */
@@ -122,6 +129,7 @@ typedef struct AggTypeInfo
 	bool		io_ready;		/* ioproc and typioparam are set */
 	FmgrInfo	ioproc;			/* send or receive function (agg_io.c) */
 	Oid			typioparam;
+	AggRankCache *ranks;		/* ranks of values met (agg_rank.c), or NULL */
 	MemoryContext cxt;			/* fn_mcxt: where the scratch lives */
 	AggItem    *items;
 	Size		items_cap;
@@ -129,7 +137,7 @@ typedef struct AggTypeInfo
 	Size		scratch_cap;
 } AggTypeInfo;
 
-/* agg_state.c: type lookup, the in-memory image, multiset operations */
+/* agg_state.c: type lookup, the in-memory image, first/last, combine */
 extern AggTypeInfo *agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid);
 extern AggTypeInfo *agg_input_type_info(FunctionCallInfo fcinfo, int argno);
 extern void agg_check_hint(FunctionCallInfo fcinfo, AggTypeInfo *info, int argno);
@@ -142,18 +150,16 @@ extern void agg_state_check(const CdpAggState *state);
 extern const char *agg_kind_name(int kind);
 extern Size agg_value_size(AggTypeInfo *info, Datum value, Datum *image);
 extern void agg_store_value(AggTypeInfo *info, char *dst, Datum image, Size size);
-extern Datum agg_entry_value(AggTypeInfo *info, char *valueptr);
-extern Size agg_entry_size(AggTypeInfo *info, int kind, char *entry);
+extern Datum agg_entry_value(AggTypeInfo *info, char *ptr);
+extern bool agg_same_image(AggTypeInfo *info, Datum stored, Datum image);
 extern Datum agg_result_value(AggTypeInfo *info, Datum value);
+extern Size agg_capacity_for(Size need, Size min);
 extern CdpAggState *agg_state_new(AggTypeInfo *info, int kind, Size need);
+extern CdpAggState *agg_state_copy_cap(const CdpAggState *state, Size cap);
 extern CdpAggState *agg_state_copy(const CdpAggState *state, Size need);
 extern CdpAggState *agg_state_pack_copy(AggTypeInfo *info, CdpAggState *state);
-extern CdpAggState *agg_multiset_add(AggTypeInfo *info, CdpAggState *state,
-									 int kind, Datum value, float8 weight);
-extern CdpAggState *agg_multiset_union(AggTypeInfo *info, CdpAggState *state,
-									   CdpAggState *other);
-extern AggItem *agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state,
-									uint32 *count);
+extern AggItem *agg_items_reserve(AggTypeInfo *info, Size n);
+extern char *agg_scratch_reserve(AggTypeInfo *info, Size size);
 extern CdpAggState *agg_pick_set(AggTypeInfo *info, CdpAggState *state,
 								 int kind, int64 at, Datum value);
 extern bool agg_pick_better(AggTypeInfo *info, CdpAggState *state, int64 at,
@@ -162,5 +168,20 @@ extern CdpAggState *agg_pick_union(AggTypeInfo *info, CdpAggState *state,
 								   CdpAggState *other);
 extern int64 agg_pick_at(CdpAggState *state);
 extern Datum agg_pick_value(AggTypeInfo *info, CdpAggState *state);
+
+/* agg_rank.c: ranks of recurring values */
+extern int	agg_rank_entry(AggTypeInfo *info, Datum value);
+extern uint32 agg_rank_of(AggTypeInfo *info, int entry);
+
+/* agg_multiset_state.c: frequency and distinct states */
+extern char *agg_entry_read(AggTypeInfo *info, int kind, char *p,
+							Datum *value, float8 *weight);
+extern CdpAggState *agg_multiset_add(AggTypeInfo *info, CdpAggState *state,
+									 int kind, Datum value, float8 weight);
+extern CdpAggState *agg_multiset_union(AggTypeInfo *info, CdpAggState *state,
+									   CdpAggState *other);
+extern AggItem *agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state,
+									uint32 *count);
+extern CdpAggState *agg_multiset_pack(AggTypeInfo *info, CdpAggState *state);
 
 #endif							/* CDP_AGG_H */

@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/tupmacs.h"
 #include "utils/array.h"
 #include "utils/float.h"
 
@@ -147,11 +148,14 @@ frequency_pick(FunctionCallInfo fcinfo, bool most)
 		char	   *p = (char *) state + AGG_HEADER_SIZE;
 		char	   *end = (char *) state + state->used;
 
-		for (; p < end; p += agg_entry_size(info, state->kind, p))
+		while (p < end)
 		{
-			Datum		value = agg_entry_value(info, p + sizeof(float8));
-			float8		weight = *(float8 *) p;
-			int			c = weight_cmp(found, weight, bestweight, most);
+			Datum		value;
+			float8		weight;
+			int			c;
+
+			p = agg_entry_read(info, state->kind, p, &value, &weight);
+			c = weight_cmp(found, weight, bestweight, most);
 
 			if (c > 0 || (c == 0 &&
 						  ApplySortComparator(value, false, best, false,
@@ -229,6 +233,63 @@ cdp_agg_num_of_unique_final(PG_FUNCTION_ARGS)
 }
 
 /*
+ * build_array
+ *		A one-dimensional array of the values (no NULLs).  Varlena values
+ *		are copied straight into one allocation (construct_array would
+ *		detoast, that is copy, each short-header value first).
+ */
+static ArrayType *
+build_array(AggTypeInfo *info, AggItem *items, uint32 count, Oid elemtype)
+{
+	Size		nbytes = 0;
+	Size		hdrsize = ARR_OVERHEAD_NONULLS(1);
+	ArrayType  *array;
+	char	   *data;
+	uint32		i;
+
+	if (info->typlen != -1)
+	{
+		Datum	   *values = palloc(sizeof(Datum) * count);
+
+		for (i = 0; i < count; i++)
+			values[i] = items[i].value;
+		return construct_array(values, count, elemtype, info->typlen,
+							   info->typbyval, info->typalign);
+	}
+
+	for (i = 0; i < count; i++)
+	{
+		nbytes = att_align_nominal(nbytes, info->typalign);
+		nbytes += VARSIZE_ANY_EXHDR(DatumGetPointer(items[i].value)) + VARHDRSZ;
+		if (!AllocSizeIsValid(hdrsize + nbytes))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("array size exceeds the maximum allowed (%d)",
+							(int) MaxAllocSize)));
+	}
+	array = palloc0(hdrsize + nbytes);
+	SET_VARSIZE(array, hdrsize + nbytes);
+	array->ndim = 1;
+	array->dataoffset = 0;
+	array->elemtype = elemtype;
+	ARR_DIMS(array)[0] = count;
+	ARR_LBOUND(array)[0] = 1;
+	data = ARR_DATA_PTR(array);
+	nbytes = 0;
+	for (i = 0; i < count; i++)
+	{
+		char	   *v = DatumGetPointer(items[i].value);
+		Size		len = VARSIZE_ANY_EXHDR(v);
+
+		nbytes = att_align_nominal(nbytes, info->typalign);
+		SET_VARSIZE(data + nbytes, len + VARHDRSZ);
+		memcpy(data + nbytes + VARHDRSZ, VARDATA_ANY(v), len);
+		nbytes += len + VARHDRSZ;
+	}
+	return array;
+}
+
+/*
  * cdp_agg_unique_list_final
  *		Final function of unique_list, and state_unique_list(agg_state,
  *		anyelement): the distinct values as an array, in ascending order.
@@ -241,20 +302,14 @@ cdp_agg_unique_list_final(PG_FUNCTION_ARGS)
 	AggItem    *items;
 	uint32		count;
 	uint32		i;
-	Datum	   *values;
 
 	if (state == NULL)
 		PG_RETURN_NULL();
 	items = agg_multiset_sorted(info, state, &count);
 	if (count == 0)
 		PG_RETURN_NULL();
-	values = palloc(sizeof(Datum) * count);
-	for (i = 0; i < count; i++)
-	{
-		values[i] = items[i].value;
-		agg_result_check(info, values[i]);
-	}
-	PG_RETURN_ARRAYTYPE_P(construct_array(values, count, agg_result_type(info),
-										  info->typlen, info->typbyval,
-										  info->typalign));
+	if (info->hint_domain)
+		for (i = 0; i < count; i++)
+			agg_result_check(info, agg_result_value(info, items[i].value));
+	PG_RETURN_ARRAYTYPE_P(build_array(info, items, count, agg_result_type(info)));
 }

@@ -2,9 +2,10 @@
  *
  * agg_state.c
  *		The aggregates' state (cdp_traits.agg_state) in memory: how values
- *		of a type are stored and compared, appending to multisets and
- *		merging them, one-value states for first/last, and the generic
- *		combine and pack functions.
+ *		of a type are compared (type info cached in fn_extra), checks of
+ *		arguments and results, allocating and copying states, the one-value
+ *		states of first/last, and the generic combine and pack functions.
+ *		Multisets are in agg_multiset_state.c.
  *
  * See agg.h for the layout.  Nothing here is exposed to SQL except
  * agg_state_combine (every aggregate's combine function, and the transition
@@ -28,37 +29,8 @@
 PG_FUNCTION_INFO_V1(cdp_agg_state_combine);
 PG_FUNCTION_INFO_V1(cdp_agg_state_pack);
 
-/* agg_sort_items(items, n, ssup): sort AggItems by value */
-#define ST_SORT agg_sort_items
-#define ST_ELEMENT_TYPE AggItem
-#define ST_COMPARE_ARG_TYPE SortSupportData
-#define ST_COMPARE(a, b, ssup) \
-	ApplySortComparator((a)->value, false, (b)->value, false, (ssup))
-#define ST_SCOPE static
-#define ST_DEFINE
-#include "lib/sort_template.h"
-
-/* smallest chunk for a new state, by kind */
-#define AGG_MIN_MULTISET	64
-#define AGG_MIN_PICK		64
-
-/*
- * A multiset stays small (linear scan, agg.h) up to this many distinct
- * values (fewer when equality needs the comparator) and bytes of entries.
- */
-#define AGG_SMALL_ITEMS				16
-#define AGG_SMALL_ITEMS_COMPARATOR	8
-#define AGG_SMALL_BYTES				384
-
-/*
- * A small multiset that outgrows its first chunk gets at least this much:
- * chunks freed by growing states are rarely reused (all groups grow at
- * about the same pace), so every intermediate size would be lost memory.
- */
-#define AGG_SMALL_GROWN				256
-
-/* entries moved ahead in a small multiset are at most this big */
-#define AGG_TRANSPOSE_MAX			64
+/* smallest chunk for a new state */
+#define AGG_MIN_STATE		64
 
 /*
  * type_equalimage
@@ -125,9 +97,11 @@ agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
 	info->typalign = typentry->typalign;
 	info->packable = (typentry->typlen == -1 &&
 					  typentry->typstorage != TYPSTORAGE_PLAIN);
+	info->alignby = (typentry->typalign == TYPALIGN_DOUBLE ? ALIGNOF_DOUBLE :
+					 typentry->typalign == TYPALIGN_INT ? ALIGNOF_INT :
+					 typentry->typalign == TYPALIGN_SHORT ? ALIGNOF_SHORT : 1);
 	info->equalimage = type_equalimage(typentry, collid);
-	info->small_items = info->equalimage ?
-		AGG_SMALL_ITEMS : AGG_SMALL_ITEMS_COMPARATOR;
+	info->ranks = NULL;
 	info->hint_typid = InvalidOid;
 	info->hint_domain = false;
 	info->domain_extra = NULL;
@@ -305,10 +279,11 @@ agg_state_arg_inplace(FunctionCallInfo fcinfo, int argno)
 
 /*
  * agg_value_size
- *		Size of the image a value is stored as; *image gets the datum to
- *		store (a detoasted varlena if it was compressed or out of line).
- *		Byval values are stored as a whole Datum; varlenas of types that
- *		allow it with a short header when they fit one.
+ *		Size of the image a value is stored as in a first/last state;
+ *		*image gets the datum to store (a detoasted varlena if it was
+ *		compressed or out of line).  Byval values are stored as a whole
+ *		Datum; varlenas of types that allow it with a short header when
+ *		they fit one.
  */
 Size
 agg_value_size(AggTypeInfo *info, Datum value, Datum *image)
@@ -376,49 +351,30 @@ agg_entry_value(AggTypeInfo *info, char *ptr)
 }
 
 /*
- * agg_entry_size
- *		Size of the entry at entry (prefix, value and alignment padding).
- */
-Size
-agg_entry_size(AggTypeInfo *info, int kind, char *entry)
-{
-	Size		prefix = AGG_PREFIX_SIZE(kind);
-	char	   *v = entry + prefix;
-	Size		size;
-
-	if (info->typbyval)
-		size = sizeof(Datum);
-	else if (info->typlen > 0)
-		size = info->typlen;
-	else if (info->typlen == -1)
-		size = VARSIZE_ANY(v);
-	else
-		size = strlen(v) + 1;
-	return MAXALIGN(prefix + size);
-}
-
-/*
  * agg_same_image
- *		Whether the value stored at stored has the same bytes as image.
- *		Equal bytes mean equal values for every btree opclass, so this is a
- *		safe shortcut (the converse does not hold: 1.0 and 1.00 differ).
+ *		Whether two values of the type have the same bytes (stored: a value
+ *		as read from a state; image: as agg_value_size returned it).  Equal
+ *		bytes mean equal values for every btree opclass, so this is a safe
+ *		shortcut (the converse does not hold: 1.0 and 1.00 differ).
  */
-static inline bool
-agg_same_image(AggTypeInfo *info, char *stored, Datum image, Size size)
+bool
+agg_same_image(AggTypeInfo *info, Datum stored, Datum image)
 {
 	if (info->typbyval)
-		return *(Datum *) stored == image;
+		return stored == image;
 	if (info->typlen > 0)
-		return memcmp(stored, DatumGetPointer(image), info->typlen) == 0;
+		return memcmp(DatumGetPointer(stored), DatumGetPointer(image),
+					  info->typlen) == 0;
 	if (info->typlen == -1)
 	{
-		char	   *v = DatumGetPointer(image);
-		Size		len = VARSIZE_ANY_EXHDR(v);
+		char	   *a = DatumGetPointer(stored);
+		char	   *b = DatumGetPointer(image);
+		Size		len = VARSIZE_ANY_EXHDR(b);
 
-		return VARSIZE_ANY_EXHDR(stored) == len &&
-			memcmp(VARDATA_ANY(stored), VARDATA_ANY(v), len) == 0;
+		return VARSIZE_ANY_EXHDR(a) == len &&
+			memcmp(VARDATA_ANY(a), VARDATA_ANY(b), len) == 0;
 	}
-	return strcmp(stored, DatumGetCString(image)) == 0;
+	return strcmp(DatumGetCString(stored), DatumGetCString(image)) == 0;
 }
 
 /*
@@ -451,7 +407,7 @@ agg_result_value(AggTypeInfo *info, Datum value)
  * agg_capacity_for
  *		The chunk size (a power of two, at least min) for need bytes.
  */
-static Size
+Size
 agg_capacity_for(Size need, Size min)
 {
 	Size		cap;
@@ -475,9 +431,7 @@ agg_capacity_for(Size need, Size min)
 CdpAggState *
 agg_state_new(AggTypeInfo *info, int kind, Size need)
 {
-	Size		cap = agg_capacity_for(AGG_HEADER_SIZE + need,
-									   AGG_KIND_IS_MULTISET(kind) ?
-									   AGG_MIN_MULTISET : AGG_MIN_PICK);
+	Size		cap = agg_capacity_for(AGG_HEADER_SIZE + need, AGG_MIN_STATE);
 	CdpAggState *state = palloc0(cap);
 
 	SET_VARSIZE(state, cap);
@@ -496,7 +450,7 @@ agg_state_new(AggTypeInfo *info, int kind, Size need)
  * agg_state_copy_cap
  *		A copy of a state in a chunk of cap bytes (the rest zeroed).
  */
-static CdpAggState *
+CdpAggState *
 agg_state_copy_cap(const CdpAggState *state, Size cap)
 {
 	CdpAggState *copy = palloc(cap);
@@ -515,16 +469,14 @@ CdpAggState *
 agg_state_copy(const CdpAggState *state, Size need)
 {
 	return agg_state_copy_cap(state,
-							  agg_capacity_for(state->used + need,
-											   AGG_KIND_IS_MULTISET(state->kind) ?
-											   AGG_MIN_MULTISET : AGG_MIN_PICK));
+							  agg_capacity_for(state->used + need, AGG_MIN_STATE));
 }
 
 /*
  * agg_items_reserve
  *		Make info->items hold at least n items.
  */
-static AggItem *
+AggItem *
 agg_items_reserve(AggTypeInfo *info, Size n)
 {
 	if (info->items_cap < n)
@@ -543,7 +495,7 @@ agg_items_reserve(AggTypeInfo *info, Size n)
  * agg_scratch_reserve
  *		Make info->scratch (MAXALIGNed) hold at least size bytes.
  */
-static char *
+char *
 agg_scratch_reserve(AggTypeInfo *info, Size size)
 {
 	if (info->scratch_cap < size)
@@ -556,365 +508,6 @@ agg_scratch_reserve(AggTypeInfo *info, Size size)
 		info->scratch_cap = cap;
 	}
 	return info->scratch;
-}
-
-/*
- * agg_multiset_merge
- *		Sort the unsorted tail of a multiset state, collapse equal values
- *		(adding up their weights) and merge it with the sorted prefix.
- *		Writes the resulting entries, distinct and in order, to info->scratch
- *		and returns their total size; *count gets their number.  The state
- *		is not changed.
- */
-static Size
-agg_multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
-{
-	bool		weighted = (state->kind == AGG_KIND_FREQUENCY);
-	Size		prefix = AGG_PREFIX_SIZE(state->kind);
-	char	   *base = (char *) state;
-	char	   *p = base + state->sorted_end;
-	char	   *end = base + state->used;
-	char	   *h = base + AGG_HEADER_SIZE;
-	char	   *hend = p;
-	AggItem    *tail;
-	Size		ntail = 0;
-	Size		i;
-	Size		j;
-	char	   *out;
-	Size		outlen = 0;
-	uint32		nout = 0;
-	Datum		hvalue = (Datum) 0;
-	Size		hsize = 0;
-
-	/* the tail's entries, sorted, equal values collapsed */
-	tail = agg_items_reserve(info, state->nitems);
-	while (p < end)
-	{
-		AggItem    *item = &tail[ntail++];
-
-		item->entry = p;
-		item->size = agg_entry_size(info, state->kind, p);
-		item->value = agg_entry_value(info, p + prefix);
-		item->weight = weighted ? *(float8 *) p : 0;
-		p += item->size;
-	}
-	if (ntail > 1)
-	{
-		agg_sort_items(tail, ntail, &info->ssup);
-		for (i = 1, j = 0; i < ntail; i++)
-		{
-			if (ApplySortComparator(tail[j].value, false, tail[i].value, false,
-									&info->ssup) == 0)
-				tail[j].weight += tail[i].weight;
-			else
-				tail[++j] = tail[i];
-		}
-		ntail = j + 1;
-	}
-
-	/* merge with the prefix */
-	out = agg_scratch_reserve(info, state->used - AGG_HEADER_SIZE);
-	if (h < hend)
-	{
-		hsize = agg_entry_size(info, state->kind, h);
-		hvalue = agg_entry_value(info, h + prefix);
-	}
-	i = 0;
-	while (h < hend || i < ntail)
-	{
-		int			c;
-
-		if (h >= hend)
-			c = 1;
-		else if (i >= ntail)
-			c = -1;
-		else
-			c = ApplySortComparator(hvalue, false, tail[i].value, false,
-									&info->ssup);
-		if (c <= 0)
-		{
-			memcpy(out + outlen, h, hsize);
-			if (c == 0)
-			{
-				if (weighted)
-					*(float8 *) (out + outlen) += tail[i].weight;
-				i++;
-			}
-			outlen += hsize;
-			h += hsize;
-			if (h < hend)
-			{
-				hsize = agg_entry_size(info, state->kind, h);
-				hvalue = agg_entry_value(info, h + prefix);
-			}
-		}
-		else
-		{
-			memcpy(out + outlen, tail[i].entry, tail[i].size);
-			if (weighted)
-				*(float8 *) (out + outlen) = tail[i].weight;
-			outlen += tail[i].size;
-			i++;
-		}
-		nout++;
-	}
-	*count = nout;
-	return outlen;
-}
-
-/*
- * agg_multiset_compact
- *		Merge the unsorted tail into the sorted prefix, in place.
- */
-static void
-agg_multiset_compact(AggTypeInfo *info, CdpAggState *state)
-{
-	uint32		count;
-	Size		len = agg_multiset_merge(info, state, &count);
-
-	memcpy((char *) state + AGG_HEADER_SIZE, info->scratch, len);
-	state->used = AGG_HEADER_SIZE + len;
-	state->sorted_end = state->used;
-	state->nitems = count;
-}
-
-/*
- * agg_make_room
- *		Make room for need more bytes in a full multiset state: compact it,
- *		and if it is still more than half full, move it to a chunk at least
- *		twice as big (so that the next compaction is at least as many
- *		appends away as the state has entries: the sorting stays amortized
- *		O(log n) per value).  Returns the state, which may have moved.
- */
-static CdpAggState *
-agg_make_room(AggTypeInfo *info, CdpAggState *state, Size need)
-{
-	Size		cap = AGG_CAPACITY(state);
-	Size		newcap = cap;
-
-	if (state->sorted_end < state->used)
-		agg_multiset_compact(info, state);
-	while (state->used + need > newcap / 2 && newcap < AGG_MAX_SIZE)
-		newcap = Min(newcap * 2, AGG_MAX_SIZE);
-	if (state->used + need > newcap)
-		(void) agg_capacity_for(state->used + need, 0); /* raises the error */
-	if (newcap != cap)
-		state = agg_state_copy_cap(state, newcap);
-	return state;
-}
-
-/*
- * agg_small_equal
- *		Whether the value stored at stored equals image (in a small
- *		multiset): same bytes, or for types whose equal values may differ in
- *		their bytes (numeric, float, nondeterministic collations), the
- *		comparator says so.
- */
-static inline bool
-agg_small_equal(AggTypeInfo *info, char *stored, Datum image, Size size)
-{
-	if (agg_same_image(info, stored, image, size))
-		return true;
-	if (info->equalimage)
-		return false;
-	return ApplySortComparator(agg_entry_value(info, stored), false,
-							   image, false, &info->ssup) == 0;
-}
-
-/*
- * agg_transpose
- *		Swap the adjacent entries a (sa bytes) and b (sb bytes, right after
- *		a).  Big entries are left where they are.
- */
-static inline void
-agg_transpose(char *a, Size sa, char *b, Size sb)
-{
-	char		tmp[AGG_TRANSPOSE_MAX];
-
-	if (sa > AGG_TRANSPOSE_MAX)
-		return;
-	memcpy(tmp, a, sa);
-	memmove(a, b, sb);
-	memcpy(a + sb, tmp, sa);
-}
-
-/*
- * agg_small_find
- *		Look a value up in a small multiset; if it is there, add the weight
- *		(frequency) and move it one step ahead when it now weighs more than
- *		its predecessor (unique states: on every hit), and return true.
- */
-static bool
-agg_small_find(AggTypeInfo *info, CdpAggState *state, Datum image, Size vsize,
-			   float8 weight)
-{
-	int			kind = state->kind;
-	Size		prefix = AGG_PREFIX_SIZE(kind);
-	char	   *p = (char *) state + AGG_HEADER_SIZE;
-	char	   *end = (char *) state + state->used;
-	char	   *prev = NULL;
-	Size		prevsize = 0;
-
-	while (p < end)
-	{
-		Size		size = agg_entry_size(info, kind, p);
-
-		if (agg_small_equal(info, p + prefix, image, vsize))
-		{
-			if (kind == AGG_KIND_FREQUENCY)
-			{
-				*(float8 *) p += weight;
-				if (prev != NULL && *(float8 *) p > *(float8 *) prev)
-					agg_transpose(prev, prevsize, p, size);
-			}
-			else if (prev != NULL)
-				agg_transpose(prev, prevsize, p, size);
-			return true;
-		}
-		prev = p;
-		prevsize = size;
-		p += size;
-	}
-	return false;
-}
-
-/*
- * agg_multiset_add
- *		Add a value (with a weight, for a frequency state) to a multiset
- *		state, creating the state if it is NULL.  Returns the state, which
- *		may have moved.
- *
- *		A small state adds to the value's entry if it has one, else appends
- *		one; past the small limits it becomes a large state (its distinct,
- *		unsorted entries become the tail).  A large state appends, and sorts
- *		and merges its tail when the chunk is full.
- */
-CdpAggState *
-agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
-				 Datum value, float8 weight)
-{
-	Size		prefix = AGG_PREFIX_SIZE(kind);
-	Datum		image;
-	Size		vsize = agg_value_size(info, value, &image);
-	Size		esize = MAXALIGN(prefix + vsize);
-	char	   *dst;
-
-	if (state == NULL)
-		state = agg_state_new(info, kind, esize);
-	else if (state->flags & AGG_FLAG_SMALL)
-	{
-		if (agg_small_find(info, state, image, vsize, weight))
-			return state;
-		if (state->nitems >= info->small_items ||
-			state->used - AGG_HEADER_SIZE + esize > AGG_SMALL_BYTES)
-			state->flags &= ~AGG_FLAG_SMALL;
-		else if (state->used + esize > AGG_CAPACITY(state))
-			state = agg_state_copy_cap(state,
-									   agg_capacity_for(state->used + esize,
-														AGG_SMALL_GROWN));
-	}
-	if (!(state->flags & AGG_FLAG_SMALL) &&
-		state->used + esize > AGG_CAPACITY(state))
-		state = agg_make_room(info, state, esize);
-
-	dst = (char *) state + state->used;
-	if (kind == AGG_KIND_FREQUENCY)
-		*(float8 *) dst = weight;
-	agg_store_value(info, dst + prefix, image, vsize);
-	state->used += esize;
-	state->nitems++;
-	return state;
-}
-
-/*
- * agg_multiset_union
- *		Add the entries of other to a multiset state (NULL: a copy of
- *		other).  A small state adds them one by one; a large one appends
- *		them all as unsorted tail (other may even have been sorted with
- *		another collation), for the next compaction to merge.
- */
-CdpAggState *
-agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
-{
-	Size		need = other->used - AGG_HEADER_SIZE;
-	Size		prefix = AGG_PREFIX_SIZE(other->kind);
-	char	   *p = (char *) other + AGG_HEADER_SIZE;
-	char	   *end = (char *) other + other->used;
-
-	if (state == NULL)
-		return agg_state_copy(other, 0);
-
-	/* one by one while the state is small */
-	while (p < end && (state->flags & AGG_FLAG_SMALL))
-	{
-		Size		size = agg_entry_size(info, other->kind, p);
-
-		state = agg_multiset_add(info, state, other->kind,
-								 agg_entry_value(info, p + prefix),
-								 other->kind == AGG_KIND_FREQUENCY ?
-								 *(float8 *) p : 0);
-		p += size;
-		need -= size;
-	}
-	if (need == 0)
-		return state;
-
-	/* the rest in one piece */
-	if (state->used + need > AGG_CAPACITY(state))
-		state = agg_make_room(info, state, need);
-	memcpy((char *) state + state->used, p, need);
-	state->used += need;
-	while (p < end)
-	{
-		state->nitems++;
-		p += agg_entry_size(info, other->kind, p);
-	}
-	return state;
-}
-
-/*
- * agg_multiset_sorted
- *		The distinct values of a multiset state in ascending order, with
- *		their total weights: an array in info->items, valid until the next
- *		use of info.  *count gets its length.  The state is not changed.
- */
-AggItem *
-agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
-{
-	Size		prefix = AGG_PREFIX_SIZE(state->kind);
-	bool		weighted = (state->kind == AGG_KIND_FREQUENCY);
-	char	   *p;
-	char	   *end;
-	AggItem    *items;
-	uint32		n = 0;
-
-	if (state->sorted_end < state->used)
-	{
-		uint32		merged;
-		Size		len = agg_multiset_merge(info, state, &merged);
-
-		p = info->scratch;
-		end = p + len;
-	}
-	else
-	{
-		p = (char *) state + AGG_HEADER_SIZE;
-		end = (char *) state + state->used;
-	}
-
-	items = agg_items_reserve(info, state->nitems);
-	while (p < end)
-	{
-		AggItem    *item = &items[n++];
-
-		item->entry = p;
-		item->size = agg_entry_size(info, state->kind, p);
-		item->value = agg_entry_value(info, p + prefix);
-		item->weight = weighted ? *(float8 *) p : 0;
-		p += item->size;
-	}
-	*count = n;
-	return items;
 }
 
 /*
@@ -1014,26 +607,12 @@ agg_state_pack_copy(AggTypeInfo *info, CdpAggState *state)
 {
 	CdpAggState *copy;
 
-	if (AGG_KIND_IS_MULTISET(state->kind) &&
-		(state->sorted_end < state->used || (state->flags & AGG_FLAG_SMALL)))
-	{
-		uint32		count;
-		Size		len = agg_multiset_merge(info, state, &count);
-
-		copy = palloc(AGG_HEADER_SIZE + len);
-		memcpy(copy, state, AGG_HEADER_SIZE);
-		memcpy((char *) copy + AGG_HEADER_SIZE, info->scratch, len);
-		copy->used = AGG_HEADER_SIZE + len;
-		copy->nitems = count;
-	}
-	else
-	{
-		copy = palloc(state->used);
-		memcpy(copy, state, state->used);
-	}
+	if (AGG_KIND_IS_MULTISET(state->kind))
+		return agg_multiset_pack(info, state);
+	copy = palloc(state->used);
+	memcpy(copy, state, state->used);
 	SET_VARSIZE(copy, copy->used);
 	copy->sorted_end = copy->used;
-	copy->flags &= ~AGG_FLAG_SMALL;
 	return copy;
 }
 
@@ -1067,10 +646,15 @@ cdp_agg_state_combine(PG_FUNCTION_ARGS)
 						agg_kind_name(state->kind), format_type_be(state->typid),
 						agg_kind_name(other->kind), format_type_be(other->typid))));
 
-	if (state != NULL)
-		info = agg_type_info(fcinfo, state->typid, state->collid);
-	else
-		info = agg_type_info(fcinfo, other->typid, other->collid);
+	/*
+	 * The first state of a group: nodeAgg copies what we return into the
+	 * aggregate context (after detoasting, other is a regular varlena with a
+	 * 4-byte header), so it can be returned as it is.
+	 */
+	if (state == NULL)
+		PG_RETURN_POINTER(other);
+
+	info = agg_type_info(fcinfo, state->typid, state->collid);
 	if (AGG_KIND_IS_MULTISET(other->kind))
 		state = agg_multiset_union(info, state, other);
 	else

@@ -268,6 +268,9 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	foreach(lc, tables_of(relid))
 		install_triggers(lfirst_oid(lc));
 
+	/* published copies (see publish()) go first, and come back below */
+	cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
+					SPI_OK_SELECT, "unpublishing customer_events");
 	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
 		cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
 						SPI_OK_UTILITY, "replacing customer_events");
@@ -281,6 +284,11 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	cdp_execute_sql("COMMENT ON VIEW cdp_traits.customer_events IS "
 					"'the attached events with the customer entity each belongs to'",
 					SPI_OK_UTILITY, "commenting customer_events");
+	/* readers and admins may read it (see src/sql/90_privileges.sql) */
+	cdp_execute_sql("SELECT cdp_traits._grant('cdp_traits.customer_events', 'result')",
+					SPI_OK_SELECT, "granting customer_events");
+	cdp_execute_sql("SELECT cdp_traits._republish_view('customer_events')",
+					SPI_OK_SELECT, "publishing customer_events");
 
 	invalidate_config();
 	CommandCounterIncrement();
@@ -288,11 +296,13 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	/* stitch what is already there */
 	{
 		CdpExecState es;
+		StitchResult res;
 
 		cdp_exec_begin(&es);
 		(void) stitch_config(false);
 		stitch_lock_global(true);
-		stitch_scope(NULL, 0, true, NULL, NULL);
+		stitch_scope(NULL, 0, true, NULL, &res);
+		stitch_analyze_after(&res);
 		cdp_exec_end(&es);
 	}
 	SPI_finish();

@@ -5,7 +5,7 @@
  *
  * The library works both preloaded (shared_preload_libraries) and loaded on
  * demand by the first call of one of its SQL functions.  Only the background
- * worker needs preloading.
+ * worker (worker.c) needs preloading.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,14 +35,17 @@ PG_FUNCTION_INFO_V1(cdp_traits_claim_schema);
 
 /*
  * _PG_init
- *		Define the configuration variables.  Called once per process when the
- *		library is loaded.
+ *		Define the configuration variables; when preloaded, also set up the
+ *		background worker.  Called once per process when the library is
+ *		loaded.
  */
 void
 _PG_init(void)
 {
 	cdp_define_gucs();
 	stitch_register_callbacks();
+	if (process_shared_preload_libraries_in_progress)
+		cdp_worker_init();
 }
 
 /*
@@ -60,7 +63,11 @@ cdp_traits_version(PG_FUNCTION_ARGS)
  *		Called once by the install script.  When CREATE EXTENSION created the
  *		schema cdp_traits itself (it did not exist before), make the schema
  *		depend on the extension so that DROP EXTENSION removes it again.  A
- *		schema the user created beforehand is left alone.
+ *		schema the user created beforehand is left alone.  Only the 0.1.0
+ *		install script calls it: the dependency makes a loop pg_dump cannot
+ *		order (the extension needs its schema first), so the install
+ *		script no longer calls it (an upgrade from 0.1.0 must delete that
+ *		pg_depend row).
  */
 Datum
 cdp_traits_claim_schema(PG_FUNCTION_ARGS)

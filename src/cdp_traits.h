@@ -31,4 +31,17 @@ extern int	cdp_max_segment_locks;
 
 extern void cdp_define_gucs(void);
 
+/* worker.c: the background worker (see README "Background worker") */
+#define CDP_WORKER_APPNAME	"cdp_traits worker"
+
+extern void cdp_worker_init(void);
+extern PGDLLEXPORT void cdp_launcher_main(Datum main_arg);
+extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);
+
+/* jobs.c: the jobs of a cycle and their record in cdp_traits.job_runs */
+extern int	cdp_job_count(void);
+extern void cdp_job_run_in_worker(int job);
+extern const char *cdp_jobs_installed(void);
+extern int	cdp_jobs_mark_interrupted(void);
+
 #endif							/* CDP_TRAITS_H */

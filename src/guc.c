@@ -83,7 +83,7 @@ cdp_define_gucs(void)
 
 	DefineCustomStringVariable("cdp_traits.role",
 							   "Role the background worker runs jobs as.",
-							   "Empty means the owner of the extension.",
+							   "Empty means the owner of the extension in each database.",
 							   &cdp_worker_role,
 							   "",
 							   PGC_SIGHUP, 0,
@@ -91,14 +91,14 @@ cdp_define_gucs(void)
 
 	DefineCustomIntVariable("cdp_traits.job_runs_retention",
 							"Age after which rows of cdp_traits.job_runs are deleted.",
-							NULL,
+							"0 keeps them all.",
 							&cdp_job_runs_retention,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("cdp_traits.job_timeout",
-							"Statement timeout applied to each job the worker runs (0 = none).",
+							"Statement timeout applied to each job the worker or run_jobs() runs (0 = none).",
 							NULL,
 							&cdp_job_timeout,
 							30 * 60 * 1000, 0, INT_MAX,

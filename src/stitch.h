@@ -11,6 +11,7 @@
  * stitch_apply.c   locking, entity id assignment and writing changes
  * stitch_trigger.c the statement triggers on the events table
  * stitch_full.c    restitch() and verify_stitching()
+ * explain.c        the identifiers behind one entity (explain_entity)
  * attach.c         attach_events() and detach_events()
  * exec.c           running SQL as the extension owner with a pinned
  *                  search_path, and SPI helpers
@@ -100,6 +101,7 @@ extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
 extern char *stitch_relation_sql(Oid relid);
+extern char *stitch_explain_sql(void);
 
 /* ---- stitch_read.c ---- */
 
@@ -217,6 +219,8 @@ typedef struct StitchResult
 	int64		changed_identifiers;
 	Size		memory;
 } StitchResult;
+
+extern void stitch_analyze_after(const StitchResult *res);
 
 extern void stitch_lock_global(bool exclusive);
 extern void stitch_lock_events(StitchGraph *g);

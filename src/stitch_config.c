@@ -486,6 +486,27 @@ stitch_identifier_sql(StitchSource source)
 }
 
 /*
+ * stitch_explain_sql
+ *		SQL yielding, for the stored events of one entity ($1 uuid), the
+ *		event id as text, source_id, type, version, event_time (normalized as
+ *		rules see them), then the rule columns; ordered by time and id.  Used
+ *		by explain_entity() to show each event's identifiers.
+ */
+char *
+stitch_explain_sql(void)
+{
+	StitchConfig *cfg = stitch_config(false);
+
+	return psprintf("SELECT ev.id::text, ev.source_id, ev.type, ev.version, ev.event_time%s "
+					"FROM cdp_traits.event_entities ee "
+					"JOIN (SELECT %s FROM %s) ev ON ev.id = ee.event_id%s "
+					"WHERE ee.customer_entity_id = $1 "
+					"ORDER BY ev.event_time, 1",
+					cfg->cols_sql, normalized_columns(cfg->events_relid),
+					cfg->events_name, cfg->id_cast);
+}
+
+/*
  * stitch_relation_sql
  *		SQL yielding the identifier rows (as for SRC_NEW_ROWS) of all events
  *		stored in one relation (a partition of the events table).

@@ -760,6 +760,23 @@ stitch_truncate(void)
 }
 
 /*
+ * stitch_analyze_after
+ *		After a pass that rewrote much of the stitching tables (the first
+ *		stitch of an attached table, a restitch after a rule change), refresh
+ *		their statistics: the attribute engine's plans join them with the
+ *		events at once, long before autovacuum would get to them.
+ */
+void
+stitch_analyze_after(const StitchResult *res)
+{
+	if (res->changed_events + res->changed_identifiers < 10000 &&
+		(res->changed_events + res->changed_identifiers) * 10 < res->events + res->identifiers)
+		return;
+	cdp_execute_sql("ANALYZE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities",
+					SPI_OK_UTILITY, "analyzing the stitching tables");
+}
+
+/*
  * cdp_restitch
  *		SQL: rebuild stitching from all events; returns the number of entities.
  */
@@ -775,6 +792,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	(void) stitch_config(false);
 	stitch_lock_global(true);
 	stitch_scope(NULL, 0, true, NULL, &res);
+	stitch_analyze_after(&res);
 	SPI_finish();
 	cdp_exec_end(&es);
 	PG_RETURN_INT64(res.entities);

@@ -9,9 +9,7 @@
 
 COMMENT ON SCHEMA cdp_traits IS 'cdp_traits: profile stitching, traits, context and segments';
 
--- CREATE EXTENSION creates the schema when it does not exist yet; such a schema
--- is dropped again by DROP EXTENSION (a schema created by the user is kept).
-CREATE FUNCTION cdp_traits.claim_schema() RETURNS boolean
-LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_traits_claim_schema';
-SELECT cdp_traits.claim_schema();
-DROP FUNCTION cdp_traits.claim_schema();
+-- CREATE EXTENSION creates the schema when it does not exist yet.  The schema
+-- is not tied to the extension (0.1.0 made DROP EXTENSION drop it): pg_dump
+-- must create it before CREATE EXTENSION ... WITH SCHEMA cdp_traits, and any
+-- dependency of the schema on the extension is a loop it cannot order.

@@ -37,6 +37,14 @@ CREATE TYPE cdp_traits.agg_state (
 );
 COMMENT ON TYPE cdp_traits.agg_state IS
 	'state of the cdp_traits aggregates: values seen (with weights), or the first/last value';
+COMMENT ON FUNCTION cdp_traits.agg_state_in(cstring) IS
+	'input of agg_state: \x and the portable binary form in hex (validated)';
+COMMENT ON FUNCTION cdp_traits.agg_state_out(cdp_traits.agg_state) IS
+	'output of agg_state: \x and the portable binary form in hex';
+COMMENT ON FUNCTION cdp_traits.agg_state_recv(internal) IS
+	'binary input of agg_state (validated)';
+COMMENT ON FUNCTION cdp_traits.agg_state_send(cdp_traits.agg_state) IS
+	'binary output of agg_state: element type and collation by name, values in their send format';
 
 -- Transition functions (not strict: they create the state and skip NULLs).
 CREATE FUNCTION cdp_traits.frequency_add(cdp_traits.agg_state, anyelement)

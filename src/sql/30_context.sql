@@ -83,8 +83,11 @@ BEGIN
 						  DETAIL = format('Query: %s', NEW.query);
 			END;
 		END;
-		-- a new or changed query runs at the next refresh
-		NEW.modified := NULL;
+		-- a new or changed query runs at the next refresh, unless the row comes
+		-- with its value and refresh time (as a restore from pg_dump does)
+		IF TG_OP = 'UPDATE' OR NEW.value IS NULL THEN
+			NEW.modified := NULL;
+		END IF;
 	END IF;
 	RETURN NEW;
 END;

@@ -50,6 +50,12 @@ CREATE TABLE cdp_traits.entity_attributes (
 COMMENT ON TABLE cdp_traits.entity_attributes IS
 	'attribute values per entity (read them through customer_attributes or pivoted_customer_attributes)';
 
+-- {key: value} of the values that are not NULL (NULL if none): the object
+-- of one entity's values, built in C.
+CREATE FUNCTION cdp_traits._jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_jsonb_object';
+
 -- Merge partial {attribute: value} objects of one entity.
 CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
 	sfunc = pg_catalog.jsonb_concat, stype = jsonb, initcond = '{}',
@@ -369,14 +375,17 @@ $$;
 -- FROM item "e" with the events' columns plus customer_entity_id.  Starts
 -- from the entity index of event_entities and reaches the events through
 -- their id column (the customer_events view joins the other way round).
-CREATE FUNCTION cdp_traits._scoped_events(scope_sql text) RETURNS text
+CREATE FUNCTION cdp_traits._scoped_events(scope_sql text, few boolean DEFAULT false) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+	-- few: a small share of all entities; "= ANY (ARRAY(...))" makes the
+	-- planner probe the entity index instead of scanning event_entities
 	SELECT pg_catalog.format(
 		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
-		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id IN (%s)) e',
-		s.events, s.id_type, $1)
+		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id %s) e',
+		s.events, s.id_type,
+		CASE WHEN $2 THEN '= ANY (ARRAY(' || $1 || '))' ELSE 'IN (' || $1 || ')' END)
 	  FROM cdp_traits.events_source s
 $$;
 
@@ -584,8 +593,11 @@ END;
 $$;
 
 -- (Re)create pivoted_customer_attributes: one typed column per attribute.
+-- SECURITY DEFINER: the view belongs to the extension owner, and admins who
+-- change definitions rebuild it; it runs no SQL of theirs (ids are quoted,
+-- types come from checked definitions).
 CREATE FUNCTION cdp_traits._rebuild_pivot() RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
@@ -593,6 +605,7 @@ DECLARE
 	a record;
 	ex text;
 	sql text;
+	published boolean;
 BEGIN
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
 		ex := pg_catalog.format('ea.vals -> %L', a.id);
@@ -609,6 +622,11 @@ BEGIN
 			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', ex, cdp_traits._pivot_type(a.definition))
 		END, a.id);
 	END LOOP;
+	-- published copies (see publish()) are recreated with the new columns
+	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	IF published THEN
+		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
+	END IF;
 	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
 		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
 	BEGIN
@@ -619,7 +637,7 @@ BEGIN
 					WHERE d.classid = 'pg_catalog.pg_class'::regclass
 					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
 					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
-			-- the view as installed is a member; its replacement depends on the extension instead
+			-- a member cannot be dropped; its replacement becomes one again below
 			ALTER EXTENSION cdp_traits DROP VIEW cdp_traits.pivoted_customer_attributes;
 		END IF;
 		BEGIN
@@ -631,10 +649,22 @@ BEGIN
 					  HINT = 'Drop the views that use pivoted_customer_attributes (or cdp_traits.unpublish()), change the attribute, then recreate them.';
 		END;
 		EXECUTE 'CREATE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+		PERFORM cdp_traits._grant('cdp_traits.pivoted_customer_attributes'::regclass, 'result');
 	END;
-	PERFORM cdp_traits._relation_depends_on_extension('cdp_traits.pivoted_customer_attributes'::regclass);
+	-- The view stays a member of the extension, so pg_dump leaves it out: a
+	-- restore rebuilds it when the attributes' rows are loaded (their trigger),
+	-- rather than creating it before they are there.
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+					WHERE d.classid = 'pg_catalog.pg_class'::regclass
+					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
+					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
+		ALTER EXTENSION cdp_traits ADD VIEW cdp_traits.pivoted_customer_attributes;
+	END IF;
 	COMMENT ON VIEW cdp_traits.pivoted_customer_attributes IS
 		'one row per entity, one typed column per attribute (rebuilt when attributes change)';
+	IF published THEN
+		PERFORM cdp_traits._republish_view('pivoted_customer_attributes');
+	END IF;
 END;
 $$;
 
@@ -806,6 +836,7 @@ DECLARE
 	sql text;
 	shared text := '';
 	where_sql text := '';
+	keys text := '';
 BEGIN
 	FOREACH aid IN ARRAY aids LOOP
 		i := i + 1;
@@ -824,21 +855,23 @@ BEGIN
 		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
 		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 		laterals := laterals || E'\n  ' || c.lat;
-		-- jsonb_build_object takes at most 100 arguments: chunks of 40 pairs
-		vals := vals || CASE WHEN i = 1 THEN 'pg_catalog.jsonb_build_object('
-							 WHEN i % 40 = 1 THEN ') || pg_catalog.jsonb_build_object(' ELSE ', ' END
-				|| pg_catalog.format('%L, q.c%s', aid, i);
+		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(aid);
+		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('q.c%s', i);
 	END LOOP;
-	vals := vals || ')';
-	sql := pg_catalog.format(E'WITH q AS MATERIALIZED (\n'
-		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id\n), '
-		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
-		'SELECT q.eid, u.vals FROM q CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_strip_nulls(%s) AS vals) u '
-		'WHERE u.vals <> ''{}'') '
-		'SELECT ARRAY[%s] FROM q',
-		cols, events_sql, shared, laterals, where_sql, vals, skips);
+	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
+	-- workers; a statement with a data-modifying WITH may not)
+	sql := pg_catalog.format(E'CREATE TEMP TABLE cdp_q AS\n'
+		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
+		cols, events_sql, shared, laterals, where_sql);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
-	EXECUTE sql INTO skipped;
+	DROP TABLE IF EXISTS pg_temp.cdp_q;
+	EXECUTE sql;
+	EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT q.eid, u.vals FROM pg_temp.cdp_q q '
+		'CROSS JOIN LATERAL (SELECT cdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::jsonb[]) AS vals) u '
+		'WHERE u.vals IS NOT NULL', keys, vals);
+	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.cdp_q q', skips) INTO skipped;
+	DROP TABLE pg_temp.cdp_q;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
 END;
 $$;
@@ -999,10 +1032,15 @@ BEGIN
 	SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
 	  FROM pg_temp.cdp_changes c
 	 CROSS JOIN LATERAL (
-		SELECT x FROM pg_catalog.jsonb_object_keys(COALESCE(c.old_vals, '{}')) x WHERE x = ANY (ok)
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.old_vals) x WHERE x = ANY (ok)
 		UNION
 		SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x = ANY (ok)) k(aid)
-	 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
+	 WHERE c.old_vals IS NOT NULL AND (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid)
+	UNION ALL
+	-- entities without stored values: every new value is a difference
+	SELECT c.eid, kv.key, NULL, kv.value
+	  FROM pg_temp.cdp_changes c CROSS JOIN LATERAL pg_catalog.jsonb_each(c.new_vals) kv
+	 WHERE c.old_vals IS NULL AND kv.key = ANY (ok);
 
 	EXECUTE 'WITH d AS (SELECT aid AS attribute_id, old_value AS value, -1 AS delta FROM pg_temp.cdp_diff '
 		'WHERE old_value IS NOT NULL UNION ALL SELECT aid, new_value, 1 FROM pg_temp.cdp_diff '
@@ -1064,6 +1102,7 @@ DECLARE
 	a record;
 	aid text;
 	grp text[];
+	few boolean;
 	srf_keys jsonb := '{}';
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
@@ -1079,6 +1118,8 @@ BEGIN
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
+						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
 	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
 	ANALYZE pg_temp.cdp_scope;
 	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
@@ -1132,12 +1173,12 @@ BEGIN
 	-- dirty entities
 	IF n > 0 AND attached THEN
 		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
-			cdp_traits._scoped_events(dirty_scope));
+			cdp_traits._scoped_events(dirty_scope, few));
 		-- set-returning values: one statement per distinct expansion
 		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dirty_srf) x
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
 			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope,
-				cdp_traits._scoped_events(dirty_scope));
+				cdp_traits._scoped_events(dirty_scope, few));
 		END LOOP;
 		FOREACH aid IN ARRAY dirty_q LOOP
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);

@@ -20,7 +20,7 @@ is($node->safe_psql('postgres', 'SHOW cdp_traits.naptime'), '7s',
 	'server-level setting read from postgresql.conf');
 
 $node->safe_psql('postgres', 'CREATE EXTENSION cdp_traits');
-is($node->safe_psql('postgres', 'SELECT cdp_traits.version()'), '0.1.0',
+is($node->safe_psql('postgres', 'SELECT cdp_traits.version()'), '0.2.0',
 	'library version matches the SQL script');
 
 # A misspelt setting under the reserved prefix is reported in the log.
@@ -33,7 +33,7 @@ ok($node->wait_for_log(qr/invalid configuration parameter name "cdp_traits.napty
 $node->safe_psql('postgres', 'DROP EXTENSION cdp_traits');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_namespace WHERE nspname = 'cdp_traits'"),
-	'0', 'DROP EXTENSION removes the schema it created');
+	'1', 'DROP EXTENSION keeps the schema (it is not tied to the extension, for pg_dump)');
 
 $node->stop;
 
@@ -57,7 +57,7 @@ is($plain->safe_psql('postgres',
 	'1', 'stitching works without shared_preload_libraries');
 is($plain->safe_psql('postgres',
 	"SELECT cdp_traits.version(), current_setting('cdp_traits.naptime')"),
-	'0.1.0|1min', 'settings are defined once the library is loaded');
+	'0.2.0|1min', 'settings are defined once the library is loaded');
 $plain->safe_psql('postgres', 'DROP EXTENSION cdp_traits CASCADE');
 is($plain->safe_psql('postgres',
 	"SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdp_traits%'"),

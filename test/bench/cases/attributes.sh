@@ -33,7 +33,7 @@ SQL
 
 floor_group() { sql -c "SELECT customer_entity_id, count(*) FROM cdp_traits.customer_events GROUP BY 1" >/dev/null; }
 no_values() {
-	sql -c "TRUNCATE cdp_traits.customer_attributes, cdp_traits.attribute_history" \
+	sql -c "TRUNCATE cdp_traits.entity_attributes, cdp_traits.attribute_history, cdp_traits.attribute_counts, cdp_traits.attribute_value_counts" \
 		-c "UPDATE cdp_traits.attributes SET calculated_version = NULL" \
 		-c "UPDATE cdp_traits.customer_entities SET calculated = NULL" -c "VACUUM cdp_traits.customer_entities" \
 		-c "CHECKPOINT"

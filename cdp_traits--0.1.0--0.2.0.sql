@@ -1,0 +1,1055 @@
+/*
+ * cdp_traits 0.1.0 -> 0.2.0
+ *
+ * Exactly what 0.2.0 adds to 0.1.0, so that ALTER EXTENSION cdp_traits UPDATE
+ * gives the same objects, privileges and pg_dump marks as a fresh install of
+ * 0.2.0 (the regression test "upgrade" compares the two catalog censuses):
+ *   - explain_entity(id), explain_entity(id, format) and their helpers
+ *     (src/sql/15_explain.sql)
+ *   - import_meiro_config(cdp_schema, ps_schema, attr_schema)
+ *     (src/sql/60_meiro.sql)
+ * and their classification in src/sql/90_privileges.sql.
+ */
+
+-- complain if the script is sourced in psql rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION cdp_traits UPDATE TO '0.2.0'" to load this file. \quit
+
+/*
+ * explain_entity: the identity graph behind one customer entity (why its
+ * events were stitched together), as rows and as Graphviz DOT text.
+ *
+ * Nodes: the live entity, the ids it absorbed (entity_merges, followed
+ * through chains of merges), its events and the identifiers the current
+ * rules read from them (re-evaluated by the C stitching code, blocklisted
+ * values included and marked).  Edges: absorbed id -> the id that absorbed
+ * it, event -> entity, and one "link" row per (event, identifier).
+ */
+
+-- The stored events of an entity with the identifiers the current rules read
+-- from them: one row per (event, identifier value), blocklisted values
+-- flagged, one row with a NULL identifier for an event yielding none.  Runs
+-- the rules as the stitching triggers do (extension owner, pinned
+-- search_path, restricted operation).
+CREATE FUNCTION cdp_traits._explain_events(entity uuid)
+RETURNS TABLE(event_id text, source_id text, type text, version text, event_time timestamptz,
+			  attribute_id text, value text, blocked boolean)
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_explain_events';
+COMMENT ON FUNCTION cdp_traits._explain_events(uuid) IS
+	'internal: the events of an entity with the identifiers the current rules read from them';
+
+-- A string as a double-quoted DOT id or label: backslashes doubled, double
+-- quotes escaped, line breaks as \n (a centred line break in a label).
+CREATE FUNCTION cdp_traits._dot_quote(s text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT '"' || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+		$1, E'\\', E'\\\\'), '"', E'\\"'), E'\r', ''), E'\n', E'\\n') || '"'
+$$;
+COMMENT ON FUNCTION cdp_traits._dot_quote(text) IS 'internal: a string as a quoted Graphviz DOT id';
+
+-- The graph of the entity an id now belongs to (following merges), one row
+-- per node or edge in display order, with the row label and the DOT label.
+CREATE FUNCTION cdp_traits._explain_graph(id uuid)
+RETURNS TABLE(ord bigint, kind text, node text, label text, linked_to text, dot_label text, entity uuid)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	asked uuid := $1;
+	live uuid := cdp_traits.current_entity($1);
+BEGIN
+	IF asked IS NULL THEN
+		RAISE EXCEPTION 'entity id must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the id of a customer entity (cdp_traits.customer_entities.id).';
+	END IF;
+	IF live IS NULL THEN
+		IF EXISTS (SELECT FROM cdp_traits.entity_merges m WHERE m.merged_id = asked) THEN
+			RAISE EXCEPTION 'customer entity % no longer exists', asked
+				USING ERRCODE = 'undefined_object',
+					  DETAIL = 'It was absorbed by a merge, and the entity it ended up in has since lost all its events.',
+					  HINT = 'Live entity ids are in cdp_traits.customer_entities.';
+		END IF;
+		RAISE EXCEPTION 'customer entity % does not exist', asked
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Live entity ids are in cdp_traits.customer_entities; ids absorbed by merges are in cdp_traits.entity_merges.';
+	END IF;
+
+	RETURN QUERY
+	WITH RECURSIVE
+	absorbed(merged_id, into_id, merged_at, depth) AS (
+		SELECT m.merged_id, m.into_id, m.merged_at, 1
+		  FROM cdp_traits.entity_merges m WHERE m.into_id = live
+		UNION ALL
+		SELECT m.merged_id, m.into_id, m.merged_at, a.depth + 1
+		  FROM cdp_traits.entity_merges m JOIN absorbed a ON m.into_id = a.merged_id
+		 WHERE a.depth < 100000
+	),
+	ev AS (
+		SELECT e.*, (e.attribute_id IS NOT NULL) AS has_ident,
+			   'event:' || e.event_id AS ev_node,
+			   pg_catalog.to_char(e.event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC' AS at,
+			   CASE WHEN e.attribute_id IS NOT NULL THEN
+				   CASE WHEN e.blocked THEN 'blocked:' ELSE 'identifier:' END ||
+				   pg_catalog.jsonb_build_array(e.attribute_id, e.value)::text
+			   END AS ident_node
+		  FROM cdp_traits._explain_events(live) e
+	),
+	events AS (
+		SELECT DISTINCT ON (ev.event_id) ev.event_id, ev.ev_node, ev.source_id, ev.type,
+			   ev.version, ev.event_time, ev.at
+		  FROM ev ORDER BY ev.event_id
+	),
+	idents AS (
+		SELECT DISTINCT ON (ev.ident_node) ev.ident_node, ev.attribute_id, ev.value, ev.blocked,
+			   m.customer_entity_id AS stored_in
+		  FROM ev
+		  LEFT JOIN cdp_traits.matching m
+			ON m.attribute_id = ev.attribute_id COLLATE "C" AND m.value = ev.value COLLATE "C"
+		 WHERE ev.has_ident
+		 ORDER BY ev.ident_node
+	),
+	figures AS (
+		SELECT (SELECT pg_catalog.count(*) FROM events) AS n_events,
+			   (SELECT pg_catalog.count(*) FROM idents WHERE NOT idents.blocked) AS n_idents,
+			   (SELECT pg_catalog.count(*) FROM absorbed) AS n_absorbed
+	),
+	graph AS (
+		-- the live entity
+		SELECT 1 AS part, 0::bigint AS depth, NULL::timestamptz AS t1, ''::text AS k1, ''::text AS k2,
+			   'entity'::text AS kind, 'entity:' || live AS node,
+			   pg_catalog.format('entity %s: events %s, identifiers %s, absorbed ids %s%s',
+								 live, f.n_events, f.n_idents, f.n_absorbed,
+								 CASE WHEN asked <> live THEN pg_catalog.format(' (asked for %s, which it absorbed)', asked) ELSE '' END) AS label,
+			   NULL::text AS linked_to,
+			   pg_catalog.format(E'entity %s\nevents %s, identifiers %s, absorbed ids %s',
+								 live, f.n_events, f.n_idents, f.n_absorbed) AS dot_label
+		  FROM figures f
+		UNION ALL
+		-- ids absorbed into it, directly or through other absorbed ids
+		SELECT 2, a.depth, a.merged_at, a.merged_id::text, '',
+			   'merged', 'entity:' || a.merged_id,
+			   pg_catalog.format('entity %s: merged into %s at %s', a.merged_id, a.into_id,
+								 pg_catalog.to_char(a.merged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'),
+			   'entity:' || a.into_id,
+			   pg_catalog.format(E'entity %s\nmerged %s', a.merged_id,
+								 pg_catalog.to_char(a.merged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC')
+		  FROM absorbed a
+		UNION ALL
+		-- its events
+		SELECT 3, 0, e.event_time, e.event_id, '',
+			   'event', e.ev_node,
+			   pg_catalog.format('%s / %s / %s at %s', e.source_id, e.type, e.version, e.at),
+			   'entity:' || live,
+			   pg_catalog.format(E'event %s\n%s / %s / %s\n%s', e.event_id, e.source_id, e.type, e.version, e.at)
+		  FROM events e
+		UNION ALL
+		-- the identifiers the rules read from them
+		SELECT 4, CASE WHEN i.blocked THEN 1 ELSE 0 END, NULL, i.attribute_id, i.value,
+			   CASE WHEN i.blocked THEN 'blocked' ELSE 'identifier' END, i.ident_node,
+			   i.attribute_id || ': ' || i.value || coalesce(' ' || n.note, ''),
+			   NULL,
+			   i.attribute_id || ': ' || i.value || coalesce(E'\n' || n.note, '')
+		  FROM idents i
+		  CROSS JOIN LATERAL (SELECT CASE
+				WHEN i.blocked THEN '(blocklisted: does not link)'
+				WHEN i.stored_in IS NULL THEN '(not stored: the rules changed since the last restitch())'
+				WHEN i.stored_in <> live THEN pg_catalog.format('(stored for entity %s: the rules changed since the last restitch())', i.stored_in)
+			END AS note) n
+		UNION ALL
+		-- which event carries which identifier
+		SELECT 5, 0, ev.event_time, ev.event_id, pg_catalog.jsonb_build_array(ev.attribute_id, ev.value)::text,
+			   'link', ev.ev_node,
+			   ev.attribute_id || CASE WHEN ev.blocked THEN ' (blocklisted)' ELSE '' END,
+			   ev.ident_node,
+			   NULL
+		  FROM (SELECT DISTINCT ev.event_time, ev.event_id, ev.ev_node, ev.attribute_id,
+					   ev.value, ev.blocked, ev.ident_node
+				  FROM ev WHERE ev.has_ident) ev
+	)
+	SELECT pg_catalog.row_number() OVER (ORDER BY g.part, g.depth, g.t1, g.k1, g.k2),
+		   g.kind, g.node, g.label, g.linked_to, g.dot_label, live
+	  FROM graph g
+	 ORDER BY 1;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits._explain_graph(uuid) IS
+	'internal: the identity graph of the entity an id belongs to, with row and DOT labels';
+
+CREATE FUNCTION cdp_traits.explain_entity(id uuid)
+RETURNS TABLE(kind text, node text, label text, linked_to text)
+LANGUAGE sql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+	SELECT g.kind, g.node, g.label, g.linked_to
+	  FROM cdp_traits._explain_graph($1) g
+	 ORDER BY g.ord
+$$;
+COMMENT ON FUNCTION cdp_traits.explain_entity(uuid) IS
+	'the identity graph behind an entity (following merges): its absorbed ids, events, identifiers and the links between them';
+
+CREATE FUNCTION cdp_traits.explain_entity(id uuid, format text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	result text;
+BEGIN
+	IF format IS NULL OR pg_catalog.lower(format) <> 'dot' THEN
+		RAISE EXCEPTION 'unknown explain format "%"', format
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use format => ''dot'' for Graphviz DOT text, or call explain_entity(id) without a format for rows.';
+	END IF;
+	SELECT pg_catalog.format(E'graph %s {\n', cdp_traits._dot_quote('cdp_traits entity ' || min(g.entity::text)))
+		|| E'\tgraph [labelloc=t, fontname="Helvetica", label=' || cdp_traits._dot_quote('why these events are one customer (entity ' || min(g.entity::text) || ')') || E'];\n'
+		|| E'\tnode [fontname="Helvetica", fontsize=10];\n'
+		|| E'\tedge [fontname="Helvetica", fontsize=9];\n'
+		|| pg_catalog.string_agg(E'\t' || g.stmt || E';\n', '' ORDER BY g.ord, g.sub)
+		|| '}'
+	  INTO result
+	  FROM (
+		WITH x AS MATERIALIZED (SELECT * FROM cdp_traits._explain_graph($1))
+		-- a node statement for every row but the links
+		SELECT x.ord, 0 AS sub, x.entity,
+			   cdp_traits._dot_quote(x.node) || ' [' || CASE x.kind
+					WHEN 'entity' THEN 'shape=box, style=bold'
+					WHEN 'merged' THEN 'shape=box, style=dashed, color=gray40'
+					WHEN 'event' THEN 'shape=ellipse'
+					WHEN 'identifier' THEN 'shape=box, style=rounded'
+					WHEN 'blocked' THEN 'shape=box, style="rounded,dashed", color=gray50, fontcolor=gray50'
+				END || ', label=' || cdp_traits._dot_quote(x.dot_label) || ']' AS stmt
+		  FROM x
+		 WHERE x.kind <> 'link'
+		UNION ALL
+		-- an edge statement for every link and every node hanging off another
+		SELECT x.ord, 1, x.entity,
+			   cdp_traits._dot_quote(x.node) || ' -- ' || cdp_traits._dot_quote(x.linked_to) || CASE
+					WHEN x.kind = 'merged' THEN ' [style=dashed, color=gray40, label="merged into"]'
+					WHEN x.kind = 'event' THEN ' [style=dotted, color=gray70]'
+					WHEN x.kind = 'link' AND x.linked_to LIKE 'blocked:%' THEN ' [style=dashed, color=gray50]'
+					ELSE ''
+				END
+		  FROM x
+		 WHERE x.linked_to IS NOT NULL
+	  ) g;
+	RETURN result;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.explain_entity(uuid, text) IS
+	'the identity graph behind an entity as Graphviz DOT text (format => ''dot'')';
+
+/*
+ * import_meiro_config: copy a Meiro CPS setup (stitching configuration,
+ * attribute definitions, context) into cdp_traits.
+ *
+ * Assumed Meiro tables (extra columns are ignored; every column is read as
+ * text, definitions as jsonb):
+ *   <cdp_schema>.events(id, source_id, type, version)     event types
+ *   <ps_schema>.stitching_attributes_config(attribute_id, event_id,
+ *                                           value_expression)
+ *   <attr_schema>.attributes(id, definition)
+ *   <attr_schema>.context(key, value, query)
+ * Each row is written in a subtransaction, through the triggers that check
+ * rules, definitions and context queries: a bad row is reported and skipped,
+ * the good ones are imported.  Rows already present unchanged are reported as
+ * such (a re-run imports nothing); rows whose key exists with a different
+ * content are reported as conflicts and left alone.
+ */
+CREATE FUNCTION cdp_traits.import_meiro_config(cdp_schema name, ps_schema name, attr_schema name)
+RETURNS TABLE(kind text, id text, status text, message text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+SET client_min_messages = warning
+AS $$
+#variable_conflict use_column
+DECLARE
+	r record;
+	def jsonb;
+	n_rules integer := 0;
+	src jsonb;
+	pending text[];
+	still text[];
+	errors jsonb;
+BEGIN
+	IF cdp_schema IS NULL OR ps_schema IS NULL OR attr_schema IS NULL THEN
+		RAISE EXCEPTION 'schema names must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Call import_meiro_config(cdp_schema, ps_schema, attr_schema), e.g. (''cdp_ce'', ''cdp_ps'', ''cdp_attr'').';
+	END IF;
+
+	-- stitching rules: one per (attribute, event type) of stitching_attributes_config.
+	-- The source rows are read first (a table that cannot be read is reported),
+	-- then written one by one.
+	BEGIN
+		EXECUTE pg_catalog.format(
+			'SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(q) ORDER BY q.attribute_id, q.event_id, q.value_expression)
+			   FROM (SELECT c.attribute_id::text AS attribute_id, c.event_id::text AS event_id,
+							c.value_expression::text AS value_expression,
+							e.id IS NOT NULL AS known, e.source_id::text AS source_id,
+							e.type::text AS type, e.version::text AS version
+					   FROM %I.stitching_attributes_config c
+					   LEFT JOIN %I.events e ON e.id::text = c.event_id::text) q',
+			ps_schema, cdp_schema) INTO src;
+	EXCEPTION WHEN OTHERS THEN
+		kind := 'stitching_rule'; id := NULL; status := 'error';
+		message := pg_catalog.format('cannot read %I.stitching_attributes_config with %I.events: %s',
+									 ps_schema, cdp_schema, SQLERRM);
+		RETURN NEXT;
+	END;
+	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]'))
+			 AS x(attribute_id text, event_id text, value_expression text, known boolean,
+				  source_id text, type text, version text) LOOP
+		kind := 'stitching_rule';
+		id := pg_catalog.format('%s @ %s', r.attribute_id, r.event_id);
+		IF NOT r.known THEN
+			status := 'error';
+			message := pg_catalog.format('event id %s is not in %I.events', r.event_id, cdp_schema);
+		ELSIF EXISTS (SELECT FROM cdp_traits.stitching_rules s
+					   WHERE s.attribute_id = r.attribute_id
+						 AND s.source_id IS NOT DISTINCT FROM r.source_id
+						 AND s.type IS NOT DISTINCT FROM r.type
+						 AND s.version IS NOT DISTINCT FROM r.version
+						 AND s.value_expression = r.value_expression) THEN
+			status := 'present';
+			message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
+		ELSE
+			BEGIN
+				INSERT INTO cdp_traits.stitching_rules (attribute_id, source_id, type, version, value_expression)
+				VALUES (r.attribute_id, r.source_id, r.type, r.version, r.value_expression);
+				status := 'imported';
+				message := pg_catalog.format('rule for %s / %s / %s', r.source_id, r.type, r.version);
+				n_rules := n_rules + 1;
+			EXCEPTION WHEN OTHERS THEN
+				status := 'error';
+				message := SQLERRM;
+			END;
+		END IF;
+		RETURN NEXT;
+	END LOOP;
+	IF n_rules > 0 THEN
+		kind := 'stitching_rule'; id := NULL; status := 'note';
+		message := 'the rules apply to new events at once; run cdp_traits.restitch() to apply them to stored events';
+		RETURN NEXT;
+	END IF;
+
+	-- attribute definitions: in passes, so that an audience may follow the
+	-- attributes its condition names, whatever the order of ids
+	src := NULL;
+	BEGIN
+		EXECUTE pg_catalog.format(
+			'SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(''id'', a.id::text, ''definition'', a.definition::text)
+										 ORDER BY a.id::text)
+			   FROM %I.attributes a', attr_schema) INTO src;
+	EXCEPTION WHEN OTHERS THEN
+		kind := 'attribute'; id := NULL; status := 'error';
+		message := pg_catalog.format('cannot read %I.attributes: %s', attr_schema, SQLERRM);
+		RETURN NEXT;
+	END;
+	errors := '{}';
+	still := '{}';
+	SELECT coalesce(pg_catalog.array_agg(x.id), '{}') INTO pending
+	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text);
+	WHILE pg_catalog.cardinality(pending) > 0 LOOP
+		still := '{}';
+		FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+				  WHERE x.id = ANY (pending) LOOP
+			kind := 'attribute';
+			id := r.id;
+			def := NULL;
+			BEGIN
+				def := r.definition::jsonb;
+				IF def IS NULL THEN
+					status := 'error'; message := 'definition is null';
+				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
+					status := 'present'; message := 'same definition already present';
+				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
+					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
+				ELSE
+					INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
+					status := 'imported'; message := def->>'type';
+				END IF;
+			EXCEPTION WHEN OTHERS THEN
+				status := 'error'; message := SQLERRM;
+			END;
+			IF status = 'error' AND def IS NOT NULL THEN
+				-- perhaps it names an attribute imported later: try again next pass
+				still := still || r.id;
+				errors := errors || pg_catalog.jsonb_build_object(r.id, message);
+			ELSE
+				RETURN NEXT;
+			END IF;
+		END LOOP;
+		EXIT WHEN pg_catalog.cardinality(still) = pg_catalog.cardinality(pending);
+		pending := still;
+	END LOOP;
+	-- what failed in the last pass, with its error
+	FOREACH id IN ARRAY still LOOP
+		kind := 'attribute'; status := 'error'; message := errors->>id;
+		RETURN NEXT;
+	END LOOP;
+
+	-- context: a key with a query is refreshed by the next refresh_context()
+	src := NULL;
+	BEGIN
+		EXECUTE pg_catalog.format(
+			'SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(q) ORDER BY q.key)
+			   FROM (SELECT c.key::text AS key, c.value::text AS value,
+							NULLIF(c.query::text, '''') AS query FROM %I.context c) q', attr_schema) INTO src;
+	EXCEPTION WHEN OTHERS THEN
+		kind := 'context'; id := NULL; status := 'error';
+		message := pg_catalog.format('cannot read %I.context: %s', attr_schema, SQLERRM);
+		RETURN NEXT;
+	END;
+	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(key text, value text, query text) LOOP
+		kind := 'context';
+		id := r.key;
+		IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
+					AND c.query IS NOT DISTINCT FROM r.query
+					AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
+			status := 'present'; message := 'same key already present';
+		ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
+			status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
+		ELSE
+			BEGIN
+				INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
+				status := 'imported';
+				message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
+			EXCEPTION WHEN OTHERS THEN
+				status := 'error'; message := SQLERRM;
+			END;
+		END IF;
+		RETURN NEXT;
+	END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.import_meiro_config(name, name, name) IS
+	'copy a Meiro CPS setup (stitching_attributes_config, attributes, context) into cdp_traits; one report row per item';
+
+-- Privileges (as in 90_privileges.sql): explain_entity and its helpers are
+-- reader functions, import_meiro_config an admin function.
+DO $grants$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+			  WHERE p.pronamespace = 'cdp_traits'::regnamespace
+				AND p.proname IN ('explain_entity', '_explain_graph', '_explain_events', '_dot_quote') LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_reader', f);
+	END LOOP;
+	REVOKE ALL ON ROUTINE cdp_traits.import_meiro_config(name, name, name) FROM PUBLIC;
+	GRANT EXECUTE ON ROUTINE cdp_traits.import_meiro_config(name, name, name) TO cdp_traits_admin;
+END;
+$grants$;
+
+-- Descriptions of the aggregate state type's input and output functions.
+COMMENT ON FUNCTION cdp_traits.agg_state_in(cstring) IS
+	'input of agg_state: \x and the portable binary form in hex (validated)';
+COMMENT ON FUNCTION cdp_traits.agg_state_out(cdp_traits.agg_state) IS
+	'output of agg_state: \x and the portable binary form in hex';
+COMMENT ON FUNCTION cdp_traits.agg_state_recv(internal) IS
+	'binary input of agg_state (validated)';
+COMMENT ON FUNCTION cdp_traits.agg_state_send(cdp_traits.agg_state) IS
+	'binary output of agg_state: element type and collation by name, values in their send format';
+
+-- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.
+
+/*
+ * Segments and toggles (SPEC section 6): segmentation events, membership per
+ * (vendor, segment, user), profiles per user, and a change log for
+ * activation.
+ *
+ *   segment_events        the events, one column per field, in arrival order
+ *                         (seq); only accepted events stay (a repeated event
+ *                         id is removed again by the trigger)
+ *   segment_event_ids     every event id ever accepted (idempotent delivery)
+ *   segment_memberships   per key: first add, last event time, status, value,
+ *                         and the key's last event (a toggle's "previous")
+ *   segment_profiles      per user: all memberships as a JSON array
+ *   segment_toggles       append-only log of status changes, also of audience
+ *                         traits (vendor 0); audience_changes is a view on it
+ *
+ * The statement trigger on segment_events (C, src/segment_trigger.c) does the
+ * work for every INSERT or COPY, in the same transaction: it locks the keys,
+ * keeps the new event ids, folds each key's new events into its stored
+ * membership in arrival order, and writes toggles, memberships and the
+ * profiles of the users touched with one statement each.
+ */
+
+-- The type of segment_events.timestamp: an instant whose text input is RFC
+-- 3339 with an offset and nothing else (an error naming the field), so
+-- that COPY is checked like ingest_segment_event().  Stored and compared
+-- like timestamptz (binary-compatible, implicit cast); written in UTC.
+CREATE TYPE cdp_traits.rfc3339;
+CREATE FUNCTION cdp_traits.rfc3339_in(cstring) RETURNS cdp_traits.rfc3339
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_in';
+CREATE FUNCTION cdp_traits.rfc3339_out(cdp_traits.rfc3339) RETURNS cstring
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_out';
+CREATE FUNCTION cdp_traits.rfc3339_recv(internal) RETURNS cdp_traits.rfc3339
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
+AS 'timestamptz_recv';
+CREATE FUNCTION cdp_traits.rfc3339_send(cdp_traits.rfc3339) RETURNS bytea
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
+AS 'timestamptz_send';
+CREATE TYPE cdp_traits.rfc3339 (
+	INPUT = cdp_traits.rfc3339_in,
+	OUTPUT = cdp_traits.rfc3339_out,
+	RECEIVE = cdp_traits.rfc3339_recv,
+	SEND = cdp_traits.rfc3339_send,
+	LIKE = pg_catalog.timestamptz,
+	CATEGORY = 'D'
+);
+COMMENT ON TYPE cdp_traits.rfc3339 IS
+	'a point in time written as RFC 3339 with an offset (input) and in UTC (output); compares as timestamptz';
+CREATE CAST (cdp_traits.rfc3339 AS timestamptz) WITHOUT FUNCTION AS IMPLICIT;
+CREATE FUNCTION cdp_traits.rfc3339(timestamptz) RETURNS cdp_traits.rfc3339
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_from_timestamptz';
+CREATE CAST (timestamptz AS cdp_traits.rfc3339) WITH FUNCTION cdp_traits.rfc3339(timestamptz) AS ASSIGNMENT;
+-- INSERT ... SELECT of text columns: checked by the input function
+CREATE CAST (text AS cdp_traits.rfc3339) WITH INOUT AS ASSIGNMENT;
+
+CREATE TABLE cdp_traits.segment_events (
+	seq bigint GENERATED ALWAYS AS IDENTITY,	-- arrival order
+	event uuid NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	vendor integer NOT NULL,
+	segment text COLLATE "C" NOT NULL,	-- segment.name
+	"timestamp" cdp_traits.rfc3339 NOT NULL,
+	remove boolean NOT NULL DEFAULT false,
+	value text,
+	CONSTRAINT segment_events_user_not_empty CHECK (user_id <> ''),
+	CONSTRAINT segment_events_vendor_positive CHECK (vendor >= 1),
+	CONSTRAINT segment_events_segment_length CHECK (pg_catalog.char_length(segment) BETWEEN 1 AND 32),
+	CONSTRAINT segment_events_value_only_on_adds CHECK (value IS NULL OR NOT remove)
+);
+-- An append-only log in seq order: a BRIN index finds rows by seq at almost no
+-- cost per insert (a B-tree would cost as much as the rest of a COPY).
+CREATE INDEX segment_events_seq ON cdp_traits.segment_events USING brin (seq)
+	WITH (autosummarize = on);
+COMMENT ON TABLE cdp_traits.segment_events IS
+	'segmentation events (SPEC section 6) in arrival order (seq); insert or COPY into it, or call ingest_segment_event()';
+COMMENT ON COLUMN cdp_traits.segment_events.segment IS 'segment.name of the event';
+COMMENT ON COLUMN cdp_traits.segment_events."timestamp" IS 'the event''s time (RFC 3339 with an offset when written; an instant)';
+
+CREATE TABLE cdp_traits.segment_event_ids (
+	event uuid PRIMARY KEY,
+	seq bigint NOT NULL				-- the accepted event's segment_events.seq
+);
+COMMENT ON TABLE cdp_traits.segment_event_ids IS
+	'every segmentation event id accepted so far: a repeated id is ignored';
+
+CREATE TABLE cdp_traits.segment_memberships (
+	vendor integer NOT NULL,
+	segment text COLLATE "C" NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	first timestamptz,				-- earliest add (NULL: never added)
+	last timestamptz NOT NULL,		-- latest event time
+	member boolean NOT NULL,		-- status of the last event in arrival order
+	value text,						-- value of the last add that carried one
+	last_event uuid NOT NULL,		-- the last event in arrival order ...
+	last_event_time timestamptz NOT NULL,	-- ... its time
+	last_seq bigint NOT NULL,		-- ... and its segment_events.seq
+	PRIMARY KEY (vendor, segment, user_id)
+) WITH (fillfactor = 80);		-- room for HOT updates: rows change, keys never do
+COMMENT ON TABLE cdp_traits.segment_memberships IS
+	'status of every (vendor, segment, user) that has events';
+
+CREATE TABLE cdp_traits.segment_profiles (
+	user_id text COLLATE "C" PRIMARY KEY,
+	segments jsonb NOT NULL
+);
+COMMENT ON TABLE cdp_traits.segment_profiles IS
+	'per user, the details of all its memberships as a JSON array sorted by (name, vendor)';
+-- Profiles are rewritten whole; lz4 compresses them several times faster than pglz.
+DO $$
+BEGIN
+	IF EXISTS (SELECT FROM pg_catalog.pg_settings
+				WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+		ALTER TABLE cdp_traits.segment_profiles ALTER COLUMN segments SET COMPRESSION lz4;
+	END IF;
+END;
+$$;
+
+CREATE TABLE cdp_traits.segment_toggles (
+	seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	vendor integer NOT NULL,		-- 0: an audience trait (attribute engine)
+	segment text COLLATE "C" NOT NULL,	-- segment name; audiences: the attribute id
+	user_id text COLLATE "C" NOT NULL,	-- audiences: the customer entity id
+	member boolean NOT NULL,		-- status after the change (true: added, entered)
+	event uuid,						-- the event that changed it (NULL for audiences)
+	event_time timestamptz NOT NULL,	-- its time (audiences: of the calculation)
+	value text,						-- the value the add carried
+	previous_event uuid,			-- the key's last event before it
+	previous_time timestamptz,		-- and its time
+	recorded_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.segment_toggles IS
+	'append-only log of membership changes (member <-> non-member) of segments and audiences (vendor 0); read it with toggles_since()';
+
+-- The profiles as the memberships define them (the trigger keeps them so).
+CREATE FUNCTION cdp_traits.rebuild_segment_profiles() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	-- the segments lock, exclusively: no segment events are written meanwhile
+	PERFORM pg_advisory_xact_lock(1129530695, 0);
+	DELETE FROM cdp_traits.segment_profiles;
+	INSERT INTO cdp_traits.segment_profiles (user_id, segments)
+	SELECT m.user_id,
+		   jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+			   'segment', jsonb_build_object('vendor', m.vendor, 'name', m.segment),
+			   'first', m.first::cdp_traits.rfc3339, 'last', m.last::cdp_traits.rfc3339,
+			   'member', m.member, 'value', m.value))
+			   ORDER BY m.segment, m.vendor)
+	  FROM cdp_traits.segment_memberships m
+	 GROUP BY m.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.rebuild_segment_profiles() IS
+	'rebuild every profile from the memberships (the trigger keeps them current; this repairs them); returns the number of users';
+
+
+-- 0.1.0 kept audience enter/exit in a table of its own: its rows move to the
+-- toggle log (vendor 0), and audience_changes becomes a view on it.
+INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time, recorded_at)
+SELECT 0, a.audience_id, a.customer_entity_id::text, a.entered, a.changed_at, a.changed_at
+  FROM cdp_traits.audience_changes a ORDER BY a.seq;
+-- (leaving the extension first takes them off pg_dump's list)
+ALTER EXTENSION cdp_traits DROP SEQUENCE cdp_traits.audience_changes_seq_seq;
+ALTER EXTENSION cdp_traits DROP TABLE cdp_traits.audience_changes;
+DROP TABLE cdp_traits.audience_changes;
+
+-- Audience enter/exit (SPEC section 4) are toggles of vendor 0.
+CREATE VIEW cdp_traits.audience_changes AS
+SELECT t.seq, t.segment::text AS audience_id,
+	   CASE WHEN t.vendor = 0 THEN t.user_id::uuid END AS customer_entity_id,
+	   t.member AS entered, t.recorded_at AS changed_at
+  FROM cdp_traits.segment_toggles t
+ WHERE t.vendor = 0;
+COMMENT ON VIEW cdp_traits.audience_changes IS
+	'audience membership changes (enter = true, exit = false), in order: the audience toggles';
+
+/*
+ * The toggle log is read by sequence number, so a reader must not pass a
+ * number that a transaction still in progress holds: writers hold the log
+ * lock shared from their first toggle to commit, and toggles_since() waits
+ * for the writers of the moment before reading up to the last number given
+ * out before it waited.
+ */
+CREATE FUNCTION cdp_traits._toggles_writer() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	PERFORM pg_catalog.pg_advisory_xact_lock_shared(1129530695, 1);
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER toggles_writer BEFORE INSERT ON cdp_traits.segment_toggles
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_writer();
+
+-- Consumers that listen are told the last sequence number at commit.
+CREATE FUNCTION cdp_traits._toggles_notify() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	last bigint;
+BEGIN
+	SELECT max(n.seq) INTO last FROM cdp_new_toggles n;
+	IF last IS NOT NULL THEN
+		PERFORM pg_catalog.pg_notify('cdp_traits_toggles', last::text);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER toggles_notify AFTER INSERT ON cdp_traits.segment_toggles
+	REFERENCING NEW TABLE AS cdp_new_toggles
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_notify();
+
+CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
+RETURNS SETOF cdp_traits.segment_toggles
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+-- the cached plan must stay a range read of the primary key however the log grows
+SET enable_seqscan = off
+AS $$
+DECLARE
+	given_out bigint;
+BEGIN
+	IF max IS NULL OR max < 0 THEN
+		RAISE EXCEPTION 'max must be 0 or more'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'toggles_since() must run in a READ COMMITTED transaction'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'A snapshot taken earlier in the transaction could miss toggles committed since, and the reader would skip them.';
+	END IF;
+	SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO given_out
+	  FROM cdp_traits.segment_toggles_seq_seq s;
+	-- wait for the writers of this moment (taken and released at once)
+	PERFORM pg_catalog.pg_advisory_lock(1129530695, 1), pg_catalog.pg_advisory_unlock(1129530695, 1);
+	RETURN QUERY
+	SELECT t.* FROM cdp_traits.segment_toggles t
+	 WHERE t.seq > COALESCE("after", 0) AND t.seq <= given_out
+	 ORDER BY t.seq
+	 LIMIT max;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.toggles_since(bigint, integer) IS
+	'toggles with seq > after, in order, at most max; never skips a toggle of a transaction still in progress (waits for it)';
+
+/*
+ * ingest_segment_event: validate one JSON event and insert it.  Returns its
+ * seq, or NULL when its id was seen before (ignored).
+ */
+CREATE FUNCTION cdp_traits._segment_event_error(field text, must text, got jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	IF got IS NULL THEN
+		RAISE EXCEPTION 'invalid segment event: "%" %', field, must
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
+						 '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
+	END IF;
+	RAISE EXCEPTION 'invalid segment event: "%" %', field, must
+		USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The value is ' || got::text || '.';
+END;
+$$;
+
+CREATE FUNCTION cdp_traits.ingest_segment_event(doc jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	seg jsonb;
+	v jsonb;
+	vendor numeric;
+	name text;
+	is_remove boolean := false;
+	new_seq bigint;
+	new_tid tid;
+BEGIN
+	IF doc IS NULL OR jsonb_typeof(doc) <> 'object' THEN
+		RAISE EXCEPTION 'invalid segment event: it must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'The value is ' || COALESCE(doc::text, 'NULL') || '.';
+	END IF;
+
+	v := doc->'event';
+	IF v IS NULL THEN
+		PERFORM _segment_event_error('event', 'is missing');
+	ELSIF jsonb_typeof(v) <> 'string'
+		  OR (v->>0) !~ '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$' THEN
+		PERFORM _segment_event_error('event', 'must be a UUID string', v);
+	END IF;
+
+	v := doc->'user';
+	IF v IS NULL THEN
+		PERFORM _segment_event_error('user', 'is missing');
+	ELSIF jsonb_typeof(v) <> 'string' OR v->>0 = '' THEN
+		PERFORM _segment_event_error('user', 'must be a non-empty string', v);
+	END IF;
+
+	seg := doc->'segment';
+	IF seg IS NULL THEN
+		PERFORM _segment_event_error('segment', 'is missing');
+	ELSIF jsonb_typeof(seg) <> 'object' THEN
+		PERFORM _segment_event_error('segment', 'must be an object with "vendor" and "name"', seg);
+	END IF;
+	v := seg->'vendor';
+	IF v IS NULL THEN
+		PERFORM _segment_event_error('segment.vendor', 'is missing');
+	END IF;
+	IF jsonb_typeof(v) = 'number' THEN
+		vendor := (v #>> '{}')::numeric;
+	END IF;
+	IF vendor IS NULL OR vendor <> trunc(vendor) OR vendor < 1 OR vendor > 2147483647 THEN
+		PERFORM _segment_event_error('segment.vendor', 'must be an integer from 1 to 2147483647', v);
+	END IF;
+	v := seg->'name';
+	IF v IS NULL THEN
+		PERFORM _segment_event_error('segment.name', 'is missing');
+	ELSIF jsonb_typeof(v) <> 'string' THEN
+		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v);
+	END IF;
+	name := v->>0;
+	IF char_length(name) NOT BETWEEN 1 AND 32 THEN
+		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v);
+	END IF;
+
+	v := doc->'timestamp';
+	IF v IS NULL THEN
+		PERFORM _segment_event_error('timestamp', 'is missing');
+	ELSIF jsonb_typeof(v) <> 'string' THEN
+		PERFORM _segment_event_error('timestamp', 'must be an RFC 3339 date-time with an offset', v);
+	END IF;
+	-- the format itself is checked by the column's type, cdp_traits.rfc3339
+
+	v := doc->'remove';
+	IF v IS NOT NULL THEN
+		IF v <> 'true'::jsonb THEN
+			PERFORM _segment_event_error('remove', 'must be true when present (leave it out for an add)', v);
+		END IF;
+		is_remove := true;
+	END IF;
+
+	v := doc->'value';
+	IF v IS NOT NULL THEN
+		IF is_remove THEN
+			PERFORM _segment_event_error('value', 'is only allowed on adds, not with "remove"', v);
+		ELSIF jsonb_typeof(v) <> 'string' THEN
+			PERFORM _segment_event_error('value', 'must be a string', v);
+		END IF;
+	END IF;
+
+	INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
+	VALUES ((doc->>'event')::uuid, doc->>'user', vendor::integer, name, (doc->>'timestamp')::cdp_traits.rfc3339,
+			is_remove, doc->>'value')
+	RETURNING seq, ctid INTO new_seq, new_tid;
+	-- a repeated id: the trigger has removed the row again (found by its
+	-- tid, which nothing can reuse before this transaction ends)
+	IF NOT EXISTS (SELECT FROM cdp_traits.segment_events e WHERE e.ctid = new_tid) THEN
+		RETURN NULL;
+	END IF;
+	RETURN new_seq;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.ingest_segment_event(jsonb) IS
+	'validate a segmentation event (JSON) and insert it; returns its seq, NULL if its id was seen before';
+
+-- The statement triggers on segment_events.
+CREATE FUNCTION cdp_traits._segment_events_insert() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_segment_events_insert';
+CREATE TRIGGER segment_events_insert AFTER INSERT ON cdp_traits.segment_events
+	REFERENCING NEW TABLE AS cdp_new_segment_events
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_insert();
+
+CREATE FUNCTION cdp_traits._segment_events_immutable() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'segmentation events cannot be updated'
+		USING ERRCODE = 'feature_not_supported',
+			  DETAIL = 'Memberships, profiles and toggles were computed from the events as they arrived.',
+			  HINT = 'Send a new event instead; delete old events to trim the log (the state is kept).';
+END;
+$$;
+CREATE TRIGGER segment_events_immutable BEFORE UPDATE ON cdp_traits.segment_events
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_immutable();
+
+-- The attribute engine writes audience enter/exit to the toggle log.
+CREATE OR REPLACE FUNCTION cdp_traits._entities_removed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	EXECUTE $q$
+	WITH gone AS (
+		DELETE FROM cdp_traits.entity_attributes ea
+		 USING cdp_traits_old o
+		 WHERE ea.customer_entity_id = o.id
+		RETURNING ea.customer_entity_id, ea.vals
+	), kv AS (
+		SELECT g.customer_entity_id, x.key AS attribute_id, x.value, -1 AS delta
+		  FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.vals) x
+	), exits AS (
+		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
+		SELECT 0, kv.attribute_id, kv.customer_entity_id::text, false, pg_catalog.now()
+		  FROM kv JOIN cdp_traits.attributes a ON a.id = kv.attribute_id
+		 WHERE a.definition->>'type' = 'audience' AND kv.value = 'true'::jsonb
+		 ORDER BY kv.customer_entity_id, kv.attribute_id
+	), hist AS (
+		UPDATE cdp_traits.attribute_history h
+		   SET valid_to = pg_catalog.now()
+		  FROM kv
+		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
+		   AND h.valid_to IS NULL
+	), $q$ || cdp_traits._count_ctes('kv') || ' SELECT 1';
+	PERFORM cdp_traits._count_cleanup();
+	RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._write_values(run bigint, aids text[], scope_sql text, scope text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	ok text[];
+	hist text[];
+	auds text[];
+	versions jsonb;
+BEGIN
+	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
+	IF ok IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT pg_catalog.array_agg(a.id) FILTER (WHERE (a.definition->>'history')::boolean),
+		   pg_catalog.array_agg(a.id) FILTER (WHERE a.definition->>'type' = 'audience'),
+		   pg_catalog.jsonb_object_agg(a.id, a.version)
+	  INTO hist, auds, versions
+	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
+
+	-- per entity: its values with those of ok replaced by the new ones
+	DROP TABLE IF EXISTS pg_temp.cdp_changes;
+	EXECUTE pg_catalog.format($q$
+		CREATE TEMP TABLE cdp_changes AS
+		SELECT x.* FROM (
+			SELECT s.id AS eid, o.vals AS old_vals, o.versions AS old_versions,
+				   (COALESCE(o.vals, '{}') - $1) || COALESCE(n.vals, '{}') AS new_vals,
+				   (COALESCE(o.versions, '{}') - $1) || $2 AS new_versions
+			  FROM (%s) s(id)
+			  LEFT JOIN (SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM pg_temp.cdp_new GROUP BY eid) n
+				ON n.eid = s.id
+			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
+			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
+		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+			OR (x.old_versions IS DISTINCT FROM x.new_versions AND x.new_vals <> '{}')
+	$q$, scope_sql) USING ok, versions;
+
+	-- entities removed meanwhile are skipped; the rest cannot go until we commit
+	DROP TABLE IF EXISTS pg_temp.cdp_live;
+	CREATE TEMP TABLE cdp_live (id uuid PRIMARY KEY);
+	INSERT INTO pg_temp.cdp_live
+	SELECT ce.id FROM cdp_traits.customer_entities ce
+	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE new_vals <> '{}')
+	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
+	DELETE FROM pg_temp.cdp_changes c
+	 WHERE c.new_vals <> '{}' AND NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);
+
+	DELETE FROM cdp_traits.entity_attributes ea
+	 USING pg_temp.cdp_changes c
+	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid;
+	UPDATE cdp_traits.entity_attributes ea
+	   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid;
+	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, versions, calculated_at, run_id)
+	SELECT c.eid, c.new_vals, c.new_versions, pg_catalog.now(), run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.old_vals IS NULL
+	 ORDER BY c.eid;
+
+	-- the changed values one by one
+	DROP TABLE IF EXISTS pg_temp.cdp_diff;
+	CREATE TEMP TABLE cdp_diff AS
+	SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
+	  FROM pg_temp.cdp_changes c
+	 CROSS JOIN LATERAL (
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.old_vals) x WHERE x = ANY (ok)
+		UNION
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x = ANY (ok)) k(aid)
+	 WHERE c.old_vals IS NOT NULL AND (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid)
+	UNION ALL
+	-- entities without stored values: every new value is a difference
+	SELECT c.eid, kv.key, NULL, kv.value
+	  FROM pg_temp.cdp_changes c CROSS JOIN LATERAL pg_catalog.jsonb_each(c.new_vals) kv
+	 WHERE c.old_vals IS NULL AND kv.key = ANY (ok);
+
+	EXECUTE 'WITH d AS (SELECT aid AS attribute_id, old_value AS value, -1 AS delta FROM pg_temp.cdp_diff '
+		'WHERE old_value IS NOT NULL UNION ALL SELECT aid, new_value, 1 FROM pg_temp.cdp_diff '
+		'WHERE new_value IS NOT NULL), ' || cdp_traits._count_ctes('d') || ' SELECT 1';
+	PERFORM cdp_traits._count_cleanup();
+
+	-- history of attributes that keep it
+	IF hist IS NOT NULL THEN
+		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+		  FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
+		   AND h.valid_to IS NULL;
+		INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+		SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
+	END IF;
+
+	-- audience enter/exit
+	IF auds IS NOT NULL THEN
+		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
+		SELECT 0, c.aid, c.eid::text, c.new_value IS NOT NULL, pg_catalog.now() FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (auds)
+		 ORDER BY c.eid, c.aid;
+	END IF;
+
+	-- entities whose values changed: audiences re-evaluate them
+	IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience') THEN
+		INSERT INTO pg_temp.cdp_changed SELECT DISTINCT c.eid FROM pg_temp.cdp_diff c
+		ON CONFLICT DO NOTHING;
+	END IF;
+
+	INSERT INTO cdp_traits.calculation_run_attributes AS r
+		(run_id, attribute_id, definition_version, scope, values_written, values_removed)
+	SELECT run, a, (versions->>a)::integer, scope, COALESCE(w.written, 0), COALESCE(w.removed, 0)
+	  FROM pg_catalog.unnest(ok) a
+	  LEFT JOIN (SELECT c.aid, count(c.new_value) AS written, count(*) - count(c.new_value) AS removed
+				   FROM pg_temp.cdp_diff c GROUP BY c.aid) w ON w.aid = a
+	ON CONFLICT (run_id, attribute_id) DO UPDATE
+	   SET values_written = r.values_written + EXCLUDED.values_written,
+		   values_removed = r.values_removed + EXCLUDED.values_removed;
+	UPDATE pg_temp.cdp_outcome SET written = true WHERE aid = ANY (ok);
+END;
+$$;
+
+-- pg_dump (as in 80_dump.sql)
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_event_ids', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_memberships', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_toggles', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_toggles_seq_seq', '');
+
+-- Privileges (as in 90_privileges.sql)
+DO $segment_grants$
+DECLARE
+	r record;
+	f regprocedure;
+BEGIN
+	FOR r IN SELECT * FROM (VALUES
+		('segment_toggles', 'calculated'), ('segment_toggles_seq_seq', 'calculated'),
+		('audience_changes', 'result'), ('segment_events', 'config'),
+		('segment_events_seq_seq', 'calculated'), ('segment_event_ids', 'result'),
+		('segment_memberships', 'result'), ('segment_profiles', 'result')) v(name, class) LOOP
+		PERFORM cdp_traits._grant(pg_catalog.format('cdp_traits.%I', r.name)::regclass, r.class);
+	END LOOP;
+	FOR r IN SELECT * FROM (VALUES
+		('rfc3339_in', 'public'), ('rfc3339_out', 'public'), ('rfc3339_recv', 'public'),
+		('rfc3339_send', 'public'), ('rfc3339', 'public'),
+		('ingest_segment_event', 'admin'), ('rebuild_segment_profiles', 'admin'),
+		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
+		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
+		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner')) v(name, class) LOOP
+		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
+			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
+			IF r.class = 'public' THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO PUBLIC', f);
+			ELSIF r.class = 'reader' THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_reader', f);
+			ELSIF r.class = 'admin' THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_admin', f);
+			END IF;
+		END LOOP;
+	END LOOP;
+END;
+$segment_grants$;

@@ -1,0 +1,2306 @@
+-- cdp_traits 0.1.0, frozen: the install script as built from src/sql/*.sql at commit
+-- 1354c02 (the last 0.1.0).  Kept so that CREATE EXTENSION cdp_traits VERSION '0.1.0'
+-- and the update path 0.1.0 -> 0.2.0 can be installed and tested.  Do not edit.
+/*
+ * cdp_traits install script, assembled at build time from the files in src/sql/, in
+ * name order (one file per concern).  Everything is schema-qualified so the
+ * script does not depend on search_path.
+ */
+
+-- complain if the script is sourced in psql rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION cdp_traits" to load this file. \quit
+
+COMMENT ON SCHEMA cdp_traits IS 'cdp_traits: profile stitching, traits, context and segments';
+
+-- CREATE EXTENSION creates the schema when it does not exist yet.  The schema
+-- is not tied to the extension (0.1.0 made DROP EXTENSION drop it): pg_dump
+-- must create it before CREATE EXTENSION ... WITH SCHEMA cdp_traits, and any
+-- dependency of the schema on the extension is a loop it cannot order.
+-- Version of the loaded library, to check that it matches the SQL objects.
+CREATE FUNCTION cdp_traits.version() RETURNS text
+LANGUAGE c STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_traits_version';
+COMMENT ON FUNCTION cdp_traits.version() IS 'version of the cdp_traits library';
+/*
+ * Profile stitching (SPEC sections 1 and 2).
+ *
+ * State: which events table is attached (events_source), the rules and the
+ * blocklist (user configuration), and the result of stitching: matching
+ * (identifier -> entity), event_entities (event -> entity), customer_entities
+ * and entity_merges.  The C triggers keep them current; restitch() rebuilds
+ * them; verify_stitching() checks them.
+ */
+
+-- The attached events table (at most one per database).
+CREATE TABLE cdp_traits.events_source (
+	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	events regclass NOT NULL,
+	id_type regtype NOT NULL,
+	attached boolean NOT NULL DEFAULT true,
+	attached_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.events_source IS
+	'the events table stitching reads (set by attach_events, kept by detach_events)';
+
+CREATE TABLE cdp_traits.stitching_rules (
+	attribute_id text NOT NULL,
+	source_id text,
+	type text,
+	version text,
+	value_expression text NOT NULL,
+	CONSTRAINT stitching_rules_unique
+		UNIQUE NULLS NOT DISTINCT (attribute_id, source_id, type, version, value_expression)
+);
+COMMENT ON TABLE cdp_traits.stitching_rules IS
+	'how identifiers are read from events: a SQL expression over the event per attribute id; NULL source_id/type/version match any';
+
+CREATE TABLE cdp_traits.stitching_blocklist (
+	attribute_id text,
+	value text NOT NULL,
+	CONSTRAINT stitching_blocklist_unique UNIQUE NULLS NOT DISTINCT (attribute_id, value)
+);
+COMMENT ON TABLE cdp_traits.stitching_blocklist IS
+	'identifier values that never link (compared trimmed and case-insensitively); NULL attribute_id = every attribute';
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value)
+VALUES (NULL, ''), (NULL, 'null'), (NULL, 'none'), (NULL, 'undefined'),
+	   (NULL, 'unknown'), (NULL, 'n/a'), (NULL, '0'), (NULL, '-');
+
+-- Every new event updates its entity's modified/calculated: no index on those
+-- columns and room on each page keep that update HOT (no index writes).
+CREATE TABLE cdp_traits.customer_entities (
+	id uuid PRIMARY KEY,
+	created timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	modified timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	calculated timestamptz
+) WITH (fillfactor = 70);
+COMMENT ON TABLE cdp_traits.customer_entities IS
+	'one row per live customer entity; calculated IS NULL means its attributes must be recalculated';
+
+-- Identifiers and event ids compare byte-wise ("C"): exact, and fast to index.
+CREATE TABLE cdp_traits.matching (
+	attribute_id text COLLATE "C" NOT NULL,
+	value text COLLATE "C" NOT NULL,
+	customer_entity_id uuid NOT NULL,
+	PRIMARY KEY (attribute_id, value)
+);
+COMMENT ON TABLE cdp_traits.matching IS 'one row per identifier: the entity it belongs to';
+CREATE INDEX matching_entity ON cdp_traits.matching (customer_entity_id);
+
+CREATE TABLE cdp_traits.event_entities (
+	event_id text COLLATE "C" PRIMARY KEY,
+	customer_entity_id uuid NOT NULL
+);
+COMMENT ON TABLE cdp_traits.event_entities IS
+	'the entity of each event that has an identifier (event id as text)';
+CREATE INDEX event_entities_entity ON cdp_traits.event_entities (customer_entity_id);
+
+CREATE TABLE cdp_traits.entity_merges (
+	merged_id uuid PRIMARY KEY,
+	into_id uuid NOT NULL,
+	merged_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.entity_merges IS 'entities absorbed by another one when an event linked them';
+CREATE INDEX entity_merges_into ON cdp_traits.entity_merges (into_id);
+
+-- current_entity: follow merges from an entity id that may have been absorbed.
+CREATE FUNCTION cdp_traits.current_entity(id uuid) RETURNS uuid
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH RECURSIVE chain(id, depth) AS (
+		SELECT $1, 0
+		UNION ALL
+		SELECT m.into_id, c.depth + 1
+		  FROM cdp_traits.entity_merges m JOIN chain c ON m.merged_id = c.id
+		 WHERE c.depth < 100000
+	)
+	SELECT e.id
+	  FROM (SELECT id FROM chain ORDER BY depth DESC LIMIT 1) last
+	  JOIN cdp_traits.customer_entities e ON e.id = last.id
+$$;
+COMMENT ON FUNCTION cdp_traits.current_entity(uuid) IS
+	'the live entity an entity id now belongs to (following merges), NULL if it no longer exists';
+
+-- Rule validation, and the notice that existing events need restitch().
+CREATE FUNCTION cdp_traits.stitching_rules_check() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitching_rules_check';
+CREATE FUNCTION cdp_traits.stitching_config_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitching_config_changed';
+
+CREATE TRIGGER stitching_rules_check
+	BEFORE INSERT OR UPDATE ON cdp_traits.stitching_rules
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits.stitching_rules_check();
+CREATE TRIGGER stitching_rules_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.stitching_rules
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitching_config_changed();
+CREATE TRIGGER stitching_blocklist_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.stitching_blocklist
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitching_config_changed();
+
+-- The trigger function installed on the attached events table.
+CREATE FUNCTION cdp_traits.stitch_events() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitch_events';
+COMMENT ON FUNCTION cdp_traits.stitch_events() IS
+	'statement trigger on the attached events table: keeps stitching current';
+
+CREATE FUNCTION cdp_traits.attach_events(events regclass) RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_attach_events';
+COMMENT ON FUNCTION cdp_traits.attach_events(regclass) IS
+	'validate an events table, install the stitching triggers on it and stitch its rows';
+
+CREATE FUNCTION cdp_traits.detach_events() RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_detach_events';
+COMMENT ON FUNCTION cdp_traits.detach_events() IS
+	'remove the stitching triggers from the events table; stitching state is kept';
+
+CREATE FUNCTION cdp_traits.restitch() RETURNS bigint
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_restitch';
+COMMENT ON FUNCTION cdp_traits.restitch() IS
+	'rebuild stitching from all events under the current rules and blocklist; returns the number of entities';
+
+CREATE FUNCTION cdp_traits.verify_stitching() RETURNS TABLE(event_id text, problem text)
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_verify_stitching';
+COMMENT ON FUNCTION cdp_traits.verify_stitching() IS
+	'compare the stored stitching with a fresh computation; no rows means consistent';
+
+-- Memory and size figures of the last restitch()/verify_stitching() in this session.
+CREATE FUNCTION cdp_traits.stitching_stats(
+	OUT events bigint, OUT identifiers bigint, OUT entities bigint,
+	OUT memory_bytes bigint, OUT changed_events bigint, OUT changed_identifiers bigint)
+RETURNS record
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_stitching_stats';
+COMMENT ON FUNCTION cdp_traits.stitching_stats() IS
+	'figures of the last full stitching pass in this session (restitch or verify)';
+
+-- Partitions created or attached after attach_events get the stitching
+-- triggers too, and the rows of an attached partition are stitched.
+CREATE FUNCTION cdp_traits.new_partition() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_new_partition';
+COMMENT ON FUNCTION cdp_traits.new_partition() IS
+	'event trigger: install the stitching triggers on new partitions of the events table';
+CREATE EVENT TRIGGER cdp_traits_new_partition ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+	EXECUTE FUNCTION cdp_traits.new_partition();
+/*
+ * Attribute calculation types (SPEC section 3): the aggregates, their state
+ * type, and to_number.
+ *
+ * All aggregates but any_value keep their state in cdp_traits.agg_state, a
+ * real (varlena) type: parallel workers hand it to the leader as it is, the
+ * combine function merges states, and because the state type is not a
+ * pseudo-type Citus can run single-argument aggregates on the shards and
+ * combine on the coordinator.  The *_state aggregates, merge_states and the
+ * state_* functions expose the same states for rollups (README).
+ */
+
+-- The state type.  Its text form is "\x" and the portable binary form in hex.
+CREATE TYPE cdp_traits.agg_state;
+
+CREATE FUNCTION cdp_traits.agg_state_in(cstring) RETURNS cdp_traits.agg_state
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_in';
+CREATE FUNCTION cdp_traits.agg_state_out(cdp_traits.agg_state) RETURNS cstring
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_out';
+CREATE FUNCTION cdp_traits.agg_state_recv(internal) RETURNS cdp_traits.agg_state
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_recv';
+CREATE FUNCTION cdp_traits.agg_state_send(cdp_traits.agg_state) RETURNS bytea
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_send';
+
+CREATE TYPE cdp_traits.agg_state (
+	INPUT = cdp_traits.agg_state_in,
+	OUTPUT = cdp_traits.agg_state_out,
+	RECEIVE = cdp_traits.agg_state_recv,
+	SEND = cdp_traits.agg_state_send,
+	INTERNALLENGTH = VARIABLE,
+	ALIGNMENT = double,
+	STORAGE = extended
+);
+COMMENT ON TYPE cdp_traits.agg_state IS
+	'state of the cdp_traits aggregates: values seen (with weights), or the first/last value';
+
+-- Transition functions (not strict: they create the state and skip NULLs).
+CREATE FUNCTION cdp_traits.frequency_add(cdp_traits.agg_state, anyelement)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_frequency_add';
+CREATE FUNCTION cdp_traits.frequency_add(cdp_traits.agg_state, anyelement, float8)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_frequency_add';
+CREATE FUNCTION cdp_traits.unique_add(cdp_traits.agg_state, anyelement)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_distinct_add';
+CREATE FUNCTION cdp_traits.first_add(cdp_traits.agg_state, anyelement, timestamptz)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_first_add';
+CREATE FUNCTION cdp_traits.last_add(cdp_traits.agg_state, anyelement, timestamptz)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_last_add';
+COMMENT ON FUNCTION cdp_traits.frequency_add(cdp_traits.agg_state, anyelement) IS
+	'transition function of most_frequent, least_frequent and frequency_state';
+COMMENT ON FUNCTION cdp_traits.frequency_add(cdp_traits.agg_state, anyelement, float8) IS
+	'transition function of the weighted most_frequent, least_frequent and frequency_state';
+COMMENT ON FUNCTION cdp_traits.unique_add(cdp_traits.agg_state, anyelement) IS
+	'transition function of num_of_unique, unique_list and unique_state';
+COMMENT ON FUNCTION cdp_traits.first_add(cdp_traits.agg_state, anyelement, timestamptz) IS
+	'transition function of first and first_state';
+COMMENT ON FUNCTION cdp_traits.last_add(cdp_traits.agg_state, anyelement, timestamptz) IS
+	'transition function of last and last_state';
+
+-- Combining and packing states.
+CREATE FUNCTION cdp_traits.agg_state_combine(cdp_traits.agg_state, cdp_traits.agg_state)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_combine';
+COMMENT ON FUNCTION cdp_traits.agg_state_combine(cdp_traits.agg_state, cdp_traits.agg_state) IS
+	'combine function of the cdp_traits aggregates (merges two states of the same kind and type)';
+CREATE FUNCTION cdp_traits.agg_state_pack(cdp_traits.agg_state)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_pack';
+COMMENT ON FUNCTION cdp_traits.agg_state_pack(cdp_traits.agg_state) IS
+	'final function of the aggregates returning a state: the state sorted and without spare room';
+
+-- Finishing a state: the aggregates' final functions, also callable on a
+-- stored state.  The anyelement argument only carries the result type (pass
+-- NULL::the_type); it must be the type of the state's values.
+CREATE FUNCTION cdp_traits.state_most_frequent(state cdp_traits.agg_state, as_type anyelement)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_most_frequent_final';
+CREATE FUNCTION cdp_traits.state_least_frequent(state cdp_traits.agg_state, as_type anyelement)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_least_frequent_final';
+CREATE FUNCTION cdp_traits.state_first(state cdp_traits.agg_state, as_type anyelement)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_first_final';
+CREATE FUNCTION cdp_traits.state_last(state cdp_traits.agg_state, as_type anyelement)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_last_final';
+CREATE FUNCTION cdp_traits.state_num_of_unique(state cdp_traits.agg_state)
+RETURNS bigint
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_num_of_unique_final';
+CREATE FUNCTION cdp_traits.state_unique_list(state cdp_traits.agg_state, as_type anyelement)
+RETURNS anyarray
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_unique_list_final';
+COMMENT ON FUNCTION cdp_traits.state_most_frequent(cdp_traits.agg_state, anyelement) IS
+	'most frequent value of a frequency state (ties: smallest value); pass NULL::type as as_type';
+COMMENT ON FUNCTION cdp_traits.state_least_frequent(cdp_traits.agg_state, anyelement) IS
+	'least frequent value of a frequency state (ties: smallest value); pass NULL::type as as_type';
+COMMENT ON FUNCTION cdp_traits.state_first(cdp_traits.agg_state, anyelement) IS
+	'value of a first state; pass NULL::type as as_type';
+COMMENT ON FUNCTION cdp_traits.state_last(cdp_traits.agg_state, anyelement) IS
+	'value of a last state; pass NULL::type as as_type';
+COMMENT ON FUNCTION cdp_traits.state_num_of_unique(cdp_traits.agg_state) IS
+	'number of distinct values of a unique or frequency state (0 for NULL)';
+COMMENT ON FUNCTION cdp_traits.state_unique_list(cdp_traits.agg_state, anyelement) IS
+	'distinct values of a unique or frequency state, ascending; pass NULL::type as as_type';
+
+-- Final functions with the extra arguments of two-argument aggregates
+-- (FINALFUNC_EXTRA passes NULLs of every aggregated argument's type).
+CREATE FUNCTION cdp_traits.most_frequent_final(cdp_traits.agg_state, anyelement, float8)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_most_frequent_final';
+CREATE FUNCTION cdp_traits.least_frequent_final(cdp_traits.agg_state, anyelement, float8)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_least_frequent_final';
+CREATE FUNCTION cdp_traits.first_final(cdp_traits.agg_state, anyelement, timestamptz)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_first_final';
+CREATE FUNCTION cdp_traits.last_final(cdp_traits.agg_state, anyelement, timestamptz)
+RETURNS anyelement
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_last_final';
+COMMENT ON FUNCTION cdp_traits.most_frequent_final(cdp_traits.agg_state, anyelement, float8) IS
+	'final function of the weighted most_frequent';
+COMMENT ON FUNCTION cdp_traits.least_frequent_final(cdp_traits.agg_state, anyelement, float8) IS
+	'final function of the weighted least_frequent';
+COMMENT ON FUNCTION cdp_traits.first_final(cdp_traits.agg_state, anyelement, timestamptz) IS
+	'final function of first';
+COMMENT ON FUNCTION cdp_traits.last_final(cdp_traits.agg_state, anyelement, timestamptz) IS
+	'final function of last';
+
+-- The aggregates (SPEC section 3).  SSPACE is the typical size of a group's
+-- state, for the planner's hash aggregation estimate.
+CREATE AGGREGATE cdp_traits.most_frequent(anyelement) (
+	SFUNC = cdp_traits.frequency_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.state_most_frequent, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.most_frequent(anyelement, float8) (
+	SFUNC = cdp_traits.frequency_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.most_frequent_final, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.least_frequent(anyelement) (
+	SFUNC = cdp_traits.frequency_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.state_least_frequent, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.least_frequent(anyelement, float8) (
+	SFUNC = cdp_traits.frequency_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.least_frequent_final, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.first(anyelement, timestamptz) (
+	SFUNC = cdp_traits.first_add, STYPE = cdp_traits.agg_state, SSPACE = 64,
+	FINALFUNC = cdp_traits.first_final, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.last(anyelement, timestamptz) (
+	SFUNC = cdp_traits.last_add, STYPE = cdp_traits.agg_state, SSPACE = 64,
+	FINALFUNC = cdp_traits.last_final, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.num_of_unique(anyelement) (
+	SFUNC = cdp_traits.unique_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.state_num_of_unique,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.unique_list(anyelement) (
+	SFUNC = cdp_traits.unique_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.state_unique_list, FINALFUNC_EXTRA,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+
+CREATE FUNCTION cdp_traits.any_value_add(anyelement, anyelement) RETURNS anyelement
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_any_value_add';
+COMMENT ON FUNCTION cdp_traits.any_value_add(anyelement, anyelement) IS
+	'transition and combine function of any_value (keeps the first value)';
+CREATE AGGREGATE cdp_traits.any_value(anyelement) (
+	SFUNC = cdp_traits.any_value_add, STYPE = anyelement,
+	COMBINEFUNC = cdp_traits.any_value_add, PARALLEL = SAFE);
+
+COMMENT ON AGGREGATE cdp_traits.most_frequent(anyelement) IS
+	'value that occurs most often (ties: smallest value); NULLs skipped';
+COMMENT ON AGGREGATE cdp_traits.most_frequent(anyelement, float8) IS
+	'value with the largest total weight (ties: smallest value); rows with a NULL value or weight skipped';
+COMMENT ON AGGREGATE cdp_traits.least_frequent(anyelement) IS
+	'value that occurs least often (ties: smallest value); NULLs skipped';
+COMMENT ON AGGREGATE cdp_traits.least_frequent(anyelement, float8) IS
+	'value with the smallest total weight (ties: smallest value); rows with a NULL value or weight skipped';
+COMMENT ON AGGREGATE cdp_traits.first(anyelement, timestamptz) IS
+	'value at the earliest time (ties: smallest value); rows with a NULL value or time skipped';
+COMMENT ON AGGREGATE cdp_traits.last(anyelement, timestamptz) IS
+	'value at the latest time (ties: largest value); rows with a NULL value or time skipped';
+COMMENT ON AGGREGATE cdp_traits.num_of_unique(anyelement) IS
+	'number of distinct non-NULL values (0 when there are none)';
+COMMENT ON AGGREGATE cdp_traits.unique_list(anyelement) IS
+	'distinct non-NULL values, ascending (NULL when there are none)';
+COMMENT ON AGGREGATE cdp_traits.any_value(anyelement) IS
+	'one of the non-NULL values';
+
+-- Aggregates returning the state, for rollups and two-step distribution.
+CREATE AGGREGATE cdp_traits.frequency_state(anyelement) (
+	SFUNC = cdp_traits.frequency_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.agg_state_pack,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.frequency_state(anyelement, float8) (
+	SFUNC = cdp_traits.frequency_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.agg_state_pack,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.unique_state(anyelement) (
+	SFUNC = cdp_traits.unique_add, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.agg_state_pack,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.first_state(anyelement, timestamptz) (
+	SFUNC = cdp_traits.first_add, STYPE = cdp_traits.agg_state, SSPACE = 64,
+	FINALFUNC = cdp_traits.agg_state_pack,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.last_state(anyelement, timestamptz) (
+	SFUNC = cdp_traits.last_add, STYPE = cdp_traits.agg_state, SSPACE = 64,
+	FINALFUNC = cdp_traits.agg_state_pack,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+CREATE AGGREGATE cdp_traits.merge_states(cdp_traits.agg_state) (
+	SFUNC = cdp_traits.agg_state_combine, STYPE = cdp_traits.agg_state, SSPACE = 256,
+	FINALFUNC = cdp_traits.agg_state_pack,
+	COMBINEFUNC = cdp_traits.agg_state_combine, PARALLEL = SAFE);
+COMMENT ON AGGREGATE cdp_traits.frequency_state(anyelement) IS
+	'state for most/least frequent (and unique) values; finish with state_most_frequent(merge_states(s), NULL::type)';
+COMMENT ON AGGREGATE cdp_traits.frequency_state(anyelement, float8) IS
+	'weighted state for most/least frequent values; finish with state_most_frequent(merge_states(s), NULL::type)';
+COMMENT ON AGGREGATE cdp_traits.unique_state(anyelement) IS
+	'state for unique values; finish with state_num_of_unique / state_unique_list';
+COMMENT ON AGGREGATE cdp_traits.first_state(anyelement, timestamptz) IS
+	'state for the first value; finish with state_first(merge_states(s), NULL::type)';
+COMMENT ON AGGREGATE cdp_traits.last_state(anyelement, timestamptz) IS
+	'state for the last value; finish with state_last(merge_states(s), NULL::type)';
+COMMENT ON AGGREGATE cdp_traits.merge_states(cdp_traits.agg_state) IS
+	'merges states of the same kind and type (e.g. daily rollups, or shards)';
+
+-- to_number: text to numeric, NULL for text that is not a number.
+CREATE FUNCTION cdp_traits.to_number(text) RETURNS numeric
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_number';
+COMMENT ON FUNCTION cdp_traits.to_number(text) IS
+	'the number in a text, NULL (never an error) if it is not one: no NaN/Infinity, no decimal comma, within numeric''s range';
+
+/*
+ * Context (SPEC section 5): whole-customer-base figures in a key-value table,
+ * each refreshed by its query when older than cdp_traits.context_ttl.
+ */
+
+-- Internal helpers shared by context and attributes: checking SQL fragments
+-- without running them, and describing prepared statements.
+CREATE FUNCTION cdp_traits._sql_problem(sql text, kind text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_sql_problem';
+COMMENT ON FUNCTION cdp_traits._sql_problem(text, text) IS
+	'internal: NULL if sql is one expression (kind expression) or one plain SELECT (kind query), else the problem';
+CREATE FUNCTION cdp_traits._expression_columns(expr text) RETURNS text[]
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_expression_columns';
+COMMENT ON FUNCTION cdp_traits._expression_columns(text) IS
+	'internal: the column names an expression refers to';
+CREATE FUNCTION cdp_traits._query_columns(sql text, OUT name text, OUT type regtype)
+RETURNS SETOF record
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_columns';
+COMMENT ON FUNCTION cdp_traits._query_columns(text) IS
+	'internal: the result columns of a statement (prepared, not run)';
+CREATE FUNCTION cdp_traits._query_returns_set(sql text) RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_returns_set';
+COMMENT ON FUNCTION cdp_traits._query_returns_set(text) IS
+	'internal: whether a SELECT''s target list is set-returning (prepared, not run)';
+
+-- Conversions that return NULL instead of failing (attribute data types).
+CREATE FUNCTION cdp_traits._to_boolean(text) RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_boolean';
+CREATE FUNCTION cdp_traits._to_date(text) RETURNS date
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_date';
+CREATE FUNCTION cdp_traits._to_timestamptz(text) RETURNS timestamptz
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_timestamptz';
+COMMENT ON FUNCTION cdp_traits._to_boolean(text) IS 'text to boolean, NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_date(text) IS 'text to date, NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_timestamptz(text) IS
+	'text to timestamptz (no offset = session time zone), NULL when it is not one';
+
+CREATE TABLE cdp_traits.context (
+	key text PRIMARY KEY,
+	value text,
+	query text,
+	modified timestamp,
+	-- the last refresh that failed: its error and time (cleared by a success)
+	error text,
+	error_at timestamptz
+);
+COMMENT ON TABLE cdp_traits.context IS
+	'whole-customer-base figures: value is the first column of the first row of query, refreshed when older than cdp_traits.context_ttl';
+
+-- A context query must be one SELECT; checked when written, nothing stored otherwise.
+CREATE FUNCTION cdp_traits._context_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	problem text;
+BEGIN
+	IF NEW.query IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.query IS DISTINCT FROM OLD.query) THEN
+		problem := cdp_traits._sql_problem(NEW.query, 'query');
+		IF problem IS NOT NULL THEN
+			RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, problem
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('Query: %s', NEW.query),
+					  HINT = 'A context query is one SELECT; its first column of the first row becomes the value.';
+		END IF;
+		BEGIN
+			PERFORM cdp_traits._query_columns(NEW.query);
+		EXCEPTION WHEN OTHERS THEN
+			DECLARE
+				msg text;
+			BEGIN
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+				RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = format('Query: %s', NEW.query);
+			END;
+		END;
+		-- a new or changed query runs at the next refresh, unless the row comes
+		-- with its value and refresh time (as a restore from pg_dump does)
+		IF TG_OP = 'UPDATE' OR NEW.value IS NULL THEN
+			NEW.modified := NULL;
+		END IF;
+	END IF;
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER context_check BEFORE INSERT OR UPDATE ON cdp_traits.context
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._context_check();
+
+CREATE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	k record;
+	v text;
+	n integer := 0;
+	msg text;
+	ttl interval := pg_catalog.current_setting('cdp_traits.context_ttl')::interval;
+BEGIN
+	FOR k IN
+		SELECT c.key, c.query FROM cdp_traits.context c
+		 WHERE c.query IS NOT NULL
+		   AND (force OR c.modified IS NULL OR c.modified < LOCALTIMESTAMP - ttl)
+		 ORDER BY c.key
+	LOOP
+		BEGIN
+			-- first column of the first row; no row gives NULL
+			EXECUTE k.query INTO v;
+			UPDATE cdp_traits.context
+			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
+			 WHERE key = k.key;
+			n := n + 1;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
+			 WHERE key = k.key;
+			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
+		END;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.refresh_context(boolean) IS
+	'run the query of every stale context key (all with force); a failing query keeps the old value and records its error; returns the number refreshed';
+
+CREATE FUNCTION cdp_traits.context_value(key text) RETURNS text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT c.value FROM cdp_traits.context c WHERE c.key = $1 $$;
+COMMENT ON FUNCTION cdp_traits.context_value(text) IS 'the value stored for a context key (NULL if none)';
+
+/*
+ * Attributes (SPEC section 4): Meiro-style definitions compiled to
+ * set-based SQL over cdp_traits.customer_events.
+ *
+ *   attributes              the definitions (validated when written)
+ *   entity_attributes       all values of an entity in one row (jsonb), with
+ *                           provenance; customer_attributes shows them one
+ *                           row per entity and attribute
+ *   attribute_history       every change of attributes with "history": true
+ *   pivoted_customer_attributes  view, one typed column per attribute
+ *   calculation_runs / calculation_run_attributes   what each run did
+ *   attribute_counts / attribute_value_counts / attribute_top_values
+ *                           customers per attribute and per value (for UIs)
+ *   audience_changes        audience enter/exit (folded into segment toggles
+ *                           when those exist)
+ *
+ * calculate_attributes() recalculates dirty entities (customer_entities.
+ * calculated IS NULL or older than cdp_traits.recalculate_after); an
+ * attribute whose definition is new or changed is recalculated for every
+ * entity.  All predefined attributes without set-returning values are
+ * computed in one scan of the dirty entities' events, one aggregate column
+ * each; set-returning and custom ones get a statement each.  Only changed
+ * values are written.
+ */
+
+CREATE TABLE cdp_traits.attributes (
+	id text PRIMARY KEY,
+	definition jsonb NOT NULL,
+	-- provenance: bumped whenever the definition changes
+	version integer NOT NULL DEFAULT 1,
+	created timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	modified timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- the version whose values are complete for every entity (NULL = none yet)
+	calculated_version integer
+);
+COMMENT ON TABLE cdp_traits.attributes IS
+	'attribute (trait) definitions, Meiro-compatible JSON; see README "Attributes"';
+
+-- The values: one row per entity holding all its attribute values, so that
+-- a calculation writes (and compares) one row per entity, not one per value.
+CREATE TABLE cdp_traits.entity_attributes (
+	customer_entity_id uuid PRIMARY KEY,
+	vals jsonb NOT NULL,			-- {attribute id: value}
+	-- provenance: {attribute id: attributes.version that produced the value}
+	versions jsonb NOT NULL,
+	calculated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- last written
+	run_id bigint					-- the run that last wrote it
+);
+COMMENT ON TABLE cdp_traits.entity_attributes IS
+	'attribute values per entity (read them through customer_attributes or pivoted_customer_attributes)';
+
+-- {key: value} of the values that are not NULL (NULL if none): the object
+-- of one entity's values, built in C.
+CREATE FUNCTION cdp_traits._jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_jsonb_object';
+
+-- Merge partial {attribute: value} objects of one entity.
+CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
+	sfunc = pg_catalog.jsonb_concat, stype = jsonb, initcond = '{}',
+	combinefunc = pg_catalog.jsonb_concat, parallel = safe
+);
+
+CREATE VIEW cdp_traits.customer_attributes AS
+SELECT ea.customer_entity_id, kv.key AS attribute_id, kv.value, ea.calculated_at,
+	   (ea.versions->>kv.key)::integer AS definition_version, ea.run_id
+  FROM cdp_traits.entity_attributes ea
+ CROSS JOIN LATERAL pg_catalog.jsonb_each(ea.vals) kv;
+COMMENT ON VIEW cdp_traits.customer_attributes IS
+	'one row per entity and attribute that has a value, with the definition version that produced it';
+
+CREATE TABLE cdp_traits.attribute_history (
+	customer_entity_id uuid NOT NULL,
+	attribute_id text NOT NULL,
+	value jsonb NOT NULL,
+	valid_from timestamptz NOT NULL,
+	valid_to timestamptz
+);
+CREATE INDEX attribute_history_entity ON cdp_traits.attribute_history (customer_entity_id, attribute_id, valid_from);
+COMMENT ON TABLE cdp_traits.attribute_history IS
+	'every value an entity had for attributes defined with "history": true; valid_to NULL = current';
+
+CREATE TABLE cdp_traits.calculation_runs (
+	id bigserial PRIMARY KEY,
+	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at timestamptz,
+	forced boolean NOT NULL,
+	entities bigint,
+	attributes integer,
+	failed_attributes integer,
+	values_written bigint,
+	values_removed bigint,
+	values_skipped bigint
+);
+COMMENT ON TABLE cdp_traits.calculation_runs IS 'one row per calculate_attributes() run';
+
+CREATE TABLE cdp_traits.calculation_run_attributes (
+	run_id bigint NOT NULL REFERENCES cdp_traits.calculation_runs ON DELETE CASCADE,
+	attribute_id text NOT NULL,
+	definition_version integer,
+	scope text NOT NULL,			-- 'dirty' entities or 'all'
+	entities bigint,				-- entities with a value after the run
+	values_written bigint,
+	values_removed bigint,
+	values_skipped bigint,			-- values that did not convert to data_type
+	duration_ms numeric,			-- of the statement that computed it
+	error text,
+	PRIMARY KEY (run_id, attribute_id)
+);
+COMMENT ON TABLE cdp_traits.calculation_run_attributes IS
+	'per run and attribute: scope, values written/removed/skipped, time, error';
+
+CREATE TABLE cdp_traits.audience_changes (
+	seq bigserial PRIMARY KEY,
+	audience_id text NOT NULL,
+	customer_entity_id uuid NOT NULL,
+	entered boolean NOT NULL,
+	changed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.audience_changes IS
+	'audience membership changes (enter = true, exit = false), in order';
+
+CREATE TABLE cdp_traits.attribute_counts (
+	attribute_id text PRIMARY KEY,
+	customers bigint NOT NULL
+);
+COMMENT ON TABLE cdp_traits.attribute_counts IS 'customers having each attribute (kept current with the values)';
+CREATE TABLE cdp_traits.attribute_value_counts (
+	attribute_id text NOT NULL,
+	value jsonb NOT NULL,
+	customers bigint NOT NULL,
+	PRIMARY KEY (attribute_id, value)
+);
+COMMENT ON TABLE cdp_traits.attribute_value_counts IS
+	'customers per value of categorical attributes (text, boolean, lists of them); a list counts once per element';
+CREATE VIEW cdp_traits.attribute_top_values AS
+SELECT attribute_id, value, customers, rank
+  FROM (SELECT c.attribute_id, c.value, c.customers,
+			   pg_catalog.rank() OVER (PARTITION BY c.attribute_id ORDER BY c.customers DESC) AS rank
+		  FROM cdp_traits.attribute_value_counts c) r
+ WHERE rank <= 20;
+COMMENT ON VIEW cdp_traits.attribute_top_values IS 'the 20 most common values of each attribute';
+
+/*
+ * Definitions: shape, SQL fragments, data types.
+ */
+
+-- The SQL type of a data_type name.
+CREATE FUNCTION cdp_traits._sql_type(data_type text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $1 WHEN 'text' THEN 'text' WHEN 'number' THEN 'numeric'
+				   WHEN 'boolean' THEN 'boolean' WHEN 'date' THEN 'date'
+				   WHEN 'datetime' THEN 'timestamptz' END
+$$;
+
+-- A definition's string option, '' and absent both meaning "not given".
+CREATE FUNCTION cdp_traits._opt(def jsonb, key text, dflt text DEFAULT NULL) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT COALESCE(NULLIF(pg_catalog.btrim($1->>$2), ''), $3) $$;
+
+-- The effective data_type of a definition.
+CREATE FUNCTION cdp_traits._data_type(def jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT cdp_traits._opt($1, 'data_type',
+		CASE WHEN $1->>'type' IN ('sum', 'avg') THEN 'number' ELSE 'text' END)
+$$;
+
+-- The type of an attribute's column in pivoted_customer_attributes.
+CREATE FUNCTION cdp_traits._pivot_type(def jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN $1->>'type' = 'audience' THEN 'boolean'
+		WHEN $1->>'type' = 'num_of_unique' THEN 'bigint'
+		WHEN $1->>'type' = 'list' THEN cdp_traits._sql_type(cdp_traits._data_type($1)) || '[]'
+		WHEN $1->>'type' IN ('custom', 'external') AND cdp_traits._opt($1, 'data_type') IS NULL THEN 'jsonb'
+		ELSE cdp_traits._sql_type(cdp_traits._data_type($1))
+	END
+$$;
+
+-- A text-typed expression for x of SQL type t (jsonb strings unwrapped).
+CREATE FUNCTION cdp_traits._text_form(x text, t regtype) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN $2 IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype,
+					'name'::regtype, 'unknown'::regtype) THEN '(' || $1 || ')::text'
+		WHEN $2 = 'jsonb'::regtype THEN '((' || $1 || ') #>> ''{}'')'
+		WHEN $2 = 'json'::regtype THEN '((' || $1 || ')::jsonb #>> ''{}'')'
+		ELSE '(' || $1 || ')::text'
+	END
+$$;
+
+-- An expression converting x (SQL type t) to data_type dt, NULL when it does not convert.
+CREATE FUNCTION cdp_traits._convert(x text, t regtype, dt text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $3
+		WHEN 'text' THEN cdp_traits._text_form($1, $2)
+		WHEN 'number' THEN CASE
+			WHEN $2 IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype)
+				THEN '(' || $1 || ')::numeric'
+			WHEN $2 IN ('real'::regtype, 'double precision'::regtype)
+				THEN 'cdp_traits.to_number((' || $1 || ')::text)'
+			ELSE 'cdp_traits.to_number(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'boolean' THEN CASE WHEN $2 = 'boolean'::regtype THEN '(' || $1 || ')'
+			ELSE 'cdp_traits._to_boolean(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'date' THEN CASE
+			WHEN $2 = 'date'::regtype THEN '(' || $1 || ')'
+			WHEN $2 = 'timestamp with time zone'::regtype THEN '((' || $1 || ') AT TIME ZONE ''UTC'')::date'
+			WHEN $2 = 'timestamp without time zone'::regtype THEN '(' || $1 || ')::date'
+			ELSE 'cdp_traits._to_date(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'datetime' THEN CASE
+			WHEN $2 = 'timestamp with time zone'::regtype THEN '(' || $1 || ')'
+			WHEN $2 IN ('timestamp without time zone'::regtype, 'date'::regtype)
+				THEN '((' || $1 || ')::timestamp AT TIME ZONE ''UTC'')'
+			ELSE 'cdp_traits._to_timestamptz(' || cdp_traits._text_form($1, $2) || ')' END
+	END
+$$;
+
+-- Raise a definition error naming the attribute (nothing is stored).
+CREATE FUNCTION cdp_traits._definition_error(id text, problem text, detail text DEFAULT NULL,
+											 hint text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	hint := COALESCE(hint, 'See "Attributes" in the cdp_traits README for the definition format.');
+	IF detail IS NULL THEN
+		RAISE EXCEPTION 'invalid definition for attribute "%": %', id, problem
+			USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+	END IF;
+	RAISE EXCEPTION 'invalid definition for attribute "%": %', id, problem
+		USING ERRCODE = 'invalid_parameter_value', DETAIL = detail, HINT = hint;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._relation_depends_on_extension(regclass) RETURNS void
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_relation_depends_on_extension';
+COMMENT ON FUNCTION cdp_traits._relation_depends_on_extension(regclass) IS
+	'internal: a relation the extension recreated goes away with it (without being a member)';
+
+-- Whether an events table is attached (customer_events exists).
+CREATE FUNCTION cdp_traits._events_attached() RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.to_regclass('cdp_traits.customer_events') IS NOT NULL $$;
+
+/*
+ * _compile: the pieces of SQL that compute a predefined attribute.
+ *   cond     boolean over the event e (sources, types, versions, filter)
+ *   lat      "CROSS JOIN LATERAL (...) alias" giving alias.v (converted
+ *            value), alias.r (raw value), alias.w (weight), alias.f (outer filter)
+ *   agg      the aggregate over alias.* (result of the data type)
+ *   srf      whether value is set-returning (one event, several values)
+ *   skipped  count of values that did not convert to the data type ('0'
+ *            when the conversion cannot fail)
+ *   inner_sql, lat_shared  for set-returning values: the expansion alone,
+ *            and "lat" reading it from a shared "CROSS JOIN LATERAL
+ *            (inner_sql) xs", so attributes expanding the same value the same
+ *            way share one expansion
+ * Column types are found by preparing (not running) a statement over
+ * customer_events, so this needs an attached events table.
+ */
+CREATE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
+	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text,
+	OUT inner_sql text, OUT lat_shared text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	typ text := def->>'type';
+	dt text := cdp_traits._data_type(def);
+	val text := cdp_traits._opt(def, 'value');
+	weight text := cdp_traits._opt(def, 'weight', '1');
+	oval text := cdp_traits._opt(def, 'outer_value', 'value');
+	oweight text := cdp_traits._opt(def, 'outer_weight', 'weight');
+	filt text := cdp_traits._opt(def, 'filter');
+	ofilt text := cdp_traits._opt(def, 'outer_filter');
+	weighted boolean;
+	rtype regtype;
+	conds text[] := '{}';
+	k text;
+	v text;
+	fn text;
+BEGIN
+	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
+		IF pg_catalog.jsonb_typeof(def->k) = 'array' AND pg_catalog.jsonb_array_length(def->k) > 0 THEN
+			conds := conds || pg_catalog.format('e.%I = ANY (%L::text[])',
+				CASE k WHEN 'sources' THEN 'source_id' WHEN 'types' THEN 'type' ELSE 'version' END,
+				(SELECT pg_catalog.array_agg(x) FROM pg_catalog.jsonb_array_elements_text(def->k) x));
+		END IF;
+	END LOOP;
+	IF filt IS NOT NULL THEN
+		conds := conds || ('(' || filt || E'\n)');
+	END IF;
+	cond := COALESCE(pg_catalog.array_to_string(conds, ' AND '), 'true');
+	IF cond = '' THEN cond := 'true'; END IF;
+
+	inner_sql := pg_catalog.format(
+		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
+	srf := cdp_traits._query_returns_set(inner_sql || ' FROM cdp_traits.customer_events e');
+	SELECT c.type INTO rtype
+	  FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT y.r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
+			oval, inner_sql)) c;
+	IF filt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT (%s\n) AS f FROM cdp_traits.customer_events e', filt)) c) <> 'boolean'::regtype THEN
+		RAISE EXCEPTION '"filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
+	END IF;
+	IF ofilt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT y.f FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
+			ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
+		RAISE EXCEPTION '"outer_filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
+	END IF;
+	IF NOT srf AND cond <> 'true' THEN
+		-- extract values only from the events that qualify (one scan serves
+		-- attributes over different sources and types)
+		inner_sql := pg_catalog.format(
+			E'SELECT CASE WHEN %s THEN (%s\n) END AS value, CASE WHEN %s THEN (%s\n) END AS weight, '
+			'e.event_time AS event_time', cond, val, cond, weight);
+	END IF;
+
+	weighted := typ IN ('most_frequent', 'least_frequent')
+		AND (weight <> '1' OR oweight <> 'weight');
+	lat := pg_catalog.format(
+		E'CROSS JOIN LATERAL (SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f FROM (%s) x) %I',
+		cdp_traits._convert(oval, rtype, dt), oval,
+		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
+		inner_sql, alias);
+	lat_shared := pg_catalog.format(
+		E'CROSS JOIN LATERAL (SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f '
+		'FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I',
+		cdp_traits._convert(oval, rtype, dt), oval,
+		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
+		alias);
+	v := pg_catalog.quote_ident(alias) || '.v';
+	fn := CASE typ
+		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
+		WHEN 'least_frequent' THEN 'cdp_traits.least_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
+		WHEN 'first' THEN 'cdp_traits.first(' || v || ', e.event_time)'
+		WHEN 'last' THEN 'cdp_traits.last(' || v || ', e.event_time)'
+		WHEN 'list' THEN 'cdp_traits.unique_list(' || v || ')'
+		WHEN 'num_of_unique' THEN 'cdp_traits.num_of_unique(' || v || ')'
+		WHEN 'value' THEN 'cdp_traits.any_value(' || v || ')'
+		WHEN 'sum' THEN 'sum(' || v || ')'
+		WHEN 'avg' THEN 'avg(' || v || ')'
+		WHEN 'min' THEN CASE WHEN dt = 'boolean' THEN 'bool_and(' ELSE 'min(' END || v || ')'
+		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || v || ')'
+	END;
+	agg := pg_catalog.format('pg_catalog.to_jsonb(%s FILTER (WHERE %s AND %I.f IS TRUE))',
+		fn, cond, alias);
+	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
+		skipped := pg_catalog.format(
+			'count(*) FILTER (WHERE %s AND %I.f IS TRUE AND %I.r IS NOT NULL AND %I.v IS NULL)',
+			cond, alias, alias, alias);
+	ELSE
+		skipped := '0::bigint';
+	END IF;
+	IF typ = 'num_of_unique' THEN
+		-- no qualifying value: no row, not 0
+		agg := pg_catalog.format('pg_catalog.to_jsonb(NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0))',
+			fn, cond, alias);
+	END IF;
+END;
+$$;
+
+
+-- The events of the entities in scope_sql (a SELECT of entity ids), as a
+-- FROM item "e" with the events' columns plus customer_entity_id.  Starts
+-- from the entity index of event_entities and reaches the events through
+-- their id column (the customer_events view joins the other way round).
+CREATE FUNCTION cdp_traits._scoped_events(scope_sql text, few boolean DEFAULT false) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	-- few: a small share of all entities; "= ANY (ARRAY(...))" makes the
+	-- planner probe the entity index instead of scanning event_entities
+	SELECT pg_catalog.format(
+		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
+		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id %s) e',
+		s.events, s.id_type,
+		CASE WHEN $2 THEN '= ANY (ARRAY(' || $1 || '))' ELSE 'IN (' || $1 || ')' END)
+	  FROM cdp_traits.events_source s
+$$;
+
+-- The statement that gives (entity, value) rows of a custom attribute for
+-- the entities of scope_sql (a SELECT of ids): the query runs once per
+-- entity, inside one statement, with base = that entity's events.
+CREATE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.format(E'SELECT s.id AS eid, q.value FROM (%s) s CROSS JOIN LATERAL ('
+		'WITH base AS (SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload '
+		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = ee.event_id::%s '
+		'WHERE ee.customer_entity_id = s.id) '
+		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
+		$2, src.events, src.id_type, $1->>'query')
+	  FROM cdp_traits.events_source src
+$$;
+
+/*
+ * _check_definition: everything about one definition that can be checked
+ * on its own.  Raises an error naming the attribute.
+ */
+CREATE FUNCTION cdp_traits._check_definition(id text, def jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	typ text;
+	k text;
+	problem text;
+	msg text;
+	required text[];
+	cols record;
+	names text[];
+	c record;
+BEGIN
+	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' OR pg_catalog.length(id) > 63 THEN
+		RAISE EXCEPTION 'invalid attribute id "%"', id
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
+				  HINT = 'Use 1 to 63 printable characters.';
+	END IF;
+	IF pg_catalog.jsonb_typeof(def) IS DISTINCT FROM 'object' THEN
+		PERFORM cdp_traits._definition_error(id, 'the definition must be a JSON object',
+			pg_catalog.format('Definition: %s', def));
+	END IF;
+	typ := def->>'type';
+	IF typ IS NULL THEN
+		PERFORM cdp_traits._definition_error(id, 'missing key "type"');
+	END IF;
+	IF typ NOT IN ('avg', 'first', 'last', 'least_frequent', 'list', 'max', 'min', 'most_frequent',
+				   'num_of_unique', 'sum', 'value', 'custom', 'external', 'audience') THEN
+		PERFORM cdp_traits._definition_error(id, pg_catalog.format('unknown type "%s"', typ), NULL,
+			'type is one of avg, first, last, least_frequent, list, max, min, most_frequent, '
+			'num_of_unique, sum, value, custom, external, audience.');
+	END IF;
+	required := CASE typ WHEN 'custom' THEN ARRAY['query'] WHEN 'external' THEN ARRAY['query']
+					 WHEN 'audience' THEN ARRAY['condition'] ELSE ARRAY['value'] END;
+	FOREACH k IN ARRAY required LOOP
+		IF cdp_traits._opt(def, k) IS NULL THEN
+			PERFORM cdp_traits._definition_error(id,
+				pg_catalog.format('missing key "%s" (required for type %s)', k, typ));
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['type', 'value', 'outer_value', 'weight', 'outer_weight', 'filter',
+							 'outer_filter', 'data_type', 'query', 'condition'] LOOP
+		IF def ? k AND pg_catalog.jsonb_typeof(def->k) NOT IN ('string', 'null') THEN
+			PERFORM cdp_traits._definition_error(id, pg_catalog.format('"%s" must be a string', k));
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
+		IF def ? k AND pg_catalog.jsonb_typeof(def->k) <> 'null' AND (pg_catalog.jsonb_typeof(def->k) <> 'array'
+			OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(def->k) x
+						WHERE pg_catalog.jsonb_typeof(x) <> 'string')) THEN
+			PERFORM cdp_traits._definition_error(id,
+				pg_catalog.format('"%s" must be an array of strings', k));
+		END IF;
+	END LOOP;
+	IF def ? 'history' AND pg_catalog.jsonb_typeof(def->'history') NOT IN ('boolean', 'null') THEN
+		PERFORM cdp_traits._definition_error(id, '"history" must be true or false');
+	END IF;
+	IF cdp_traits._opt(def, 'data_type') IS NOT NULL
+	   AND cdp_traits._opt(def, 'data_type') NOT IN ('text', 'number', 'boolean', 'date', 'datetime') THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('unknown data_type "%s"', def->>'data_type'), NULL,
+			'data_type is one of text, number, boolean, date, datetime.');
+	END IF;
+	IF typ IN ('sum', 'avg') AND cdp_traits._data_type(def) <> 'number' THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('type %s needs data_type number', typ));
+	END IF;
+
+	-- every SQL fragment is exactly one expression or one SELECT
+	FOREACH k IN ARRAY ARRAY['value', 'outer_value', 'weight', 'outer_weight', 'filter',
+							 'outer_filter', 'condition', 'query'] LOOP
+		IF cdp_traits._opt(def, k) IS NOT NULL THEN
+			problem := cdp_traits._sql_problem(cdp_traits._opt(def, k),
+				CASE k WHEN 'query' THEN 'query' ELSE 'expression' END);
+			IF problem IS NOT NULL THEN
+				PERFORM cdp_traits._definition_error(id,
+					pg_catalog.format('"%s" is not valid SQL: %s', k, problem),
+					pg_catalog.format('%s: %s', k, def->>k));
+			END IF;
+		END IF;
+	END LOOP;
+
+	-- type-check against the events (when attached) and the custom/external shapes
+	BEGIN
+		IF typ NOT IN ('custom', 'external', 'audience') AND cdp_traits._events_attached() THEN
+			SELECT * INTO c FROM cdp_traits._compile(id, def, 'a');
+			PERFORM cdp_traits._query_columns(pg_catalog.format(
+				'SELECT %s, %s FROM cdp_traits.customer_events e %s GROUP BY e.customer_entity_id',
+				c.agg, c.skipped, c.lat));
+		ELSIF typ = 'custom' THEN
+			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
+			  FROM cdp_traits._query_columns(pg_catalog.format(
+					'WITH base AS (SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
+					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload) '
+					|| E'SELECT * FROM (\n%s\n) q', def->>'query')) q;
+			IF names IS DISTINCT FROM ARRAY['value'] THEN
+				PERFORM cdp_traits._definition_error(id,
+					'a custom query must return exactly one column, named "value"',
+					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
+			END IF;
+			IF cdp_traits._events_attached() THEN
+				PERFORM cdp_traits._query_columns(cdp_traits._custom_sql(def, 'SELECT NULL::uuid AS id'));
+			END IF;
+		ELSIF typ = 'external' THEN
+			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
+			  FROM cdp_traits._query_columns(def->>'query') q;
+			IF NOT names @> ARRAY['customer_entity_id', 'value'] THEN
+				PERFORM cdp_traits._definition_error(id,
+					'an external query must return columns "customer_entity_id" and "value"',
+					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
+			END IF;
+			PERFORM cdp_traits._query_columns(pg_catalog.format(
+				E'SELECT q.customer_entity_id::uuid, q.value FROM (\n%s\n) q', def->>'query'));
+		END IF;
+	EXCEPTION
+		WHEN invalid_parameter_value THEN RAISE;
+		WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(id, msg,
+				pg_catalog.format('Definition: %s', def));
+	END;
+END;
+$$;
+
+-- BEFORE row trigger on attributes: check, and keep version/modified.
+CREATE FUNCTION cdp_traits._attributes_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	PERFORM cdp_traits._check_definition(NEW.id, NEW.definition);
+	IF TG_OP = 'UPDATE' THEN
+		IF NEW.definition IS DISTINCT FROM OLD.definition OR NEW.id IS DISTINCT FROM OLD.id THEN
+			NEW.version := OLD.version + 1;
+			NEW.modified := pg_catalog.now();
+			NEW.calculated_version := NULL;
+		END IF;
+	ELSE
+		NEW.version := COALESCE(NEW.version, 1);
+		NEW.calculated_version := NULL;
+	END IF;
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER attributes_check BEFORE INSERT OR UPDATE ON cdp_traits.attributes
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attributes_check();
+
+-- The audiences in evaluation order (dependencies first); raises on a cycle.
+CREATE FUNCTION cdp_traits._audience_order() RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	ordered text[] := '{}';
+	remaining text[];
+	ready text[];
+	deps record;
+BEGIN
+	SELECT pg_catalog.array_agg(a.id ORDER BY a.id) INTO remaining
+	  FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience';
+	remaining := COALESCE(remaining, '{}');
+	WHILE pg_catalog.cardinality(remaining) > 0 LOOP
+		SELECT pg_catalog.array_agg(r ORDER BY r) INTO ready
+		  FROM pg_catalog.unnest(remaining) r
+		 WHERE NOT EXISTS (
+			SELECT FROM pg_catalog.unnest(cdp_traits._expression_columns(
+					(SELECT a.definition->>'condition' FROM cdp_traits.attributes a WHERE a.id = r))) d
+			 WHERE d = ANY (remaining));
+		IF ready IS NULL THEN
+			RAISE EXCEPTION 'audience dependency cycle among attributes %',
+				pg_catalog.array_to_string(remaining, ', ')
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'An audience condition may use other audiences, but not itself, directly or indirectly.';
+		END IF;
+		ordered := ordered || ready;
+		remaining := ARRAY(SELECT r FROM pg_catalog.unnest(remaining) r WHERE r <> ALL (ready));
+	END LOOP;
+	RETURN ordered;
+END;
+$$;
+
+-- (Re)create pivoted_customer_attributes: one typed column per attribute.
+-- SECURITY DEFINER: the view belongs to the extension owner, and admins who
+-- change definitions rebuild it; it runs no SQL of theirs (ids are quoted,
+-- types come from checked definitions).
+CREATE FUNCTION cdp_traits._rebuild_pivot() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	cols text := '';
+	a record;
+	ex text;
+	sql text;
+	published boolean;
+BEGIN
+	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
+		ex := pg_catalog.format('ea.vals -> %L', a.id);
+		cols := cols || pg_catalog.format(E',\n\t%s AS %I', CASE
+			WHEN cdp_traits._pivot_type(a.definition) = 'jsonb' THEN ex
+			WHEN a.definition->>'type' = 'audience' THEN pg_catalog.format(
+				'COALESCE((%s)::boolean, false)', ex)
+			WHEN cdp_traits._pivot_type(a.definition) LIKE '%[]' THEN pg_catalog.format(
+				'CASE WHEN %s IS NOT NULL THEN ARRAY(SELECT x::%s FROM pg_catalog.jsonb_array_elements_text(%s) x) END',
+				ex, cdp_traits._sql_type(cdp_traits._data_type(a.definition)), ex)
+			WHEN a.definition->>'type' IN ('custom', 'external') THEN pg_catalog.format(
+				'CASE WHEN pg_catalog.jsonb_typeof(%s) NOT IN (''array'', ''object'') THEN %s END',
+				ex, cdp_traits._convert(ex, 'jsonb', cdp_traits._data_type(a.definition)))
+			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', ex, cdp_traits._pivot_type(a.definition))
+		END, a.id);
+	END LOOP;
+	-- published copies (see publish()) are recreated with the new columns
+	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	IF published THEN
+		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
+	END IF;
+	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
+		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
+	BEGIN
+		EXECUTE 'CREATE OR REPLACE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+	EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
+		-- columns removed, renamed or retyped: the view must be recreated
+		IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+					WHERE d.classid = 'pg_catalog.pg_class'::regclass
+					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
+					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
+			-- a member cannot be dropped; its replacement becomes one again below
+			ALTER EXTENSION cdp_traits DROP VIEW cdp_traits.pivoted_customer_attributes;
+		END IF;
+		BEGIN
+			DROP VIEW cdp_traits.pivoted_customer_attributes;
+		EXCEPTION WHEN dependent_objects_still_exist THEN
+			RAISE EXCEPTION 'cannot rebuild cdp_traits.pivoted_customer_attributes: other objects depend on it'
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = 'Removing, renaming or retyping an attribute changes the view''s columns.',
+					  HINT = 'Drop the views that use pivoted_customer_attributes (or cdp_traits.unpublish()), change the attribute, then recreate them.';
+		END;
+		EXECUTE 'CREATE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
+		PERFORM cdp_traits._grant('cdp_traits.pivoted_customer_attributes'::regclass, 'result');
+	END;
+	-- The view stays a member of the extension, so pg_dump leaves it out: a
+	-- restore rebuilds it when the attributes' rows are loaded (their trigger),
+	-- rather than creating it before they are there.
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+					WHERE d.classid = 'pg_catalog.pg_class'::regclass
+					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass
+					  AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e') THEN
+		ALTER EXTENSION cdp_traits ADD VIEW cdp_traits.pivoted_customer_attributes;
+	END IF;
+	COMMENT ON VIEW cdp_traits.pivoted_customer_attributes IS
+		'one row per entity, one typed column per attribute (rebuilt when attributes change)';
+	IF published THEN
+		PERFORM cdp_traits._republish_view('pivoted_customer_attributes');
+	END IF;
+END;
+$$;
+
+-- AFTER statement trigger on attributes: audience order (cycles), audience
+-- conditions over the new pivot, the pivot itself, values of removed ones.
+CREATE FUNCTION cdp_traits._attributes_changed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	r record;
+	msg text;
+	removed text[];
+BEGIN
+	-- values of attributes that no longer exist (deleted or renamed)
+	SELECT pg_catalog.array_agg(c.attribute_id) INTO removed FROM cdp_traits.attribute_counts c
+	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id);
+	IF removed IS NOT NULL THEN
+		UPDATE cdp_traits.entity_attributes
+		   SET vals = vals - removed, versions = versions - removed
+		 WHERE vals ?| removed;
+		DELETE FROM cdp_traits.entity_attributes WHERE vals = '{}';
+		DELETE FROM cdp_traits.attribute_counts WHERE attribute_id = ANY (removed);
+		DELETE FROM cdp_traits.attribute_value_counts WHERE attribute_id = ANY (removed);
+	END IF;
+	PERFORM cdp_traits._audience_order();
+	PERFORM cdp_traits._rebuild_pivot();
+	FOR r IN SELECT id, definition FROM cdp_traits.attributes
+			  WHERE definition->>'type' = 'audience' ORDER BY id LOOP
+		BEGIN
+			IF (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+					E'SELECT (%s\n) AS c FROM cdp_traits.pivoted_customer_attributes',
+					r.definition->>'condition')) c) <> 'boolean'::regtype THEN
+				RAISE EXCEPTION 'the condition is not boolean' USING ERRCODE = 'datatype_mismatch';
+			END IF;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(r.id, msg,
+				pg_catalog.format('condition: %s', r.definition->>'condition'),
+				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).');
+		END;
+	END LOOP;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER attributes_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attributes_changed();
+
+/*
+ * Counts per attribute and value, kept current from every change of the
+ * values: deltas (+1 appeared, -1 went), applied in key order.  Values are
+ * counted for categorical attributes (text, boolean, lists of them; a list
+ * counts once per element); numbers and times are nearly unique per customer.
+ * _count_ctes(d) gives the data-modifying CTEs applying the deltas of CTE d
+ * (attribute_id, value, delta), for a statement of the caller's.
+ */
+CREATE FUNCTION cdp_traits._count_ctes(d text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.format($q$
+		cnt_a AS (
+			INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+			SELECT attribute_id, sum(delta) FROM %1$s GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
+			ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+		),
+		cnt_v AS (
+			INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
+			SELECT d.attribute_id, x.v, sum(d.delta)
+			  FROM %1$s d
+			 CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(CASE
+					WHEN pg_catalog.jsonb_typeof(d.value) = 'array' THEN d.value
+					ELSE pg_catalog.jsonb_build_array(d.value) END) x(v)
+			 WHERE d.attribute_id IN (SELECT a.id FROM cdp_traits.attributes a
+									   WHERE cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]'))
+			 GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2
+			ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers
+		)$q$, $1)
+$$;
+
+-- Counts that reached zero go.
+CREATE FUNCTION cdp_traits._count_cleanup() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
+	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
+$$;
+
+/*
+ * Entities that go (absorbed by a merge, or their last event deleted) lose
+ * their values; audiences they were in record an exit; history is closed.
+ */
+CREATE FUNCTION cdp_traits._entities_removed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	EXECUTE $q$
+	WITH gone AS (
+		DELETE FROM cdp_traits.entity_attributes ea
+		 USING cdp_traits_old o
+		 WHERE ea.customer_entity_id = o.id
+		RETURNING ea.customer_entity_id, ea.vals
+	), kv AS (
+		SELECT g.customer_entity_id, x.key AS attribute_id, x.value, -1 AS delta
+		  FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.vals) x
+	), exits AS (
+		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
+		SELECT kv.attribute_id, kv.customer_entity_id, false
+		  FROM kv JOIN cdp_traits.attributes a ON a.id = kv.attribute_id
+		 WHERE a.definition->>'type' = 'audience' AND kv.value = 'true'::jsonb
+		 ORDER BY kv.customer_entity_id, kv.attribute_id
+	), hist AS (
+		UPDATE cdp_traits.attribute_history h
+		   SET valid_to = pg_catalog.now()
+		  FROM kv
+		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
+		   AND h.valid_to IS NULL
+	), $q$ || cdp_traits._count_ctes('kv') || ' SELECT 1';
+	PERFORM cdp_traits._count_cleanup();
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER entities_removed AFTER DELETE ON cdp_traits.customer_entities
+	REFERENCING OLD TABLE AS cdp_traits_old
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._entities_removed();
+
+/*
+ * The calculation.
+ *
+ * Work tables (temporary, per run):
+ *   cdp_scope(id, row_xmin)  the dirty entities and the row version read
+ *   cdp_new(eid, vals)       values computed in this step ({attribute: value})
+ *   cdp_outcome              per attribute: ok/error, skipped, duration
+ *   cdp_changed(eid)         entities any of whose values changed
+ */
+
+-- Record the outcome of computing one or more attributes.
+CREATE FUNCTION cdp_traits._outcome(aids text[], err text, skipped bigint[], started timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+	INSERT INTO pg_temp.cdp_outcome (aid, error, skipped, duration_ms)
+	SELECT a, $2, COALESCE($3[i], 0),
+		   round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - $4)::numeric * 1000, 1)
+	  FROM pg_catalog.unnest($1) WITH ORDINALITY u(a, i)
+	ON CONFLICT (aid) DO UPDATE SET error = EXCLUDED.error, skipped = EXCLUDED.skipped,
+		duration_ms = EXCLUDED.duration_ms
+$$;
+
+-- Compute predefined attributes (aids) over events_sql (a FROM item "e"
+-- with a WHERE) into cdp_new: one statement for all of them.
+CREATE FUNCTION cdp_traits._calc_predefined(aids text[], events_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	cols text := '';
+	skips text := '';
+	laterals text := '';
+	vals text := '';
+	c record;
+	i integer := 0;
+	aid text;
+	skipped bigint[];
+	sql text;
+	shared text := '';
+	where_sql text := '';
+	keys text := '';
+BEGIN
+	FOREACH aid IN ARRAY aids LOOP
+		i := i + 1;
+		SELECT * INTO c FROM cdp_traits._compile(aid,
+			(SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid), 'a' || i);
+		IF c.srf THEN
+			-- set-returning values: callers group attributes with the same
+			-- expansion and conditions; it is done once, in front
+			IF i = 1 THEN
+				shared := pg_catalog.format(E'\n  CROSS JOIN LATERAL (%s) xs', c.inner_sql);
+				where_sql := E'\n WHERE ' || c.cond;
+			END IF;
+			c.lat := c.lat_shared;
+		END IF;
+		cols := cols || pg_catalog.format(E',\n\t%s AS c%s', c.agg, i);
+		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
+		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
+		laterals := laterals || E'\n  ' || c.lat;
+		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(aid);
+		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('q.c%s', i);
+	END LOOP;
+	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
+	-- workers; a statement with a data-modifying WITH may not)
+	sql := pg_catalog.format(E'CREATE TEMP TABLE cdp_q AS\n'
+		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
+		cols, events_sql, shared, laterals, where_sql);
+	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
+	DROP TABLE IF EXISTS pg_temp.cdp_q;
+	EXECUTE sql;
+	EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT q.eid, u.vals FROM pg_temp.cdp_q q '
+		'CROSS JOIN LATERAL (SELECT cdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::jsonb[]) AS vals) u '
+		'WHERE u.vals IS NOT NULL', keys, vals);
+	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.cdp_q q', skips) INTO skipped;
+	DROP TABLE pg_temp.cdp_q;
+	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
+END;
+$$;
+
+-- Compute one custom or external attribute for the entities of scope_sql into cdp_new.
+CREATE FUNCTION cdp_traits._calc_query(aid text, scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	dt text := cdp_traits._opt(def, 'data_type');
+	q text;
+	vtype regtype;
+	conv text;
+	skipped bigint;
+BEGIN
+	IF def->>'type' = 'custom' THEN
+		q := cdp_traits._custom_sql(def, scope_sql);
+	ELSE
+		q := pg_catalog.format(E'SELECT x.customer_entity_id::uuid AS eid, x.value FROM (\n%s\n) x '
+			'WHERE x.value IS NOT NULL AND x.customer_entity_id::uuid IN (%s)', def->>'query', scope_sql);
+	END IF;
+	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
+	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
+	EXECUTE pg_catalog.format(
+		'WITH r AS (%s), v AS (SELECT r.eid, %s AS v FROM r), '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
+		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
+		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE v IS NOT NULL) vj GROUP BY eid) '
+		'SELECT count(*) FILTER (WHERE v IS NULL) FROM v', q, conv, aid) INTO skipped;
+	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
+END;
+$$;
+
+-- Compute one audience for the entities of scope_sql into cdp_new (members only).
+CREATE FUNCTION cdp_traits._calc_audience(aid text, scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	EXECUTE pg_catalog.format(
+		'INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT p.customer_entity_id, pg_catalog.jsonb_build_object(%L, true) FROM cdp_traits.pivoted_customer_attributes p '
+		|| E'WHERE p.customer_entity_id IN (%s) AND (%s\n)::boolean',
+		aid, scope_sql, (SELECT a.definition->>'condition' FROM cdp_traits.attributes a WHERE a.id = aid));
+	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, NULL, pg_catalog.clock_timestamp());
+END;
+$$;
+
+-- Run one computing step with error isolation: on failure record the error
+-- for each attribute (run one by one when several shared the statement).
+CREATE FUNCTION cdp_traits._calc_step(kind text, aids text[], scope_sql text, events_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	msg text;
+	one text;
+	t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+	IF pg_catalog.cardinality(aids) = 0 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		CASE kind
+			WHEN 'predefined' THEN PERFORM cdp_traits._calc_predefined(aids, events_sql);
+			WHEN 'query' THEN PERFORM cdp_traits._calc_query(aids[1], scope_sql);
+			WHEN 'audience' THEN PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
+		END CASE;
+		UPDATE pg_temp.cdp_outcome SET duration_ms =
+			round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - t0)::numeric * 1000, 1)
+		 WHERE cdp_outcome.aid = ANY (aids);
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+		IF pg_catalog.cardinality(aids) > 1 THEN
+			FOREACH one IN ARRAY aids LOOP
+				PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
+			END LOOP;
+		ELSE
+			PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+			RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+		END IF;
+	END;
+END;
+$$;
+
+-- Write the values in cdp_new of the attributes that succeeded, for the
+-- entities of scope_sql: only entities whose values changed are written;
+-- history, audience enter/exit and counts follow the changes.
+CREATE FUNCTION cdp_traits._write_values(run bigint, aids text[], scope_sql text, scope text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	ok text[];
+	hist text[];
+	auds text[];
+	versions jsonb;
+BEGIN
+	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
+	IF ok IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT pg_catalog.array_agg(a.id) FILTER (WHERE (a.definition->>'history')::boolean),
+		   pg_catalog.array_agg(a.id) FILTER (WHERE a.definition->>'type' = 'audience'),
+		   pg_catalog.jsonb_object_agg(a.id, a.version)
+	  INTO hist, auds, versions
+	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
+
+	-- per entity: its values with those of ok replaced by the new ones
+	DROP TABLE IF EXISTS pg_temp.cdp_changes;
+	EXECUTE pg_catalog.format($q$
+		CREATE TEMP TABLE cdp_changes AS
+		SELECT x.* FROM (
+			SELECT s.id AS eid, o.vals AS old_vals, o.versions AS old_versions,
+				   (COALESCE(o.vals, '{}') - $1) || COALESCE(n.vals, '{}') AS new_vals,
+				   (COALESCE(o.versions, '{}') - $1) || $2 AS new_versions
+			  FROM (%s) s(id)
+			  LEFT JOIN (SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM pg_temp.cdp_new GROUP BY eid) n
+				ON n.eid = s.id
+			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
+			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
+		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+			OR (x.old_versions IS DISTINCT FROM x.new_versions AND x.new_vals <> '{}')
+	$q$, scope_sql) USING ok, versions;
+
+	-- entities removed meanwhile are skipped; the rest cannot go until we commit
+	DROP TABLE IF EXISTS pg_temp.cdp_live;
+	CREATE TEMP TABLE cdp_live (id uuid PRIMARY KEY);
+	INSERT INTO pg_temp.cdp_live
+	SELECT ce.id FROM cdp_traits.customer_entities ce
+	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE new_vals <> '{}')
+	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
+	DELETE FROM pg_temp.cdp_changes c
+	 WHERE c.new_vals <> '{}' AND NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);
+
+	DELETE FROM cdp_traits.entity_attributes ea
+	 USING pg_temp.cdp_changes c
+	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid;
+	UPDATE cdp_traits.entity_attributes ea
+	   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid;
+	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, versions, calculated_at, run_id)
+	SELECT c.eid, c.new_vals, c.new_versions, pg_catalog.now(), run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.old_vals IS NULL
+	 ORDER BY c.eid;
+
+	-- the changed values one by one
+	DROP TABLE IF EXISTS pg_temp.cdp_diff;
+	CREATE TEMP TABLE cdp_diff AS
+	SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
+	  FROM pg_temp.cdp_changes c
+	 CROSS JOIN LATERAL (
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.old_vals) x WHERE x = ANY (ok)
+		UNION
+		SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x = ANY (ok)) k(aid)
+	 WHERE c.old_vals IS NOT NULL AND (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid)
+	UNION ALL
+	-- entities without stored values: every new value is a difference
+	SELECT c.eid, kv.key, NULL, kv.value
+	  FROM pg_temp.cdp_changes c CROSS JOIN LATERAL pg_catalog.jsonb_each(c.new_vals) kv
+	 WHERE c.old_vals IS NULL AND kv.key = ANY (ok);
+
+	EXECUTE 'WITH d AS (SELECT aid AS attribute_id, old_value AS value, -1 AS delta FROM pg_temp.cdp_diff '
+		'WHERE old_value IS NOT NULL UNION ALL SELECT aid, new_value, 1 FROM pg_temp.cdp_diff '
+		'WHERE new_value IS NOT NULL), ' || cdp_traits._count_ctes('d') || ' SELECT 1';
+	PERFORM cdp_traits._count_cleanup();
+
+	-- history of attributes that keep it
+	IF hist IS NOT NULL THEN
+		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+		  FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
+		   AND h.valid_to IS NULL;
+		INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+		SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
+	END IF;
+
+	-- audience enter/exit
+	IF auds IS NOT NULL THEN
+		INSERT INTO cdp_traits.audience_changes (audience_id, customer_entity_id, entered)
+		SELECT c.aid, c.eid, c.new_value IS NOT NULL FROM pg_temp.cdp_diff c
+		 WHERE c.aid = ANY (auds)
+		 ORDER BY c.eid, c.aid;
+	END IF;
+
+	-- entities whose values changed: audiences re-evaluate them
+	IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience') THEN
+		INSERT INTO pg_temp.cdp_changed SELECT DISTINCT c.eid FROM pg_temp.cdp_diff c
+		ON CONFLICT DO NOTHING;
+	END IF;
+
+	INSERT INTO cdp_traits.calculation_run_attributes AS r
+		(run_id, attribute_id, definition_version, scope, values_written, values_removed)
+	SELECT run, a, (versions->>a)::integer, scope, COALESCE(w.written, 0), COALESCE(w.removed, 0)
+	  FROM pg_catalog.unnest(ok) a
+	  LEFT JOIN (SELECT c.aid, count(c.new_value) AS written, count(*) - count(c.new_value) AS removed
+				   FROM pg_temp.cdp_diff c GROUP BY c.aid) w ON w.aid = a
+	ON CONFLICT (run_id, attribute_id) DO UPDATE
+	   SET values_written = r.values_written + EXCLUDED.values_written,
+		   values_removed = r.values_removed + EXCLUDED.values_removed;
+	UPDATE pg_temp.cdp_outcome SET written = true WHERE aid = ANY (ok);
+END;
+$$;
+
+CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET client_min_messages = warning
+AS $$
+DECLARE
+	run bigint;
+	n bigint;
+	after interval := pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
+	attached boolean := cdp_traits._events_attached();
+	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
+	dirty_q text[]; all_q text[]; ext text[]; aud text[];
+	a record;
+	aid text;
+	grp text[];
+	few boolean;
+	srf_keys jsonb := '{}';
+	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
+	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
+	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
+BEGIN
+	-- one run at a time per database
+	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
+	PERFORM cdp_traits.refresh_context();
+	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
+
+	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
+	CREATE TEMP TABLE cdp_scope AS
+	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
+	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
+						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
+	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
+	ANALYZE pg_temp.cdp_scope;
+	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
+	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
+								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
+	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
+
+	-- sort the definitions: which step computes each, over which entities
+	-- (a new or changed definition is computed for every entity)
+	dirty_pre := '{}'; all_pre := '{}'; dirty_srf := '{}'; all_srf := '{}';
+	dirty_q := '{}'; all_q := '{}'; ext := '{}';
+	FOR a IN SELECT at.id, at.definition->>'type' AS typ,
+					force OR at.calculated_version IS DISTINCT FROM at.version AS everyone
+			   FROM cdp_traits.attributes at ORDER BY at.id LOOP
+		IF a.typ = 'audience' THEN
+			CONTINUE;
+		ELSIF a.typ = 'external' THEN
+			ext := ext || a.id;
+		ELSIF NOT attached THEN
+			PERFORM cdp_traits._outcome(ARRAY[a.id], 'no events table is attached', NULL, pg_catalog.clock_timestamp());
+		ELSIF a.typ = 'custom' THEN
+			IF a.everyone THEN all_q := all_q || a.id; ELSE dirty_q := dirty_q || a.id; END IF;
+		ELSE
+			DECLARE
+				is_srf boolean;
+				key text;
+			BEGIN
+				SELECT c.srf, pg_catalog.md5(c.inner_sql || c.cond) INTO is_srf, key
+				  FROM cdp_traits._compile(a.id,
+					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), 'a') c;
+				IF is_srf THEN
+					srf_keys := srf_keys || pg_catalog.jsonb_build_object(a.id, key);
+				END IF;
+				IF a.everyone THEN
+					IF is_srf THEN all_srf := all_srf || a.id; ELSE all_pre := all_pre || a.id; END IF;
+				ELSE
+					IF is_srf THEN dirty_srf := dirty_srf || a.id; ELSE dirty_pre := dirty_pre || a.id; END IF;
+				END IF;
+			EXCEPTION WHEN OTHERS THEN
+				DECLARE
+					msg text;
+				BEGIN
+					GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+					PERFORM cdp_traits._outcome(ARRAY[a.id], msg, NULL, pg_catalog.clock_timestamp());
+					RAISE WARNING 'attribute "%" was not calculated: %', a.id, msg;
+				END;
+			END;
+		END IF;
+	END LOOP;
+
+	-- dirty entities
+	IF n > 0 AND attached THEN
+		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
+			cdp_traits._scoped_events(dirty_scope, few));
+		-- set-returning values: one statement per distinct expansion
+		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dirty_srf) x
+					GROUP BY srf_keys->>x ORDER BY 1 LOOP
+			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope,
+				cdp_traits._scoped_events(dirty_scope, few));
+		END LOOP;
+		FOREACH aid IN ARRAY dirty_q LOOP
+			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
+		END LOOP;
+		PERFORM cdp_traits._write_values(run, dirty_pre || dirty_srf || dirty_q, dirty_scope, 'dirty');
+		TRUNCATE pg_temp.cdp_new;
+	END IF;
+
+	-- every entity: new or changed definitions, external traits
+	IF attached THEN
+		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
+			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(all_srf) x
+					GROUP BY srf_keys->>x ORDER BY 1 LOOP
+			PERFORM cdp_traits._calc_step('predefined', grp, all_scope,
+				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+		END LOOP;
+		FOREACH aid IN ARRAY all_q LOOP
+			PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
+		END LOOP;
+	END IF;
+	FOREACH aid IN ARRAY ext LOOP
+		PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
+	END LOOP;
+	PERFORM cdp_traits._write_values(run, all_pre || all_srf || all_q || ext, all_scope, 'all');
+	TRUNCATE pg_temp.cdp_new;
+
+	-- audiences, dependencies first, over dirty entities and those whose values changed
+	aud := cdp_traits._audience_order();
+	FOREACH aid IN ARRAY aud LOOP
+		IF force OR (SELECT at.calculated_version IS DISTINCT FROM at.version
+					   FROM cdp_traits.attributes at WHERE at.id = aid) THEN
+			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
+			PERFORM cdp_traits._write_values(run, ARRAY[aid], all_scope, 'all');
+		ELSE
+			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
+			PERFORM cdp_traits._write_values(run, ARRAY[aid], aud_scope, 'dirty');
+		END IF;
+		TRUNCATE pg_temp.cdp_new;
+	END LOOP;
+
+	-- outcomes; definitions computed for everyone are now complete
+	INSERT INTO cdp_traits.calculation_run_attributes AS r
+		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error)
+	SELECT run, o.aid, at.version,
+		   CASE WHEN force OR at.calculated_version IS DISTINCT FROM at.version
+					 OR at.definition->>'type' = 'external' THEN 'all' ELSE 'dirty' END,
+		   o.skipped, o.duration_ms, o.error
+	  FROM pg_temp.cdp_outcome o JOIN cdp_traits.attributes at ON at.id = o.aid
+	ON CONFLICT (run_id, attribute_id) DO UPDATE
+	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
+		   error = EXCLUDED.error;
+	UPDATE cdp_traits.calculation_run_attributes r
+	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
+	 WHERE r.run_id = run;
+	UPDATE cdp_traits.attributes at SET calculated_version = at.version
+	  FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = at.id AND o.error IS NULL AND o.written
+	   AND at.calculated_version IS DISTINCT FROM at.version;
+
+	-- the dirty entities are calculated, unless an event changed them meanwhile
+	-- (or is changing them now: those stay dirty, and nothing waits for it)
+	UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
+	  FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s
+				ON s.id = c.id AND c.xmin = s.row_xmin
+			 ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED) l
+	 WHERE ce.id = l.id;
+
+	UPDATE cdp_traits.calculation_runs r
+	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
+		   attributes = (SELECT count(*) FROM pg_temp.cdp_outcome),
+		   failed_attributes = (SELECT count(*) FROM pg_temp.cdp_outcome WHERE error IS NOT NULL),
+		   values_written = (SELECT sum(values_written) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   values_removed = (SELECT sum(values_removed) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
+	 WHERE r.id = run;
+	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
+	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
+	RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.calculate_attributes(boolean) IS
+	'recalculate attributes of dirty entities (all with force), new or changed definitions for everyone; returns the number of entities recalculated';
+
+-- The pivot view as installed (no attributes yet); rebuilt when attributes change.
+SELECT cdp_traits._rebuild_pivot();
+
+/*
+ * Background worker (SPEC section 7): the job-run log and run_jobs().
+ *
+ * A cycle runs three jobs, in order: refresh_context, calculate_attributes
+ * (attributes, audiences and counts) and prune_job_runs.  The background
+ * worker (src/worker.c) runs a cycle per configured database every
+ * cdp_traits.naptime; run_jobs() runs one now, in the caller's transaction
+ * (src/jobs.c).  Every job leaves one row in job_runs.
+ */
+
+CREATE TABLE cdp_traits.job_runs (
+	id bigserial PRIMARY KEY,
+	job text NOT NULL,
+	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at timestamptz,
+	duration interval GENERATED ALWAYS AS (finished_at - started_at) STORED,
+	-- running: not finished (or cut short by a crash, until the next cycle marks it failed)
+	-- partial: committed, but some attributes or context keys failed (see error)
+	status text NOT NULL DEFAULT 'running'
+		CHECK (status IN ('running', 'succeeded', 'partial', 'failed')),
+	-- contexts refreshed, entities calculated, job_runs rows pruned
+	rows bigint,
+	-- figures of the job (calculation run id, values written, ...) and, for a
+	-- failed job, the error's SQLSTATE, detail, hint and context
+	detail jsonb,
+	error text,
+	run_by text NOT NULL CHECK (run_by IN ('worker', 'run_jobs')),
+	run_as name,
+	pid integer NOT NULL DEFAULT pg_catalog.pg_backend_pid()
+);
+CREATE INDEX job_runs_started_at ON cdp_traits.job_runs (started_at);
+CREATE INDEX job_runs_job ON cdp_traits.job_runs (job, started_at);
+COMMENT ON TABLE cdp_traits.job_runs IS
+	'one row per job run by the background worker or run_jobs(); rows older than cdp_traits.job_runs_retention are pruned';
+
+CREATE FUNCTION cdp_traits.run_jobs() RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_run_jobs';
+COMMENT ON FUNCTION cdp_traits.run_jobs() IS
+	'run the background worker''s cycle now, in this transaction: refresh_context, calculate_attributes, prune_job_runs; each job''s outcome is a row of job_runs';
+-- It records and prunes job runs as the extension owner: not for everyone.
+REVOKE ALL ON FUNCTION cdp_traits.run_jobs() FROM PUBLIC;
+
+/*
+ * Publishing: customer_events and pivoted_customer_attributes as views in a
+ * schema the rest of the CDP reads (public, say), in place of the tables or
+ * views of those names a previous pipeline produced (renamed to *_backup).
+ *
+ * The published views are members of the extension (pg_dump leaves them out)
+ * and every published schema is a row of publications (which it dumps): a
+ * restore re-publishes when that row is loaded.  A published
+ * pivoted_customer_attributes is recreated whenever the pivot is (its
+ * columns follow the attributes).
+ */
+
+CREATE TABLE cdp_traits.publications (
+	target_schema name PRIMARY KEY,
+	published_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.publications IS
+	'schemas holding published views of customer_events and pivoted_customer_attributes (see publish())';
+
+-- Names published, in order.
+CREATE FUNCTION cdp_traits._published_names() RETURNS name[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ARRAY['customer_events', 'pivoted_customer_attributes']::name[] $$;
+
+-- Whether target.name is one of our published views (a member of the extension).
+CREATE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (
+		SELECT FROM pg_catalog.pg_class c
+		  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+		   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+		 WHERE c.relnamespace = pg_catalog.to_regnamespace(target) AND c.relname = rel)
+$$;
+
+-- Create one published view (target.rel over cdp_traits.rel), as a member.
+CREATE FUNCTION cdp_traits._publish_view(target name, rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pg_catalog.to_regclass(pg_catalog.format('cdp_traits.%I', rel)) IS NULL THEN
+		RETURN;		-- customer_events before attach_events: published by attach
+	END IF;
+	IF cdp_traits._is_published_view(target, rel) THEN
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
+		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
+	END IF;
+	EXECUTE pg_catalog.format('CREATE VIEW %I.%I AS SELECT * FROM cdp_traits.%I', target, rel, rel);
+	EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', target, rel,
+		pg_catalog.format('published by cdp_traits.publish(): cdp_traits.%s', rel));
+	IF NOT cdp_traits._is_published_view(target, rel) THEN
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %I.%I', target, rel);
+	END IF;
+	PERFORM cdp_traits._grant(pg_catalog.format('%I.%I', target, rel)::regclass, 'result');
+END;
+$$;
+
+-- AFTER INSERT row trigger on publications (publish() and a restore):
+-- move what holds the names aside and create the views.
+CREATE FUNCTION cdp_traits._publications_added() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rel name;
+	kind "char";
+BEGIN
+	IF pg_catalog.to_regnamespace(NEW.target_schema) IS NULL THEN
+		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
+			USING ERRCODE = 'invalid_schema_name';
+	END IF;
+	IF NEW.target_schema = 'cdp_traits' THEN
+		RAISE EXCEPTION 'cannot publish into the schema cdp_traits itself'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
+		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+		 WHERE c.relnamespace = pg_catalog.to_regnamespace(NEW.target_schema) AND c.relname = rel;
+		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
+			IF EXISTS (SELECT FROM pg_catalog.pg_class c
+						WHERE c.relnamespace = pg_catalog.to_regnamespace(NEW.target_schema)
+						  AND c.relname = rel || '_backup') THEN
+				RAISE EXCEPTION 'cannot publish %.%: %.% exists already', NEW.target_schema, rel,
+					NEW.target_schema, rel || '_backup'
+					USING ERRCODE = 'duplicate_table',
+						  HINT = 'Rename or drop the old backup first.';
+			END IF;
+			EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
+				CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+						  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+				NEW.target_schema, rel, rel || '_backup');
+		END IF;
+		PERFORM cdp_traits._publish_view(NEW.target_schema, rel);
+	END LOOP;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER publications_added AFTER INSERT ON cdp_traits.publications
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._publications_added();
+
+CREATE FUNCTION cdp_traits.publish(target_schema name DEFAULT 'public') RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- already published there: refresh the views (the pivot's columns may have changed)
+	IF EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = publish.target_schema) THEN
+		PERFORM cdp_traits._publish_view(publish.target_schema, rel)
+		   FROM pg_catalog.unnest(cdp_traits._published_names()) rel;
+		RETURN;
+	END IF;
+	INSERT INTO cdp_traits.publications (target_schema) VALUES (publish.target_schema);
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.publish(name) IS
+	'create the views customer_events and pivoted_customer_attributes in target_schema, renaming objects of those names to *_backup';
+
+CREATE FUNCTION cdp_traits.unpublish() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p record;
+	rel name;
+	kind "char";
+BEGIN
+	FOR p IN SELECT * FROM cdp_traits.publications ORDER BY target_schema LOOP
+		FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
+			IF cdp_traits._is_published_view(p.target_schema, rel) THEN
+				EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', p.target_schema, rel);
+				EXECUTE pg_catalog.format('DROP VIEW %I.%I', p.target_schema, rel);
+			END IF;
+			SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+			 WHERE c.relnamespace = pg_catalog.to_regnamespace(p.target_schema)
+			   AND c.relname = rel || '_backup';
+			IF FOUND AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+						WHERE c.relnamespace = pg_catalog.to_regnamespace(p.target_schema)
+						  AND c.relname = rel) THEN
+				EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
+					CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+							  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+					p.target_schema, rel || '_backup', rel);
+			END IF;
+		END LOOP;
+		DELETE FROM cdp_traits.publications WHERE target_schema = p.target_schema;
+	END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.unpublish() IS
+	'drop the published views and rename the *_backup objects back';
+
+-- Drop the published views of rel (before cdp_traits.rel is dropped), and
+-- create them again (after it is recreated): used by attach_events and the
+-- pivot's rebuild.
+CREATE FUNCTION cdp_traits._unpublish_view(rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+BEGIN
+	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
+		IF cdp_traits._is_published_view(target, rel) THEN
+			EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
+			EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
+		END IF;
+	END LOOP;
+END;
+$$;
+CREATE FUNCTION cdp_traits._republish_view(rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+BEGIN
+	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
+		PERFORM cdp_traits._publish_view(target, rel);
+	END LOOP;
+END;
+$$;
+
+/*
+ * pg_dump: the rows of every table holding configuration or state are dumped
+ * with the database and restored after CREATE EXTENSION (the extension's own
+ * objects are not dumped).  The default blocklist rows are inserted by the
+ * install script, so only the others are dumped (a default row deleted by the
+ * user comes back with a restore).  Views the extension creates at run time:
+ * customer_events is an ordinary object (pg_dump keeps it, depending on the
+ * events table); pivoted_customer_attributes and published views are members,
+ * rebuilt from the rows of attributes and publications as they are restored.
+ */
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_blocklist',
+	$$WHERE attribute_id IS NOT NULL OR value NOT IN ('', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-')$$);
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.events_source', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.customer_entities', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.matching', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.event_entities', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.entity_merges', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.context', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attributes', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.entity_attributes', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attribute_history', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.calculation_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.calculation_runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.calculation_run_attributes', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.audience_changes', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.audience_changes_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attribute_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attribute_value_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.job_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.job_runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.publications', '');
+
+/*
+ * Privileges (least privilege).  This file runs last: every table, view,
+ * sequence and function of the schema is classified here, in one list, and
+ * gets exactly the grants of its class.  Nothing keeps PostgreSQL's default
+ * (EXECUTE for PUBLIC on functions): an object that is not in the list keeps
+ * a NULL ACL, and the regression test "privileges" fails on it, so add every
+ * new object below (and to the upgrade script that introduces it).
+ *
+ * Roles (cluster-wide, created here if missing, never dropped by the
+ * extension; NOLOGIN: grant them to login roles):
+ *   cdp_traits_reader  reads results (stitching, attributes, context, runs)
+ *   cdp_traits_admin   also writes configuration (rules, blocklist,
+ *                      definitions, context) and runs the calculations;
+ *                      member of cdp_traits_reader
+ * Everything else belongs to the extension owner (a superuser).
+ *
+ * Relation classes:
+ *   config      reader SELECT; admin SELECT, INSERT, UPDATE, DELETE, TRUNCATE
+ *   calculated  reader SELECT; admin SELECT, INSERT, UPDATE, DELETE (the
+ *               calculation runs as its caller and writes them); sequences:
+ *               reader SELECT, admin SELECT, USAGE
+ *   result      reader and admin SELECT (written by the extension owner only)
+ * Function classes:
+ *   public      EXECUTE for PUBLIC: aggregates, their support functions and
+ *               conversions that read no table
+ *   reader      EXECUTE for reader (and admin): read-only functions
+ *   admin       EXECUTE for admin: configuration and calculation, and the
+ *               internal helpers the calculation and the definition checks call
+ *               as the admin
+ *   owner       nobody but the owner: trigger functions (a trigger does not
+ *               check EXECUTE), attaching tables, publishing views
+ */
+
+DO $roles$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'cdp_traits_reader') THEN
+		CREATE ROLE cdp_traits_reader NOLOGIN;
+		COMMENT ON ROLE cdp_traits_reader IS 'cdp_traits: may read results (stitching, attributes, context)';
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'cdp_traits_admin') THEN
+		CREATE ROLE cdp_traits_admin NOLOGIN;
+		COMMENT ON ROLE cdp_traits_admin IS 'cdp_traits: may write rules, blocklist, definitions and context, and run calculations';
+	END IF;
+	IF NOT pg_catalog.pg_has_role('cdp_traits_admin', 'cdp_traits_reader', 'MEMBER') THEN
+		GRANT cdp_traits_reader TO cdp_traits_admin;
+	END IF;
+END;
+$roles$;
+
+GRANT USAGE ON SCHEMA cdp_traits TO PUBLIC;
+
+-- Applies the grants of one class to a relation of the schema (also used for
+-- the views the extension creates at run time).
+CREATE FUNCTION cdp_traits._grant(rel regclass, class text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	seq boolean := (SELECT c.relkind = 'S' FROM pg_catalog.pg_class c WHERE c.oid = rel);
+BEGIN
+	EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC, cdp_traits_reader, cdp_traits_admin', rel);
+	IF class = 'config' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'calculated' AND seq THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, USAGE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'calculated' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'result' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader, cdp_traits_admin', rel);
+	ELSE
+		RAISE EXCEPTION 'unknown privilege class "%" for %', class, rel;
+	END IF;
+END;
+$$;
+
+DO $grants$
+DECLARE
+	r record;
+	f regprocedure;
+BEGIN
+	FOR r IN SELECT * FROM (VALUES
+		-- configuration
+		('stitching_rules', 'config'),
+		('stitching_blocklist', 'config'),
+		('attributes', 'config'),
+		('context', 'config'),
+		-- written by calculate_attributes (as its caller)
+		('entity_attributes', 'calculated'),
+		('attribute_history', 'calculated'),
+		('calculation_runs', 'calculated'),
+		('calculation_runs_id_seq', 'calculated'),
+		('calculation_run_attributes', 'calculated'),
+		('audience_changes', 'calculated'),
+		('audience_changes_seq_seq', 'calculated'),
+		('attribute_counts', 'calculated'),
+		('attribute_value_counts', 'calculated'),
+		-- written by the stitching triggers and the worker (as the owner)
+		('events_source', 'result'),
+		('customer_entities', 'result'),
+		('matching', 'result'),
+		('event_entities', 'result'),
+		('entity_merges', 'result'),
+		('job_runs', 'result'),
+		('job_runs_id_seq', 'result'),
+		('customer_attributes', 'result'),
+		('attribute_top_values', 'result'),
+		('pivoted_customer_attributes', 'result'),
+		('publications', 'result')
+	) v(name, class) LOOP
+		PERFORM cdp_traits._grant(pg_catalog.format('cdp_traits.%I', r.name)::regclass, r.class);
+	END LOOP;
+	-- the calculation marks entities calculated (and locks them FOR KEY SHARE)
+	GRANT UPDATE (calculated) ON cdp_traits.customer_entities TO cdp_traits_admin;
+
+	FOR r IN SELECT * FROM (VALUES
+		-- aggregates (SPEC section 3) and their support functions
+		('most_frequent', 'public'), ('least_frequent', 'public'), ('first', 'public'),
+		('last', 'public'), ('num_of_unique', 'public'), ('unique_list', 'public'),
+		('any_value', 'public'), ('any_value_add', 'public'),
+		('frequency_state', 'public'), ('unique_state', 'public'), ('first_state', 'public'),
+		('last_state', 'public'), ('merge_states', 'public'), ('_jsonb_merge', 'public'),
+		('agg_state_in', 'public'), ('agg_state_out', 'public'), ('agg_state_recv', 'public'),
+		('agg_state_send', 'public'), ('agg_state_combine', 'public'), ('agg_state_pack', 'public'),
+		('frequency_add', 'public'), ('unique_add', 'public'), ('first_add', 'public'),
+		('last_add', 'public'), ('most_frequent_final', 'public'), ('least_frequent_final', 'public'),
+		('first_final', 'public'), ('last_final', 'public'),
+		('state_most_frequent', 'public'), ('state_least_frequent', 'public'),
+		('state_first', 'public'), ('state_last', 'public'), ('state_num_of_unique', 'public'),
+		('state_unique_list', 'public'),
+		-- conversions (used by the pivot view) and the library version
+		('to_number', 'public'), ('_to_boolean', 'public'), ('_to_date', 'public'),
+		('_to_timestamptz', 'public'), ('version', 'public'),
+		-- read-only
+		('current_entity', 'reader'), ('context_value', 'reader'),
+		('verify_stitching', 'reader'), ('stitching_stats', 'reader'),
+		-- configuration and calculation
+		('calculate_attributes', 'admin'), ('refresh_context', 'admin'),
+		('restitch', 'admin'), ('run_jobs', 'admin'),
+		-- helpers the calculation and the definition checks call as the admin
+		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
+		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
+		('_compile', 'admin'), ('_convert', 'admin'), ('_count_cleanup', 'admin'),
+		('_count_ctes', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),
+		('_definition_error', 'admin'), ('_events_attached', 'admin'),
+		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
+		('_pivot_type', 'admin'), ('_query_columns', 'admin'), ('_query_returns_set', 'admin'),
+		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_sql_problem', 'admin'),
+		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object', 'admin'),
+		-- the owner only
+		('attach_events', 'owner'), ('detach_events', 'owner'), ('publish', 'owner'),
+		('unpublish', 'owner'), ('_grant', 'owner'), ('_relation_depends_on_extension', 'owner'),
+		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
+		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
+		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
+		('_context_check', 'owner'), ('_entities_removed', 'owner'),
+		('_published_names', 'owner'), ('_is_published_view', 'owner'),
+		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),
+		('_republish_view', 'owner'), ('_publications_added', 'owner')
+	) v(name, class) LOOP
+		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
+			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
+			IF r.class = 'public' THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO PUBLIC', f);
+			ELSIF r.class = 'reader' THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_reader', f);
+			ELSIF r.class = 'admin' THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_admin', f);
+			ELSIF r.class <> 'owner' THEN
+				RAISE EXCEPTION 'unknown privilege class "%" for %', r.class, f;
+			END IF;
+		END LOOP;
+	END LOOP;
+END;
+$grants$;

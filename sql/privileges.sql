@@ -1,0 +1,207 @@
+-- Least privilege: every object of the schema is classified (src/sql/90_privileges.sql),
+-- the roles cdp_traits_admin and cdp_traits_reader can do their jobs, a role that may
+-- only insert events can do nothing else, and a search_path hijack does not take over
+-- stitching.
+DROP EXTENSION IF EXISTS cdp_traits;
+CREATE EXTENSION cdp_traits;
+SET client_min_messages = warning;
+
+-- Every relation and function of the schema has been classified: nothing keeps
+-- PostgreSQL's default privileges (a NULL ACL).  An object added without an entry
+-- in 90_privileges.sql shows up here.
+SELECT 'relation' AS kind, c.relname AS unclassified FROM pg_class c
+ WHERE c.relnamespace = 'cdp_traits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND c.relacl IS NULL
+UNION ALL
+SELECT 'function', p.oid::regprocedure::text FROM pg_proc p
+ WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proacl IS NULL
+ORDER BY 1, 2;
+
+-- Nothing on a relation for PUBLIC; only these roles hold anything.
+SELECT c.relname, a.privilege_type
+  FROM pg_class c, aclexplode(c.relacl) a
+ WHERE c.relnamespace = 'cdp_traits'::regnamespace AND a.grantee = 0;
+SELECT DISTINCT a.grantee::regrole
+  FROM pg_class c, aclexplode(c.relacl) a
+ WHERE c.relnamespace = 'cdp_traits'::regnamespace AND a.grantee <> c.relowner
+ ORDER BY 1;
+
+-- The relation matrix: what the reader and the admin may do.
+CREATE FUNCTION pg_temp.privs(r name, rel oid) RETURNS text LANGUAGE sql AS $$
+  SELECT coalesce(string_agg(p, ',' ORDER BY o), '-')
+    FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'USAGE'])
+         WITH ORDINALITY AS t(p, o)
+   WHERE CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'S'
+              THEN p IN ('SELECT', 'UPDATE', 'USAGE') AND has_sequence_privilege(r, rel, p)
+              ELSE p <> 'USAGE' AND has_table_privilege(r, rel, p) END
+$$;
+SELECT c.relname, c.relkind,
+       pg_temp.privs('cdp_traits_reader', c.oid) AS reader,
+       pg_temp.privs('cdp_traits_admin', c.oid) AS admin
+  FROM pg_class c
+ WHERE c.relnamespace = 'cdp_traits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+ ORDER BY c.relkind, c.relname;
+-- the calculation marks entities calculated: that column only
+SELECT has_column_privilege('cdp_traits_admin', 'cdp_traits.customer_entities', 'calculated', 'UPDATE') AS admin_calculated,
+       has_column_privilege('cdp_traits_admin', 'cdp_traits.customer_entities', 'id', 'UPDATE') AS admin_id;
+
+-- The function matrix, by who may execute (public = everyone).
+SELECT CASE WHEN has_function_privilege('public', p.oid, 'EXECUTE') THEN 'public'
+            WHEN has_function_privilege('cdp_traits_reader', p.oid, 'EXECUTE') THEN 'reader'
+            WHEN has_function_privilege('cdp_traits_admin', p.oid, 'EXECUTE') THEN 'admin'
+            ELSE 'owner' END AS who,
+       string_agg(DISTINCT p.proname, ' ' ORDER BY p.proname) AS functions
+  FROM pg_proc p
+ WHERE p.pronamespace = 'cdp_traits'::regnamespace
+ GROUP BY 1 ORDER BY 1;
+
+-- Every SQL and PL/pgSQL function pins search_path; the one SECURITY DEFINER
+-- function runs no SQL of its caller's (it rebuilds the pivot view from checked
+-- definitions) and only admins may call it.
+SELECT p.proname AS unpinned FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.pronamespace = 'cdp_traits'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
+   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
+SELECT p.proname AS security_definer, p.proconfig,
+       has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call
+  FROM pg_proc p WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.prosecdef;
+
+-- The roles: admin is a member of reader, neither can log in.
+SELECT rolname, rolcanlogin, rolsuper FROM pg_roles WHERE rolname LIKE 'cdp\_traits\_%' ORDER BY 1;
+SELECT pg_has_role('cdp_traits_admin', 'cdp_traits_reader', 'MEMBER') AS admin_reads;
+
+-- A working setup: events in shop.events, an ingest role that may only insert
+-- them, an admin and a reader.
+CREATE SCHEMA shop;
+CREATE TABLE shop.events (id bigint PRIMARY KEY, source_id text, type text, version text,
+                          event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('shop.events');
+CREATE ROLE ingest LOGIN;
+GRANT USAGE, CREATE ON SCHEMA shop TO ingest;
+GRANT INSERT ON shop.events TO ingest;
+CREATE ROLE cdp_admin LOGIN IN ROLE cdp_traits_admin;
+CREATE ROLE cdp_reader LOGIN IN ROLE cdp_traits_reader;
+-- where a hijacker records that its code ran
+CREATE TABLE shop.pwned (who name, what text);
+GRANT INSERT, SELECT ON shop.pwned TO PUBLIC;
+
+-- The admin configures and calculates.
+SET ROLE cdp_admin;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$lower(payload->>'email')$$);
+INSERT INTO cdp_traits.stitching_blocklist VALUES ('email', 'test@example.com');
+INSERT INTO cdp_traits.attributes VALUES
+  ('visits', '{"type": "num_of_unique", "value": "id"}'),
+  ('top_page', '{"type": "most_frequent", "value": "payload->>''page''"}');
+INSERT INTO cdp_traits.context (key, query) VALUES ('events', 'SELECT count(*) FROM cdp_traits.customer_events');
+RESET ROLE;
+
+-- The ingest role writes events; they are stitched (the trigger runs as the owner).
+SET ROLE ingest;
+INSERT INTO shop.events VALUES
+  (1, 'web', 'view', '1', '2024-01-01', '{"email": "A@x.org", "page": "home"}'),
+  (2, 'web', 'view', '1', '2024-01-02', '{"email": "a@X.org", "page": "cart"}'),
+  (3, 'app', 'view', '1', '2024-01-03', '{"email": "b@x.org", "page": "home"}');
+RESET ROLE;
+SELECT count(DISTINCT customer_entity_id) AS entities FROM cdp_traits.customer_events;
+
+SET ROLE cdp_admin;
+SELECT cdp_traits.refresh_context();
+SELECT cdp_traits.calculate_attributes();
+SELECT cdp_traits.restitch();
+SELECT cdp_traits.run_jobs();
+SELECT job, status FROM cdp_traits.job_runs ORDER BY id;
+-- changing a definition's type makes the pivot view be recreated (as the owner)
+UPDATE cdp_traits.attributes SET definition = '{"type": "num_of_unique", "value": "payload->>''page''"}'
+ WHERE id = 'top_page';
+SELECT cdp_traits.calculate_attributes();
+RESET ROLE;
+SELECT pg_get_userbyid(relowner) = current_user AS pivot_owned_by_owner,
+       pg_temp.privs('cdp_traits_reader', oid) AS reader
+  FROM pg_class WHERE oid = 'cdp_traits.pivoted_customer_attributes'::regclass;
+
+-- The reader reads results, and nothing more.
+SET ROLE cdp_reader;
+SELECT visits, top_page FROM cdp_traits.pivoted_customer_attributes ORDER BY visits;
+SELECT count(*) FROM cdp_traits.customer_attributes;
+SELECT count(*) FROM cdp_traits.customer_events;
+SELECT cdp_traits.context_value('events');
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.current_entity(customer_entity_id) IS NOT NULL AS current
+  FROM cdp_traits.matching WHERE value = 'b@x.org';
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('x', 'id::text');
+UPDATE cdp_traits.attributes SET definition = definition;
+SELECT cdp_traits.calculate_attributes();
+DELETE FROM cdp_traits.matching;
+RESET ROLE;
+
+-- The ingest role: cannot change rules, blocklist, definitions or context ...
+SET ROLE ingest;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('evil', $$(SELECT 'x' FROM shop.pwned)$$);
+DELETE FROM cdp_traits.stitching_blocklist;
+INSERT INTO cdp_traits.attributes VALUES ('evil', '{"type": "custom", "query": "SELECT 1 AS value"}');
+UPDATE cdp_traits.context SET query = 'SELECT 1';
+-- ... cannot read results ...
+SELECT count(*) FROM cdp_traits.matching;
+SELECT count(*) FROM cdp_traits.customer_events;
+SELECT count(*) FROM cdp_traits.pivoted_customer_attributes;
+SELECT count(*) FROM cdp_traits.customer_attributes;
+SELECT count(*) FROM cdp_traits.entity_attributes;
+SELECT count(*) FROM cdp_traits.context;
+SELECT cdp_traits.context_value('events');
+SELECT cdp_traits.current_entity('00000000-0000-0000-0000-000000000000');
+-- ... cannot run calculations, jobs or stitching, nor reach the internals ...
+SELECT cdp_traits.calculate_attributes();
+SELECT cdp_traits.run_jobs();
+SELECT cdp_traits.refresh_context();
+SELECT cdp_traits.restitch();
+SELECT cdp_traits.attach_events('shop.pwned');
+SELECT cdp_traits._grant('cdp_traits.matching', 'config');
+SELECT cdp_traits._rebuild_pivot();
+SELECT cdp_traits._query_columns('SELECT 1');
+-- ... nor put a trigger of its own on the extension's tables
+CREATE FUNCTION shop.evil_trigger() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'trigger'); RETURN NULL; END $$;
+CREATE TRIGGER evil AFTER INSERT ON cdp_traits.matching EXECUTE FUNCTION shop.evil_trigger();
+
+-- search_path hijack: a lower() (and a btrim(), and an operator ->>) of the ingest role's
+-- own, in a schema before pg_catalog on its search_path, are not picked up by the
+-- rule lower(payload->>'email') the trigger evaluates, nor by the extension's statements.
+CREATE FUNCTION shop.lower(text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'lower'); RETURN 'hijacked'; END $$;
+CREATE FUNCTION shop.btrim(text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'btrim'); RETURN 'hijacked'; END $$;
+CREATE FUNCTION shop.arrow(jsonb, text) RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO shop.pwned VALUES (current_user, '->>'); RETURN 'hijacked'; END $$;
+CREATE OPERATOR shop.->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = shop.arrow);
+SET search_path = shop, pg_catalog;
+SELECT lower('X') AS own_lower_works_for_itself;
+INSERT INTO shop.events VALUES
+  (4, 'web', 'view', '1', '2024-01-04', '{"email": "B@X.ORG", "page": "home"}'),
+  (5, 'web', 'view', '1', '2024-01-05', '{"email": "Evil@x.org"}');
+RESET search_path;
+RESET ROLE;
+-- only the ingest role's own call above ran its lower(); nothing else did
+SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
+-- events 3 and 4 share b@x.org (pg_catalog.lower), 5 has its own identifier
+SELECT attribute_id, value FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT count(DISTINCT customer_entity_id) FILTER (WHERE id IN (3, 4)) AS entities_of_3_and_4
+  FROM cdp_traits.customer_events;
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'cdp_traits.matching'::regclass;
+
+-- The worker's jobs run the admin's definitions, never the ingest role's: it
+-- could not write any (above), and calculation with the hijacking functions on a
+-- search_path does not call them either.
+SET search_path = shop, pg_catalog, cdp_traits;
+SELECT cdp_traits.run_jobs();
+RESET search_path;
+SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
+
+DROP SCHEMA shop CASCADE;
+DROP OWNED BY ingest, cdp_admin, cdp_reader;
+DROP ROLE ingest, cdp_admin, cdp_reader;
+DROP EXTENSION cdp_traits;
+-- The roles are cluster-wide and outlive the extension (other databases may use them).
+SELECT count(*) AS roles_kept FROM pg_roles WHERE rolname IN ('cdp_traits_admin', 'cdp_traits_reader');
+CREATE EXTENSION cdp_traits;

@@ -1,0 +1,91 @@
+-- publish() / unpublish(): views in a schema the rest of the CDP reads, in place of
+-- the objects a previous pipeline left there (kept as *_backup).
+DROP EXTENSION IF EXISTS cdp_traits;
+CREATE EXTENSION cdp_traits;
+SET client_min_messages = warning;
+CREATE SCHEMA cdp_ce;
+CREATE TABLE cdp_ce.customer_events (id text PRIMARY KEY, source_id text, type text, version text,
+                                     event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('email', $$payload->>'email'$$);
+INSERT INTO cdp_ce.customer_events VALUES
+  ('e1', 'web', 'view', '1', '2024-01-01', '{"email": "a@x", "page": "home"}'),
+  ('e2', 'web', 'view', '1', '2024-01-02', '{"email": "a@x", "page": "cart"}');
+INSERT INTO cdp_traits.attributes VALUES ('pages', '{"type": "num_of_unique", "value": "payload->>''page''"}');
+
+-- the old pipeline's objects: a table and a view
+CREATE SCHEMA crm;
+CREATE TABLE crm.customer_events (old_id int);
+INSERT INTO crm.customer_events VALUES (42);
+CREATE VIEW crm.pivoted_customer_attributes AS SELECT 1 AS old_column;
+
+CREATE FUNCTION pg_temp.objects(s name) RETURNS TABLE(relname name, relkind "char", member boolean)
+LANGUAGE sql AS $$
+  SELECT c.relname, c.relkind,
+         EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
+    FROM pg_class c WHERE c.relnamespace = s::regnamespace AND c.relkind IN ('r', 'v')
+     AND (c.relname LIKE 'customer\_events%' OR c.relname LIKE 'pivoted\_customer\_attributes%')
+   ORDER BY 1
+$$;
+
+-- before attach_events there is no customer_events yet: it is moved aside, and
+-- published when the table is attached
+SELECT cdp_traits.publish('crm');
+SELECT * FROM pg_temp.objects('crm');
+SELECT cdp_traits.attach_events('cdp_ce.customer_events');
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.objects('crm');
+SELECT id, customer_entity_id IS NOT NULL AS stitched FROM crm.customer_events ORDER BY id;
+SELECT pages FROM crm.pivoted_customer_attributes;
+SELECT * FROM crm.customer_events_backup;
+SELECT has_table_privilege('cdp_traits_reader', 'crm.pivoted_customer_attributes', 'SELECT') AS reader_may_read;
+
+-- idempotent: publishing again changes nothing
+SELECT cdp_traits.publish('crm');
+SELECT * FROM pg_temp.objects('crm');
+
+-- the published pivot follows the attributes: a new column, a retyped one
+INSERT INTO cdp_traits.attributes VALUES ('first_page', '{"type": "first", "value": "payload->>''page''"}');
+UPDATE cdp_traits.attributes SET definition = '{"type": "list", "value": "payload->>''page''"}' WHERE id = 'pages';
+SELECT cdp_traits.calculate_attributes();
+SELECT pages, first_page FROM crm.pivoted_customer_attributes;
+-- and customer_events follows a re-attach
+SELECT cdp_traits.detach_events();
+SELECT cdp_traits.attach_events('cdp_ce.customer_events');
+SELECT count(*) FROM crm.customer_events;
+
+-- transactional: a failing publish leaves nothing behind
+CREATE SCHEMA mart;
+CREATE TABLE mart.customer_events (x int);
+CREATE TABLE mart.customer_events_backup (x int);
+SELECT cdp_traits.publish('mart');
+SELECT * FROM pg_temp.objects('mart');
+SELECT target_schema FROM cdp_traits.publications ORDER BY 1;
+SELECT cdp_traits.publish('nosuchschema');
+SELECT cdp_traits.publish('cdp_traits');
+
+-- the default is public
+SELECT cdp_traits.publish();
+SELECT * FROM pg_temp.objects('public');
+SELECT target_schema FROM cdp_traits.publications ORDER BY 1;
+
+-- unpublish: our views go, the backups come back; idempotent
+BEGIN;
+SELECT cdp_traits.unpublish();
+SELECT * FROM pg_temp.objects('crm');
+SELECT * FROM pg_temp.objects('public');
+ROLLBACK;
+SELECT * FROM pg_temp.objects('crm');
+SELECT cdp_traits.unpublish();
+SELECT cdp_traits.unpublish();
+SELECT * FROM pg_temp.objects('crm');
+SELECT * FROM crm.customer_events;
+SELECT * FROM crm.pivoted_customer_attributes;
+SELECT count(*) FROM cdp_traits.publications;
+
+-- DROP EXTENSION drops published views with it (they are members)
+SELECT cdp_traits.publish('crm');
+DROP EXTENSION cdp_traits CASCADE;
+SELECT * FROM pg_temp.objects('crm');
+DROP SCHEMA crm, mart, cdp_ce CASCADE;
+CREATE EXTENSION cdp_traits;

@@ -1,0 +1,813 @@
+/*-------------------------------------------------------------------------
+ *
+ * agg_multiset_state.c
+ *		Frequency and distinct states: the multiset of a group's values,
+ *		with their total weights for a frequency state.
+ *
+ * Entries are packed (agg.h): [float8 weight, unaligned, frequency only]
+ * then the value:
+ *
+ *	 by-value types			typlen bytes, unaligned (copied in and out)
+ *	 varlena, short header	as in heap tuples, unaligned
+ *	 varlena, 4-byte header zero padding to typalign, then the varlena
+ *	 fixed-length by-ref	padding to typalign, then typlen bytes
+ *	 cstring				unaligned, NUL-terminated
+ *
+ * A varlena is read as heap tuples are (att_align_pointer): a zero byte
+ * where a value starts is padding, because a short header is never zero and
+ * a 4-byte header is always aligned.  Offsets are relative to the state's
+ * start, which is MAXALIGNed, so alignment in a state equals alignment in
+ * memory.  Moving an entry to another offset may change its padding, so
+ * entries are copied between states by reading and writing them again.
+ *
+ * A state starts small: distinct values, unsorted, found by a linear scan
+ * (comparing bytes when equal values of the type have equal bytes, the
+ * comparator otherwise).  A hit adds the weight and moves the entry one
+ * place ahead when it outweighs its predecessor (unique states: on every
+ * hit), so frequent values are found in the first cache line.  Past
+ * AGG_SMALL_ITEMS values or AGG_SMALL_BYTES it becomes large: its entries
+ * become the unsorted tail, new values are appended, and a full chunk is
+ * compacted (the tail sorted, equal values collapsed, merged into the sorted
+ * prefix) and doubled only if it is still more than half full.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+
+#include "agg.h"
+
+/* agg_sort_items(items, n, ssup): sort AggItems by value */
+#define ST_SORT agg_sort_items
+#define ST_ELEMENT_TYPE AggItem
+#define ST_COMPARE_ARG_TYPE SortSupportData
+#define ST_COMPARE(a, b, ssup) \
+	ApplySortComparator((a)->value, false, (b)->value, false, (ssup))
+#define ST_SCOPE static
+#define ST_CHECK_FOR_INTERRUPTS
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/*
+ * A multiset stays small up to this many distinct values (fewer when
+ * equality needs the comparator) and bytes of entries.
+ */
+#define AGG_SMALL_ITEMS				32
+#define AGG_SMALL_ITEMS_COMPARATOR	8
+#define AGG_SMALL_BYTES				1024
+
+/*
+ * A small multiset that outgrows its first chunk gets at least this much:
+ * chunks freed by growing states are rarely reused (all groups grow at
+ * about the same pace), so every intermediate size would be lost memory.
+ */
+#define AGG_SMALL_GROWN				256
+
+/* entries moved ahead in a small multiset are at most this big */
+#define AGG_TRANSPOSE_MAX			64
+
+/* a value ready to be written into an entry */
+typedef struct AggImage
+{
+	Datum		datum;			/* by-value: the value; else its bytes */
+	Size		size;			/* bytes it takes (without padding) */
+	bool		aligned;		/* must start at a typalign boundary */
+} AggImage;
+
+/*
+ * image_of
+ *		How a value is written into a multiset entry: detoasted, a varlena
+ *		with a short header when the type allows and it fits.
+ */
+static inline AggImage
+image_of(AggTypeInfo *info, Datum value)
+{
+	AggImage	img;
+	struct varlena *v;
+
+	img.datum = value;
+	img.aligned = false;
+	if (info->typbyval)
+	{
+		img.size = info->typlen;
+		return img;
+	}
+	if (info->typlen > 0)
+	{
+		img.size = info->typlen;
+		img.aligned = (info->alignby > 1);
+		return img;
+	}
+	if (info->typlen == -2)
+	{
+		img.size = strlen(DatumGetCString(value)) + 1;
+		return img;
+	}
+	v = (struct varlena *) DatumGetPointer(value);
+	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+	{
+		v = pg_detoast_datum_packed(v);
+		img.datum = PointerGetDatum(v);
+	}
+	if (VARATT_IS_SHORT(v))
+		img.size = VARSIZE_SHORT(v);
+	else if (info->packable && VARATT_CAN_MAKE_SHORT(v))
+		img.size = VARATT_CONVERTED_SHORT_SIZE(v);
+	else
+	{
+		img.size = VARSIZE(v);
+		img.aligned = (info->alignby > 1);
+	}
+	return img;
+}
+
+/*
+ * entry_space
+ *		Most bytes an entry for img takes, wherever it is written.
+ */
+static inline Size
+entry_space(AggTypeInfo *info, int kind, AggImage *img)
+{
+	return AGG_PREFIX_SIZE(kind) + img->size +
+		(img->aligned ? info->alignby - 1 : 0);
+}
+
+/*
+ * byval_read
+ *		The Datum of a by-value value stored as typlen bytes at p.
+ */
+static inline Datum
+byval_read(const char *p, int16 typlen)
+{
+	switch (typlen)
+	{
+		case 1:
+			return CharGetDatum(*p);
+		case 2:
+			{
+				int16		v;
+
+				memcpy(&v, p, sizeof(v));
+				return Int16GetDatum(v);
+			}
+		case 4:
+			{
+				int32		v;
+
+				memcpy(&v, p, sizeof(v));
+				return Int32GetDatum(v);
+			}
+		default:
+			{
+				int64		v;
+
+				memcpy(&v, p, sizeof(v));
+				return Int64GetDatum(v);
+			}
+	}
+}
+
+/*
+ * byval_write
+ *		Store a by-value Datum as typlen bytes at p.
+ */
+static inline void
+byval_write(char *p, Datum d, int16 typlen)
+{
+	switch (typlen)
+	{
+		case 1:
+			*p = DatumGetChar(d);
+			break;
+		case 2:
+			{
+				int16		v = DatumGetInt16(d);
+
+				memcpy(p, &v, sizeof(v));
+				break;
+			}
+		case 4:
+			{
+				int32		v = DatumGetInt32(d);
+
+				memcpy(p, &v, sizeof(v));
+				break;
+			}
+		default:
+			{
+				int64		v = DatumGetInt64(d);
+
+				memcpy(p, &v, sizeof(v));
+				break;
+			}
+	}
+}
+
+/*
+ * value_start
+ *		Where the value stored from p on starts (skipping padding).
+ */
+static inline char *
+value_start(AggTypeInfo *info, char *p)
+{
+	if (info->typbyval || info->typlen == -2)
+		return p;
+	if (info->typlen == -1 && *p != 0)
+		return p;				/* a short header */
+	return (char *) TYPEALIGN(info->alignby, p);
+}
+
+/*
+ * value_read
+ *		The value stored from p on; returns where it ends.
+ */
+static inline char *
+value_read(AggTypeInfo *info, char *p, Datum *value)
+{
+	if (info->typbyval)
+	{
+		*value = byval_read(p, info->typlen);
+		return p + info->typlen;
+	}
+	p = value_start(info, p);
+	*value = PointerGetDatum(p);
+	if (info->typlen > 0)
+		return p + info->typlen;
+	if (info->typlen == -1)
+		return p + VARSIZE_ANY(p);
+	return p + strlen(p) + 1;
+}
+
+/*
+ * agg_entry_read
+ *		The value and weight of the entry at p; returns where the next entry
+ *		starts.
+ */
+char *
+agg_entry_read(AggTypeInfo *info, int kind, char *p, Datum *value,
+			   float8 *weight)
+{
+	if (kind == AGG_KIND_FREQUENCY)
+	{
+		memcpy(weight, p, sizeof(float8));
+		p += sizeof(float8);
+	}
+	else
+		*weight = 0;
+	return value_read(info, p, value);
+}
+
+/*
+ * entry_write
+ *		Write an entry at dst; returns where it ends.
+ */
+static inline char *
+entry_write(AggTypeInfo *info, int kind, char *dst, AggImage *img,
+			float8 weight)
+{
+	if (kind == AGG_KIND_FREQUENCY)
+	{
+		memcpy(dst, &weight, sizeof(float8));
+		dst += sizeof(float8);
+	}
+	if (img->aligned)
+	{
+		char	   *start = (char *) TYPEALIGN(info->alignby, dst);
+
+		memset(dst, 0, start - dst);
+		dst = start;
+	}
+	if (info->typbyval)
+		byval_write(dst, img->datum, info->typlen);
+	else if (info->typlen == -1)
+	{
+		struct varlena *v = (struct varlena *) DatumGetPointer(img->datum);
+
+		if (!VARATT_IS_SHORT(v) && img->size < VARSIZE(v))
+		{
+			/* convert to a short header, as heap_fill_tuple does */
+			SET_VARSIZE_SHORT(dst, img->size);
+			memcpy(dst + VARHDRSZ_SHORT, VARDATA(v), img->size - VARHDRSZ_SHORT);
+		}
+		else
+			memcpy(dst, v, img->size);
+	}
+	else
+		memcpy(dst, DatumGetPointer(img->datum), img->size);
+	return dst + img->size;
+}
+
+/*
+ * weight_add
+ *		Add to the weight of the (frequency) entry at p.
+ */
+static inline void
+weight_add(char *p, float8 weight)
+{
+	float8		w;
+
+	memcpy(&w, p, sizeof(float8));
+	w += weight;
+	memcpy(p, &w, sizeof(float8));
+}
+
+/*
+ * weight_get
+ *		The weight of the (frequency) entry at p.
+ */
+static inline float8
+weight_get(char *p)
+{
+	float8		w;
+
+	memcpy(&w, p, sizeof(float8));
+	return w;
+}
+
+/*
+ * small_equal
+ *		Whether a stored value equals image (an AggImage's datum): same
+ *		bytes, or for types whose equal values may differ in their bytes
+ *		(numeric, float, nondeterministic collations), the comparator says
+ *		so.
+ */
+static inline bool
+small_equal(AggTypeInfo *info, Datum stored, Datum image)
+{
+	if (agg_same_image(info, stored, image))
+		return true;
+	if (info->equalimage)
+		return false;
+	return ApplySortComparator(stored, false, image, false, &info->ssup) == 0;
+}
+
+/*
+ * movable
+ *		Whether the entry at e can move to another offset as it is (its
+ *		value needs no alignment).
+ */
+static inline bool
+movable(AggTypeInfo *info, int kind, char *e)
+{
+	char	   *v = e + AGG_PREFIX_SIZE(kind);
+
+	if (info->typbyval || info->typlen == -2 || info->alignby == 1)
+		return true;
+	if (info->typlen == -1)
+		return *v != 0 && VARATT_IS_1B(v);
+	return false;
+}
+
+/*
+ * transpose
+ *		Swap the adjacent entries a and b (b right after a, ending at end),
+ *		if both can move and a is not big.
+ */
+static inline void
+transpose(AggTypeInfo *info, int kind, char *a, char *b, char *end)
+{
+	char		tmp[AGG_TRANSPOSE_MAX];
+	Size		sa = b - a;
+	Size		sb = end - b;
+
+	if (sa > AGG_TRANSPOSE_MAX || !movable(info, kind, a) ||
+		!movable(info, kind, b))
+		return;
+	memcpy(tmp, a, sa);
+	memmove(a, b, sb);
+	memcpy(a + sb, tmp, sa);
+}
+
+/*
+ * small_locate
+ *		Find a value in a small multiset: the entry holding it, or NULL.
+ *		*prev gets the entry before it (NULL if none), *next where it ends.
+ *		The loops for equal-image varlenas (text with a deterministic
+ *		collation) and by-value types are the hot paths and are spelled out.
+ */
+static inline char *
+small_locate(AggTypeInfo *info, CdpAggState *state, AggImage *img,
+			 char **prev, char **next)
+{
+	Size		prefix = AGG_PREFIX_SIZE(state->kind);
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+
+	*prev = NULL;
+	if (info->equalimage && info->typlen == -1)
+	{
+		char	   *data = VARDATA_ANY(DatumGetPointer(img->datum));
+		Size		len = VARSIZE_ANY_EXHDR(DatumGetPointer(img->datum));
+
+		while (p < end)
+		{
+			char	   *v = value_start(info, p + prefix);
+			char	   *e = v + VARSIZE_ANY(v);
+
+			if (VARSIZE_ANY_EXHDR(v) == len &&
+				(len == 0 || (VARDATA_ANY(v)[0] == data[0] &&
+							  memcmp(VARDATA_ANY(v), data, len) == 0)))
+			{
+				*next = e;
+				return p;
+			}
+			*prev = p;
+			p = e;
+		}
+		return NULL;
+	}
+	if (info->equalimage && info->typbyval)
+	{
+		Size		esize = prefix + info->typlen;
+		char		bytes[sizeof(Datum)];
+
+		byval_write(bytes, img->datum, info->typlen);
+		for (; p < end; p += esize)
+		{
+			if (memcmp(p + prefix, bytes, info->typlen) == 0)
+			{
+				*next = p + esize;
+				return p;
+			}
+			*prev = p;
+		}
+		return NULL;
+	}
+	while (p < end)
+	{
+		Datum		stored;
+		char	   *e = value_read(info, p + prefix, &stored);
+
+		if (small_equal(info, stored, img->datum))
+		{
+			*next = e;
+			return p;
+		}
+		*prev = p;
+		p = e;
+	}
+	return NULL;
+}
+
+/*
+ * small_find
+ *		Look a value up in a small multiset; if it is there, add the weight
+ *		(frequency) and move it one place ahead when it now weighs more than
+ *		its predecessor (unique states: on every hit), and return true.
+ */
+static bool
+small_find(AggTypeInfo *info, CdpAggState *state, AggImage *img, float8 weight)
+{
+	char	   *prev;
+	char	   *next;
+	char	   *p = small_locate(info, state, img, &prev, &next);
+
+	if (p == NULL)
+		return false;
+	if (state->kind == AGG_KIND_FREQUENCY)
+	{
+		weight_add(p, weight);
+		if (prev != NULL && weight_get(p) > weight_get(prev))
+			transpose(info, state->kind, prev, p, next);
+	}
+	else if (prev != NULL)
+		transpose(info, state->kind, prev, p, next);
+	return true;
+}
+
+/*
+ * multiset_merge
+ *		Sort the unsorted tail of a multiset state (all of a small one),
+ *		collapse equal values (adding up their weights) and merge it with
+ *		the sorted prefix.  Writes the resulting entries, distinct and in
+ *		order, to info->scratch at the offsets they will have in a state
+ *		(from AGG_HEADER_SIZE on) and returns their total size; *count gets
+ *		their number.  The state is not changed.
+ */
+static Size
+multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
+{
+	int			kind = state->kind;
+	char	   *base = (char *) state;
+	char	   *p = base + state->sorted_end;
+	char	   *end = base + state->used;
+	char	   *h = base + AGG_HEADER_SIZE;
+	char	   *hend = p;
+	AggItem    *tail;
+	Size		ntail = 0;
+	Size		i;
+	Size		j;
+	char	   *out;
+	char	   *o;
+	uint32		nout = 0;
+	AggItem		head = {0};
+
+	/* the tail's values, sorted, equal values collapsed */
+	tail = agg_items_reserve(info, state->nitems);
+	while (p < end)
+	{
+		AggItem    *item = &tail[ntail++];
+
+		p = agg_entry_read(info, kind, p, &item->value, &item->weight);
+	}
+	if (ntail > 1)
+	{
+		agg_sort_items(tail, ntail, &info->ssup);
+		for (i = 1, j = 0; i < ntail; i++)
+		{
+			if (ApplySortComparator(tail[j].value, false, tail[i].value, false,
+									&info->ssup) == 0)
+				tail[j].weight += tail[i].weight;
+			else
+				tail[++j] = tail[i];
+		}
+		ntail = j + 1;
+	}
+
+	/*
+	 * Merge with the prefix.  Rewritten entries may need other padding: at
+	 * most alignby - 1 more bytes each.
+	 */
+	out = agg_scratch_reserve(info, state->used +
+							  (Size) state->nitems * (info->alignby - 1));
+	o = out + AGG_HEADER_SIZE;
+	if (h < hend)
+		h = agg_entry_read(info, kind, h, &head.value, &head.weight);
+	else
+		h = NULL;
+	i = 0;
+	while (h != NULL || i < ntail)
+	{
+		AggItem    *emit;
+		AggImage	img;
+		int			c;
+
+		if (h == NULL)
+			c = 1;
+		else if (i >= ntail)
+			c = -1;
+		else
+			c = ApplySortComparator(head.value, false, tail[i].value, false,
+									&info->ssup);
+		if (c <= 0)
+		{
+			emit = &head;
+			if (c == 0)
+				head.weight += tail[i++].weight;
+		}
+		else
+			emit = &tail[i++];
+		img = image_of(info, emit->value);
+		o = entry_write(info, kind, o, &img, emit->weight);
+		nout++;
+		if (emit == &head)
+		{
+			if (h < hend)
+				h = agg_entry_read(info, kind, h, &head.value, &head.weight);
+			else
+				h = NULL;
+		}
+	}
+	*count = nout;
+	return o - (out + AGG_HEADER_SIZE);
+}
+
+/*
+ * make_room
+ *		Make room for need more bytes in a full large multiset: compact it,
+ *		and if it is still more than half full, move it to a chunk at least
+ *		twice as big (so that the next compaction is at least as many
+ *		appends away as the state has entries: the sorting stays amortized
+ *		O(log n) per value).  Returns the state, which may have moved.
+ */
+static CdpAggState *
+make_room(AggTypeInfo *info, CdpAggState *state, Size need)
+{
+	Size		cap = AGG_CAPACITY(state);
+	Size		newcap = cap;
+	Size		used = state->used;
+	Size		len = 0;
+	uint32		count = 0;
+	bool		merged = false;
+
+	if (state->sorted_end < state->used)
+	{
+		len = multiset_merge(info, state, &count);
+		used = AGG_HEADER_SIZE + len;
+		merged = true;
+	}
+	while (used + need > newcap / 2 && newcap < AGG_MAX_SIZE)
+		newcap = Min(newcap * 2, AGG_MAX_SIZE);
+	if (used + need > newcap)
+		(void) agg_capacity_for(used + need, 0);	/* raises the error */
+
+	if (newcap != cap)
+	{
+		CdpAggState *bigger = palloc0(newcap);
+
+		memcpy(bigger, state, merged ? AGG_HEADER_SIZE : state->used);
+		SET_VARSIZE(bigger, newcap);
+		state = bigger;
+	}
+	if (merged)
+	{
+		memcpy((char *) state + AGG_HEADER_SIZE,
+			   info->scratch + AGG_HEADER_SIZE, len);
+		state->used = used;
+		state->sorted_end = used;
+		state->nitems = count;
+	}
+	return state;
+}
+
+/*
+ * agg_multiset_add
+ *		Add a value (with a weight, for a frequency state) to a multiset
+ *		state, creating the state if it is NULL.  Returns the state, which
+ *		may have moved.
+ */
+CdpAggState *
+agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
+				 Datum value, float8 weight)
+{
+	AggImage	img = image_of(info, value);
+	Size		need = entry_space(info, kind, &img);
+	char	   *end;
+
+	if (state == NULL)
+		state = agg_state_new(info, kind, need);
+	else if (state->flags & AGG_FLAG_SMALL)
+	{
+		if (small_find(info, state, &img, weight))
+			return state;
+		if (state->nitems >= (info->equalimage ? AGG_SMALL_ITEMS :
+							  AGG_SMALL_ITEMS_COMPARATOR) ||
+			state->used - AGG_HEADER_SIZE + need > AGG_SMALL_BYTES)
+			state->flags &= ~AGG_FLAG_SMALL;	/* entries become the tail */
+		else if (state->used + need > AGG_CAPACITY(state))
+			state = agg_state_copy_cap(state,
+									   agg_capacity_for(state->used + need,
+														AGG_SMALL_GROWN));
+	}
+	if (!(state->flags & AGG_FLAG_SMALL) &&
+		state->used + need > AGG_CAPACITY(state))
+		state = make_room(info, state, need);
+
+	end = entry_write(info, kind, (char *) state + state->used, &img, weight);
+	state->used = end - (char *) state;
+	state->nitems++;
+	return state;
+}
+
+/*
+ * agg_multiset_union
+ *		Add the entries of other (of the same kind and type) to a multiset
+ *		state (NULL: a copy of other).  They are added one by one: a small
+ *		state looks each up, a large one appends it to its tail (other may
+ *		even have been sorted with another collation) for the next
+ *		compaction to merge.
+ */
+CdpAggState *
+agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
+{
+	char	   *p = (char *) other + AGG_HEADER_SIZE;
+	char	   *end = (char *) other + other->used;
+
+	if (state == NULL)
+		return agg_state_copy(other, 0);
+	while (p < end)
+	{
+		Datum		value;
+		float8		weight;
+
+		p = agg_entry_read(info, other->kind, p, &value, &weight);
+		state = agg_multiset_add(info, state, other->kind, value, weight);
+	}
+	return state;
+}
+
+/*
+ * small_sorted
+ *		The entries of a small multiset (distinct) in value order by their
+ *		ranks (agg_rank.c), in items; false if the rank cache cannot rank
+ *		them all.
+ */
+static bool
+small_sorted(AggTypeInfo *info, CdpAggState *state, AggItem *items)
+{
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+	int			entries[AGG_SMALL_ITEMS];
+	uint32		ranks[AGG_SMALL_ITEMS];
+	uint32		n = 0;
+	uint32		i;
+
+	if (state->nitems > AGG_SMALL_ITEMS)
+		return false;
+	for (; p < end; n++)
+	{
+		p = agg_entry_read(info, state->kind, p, &items[n].value, &items[n].weight);
+		entries[n] = agg_rank_entry(info, items[n].value);
+		if (entries[n] < 0)
+			return false;
+	}
+	for (i = 0; i < n; i++)
+		ranks[i] = agg_rank_of(info, entries[i]);
+
+	/* insertion sort by rank: a few dozen items at most */
+	for (i = 1; i < n; i++)
+	{
+		AggItem		item = items[i];
+		uint32		rank = ranks[i];
+		uint32		j = i;
+
+		for (; j > 0 && ranks[j - 1] > rank; j--)
+		{
+			items[j] = items[j - 1];
+			ranks[j] = ranks[j - 1];
+		}
+		items[j] = item;
+		ranks[j] = rank;
+	}
+	return true;
+}
+
+/*
+ * agg_multiset_sorted
+ *		The distinct values of a multiset state in ascending order, with
+ *		their total weights: an array in info->items, valid until the next
+ *		use of info.  *count gets its length.  The state is not changed.
+ */
+AggItem *
+agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
+{
+	char	   *p;
+	char	   *end;
+	AggItem    *items = agg_items_reserve(info, state->nitems);
+	uint32		n = 0;
+
+	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
+		small_sorted(info, state, items))
+	{
+		*count = state->nitems;
+		return items;
+	}
+
+	if (state->sorted_end < state->used)
+	{
+		uint32		merged;
+		Size		len = multiset_merge(info, state, &merged);
+
+		p = info->scratch + AGG_HEADER_SIZE;
+		end = p + len;
+		items = info->items;	/* the merge may have reallocated them */
+	}
+	else
+	{
+		p = (char *) state + AGG_HEADER_SIZE;
+		end = (char *) state + state->used;
+	}
+
+	while (p < end)
+	{
+		AggItem    *item = &items[n++];
+
+		p = agg_entry_read(info, state->kind, p, &item->value, &item->weight);
+	}
+	*count = n;
+	return items;
+}
+
+/*
+ * agg_multiset_pack
+ *		A copy of a multiset state without spare room, sorted and merged:
+ *		the form states are stored and sent in.
+ */
+CdpAggState *
+agg_multiset_pack(AggTypeInfo *info, CdpAggState *state)
+{
+	CdpAggState *copy;
+
+	if (state->sorted_end < state->used)
+	{
+		uint32		count;
+		Size		len = multiset_merge(info, state, &count);
+
+		copy = palloc(AGG_HEADER_SIZE + len);
+		memcpy(copy, state, AGG_HEADER_SIZE);
+		memcpy((char *) copy + AGG_HEADER_SIZE, info->scratch + AGG_HEADER_SIZE,
+			   len);
+		copy->used = AGG_HEADER_SIZE + len;
+		copy->nitems = count;
+	}
+	else
+	{
+		copy = palloc(state->used);
+		memcpy(copy, state, state->used);
+	}
+	SET_VARSIZE(copy, copy->used);
+	copy->sorted_end = copy->used;
+	copy->flags &= ~AGG_FLAG_SMALL;
+	return copy;
+}

@@ -1,0 +1,185 @@
+
+/*
+ * Publishing: customer_events and pivoted_customer_attributes as views in a
+ * schema the rest of the CDP reads (public, say), in place of the tables or
+ * views of those names a previous pipeline produced (renamed to *_backup).
+ *
+ * The published views are members of the extension (pg_dump leaves them out)
+ * and every published schema is a row of publications (which it dumps): a
+ * restore re-publishes when that row is loaded.  A published
+ * pivoted_customer_attributes is recreated whenever the pivot is (its
+ * columns follow the attributes).
+ */
+
+CREATE TABLE cdp_traits.publications (
+	target_schema name PRIMARY KEY,
+	published_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE cdp_traits.publications IS
+	'schemas holding published views of customer_events and pivoted_customer_attributes (see publish())';
+
+-- Names published, in order.
+CREATE FUNCTION cdp_traits._published_names() RETURNS name[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ARRAY['customer_events', 'pivoted_customer_attributes']::name[] $$;
+
+-- Whether target.name is one of our published views (a member of the extension).
+CREATE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (
+		SELECT FROM pg_catalog.pg_class c
+		  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+		   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+		 WHERE c.relnamespace = pg_catalog.to_regnamespace(target) AND c.relname = rel)
+$$;
+
+-- Create one published view (target.rel over cdp_traits.rel), as a member.
+CREATE FUNCTION cdp_traits._publish_view(target name, rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pg_catalog.to_regclass(pg_catalog.format('cdp_traits.%I', rel)) IS NULL THEN
+		RETURN;		-- customer_events before attach_events: published by attach
+	END IF;
+	IF cdp_traits._is_published_view(target, rel) THEN
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
+		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
+	END IF;
+	EXECUTE pg_catalog.format('CREATE VIEW %I.%I AS SELECT * FROM cdp_traits.%I', target, rel, rel);
+	EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', target, rel,
+		pg_catalog.format('published by cdp_traits.publish(): cdp_traits.%s', rel));
+	IF NOT cdp_traits._is_published_view(target, rel) THEN
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %I.%I', target, rel);
+	END IF;
+	PERFORM cdp_traits._grant(pg_catalog.format('%I.%I', target, rel)::regclass, 'result');
+END;
+$$;
+
+-- AFTER INSERT row trigger on publications (publish() and a restore):
+-- move what holds the names aside and create the views.
+CREATE FUNCTION cdp_traits._publications_added() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rel name;
+	kind "char";
+BEGIN
+	IF pg_catalog.to_regnamespace(NEW.target_schema) IS NULL THEN
+		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
+			USING ERRCODE = 'invalid_schema_name';
+	END IF;
+	IF NEW.target_schema = 'cdp_traits' THEN
+		RAISE EXCEPTION 'cannot publish into the schema cdp_traits itself'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
+		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+		 WHERE c.relnamespace = pg_catalog.to_regnamespace(NEW.target_schema) AND c.relname = rel;
+		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
+			IF EXISTS (SELECT FROM pg_catalog.pg_class c
+						WHERE c.relnamespace = pg_catalog.to_regnamespace(NEW.target_schema)
+						  AND c.relname = rel || '_backup') THEN
+				RAISE EXCEPTION 'cannot publish %.%: %.% exists already', NEW.target_schema, rel,
+					NEW.target_schema, rel || '_backup'
+					USING ERRCODE = 'duplicate_table',
+						  HINT = 'Rename or drop the old backup first.';
+			END IF;
+			EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
+				CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+						  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+				NEW.target_schema, rel, rel || '_backup');
+		END IF;
+		PERFORM cdp_traits._publish_view(NEW.target_schema, rel);
+	END LOOP;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER publications_added AFTER INSERT ON cdp_traits.publications
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._publications_added();
+
+CREATE FUNCTION cdp_traits.publish(target_schema name DEFAULT 'public') RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- already published there: refresh the views (the pivot's columns may have changed)
+	IF EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = publish.target_schema) THEN
+		PERFORM cdp_traits._publish_view(publish.target_schema, rel)
+		   FROM pg_catalog.unnest(cdp_traits._published_names()) rel;
+		RETURN;
+	END IF;
+	INSERT INTO cdp_traits.publications (target_schema) VALUES (publish.target_schema);
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.publish(name) IS
+	'create the views customer_events and pivoted_customer_attributes in target_schema, renaming objects of those names to *_backup';
+
+CREATE FUNCTION cdp_traits.unpublish() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p record;
+	rel name;
+	kind "char";
+BEGIN
+	FOR p IN SELECT * FROM cdp_traits.publications ORDER BY target_schema LOOP
+		FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
+			IF cdp_traits._is_published_view(p.target_schema, rel) THEN
+				EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', p.target_schema, rel);
+				EXECUTE pg_catalog.format('DROP VIEW %I.%I', p.target_schema, rel);
+			END IF;
+			SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+			 WHERE c.relnamespace = pg_catalog.to_regnamespace(p.target_schema)
+			   AND c.relname = rel || '_backup';
+			IF FOUND AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+						WHERE c.relnamespace = pg_catalog.to_regnamespace(p.target_schema)
+						  AND c.relname = rel) THEN
+				EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
+					CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+							  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+					p.target_schema, rel || '_backup', rel);
+			END IF;
+		END LOOP;
+		DELETE FROM cdp_traits.publications WHERE target_schema = p.target_schema;
+	END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.unpublish() IS
+	'drop the published views and rename the *_backup objects back';
+
+-- Drop the published views of rel (before cdp_traits.rel is dropped), and
+-- create them again (after it is recreated): used by attach_events and the
+-- pivot's rebuild.
+CREATE FUNCTION cdp_traits._unpublish_view(rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+BEGIN
+	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
+		IF cdp_traits._is_published_view(target, rel) THEN
+			EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
+			EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
+		END IF;
+	END LOOP;
+END;
+$$;
+CREATE FUNCTION cdp_traits._republish_view(rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+BEGIN
+	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
+		PERFORM cdp_traits._publish_view(target, rel);
+	END LOOP;
+END;
+$$;

@@ -1,0 +1,399 @@
+# The background worker (SPEC section 7).
+#
+# A server preloads cdp_traits with a naptime of one second and four listed
+# databases: postgres (the jobs under test), dropme (dropped while the worker
+# serves it), noext (the extension is created late) and nosuchdb (never
+# exists).  Checked: the worker is visible in pg_stat_activity; new events
+# get their attributes within two naptimes and a job_runs row says so; a
+# failing custom attribute does not stop the others and its error is in
+# job_runs; missing databases and extensions are logged once; the jobs run
+# as the extension owner (not a superuser in noext) or as cdp_traits.role,
+# with that role's privileges (a missing role is a job error);
+# SIGHUP applies a new naptime at once and turns the jobs off and on; the job
+# timeout (worker and run_jobs()); a job worker terminated or killed in the
+# middle of a job leaves a 'running' row that the next cycle marks failed;
+# DROP DATABASE of a served database goes through promptly; the launcher
+# comes back after pg_terminate_backend and kill -9 (and the server
+# survives); a server restart resumes the work.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $naptime = 1;    # seconds
+# Slack for "promptly" on a loaded two-core machine.
+my $slack = 3;
+
+my $node = PostgreSQL::Test::Cluster->new('worker');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'cdp_traits'
+cdp_traits.database = 'postgres, dropme, noext, nosuchdb'
+cdp_traits.naptime = '${naptime}s'
+cdp_traits.enabled = on
+max_worker_processes = 16
+restart_after_crash = on
+});
+$node->start;
+
+# Helpers.
+sub launcher_pid
+{
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'cdp_traits launcher'");
+}
+
+sub max_run
+{
+	my $db = shift // 'postgres';
+	return $node->safe_psql($db, 'SELECT coalesce(max(id), 0) FROM cdp_traits.job_runs');
+}
+
+# Wait until a whole cycle ran after job run $after (its last job is recorded).
+sub wait_for_cycle
+{
+	my ($after, $db) = @_;
+	$db //= 'postgres';
+	return $node->poll_query_until($db,
+		"SELECT count(*) > 0 FROM cdp_traits.job_runs
+		  WHERE job = 'prune_job_runs' AND status <> 'running' AND id > $after");
+}
+
+sub log_count
+{
+	my $re = shift;
+	my $log = slurp_file($node->logfile);
+	my @hits = ($log =~ /$re/g);
+	return scalar @hits;
+}
+
+sub set_conf
+{
+	$node->append_conf('postgresql.conf', shift);
+	$node->reload;
+}
+
+# kill -9 a server process; wait until the server has reinitialized.
+sub kill9_and_wait
+{
+	my $pid = shift;
+	my $offset = -s $node->logfile;
+	kill 'KILL', $pid;
+	$node->wait_for_log(
+		qr/all server processes terminated; reinitializing.*database system is ready to accept connections/s,
+		$offset);
+	return $node->poll_query_until('postgres', undef, '');
+}
+
+# The job worker of postgres, once it has been running a job whose SQL
+# matches $what for 1.5 seconds (so not one cut short by a 1s job timeout).
+sub job_worker_in
+{
+	my $what = shift;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE backend_type = 'cdp_traits worker' AND datname = 'postgres'
+		    AND state = 'active' AND query LIKE '%$what%'
+		    AND query_start < now() - interval '1.5 s'")
+	  or die "no job worker running $what";
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity
+		  WHERE backend_type = 'cdp_traits worker' AND datname = 'postgres'");
+}
+
+# --- the worker is there, and waits for what is missing -------------------
+
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE application_name = 'cdp_traits worker' AND datname IS NULL
+		    AND backend_type = 'cdp_traits launcher'"),
+	'the worker is visible in pg_stat_activity as "cdp_traits worker"');
+
+$node->safe_psql('postgres', 'CREATE DATABASE dropme');
+$node->safe_psql('dropme', 'CREATE EXTENSION cdp_traits');
+$node->safe_psql('postgres', 'CREATE DATABASE noext');
+$node->wait_for_log(qr/extension "cdp_traits" is missing in database "postgres"/);
+
+# --- new events get their attributes --------------------------------------
+
+$node->safe_psql('postgres', q{
+SET client_min_messages = warning;
+CREATE EXTENSION cdp_traits;
+CREATE TABLE events (id bigint PRIMARY KEY, source_id text, type text, version text,
+                     event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$payload->>'email'$$);
+SELECT cdp_traits.attach_events('events');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('email',    '{"type": "max", "value": "payload->>''email''"}'),
+  ('n_events', '{"type": "custom", "query": "SELECT count(*) AS value FROM base"}'),
+  ('broken',   '{"type": "custom", "query": "SELECT max(1 / (length(type) - length(type))) AS value FROM base"}');
+});
+# let the definitions' first (full) run go by
+wait_for_cycle(max_run());
+
+my $mark = max_run();
+my $t0 = time;
+$node->safe_psql('postgres', q{
+INSERT INTO events VALUES
+  (1, 'web', 'view', '1', now(), '{"email": "ann@x"}'),
+  (2, 'crm', 'buy',  '1', now(), '{"email": "ann@x"}'),
+  (3, 'web', 'view', '1', now(), '{"email": "bob@x"}');
+});
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM cdp_traits.pivoted_customer_attributes
+		  WHERE email IS NOT NULL AND n_events IS NOT NULL"),
+	'attributes of new events are calculated by the worker');
+my $elapsed = time - $t0;
+cmp_ok($elapsed, '<', 2 * $naptime + $slack,
+	"within two naptimes (took ${elapsed}s, ${slack}s allowed for a loaded machine)");
+wait_for_cycle($mark);
+is( $node->safe_psql('postgres', qq{
+SELECT status, rows, error, run_by,
+       run_as = (SELECT extowner::regrole::name FROM pg_extension WHERE extname = 'cdp_traits'),
+       detail->'errors'->>'broken', finished_at IS NOT NULL
+  FROM cdp_traits.job_runs
+ WHERE job = 'calculate_attributes' AND id > $mark AND rows > 0}),
+	'partial|2|attribute "broken": division by zero|worker|t|division by zero|t',
+	'a job_runs row says the entities were calculated, and carries the failing attribute\'s error');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(DISTINCT job || ':' || status, ',') FROM cdp_traits.job_runs
+		  WHERE id > $mark AND job <> 'calculate_attributes'"),
+	'prune_job_runs:succeeded,refresh_context:succeeded',
+	'the other jobs of the cycle succeed');
+
+# --- logged once, checked again -------------------------------------------
+
+# several naptimes have gone by since the server started
+is(log_count(qr/database "nosuchdb" does not exist/), 1,
+	'a listed database that does not exist is logged once');
+is(log_count(qr/extension "cdp_traits" is missing in database "noext"/), 1,
+	'a database without the extension is logged once');
+is(log_count(qr/extension "cdp_traits" is missing in database "postgres"/), 1,
+	'... and so was postgres before CREATE EXTENSION');
+# noext gets an owner that is not a superuser (created as one, then demoted)
+$node->safe_psql('noext', q{
+SET client_min_messages = warning;
+CREATE ROLE cdp_owner SUPERUSER;
+SET ROLE cdp_owner;
+CREATE EXTENSION cdp_traits;
+CREATE TABLE events (id bigint PRIMARY KEY, source_id text, type text, version text,
+                     event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$payload->>'email'$$);
+SELECT cdp_traits.attach_events('events');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('n_events', '{"type": "custom", "query": "SELECT count(*) AS value FROM base"}');
+RESET ROLE;
+ALTER ROLE cdp_owner NOSUPERUSER;
+});
+ok(wait_for_cycle(0, 'noext'), 'jobs run once the extension is created');
+ok($node->log_contains(qr/extension "cdp_traits" is installed in database "noext"/),
+	'... and that is logged');
+
+# --- the role jobs run as -------------------------------------------------
+
+$node->safe_psql('noext',
+	q{INSERT INTO events VALUES (1, 'web', 'view', '1', now(), '{"email": "ann@x"}')});
+ok( $node->poll_query_until('noext',
+		"SELECT count(*) = 1 FROM cdp_traits.pivoted_customer_attributes WHERE n_events IS NOT NULL"),
+	'jobs run as the extension owner, which need not be a superuser');
+is( $node->safe_psql('noext',
+		"SELECT string_agg(DISTINCT run_as || ':' || status, ',') FROM cdp_traits.job_runs"),
+	'cdp_owner:succeeded', '... and job_runs says so');
+
+my $launcher = launcher_pid();
+$mark = max_run();
+set_conf("cdp_traits.role = 'no_such_role'\n");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM cdp_traits.job_runs
+		  WHERE id > $mark AND job = 'calculate_attributes' AND status = 'failed'
+		    AND error = 'role \"no_such_role\" does not exist'"),
+	'a missing cdp_traits.role fails the jobs, recorded in job_runs');
+is(launcher_pid(), $launcher, '... without restarting the worker');
+
+# cdp_traits.role: a member of noext's owner; in postgres it has no rights
+$node->safe_psql('postgres', 'CREATE ROLE cdp_jobs IN ROLE cdp_owner');
+my $noext_mark = max_run('noext');
+$mark = max_run();
+set_conf("cdp_traits.role = 'cdp_jobs'\n");
+$node->safe_psql('noext',
+	q{INSERT INTO events VALUES (2, 'web', 'view', '1', now(), '{"email": "bob@x"}')});
+ok( $node->poll_query_until('noext',
+		"SELECT count(*) = 2 FROM cdp_traits.pivoted_customer_attributes WHERE n_events IS NOT NULL"),
+	'jobs run as the role in cdp_traits.role');
+is( $node->safe_psql('noext',
+		"SELECT string_agg(DISTINCT run_as || ':' || status, ',') FROM cdp_traits.job_runs
+		  WHERE id > $noext_mark AND job <> 'prune_job_runs'"),
+	'cdp_jobs:succeeded', '... and job_runs says so');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM cdp_traits.job_runs
+		  WHERE id > $mark AND job = 'calculate_attributes' AND status = 'failed'
+		    AND run_as = 'cdp_jobs' AND error = 'permission denied for function calculate_attributes'"),
+	'... with that role\'s privileges (none in postgres)');
+set_conf("cdp_traits.role = ''\n");
+
+# --- SIGHUP: naptime and enabled ------------------------------------------
+
+set_conf("cdp_traits.naptime = '1000s'\n");
+sleep(2);    # the reload arrives, a cycle under way ends
+my $before = max_run();
+sleep(3);
+is(max_run(), $before, 'after SIGHUP with naptime 1000s no cycle starts');
+$t0 = time;
+set_conf("cdp_traits.naptime = '${naptime}s'\n");
+ok(wait_for_cycle($before), 'after SIGHUP with naptime 1s cycles resume');
+$elapsed = time - $t0;
+cmp_ok($elapsed, '<', $naptime + $slack, "... at once (took ${elapsed}s)");
+
+$launcher = launcher_pid();
+set_conf("cdp_traits.enabled = off\n");
+sleep(2);
+$before = max_run();
+sleep(3);
+is(max_run(), $before, 'cdp_traits.enabled = off: no jobs run');
+is(launcher_pid(), $launcher, '... and the worker stays');
+set_conf("cdp_traits.enabled = on\n");
+ok(wait_for_cycle($before), 'cdp_traits.enabled = on: jobs run again');
+
+# --- the job timeout ------------------------------------------------------
+
+set_conf("cdp_traits.job_timeout = '1s'\n");
+$mark = max_run();
+$node->safe_psql('postgres',
+	q{INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(5)::text')});
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM cdp_traits.job_runs
+		  WHERE id > $mark AND job = 'prune_job_runs' AND status = 'succeeded'
+		    AND pid IN (SELECT pid FROM cdp_traits.job_runs
+		                 WHERE id > $mark AND job = 'refresh_context' AND status = 'failed')"),
+	'a cycle whose refresh_context fails goes on with the next jobs');
+is( $node->safe_psql('postgres', "
+SELECT string_agg(r.job || ':' || r.status || ':' || r.error || ':' || (r.detail->>'sqlstate'), ',' ORDER BY r.id)
+  FROM cdp_traits.job_runs r
+ WHERE r.id > $mark AND r.job <> 'prune_job_runs'
+   AND r.pid = (SELECT min(pid) FROM cdp_traits.job_runs
+                 WHERE id > $mark AND job = 'refresh_context' AND status = 'failed')"),
+	'refresh_context:failed:canceling statement due to statement timeout:57014,'
+	  . 'calculate_attributes:failed:canceling statement due to statement timeout:57014',
+	'jobs over cdp_traits.job_timeout are cancelled and recorded as failed');
+
+# run_jobs() bounds each job the same way, unless the caller's own timeout comes first
+my ($ret, $stdout, $stderr) = $node->psql('postgres', 'SELECT cdp_traits.run_jobs()');
+is($ret, 0, 'run_jobs() returns although jobs time out');
+like($stderr, qr/job refresh_context failed: canceling statement due to statement timeout/,
+	'... warning about the job that timed out');
+($ret, $stdout, $stderr) = $node->psql('postgres',
+	"SET statement_timeout = '500ms'; SELECT cdp_traits.run_jobs()");
+like($stderr, qr/ERROR:  canceling statement due to statement timeout/,
+	'the caller\'s shorter statement_timeout cancels run_jobs() itself');
+set_conf("cdp_traits.job_timeout = '30min'\n");
+
+# --- interrupted jobs -----------------------------------------------------
+
+# terminated in the middle of a job: 'running' until the next cycle marks it
+my $pid = job_worker_in('refresh_context');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM cdp_traits.job_runs WHERE status = 'running' AND pid = $pid"),
+	'1', 'a running job has a running row');
+$node->safe_psql('postgres', "DELETE FROM cdp_traits.context WHERE key = 'slow'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM cdp_traits.job_runs
+		  WHERE pid = $pid AND job = 'refresh_context' AND status = 'failed'
+		    AND error LIKE 'the worker stopped before the job finished%'"),
+	'a job whose worker was terminated is marked failed by the next cycle');
+ok($node->log_contains(qr/marked 1 interrupted job run\(s\) in database "postgres" as failed/),
+	'... and that is logged');
+
+# --- DROP DATABASE of a served database -----------------------------------
+
+ok(wait_for_cycle(0, 'dropme'), 'the worker serves database dropme');
+$t0 = time;
+$node->safe_psql('postgres', 'DROP DATABASE dropme');
+$elapsed = time - $t0;
+cmp_ok($elapsed, '<', $slack, "DROP DATABASE of the worker's database succeeds promptly (${elapsed}s)");
+
+# a drop that comes during a job: the worker leaves after that job
+$node->safe_psql('postgres', 'CREATE DATABASE dropme');
+$node->safe_psql('dropme', q{
+CREATE EXTENSION cdp_traits;
+INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(2)::text');
+});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'dropme'
+	    AND backend_type = 'cdp_traits worker' AND query LIKE '%refresh_context%'")
+  or die 'no job worker in dropme';
+$t0 = time;
+$node->safe_psql('postgres', 'DROP DATABASE dropme');
+$elapsed = time - $t0;
+cmp_ok($elapsed, '<', 2 + $slack, "DROP DATABASE during a job succeeds when the job ends (${elapsed}s)");
+ok($node->log_contains(qr/leaving database "dropme" before the end of the cycle/),
+	'... the worker left before its next job');
+
+# a job longer than DROP DATABASE waits: WITH (FORCE) terminates the worker
+$node->safe_psql('postgres', 'CREATE DATABASE dropme');
+$node->safe_psql('dropme', q{
+CREATE EXTENSION cdp_traits;
+INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(60)::text');
+});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'dropme'
+	    AND backend_type = 'cdp_traits worker' AND query LIKE '%refresh_context%'")
+  or die 'no job worker in dropme';
+$t0 = time;
+$node->safe_psql('postgres', 'DROP DATABASE dropme WITH (FORCE)');
+$elapsed = time - $t0;
+cmp_ok($elapsed, '<', $slack, "DROP DATABASE WITH (FORCE) during a long job succeeds promptly (${elapsed}s)");
+$mark = max_run();
+ok(wait_for_cycle($mark), 'jobs go on in the other databases');
+
+# --- the launcher comes back ----------------------------------------------
+
+$launcher = launcher_pid();
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE backend_type = 'cdp_traits launcher' AND pid <> $launcher"),
+	'after pg_terminate_backend the worker comes back');
+$mark = max_run();
+ok(wait_for_cycle($mark), '... and runs the jobs');
+
+# kill -9 of a job worker in the middle of a job: the server reinitializes
+$node->safe_psql('postgres',
+	q{INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(5)::text')});
+$pid = job_worker_in('refresh_context');
+$node->safe_psql('postgres', "DELETE FROM cdp_traits.context WHERE key = 'slow'");
+ok(kill9_and_wait($pid), 'after kill -9 of a job worker the server is back');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM cdp_traits.job_runs
+		  WHERE pid = $pid AND job = 'refresh_context' AND status = 'failed'"),
+	'... and the job cut short is marked failed');
+
+$launcher = launcher_pid();
+ok(kill9_and_wait($launcher), 'after kill -9 of the worker the server is back');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE backend_type = 'cdp_traits launcher' AND pid <> $launcher"),
+	'... and so is the worker');
+$mark = max_run();
+ok(wait_for_cycle($mark), '... running the jobs');
+
+# --- server restart -------------------------------------------------------
+
+$node->restart;
+$mark = max_run();
+$node->safe_psql('postgres',
+	q{INSERT INTO events VALUES (5, 'web', 'view', '1', now(), '{"email": "dee@x"}')});
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM cdp_traits.pivoted_customer_attributes WHERE email = 'dee\@x'"),
+	'after a server restart the worker calculates new events');
+ok(wait_for_cycle($mark), '... and records its jobs');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM cdp_traits.job_runs WHERE status = 'running' AND id <= $mark"),
+	'0', 'no run is left running');
+
+$node->stop;
+done_testing();

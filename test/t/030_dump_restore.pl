@@ -1,0 +1,161 @@
+# pg_dump of a database using cdp_traits, restored into a new database, keeps
+# rules, blocklist, definitions, context, stitching state and results: the
+# restored stitching verifies, values and the pivot are equal, sequences go on,
+# and the restored triggers keep stitching new events.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('dump');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'cdp_traits'
+cdp_traits.enabled = off
+});
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE DATABASE src');
+$node->safe_psql('src', q{
+SET client_min_messages = warning;
+CREATE EXTENSION cdp_traits;
+CREATE SCHEMA cdp_ce;
+CREATE TABLE cdp_ce.customer_events (id uuid PRIMARY KEY, source_id text, type text, version text,
+                                     event_time timestamptz, payload jsonb, extra text);
+CREATE SCHEMA analytics;
+CREATE TABLE analytics.ltv (customer_entity_id uuid, value numeric);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, source_id, value_expression) VALUES
+  ('email', NULL, $$lower(btrim(payload->>'email'))$$),
+  ('phone', NULL, $$jsonb_array_elements_text(payload->'phones')$$),
+  ('cookie', 'web', $$payload->>'cookie'$$);
+INSERT INTO cdp_traits.stitching_blocklist VALUES ('email', 'nobody@x.org'), (NULL, 'n/a ');
+-- events before attach (stitched by attach_events), then after (by the triggers)
+INSERT INTO cdp_ce.customer_events
+SELECT md5('e' || i)::uuid, CASE WHEN i % 3 = 0 THEN 'app' ELSE 'web' END,
+       CASE WHEN i % 4 = 0 THEN 'purchase' ELSE 'view' END, '1',
+       '2024-01-01'::timestamptz + i * interval '1 hour',
+       jsonb_build_object('email', CASE WHEN i % 5 <> 0 THEN 'user' || (i % 40) || '@x.org' END,
+                          'phones', jsonb_build_array('+1' || (i % 57)),
+                          'cookie', 'c' || (i % 71), 'amount', i % 13, 'page', 'p' || (i % 6))
+  FROM generate_series(1, 400) i;
+SELECT cdp_traits.attach_events('cdp_ce.customer_events');
+INSERT INTO cdp_ce.customer_events
+SELECT md5('f' || i)::uuid, 'web', 'view', '1', '2024-02-01'::timestamptz + i * interval '1 minute',
+       jsonb_build_object('email', 'late' || (i % 7) || '@x.org', 'cookie', 'c' || (i % 90))
+  FROM generate_series(1, 100) i;
+DELETE FROM cdp_ce.customer_events WHERE id = md5('e17')::uuid;
+-- two entities, then an event that links them: a merge
+INSERT INTO cdp_ce.customer_events VALUES
+  (md5('m1')::uuid, 'app', 'view', '1', '2024-02-02', '{"email": "solo@x.org"}', NULL),
+  (md5('m2')::uuid, 'app', 'view', '1', '2024-02-03', '{"phones": ["+999"]}', NULL);
+INSERT INTO cdp_ce.customer_events VALUES
+  (md5('m3')::uuid, 'app', 'view', '1', '2024-02-04', '{"email": "solo@x.org", "phones": ["+999"]}', NULL);
+INSERT INTO cdp_traits.context (key, value, query) VALUES
+  ('events', NULL, 'SELECT count(*) FROM cdp_traits.customer_events'),
+  ('multiplier', '3', NULL);
+INSERT INTO analytics.ltv SELECT id, 42 FROM cdp_traits.customer_entities ORDER BY id LIMIT 5;
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('revenue', '{"type": "sum", "value": "payload->>''amount''", "types": ["purchase"], "history": true}'),
+  ('top_page', '{"type": "most_frequent", "value": "payload->>''page''"}'),
+  ('pages', '{"type": "list", "value": "payload->>''page''"}'),
+  ('n_events', '{"type": "custom", "query": "SELECT count(*) * cdp_traits.context_value(''multiplier'')::int AS value FROM base"}'),
+  ('ltv', '{"type": "external", "query": "SELECT customer_entity_id, value FROM analytics.ltv", "data_type": "number"}'),
+  ('buyer', '{"type": "audience", "condition": "revenue > 20"}');
+SELECT cdp_traits.calculate_attributes();
+-- a retyped attribute: the pivot view is recreated
+UPDATE cdp_traits.attributes SET definition = '{"type": "num_of_unique", "value": "payload->>''page''"}'
+ WHERE id = 'top_page';
+INSERT INTO cdp_ce.customer_events VALUES
+  (md5('g1')::uuid, 'web', 'purchase', '1', '2024-03-01', '{"email": "user1@x.org", "amount": 100}', NULL);
+SELECT cdp_traits.run_jobs();
+-- published views, in place of an old table (kept as customer_events_backup)
+CREATE SCHEMA mart;
+CREATE TABLE mart.customer_events (old int);
+SELECT cdp_traits.publish('mart');
+});
+is($node->safe_psql('src', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
+	'the source database is consistent');
+
+# What must survive, as text, for both databases.
+my %checks = (
+	rules => "SELECT attribute_id, source_id, value_expression FROM cdp_traits.stitching_rules ORDER BY 1, 2, 3",
+	blocklist => "SELECT attribute_id, value FROM cdp_traits.stitching_blocklist ORDER BY 1, 2",
+	events_source => "SELECT events, id_type, attached FROM cdp_traits.events_source",
+	entities => "SELECT id, created, modified, calculated FROM cdp_traits.customer_entities ORDER BY id",
+	matching => "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching ORDER BY 1, 2",
+	event_entities => "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities ORDER BY 1",
+	merges => "SELECT merged_id, into_id, merged_at FROM cdp_traits.entity_merges ORDER BY 1",
+	definitions => "SELECT id, definition, version, created, modified FROM cdp_traits.attributes ORDER BY id",
+	context => "SELECT key, value, query, modified FROM cdp_traits.context ORDER BY key",
+	values => "SELECT customer_entity_id, vals, versions, calculated_at FROM cdp_traits.entity_attributes ORDER BY 1",
+	history => "SELECT * FROM cdp_traits.attribute_history ORDER BY 1, 2, 4",
+	pivot => "SELECT * FROM cdp_traits.pivoted_customer_attributes ORDER BY 1",
+	pivot_columns => "SELECT attname, atttypid::regtype FROM pg_attribute WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass AND attnum > 0 ORDER BY attnum",
+	customer_events => "SELECT id, customer_entity_id, extra FROM cdp_traits.customer_events ORDER BY 1",
+	runs => "SELECT id, forced, entities, values_written FROM cdp_traits.calculation_runs ORDER BY id",
+	run_attributes => "SELECT run_id, attribute_id, entities FROM cdp_traits.calculation_run_attributes ORDER BY 1, 2",
+	audience => "SELECT seq, audience_id, customer_entity_id, entered FROM cdp_traits.audience_changes ORDER BY seq",
+	counts => "SELECT * FROM cdp_traits.attribute_counts ORDER BY 1",
+	value_counts => "SELECT * FROM cdp_traits.attribute_value_counts ORDER BY 1, 2",
+	job_runs => "SELECT id, job, status FROM cdp_traits.job_runs ORDER BY id",
+	triggers => "SELECT tgname FROM pg_trigger WHERE tgrelid = 'cdp_ce.customer_events'::regclass ORDER BY 1",
+	published => "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'mart'::regnamespace ORDER BY 1",
+	published_pivot => "SELECT * FROM mart.pivoted_customer_attributes ORDER BY 1",
+	published_events => "SELECT id, customer_entity_id FROM mart.customer_events ORDER BY 1",
+	privileges => "SELECT relname, relacl FROM pg_class WHERE relnamespace = 'cdp_traits'::regnamespace ORDER BY 1");
+my %before;
+$before{$_} = $node->safe_psql('src', $checks{$_}) for keys %checks;
+cmp_ok(scalar(split /\n/, $before{matching}), '>', 100, 'the source has identifiers');
+like($before{merges}, qr/\S/, '... merges');
+like($before{history}, qr/\S/, '... history');
+like($before{audience}, qr/\S/, '... audience changes');
+like($before{pivot_columns}, qr/top_page\|bigint/, '... and a recreated pivot view');
+
+# Dump (custom format) and restore into a new database; any error fails.
+my $dump = $node->basedir . '/src.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('src'), '-f', $dump ], 'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE dst');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('dst'), $dump ],
+	'pg_restore into a new database, without errors');
+
+is($node->safe_psql('dst', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
+	'verify_stitching() is empty after the restore');
+for my $k (sort keys %checks)
+{
+	is($node->safe_psql('dst', $checks{$k}), $before{$k}, "$k equal after the restore");
+}
+is($node->safe_psql('dst',
+	"SELECT count(*) FROM cdp_traits.stitching_blocklist GROUP BY attribute_id, lower(value) HAVING count(*) > 1"),
+	'', 'no blocklist row is duplicated');
+
+# A plain-format dump restores through psql as well.
+my $plain = $node->basedir . '/src.sql';
+$node->command_ok([ 'pg_dump', '-d', $node->connstr('src'), '-f', $plain ], 'pg_dump (plain)');
+$node->safe_psql('postgres', 'CREATE DATABASE dst2');
+$node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('dst2'), '-f', $plain ],
+	'the plain dump restores with psql, without errors');
+is($node->safe_psql('dst2', $checks{values}), $before{values}, 'values equal after the plain restore');
+
+# The restored database works: new events are stitched into the restored
+# entities (triggers, rules and plans), sequences go on, calculation runs.
+# (The new events link to existing entities only, so ids are the same.)
+$node->safe_psql($_, q{
+SET client_min_messages = warning;
+INSERT INTO cdp_ce.customer_events VALUES
+  (md5('h1')::uuid, 'web', 'purchase', '1', '2024-04-01', '{"email": "USER2@x.org", "amount": 50}', NULL),
+  (md5('h2')::uuid, 'app', 'view', '1', '2024-04-01', '{"email": "new@x.org", "phones": ["+11"]}', NULL);
+SELECT cdp_traits.calculate_attributes();
+SELECT cdp_traits.run_jobs();
+}) for ('src', 'dst');
+is($node->safe_psql('dst', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
+	'events written after the restore are stitched consistently');
+for my $k (qw(matching event_entities merges pivot runs job_runs counts))
+{
+	is($node->safe_psql('dst', $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
+		$node->safe_psql('src', $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
+		"$k: the same changes give the same results in both databases");
+}
+
+$node->stop;
+done_testing();
