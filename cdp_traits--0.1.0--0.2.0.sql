@@ -856,7 +856,165 @@ $$;
 CREATE TRIGGER segment_events_immutable BEFORE UPDATE ON cdp_traits.segment_events
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_immutable();
 
--- The attribute engine writes audience enter/exit to the toggle log.
+-- BEGIN generated: functions changed since 0.1.0
+CREATE OR REPLACE FUNCTION cdp_traits._calc_predefined(aids text[], events_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	cols text := '';
+	skips text := '';
+	laterals text := '';
+	vals text := '';
+	c record;
+	i integer := 0;
+	one text;
+	skipped bigint[];
+	sql text;
+	shared text := '';
+	where_sql text := '';
+	keys text := '';
+BEGIN
+	FOREACH one IN ARRAY aids LOOP
+		i := i + 1;
+		-- compiled once per run by calculate_attributes (alias unique per run)
+		SELECT * INTO STRICT c FROM pg_temp.cdp_compiled k WHERE k.aid = one;
+		IF c.srf THEN
+			-- set-returning values: callers group attributes with the same
+			-- expansion and conditions; it is done once, in front
+			IF i = 1 THEN
+				shared := pg_catalog.format(E'\n  CROSS JOIN LATERAL (%s) xs', c.inner_sql);
+				where_sql := E'\n WHERE ' || c.cond;
+			END IF;
+			c.lat := c.lat_shared;
+		END IF;
+		cols := cols || pg_catalog.format(E',\n\t%s AS c%s', c.agg, i);
+		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
+		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
+		laterals := laterals || E'\n  ' || c.lat;
+		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(one);
+		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('q.c%s', i);
+	END LOOP;
+	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
+	-- workers; a statement with a data-modifying WITH may not)
+	sql := pg_catalog.format(E'CREATE TEMP TABLE cdp_q AS\n'
+		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
+		cols, events_sql, shared, laterals, where_sql);
+	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
+	DROP TABLE IF EXISTS pg_temp.cdp_q;
+	EXECUTE sql;
+	EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT q.eid, u.vals FROM pg_temp.cdp_q q '
+		'CROSS JOIN LATERAL (SELECT cdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::jsonb[]) AS vals) u '
+		'WHERE u.vals IS NOT NULL', keys, vals);
+	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.cdp_q q', skips) INTO skipped;
+	DROP TABLE pg_temp.cdp_q;
+	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
+	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text,
+	OUT inner_sql text, OUT lat_shared text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	typ text := def->>'type';
+	dt text := cdp_traits._data_type(def);
+	val text := cdp_traits._opt(def, 'value');
+	weight text := cdp_traits._opt(def, 'weight', '1');
+	oval text := cdp_traits._opt(def, 'outer_value', 'value');
+	oweight text := cdp_traits._opt(def, 'outer_weight', 'weight');
+	filt text := cdp_traits._opt(def, 'filter');
+	ofilt text := cdp_traits._opt(def, 'outer_filter');
+	weighted boolean;
+	sel text;
+	rtype regtype;
+	conds text[] := '{}';
+	k text;
+	v text;
+	fn text;
+BEGIN
+	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
+		IF pg_catalog.jsonb_typeof(def->k) = 'array' AND pg_catalog.jsonb_array_length(def->k) > 0 THEN
+			conds := conds || pg_catalog.format('e.%I = ANY (%L::text[])',
+				CASE k WHEN 'sources' THEN 'source_id' WHEN 'types' THEN 'type' ELSE 'version' END,
+				(SELECT pg_catalog.array_agg(x) FROM pg_catalog.jsonb_array_elements_text(def->k) x));
+		END IF;
+	END LOOP;
+	IF filt IS NOT NULL THEN
+		conds := conds || ('(' || filt || E'\n)');
+	END IF;
+	cond := COALESCE(pg_catalog.array_to_string(conds, ' AND '), 'true');
+	IF cond = '' THEN cond := 'true'; END IF;
+
+	inner_sql := pg_catalog.format(
+		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
+	srf := cdp_traits._query_returns_set(inner_sql || ' FROM cdp_traits.customer_events e');
+	SELECT c.type INTO rtype
+	  FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT y.r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
+			oval, inner_sql)) c;
+	IF filt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT (%s\n) AS f FROM cdp_traits.customer_events e', filt)) c) <> 'boolean'::regtype THEN
+		RAISE EXCEPTION '"filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
+	END IF;
+	IF ofilt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+			E'SELECT y.f FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
+			ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
+		RAISE EXCEPTION '"outer_filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
+	END IF;
+	IF NOT srf AND cond <> 'true' THEN
+		-- extract values only from the events that qualify (one scan serves
+		-- attributes over different sources and types)
+		inner_sql := pg_catalog.format(
+			E'SELECT CASE WHEN %s THEN (%s\n) END AS value, CASE WHEN %s THEN (%s\n) END AS weight, '
+			'e.event_time AS event_time', cond, val, cond, weight);
+	END IF;
+
+	weighted := typ IN ('most_frequent', 'least_frequent')
+		AND (weight <> '1' OR oweight <> 'weight');
+	-- the per-value columns over x (value, weight, event_time): x is the
+	-- attribute's own expansion, or (lat_shared) one shared in front as xs
+	sel := pg_catalog.format(E'SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f',
+		cdp_traits._convert(oval, rtype, dt), oval,
+		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END);
+	lat := pg_catalog.format('CROSS JOIN LATERAL (%s FROM (%s) x) %I', sel, inner_sql, alias);
+	lat_shared := pg_catalog.format(
+		'CROSS JOIN LATERAL (%s FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I', sel, alias);
+	v := pg_catalog.quote_ident(alias) || '.v';
+	fn := CASE typ
+		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
+		WHEN 'least_frequent' THEN 'cdp_traits.least_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
+		WHEN 'first' THEN 'cdp_traits.first(' || v || ', e.event_time)'
+		WHEN 'last' THEN 'cdp_traits.last(' || v || ', e.event_time)'
+		WHEN 'list' THEN 'cdp_traits.unique_list(' || v || ')'
+		WHEN 'num_of_unique' THEN 'cdp_traits.num_of_unique(' || v || ')'
+		WHEN 'value' THEN 'cdp_traits.any_value(' || v || ')'
+		WHEN 'sum' THEN 'sum(' || v || ')'
+		WHEN 'avg' THEN 'avg(' || v || ')'
+		WHEN 'min' THEN CASE WHEN dt = 'boolean' THEN 'bool_and(' ELSE 'min(' END || v || ')'
+		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || v || ')'
+	END;
+	agg := pg_catalog.format('pg_catalog.to_jsonb(%s FILTER (WHERE %s AND %I.f IS TRUE))',
+		fn, cond, alias);
+	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
+		skipped := pg_catalog.format(
+			'count(*) FILTER (WHERE %s AND %I.f IS TRUE AND %I.r IS NOT NULL AND %I.v IS NULL)',
+			cond, alias, alias, alias);
+	ELSE
+		skipped := '0::bigint';
+	END IF;
+	IF typ = 'num_of_unique' THEN
+		-- no qualifying value: no row, not 0
+		agg := pg_catalog.format('pg_catalog.to_jsonb(NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0))',
+			fn, cond, alias);
+	END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._entities_removed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -1009,6 +1167,191 @@ BEGIN
 	UPDATE pg_temp.cdp_outcome SET written = true WHERE aid = ANY (ok);
 END;
 $$;
+
+CREATE OR REPLACE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET client_min_messages = warning
+AS $$
+DECLARE
+	run bigint;
+	n bigint;
+	after interval := pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
+	attached boolean := cdp_traits._events_attached();
+	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
+	dirty_q text[]; all_q text[]; ext text[]; aud text[];
+	a record;
+	aid text;
+	grp text[];
+	few boolean;
+	srf_keys jsonb := '{}';
+	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
+	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
+	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
+BEGIN
+	-- one run at a time per database
+	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
+	PERFORM cdp_traits.refresh_context();
+	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
+
+	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
+		pg_temp.cdp_compiled;
+	CREATE TEMP TABLE cdp_scope AS
+	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
+	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
+						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
+	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
+	ANALYZE pg_temp.cdp_scope;
+	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
+	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
+								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
+	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
+	-- each predefined definition compiled once per run (_compile prepares statements)
+	CREATE TEMP TABLE cdp_compiled (aid text PRIMARY KEY, cond text, lat text, agg text,
+									srf boolean, skipped text, inner_sql text, lat_shared text);
+
+	-- sort the definitions: which step computes each, over which entities
+	-- (a new or changed definition is computed for every entity)
+	dirty_pre := '{}'; all_pre := '{}'; dirty_srf := '{}'; all_srf := '{}';
+	dirty_q := '{}'; all_q := '{}'; ext := '{}';
+	FOR a IN SELECT at.id, at.definition->>'type' AS typ,
+					force OR at.calculated_version IS DISTINCT FROM at.version AS everyone
+			   FROM cdp_traits.attributes at ORDER BY at.id LOOP
+		IF a.typ = 'audience' THEN
+			CONTINUE;
+		ELSIF a.typ = 'external' THEN
+			ext := ext || a.id;
+		ELSIF NOT attached THEN
+			PERFORM cdp_traits._outcome(ARRAY[a.id], 'no events table is attached', NULL, pg_catalog.clock_timestamp());
+		ELSIF a.typ = 'custom' THEN
+			IF a.everyone THEN all_q := all_q || a.id; ELSE dirty_q := dirty_q || a.id; END IF;
+		ELSE
+			DECLARE
+				is_srf boolean;
+				key text;
+			BEGIN
+				INSERT INTO pg_temp.cdp_compiled
+				SELECT a.id, c.* FROM cdp_traits._compile(a.id,
+					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id),
+					'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled)) c
+				RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
+				IF is_srf THEN
+					srf_keys := srf_keys || pg_catalog.jsonb_build_object(a.id, key);
+				END IF;
+				IF a.everyone THEN
+					IF is_srf THEN all_srf := all_srf || a.id; ELSE all_pre := all_pre || a.id; END IF;
+				ELSE
+					IF is_srf THEN dirty_srf := dirty_srf || a.id; ELSE dirty_pre := dirty_pre || a.id; END IF;
+				END IF;
+			EXCEPTION WHEN OTHERS THEN
+				DECLARE
+					msg text;
+				BEGIN
+					GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+					PERFORM cdp_traits._outcome(ARRAY[a.id], msg, NULL, pg_catalog.clock_timestamp());
+					RAISE WARNING 'attribute "%" was not calculated: %', a.id, msg;
+				END;
+			END;
+		END IF;
+	END LOOP;
+
+	-- dirty entities
+	IF n > 0 AND attached THEN
+		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
+			cdp_traits._scoped_events(dirty_scope, few));
+		-- set-returning values: one statement per distinct expansion
+		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dirty_srf) x
+					GROUP BY srf_keys->>x ORDER BY 1 LOOP
+			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope,
+				cdp_traits._scoped_events(dirty_scope, few));
+		END LOOP;
+		FOREACH aid IN ARRAY dirty_q LOOP
+			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
+		END LOOP;
+		PERFORM cdp_traits._write_values(run, dirty_pre || dirty_srf || dirty_q, dirty_scope, 'dirty');
+		TRUNCATE pg_temp.cdp_new;
+	END IF;
+
+	-- every entity: new or changed definitions, external traits
+	IF attached THEN
+		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
+			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(all_srf) x
+					GROUP BY srf_keys->>x ORDER BY 1 LOOP
+			PERFORM cdp_traits._calc_step('predefined', grp, all_scope,
+				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+		END LOOP;
+		FOREACH aid IN ARRAY all_q LOOP
+			PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
+		END LOOP;
+	END IF;
+	FOREACH aid IN ARRAY ext LOOP
+		PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
+	END LOOP;
+	PERFORM cdp_traits._write_values(run, all_pre || all_srf || all_q || ext, all_scope, 'all');
+	TRUNCATE pg_temp.cdp_new;
+
+	-- audiences, dependencies first, over dirty entities and those whose values changed
+	aud := cdp_traits._audience_order();
+	FOREACH aid IN ARRAY aud LOOP
+		IF force OR (SELECT at.calculated_version IS DISTINCT FROM at.version
+					   FROM cdp_traits.attributes at WHERE at.id = aid) THEN
+			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
+			PERFORM cdp_traits._write_values(run, ARRAY[aid], all_scope, 'all');
+		ELSE
+			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
+			PERFORM cdp_traits._write_values(run, ARRAY[aid], aud_scope, 'dirty');
+		END IF;
+		TRUNCATE pg_temp.cdp_new;
+	END LOOP;
+
+	-- outcomes; definitions computed for everyone are now complete
+	INSERT INTO cdp_traits.calculation_run_attributes AS r
+		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error)
+	SELECT run, o.aid, at.version,
+		   CASE WHEN force OR at.calculated_version IS DISTINCT FROM at.version
+					 OR at.definition->>'type' = 'external' THEN 'all' ELSE 'dirty' END,
+		   o.skipped, o.duration_ms, o.error
+	  FROM pg_temp.cdp_outcome o JOIN cdp_traits.attributes at ON at.id = o.aid
+	ON CONFLICT (run_id, attribute_id) DO UPDATE
+	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
+		   error = EXCLUDED.error;
+	UPDATE cdp_traits.calculation_run_attributes r
+	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
+	 WHERE r.run_id = run;
+	UPDATE cdp_traits.attributes at SET calculated_version = at.version
+	  FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = at.id AND o.error IS NULL AND o.written
+	   AND at.calculated_version IS DISTINCT FROM at.version;
+
+	-- the dirty entities are calculated, unless an event changed them meanwhile
+	-- (or is changing them now: those stay dirty, and nothing waits for it)
+	UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
+	  FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s
+				ON s.id = c.id AND c.xmin = s.row_xmin
+			 ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED) l
+	 WHERE ce.id = l.id;
+
+	UPDATE cdp_traits.calculation_runs r
+	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
+		   attributes = (SELECT count(*) FROM pg_temp.cdp_outcome),
+		   failed_attributes = (SELECT count(*) FROM pg_temp.cdp_outcome WHERE error IS NOT NULL),
+		   values_written = (SELECT sum(values_written) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   values_removed = (SELECT sum(values_removed) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
+	 WHERE r.id = run;
+	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
+		pg_temp.cdp_compiled;
+	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
+	RETURN n;
+END;
+$$;
+
+-- END generated: functions changed since 0.1.0
 
 -- pg_dump (as in 80_dump.sql)
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events', '');

@@ -61,20 +61,23 @@ raw_parse_or_message(const char *sql, RawParseMode mode, char **message)
 }
 
 /*
- * expression_problem
- *		NULL if sql is exactly one SQL expression, else what is wrong.
+ * parse_expression
+ *		Raw-parse sql as one SQL expression; returns its SELECT wrapper, or
+ *		NULL with *problem set when sql is anything else.
  */
-static char *
-expression_problem(const char *sql)
+static SelectStmt *
+parse_expression(const char *sql, char **problem)
 {
-	char	   *message = NULL;
-	List	   *parsed = raw_parse_or_message(sql, RAW_PARSE_PLPGSQL_EXPR, &message);
+	List	   *parsed = raw_parse_or_message(sql, RAW_PARSE_PLPGSQL_EXPR, problem);
 	SelectStmt *sel;
 
-	if (message)
-		return message;
+	if (*problem)
+		return NULL;
 	if (list_length(parsed) != 1)
-		return pstrdup("expected one SQL expression");
+	{
+		*problem = pstrdup("expected one SQL expression");
+		return NULL;
+	}
 	sel = (SelectStmt *) linitial_node(RawStmt, parsed)->stmt;
 	if (!IsA(sel, SelectStmt) ||
 		list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
@@ -84,10 +87,29 @@ expression_problem(const char *sql)
 		sel->limitOffset != NULL || sel->distinctClause != NIL ||
 		sel->lockingClause != NIL || sel->intoClause != NULL ||
 		sel->withClause != NULL || sel->op != SETOP_NONE)
-		return pstrdup("expected one SQL expression, not a list, clause or statement");
+	{
+		*problem = pstrdup("expected one SQL expression, not a list, clause or statement");
+		return NULL;
+	}
 	if (((ResTarget *) linitial(sel->targetList))->name != NULL)
-		return pstrdup("expected one SQL expression without an alias");
-	return NULL;
+	{
+		*problem = pstrdup("expected one SQL expression without an alias");
+		return NULL;
+	}
+	return sel;
+}
+
+/*
+ * expression_problem
+ *		NULL if sql is exactly one SQL expression, else what is wrong.
+ */
+static char *
+expression_problem(const char *sql)
+{
+	char	   *problem = NULL;
+
+	(void) parse_expression(sql, &problem);
+	return problem;
 }
 
 /*
@@ -191,18 +213,18 @@ Datum
 cdp_expression_columns(PG_FUNCTION_ARGS)
 {
 	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *problem = expression_problem(sql);
+	char	   *problem = NULL;
+	SelectStmt *sel = parse_expression(sql, &problem);
 	ColumnRefNames acc = {NIL};
-	SelectStmt *sel;
 	Datum	   *elems;
 	int			n = 0;
 	ListCell   *lc;
 
-	if (problem)
+	if (sel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("invalid expression: %s", problem)));
-	sel = (SelectStmt *) linitial_node(RawStmt, raw_parser(sql, RAW_PARSE_PLPGSQL_EXPR))->stmt;
+				 errmsg("invalid expression: %s", problem),
+				 errdetail("Expression: %s", sql)));
 	(void) collect_column_refs((Node *) sel->targetList, &acc);
 	elems = palloc(sizeof(Datum) * (list_length(acc.names) + 1));
 	foreach(lc, acc.names)

@@ -281,6 +281,7 @@ DECLARE
 	filt text := cdp_traits._opt(def, 'filter');
 	ofilt text := cdp_traits._opt(def, 'outer_filter');
 	weighted boolean;
+	sel text;
 	rtype regtype;
 	conds text[] := '{}';
 	k text;
@@ -326,19 +327,15 @@ BEGIN
 
 	weighted := typ IN ('most_frequent', 'least_frequent')
 		AND (weight <> '1' OR oweight <> 'weight');
-	lat := pg_catalog.format(
-		E'CROSS JOIN LATERAL (SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f FROM (%s) x) %I',
+	-- the per-value columns over x (value, weight, event_time): x is the
+	-- attribute's own expansion, or (lat_shared) one shared in front as xs
+	sel := pg_catalog.format(E'SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f',
 		cdp_traits._convert(oval, rtype, dt), oval,
 		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
-		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
-		inner_sql, alias);
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END);
+	lat := pg_catalog.format('CROSS JOIN LATERAL (%s FROM (%s) x) %I', sel, inner_sql, alias);
 	lat_shared := pg_catalog.format(
-		E'CROSS JOIN LATERAL (SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f '
-		'FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I',
-		cdp_traits._convert(oval, rtype, dt), oval,
-		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
-		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
-		alias);
+		'CROSS JOIN LATERAL (%s FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I', sel, alias);
 	v := pg_catalog.quote_ident(alias) || '.v';
 	fn := CASE typ
 		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || v || CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')'
@@ -831,17 +828,17 @@ DECLARE
 	vals text := '';
 	c record;
 	i integer := 0;
-	aid text;
+	one text;
 	skipped bigint[];
 	sql text;
 	shared text := '';
 	where_sql text := '';
 	keys text := '';
 BEGIN
-	FOREACH aid IN ARRAY aids LOOP
+	FOREACH one IN ARRAY aids LOOP
 		i := i + 1;
-		SELECT * INTO c FROM cdp_traits._compile(aid,
-			(SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid), 'a' || i);
+		-- compiled once per run by calculate_attributes (alias unique per run)
+		SELECT * INTO STRICT c FROM pg_temp.cdp_compiled k WHERE k.aid = one;
 		IF c.srf THEN
 			-- set-returning values: callers group attributes with the same
 			-- expansion and conditions; it is done once, in front
@@ -855,7 +852,7 @@ BEGIN
 		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
 		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 		laterals := laterals || E'\n  ' || c.lat;
-		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(aid);
+		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(one);
 		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('q.c%s', i);
 	END LOOP;
 	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
@@ -1113,7 +1110,8 @@ BEGIN
 	PERFORM cdp_traits.refresh_context();
 	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
 
-	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
+	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
+		pg_temp.cdp_compiled;
 	CREATE TEMP TABLE cdp_scope AS
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
@@ -1126,6 +1124,9 @@ BEGIN
 	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
 								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
+	-- each predefined definition compiled once per run (_compile prepares statements)
+	CREATE TEMP TABLE cdp_compiled (aid text PRIMARY KEY, cond text, lat text, agg text,
+									srf boolean, skipped text, inner_sql text, lat_shared text);
 
 	-- sort the definitions: which step computes each, over which entities
 	-- (a new or changed definition is computed for every entity)
@@ -1147,9 +1148,11 @@ BEGIN
 				is_srf boolean;
 				key text;
 			BEGIN
-				SELECT c.srf, pg_catalog.md5(c.inner_sql || c.cond) INTO is_srf, key
-				  FROM cdp_traits._compile(a.id,
-					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), 'a') c;
+				INSERT INTO pg_temp.cdp_compiled
+				SELECT a.id, c.* FROM cdp_traits._compile(a.id,
+					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id),
+					'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled)) c
+				RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
 				IF is_srf THEN
 					srf_keys := srf_keys || pg_catalog.jsonb_build_object(a.id, key);
 				END IF;
@@ -1255,7 +1258,8 @@ BEGIN
 		   values_removed = (SELECT sum(values_removed) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
 		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
 	 WHERE r.id = run;
-	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed;
+	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
+		pg_temp.cdp_compiled;
 	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
 	RETURN n;
 END;

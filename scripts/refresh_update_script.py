@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Regenerate the derived parts of cdp_traits--0.1.0--0.2.0.sql from src/sql.
+
+The 0.1.0 -> 0.2.0 update must leave a database exactly as a fresh 0.2.0
+install (the regression test "upgrade" compares both catalogs).  Two parts of
+the update script are therefore not written by hand but derived here:
+
+  * the segment objects, as in src/sql/60_segments.sql, with the move of
+    0.1.0's audience log into the toggle log before audience_changes becomes
+    a view;
+  * every function that exists in the frozen cdp_traits--0.1.0.sql and whose
+    definition in src/sql differs: CREATE OR REPLACE with the new text.
+
+Run it from anywhere after changing src/sql, then run the tests.
+"""
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UPDATE = os.path.join(ROOT, 'cdp_traits--0.1.0--0.2.0.sql')
+FROZEN = os.path.join(ROOT, 'cdp_traits--0.1.0.sql')
+SQL_DIR = os.path.join(ROOT, 'src', 'sql')
+
+SEG_BEGIN = "\n-- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.\n"
+SEG_END = "-- BEGIN generated: functions changed since 0.1.0\n"
+FUN_END = "-- END generated: functions changed since 0.1.0\n"
+
+HEADER = re.compile(r'^CREATE FUNCTION (cdp_traits\.\w+)\(', re.M)
+
+
+def functions(text):
+    """name(args) -> full text, for every function whose body is AS $$ ... $$;"""
+    out = {}
+    for m in HEADER.finditer(text):
+        body = text.find('\nAS $$\n', m.start())
+        nxt = text.find('\nCREATE ', m.start() + 1)
+        if body < 0 or (0 <= nxt < body):
+            continue                # a C function, or no $$ body of its own
+        end = text.index('\n$$;\n', body) + len('\n$$;\n')
+        sig = text[m.end():text.index('\n', m.start())]
+        out[m.group(1) + '(' + sig] = text[m.start() + 0:end].lstrip('\n')
+    return out
+
+
+def segments_part():
+    seg = open(os.path.join(SQL_DIR, '60_segments.sql')).read()
+    view = seg.index("CREATE VIEW cdp_traits.audience_changes AS")
+    cut = seg.rfind("\n\n", 0, view) + 2
+    return SEG_BEGIN + seg[:cut] + """
+-- 0.1.0 kept audience enter/exit in a table of its own: its rows move to the
+-- toggle log (vendor 0), and audience_changes becomes a view on it.
+INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time, recorded_at)
+SELECT 0, a.audience_id, a.customer_entity_id::text, a.entered, a.changed_at, a.changed_at
+  FROM cdp_traits.audience_changes a ORDER BY a.seq;
+-- (leaving the extension first takes them off pg_dump's list)
+ALTER EXTENSION cdp_traits DROP SEQUENCE cdp_traits.audience_changes_seq_seq;
+ALTER EXTENSION cdp_traits DROP TABLE cdp_traits.audience_changes;
+DROP TABLE cdp_traits.audience_changes;
+
+""" + seg[cut:] + "\n"
+
+
+def changed_functions_part():
+    old = functions(open(FROZEN).read())
+    new = {}
+    for name in sorted(os.listdir(SQL_DIR)):
+        if name.endswith('.sql'):
+            new.update(functions(open(os.path.join(SQL_DIR, name)).read()))
+    out = [SEG_END]
+    for key in sorted(new):
+        if key in old and old[key] != new[key]:
+            out.append(new[key].replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1) + '\n')
+    return ''.join(out) + FUN_END
+
+
+def main():
+    d = open(UPDATE).read()
+    start = d.index(SEG_BEGIN)
+    end = d.index(FUN_END) + len(FUN_END)
+    open(UPDATE, 'w').write(d[:start] + segments_part() + changed_functions_part() + d[end:])
+
+
+if __name__ == '__main__':
+    main()
