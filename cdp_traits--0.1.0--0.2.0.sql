@@ -14,6 +14,7 @@
 -- complain if the script is sourced in psql rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION cdp_traits UPDATE TO '0.2.0'" to load this file. \quit
 
+-- BEGIN generated: src/sql/15_explain.sql
 /*
  * explain_entity: the identity graph behind one customer entity (why its
  * events were stitched together), as rows and as Graphviz DOT text.
@@ -241,7 +242,9 @@ END;
 $$;
 COMMENT ON FUNCTION cdp_traits.explain_entity(uuid, text) IS
 	'the identity graph behind an entity as Graphviz DOT text (format => ''dot'')';
+-- END generated: src/sql/15_explain.sql
 
+-- BEGIN generated: src/sql/60_meiro.sql
 /*
  * import_meiro_config: copy a Meiro CPS setup (stitching configuration,
  * attribute definitions, context) into cdp_traits.
@@ -428,6 +431,7 @@ END;
 $$;
 COMMENT ON FUNCTION cdp_traits.import_meiro_config(name, name, name) IS
 	'copy a Meiro CPS setup (stitching_attributes_config, attributes, context) into cdp_traits; one report row per item';
+-- END generated: src/sql/60_meiro.sql
 
 -- Privileges (as in 90_privileges.sql): explain_entity and its helpers are
 -- reader functions, import_meiro_config an admin function.

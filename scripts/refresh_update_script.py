@@ -5,6 +5,8 @@ The 0.1.0 -> 0.2.0 update must leave a database exactly as a fresh 0.2.0
 install (the regression test "upgrade" compares both catalogs).  Two parts of
 the update script are therefore not written by hand but derived here:
 
+  * the files new in 0.2.0 (NEW_FILES), verbatim;
+
   * the segment objects, as in src/sql/60_segments.sql, with the move of
     0.1.0's audience log into the toggle log before audience_changes becomes
     a view;
@@ -21,6 +23,7 @@ UPDATE = os.path.join(ROOT, 'cdp_traits--0.1.0--0.2.0.sql')
 FROZEN = os.path.join(ROOT, 'cdp_traits--0.1.0.sql')
 SQL_DIR = os.path.join(ROOT, 'src', 'sql')
 
+NEW_FILES = ['15_explain.sql', '60_meiro.sql']
 SEG_BEGIN = "\n-- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.\n"
 SEG_END = "-- BEGIN generated: functions changed since 0.1.0\n"
 FUN_END = "-- END generated: functions changed since 0.1.0\n"
@@ -75,6 +78,11 @@ def changed_functions_part():
 
 def main():
     d = open(UPDATE).read()
+    for name in NEW_FILES:
+        begin = '-- BEGIN generated: src/sql/%s\n' % name
+        end = '-- END generated: src/sql/%s' % name
+        i, j = d.index(begin) + len(begin), d.index(end)
+        d = d[:i] + open(os.path.join(SQL_DIR, name)).read().strip() + '\n' + d[j:]
     start = d.index(SEG_BEGIN)
     end = d.index(FUN_END) + len(FUN_END)
     open(UPDATE, 'w').write(d[:start] + segments_part() + changed_functions_part() + d[end:])
