@@ -450,6 +450,31 @@ BEGIN
 END;
 $grants$;
 
+-- What a calculation's changes do to the counts, in one pass (as in
+-- 40_attributes.sql; src/value_deltas.c).
+CREATE FUNCTION cdp_traits._value_deltas_trans(internal, jsonb, jsonb, text[], boolean[]) RETURNS internal
+LANGUAGE c CALLED ON NULL INPUT
+AS 'MODULE_PATHNAME', 'cdp_value_deltas_trans';
+CREATE FUNCTION cdp_traits._value_deltas_final(internal) RETURNS jsonb
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_value_deltas_final';
+CREATE AGGREGATE cdp_traits._value_deltas(old jsonb, new jsonb, keys text[], categorical boolean[]) (
+	sfunc = cdp_traits._value_deltas_trans, stype = internal,
+	finalfunc = cdp_traits._value_deltas_final
+);
+DO $grants$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+			  WHERE p.pronamespace = 'cdp_traits'::regnamespace
+				AND p.proname IN ('_value_deltas', '_value_deltas_trans', '_value_deltas_final') LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_admin', f);
+	END LOOP;
+END;
+$grants$;
+
 -- Descriptions of the aggregate state type's input and output functions.
 COMMENT ON FUNCTION cdp_traits.agg_state_in(cstring) IS
 	'input of agg_state: \x and the portable binary form in hex (validated)';
@@ -1061,6 +1086,7 @@ DECLARE
 	hist text[];
 	auds text[];
 	versions jsonb;
+	deltas jsonb;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1113,58 +1139,69 @@ BEGIN
 	 WHERE c.old_vals IS NULL
 	 ORDER BY c.eid;
 
-	-- the changed values one by one
-	DROP TABLE IF EXISTS pg_temp.cdp_diff;
-	CREATE TEMP TABLE cdp_diff AS
-	SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
-	  FROM pg_temp.cdp_changes c
-	 CROSS JOIN LATERAL (
-		SELECT x FROM pg_catalog.jsonb_object_keys(c.old_vals) x WHERE x = ANY (ok)
-		UNION
-		SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x = ANY (ok)) k(aid)
-	 WHERE c.old_vals IS NOT NULL AND (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid)
-	UNION ALL
-	-- entities without stored values: every new value is a difference
-	SELECT c.eid, kv.key, NULL, kv.value
-	  FROM pg_temp.cdp_changes c CROSS JOIN LATERAL pg_catalog.jsonb_each(c.new_vals) kv
-	 WHERE c.old_vals IS NULL AND kv.key = ANY (ok);
-
-	EXECUTE 'WITH d AS (SELECT aid AS attribute_id, old_value AS value, -1 AS delta FROM pg_temp.cdp_diff '
-		'WHERE old_value IS NOT NULL UNION ALL SELECT aid, new_value, 1 FROM pg_temp.cdp_diff '
-		'WHERE new_value IS NOT NULL), ' || cdp_traits._count_ctes('d') || ' SELECT 1';
+	-- the counts: one pass over the changed entities (in C), only the
+	-- distinct (attribute, value) changes come out
+	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, cat.flags)
+	  INTO deltas
+	  FROM pg_temp.cdp_changes c,
+		   (SELECT pg_catalog.array_agg(cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]')
+										ORDER BY u.i) AS flags
+			  FROM pg_catalog.unnest(ok) WITH ORDINALITY u(aid, i)
+			  JOIN cdp_traits.attributes a ON a.id = u.aid) cat;
+	deltas := COALESCE(deltas, '{}');
+	INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+	SELECT d.key, (d.value->>'n')::bigint FROM pg_catalog.jsonb_each(deltas) d
+	 WHERE (d.value->>'n')::bigint <> 0 ORDER BY 1
+	ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
+	INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
+	SELECT d.key, v->0, (v->>1)::bigint
+	  FROM pg_catalog.jsonb_each(deltas) d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') v
+	 ORDER BY 1, 2
+	ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
 	PERFORM cdp_traits._count_cleanup();
 
-	-- history of attributes that keep it
-	IF hist IS NOT NULL THEN
-		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
-		  FROM pg_temp.cdp_diff c
-		 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
-		   AND h.valid_to IS NULL;
-		INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-		SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
-		 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
-	END IF;
+	-- the changed values one by one, of the attributes that need them:
+	-- history and audience enter/exit
+	IF hist IS NOT NULL OR auds IS NOT NULL THEN
+		DROP TABLE IF EXISTS pg_temp.cdp_diff;
+		CREATE TEMP TABLE cdp_diff AS
+		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
+		  FROM pg_temp.cdp_changes c
+		 CROSS JOIN LATERAL pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) k(aid)
+		 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
 
-	-- audience enter/exit
-	IF auds IS NOT NULL THEN
-		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
-		SELECT 0, c.aid, c.eid::text, c.new_value IS NOT NULL, pg_catalog.now() FROM pg_temp.cdp_diff c
-		 WHERE c.aid = ANY (auds)
-		 ORDER BY c.eid, c.aid;
+		-- history of attributes that keep it
+		IF hist IS NOT NULL THEN
+			UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+			  FROM pg_temp.cdp_diff c
+			 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
+			   AND h.valid_to IS NULL;
+			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+			SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
+			 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
+		END IF;
+
+		-- audience enter/exit
+		IF auds IS NOT NULL THEN
+			INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
+			SELECT 0, c.aid, c.eid::text, c.new_value IS NOT NULL, pg_catalog.now() FROM pg_temp.cdp_diff c
+			 WHERE c.aid = ANY (auds)
+			 ORDER BY c.eid, c.aid;
+		END IF;
 	END IF;
 
 	-- entities whose values changed: audiences re-evaluate them
 	IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.definition->>'type' = 'audience') THEN
-		INSERT INTO pg_temp.cdp_changed SELECT DISTINCT c.eid FROM pg_temp.cdp_diff c
+		INSERT INTO pg_temp.cdp_changed
+		SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS DISTINCT FROM c.new_vals
 		ON CONFLICT DO NOTHING;
 	END IF;
 
 	INSERT INTO cdp_traits.calculation_run_attributes AS r
 		(run_id, attribute_id, definition_version, scope, values_written, values_removed)
-	SELECT run, a, (versions->>a)::integer, scope, COALESCE(w.written, 0), COALESCE(w.removed, 0)
+	SELECT run, a, (versions->>a)::integer, scope,
+		   COALESCE((deltas->a->>'w')::bigint, 0), COALESCE((deltas->a->>'r')::bigint, 0)
 	  FROM pg_catalog.unnest(ok) a
-	  LEFT JOIN (SELECT c.aid, count(c.new_value) AS written, count(*) - count(c.new_value) AS removed
-				   FROM pg_temp.cdp_diff c GROUP BY c.aid) w ON w.aid = a
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_written = r.values_written + EXCLUDED.values_written,
 		   values_removed = r.values_removed + EXCLUDED.values_removed;

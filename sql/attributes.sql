@@ -187,6 +187,24 @@ SELECT count(*) AS mismatches FROM (
               WHERE attribute_id = 'revenue') y USING (customer_entity_id)
  WHERE x.s IS DISTINCT FROM y.s;
 
+-- the counts kept from the changes of every run so far (merges, splits,
+-- deletes, removed attributes) equal a recount of the stored values
+SELECT count(*) AS customer_count_mismatches FROM (
+  SELECT attribute_id, count(*) AS customers FROM cdp_traits.customer_attributes GROUP BY 1) x
+  FULL JOIN cdp_traits.attribute_counts y USING (attribute_id)
+ WHERE x.customers IS DISTINCT FROM y.customers;
+SELECT count(*) AS value_count_mismatches FROM (
+  SELECT a.attribute_id, e.v AS value, count(*) AS customers
+    FROM cdp_traits.customer_attributes a
+    JOIN cdp_traits.attributes d ON d.id = a.attribute_id
+   CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.value) = 'array' THEN a.value
+                                               ELSE jsonb_build_array(a.value) END) e(v)
+   WHERE cdp_traits._pivot_type(d.definition) IN ('text', 'boolean', 'text[]')
+   GROUP BY 1, 2) x
+  FULL JOIN cdp_traits.attribute_value_counts y USING (attribute_id, value)
+ WHERE x.customers IS DISTINCT FROM y.customers;
+SELECT count(*) > 5 AS several_values_counted FROM cdp_traits.attribute_value_counts;
+
 -- the conversions behind data_type never fail: NULL for what does not convert
 SELECT t, cdp_traits.to_number(t) AS number, cdp_traits._to_boolean(t) AS boolean,
        cdp_traits._to_date(t) AS date, cdp_traits._to_timestamptz(t) AS datetime
