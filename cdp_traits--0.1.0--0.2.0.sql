@@ -891,10 +891,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
-	cols text := '';
+	aggs text := '';
+	skipcols text := '';
 	skips text := '';
 	laterals text := '';
-	vals text := '';
 	c record;
 	i integer := 0;
 	one text;
@@ -903,6 +903,7 @@ DECLARE
 	shared text := '';
 	where_sql text := '';
 	keys text := '';
+	part text := 'cdp_part_' || (SELECT count(*) + 1 FROM pg_temp.cdp_parts);
 BEGIN
 	FOREACH one IN ARRAY aids LOOP
 		i := i + 1;
@@ -917,28 +918,43 @@ BEGIN
 			END IF;
 			c.lat := c.lat_shared;
 		END IF;
-		cols := cols || pg_catalog.format(E',\n\t%s AS c%s', c.agg, i);
-		skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
-		cols := cols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
+		aggs := aggs || CASE WHEN i > 1 THEN ',' ELSE '' END || E'\n\t\t' || c.agg;
+		IF c.skipped <> '0::bigint' THEN
+			skipcols := skipcols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
+			skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
+		ELSE
+			skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || '0::bigint';
+		END IF;
 		laterals := laterals || E'\n  ' || c.lat;
 		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(one);
-		vals := vals || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('q.c%s', i);
 	END LOOP;
-	-- the aggregation on its own (a plain CREATE TABLE AS may use parallel
-	-- workers; a statement with a data-modifying WITH may not)
-	sql := pg_catalog.format(E'CREATE TEMP TABLE cdp_q AS\n'
-		'SELECT e.customer_entity_id AS eid%s\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
-		cols, events_sql, shared, laterals, where_sql);
+	-- the aggregation builds each entity's object of values itself, into a
+	-- table of its own that _write_values reads (a plain CREATE TABLE AS may
+	-- use parallel workers; a statement with a data-modifying WITH may not)
+	sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n'
+		'SELECT e.customer_entity_id AS eid,\n\tcdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s\n\t]::jsonb[]) AS vals%s'
+		'\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
+		part, keys, aggs, skipcols, events_sql, shared, laterals, where_sql);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
-	DROP TABLE IF EXISTS pg_temp.cdp_q;
 	EXECUTE sql;
-	EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_new (eid, vals) '
-		'SELECT q.eid, u.vals FROM pg_temp.cdp_q q '
-		'CROSS JOIN LATERAL (SELECT cdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::jsonb[]) AS vals) u '
-		'WHERE u.vals IS NOT NULL', keys, vals);
-	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.cdp_q q', skips) INTO skipped;
-	DROP TABLE pg_temp.cdp_q;
+	INSERT INTO pg_temp.cdp_parts VALUES (part);
+	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._clear_new() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	part text;
+BEGIN
+	TRUNCATE pg_temp.cdp_new;
+	FOR part IN SELECT p.name FROM pg_temp.cdp_parts p LOOP
+		EXECUTE pg_catalog.format('DROP TABLE pg_temp.%I', part);
+	END LOOP;
+	TRUNCATE pg_temp.cdp_parts;
 END;
 $$;
 
@@ -1087,6 +1103,11 @@ DECLARE
 	auds text[];
 	versions jsonb;
 	deltas jsonb;
+	sources text[];
+	new_sql text;
+	changes bigint;
+	written bigint;
+	k bigint;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1099,6 +1120,21 @@ BEGIN
 	  INTO hist, auds, versions
 	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
 
+	-- the new values: the tables of the predefined steps and cdp_new (the
+	-- other steps'), merged per entity if there are several
+	SELECT pg_catalog.array_agg(pg_catalog.format('SELECT eid, vals FROM pg_temp.%I WHERE vals IS NOT NULL', p.name)
+								ORDER BY p.name)
+	  INTO sources FROM pg_temp.cdp_parts p;
+	IF sources IS NULL OR EXISTS (SELECT FROM pg_temp.cdp_new) THEN
+		sources := COALESCE(sources, '{}') || 'SELECT eid, vals FROM pg_temp.cdp_new'::text;
+	END IF;
+	IF pg_catalog.cardinality(sources) = 1 THEN
+		new_sql := sources[1];
+	ELSE
+		new_sql := 'SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM ('
+			|| pg_catalog.array_to_string(sources, ' UNION ALL ') || ') u GROUP BY eid';
+	END IF;
+
 	-- per entity: its values with those of ok replaced by the new ones
 	DROP TABLE IF EXISTS pg_temp.cdp_changes;
 	EXECUTE pg_catalog.format($q$
@@ -1108,36 +1144,56 @@ BEGIN
 				   (COALESCE(o.vals, '{}') - $1) || COALESCE(n.vals, '{}') AS new_vals,
 				   (COALESCE(o.versions, '{}') - $1) || $2 AS new_versions
 			  FROM (%s) s(id)
-			  LEFT JOIN (SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM pg_temp.cdp_new GROUP BY eid) n
+			  LEFT JOIN (%s) n
 				ON n.eid = s.id
 			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
 			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
 		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
 			OR (x.old_versions IS DISTINCT FROM x.new_versions AND x.new_vals <> '{}')
-	$q$, scope_sql) USING ok, versions;
+	$q$, scope_sql, new_sql) USING ok, versions;
+	GET DIAGNOSTICS changes = ROW_COUNT;
 
-	-- entities removed meanwhile are skipped; the rest cannot go until we commit
+	-- Entities removed meanwhile are skipped: an entity that gets values for
+	-- the first time is locked so that it cannot go until we commit (those
+	-- being changed now are skipped: they are dirty again anyway); stored
+	-- values are updated or deleted only where their row still exists (a
+	-- stitching transaction that removes the entity meanwhile waits for the
+	-- row and then removes what we wrote).  cdp_live: the entities written.
 	DROP TABLE IF EXISTS pg_temp.cdp_live;
-	CREATE TEMP TABLE cdp_live (id uuid PRIMARY KEY);
+	CREATE TEMP TABLE cdp_live (id uuid NOT NULL);
 	INSERT INTO pg_temp.cdp_live
 	SELECT ce.id FROM cdp_traits.customer_entities ce
-	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE new_vals <> '{}')
+	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE old_vals IS NULL)
 	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
-	DELETE FROM pg_temp.cdp_changes c
-	 WHERE c.new_vals <> '{}' AND NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);
-
-	DELETE FROM cdp_traits.entity_attributes ea
-	 USING pg_temp.cdp_changes c
-	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid;
-	UPDATE cdp_traits.entity_attributes ea
-	   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
-	  FROM pg_temp.cdp_changes c
-	 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid;
+	GET DIAGNOSTICS written = ROW_COUNT;
+	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
 	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, versions, calculated_at, run_id)
 	SELECT c.eid, c.new_vals, c.new_versions, pg_catalog.now(), run
 	  FROM pg_temp.cdp_changes c
 	 WHERE c.old_vals IS NULL
+	   AND (written = k OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l))
 	 ORDER BY c.eid;
+	WITH d AS (
+		DELETE FROM cdp_traits.entity_attributes ea
+		 USING pg_temp.cdp_changes c
+		 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
+		RETURNING ea.customer_entity_id)
+	INSERT INTO pg_temp.cdp_live SELECT d.customer_entity_id FROM d;
+	GET DIAGNOSTICS k = ROW_COUNT;
+	written := written + k;
+	WITH u AS (
+		UPDATE cdp_traits.entity_attributes ea
+		   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
+		  FROM pg_temp.cdp_changes c
+		 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
+		RETURNING ea.customer_entity_id)
+	INSERT INTO pg_temp.cdp_live SELECT u.customer_entity_id FROM u;
+	GET DIAGNOSTICS k = ROW_COUNT;
+	written := written + k;
+	IF written < changes THEN
+		DELETE FROM pg_temp.cdp_changes c
+		 WHERE NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);
+	END IF;
 
 	-- the counts: one pass over the changed entities (in C), only the
 	-- distinct (attribute, value) changes come out
@@ -1237,8 +1293,10 @@ BEGIN
 	PERFORM cdp_traits.refresh_context();
 	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
 
+	PERFORM cdp_traits._clear_new() FROM pg_catalog.pg_class c
+	  WHERE c.relname = 'cdp_parts' AND c.relnamespace = pg_catalog.pg_my_temp_schema();
 	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled;
+		pg_temp.cdp_compiled, pg_temp.cdp_parts;
 	CREATE TEMP TABLE cdp_scope AS
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
@@ -1248,6 +1306,7 @@ BEGIN
 	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
 	ANALYZE pg_temp.cdp_scope;
 	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
+	CREATE TEMP TABLE cdp_parts (name text PRIMARY KEY);
 	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
 								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
@@ -1314,7 +1373,7 @@ BEGIN
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
 		END LOOP;
 		PERFORM cdp_traits._write_values(run, dirty_pre || dirty_srf || dirty_q, dirty_scope, 'dirty');
-		TRUNCATE pg_temp.cdp_new;
+		PERFORM cdp_traits._clear_new();
 	END IF;
 
 	-- every entity: new or changed definitions, external traits
@@ -1334,7 +1393,7 @@ BEGIN
 		PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
 	END LOOP;
 	PERFORM cdp_traits._write_values(run, all_pre || all_srf || all_q || ext, all_scope, 'all');
-	TRUNCATE pg_temp.cdp_new;
+	PERFORM cdp_traits._clear_new();
 
 	-- audiences, dependencies first, over dirty entities and those whose values changed
 	aud := cdp_traits._audience_order();
@@ -1347,7 +1406,7 @@ BEGIN
 			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
 			PERFORM cdp_traits._write_values(run, ARRAY[aid], aud_scope, 'dirty');
 		END IF;
-		TRUNCATE pg_temp.cdp_new;
+		PERFORM cdp_traits._clear_new();
 	END LOOP;
 
 	-- outcomes; definitions computed for everyone are now complete
@@ -1386,11 +1445,32 @@ BEGIN
 		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
 	 WHERE r.id = run;
 	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled;
+		pg_temp.cdp_compiled, pg_temp.cdp_parts;
 	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
 	RETURN n;
 END;
 $$;
+
+DO $added_grants$
+DECLARE
+	f regprocedure;
+	r record;
+BEGIN
+	FOR r IN SELECT * FROM (VALUES
+		('_clear_new', 'admin')
+	) v(name, class) LOOP
+		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
+			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
+			IF r.class IN ('public', 'reader', 'admin') THEN
+				EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %s', f,
+					CASE r.class WHEN 'public' THEN 'PUBLIC' WHEN 'reader' THEN 'cdp_traits_reader'
+						ELSE 'cdp_traits_admin' END);
+			END IF;
+		END LOOP;
+	END LOOP;
+END;
+$added_grants$;
 
 -- END generated: functions changed since 0.1.0
 

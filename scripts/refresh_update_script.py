@@ -11,7 +11,10 @@ the update script are therefore not written by hand but derived here:
     0.1.0's audience log into the toggle log before audience_changes becomes
     a view;
   * every function that exists in the frozen cdp_traits--0.1.0.sql and whose
-    definition in src/sql differs: CREATE OR REPLACE with the new text.
+    definition in src/sql differs: CREATE OR REPLACE with the new text;
+    every SQL/PL/pgSQL function new in a file that 0.1.0 had: CREATE, with
+    the privileges 90_privileges.sql gives it (C functions and aggregates
+    new in such files are written by hand in the update script).
 
 Run it from anywhere after changing src/sql, then run the tests.
 """
@@ -69,10 +72,34 @@ def changed_functions_part():
     for name in sorted(os.listdir(SQL_DIR)):
         if name.endswith('.sql'):
             new.update(functions(open(os.path.join(SQL_DIR, name)).read()))
+    covered = {}
+    for name in NEW_FILES + ['60_segments.sql']:
+        covered.update(functions(open(os.path.join(SQL_DIR, name)).read()))
+    classes = dict(re.findall(r"\('(\w+)', '(public|reader|admin|owner)'\)",
+                              open(os.path.join(SQL_DIR, '90_privileges.sql')).read()))
     out = [SEG_END]
+    added = []
     for key in sorted(new):
         if key in old and old[key] != new[key]:
             out.append(new[key].replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1) + '\n')
+        elif key not in old and key not in covered:
+            # new in 0.2.0 in a file that 0.1.0 had: created, and granted
+            # as 90_privileges.sql classifies it
+            out.append(new[key] + '\n')
+            added.append(key.split('(')[0].split('.')[1])
+    if added:
+        out.append('DO $added_grants$\nDECLARE\n\tf regprocedure;\n\tr record;\nBEGIN\n'
+                   '\tFOR r IN SELECT * FROM (VALUES\n\t\t'
+                   + ',\n\t\t'.join("('%s', '%s')" % (n, classes.get(n, 'owner')) for n in added)
+                   + '\n\t) v(name, class) LOOP\n'
+                   '\t\tFOR f IN SELECT p.oid FROM pg_catalog.pg_proc p\n'
+                   "\t\t\t\t  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP\n"
+                   "\t\t\tEXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);\n"
+                   "\t\t\tIF r.class IN ('public', 'reader', 'admin') THEN\n"
+                   "\t\t\t\tEXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %s', f,\n"
+                   "\t\t\t\t\tCASE r.class WHEN 'public' THEN 'PUBLIC' WHEN 'reader' THEN 'cdp_traits_reader'\n"
+                   "\t\t\t\t\t\tELSE 'cdp_traits_admin' END);\n"
+                   '\t\t\tEND IF;\n\t\tEND LOOP;\n\tEND LOOP;\nEND;\n$added_grants$;\n\n')
     return ''.join(out) + FUN_END
 
 
