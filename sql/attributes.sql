@@ -205,6 +205,30 @@ SELECT count(*) AS value_count_mismatches FROM (
  WHERE x.customers IS DISTINCT FROM y.customers;
 SELECT count(*) > 5 AS several_values_counted FROM cdp_traits.attribute_value_counts;
 
+-- the calculation's objects of values (_jsonb_object_of, in C) hold what
+-- to_jsonb makes of each value, for every type; NULLs are left out
+SELECT t, cdp_traits._jsonb_object_of(ARRAY['v'], v) = jsonb_build_object('v', to_jsonb(v)) AS same
+  FROM (VALUES ('text', 'a "q" \ é'::text::text), ('varchar', 'x'::varchar::text)) x(t, v);
+SELECT cdp_traits._jsonb_object_of(ARRAY['n', 'nan', 'inf', 'i2', 'i8', 'f', 'fnan', 'b', 'd', 'dinf', 'ts', 'tstz',
+                                         'j', 'ta', 'na', 'a2', 'e', 'u', 'r', 'none'],
+         1.50::numeric, 'NaN'::numeric, '-Infinity'::numeric, 7::int2, 9007199254740993::int8, 0.1::float8,
+         'NaN'::float8, false, '2024-02-29'::date, 'infinity'::date, '2024-05-01 10:00:00.5'::timestamp,
+         '2024-05-01 10:00+02'::timestamptz, '{"a": [1, {"b": null}]}'::jsonb, ARRAY['x', NULL, 'y'],
+         ARRAY[1.0, NULL]::numeric[], ARRAY[[1, 2], [3, 4]], '{}'::text[],
+         'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, ROW(1, 'x'), NULL::text)
+       = jsonb_build_object('n', to_jsonb(1.50::numeric), 'nan', to_jsonb('NaN'::numeric),
+         'inf', to_jsonb('-Infinity'::numeric), 'i2', to_jsonb(7::int2), 'i8', to_jsonb(9007199254740993::int8),
+         'f', to_jsonb(0.1::float8), 'fnan', to_jsonb('NaN'::float8), 'b', to_jsonb(false),
+         'd', to_jsonb('2024-02-29'::date), 'dinf', to_jsonb('infinity'::date),
+         'ts', to_jsonb('2024-05-01 10:00:00.5'::timestamp), 'tstz', to_jsonb('2024-05-01 10:00+02'::timestamptz),
+         'j', '{"a": [1, {"b": null}]}'::jsonb, 'ta', to_jsonb(ARRAY['x', NULL, 'y']),
+         'na', to_jsonb(ARRAY[1.0, NULL]::numeric[]), 'a2', to_jsonb(ARRAY[[1, 2], [3, 4]]),
+         'e', to_jsonb('{}'::text[]), 'u', to_jsonb('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid),
+         'r', to_jsonb(ROW(1, 'x'))) AS same_as_to_jsonb;
+SELECT cdp_traits._jsonb_object_of(ARRAY['a', 'b'], NULL::text, NULL::int) AS all_null,
+       cdp_traits._jsonb_object_of(ARRAY['a', 'b'], 'x'::text, 2) AS two;
+SELECT cdp_traits._jsonb_object_of(ARRAY['a'], 1, 2);
+
 -- the conversions behind data_type never fail: NULL for what does not convert
 SELECT t, cdp_traits.to_number(t) AS number, cdp_traits._to_boolean(t) AS boolean,
        cdp_traits._to_date(t) AS date, cdp_traits._to_timestamptz(t) AS datetime
@@ -212,3 +236,18 @@ SELECT t, cdp_traits.to_number(t) AS number, cdp_traits._to_boolean(t) AS boolea
                ('2023-02-29'), ('2024-05-01T10:00:00+02:00'), ('2024-05-01 10:00 Europe/Prague'),
                ('May 3, 2024'), ('infinity'), ('epoch'), ('now'), ('10000000-01-01'),
                ('1e999999'), ('NaN')) v(t);
+
+-- more predefined attributes than one call of _jsonb_object_of takes (90):
+-- the objects of the chunks are joined
+DELETE FROM cdp_traits.attributes;
+INSERT INTO cdp_traits.attributes (id, definition)
+SELECT 'm' || lpad(i::text, 3, '0'), jsonb_build_object('type', 'max', 'value', format('event_time + interval ''%s hours''', i),
+                                                         'data_type', 'datetime')
+  FROM generate_series(1, 185) i;
+SELECT cdp_traits.calculate_attributes(force => true) > 0 AS calculated;
+SELECT count(DISTINCT customer_entity_id) AS entities, count(*) / count(DISTINCT customer_entity_id) AS values_each,
+       bool_and((value #>> '{}')::timestamptz = (SELECT max(event_time) FROM cdp_traits.customer_events e
+                                                  WHERE e.customer_entity_id = a.customer_entity_id)
+                                                + make_interval(hours => substr(attribute_id, 2)::int)) AS all_right
+  FROM cdp_traits.customer_attributes a;
+DELETE FROM cdp_traits.attributes;

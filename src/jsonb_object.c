@@ -13,13 +13,53 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
 
 #include "cdp_traits.h"
 
 PG_FUNCTION_INFO_V1(cdp_jsonb_object);
+PG_FUNCTION_INFO_V1(cdp_jsonb_object_of);
+
+/* how a value of one argument's type becomes a jsonb value */
+typedef enum ValueKind
+{
+	VK_TEXT,					/* text, varchar: a string as it is */
+	VK_NUMERIC,					/* a number (NaN, infinities: a string) */
+	VK_INT,						/* int2/4/8: a number */
+	VK_BOOL,
+	VK_DATETIME,				/* date, timestamp(tz): ISO string as to_jsonb */
+	VK_JSONB,
+	VK_OTHER					/* whatever to_jsonb makes of it */
+} ValueKind;
+
+typedef struct ArgInfo
+{
+	Oid			type;
+	ValueKind	kind;
+	/* arrays: the elements' */
+	bool		is_array;
+	Oid			elemtype;
+	ValueKind	elemkind;
+	int16		elmlen;
+	bool		elmbyval;
+	char		elmalign;
+	FmgrInfo	to_jsonb;		/* VK_OTHER (of the type or element type) */
+} ArgInfo;
+
+typedef struct ObjectCache
+{
+	int			nargs;
+	ArgInfo		args[FLEXIBLE_ARRAY_MEMBER];
+} ObjectCache;
 
 /*
  * cdp_jsonb_object
@@ -73,6 +113,257 @@ cdp_jsonb_object(PG_FUNCTION_ARGS)
 			v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
 		}
 		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		added++;
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	if (added == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_POINTER(JsonbValueToJsonb(result));
+}
+
+/*
+ * value_kind
+ *		How values of type t are converted.
+ */
+static ValueKind
+value_kind(Oid t)
+{
+	switch (t)
+	{
+		case TEXTOID:
+		case VARCHAROID:
+			return VK_TEXT;
+		case NUMERICOID:
+			return VK_NUMERIC;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+			return VK_INT;
+		case BOOLOID:
+			return VK_BOOL;
+		case DATEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			return VK_DATETIME;
+		case JSONBOID:
+			return VK_JSONB;
+		default:
+			return VK_OTHER;
+	}
+}
+
+/*
+ * init_to_jsonb
+ *		Set up a call of to_jsonb() for values of type t: to_jsonb reads its
+ *		argument's type from the call expression, so one is made for it.
+ */
+static void
+init_to_jsonb(FmgrInfo *fi, Oid t, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	fmgr_info_cxt(F_TO_JSONB, fi, cxt);
+	fi->fn_expr = (Node *) makeFuncExpr(F_TO_JSONB, JSONBOID,
+										list_make1(makeNullConst(t, -1, InvalidOid)),
+										InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * scalar_value
+ *		The jsonb value of d (not NULL) of a scalar kind into v, as to_jsonb
+ *		would make it.  VK_OTHER and VK_JSONB may give a container (jbvBinary).
+ */
+static void
+scalar_value(ValueKind kind, Oid t, FmgrInfo *to_jsonb_fi, Datum d, JsonbValue *v)
+{
+	switch (kind)
+	{
+		case VK_TEXT:
+			{
+				text	   *x = DatumGetTextPP(d);
+
+				v->type = jbvString;
+				v->val.string.val = VARDATA_ANY(x);
+				v->val.string.len = VARSIZE_ANY_EXHDR(x);
+				return;
+			}
+		case VK_NUMERIC:
+			{
+				Numeric		n = DatumGetNumeric(d);
+
+				if (numeric_is_nan(n) || numeric_is_inf(n))
+				{
+					char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out, d));
+
+					v->type = jbvString;
+					v->val.string.val = s;
+					v->val.string.len = strlen(s);
+				}
+				else
+				{
+					v->type = jbvNumeric;
+					v->val.numeric = n;
+				}
+				return;
+			}
+		case VK_INT:
+			{
+				int64		i = t == INT8OID ? DatumGetInt64(d) :
+				t == INT4OID ? DatumGetInt32(d) : DatumGetInt16(d);
+
+				v->type = jbvNumeric;
+				v->val.numeric = int64_to_numeric(i);
+				return;
+			}
+		case VK_BOOL:
+			v->type = jbvBool;
+			v->val.boolean = DatumGetBool(d);
+			return;
+		case VK_DATETIME:
+			{
+				char	   *s = JsonEncodeDateTime(NULL, d, t, NULL);
+
+				v->type = jbvString;
+				v->val.string.val = s;
+				v->val.string.len = strlen(s);
+				return;
+			}
+		case VK_JSONB:
+		case VK_OTHER:
+			{
+				Jsonb	   *jb;
+
+				if (kind == VK_JSONB)
+					jb = DatumGetJsonbP(d);
+				else
+					jb = DatumGetJsonbP(FunctionCall1(to_jsonb_fi, d));
+				if (JB_ROOT_IS_SCALAR(jb))
+					(void) JsonbExtractScalar(&jb->root, v);
+				else
+				{
+					v->type = jbvBinary;
+					v->val.binary.data = &jb->root;
+					v->val.binary.len = VARSIZE(jb) - VARHDRSZ;
+				}
+				return;
+			}
+	}
+}
+
+/*
+ * cdp_jsonb_object_of
+ *		SQL: _jsonb_object_of(keys text[], VARIADIC "any") RETURNS jsonb: the
+ *		object {key: to_jsonb(value)} of the values that are not NULL, NULL
+ *		when there is none.  What to_jsonb does per call (find out how the
+ *		type converts, print the value, parse it back) is done once per
+ *		argument here, and common types are pushed as they are.
+ */
+Datum
+cdp_jsonb_object_of(PG_FUNCTION_ARGS)
+{
+	ObjectCache *cache = (ObjectCache *) fcinfo->flinfo->fn_extra;
+	ArrayType  *karr;
+	Datum	   *keys;
+	bool	   *knulls;
+	int			nkeys;
+	JsonbParseState *state = NULL;
+	JsonbValue *result;
+	int			added = 0;
+	int			i;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (get_fn_expr_variadic(fcinfo->flinfo) && PG_NARGS() == 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("_jsonb_object_of does not take an array as VARIADIC")));
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+									   offsetof(ObjectCache, args) +
+									   sizeof(ArgInfo) * PG_NARGS());
+		cache->nargs = PG_NARGS();
+		for (i = 1; i < PG_NARGS(); i++)
+		{
+			ArgInfo    *a = &cache->args[i];
+
+			a->type = get_fn_expr_argtype(fcinfo->flinfo, i);
+			if (!OidIsValid(a->type))
+				elog(ERROR, "could not determine the type of argument %d", i + 1);
+			a->kind = value_kind(a->type);
+			a->elemtype = get_element_type(a->type);
+			a->is_array = a->kind == VK_OTHER && OidIsValid(a->elemtype);
+			if (a->is_array)
+			{
+				a->elemkind = value_kind(a->elemtype);
+				get_typlenbyvalalign(a->elemtype, &a->elmlen, &a->elmbyval, &a->elmalign);
+				if (a->elemkind == VK_OTHER)
+					a->is_array = false;	/* to_jsonb does the whole array */
+			}
+			if (a->kind == VK_OTHER)
+				init_to_jsonb(&a->to_jsonb, a->type, fcinfo->flinfo->fn_mcxt);
+		}
+		fcinfo->flinfo->fn_extra = cache;
+	}
+
+	karr = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(karr, TEXTOID, -1, false, TYPALIGN_INT, &keys, &knulls, &nkeys);
+	if (nkeys != PG_NARGS() - 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%d keys but %d values", nkeys, PG_NARGS() - 1)));
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < nkeys; i++)
+	{
+		ArgInfo    *a = &cache->args[i + 1];
+		JsonbValue	k;
+		JsonbValue	v;
+
+		if (knulls[i] || PG_ARGISNULL(i + 1))
+			continue;
+		k.type = jbvString;
+		k.val.string.val = VARDATA_ANY(DatumGetPointer(keys[i]));
+		k.val.string.len = VARSIZE_ANY_EXHDR(DatumGetPointer(keys[i]));
+		(void) pushJsonbValue(&state, WJB_KEY, &k);
+		if (a->is_array)
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(PG_GETARG_DATUM(i + 1));
+			Datum	   *elems;
+			bool	   *enulls;
+			int			n;
+			int			j;
+
+			if (ARR_NDIM(arr) > 1)
+			{
+				/* nested arrays: to_jsonb's nesting */
+				init_to_jsonb(&a->to_jsonb, a->type, fcinfo->flinfo->fn_mcxt);
+				a->is_array = false;
+				a->kind = VK_OTHER;
+				scalar_value(VK_OTHER, a->type, &a->to_jsonb, PG_GETARG_DATUM(i + 1), &v);
+				(void) pushJsonbValue(&state, WJB_VALUE, &v);
+				added++;
+				continue;
+			}
+			deconstruct_array(arr, a->elemtype, a->elmlen, a->elmbyval, a->elmalign,
+							  &elems, &enulls, &n);
+			(void) pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+			for (j = 0; j < n; j++)
+			{
+				if (enulls[j])
+					v.type = jbvNull;
+				else
+					scalar_value(a->elemkind, a->elemtype, NULL, elems[j], &v);
+				(void) pushJsonbValue(&state, WJB_ELEM, &v);
+			}
+			(void) pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+		}
+		else
+		{
+			scalar_value(a->kind, a->type, &a->to_jsonb, PG_GETARG_DATUM(i + 1), &v);
+			(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		}
 		added++;
 	}
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);

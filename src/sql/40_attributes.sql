@@ -50,8 +50,8 @@ CREATE TABLE cdp_traits.entity_attributes (
 COMMENT ON TABLE cdp_traits.entity_attributes IS
 	'attribute values per entity (read them through customer_attributes or pivoted_customer_attributes)';
 
--- {key: value} of the values that are not NULL (NULL if none): the object
--- of one entity's values, built in C.
+-- {key: value} of the values that are not NULL (NULL if none), in C (0.1.0
+-- built the objects with it; _jsonb_object_of below replaced it).
 CREATE FUNCTION cdp_traits._jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_jsonb_object';
@@ -69,6 +69,12 @@ CREATE AGGREGATE cdp_traits._value_deltas(old jsonb, new jsonb, keys text[], cat
 	sfunc = cdp_traits._value_deltas_trans, stype = internal,
 	finalfunc = cdp_traits._value_deltas_final
 );
+
+-- {key: to_jsonb(value)} of the values that are not NULL (NULL if none),
+-- in C: the calculation's object of one entity's values (up to 99 values).
+CREATE FUNCTION cdp_traits._jsonb_object_of(keys text[], VARIADIC "any") RETURNS jsonb
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_jsonb_object_of';
 
 -- Merge partial {attribute: value} objects of one entity.
 CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
@@ -304,9 +310,14 @@ DECLARE
 BEGIN
 	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
 		IF pg_catalog.jsonb_typeof(def->k) = 'array' AND pg_catalog.jsonb_array_length(def->k) > 0 THEN
-			conds := conds || pg_catalog.format('e.%I = ANY (%L::text[])',
-				CASE k WHEN 'sources' THEN 'source_id' WHEN 'types' THEN 'type' ELSE 'version' END,
-				(SELECT pg_catalog.array_agg(x) FROM pg_catalog.jsonb_array_elements_text(def->k) x));
+			-- one value: a plain comparison (cheaper per event than = ANY)
+			conds := conds || CASE WHEN pg_catalog.jsonb_array_length(def->k) = 1
+				THEN pg_catalog.format('e.%I = %L::text',
+					CASE k WHEN 'sources' THEN 'source_id' WHEN 'types' THEN 'type' ELSE 'version' END,
+					def->k->>0)
+				ELSE pg_catalog.format('e.%I = ANY (%L::text[])',
+					CASE k WHEN 'sources' THEN 'source_id' WHEN 'types' THEN 'type' ELSE 'version' END,
+					(SELECT pg_catalog.array_agg(x) FROM pg_catalog.jsonb_array_elements_text(def->k) x)) END;
 		END IF;
 	END LOOP;
 	IF filt IS NOT NULL THEN
@@ -364,8 +375,7 @@ BEGIN
 		WHEN 'min' THEN CASE WHEN dt = 'boolean' THEN 'bool_and(' ELSE 'min(' END || v || ')'
 		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || v || ')'
 	END;
-	agg := pg_catalog.format('pg_catalog.to_jsonb(%s FILTER (WHERE %s AND %I.f IS TRUE))',
-		fn, cond, alias);
+	agg := pg_catalog.format('%s FILTER (WHERE %s AND %I.f IS TRUE)', fn, cond, alias);
 	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
 		skipped := pg_catalog.format(
 			'count(*) FILTER (WHERE %s AND %I.f IS TRUE AND %I.r IS NOT NULL AND %I.v IS NULL)',
@@ -375,8 +385,7 @@ BEGIN
 	END IF;
 	IF typ = 'num_of_unique' THEN
 		-- no qualifying value: no row, not 0
-		agg := pg_catalog.format('pg_catalog.to_jsonb(NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0))',
-			fn, cond, alias);
+		agg := pg_catalog.format('NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0)', fn, cond, alias);
 	END IF;
 END;
 $$;
@@ -850,6 +859,7 @@ DECLARE
 	where_sql text := '';
 	keys text := '';
 	part text := 'cdp_part_' || (SELECT count(*) + 1 FROM pg_temp.cdp_parts);
+	objs text[] := '{}';
 BEGIN
 	FOREACH one IN ARRAY aids LOOP
 		i := i + 1;
@@ -864,7 +874,15 @@ BEGIN
 			END IF;
 			c.lat := c.lat_shared;
 		END IF;
-		aggs := aggs || CASE WHEN i > 1 THEN ',' ELSE '' END || E'\n\t\t' || c.agg;
+		-- _jsonb_object_of takes up to 99 values: objects of chunks of 90, concatenated
+		IF i % 90 = 1 THEN
+			IF i > 1 THEN
+				objs := objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, aggs);
+			END IF;
+			aggs := '';
+			keys := '';
+		END IF;
+		aggs := aggs || CASE WHEN aggs <> '' THEN ',' ELSE '' END || E'\n\t\t' || c.agg;
 		IF c.skipped <> '0::bigint' THEN
 			skipcols := skipcols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 			skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
@@ -872,15 +890,20 @@ BEGIN
 			skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || '0::bigint';
 		END IF;
 		laterals := laterals || E'\n  ' || c.lat;
-		keys := keys || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.quote_literal(one);
+		keys := keys || CASE WHEN keys <> '' THEN ', ' ELSE '' END || pg_catalog.quote_literal(one);
 	END LOOP;
+	objs := objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, aggs);
 	-- the aggregation builds each entity's object of values itself, into a
 	-- table of its own that _write_values reads (a plain CREATE TABLE AS may
 	-- use parallel workers; a statement with a data-modifying WITH may not)
 	sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n'
-		'SELECT e.customer_entity_id AS eid,\n\tcdp_traits._jsonb_object(ARRAY[%s]::text[], ARRAY[%s\n\t]::jsonb[]) AS vals%s'
+		'SELECT e.customer_entity_id AS eid,\n\t%s AS vals%s'
 		'\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
-		part, keys, aggs, skipcols, events_sql, shared, laterals, where_sql);
+		part, CASE WHEN pg_catalog.cardinality(objs) = 1 THEN objs[1]
+			  ELSE 'NULLIF(' || pg_catalog.array_to_string(ARRAY(
+					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(objs) o), ' || ')
+				   || ', ''{}'')' END,
+		skipcols, events_sql, shared, laterals, where_sql);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
 	EXECUTE sql;
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
