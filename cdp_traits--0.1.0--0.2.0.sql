@@ -458,6 +458,9 @@ AS 'MODULE_PATHNAME', 'cdp_value_deltas_trans';
 CREATE FUNCTION cdp_traits._value_deltas_final(internal) RETURNS jsonb
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cdp_value_deltas_final';
+CREATE FUNCTION cdp_traits._merge_values(old jsonb, new jsonb, replaced text[]) RETURNS jsonb
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_merge_values';
 CREATE FUNCTION cdp_traits._jsonb_object_of(keys text[], VARIADIC "any") RETURNS jsonb
 LANGUAGE c STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_jsonb_object_of';
@@ -472,12 +475,22 @@ BEGIN
 	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 			  WHERE p.pronamespace = 'cdp_traits'::regnamespace
 				AND p.proname IN ('_value_deltas', '_value_deltas_trans', '_value_deltas_final',
-								  '_jsonb_object_of') LOOP
+								  '_jsonb_object_of', '_merge_values') LOOP
 		EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_admin', f);
 	END LOOP;
 END;
 $grants$;
+
+-- A value's definition version is its attribute's calculated_version (see
+-- 40_attributes.sql): the per-entity map of versions goes.
+CREATE OR REPLACE VIEW cdp_traits.customer_attributes AS
+SELECT ea.customer_entity_id, kv.key AS attribute_id, kv.value, ea.calculated_at,
+	   a.calculated_version AS definition_version, ea.run_id
+  FROM cdp_traits.entity_attributes ea
+ CROSS JOIN LATERAL pg_catalog.jsonb_each(ea.vals) kv
+  LEFT JOIN cdp_traits.attributes a ON a.id = kv.key;
+ALTER TABLE cdp_traits.entity_attributes DROP COLUMN versions;
 
 -- Descriptions of the aggregate state type's input and output functions.
 COMMENT ON FUNCTION cdp_traits.agg_state_in(cstring) IS
@@ -890,6 +903,47 @@ CREATE TRIGGER segment_events_immutable BEFORE UPDATE ON cdp_traits.segment_even
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_immutable();
 
 -- BEGIN generated: functions changed since 0.1.0
+CREATE OR REPLACE FUNCTION cdp_traits._attributes_changed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	r record;
+	msg text;
+	removed text[];
+BEGIN
+	-- values of attributes that no longer exist (deleted or renamed)
+	SELECT pg_catalog.array_agg(c.attribute_id) INTO removed FROM cdp_traits.attribute_counts c
+	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id);
+	IF removed IS NOT NULL THEN
+		UPDATE cdp_traits.entity_attributes
+		   SET vals = vals - removed
+		 WHERE vals ?| removed;
+		DELETE FROM cdp_traits.entity_attributes WHERE vals = '{}';
+		DELETE FROM cdp_traits.attribute_counts WHERE attribute_id = ANY (removed);
+		DELETE FROM cdp_traits.attribute_value_counts WHERE attribute_id = ANY (removed);
+	END IF;
+	PERFORM cdp_traits._audience_order();
+	PERFORM cdp_traits._rebuild_pivot();
+	FOR r IN SELECT id, definition FROM cdp_traits.attributes
+			  WHERE definition->>'type' = 'audience' ORDER BY id LOOP
+		BEGIN
+			IF (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
+					E'SELECT (%s\n) AS c FROM cdp_traits.pivoted_customer_attributes',
+					r.definition->>'condition')) c) <> 'boolean'::regtype THEN
+				RAISE EXCEPTION 'the condition is not boolean' USING ERRCODE = 'datatype_mismatch';
+			END IF;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(r.id, msg,
+				pg_catalog.format('condition: %s', r.definition->>'condition'),
+				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).');
+		END;
+	END LOOP;
+	RETURN NULL;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._calc_predefined(aids text[], events_sql text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -1129,6 +1183,7 @@ DECLARE
 	changes bigint;
 	written bigint;
 	k bigint;
+	all_new boolean;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1161,56 +1216,55 @@ BEGIN
 	EXECUTE pg_catalog.format($q$
 		CREATE TEMP TABLE cdp_changes AS
 		SELECT x.* FROM (
-			SELECT s.id AS eid, o.vals AS old_vals, o.versions AS old_versions,
-				   (COALESCE(o.vals, '{}') - $1) || COALESCE(n.vals, '{}') AS new_vals,
-				   (COALESCE(o.versions, '{}') - $1) || $2 AS new_versions
+			SELECT s.id AS eid, o.vals AS old_vals,
+				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
 			  FROM (%s) s(id)
 			  LEFT JOIN (%s) n
 				ON n.eid = s.id
 			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
 			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
 		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
-			OR (x.old_versions IS DISTINCT FROM x.new_versions AND x.new_vals <> '{}')
-	$q$, scope_sql, new_sql) USING ok, versions;
+	$q$, scope_sql, new_sql) USING ok;
 	GET DIAGNOSTICS changes = ROW_COUNT;
 
-	-- Entities removed meanwhile are skipped: an entity that gets values for
-	-- the first time is locked so that it cannot go until we commit (those
-	-- being changed now are skipped: they are dirty again anyway); stored
-	-- values are updated or deleted only where their row still exists (a
-	-- stitching transaction that removes the entity meanwhile waits for the
-	-- row and then removes what we wrote).  cdp_live: the entities written.
+	-- Entities removed meanwhile are skipped, and nothing waits for a
+	-- stitching transaction: an entity that gets values for the first time
+	-- is locked so that it cannot go until we commit; a stored row is locked
+	-- before it is updated or deleted (a stitching transaction removing the
+	-- entity then waits for us and removes what we wrote).  Rows held by a
+	-- stitching transaction are skipped: those entities are dirty again.
+	-- cdp_live: the entities written (stored: they had a row).
 	DROP TABLE IF EXISTS pg_temp.cdp_live;
-	CREATE TEMP TABLE cdp_live (id uuid NOT NULL);
+	CREATE TEMP TABLE cdp_live (id uuid NOT NULL, stored boolean NOT NULL);
 	INSERT INTO pg_temp.cdp_live
-	SELECT ce.id FROM cdp_traits.customer_entities ce
-	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE old_vals IS NULL)
+	SELECT ce.id, false FROM cdp_traits.customer_entities ce
+	 WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL)
 	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
 	GET DIAGNOSTICS written = ROW_COUNT;
 	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
-	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, versions, calculated_at, run_id)
-	SELECT c.eid, c.new_vals, c.new_versions, pg_catalog.now(), run
+	all_new := written = k;
+	INSERT INTO pg_temp.cdp_live
+	SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea
+	 WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL)
+	 ORDER BY ea.customer_entity_id FOR NO KEY UPDATE SKIP LOCKED;
+	GET DIAGNOSTICS k = ROW_COUNT;
+	written := written + k;
+
+	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, calculated_at, run_id)
+	SELECT c.eid, c.new_vals, pg_catalog.now(), run
 	  FROM pg_temp.cdp_changes c
 	 WHERE c.old_vals IS NULL
-	   AND (written = k OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l))
+	   AND (all_new OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE NOT l.stored))
 	 ORDER BY c.eid;
-	WITH d AS (
-		DELETE FROM cdp_traits.entity_attributes ea
-		 USING pg_temp.cdp_changes c
-		 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
-		RETURNING ea.customer_entity_id)
-	INSERT INTO pg_temp.cdp_live SELECT d.customer_entity_id FROM d;
-	GET DIAGNOSTICS k = ROW_COUNT;
-	written := written + k;
-	WITH u AS (
-		UPDATE cdp_traits.entity_attributes ea
-		   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
-		  FROM pg_temp.cdp_changes c
-		 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
-		RETURNING ea.customer_entity_id)
-	INSERT INTO pg_temp.cdp_live SELECT u.customer_entity_id FROM u;
-	GET DIAGNOSTICS k = ROW_COUNT;
-	written := written + k;
+	DELETE FROM cdp_traits.entity_attributes ea
+	 USING pg_temp.cdp_changes c
+	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
+	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
+	UPDATE cdp_traits.entity_attributes ea
+	   SET vals = c.new_vals, calculated_at = pg_catalog.now(), run_id = run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
+	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
 	IF written < changes THEN
 		DELETE FROM pg_temp.cdp_changes c
 		 WHERE NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);

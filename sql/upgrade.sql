@@ -161,6 +161,12 @@ BEGIN
 		IF (SELECT relkind FROM pg_class WHERE oid = r) = 'S' THEN
 			EXECUTE format('SELECT last_value, md5(last_value::text || is_called::text) FROM %s', r)
 				INTO rows, digest;
+		ELSIF r = 'cdp_traits.entity_attributes'::regclass THEN
+			-- 0.2.0 keeps no per-entity map of definition versions (the
+			-- versions come from attributes.calculated_version): the rest
+			SELECT count(*), md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
+			  INTO rows, digest
+			  FROM (SELECT customer_entity_id, vals, calculated_at, run_id FROM cdp_traits.entity_attributes) t;
 		ELSE
 			EXECUTE format('SELECT count(*), md5(coalesce(string_agg(t::text, E''\n'' ORDER BY t::text), '''')) FROM %s t', r)
 				INTO rows, digest;
@@ -171,6 +177,7 @@ END;
 $$;
 CREATE TEMP TABLE before_update AS SELECT * FROM pg_temp.contents();
 CREATE TEMP TABLE pivot_before AS SELECT * FROM cdp_traits.pivoted_customer_attributes;
+CREATE TEMP TABLE values_before AS SELECT * FROM cdp_traits.customer_attributes;
 CREATE TEMP TABLE audiences_before AS
 SELECT audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes;
 
@@ -193,6 +200,11 @@ SELECT count(*) AS tables_compared, sum(rows) > 20 AS with_rows FROM before_upda
 SELECT count(*) AS pivot_rows_changed FROM (
   (TABLE pivot_before EXCEPT SELECT * FROM cdp_traits.pivoted_customer_attributes)
   UNION ALL (SELECT * FROM cdp_traits.pivoted_customer_attributes EXCEPT TABLE pivot_before)) d;
+-- values and their provenance (definition versions) read the same
+SELECT count(*) AS values_before, (SELECT count(*) FROM (
+  (TABLE values_before EXCEPT SELECT * FROM cdp_traits.customer_attributes)
+  UNION ALL (SELECT * FROM cdp_traits.customer_attributes EXCEPT TABLE values_before)) d) AS values_changed
+  FROM values_before;
 SELECT * FROM cdp_traits.verify_stitching();
 
 -- The triggers installed under 0.1.0 keep stitching; 0.2.0's explain_entity

@@ -371,3 +371,98 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_POINTER(JsonbValueToJsonb(result));
 }
+
+PG_FUNCTION_INFO_V1(cdp_merge_values);
+
+/*
+ * cdp_merge_values
+ *		SQL: _merge_values(old jsonb, new jsonb, replaced text[]) RETURNS jsonb:
+ *		an entity's stored object of values with the attributes of replaced
+ *		taken out and those of new put in, i.e.
+ *		(COALESCE(old, '{}') - replaced) || COALESCE(new, '{}'), without
+ *		rebuilding anything when there is nothing to merge (no stored values).
+ */
+Datum
+cdp_merge_values(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *old;
+	Jsonb	   *new = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	ArrayType  *rarr;
+	Datum	   *rkeys;
+	bool	   *rnulls;
+	int			nr;
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbValue *result;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the attributes replaced must not be null")));
+	if (new != NULL && !JB_ROOT_IS_OBJECT(new))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("new values must be a jsonb object")));
+	if (PG_ARGISNULL(0))
+	{
+		if (new != NULL)
+			PG_RETURN_JSONB_P(new);
+		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+	}
+	old = PG_GETARG_JSONB_P(0);
+	if (!JB_ROOT_IS_OBJECT(old))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stored values must be a jsonb object")));
+	rarr = PG_GETARG_ARRAYTYPE_P(2);
+	deconstruct_array(rarr, TEXTOID, -1, false, TYPALIGN_INT, &rkeys, &rnulls, &nr);
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	it = JsonbIteratorInit(&old->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		bool		drop = false;
+		int			i;
+
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		for (i = 0; i < nr && !drop; i++)
+		{
+			text	   *r = DatumGetTextPP(rkeys[i]);
+
+			drop = !rnulls[i] && VARSIZE_ANY_EXHDR(r) == k.val.string.len &&
+				memcmp(VARDATA_ANY(r), k.val.string.val, k.val.string.len) == 0;
+		}
+		if (!drop && new != NULL)
+		{
+			JsonbValue	tmp;
+
+			drop = getKeyJsonValueFromContainer(&new->root, k.val.string.val,
+												k.val.string.len, &tmp) != NULL;
+		}
+		if (drop)
+			continue;
+		(void) pushJsonbValue(&state, WJB_KEY, &k);
+		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	if (new != NULL)
+	{
+		it = JsonbIteratorInit(&new->root);
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			if (tok != WJB_KEY)
+				continue;
+			(void) pushJsonbValue(&state, WJB_KEY, &k);
+			tok = JsonbIteratorNext(&it, &v, true);
+			(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		}
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(result));
+}

@@ -42,8 +42,6 @@ COMMENT ON TABLE cdp_traits.attributes IS
 CREATE TABLE cdp_traits.entity_attributes (
 	customer_entity_id uuid PRIMARY KEY,
 	vals jsonb NOT NULL,			-- {attribute id: value}
-	-- provenance: {attribute id: attributes.version that produced the value}
-	versions jsonb NOT NULL,
 	calculated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- last written
 	run_id bigint					-- the run that last wrote it
 );
@@ -70,6 +68,12 @@ CREATE AGGREGATE cdp_traits._value_deltas(old jsonb, new jsonb, keys text[], cat
 	finalfunc = cdp_traits._value_deltas_final
 );
 
+-- (COALESCE(old, '{}') - replaced) || COALESCE(new, '{}'), in C: an
+-- entity's values after a step (new as it is when nothing was stored).
+CREATE FUNCTION cdp_traits._merge_values(old jsonb, new jsonb, replaced text[]) RETURNS jsonb
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_merge_values';
+
 -- {key: to_jsonb(value)} of the values that are not NULL (NULL if none),
 -- in C: the calculation's object of one entity's values (up to 99 values).
 CREATE FUNCTION cdp_traits._jsonb_object_of(keys text[], VARIADIC "any") RETURNS jsonb
@@ -82,11 +86,18 @@ CREATE AGGREGATE cdp_traits._jsonb_merge(jsonb) (
 	combinefunc = pg_catalog.jsonb_concat, parallel = safe
 );
 
+-- An attribute's stored values are those of its calculated_version: a run
+-- computes a new or changed definition for every entity and only then sets
+-- calculated_version (values a new definition leaves unchanged are not
+-- rewritten).  A dirty entity (customer_entities.calculated IS NULL) that a
+-- run skipped because a stitching transaction held it may keep values of
+-- the previous version until its next calculation.
 CREATE VIEW cdp_traits.customer_attributes AS
 SELECT ea.customer_entity_id, kv.key AS attribute_id, kv.value, ea.calculated_at,
-	   (ea.versions->>kv.key)::integer AS definition_version, ea.run_id
+	   a.calculated_version AS definition_version, ea.run_id
   FROM cdp_traits.entity_attributes ea
- CROSS JOIN LATERAL pg_catalog.jsonb_each(ea.vals) kv;
+ CROSS JOIN LATERAL pg_catalog.jsonb_each(ea.vals) kv
+  LEFT JOIN cdp_traits.attributes a ON a.id = kv.key;
 COMMENT ON VIEW cdp_traits.customer_attributes IS
 	'one row per entity and attribute that has a value, with the definition version that produced it';
 
@@ -704,7 +715,7 @@ BEGIN
 	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id);
 	IF removed IS NOT NULL THEN
 		UPDATE cdp_traits.entity_attributes
-		   SET vals = vals - removed, versions = versions - removed
+		   SET vals = vals - removed
 		 WHERE vals ?| removed;
 		DELETE FROM cdp_traits.entity_attributes WHERE vals = '{}';
 		DELETE FROM cdp_traits.attribute_counts WHERE attribute_id = ANY (removed);
@@ -1032,6 +1043,7 @@ DECLARE
 	changes bigint;
 	written bigint;
 	k bigint;
+	all_new boolean;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1064,56 +1076,55 @@ BEGIN
 	EXECUTE pg_catalog.format($q$
 		CREATE TEMP TABLE cdp_changes AS
 		SELECT x.* FROM (
-			SELECT s.id AS eid, o.vals AS old_vals, o.versions AS old_versions,
-				   (COALESCE(o.vals, '{}') - $1) || COALESCE(n.vals, '{}') AS new_vals,
-				   (COALESCE(o.versions, '{}') - $1) || $2 AS new_versions
+			SELECT s.id AS eid, o.vals AS old_vals,
+				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
 			  FROM (%s) s(id)
 			  LEFT JOIN (%s) n
 				ON n.eid = s.id
 			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
 			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
 		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
-			OR (x.old_versions IS DISTINCT FROM x.new_versions AND x.new_vals <> '{}')
-	$q$, scope_sql, new_sql) USING ok, versions;
+	$q$, scope_sql, new_sql) USING ok;
 	GET DIAGNOSTICS changes = ROW_COUNT;
 
-	-- Entities removed meanwhile are skipped: an entity that gets values for
-	-- the first time is locked so that it cannot go until we commit (those
-	-- being changed now are skipped: they are dirty again anyway); stored
-	-- values are updated or deleted only where their row still exists (a
-	-- stitching transaction that removes the entity meanwhile waits for the
-	-- row and then removes what we wrote).  cdp_live: the entities written.
+	-- Entities removed meanwhile are skipped, and nothing waits for a
+	-- stitching transaction: an entity that gets values for the first time
+	-- is locked so that it cannot go until we commit; a stored row is locked
+	-- before it is updated or deleted (a stitching transaction removing the
+	-- entity then waits for us and removes what we wrote).  Rows held by a
+	-- stitching transaction are skipped: those entities are dirty again.
+	-- cdp_live: the entities written (stored: they had a row).
 	DROP TABLE IF EXISTS pg_temp.cdp_live;
-	CREATE TEMP TABLE cdp_live (id uuid NOT NULL);
+	CREATE TEMP TABLE cdp_live (id uuid NOT NULL, stored boolean NOT NULL);
 	INSERT INTO pg_temp.cdp_live
-	SELECT ce.id FROM cdp_traits.customer_entities ce
-	 WHERE ce.id IN (SELECT eid FROM pg_temp.cdp_changes WHERE old_vals IS NULL)
+	SELECT ce.id, false FROM cdp_traits.customer_entities ce
+	 WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL)
 	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
 	GET DIAGNOSTICS written = ROW_COUNT;
 	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
-	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, versions, calculated_at, run_id)
-	SELECT c.eid, c.new_vals, c.new_versions, pg_catalog.now(), run
+	all_new := written = k;
+	INSERT INTO pg_temp.cdp_live
+	SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea
+	 WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL)
+	 ORDER BY ea.customer_entity_id FOR NO KEY UPDATE SKIP LOCKED;
+	GET DIAGNOSTICS k = ROW_COUNT;
+	written := written + k;
+
+	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, calculated_at, run_id)
+	SELECT c.eid, c.new_vals, pg_catalog.now(), run
 	  FROM pg_temp.cdp_changes c
 	 WHERE c.old_vals IS NULL
-	   AND (written = k OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l))
+	   AND (all_new OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE NOT l.stored))
 	 ORDER BY c.eid;
-	WITH d AS (
-		DELETE FROM cdp_traits.entity_attributes ea
-		 USING pg_temp.cdp_changes c
-		 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
-		RETURNING ea.customer_entity_id)
-	INSERT INTO pg_temp.cdp_live SELECT d.customer_entity_id FROM d;
-	GET DIAGNOSTICS k = ROW_COUNT;
-	written := written + k;
-	WITH u AS (
-		UPDATE cdp_traits.entity_attributes ea
-		   SET vals = c.new_vals, versions = c.new_versions, calculated_at = pg_catalog.now(), run_id = run
-		  FROM pg_temp.cdp_changes c
-		 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
-		RETURNING ea.customer_entity_id)
-	INSERT INTO pg_temp.cdp_live SELECT u.customer_entity_id FROM u;
-	GET DIAGNOSTICS k = ROW_COUNT;
-	written := written + k;
+	DELETE FROM cdp_traits.entity_attributes ea
+	 USING pg_temp.cdp_changes c
+	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
+	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
+	UPDATE cdp_traits.entity_attributes ea
+	   SET vals = c.new_vals, calculated_at = pg_catalog.now(), run_id = run
+	  FROM pg_temp.cdp_changes c
+	 WHERE c.old_vals IS NOT NULL AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
+	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
 	IF written < changes THEN
 		DELETE FROM pg_temp.cdp_changes c
 		 WHERE NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);

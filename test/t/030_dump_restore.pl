@@ -88,7 +88,7 @@ my %checks = (
 	merges => "SELECT merged_id, into_id, merged_at FROM cdp_traits.entity_merges ORDER BY 1",
 	definitions => "SELECT id, definition, version, created, modified FROM cdp_traits.attributes ORDER BY id",
 	context => "SELECT key, value, query, modified FROM cdp_traits.context ORDER BY key",
-	values => "SELECT customer_entity_id, vals, versions, calculated_at FROM cdp_traits.entity_attributes ORDER BY 1",
+	values => "SELECT customer_entity_id, vals, calculated_at, run_id FROM cdp_traits.entity_attributes ORDER BY 1",
 	history => "SELECT * FROM cdp_traits.attribute_history ORDER BY 1, 2, 4",
 	pivot => "SELECT * FROM cdp_traits.pivoted_customer_attributes ORDER BY 1",
 	pivot_columns => "SELECT attname, atttypid::regtype FROM pg_attribute WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass AND attnum > 0 ORDER BY attnum",
