@@ -1346,6 +1346,7 @@ SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET client_min_messages = warning
+SET jit = off
 AS $$
 DECLARE
 	run bigint;

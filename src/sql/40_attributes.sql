@@ -1200,12 +1200,17 @@ BEGIN
 END;
 $$;
 
+-- jit off: the generated statements are large expressions over many rows
+-- that the planner costs high enough to JIT-compile with inlining and
+-- optimization, which took longer (1-1.8 s for the statement of the items
+-- expansion on a million events) than it saved; see BENCHMARKS.md.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET client_min_messages = warning
+SET jit = off
 AS $$
 DECLARE
 	run bigint;
