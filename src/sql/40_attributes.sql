@@ -1099,14 +1099,14 @@ BEGIN
 	INSERT INTO pg_temp.cdp_live
 	SELECT ce.id, false FROM cdp_traits.customer_entities ce
 	 WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL)
-	 ORDER BY ce.id FOR KEY SHARE SKIP LOCKED;
+	   FOR KEY SHARE SKIP LOCKED;	-- (SKIP LOCKED never waits: no lock order needed)
 	GET DIAGNOSTICS written = ROW_COUNT;
 	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
 	all_new := written = k;
 	INSERT INTO pg_temp.cdp_live
 	SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea
 	 WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL)
-	 ORDER BY ea.customer_entity_id FOR NO KEY UPDATE SKIP LOCKED;
+	   FOR NO KEY UPDATE SKIP LOCKED;
 	GET DIAGNOSTICS k = ROW_COUNT;
 	written := written + k;
 
@@ -1373,7 +1373,7 @@ BEGIN
 	UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
 	  FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s
 				ON s.id = c.id AND c.xmin = s.row_xmin
-			 ORDER BY c.id FOR NO KEY UPDATE OF c SKIP LOCKED) l
+			   FOR NO KEY UPDATE OF c SKIP LOCKED) l
 	 WHERE ce.id = l.id;
 
 	UPDATE cdp_traits.calculation_runs r
