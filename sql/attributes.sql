@@ -251,3 +251,14 @@ SELECT count(DISTINCT customer_entity_id) AS entities, count(*) / count(DISTINCT
                                                 + make_interval(hours => substr(attribute_id, 2)::int)) AS all_right
   FROM cdp_traits.customer_attributes a;
 DELETE FROM cdp_traits.attributes;
+
+-- only custom attributes (no predefined statement): the rows of several
+-- custom attributes of one entity make one object
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('n_events', '{"type": "custom", "query": "SELECT count(*) AS value FROM base"}'),
+  ('n_sources', '{"type": "custom", "query": "SELECT count(DISTINCT source_id) AS value FROM base"}');
+SELECT cdp_traits.calculate_attributes(force => true) > 0 AS calculated;
+SELECT count(*) AS entities, count(*) FILTER (WHERE vals ?& ARRAY['n_events', 'n_sources']) AS with_both,
+       (SELECT count(*) FROM cdp_traits.customer_entities) AS of
+  FROM cdp_traits.entity_attributes;
+DELETE FROM cdp_traits.attributes;

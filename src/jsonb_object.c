@@ -420,6 +420,8 @@ cdp_merge_values(PG_FUNCTION_ARGS)
 				 errmsg("stored values must be a jsonb object")));
 	rarr = PG_GETARG_ARRAYTYPE_P(2);
 	deconstruct_array(rarr, TEXTOID, -1, false, TYPALIGN_INT, &rkeys, &rnulls, &nr);
+	if (new == NULL && nr == 0)
+		PG_RETURN_JSONB_P(old);
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	it = JsonbIteratorInit(&old->root);

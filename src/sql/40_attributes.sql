@@ -1056,19 +1056,31 @@ BEGIN
 	  INTO hist, auds, versions
 	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
 
-	-- the new values: the tables of the predefined steps and cdp_new (the
-	-- other steps'), merged per entity if there are several
+	-- the new values: the tables of the predefined steps (one row per
+	-- entity each) and cdp_new (the other steps': one row per entity and
+	-- attribute), joined per entity if there are several
 	SELECT pg_catalog.array_agg(pg_catalog.format('SELECT eid, vals FROM pg_temp.%I WHERE vals IS NOT NULL', p.name)
 								ORDER BY p.name)
 	  INTO sources FROM pg_temp.cdp_parts p;
 	IF sources IS NULL OR EXISTS (SELECT FROM pg_temp.cdp_new) THEN
-		sources := COALESCE(sources, '{}') || 'SELECT eid, vals FROM pg_temp.cdp_new'::text;
+		sources := COALESCE(sources, '{}')
+			|| 'SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM pg_temp.cdp_new GROUP BY eid'::text;
 	END IF;
-	IF pg_catalog.cardinality(sources) = 1 THEN
-		new_sql := sources[1];
-	ELSE
-		new_sql := 'SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM ('
-			|| pg_catalog.array_to_string(sources, ' UNION ALL ') || ') u GROUP BY eid';
+	new_sql := sources[1];
+	IF pg_catalog.cardinality(sources) > 1 THEN
+		DECLARE
+			eids text := 's1.eid';
+			vals text := 's1.vals';
+			joins text := '(' || sources[1] || ') s1';
+		BEGIN
+			FOR i IN 2 .. pg_catalog.cardinality(sources) LOOP
+				joins := joins || pg_catalog.format(' FULL JOIN (%s) s%s ON s%s.eid = COALESCE(%s)',
+					sources[i], i, i, eids);
+				eids := eids || pg_catalog.format(', s%s.eid', i);
+				vals := pg_catalog.format('cdp_traits._merge_values(%s, s%s.vals, ''{}''::text[])', vals, i);
+			END LOOP;
+			new_sql := pg_catalog.format('SELECT COALESCE(%s) AS eid, %s AS vals FROM %s', eids, vals, joins);
+		END;
 	END IF;
 
 	-- per entity: its values with those of ok replaced by the new ones
