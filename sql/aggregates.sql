@@ -146,11 +146,13 @@ SELECT frequency_add(NULL, 1);
 SELECT agg_state_combine(NULL, NULL);
 SELECT first_add(NULL, 1, now());
 
--- Every function of the extension is marked parallel safe; the aggregates
--- have combine functions
+-- Every aggregate of the extension is marked parallel safe and has a
+-- combine function, but for _value_deltas: the calculation's one serial pass
+-- over its changes (for the counts), never used in a query of users'
 SELECT p.proname, p.prokind, p.proparallel
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'cdp_traits')
+   AND p.proname <> '_value_deltas'
    AND p.prokind = 'a' AND (p.proparallel <> 's'
        OR NOT EXISTS (SELECT FROM pg_aggregate a WHERE a.aggfnoid = p.oid AND a.aggcombinefn <> 0));
 SELECT count(*) AS aggregates FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
