@@ -622,25 +622,20 @@ make_room(AggTypeInfo *info, CdpAggState *state, Size need)
 }
 
 /*
- * agg_multiset_add
- *		Add a value (with a weight, for a frequency state) to a multiset
- *		state, creating the state if it is NULL.  Returns the state, which
- *		may have moved.
+ * multiset_append
+ *		Append a value known not to be in the state (img, taking at most need
+ *		bytes) with its weight; a small state that reaches its limits
+ *		becomes large, a full one moves to a bigger chunk.  Returns the
+ *		state, which may have moved.
  */
-CdpAggState *
-agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
-				 Datum value, float8 weight)
+static CdpAggState *
+multiset_append(AggTypeInfo *info, CdpAggState *state, int kind,
+				AggImage *img, Size need, float8 weight)
 {
-	AggImage	img = image_of(info, value);
-	Size		need = entry_space(info, kind, &img);
 	char	   *end;
 
-	if (state == NULL)
-		state = agg_state_new(info, kind, need);
-	else if (state->flags & AGG_FLAG_SMALL)
+	if (state->flags & AGG_FLAG_SMALL)
 	{
-		if (small_find(info, state, &img, weight))
-			return state;
 		if (state->nitems >= (info->equalimage ? AGG_SMALL_ITEMS :
 							  AGG_SMALL_ITEMS_COMPARATOR) ||
 			state->used - AGG_HEADER_SIZE + need > AGG_SMALL_BYTES)
@@ -654,9 +649,132 @@ agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
 		state->used + need > AGG_CAPACITY(state))
 		state = make_room(info, state, need);
 
-	end = entry_write(info, kind, (char *) state + state->used, &img, weight);
+	end = entry_write(info, kind, (char *) state + state->used, img, weight);
 	state->used = end - (char *) state;
 	state->nitems++;
+	return state;
+}
+
+/*
+ * agg_multiset_add
+ *		Add a value (with a weight, for a frequency state) to a multiset
+ *		state, creating the state if it is NULL.  Returns the state, which
+ *		may have moved.
+ */
+CdpAggState *
+agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
+				 Datum value, float8 weight)
+{
+	AggImage	img = image_of(info, value);
+	Size		need = entry_space(info, kind, &img);
+
+	if (state == NULL)
+		state = agg_state_new(info, kind, need);
+	else if ((state->flags & AGG_FLAG_SMALL) &&
+			 small_find(info, state, &img, weight))
+		return state;
+	return multiset_append(info, state, kind, &img, need, weight);
+}
+
+/*
+ * varlena_key
+ *		A digest of a varlena's data for small_union_varlena's index: its
+ *		length and first and last bytes.  Equal values have equal keys.
+ */
+static inline uint32
+varlena_key(const char *data, Size len)
+{
+	if (len == 0)
+		return 0;
+	return ((uint32) len << 16) | ((uint32) (uint8) data[0] << 8) |
+		(uint8) data[len - 1];
+}
+
+/*
+ * small_union_varlena
+ *		agg_multiset_union for a small state of an equal-image varlena type
+ *		(text with a deterministic collation): the state's entries are
+ *		indexed once by key and offset, so that each of other's values is
+ *		looked up in a compact array instead of by walking the entries.
+ *		Hits add their weight where they are (no moving ahead); new values
+ *		are appended.  Once the state stops being small, the rest of other
+ *		is added one by one.
+ */
+static CdpAggState *
+small_union_varlena(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
+{
+	int			kind = state->kind;
+	Size		prefix = AGG_PREFIX_SIZE(kind);
+	uint32		keys[AGG_SMALL_ITEMS];
+	uint32		offs[AGG_SMALL_ITEMS];
+	uint32		n = 0;
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+	char	   *op = (char *) other + AGG_HEADER_SIZE;
+	char	   *oend = (char *) other + other->used;
+
+	while (p < end)
+	{
+		char	   *v = value_start(info, p + prefix);
+
+		if (n >= AGG_SMALL_ITEMS)
+			break;
+		keys[n] = varlena_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+		offs[n++] = p - (char *) state;
+		p = v + VARSIZE_ANY(v);
+	}
+	if (p < end)
+		return NULL;			/* cannot happen: small states are smaller */
+
+	while (op < oend)
+	{
+		Datum		value;
+		float8		weight;
+		char	   *data;
+		Size		len;
+		uint32		key;
+		uint32		i;
+		AggImage	img;
+		uint32		at;
+
+		op = agg_entry_read(info, kind, op, &value, &weight);
+		data = VARDATA_ANY(DatumGetPointer(value));
+		len = VARSIZE_ANY_EXHDR(DatumGetPointer(value));
+		key = varlena_key(data, len);
+		for (i = 0; i < n; i++)
+		{
+			char	   *v;
+
+			if (keys[i] != key)
+				continue;
+			v = value_start(info, (char *) state + offs[i] + prefix);
+			if (VARSIZE_ANY_EXHDR(v) == len && memcmp(VARDATA_ANY(v), data, len) == 0)
+				break;
+		}
+		if (i < n)
+		{
+			if (kind == AGG_KIND_FREQUENCY)
+				weight_add((char *) state + offs[i], weight);
+			continue;
+		}
+
+		/* a new value */
+		img = image_of(info, value);
+		at = state->used;
+		state = multiset_append(info, state, kind, &img,
+								entry_space(info, kind, &img), weight);
+		if (!(state->flags & AGG_FLAG_SMALL) || n >= AGG_SMALL_ITEMS)
+		{
+			while (op < oend)
+			{
+				op = agg_entry_read(info, kind, op, &value, &weight);
+				state = agg_multiset_add(info, state, kind, value, weight);
+			}
+			break;
+		}
+		keys[n] = key;
+		offs[n++] = at;
+	}
 	return state;
 }
 
@@ -676,6 +794,14 @@ agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 
 	if (state == NULL)
 		return agg_state_copy(other, 0);
+	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
+		info->typlen == -1)
+	{
+		CdpAggState *result = small_union_varlena(info, state, other);
+
+		if (result != NULL)
+			return result;
+	}
 	while (p < end)
 	{
 		Datum		value;
