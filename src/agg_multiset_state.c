@@ -4,8 +4,8 @@
  *		Frequency and distinct states: the multiset of a group's values,
  *		with their total weights for a frequency state.
  *
- * Entries are packed (agg.h): [float8 weight, unaligned, frequency only]
- * then the value:
+ * Entries are packed (agg.h): [float8 weight or uint32 count, unaligned,
+ * frequency only] then the value:
  *
  *	 by-value types			typlen bytes, unaligned (copied in and out)
  *	 varlena, short header	as in heap tuples, unaligned
@@ -33,6 +33,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "miscadmin.h"
 
@@ -127,9 +129,9 @@ image_of(AggTypeInfo *info, Datum value)
  *		Most bytes an entry for img takes, wherever it is written.
  */
 static inline Size
-entry_space(AggTypeInfo *info, int kind, AggImage *img)
+entry_space(AggTypeInfo *info, int fmt, AggImage *img)
 {
-	return AGG_PREFIX_SIZE(kind) + img->size +
+	return fmt + img->size +
 		(img->aligned ? info->alignby - 1 : 0);
 }
 
@@ -241,36 +243,45 @@ value_read(AggTypeInfo *info, char *p, Datum *value)
 
 /*
  * agg_entry_read
- *		The value and weight of the entry at p; returns where the next entry
- *		starts.
+ *		The value and weight of the entry at p (of entry format fmt); returns
+ *		where the next entry starts.
  */
 char *
-agg_entry_read(AggTypeInfo *info, int kind, char *p, Datum *value,
+agg_entry_read(AggTypeInfo *info, int fmt, char *p, Datum *value,
 			   float8 *weight)
 {
-	if (kind == AGG_KIND_FREQUENCY)
-	{
+	if (fmt == AGG_FMT_WEIGHT)
 		memcpy(weight, p, sizeof(float8));
-		p += sizeof(float8);
+	else if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c;
+
+		memcpy(&c, p, sizeof(uint32));
+		*weight = (float8) c;
 	}
 	else
 		*weight = 0;
-	return value_read(info, p, value);
+	return value_read(info, p + fmt, value);
 }
 
 /*
  * entry_write
- *		Write an entry at dst; returns where it ends.
+ *		Write an entry of format fmt at dst (a count: weight is one, see
+ *		weight_is_count); returns where it ends.
  */
 static inline char *
-entry_write(AggTypeInfo *info, int kind, char *dst, AggImage *img,
+entry_write(AggTypeInfo *info, int fmt, char *dst, AggImage *img,
 			float8 weight)
 {
-	if (kind == AGG_KIND_FREQUENCY)
-	{
+	if (fmt == AGG_FMT_WEIGHT)
 		memcpy(dst, &weight, sizeof(float8));
-		dst += sizeof(float8);
+	else if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c = (uint32) weight;
+
+		memcpy(dst, &c, sizeof(uint32));
 	}
+	dst += fmt;
 	if (img->aligned)
 	{
 		char	   *start = (char *) TYPEALIGN(info->alignby, dst);
@@ -299,30 +310,69 @@ entry_write(AggTypeInfo *info, int kind, char *dst, AggImage *img,
 }
 
 /*
- * weight_add
- *		Add to the weight of the (frequency) entry at p.
+ * weight_is_count
+ *		Whether a weight can be added to a count: a whole number from 0 to
+ *		PG_UINT32_MAX (not -0, whose sign a sum of float8s would keep).
  */
-static inline void
-weight_add(char *p, float8 weight)
+static inline bool
+weight_is_count(float8 weight)
 {
-	float8		w;
+	return weight == 1.0 ||
+		(weight >= 0 && weight <= PG_UINT32_MAX && !signbit(weight) &&
+		 weight == (float8) (uint32) weight);
+}
 
-	memcpy(&w, p, sizeof(float8));
-	w += weight;
-	memcpy(p, &w, sizeof(float8));
+/*
+ * weight_add
+ *		Add to the weight of the frequency entry at p (of format fmt: for a
+ *		count, weight must be one, see weight_is_count).  False, changing
+ *		nothing, if the count would overflow.
+ */
+static inline bool
+weight_add(char *p, int fmt, float8 weight)
+{
+	if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c;
+
+		memcpy(&c, p, sizeof(uint32));
+		if (c > PG_UINT32_MAX - (uint32) weight)
+			return false;
+		c += (uint32) weight;
+		memcpy(p, &c, sizeof(uint32));
+	}
+	else
+	{
+		float8		w;
+
+		memcpy(&w, p, sizeof(float8));
+		w += weight;
+		memcpy(p, &w, sizeof(float8));
+	}
+	return true;
 }
 
 /*
  * weight_get
- *		The weight of the (frequency) entry at p.
+ *		The weight of the frequency entry at p (of format fmt).
  */
 static inline float8
-weight_get(char *p)
+weight_get(char *p, int fmt)
 {
-	float8		w;
+	if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c;
 
-	memcpy(&w, p, sizeof(float8));
-	return w;
+		memcpy(&c, p, sizeof(uint32));
+		return (float8) c;
+	}
+	else
+	{
+		float8		w;
+
+		memcpy(&w, p, sizeof(float8));
+		return w;
+	}
 }
 
 /*
@@ -348,9 +398,9 @@ small_equal(AggTypeInfo *info, Datum stored, Datum image)
  *		value needs no alignment).
  */
 static inline bool
-movable(AggTypeInfo *info, int kind, char *e)
+movable(AggTypeInfo *info, int fmt, char *e)
 {
-	char	   *v = e + AGG_PREFIX_SIZE(kind);
+	char	   *v = e + fmt;
 
 	if (info->typbyval || info->typlen == -2 || info->alignby == 1)
 		return true;
@@ -365,14 +415,14 @@ movable(AggTypeInfo *info, int kind, char *e)
  *		if both can move and a is not big.
  */
 static inline void
-transpose(AggTypeInfo *info, int kind, char *a, char *b, char *end)
+transpose(AggTypeInfo *info, int fmt, char *a, char *b, char *end)
 {
 	char		tmp[AGG_TRANSPOSE_MAX];
 	Size		sa = b - a;
 	Size		sb = end - b;
 
-	if (sa > AGG_TRANSPOSE_MAX || !movable(info, kind, a) ||
-		!movable(info, kind, b))
+	if (sa > AGG_TRANSPOSE_MAX || !movable(info, fmt, a) ||
+		!movable(info, fmt, b))
 		return;
 	memcpy(tmp, a, sa);
 	memmove(a, b, sb);
@@ -390,7 +440,7 @@ static inline char *
 small_locate(AggTypeInfo *info, CdpAggState *state, AggImage *img,
 			 char **prev, char **next)
 {
-	Size		prefix = AGG_PREFIX_SIZE(state->kind);
+	Size		prefix = AGG_FORMAT(state);
 	char	   *p = (char *) state + AGG_HEADER_SIZE;
 	char	   *end = (char *) state + state->used;
 
@@ -454,26 +504,30 @@ small_locate(AggTypeInfo *info, CdpAggState *state, AggImage *img,
  * small_find
  *		Look a value up in a small multiset; if it is there, add the weight
  *		(frequency) and move it one place ahead when it now weighs more than
- *		its predecessor (unique states: on every hit), and return true.
+ *		its predecessor (unique states: on every hit), and return 1; 0 if it
+ *		is not there; -1 if it is but its count would overflow (nothing
+ *		changed).
  */
-static bool
+static int
 small_find(AggTypeInfo *info, CdpAggState *state, AggImage *img, float8 weight)
 {
+	int			fmt = AGG_FORMAT(state);
 	char	   *prev;
-	char	   *next;
+	char	   *next = NULL;
 	char	   *p = small_locate(info, state, img, &prev, &next);
 
 	if (p == NULL)
-		return false;
+		return 0;
 	if (state->kind == AGG_KIND_FREQUENCY)
 	{
-		weight_add(p, weight);
-		if (prev != NULL && weight_get(p) > weight_get(prev))
-			transpose(info, state->kind, prev, p, next);
+		if (!weight_add(p, fmt, weight))
+			return -1;
+		if (prev != NULL && weight_get(p, fmt) > weight_get(prev, fmt))
+			transpose(info, fmt, prev, p, next);
 	}
 	else if (prev != NULL)
-		transpose(info, state->kind, prev, p, next);
-	return true;
+		transpose(info, fmt, prev, p, next);
+	return 1;
 }
 
 /*
@@ -482,13 +536,15 @@ small_find(AggTypeInfo *info, CdpAggState *state, AggImage *img, float8 weight)
  *		collapse equal values (adding up their weights) and merge it with
  *		the sorted prefix.  Writes the resulting entries, distinct and in
  *		order, to info->scratch at the offsets they will have in a state
- *		(from AGG_HEADER_SIZE on) and returns their total size; *count gets
- *		their number.  The state is not changed.
+ *		(from AGG_HEADER_SIZE on), in the format of a large state of the
+ *		kind (float8 weights, never counts), and returns their total size;
+ *		*count gets their number.  The state is not changed.
  */
 static Size
 multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 {
-	int			kind = state->kind;
+	int			fmt = AGG_FORMAT(state);
+	int			outfmt = AGG_KIND_FORMAT(state->kind);
 	char	   *base = (char *) state;
 	char	   *p = base + state->sorted_end;
 	char	   *end = base + state->used;
@@ -509,7 +565,7 @@ multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	{
 		AggItem    *item = &tail[ntail++];
 
-		p = agg_entry_read(info, kind, p, &item->value, &item->weight);
+		p = agg_entry_read(info, fmt, p, &item->value, &item->weight);
 	}
 	if (ntail > 1)
 	{
@@ -526,14 +582,14 @@ multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	}
 
 	/*
-	 * Merge with the prefix.  Rewritten entries may need other padding: at
-	 * most alignby - 1 more bytes each.
+	 * Merge with the prefix.  Rewritten entries may need other padding (at
+	 * most alignby - 1 more bytes each) and counts become weights.
 	 */
-	out = agg_scratch_reserve(info, state->used +
-							  (Size) state->nitems * (info->alignby - 1));
+	out = agg_scratch_reserve(info, state->used + (Size) state->nitems *
+							  (info->alignby - 1 + outfmt - fmt));
 	o = out + AGG_HEADER_SIZE;
 	if (h < hend)
-		h = agg_entry_read(info, kind, h, &head.value, &head.weight);
+		h = agg_entry_read(info, fmt, h, &head.value, &head.weight);
 	else
 		h = NULL;
 	i = 0;
@@ -559,12 +615,12 @@ multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 		else
 			emit = &tail[i++];
 		img = image_of(info, emit->value);
-		o = entry_write(info, kind, o, &img, emit->weight);
+		o = entry_write(info, outfmt, o, &img, emit->weight);
 		nout++;
 		if (emit == &head)
 		{
 			if (h < hend)
-				h = agg_entry_read(info, kind, h, &head.value, &head.weight);
+				h = agg_entry_read(info, fmt, h, &head.value, &head.weight);
 			else
 				h = NULL;
 		}
@@ -622,16 +678,53 @@ make_room(AggTypeInfo *info, CdpAggState *state, Size need)
 }
 
 /*
- * multiset_append
- *		Append a value known not to be in the state (img, taking at most need
- *		bytes) with its weight; a small state that reaches its limits
- *		becomes large, a full one moves to a bigger chunk.  Returns the
- *		state, which may have moved.
+ * counts_to_weights
+ *		A copy of a small state of counts with float8 weights instead, with
+ *		room for need more bytes.
  */
 static CdpAggState *
-multiset_append(AggTypeInfo *info, CdpAggState *state, int kind,
-				AggImage *img, Size need, float8 weight)
+counts_to_weights(AggTypeInfo *info, CdpAggState *state, Size need)
 {
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+	Size		size = state->used + need + (Size) state->nitems *
+		(AGG_FMT_WEIGHT - AGG_FMT_COUNT + info->alignby - 1);
+	Size		cap = agg_capacity_for(size, AGG_SMALL_GROWN);
+	CdpAggState *copy = palloc0(cap);
+	char	   *o = (char *) copy + AGG_HEADER_SIZE;
+
+	Assert(state->flags & AGG_FLAG_COUNTS);
+	memcpy(copy, state, AGG_HEADER_SIZE);
+	SET_VARSIZE(copy, cap);
+	copy->flags &= ~AGG_FLAG_COUNTS;
+	while (p < end)
+	{
+		Datum		value;
+		float8		weight;
+		AggImage	img;
+
+		p = agg_entry_read(info, AGG_FMT_COUNT, p, &value, &weight);
+		img = image_of(info, value);
+		o = entry_write(info, AGG_FMT_WEIGHT, o, &img, weight);
+	}
+	copy->used = o - (char *) copy;
+	copy->sorted_end = AGG_HEADER_SIZE;
+	return copy;
+}
+
+/*
+ * multiset_append
+ *		Append a value known not to be in the state (img) with its weight (a
+ *		count, if the state holds counts); a small state that reaches its
+ *		limits becomes large (with float8 weights), a full one moves to a
+ *		bigger chunk.  Returns the state, which may have moved.
+ */
+static CdpAggState *
+multiset_append(AggTypeInfo *info, CdpAggState *state, AggImage *img,
+				float8 weight)
+{
+	int			fmt = AGG_FORMAT(state);
+	Size		need = entry_space(info, fmt, img);
 	char	   *end;
 
 	if (state->flags & AGG_FLAG_SMALL)
@@ -639,7 +732,15 @@ multiset_append(AggTypeInfo *info, CdpAggState *state, int kind,
 		if (state->nitems >= (info->equalimage ? AGG_SMALL_ITEMS :
 							  AGG_SMALL_ITEMS_COMPARATOR) ||
 			state->used - AGG_HEADER_SIZE + need > AGG_SMALL_BYTES)
+		{
+			if (fmt == AGG_FMT_COUNT)
+			{
+				fmt = AGG_FMT_WEIGHT;
+				need = entry_space(info, fmt, img);
+				state = counts_to_weights(info, state, need);
+			}
 			state->flags &= ~AGG_FLAG_SMALL;	/* entries become the tail */
+		}
 		else if (state->used + need > AGG_CAPACITY(state))
 			state = agg_state_copy_cap(state,
 									   agg_capacity_for(state->used + need,
@@ -649,7 +750,7 @@ multiset_append(AggTypeInfo *info, CdpAggState *state, int kind,
 		state->used + need > AGG_CAPACITY(state))
 		state = make_room(info, state, need);
 
-	end = entry_write(info, kind, (char *) state + state->used, img, weight);
+	end = entry_write(info, fmt, (char *) state + state->used, img, weight);
 	state->used = end - (char *) state;
 	state->nitems++;
 	return state;
@@ -666,14 +767,37 @@ agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
 				 Datum value, float8 weight)
 {
 	AggImage	img = image_of(info, value);
-	Size		need = entry_space(info, kind, &img);
 
 	if (state == NULL)
-		state = agg_state_new(info, kind, need);
-	else if ((state->flags & AGG_FLAG_SMALL) &&
-			 small_find(info, state, &img, weight))
-		return state;
-	return multiset_append(info, state, kind, &img, need, weight);
+	{
+		bool		counts = (kind == AGG_KIND_FREQUENCY &&
+							  weight_is_count(weight));
+
+		state = agg_state_new(info, kind,
+							  entry_space(info, counts ? AGG_FMT_COUNT :
+										  AGG_KIND_FORMAT(kind), &img));
+		if (counts)
+			state->flags |= AGG_FLAG_COUNTS;
+	}
+	else
+	{
+		if ((state->flags & AGG_FLAG_COUNTS) && !weight_is_count(weight))
+			state = counts_to_weights(info, state, 0);
+		if (state->flags & AGG_FLAG_SMALL)
+		{
+			int			found = small_find(info, state, &img, weight);
+
+			if (found < 0)
+			{
+				/* a count would overflow */
+				state = counts_to_weights(info, state, 0);
+				found = small_find(info, state, &img, weight);
+			}
+			if (found > 0)
+				return state;
+		}
+	}
+	return multiset_append(info, state, &img, weight);
 }
 
 /*
@@ -704,7 +828,9 @@ static CdpAggState *
 small_union_varlena(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 {
 	int			kind = state->kind;
-	Size		prefix = AGG_PREFIX_SIZE(kind);
+	int			fmt = AGG_FORMAT(state);
+	int			ofmt = AGG_FORMAT(other);
+	Size		prefix = fmt;
 	uint32		keys[AGG_SMALL_ITEMS];
 	uint32		offs[AGG_SMALL_ITEMS];
 	uint32		n = 0;
@@ -737,7 +863,7 @@ small_union_varlena(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 		AggImage	img;
 		uint32		at;
 
-		op = agg_entry_read(info, kind, op, &value, &weight);
+		op = agg_entry_read(info, ofmt, op, &value, &weight);
 		data = VARDATA_ANY(DatumGetPointer(value));
 		len = VARSIZE_ANY_EXHDR(DatumGetPointer(value));
 		key = varlena_key(data, len);
@@ -753,27 +879,36 @@ small_union_varlena(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 		}
 		if (i < n)
 		{
-			if (kind == AGG_KIND_FREQUENCY)
-				weight_add((char *) state + offs[i], weight);
-			continue;
+			if (kind != AGG_KIND_FREQUENCY ||
+				weight_add((char *) state + offs[i], fmt, weight))
+				continue;
+			/* a count would overflow: the rest one by one */
+			state = counts_to_weights(info, state, 0);
 		}
-
-		/* a new value */
-		img = image_of(info, value);
-		at = state->used;
-		state = multiset_append(info, state, kind, &img,
-								entry_space(info, kind, &img), weight);
-		if (!(state->flags & AGG_FLAG_SMALL) || n >= AGG_SMALL_ITEMS)
+		else
 		{
-			while (op < oend)
+			/* a new value */
+			img = image_of(info, value);
+			at = state->used;
+			state = multiset_append(info, state, &img, weight);
+			if ((state->flags & AGG_FLAG_SMALL) && AGG_FORMAT(state) == fmt &&
+				n < AGG_SMALL_ITEMS)
 			{
-				op = agg_entry_read(info, kind, op, &value, &weight);
-				state = agg_multiset_add(info, state, kind, value, weight);
+				keys[n] = key;
+				offs[n++] = at;
+				continue;
 			}
-			break;
+			if (op >= oend)
+				break;
+			op = agg_entry_read(info, ofmt, op, &value, &weight);
 		}
-		keys[n] = key;
-		offs[n++] = at;
+		state = agg_multiset_add(info, state, kind, value, weight);
+		while (op < oend)
+		{
+			op = agg_entry_read(info, ofmt, op, &value, &weight);
+			state = agg_multiset_add(info, state, kind, value, weight);
+		}
+		break;
 	}
 	return state;
 }
@@ -794,6 +929,8 @@ agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 
 	if (state == NULL)
 		return agg_state_copy(other, 0);
+	if ((state->flags & AGG_FLAG_COUNTS) && !(other->flags & AGG_FLAG_COUNTS))
+		state = counts_to_weights(info, state, 0);
 	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
 		info->typlen == -1)
 	{
@@ -807,7 +944,7 @@ agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 		Datum		value;
 		float8		weight;
 
-		p = agg_entry_read(info, other->kind, p, &value, &weight);
+		p = agg_entry_read(info, AGG_FORMAT(other), p, &value, &weight);
 		state = agg_multiset_add(info, state, other->kind, value, weight);
 	}
 	return state;
@@ -833,7 +970,8 @@ small_sorted(AggTypeInfo *info, CdpAggState *state, AggItem *items)
 		return false;
 	for (; p < end; n++)
 	{
-		p = agg_entry_read(info, state->kind, p, &items[n].value, &items[n].weight);
+		p = agg_entry_read(info, AGG_FORMAT(state), p, &items[n].value,
+						   &items[n].weight);
 		entries[n] = agg_rank_entry(info, items[n].value);
 		if (entries[n] < 0)
 			return false;
@@ -872,6 +1010,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	char	   *end;
 	AggItem    *items = agg_items_reserve(info, state->nitems);
 	uint32		n = 0;
+	int			fmt = AGG_FORMAT(state);
 
 	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
 		small_sorted(info, state, items))
@@ -888,6 +1027,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 		p = info->scratch + AGG_HEADER_SIZE;
 		end = p + len;
 		items = info->items;	/* the merge may have reallocated them */
+		fmt = AGG_KIND_FORMAT(state->kind);
 	}
 	else
 	{
@@ -899,7 +1039,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	{
 		AggItem    *item = &items[n++];
 
-		p = agg_entry_read(info, state->kind, p, &item->value, &item->weight);
+		p = agg_entry_read(info, fmt, p, &item->value, &item->weight);
 	}
 	*count = n;
 	return items;
@@ -934,6 +1074,6 @@ agg_multiset_pack(AggTypeInfo *info, CdpAggState *state)
 	}
 	SET_VARSIZE(copy, copy->used);
 	copy->sorted_end = copy->used;
-	copy->flags &= ~AGG_FLAG_SMALL;
+	copy->flags &= ~(AGG_FLAG_SMALL | AGG_FLAG_COUNTS);
 	return copy;
 }

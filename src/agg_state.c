@@ -237,6 +237,9 @@ agg_state_check(const CdpAggState *state)
 		state->used < AGG_HEADER_SIZE || state->used > VARSIZE(state) ||
 		state->sorted_end < AGG_HEADER_SIZE ||
 		state->sorted_end > state->used ||
+		((state->flags & AGG_FLAG_COUNTS) &&
+		 (state->kind != AGG_KIND_FREQUENCY ||
+		  !(state->flags & AGG_FLAG_SMALL))) ||
 		!OidIsValid(state->typid))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
