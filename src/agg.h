@@ -152,6 +152,9 @@ typedef struct AggTypeInfo
 	FmgrInfo	ioproc;			/* send or receive function (agg_io.c) */
 	Oid			typioparam;
 	AggRankCache *ranks;		/* ranks of values met (agg_rank.c), or NULL */
+	uint32		states_made;	/* multisets begun since start_size was set */
+	uint32		states_grown;	/* ... and how often small ones grew */
+	Size		start_size;		/* bytes a new multiset starts with, or 0 */
 	MemoryContext cxt;			/* fn_mcxt: where the scratch lives */
 	AggItem    *items;
 	Size		items_cap;

@@ -66,6 +66,15 @@
  */
 #define AGG_SMALL_GROWN				256
 
+/*
+ * New multisets start in AGG_MIN_STATE bytes; when most of a query's grow
+ * anyway (AGG_START_GROWN of every AGG_START_SAMPLE begun), later ones
+ * start with AGG_SMALL_GROWN, which saves each a copy (two, counting the
+ * executor's) and leaves no outgrown chunks behind.
+ */
+#define AGG_START_SAMPLE			128
+#define AGG_START_GROWN				96
+
 /* entries moved ahead in a small multiset are at most this big */
 #define AGG_TRANSPOSE_MAX			64
 
@@ -742,9 +751,12 @@ multiset_append(AggTypeInfo *info, CdpAggState *state, AggImage *img,
 			state->flags &= ~AGG_FLAG_SMALL;	/* entries become the tail */
 		}
 		else if (state->used + need > AGG_CAPACITY(state))
+		{
 			state = agg_state_copy_cap(state,
 									   agg_capacity_for(state->used + need,
 														AGG_SMALL_GROWN));
+			info->states_grown++;
+		}
 	}
 	if (!(state->flags & AGG_FLAG_SMALL) &&
 		state->used + need > AGG_CAPACITY(state))
@@ -754,6 +766,26 @@ multiset_append(AggTypeInfo *info, CdpAggState *state, AggImage *img,
 	state->used = end - (char *) state;
 	state->nitems++;
 	return state;
+}
+
+/*
+ * multiset_new
+ *		A new multiset state with room for need bytes of entries, of the size
+ *		new states of this query start with (see AGG_START_SAMPLE).
+ */
+static CdpAggState *
+multiset_new(AggTypeInfo *info, int kind, Size need)
+{
+	if (++info->states_made >= AGG_START_SAMPLE)
+	{
+		if (info->states_grown >= AGG_START_GROWN)
+			info->start_size = AGG_SMALL_GROWN;
+		info->states_made = 0;
+		info->states_grown = 0;
+	}
+	if (info->start_size > AGG_HEADER_SIZE + need)
+		need = info->start_size - AGG_HEADER_SIZE;
+	return agg_state_new(info, kind, need);
 }
 
 /*
@@ -773,9 +805,9 @@ agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
 		bool		counts = (kind == AGG_KIND_FREQUENCY &&
 							  weight_is_count(weight));
 
-		state = agg_state_new(info, kind,
-							  entry_space(info, counts ? AGG_FMT_COUNT :
-										  AGG_KIND_FORMAT(kind), &img));
+		state = multiset_new(info, kind,
+							 entry_space(info, counts ? AGG_FMT_COUNT :
+										 AGG_KIND_FORMAT(kind), &img));
 		if (counts)
 			state->flags |= AGG_FLAG_COUNTS;
 	}
