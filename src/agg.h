@@ -33,7 +33,10 @@
  * 4-byte-header varlenas and fixed-length types that need it are aligned,
  * with zero padding before them (agg_multiset_state.c).
  *
- * Multisets start small: distinct entries found by a linear scan.  Past a
+ * Multisets start small: distinct entries found by a linear scan, in a
+ * 64-byte chunk (256 bytes once most states of the query have outgrown 64,
+ * see multiset_new), with uint32 counts instead of float8 weights while the
+ * weights are counts (AGG_FLAG_COUNTS).  Past a
  * few dozen values they keep a sorted, duplicate-free prefix of entries (up
  * to sorted_end) and an unsorted tail of new values; when the chunk fills up
  * the tail is sorted and merged into the prefix, equal values collapsing
