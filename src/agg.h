@@ -20,6 +20,7 @@
  * Kinds and their entries:
  *
  *	 AGG_KIND_FREQUENCY  float8 total weight + value, for most/least_frequent
+ *						 (a small state of counts: uint32 count + value)
  *	 AGG_KIND_DISTINCT	 value, for num_of_unique and unique_list
  *	 AGG_KIND_FIRST		 int64 timestamp + value (one entry), for first
  *	 AGG_KIND_LAST		 int64 timestamp + value (one entry), for last
@@ -32,7 +33,10 @@
  * 4-byte-header varlenas and fixed-length types that need it are aligned,
  * with zero padding before them (agg_multiset_state.c).
  *
- * Multisets start small: distinct entries found by a linear scan.  Past a
+ * Multisets start small: distinct entries found by a linear scan, in a
+ * 64-byte chunk (256 bytes once most states of the query have outgrown 64,
+ * see multiset_new), with uint32 counts instead of float8 weights while the
+ * weights are counts (AGG_FLAG_COUNTS).  Past a
  * few dozen values they keep a sorted, duplicate-free prefix of entries (up
  * to sorted_end) and an unsorted tail of new values; when the chunk fills up
  * the tail is sorted and merged into the prefix, equal values collapsing
@@ -91,12 +95,33 @@ typedef struct CdpAggState
  */
 #define AGG_FLAG_SMALL		0x01
 
+/*
+ * A small frequency state whose weights are all counts (whole numbers, as
+ * the unweighted aggregates add) stores them as uint32 instead of float8:
+ * a state of 20 short text values then fits 256 bytes instead of 512.  It
+ * is converted to float8 weights when a weight that is not a count comes,
+ * a count would overflow, or the state becomes large; packed states never
+ * hold counts, so stored states are as before.
+ */
+#define AGG_FLAG_COUNTS		0x02
+
 #define AGG_HEADER_SIZE		MAXALIGN(sizeof(CdpAggState))
 #define AGG_CAPACITY(s)		((Size) VARSIZE(s))
 #define AGG_MAX_SIZE		((Size) MaxAllocSize)
 
-/* prefix of an entry before its value */
-#define AGG_PREFIX_SIZE(kind)	((kind) == AGG_KIND_DISTINCT ? 0 : sizeof(int64))
+/*
+ * Entry formats, named by the size of the prefix before an entry's value:
+ * none (distinct), a uint32 count or a float8 weight (frequency).
+ */
+#define AGG_FMT_PLAIN		0
+#define AGG_FMT_COUNT		4
+#define AGG_FMT_WEIGHT		8
+
+/* the entry format of a state, and of a kind's large or packed states */
+#define AGG_KIND_FORMAT(kind) \
+	((kind) == AGG_KIND_DISTINCT ? AGG_FMT_PLAIN : AGG_FMT_WEIGHT)
+#define AGG_FORMAT(s) \
+	(((s)->flags & AGG_FLAG_COUNTS) ? AGG_FMT_COUNT : AGG_KIND_FORMAT((s)->kind))
 
 /* a multiset entry read out of a state, while sorting and merging */
 typedef struct AggItem
@@ -130,6 +155,9 @@ typedef struct AggTypeInfo
 	FmgrInfo	ioproc;			/* send or receive function (agg_io.c) */
 	Oid			typioparam;
 	AggRankCache *ranks;		/* ranks of values met (agg_rank.c), or NULL */
+	uint32		states_made;	/* multisets begun since start_size was set */
+	uint32		states_grown;	/* ... and how often small ones grew */
+	Size		start_size;		/* bytes a new multiset starts with, or 0 */
 	MemoryContext cxt;			/* fn_mcxt: where the scratch lives */
 	AggItem    *items;
 	Size		items_cap;
@@ -174,7 +202,7 @@ extern int	agg_rank_entry(AggTypeInfo *info, Datum value);
 extern uint32 agg_rank_of(AggTypeInfo *info, int entry);
 
 /* agg_multiset_state.c: frequency and distinct states */
-extern char *agg_entry_read(AggTypeInfo *info, int kind, char *p,
+extern char *agg_entry_read(AggTypeInfo *info, int fmt, char *p,
 							Datum *value, float8 *weight);
 extern CdpAggState *agg_multiset_add(AggTypeInfo *info, CdpAggState *state,
 									 int kind, Datum value, float8 weight);

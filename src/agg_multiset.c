@@ -154,7 +154,7 @@ frequency_pick(FunctionCallInfo fcinfo, bool most)
 			float8		weight;
 			int			c;
 
-			p = agg_entry_read(info, state->kind, p, &value, &weight);
+			p = agg_entry_read(info, AGG_FORMAT(state), p, &value, &weight);
 			c = weight_cmp(found, weight, bestweight, most);
 
 			if (c > 0 || (c == 0 &&

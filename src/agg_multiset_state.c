@@ -4,8 +4,8 @@
  *		Frequency and distinct states: the multiset of a group's values,
  *		with their total weights for a frequency state.
  *
- * Entries are packed (agg.h): [float8 weight, unaligned, frequency only]
- * then the value:
+ * Entries are packed (agg.h): [float8 weight or uint32 count, unaligned,
+ * frequency only] then the value:
  *
  *	 by-value types			typlen bytes, unaligned (copied in and out)
  *	 varlena, short header	as in heap tuples, unaligned
@@ -33,6 +33,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "miscadmin.h"
 
@@ -63,6 +65,15 @@
  * about the same pace), so every intermediate size would be lost memory.
  */
 #define AGG_SMALL_GROWN				256
+
+/*
+ * New multisets start in AGG_MIN_STATE bytes; when most of a query's grow
+ * anyway (AGG_START_GROWN of every AGG_START_SAMPLE begun), later ones
+ * start with AGG_SMALL_GROWN, which saves each a copy (two, counting the
+ * executor's) and leaves no outgrown chunks behind.
+ */
+#define AGG_START_SAMPLE			128
+#define AGG_START_GROWN				96
 
 /* entries moved ahead in a small multiset are at most this big */
 #define AGG_TRANSPOSE_MAX			64
@@ -127,9 +138,9 @@ image_of(AggTypeInfo *info, Datum value)
  *		Most bytes an entry for img takes, wherever it is written.
  */
 static inline Size
-entry_space(AggTypeInfo *info, int kind, AggImage *img)
+entry_space(AggTypeInfo *info, int fmt, AggImage *img)
 {
-	return AGG_PREFIX_SIZE(kind) + img->size +
+	return fmt + img->size +
 		(img->aligned ? info->alignby - 1 : 0);
 }
 
@@ -241,36 +252,45 @@ value_read(AggTypeInfo *info, char *p, Datum *value)
 
 /*
  * agg_entry_read
- *		The value and weight of the entry at p; returns where the next entry
- *		starts.
+ *		The value and weight of the entry at p (of entry format fmt); returns
+ *		where the next entry starts.
  */
 char *
-agg_entry_read(AggTypeInfo *info, int kind, char *p, Datum *value,
+agg_entry_read(AggTypeInfo *info, int fmt, char *p, Datum *value,
 			   float8 *weight)
 {
-	if (kind == AGG_KIND_FREQUENCY)
-	{
+	if (fmt == AGG_FMT_WEIGHT)
 		memcpy(weight, p, sizeof(float8));
-		p += sizeof(float8);
+	else if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c;
+
+		memcpy(&c, p, sizeof(uint32));
+		*weight = (float8) c;
 	}
 	else
 		*weight = 0;
-	return value_read(info, p, value);
+	return value_read(info, p + fmt, value);
 }
 
 /*
  * entry_write
- *		Write an entry at dst; returns where it ends.
+ *		Write an entry of format fmt at dst (a count: weight is one, see
+ *		weight_is_count); returns where it ends.
  */
 static inline char *
-entry_write(AggTypeInfo *info, int kind, char *dst, AggImage *img,
+entry_write(AggTypeInfo *info, int fmt, char *dst, AggImage *img,
 			float8 weight)
 {
-	if (kind == AGG_KIND_FREQUENCY)
-	{
+	if (fmt == AGG_FMT_WEIGHT)
 		memcpy(dst, &weight, sizeof(float8));
-		dst += sizeof(float8);
+	else if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c = (uint32) weight;
+
+		memcpy(dst, &c, sizeof(uint32));
 	}
+	dst += fmt;
 	if (img->aligned)
 	{
 		char	   *start = (char *) TYPEALIGN(info->alignby, dst);
@@ -299,30 +319,69 @@ entry_write(AggTypeInfo *info, int kind, char *dst, AggImage *img,
 }
 
 /*
- * weight_add
- *		Add to the weight of the (frequency) entry at p.
+ * weight_is_count
+ *		Whether a weight can be added to a count: a whole number from 0 to
+ *		PG_UINT32_MAX (not -0, whose sign a sum of float8s would keep).
  */
-static inline void
-weight_add(char *p, float8 weight)
+static inline bool
+weight_is_count(float8 weight)
 {
-	float8		w;
+	return weight == 1.0 ||
+		(weight >= 0 && weight <= PG_UINT32_MAX && !signbit(weight) &&
+		 weight == (float8) (uint32) weight);
+}
 
-	memcpy(&w, p, sizeof(float8));
-	w += weight;
-	memcpy(p, &w, sizeof(float8));
+/*
+ * weight_add
+ *		Add to the weight of the frequency entry at p (of format fmt: for a
+ *		count, weight must be one, see weight_is_count).  False, changing
+ *		nothing, if the count would overflow.
+ */
+static inline bool
+weight_add(char *p, int fmt, float8 weight)
+{
+	if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c;
+
+		memcpy(&c, p, sizeof(uint32));
+		if (c > PG_UINT32_MAX - (uint32) weight)
+			return false;
+		c += (uint32) weight;
+		memcpy(p, &c, sizeof(uint32));
+	}
+	else
+	{
+		float8		w;
+
+		memcpy(&w, p, sizeof(float8));
+		w += weight;
+		memcpy(p, &w, sizeof(float8));
+	}
+	return true;
 }
 
 /*
  * weight_get
- *		The weight of the (frequency) entry at p.
+ *		The weight of the frequency entry at p (of format fmt).
  */
 static inline float8
-weight_get(char *p)
+weight_get(char *p, int fmt)
 {
-	float8		w;
+	if (fmt == AGG_FMT_COUNT)
+	{
+		uint32		c;
 
-	memcpy(&w, p, sizeof(float8));
-	return w;
+		memcpy(&c, p, sizeof(uint32));
+		return (float8) c;
+	}
+	else
+	{
+		float8		w;
+
+		memcpy(&w, p, sizeof(float8));
+		return w;
+	}
 }
 
 /*
@@ -348,9 +407,9 @@ small_equal(AggTypeInfo *info, Datum stored, Datum image)
  *		value needs no alignment).
  */
 static inline bool
-movable(AggTypeInfo *info, int kind, char *e)
+movable(AggTypeInfo *info, int fmt, char *e)
 {
-	char	   *v = e + AGG_PREFIX_SIZE(kind);
+	char	   *v = e + fmt;
 
 	if (info->typbyval || info->typlen == -2 || info->alignby == 1)
 		return true;
@@ -365,14 +424,14 @@ movable(AggTypeInfo *info, int kind, char *e)
  *		if both can move and a is not big.
  */
 static inline void
-transpose(AggTypeInfo *info, int kind, char *a, char *b, char *end)
+transpose(AggTypeInfo *info, int fmt, char *a, char *b, char *end)
 {
 	char		tmp[AGG_TRANSPOSE_MAX];
 	Size		sa = b - a;
 	Size		sb = end - b;
 
-	if (sa > AGG_TRANSPOSE_MAX || !movable(info, kind, a) ||
-		!movable(info, kind, b))
+	if (sa > AGG_TRANSPOSE_MAX || !movable(info, fmt, a) ||
+		!movable(info, fmt, b))
 		return;
 	memcpy(tmp, a, sa);
 	memmove(a, b, sb);
@@ -390,7 +449,7 @@ static inline char *
 small_locate(AggTypeInfo *info, CdpAggState *state, AggImage *img,
 			 char **prev, char **next)
 {
-	Size		prefix = AGG_PREFIX_SIZE(state->kind);
+	Size		prefix = AGG_FORMAT(state);
 	char	   *p = (char *) state + AGG_HEADER_SIZE;
 	char	   *end = (char *) state + state->used;
 
@@ -454,26 +513,30 @@ small_locate(AggTypeInfo *info, CdpAggState *state, AggImage *img,
  * small_find
  *		Look a value up in a small multiset; if it is there, add the weight
  *		(frequency) and move it one place ahead when it now weighs more than
- *		its predecessor (unique states: on every hit), and return true.
+ *		its predecessor (unique states: on every hit), and return 1; 0 if it
+ *		is not there; -1 if it is but its count would overflow (nothing
+ *		changed).
  */
-static bool
+static int
 small_find(AggTypeInfo *info, CdpAggState *state, AggImage *img, float8 weight)
 {
+	int			fmt = AGG_FORMAT(state);
 	char	   *prev;
-	char	   *next;
+	char	   *next = NULL;
 	char	   *p = small_locate(info, state, img, &prev, &next);
 
 	if (p == NULL)
-		return false;
+		return 0;
 	if (state->kind == AGG_KIND_FREQUENCY)
 	{
-		weight_add(p, weight);
-		if (prev != NULL && weight_get(p) > weight_get(prev))
-			transpose(info, state->kind, prev, p, next);
+		if (!weight_add(p, fmt, weight))
+			return -1;
+		if (prev != NULL && weight_get(p, fmt) > weight_get(prev, fmt))
+			transpose(info, fmt, prev, p, next);
 	}
 	else if (prev != NULL)
-		transpose(info, state->kind, prev, p, next);
-	return true;
+		transpose(info, fmt, prev, p, next);
+	return 1;
 }
 
 /*
@@ -482,13 +545,15 @@ small_find(AggTypeInfo *info, CdpAggState *state, AggImage *img, float8 weight)
  *		collapse equal values (adding up their weights) and merge it with
  *		the sorted prefix.  Writes the resulting entries, distinct and in
  *		order, to info->scratch at the offsets they will have in a state
- *		(from AGG_HEADER_SIZE on) and returns their total size; *count gets
- *		their number.  The state is not changed.
+ *		(from AGG_HEADER_SIZE on), in the format of a large state of the
+ *		kind (float8 weights, never counts), and returns their total size;
+ *		*count gets their number.  The state is not changed.
  */
 static Size
 multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 {
-	int			kind = state->kind;
+	int			fmt = AGG_FORMAT(state);
+	int			outfmt = AGG_KIND_FORMAT(state->kind);
 	char	   *base = (char *) state;
 	char	   *p = base + state->sorted_end;
 	char	   *end = base + state->used;
@@ -509,7 +574,7 @@ multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	{
 		AggItem    *item = &tail[ntail++];
 
-		p = agg_entry_read(info, kind, p, &item->value, &item->weight);
+		p = agg_entry_read(info, fmt, p, &item->value, &item->weight);
 	}
 	if (ntail > 1)
 	{
@@ -526,14 +591,14 @@ multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	}
 
 	/*
-	 * Merge with the prefix.  Rewritten entries may need other padding: at
-	 * most alignby - 1 more bytes each.
+	 * Merge with the prefix.  Rewritten entries may need other padding (at
+	 * most alignby - 1 more bytes each) and counts become weights.
 	 */
-	out = agg_scratch_reserve(info, state->used +
-							  (Size) state->nitems * (info->alignby - 1));
+	out = agg_scratch_reserve(info, state->used + (Size) state->nitems *
+							  (info->alignby - 1 + outfmt - fmt));
 	o = out + AGG_HEADER_SIZE;
 	if (h < hend)
-		h = agg_entry_read(info, kind, h, &head.value, &head.weight);
+		h = agg_entry_read(info, fmt, h, &head.value, &head.weight);
 	else
 		h = NULL;
 	i = 0;
@@ -559,12 +624,12 @@ multiset_merge(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 		else
 			emit = &tail[i++];
 		img = image_of(info, emit->value);
-		o = entry_write(info, kind, o, &img, emit->weight);
+		o = entry_write(info, outfmt, o, &img, emit->weight);
 		nout++;
 		if (emit == &head)
 		{
 			if (h < hend)
-				h = agg_entry_read(info, kind, h, &head.value, &head.weight);
+				h = agg_entry_read(info, fmt, h, &head.value, &head.weight);
 			else
 				h = NULL;
 		}
@@ -622,6 +687,108 @@ make_room(AggTypeInfo *info, CdpAggState *state, Size need)
 }
 
 /*
+ * counts_to_weights
+ *		A copy of a small state of counts with float8 weights instead, with
+ *		room for need more bytes.
+ */
+static CdpAggState *
+counts_to_weights(AggTypeInfo *info, CdpAggState *state, Size need)
+{
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+	Size		size = state->used + need + (Size) state->nitems *
+		(AGG_FMT_WEIGHT - AGG_FMT_COUNT + info->alignby - 1);
+	Size		cap = agg_capacity_for(size, AGG_SMALL_GROWN);
+	CdpAggState *copy = palloc0(cap);
+	char	   *o = (char *) copy + AGG_HEADER_SIZE;
+
+	Assert(state->flags & AGG_FLAG_COUNTS);
+	memcpy(copy, state, AGG_HEADER_SIZE);
+	SET_VARSIZE(copy, cap);
+	copy->flags &= ~AGG_FLAG_COUNTS;
+	while (p < end)
+	{
+		Datum		value;
+		float8		weight;
+		AggImage	img;
+
+		p = agg_entry_read(info, AGG_FMT_COUNT, p, &value, &weight);
+		img = image_of(info, value);
+		o = entry_write(info, AGG_FMT_WEIGHT, o, &img, weight);
+	}
+	copy->used = o - (char *) copy;
+	copy->sorted_end = AGG_HEADER_SIZE;
+	return copy;
+}
+
+/*
+ * multiset_append
+ *		Append a value known not to be in the state (img) with its weight (a
+ *		count, if the state holds counts); a small state that reaches its
+ *		limits becomes large (with float8 weights), a full one moves to a
+ *		bigger chunk.  Returns the state, which may have moved.
+ */
+static CdpAggState *
+multiset_append(AggTypeInfo *info, CdpAggState *state, AggImage *img,
+				float8 weight)
+{
+	int			fmt = AGG_FORMAT(state);
+	Size		need = entry_space(info, fmt, img);
+	char	   *end;
+
+	if (state->flags & AGG_FLAG_SMALL)
+	{
+		if (state->nitems >= (info->equalimage ? AGG_SMALL_ITEMS :
+							  AGG_SMALL_ITEMS_COMPARATOR) ||
+			state->used - AGG_HEADER_SIZE + need > AGG_SMALL_BYTES)
+		{
+			if (fmt == AGG_FMT_COUNT)
+			{
+				fmt = AGG_FMT_WEIGHT;
+				need = entry_space(info, fmt, img);
+				state = counts_to_weights(info, state, need);
+			}
+			state->flags &= ~AGG_FLAG_SMALL;	/* entries become the tail */
+		}
+		else if (state->used + need > AGG_CAPACITY(state))
+		{
+			state = agg_state_copy_cap(state,
+									   agg_capacity_for(state->used + need,
+														AGG_SMALL_GROWN));
+			info->states_grown++;
+		}
+	}
+	if (!(state->flags & AGG_FLAG_SMALL) &&
+		state->used + need > AGG_CAPACITY(state))
+		state = make_room(info, state, need);
+
+	end = entry_write(info, fmt, (char *) state + state->used, img, weight);
+	state->used = end - (char *) state;
+	state->nitems++;
+	return state;
+}
+
+/*
+ * multiset_new
+ *		A new multiset state with room for need bytes of entries, of the size
+ *		new states of this query start with (see AGG_START_SAMPLE).
+ */
+static CdpAggState *
+multiset_new(AggTypeInfo *info, int kind, Size need)
+{
+	if (++info->states_made >= AGG_START_SAMPLE)
+	{
+		if (info->states_grown >= AGG_START_GROWN)
+			info->start_size = AGG_SMALL_GROWN;
+		info->states_made = 0;
+		info->states_grown = 0;
+	}
+	if (info->start_size > AGG_HEADER_SIZE + need)
+		need = info->start_size - AGG_HEADER_SIZE;
+	return agg_state_new(info, kind, need);
+}
+
+/*
  * agg_multiset_add
  *		Add a value (with a weight, for a frequency state) to a multiset
  *		state, creating the state if it is NULL.  Returns the state, which
@@ -632,31 +799,149 @@ agg_multiset_add(AggTypeInfo *info, CdpAggState *state, int kind,
 				 Datum value, float8 weight)
 {
 	AggImage	img = image_of(info, value);
-	Size		need = entry_space(info, kind, &img);
-	char	   *end;
 
 	if (state == NULL)
-		state = agg_state_new(info, kind, need);
-	else if (state->flags & AGG_FLAG_SMALL)
 	{
-		if (small_find(info, state, &img, weight))
-			return state;
-		if (state->nitems >= (info->equalimage ? AGG_SMALL_ITEMS :
-							  AGG_SMALL_ITEMS_COMPARATOR) ||
-			state->used - AGG_HEADER_SIZE + need > AGG_SMALL_BYTES)
-			state->flags &= ~AGG_FLAG_SMALL;	/* entries become the tail */
-		else if (state->used + need > AGG_CAPACITY(state))
-			state = agg_state_copy_cap(state,
-									   agg_capacity_for(state->used + need,
-														AGG_SMALL_GROWN));
-	}
-	if (!(state->flags & AGG_FLAG_SMALL) &&
-		state->used + need > AGG_CAPACITY(state))
-		state = make_room(info, state, need);
+		bool		counts = (kind == AGG_KIND_FREQUENCY &&
+							  weight_is_count(weight));
 
-	end = entry_write(info, kind, (char *) state + state->used, &img, weight);
-	state->used = end - (char *) state;
-	state->nitems++;
+		state = multiset_new(info, kind,
+							 entry_space(info, counts ? AGG_FMT_COUNT :
+										 AGG_KIND_FORMAT(kind), &img));
+		if (counts)
+			state->flags |= AGG_FLAG_COUNTS;
+	}
+	else
+	{
+		if ((state->flags & AGG_FLAG_COUNTS) && !weight_is_count(weight))
+			state = counts_to_weights(info, state, 0);
+		if (state->flags & AGG_FLAG_SMALL)
+		{
+			int			found = small_find(info, state, &img, weight);
+
+			if (found < 0)
+			{
+				/* a count would overflow */
+				state = counts_to_weights(info, state, 0);
+				found = small_find(info, state, &img, weight);
+			}
+			if (found > 0)
+				return state;
+		}
+	}
+	return multiset_append(info, state, &img, weight);
+}
+
+/*
+ * varlena_key
+ *		A digest of a varlena's data for small_union_varlena's index: its
+ *		length and first and last bytes.  Equal values have equal keys.
+ */
+static inline uint32
+varlena_key(const char *data, Size len)
+{
+	if (len == 0)
+		return 0;
+	return ((uint32) len << 16) | ((uint32) (uint8) data[0] << 8) |
+		(uint8) data[len - 1];
+}
+
+/*
+ * small_union_varlena
+ *		agg_multiset_union for a small state of an equal-image varlena type
+ *		(text with a deterministic collation): the state's entries are
+ *		indexed once by key and offset, so that each of other's values is
+ *		looked up in a compact array instead of by walking the entries.
+ *		Hits add their weight where they are (no moving ahead); new values
+ *		are appended.  Once the state stops being small, the rest of other
+ *		is added one by one.
+ */
+static CdpAggState *
+small_union_varlena(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
+{
+	int			kind = state->kind;
+	int			fmt = AGG_FORMAT(state);
+	int			ofmt = AGG_FORMAT(other);
+	Size		prefix = fmt;
+	uint32		keys[AGG_SMALL_ITEMS];
+	uint32		offs[AGG_SMALL_ITEMS];
+	uint32		n = 0;
+	char	   *p = (char *) state + AGG_HEADER_SIZE;
+	char	   *end = (char *) state + state->used;
+	char	   *op = (char *) other + AGG_HEADER_SIZE;
+	char	   *oend = (char *) other + other->used;
+
+	while (p < end)
+	{
+		char	   *v = value_start(info, p + prefix);
+
+		if (n >= AGG_SMALL_ITEMS)
+			break;
+		keys[n] = varlena_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+		offs[n++] = p - (char *) state;
+		p = v + VARSIZE_ANY(v);
+	}
+	if (p < end)
+		return NULL;			/* cannot happen: small states are smaller */
+
+	while (op < oend)
+	{
+		Datum		value;
+		float8		weight;
+		char	   *data;
+		Size		len;
+		uint32		key;
+		uint32		i;
+		AggImage	img;
+		uint32		at;
+
+		op = agg_entry_read(info, ofmt, op, &value, &weight);
+		data = VARDATA_ANY(DatumGetPointer(value));
+		len = VARSIZE_ANY_EXHDR(DatumGetPointer(value));
+		key = varlena_key(data, len);
+		for (i = 0; i < n; i++)
+		{
+			char	   *v;
+
+			if (keys[i] != key)
+				continue;
+			v = value_start(info, (char *) state + offs[i] + prefix);
+			if (VARSIZE_ANY_EXHDR(v) == len && memcmp(VARDATA_ANY(v), data, len) == 0)
+				break;
+		}
+		if (i < n)
+		{
+			if (kind != AGG_KIND_FREQUENCY ||
+				weight_add((char *) state + offs[i], fmt, weight))
+				continue;
+			/* a count would overflow: the rest one by one */
+			state = counts_to_weights(info, state, 0);
+		}
+		else
+		{
+			/* a new value */
+			img = image_of(info, value);
+			at = state->used;
+			state = multiset_append(info, state, &img, weight);
+			if ((state->flags & AGG_FLAG_SMALL) && AGG_FORMAT(state) == fmt &&
+				n < AGG_SMALL_ITEMS)
+			{
+				keys[n] = key;
+				offs[n++] = at;
+				continue;
+			}
+			if (op >= oend)
+				break;
+			op = agg_entry_read(info, ofmt, op, &value, &weight);
+		}
+		state = agg_multiset_add(info, state, kind, value, weight);
+		while (op < oend)
+		{
+			op = agg_entry_read(info, ofmt, op, &value, &weight);
+			state = agg_multiset_add(info, state, kind, value, weight);
+		}
+		break;
+	}
 	return state;
 }
 
@@ -676,12 +961,22 @@ agg_multiset_union(AggTypeInfo *info, CdpAggState *state, CdpAggState *other)
 
 	if (state == NULL)
 		return agg_state_copy(other, 0);
+	if ((state->flags & AGG_FLAG_COUNTS) && !(other->flags & AGG_FLAG_COUNTS))
+		state = counts_to_weights(info, state, 0);
+	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
+		info->typlen == -1)
+	{
+		CdpAggState *result = small_union_varlena(info, state, other);
+
+		if (result != NULL)
+			return result;
+	}
 	while (p < end)
 	{
 		Datum		value;
 		float8		weight;
 
-		p = agg_entry_read(info, other->kind, p, &value, &weight);
+		p = agg_entry_read(info, AGG_FORMAT(other), p, &value, &weight);
 		state = agg_multiset_add(info, state, other->kind, value, weight);
 	}
 	return state;
@@ -707,7 +1002,8 @@ small_sorted(AggTypeInfo *info, CdpAggState *state, AggItem *items)
 		return false;
 	for (; p < end; n++)
 	{
-		p = agg_entry_read(info, state->kind, p, &items[n].value, &items[n].weight);
+		p = agg_entry_read(info, AGG_FORMAT(state), p, &items[n].value,
+						   &items[n].weight);
 		entries[n] = agg_rank_entry(info, items[n].value);
 		if (entries[n] < 0)
 			return false;
@@ -746,6 +1042,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	char	   *end;
 	AggItem    *items = agg_items_reserve(info, state->nitems);
 	uint32		n = 0;
+	int			fmt = AGG_FORMAT(state);
 
 	if ((state->flags & AGG_FLAG_SMALL) && info->equalimage &&
 		small_sorted(info, state, items))
@@ -762,6 +1059,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 		p = info->scratch + AGG_HEADER_SIZE;
 		end = p + len;
 		items = info->items;	/* the merge may have reallocated them */
+		fmt = AGG_KIND_FORMAT(state->kind);
 	}
 	else
 	{
@@ -773,7 +1071,7 @@ agg_multiset_sorted(AggTypeInfo *info, CdpAggState *state, uint32 *count)
 	{
 		AggItem    *item = &items[n++];
 
-		p = agg_entry_read(info, state->kind, p, &item->value, &item->weight);
+		p = agg_entry_read(info, fmt, p, &item->value, &item->weight);
 	}
 	*count = n;
 	return items;
@@ -808,6 +1106,6 @@ agg_multiset_pack(AggTypeInfo *info, CdpAggState *state)
 	}
 	SET_VARSIZE(copy, copy->used);
 	copy->sorted_end = copy->used;
-	copy->flags &= ~AGG_FLAG_SMALL;
+	copy->flags &= ~(AGG_FLAG_SMALL | AGG_FLAG_COUNTS);
 	return copy;
 }

@@ -102,6 +102,9 @@ agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
 					 typentry->typalign == TYPALIGN_SHORT ? ALIGNOF_SHORT : 1);
 	info->equalimage = type_equalimage(typentry, collid);
 	info->ranks = NULL;
+	info->states_made = 0;
+	info->states_grown = 0;
+	info->start_size = 0;
 	info->hint_typid = InvalidOid;
 	info->hint_domain = false;
 	info->domain_extra = NULL;
@@ -237,6 +240,9 @@ agg_state_check(const CdpAggState *state)
 		state->used < AGG_HEADER_SIZE || state->used > VARSIZE(state) ||
 		state->sorted_end < AGG_HEADER_SIZE ||
 		state->sorted_end > state->used ||
+		((state->flags & AGG_FLAG_COUNTS) &&
+		 (state->kind != AGG_KIND_FREQUENCY ||
+		  !(state->flags & AGG_FLAG_SMALL))) ||
 		!OidIsValid(state->typid))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
