@@ -158,6 +158,30 @@ SELECT length(f::text) AS hex_length, m.*
 SELECT m.* FROM (SELECT frequency_state(length(v) / 3.0) AS f FROM ev WHERE g = 3 AND part = 0) q, mutations(q.f) m;
 SELECT m.* FROM (SELECT last_state(v, at) AS f FROM ev WHERE g = 3) q, mutations(q.f) m;
 
+-- Small frequency states keep counts (uint32) while every weight is a
+-- count, and weights (float8) once one is not, a count would overflow, or
+-- states of both kinds meet: the results stay those of plain sums.
+CREATE TABLE cw (g int, v text, w float8);
+INSERT INTO cw VALUES
+  (1, 'a', 1), (1, 'b', 1), (1, 'b', 1), (1, 'a', 2.5),        -- a count state meets 2.5: a 3.5, b 2
+  (2, 'a', 4294967295), (2, 'b', 1), (2, 'a', 1),              -- a count would overflow: a 4294967296
+  (2, 'b', 4294967295), (2, 'b', 1), (2, 'b', 0.5),            -- b 4294967297.5
+  (3, 'a', -0.0), (3, 'b', 0), (3, 'a', 1), (3, 'b', 1),        -- -0 and 0 are no counts of note
+  (4, 'x', 0.25), (4, 'y', 1), (4, 'y', 1), (4, 'x', 2);       -- weights first, then counts
+SELECT g, most_frequent(v, w), least_frequent(v, w),
+       (SELECT string_agg(v || '=' || s, ' ' ORDER BY v)
+          FROM (SELECT c.v, sum(c.w) AS s FROM cw c WHERE c.g = cw.g GROUP BY 1) t) AS sums
+  FROM cw GROUP BY g ORDER BY g;
+-- states of counts (unweighted) merged with states of weights, in either order
+SELECT state_most_frequent(merge_states(f ORDER BY k), NULL::text) AS count_then_weight,
+       state_most_frequent(merge_states(f ORDER BY k DESC), NULL::text) AS weight_then_count
+  FROM (SELECT 1 AS k, frequency_state(v) AS f FROM cw WHERE g = 1
+        UNION ALL SELECT 2, frequency_state(v, w) FROM cw WHERE g = 4) s;
+-- a state of counts stored and read back (packed states hold weights)
+SELECT state_most_frequent(f::text::agg_state, NULL::text) AS stored,
+       state_least_frequent(f::text::agg_state, NULL::text) AS stored_least
+  FROM (SELECT frequency_state(v) AS f FROM cw WHERE g = 2) q;
+
 RESET search_path;
 SET client_min_messages = warning;
 DROP SCHEMA agg_states CASCADE;
