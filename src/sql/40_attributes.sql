@@ -1084,19 +1084,32 @@ BEGIN
 	END IF;
 
 	-- per entity: its values with those of ok replaced by the new ones
+	-- (every entity: the entities with new values or stored ones)
 	DROP TABLE IF EXISTS pg_temp.cdp_changes;
-	EXECUTE pg_catalog.format($q$
-		CREATE TEMP TABLE cdp_changes AS
-		SELECT x.* FROM (
-			SELECT s.id AS eid, o.vals AS old_vals,
-				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
-			  FROM (%s) s(id)
-			  LEFT JOIN (%s) n
-				ON n.eid = s.id
-			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
-			 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
-		 WHERE x.old_vals IS DISTINCT FROM x.new_vals
-	$q$, scope_sql, new_sql) USING ok;
+	IF scope = 'all' THEN
+		EXECUTE pg_catalog.format($q$
+			CREATE TEMP TABLE cdp_changes AS
+			SELECT x.* FROM (
+				SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, o.vals AS old_vals,
+					   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
+				  FROM (%s) n
+				  FULL JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = n.eid) x
+			 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+		$q$, new_sql) USING ok;
+	ELSE
+		EXECUTE pg_catalog.format($q$
+			CREATE TEMP TABLE cdp_changes AS
+			SELECT x.* FROM (
+				SELECT s.id AS eid, o.vals AS old_vals,
+					   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
+				  FROM (%s) s(id)
+				  LEFT JOIN (%s) n
+					ON n.eid = s.id
+				  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
+				 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
+			 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+		$q$, scope_sql, new_sql) USING ok;
+	END IF;
 	GET DIAGNOSTICS changes = ROW_COUNT;
 
 	-- Entities removed meanwhile are skipped, and nothing waits for a
