@@ -1024,6 +1024,56 @@ BEGIN
 END;
 $$;
 
+-- Run stmt (a statement over the entity ids $1 that locks rows with SKIP
+-- LOCKED) for ids without waiting for anybody; returns the rows it
+-- processed.  SKIP LOCKED does not skip a row version that a transaction in
+-- progress updated and then deleted (the lock follows the update chain and
+-- waits): a stitching transaction that sets an entity dirty and then
+-- removes it.  So the statement runs with a short lock_timeout, and where
+-- it times out, again on chunks of the ids, and a chunk that times out id
+-- by id, skipping the ids whose rows are held.
+CREATE FUNCTION cdp_traits._without_waiting(stmt text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+SET lock_timeout = '100ms'
+AS $$
+DECLARE
+	n bigint;
+	total bigint := 0;
+	chunk CONSTANT integer := 4096;
+	lo integer;
+	one uuid;
+BEGIN
+	BEGIN
+		EXECUTE stmt USING ids;
+		GET DIAGNOSTICS n = ROW_COUNT;
+		RETURN n;
+	EXCEPTION WHEN lock_not_available THEN
+		NULL;
+	END;
+	lo := 1;
+	WHILE lo <= COALESCE(pg_catalog.cardinality(ids), 0) LOOP
+		BEGIN
+			EXECUTE stmt USING ids[lo:lo + chunk - 1];
+			GET DIAGNOSTICS n = ROW_COUNT;
+			total := total + n;
+		EXCEPTION WHEN lock_not_available THEN
+			FOREACH one IN ARRAY ids[lo:lo + chunk - 1] LOOP
+				BEGIN
+					EXECUTE stmt USING ARRAY[one];
+					GET DIAGNOSTICS n = ROW_COUNT;
+					total := total + n;
+				EXCEPTION WHEN lock_not_available THEN
+					NULL;
+				END;
+			END LOOP;
+		END;
+		lo := lo + chunk;
+	END LOOP;
+	RETURN total;
+END;
+$$;
+
 -- Write the values in cdp_new of the attributes that succeeded, for the
 -- entities of scope_sql: only entities whose values changed are written;
 -- history, audience enter/exit and counts follow the changes.
@@ -1044,6 +1094,7 @@ DECLARE
 	written bigint;
 	k bigint;
 	all_new boolean;
+	ids uuid[];
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1121,19 +1172,23 @@ BEGIN
 	-- cdp_live: the entities written (stored: they had a row).
 	DROP TABLE IF EXISTS pg_temp.cdp_live;
 	CREATE TEMP TABLE cdp_live (id uuid NOT NULL, stored boolean NOT NULL);
-	INSERT INTO pg_temp.cdp_live
-	SELECT ce.id, false FROM cdp_traits.customer_entities ce
-	 WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL)
-	   FOR KEY SHARE SKIP LOCKED;	-- (SKIP LOCKED never waits: no lock order needed)
-	GET DIAGNOSTICS written = ROW_COUNT;
-	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
+	-- (SKIP LOCKED never waits, see _without_waiting: no lock order needed;
+	-- the entities locked are listed only if some were skipped, locking
+	-- again what we hold)
+	SELECT pg_catalog.array_agg(c.eid) INTO ids FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
+	k := COALESCE(pg_catalog.cardinality(ids), 0);
+	written := cdp_traits._without_waiting(
+		'SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = ANY ($1) FOR KEY SHARE SKIP LOCKED', ids);
 	all_new := written = k;
-	INSERT INTO pg_temp.cdp_live
-	SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea
-	 WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL)
-	   FOR NO KEY UPDATE SKIP LOCKED;
-	GET DIAGNOSTICS k = ROW_COUNT;
-	written := written + k;
+	IF NOT all_new THEN
+		written := cdp_traits._without_waiting(
+			'INSERT INTO pg_temp.cdp_live SELECT ce.id, false FROM cdp_traits.customer_entities ce '
+			'WHERE ce.id = ANY ($1) FOR KEY SHARE SKIP LOCKED', ids);
+	END IF;
+	SELECT pg_catalog.array_agg(c.eid) INTO ids FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL;
+	written := written + cdp_traits._without_waiting(
+		'INSERT INTO pg_temp.cdp_live SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea '
+		'WHERE ea.customer_entity_id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED', ids);
 
 	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, calculated_at, run_id)
 	SELECT c.eid, c.new_vals, pg_catalog.now(), run
@@ -1152,7 +1207,8 @@ BEGIN
 	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
 	IF written < changes THEN
 		DELETE FROM pg_temp.cdp_changes c
-		 WHERE NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid);
+		 WHERE NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid)
+		   AND NOT (all_new AND c.old_vals IS NULL);
 	END IF;
 
 	-- the counts: one pass over the changed entities (in C), only the
@@ -1395,11 +1451,12 @@ BEGIN
 
 	-- the dirty entities are calculated, unless an event changed them meanwhile
 	-- (or is changing them now: those stay dirty, and nothing waits for it)
-	UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
-	  FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s
-				ON s.id = c.id AND c.xmin = s.row_xmin
-			   FOR NO KEY UPDATE OF c SKIP LOCKED) l
-	 WHERE ce.id = l.id;
+	PERFORM cdp_traits._without_waiting(
+		'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
+		'FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
+		'ON s.id = c.id AND c.xmin = s.row_xmin WHERE c.id = ANY ($1) '
+		'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.id = l.id',
+		ARRAY(SELECT s.id FROM pg_temp.cdp_scope s));
 
 	UPDATE cdp_traits.calculation_runs r
 	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
