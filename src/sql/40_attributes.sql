@@ -1024,15 +1024,16 @@ BEGIN
 END;
 $$;
 
--- Run stmt (a statement over the entity ids $1 that locks rows with SKIP
--- LOCKED) for ids without waiting for anybody; returns the rows it
--- processed.  SKIP LOCKED does not skip a row version that a transaction in
--- progress updated and then deleted (the lock follows the update chain and
--- waits): a stitching transaction that sets an entity dirty and then
--- removes it.  So the statement runs with a short lock_timeout, and where
--- it times out, again on chunks of the ids, and a chunk that times out id
--- by id, skipping the ids whose rows are held.
-CREATE FUNCTION cdp_traits._without_waiting(stmt text, ids uuid[]) RETURNS bigint
+-- Run stmt, a statement that locks rows with SKIP LOCKED, without waiting
+-- for anybody; returns the rows it processed.  SKIP LOCKED does not skip a
+-- row version that a transaction in progress updated and then deleted (the
+-- lock follows the update chain and waits): a stitching transaction that
+-- sets an entity dirty and then removes it.  So stmt runs with a short
+-- lock_timeout, and where that strikes, again on chunks of the entity ids
+-- that ids_sql gives, and a chunk that times out id by id, skipping the
+-- ids whose rows are held.  stmt has a %s where a condition on the entity
+-- id column idcol goes (true for the whole run).
+CREATE FUNCTION cdp_traits._without_waiting(stmt text, idcol text, ids_sql text) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET lock_timeout = '100ms'
@@ -1043,24 +1044,27 @@ DECLARE
 	chunk CONSTANT integer := 4096;
 	lo integer;
 	one uuid;
+	ids uuid[];
+	part CONSTANT text := pg_catalog.format(stmt, idcol || ' = ANY ($1)');
 BEGIN
 	BEGIN
-		EXECUTE stmt USING ids;
+		EXECUTE pg_catalog.format(stmt, 'true');
 		GET DIAGNOSTICS n = ROW_COUNT;
 		RETURN n;
 	EXCEPTION WHEN lock_not_available THEN
 		NULL;
 	END;
+	EXECUTE 'SELECT pg_catalog.array_agg(x) FROM (' || ids_sql || ') s(x)' INTO ids;
 	lo := 1;
 	WHILE lo <= COALESCE(pg_catalog.cardinality(ids), 0) LOOP
 		BEGIN
-			EXECUTE stmt USING ids[lo:lo + chunk - 1];
+			EXECUTE part USING ids[lo:lo + chunk - 1];
 			GET DIAGNOSTICS n = ROW_COUNT;
 			total := total + n;
 		EXCEPTION WHEN lock_not_available THEN
 			FOREACH one IN ARRAY ids[lo:lo + chunk - 1] LOOP
 				BEGIN
-					EXECUTE stmt USING ARRAY[one];
+					EXECUTE part USING ARRAY[one];
 					GET DIAGNOSTICS n = ROW_COUNT;
 					total := total + n;
 				EXCEPTION WHEN lock_not_available THEN
@@ -1094,7 +1098,6 @@ DECLARE
 	written bigint;
 	k bigint;
 	all_new boolean;
-	ids uuid[];
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1175,20 +1178,24 @@ BEGIN
 	-- (SKIP LOCKED never waits, see _without_waiting: no lock order needed;
 	-- the entities locked are listed only if some were skipped, locking
 	-- again what we hold)
-	SELECT pg_catalog.array_agg(c.eid) INTO ids FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
-	k := COALESCE(pg_catalog.cardinality(ids), 0);
+	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL;
 	written := cdp_traits._without_waiting(
-		'SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = ANY ($1) FOR KEY SHARE SKIP LOCKED', ids);
+		'SELECT FROM cdp_traits.customer_entities ce WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c '
+		'WHERE c.old_vals IS NULL) AND %s FOR KEY SHARE SKIP LOCKED',
+		'ce.id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL');
 	all_new := written = k;
 	IF NOT all_new THEN
 		written := cdp_traits._without_waiting(
 			'INSERT INTO pg_temp.cdp_live SELECT ce.id, false FROM cdp_traits.customer_entities ce '
-			'WHERE ce.id = ANY ($1) FOR KEY SHARE SKIP LOCKED', ids);
+			'WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL) AND %s '
+			'FOR KEY SHARE SKIP LOCKED',
+			'ce.id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NULL');
 	END IF;
-	SELECT pg_catalog.array_agg(c.eid) INTO ids FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL;
 	written := written + cdp_traits._without_waiting(
 		'INSERT INTO pg_temp.cdp_live SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea '
-		'WHERE ea.customer_entity_id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED', ids);
+		'WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL) '
+		'AND %s FOR NO KEY UPDATE SKIP LOCKED',
+		'ea.customer_entity_id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.old_vals IS NOT NULL');
 
 	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, calculated_at, run_id)
 	SELECT c.eid, c.new_vals, pg_catalog.now(), run
@@ -1454,9 +1461,9 @@ BEGIN
 	PERFORM cdp_traits._without_waiting(
 		'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
 		'FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
-		'ON s.id = c.id AND c.xmin = s.row_xmin WHERE c.id = ANY ($1) '
+		'ON s.id = c.id AND c.xmin = s.row_xmin WHERE %s '
 		'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.id = l.id',
-		ARRAY(SELECT s.id FROM pg_temp.cdp_scope s));
+		'c.id', 'SELECT s.id FROM pg_temp.cdp_scope s');
 
 	UPDATE cdp_traits.calculation_runs r
 	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
