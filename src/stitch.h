@@ -152,7 +152,7 @@ typedef struct StrArena
 
 extern const char *arena_strdup(StrArena *a, const char *s, int len);
 
-extern StitchGraph *graph_create(MemoryContext cxt, int expected_events);
+extern StitchGraph *graph_create(MemoryContext cxt, int expected_idents);
 extern int	graph_add_event(StitchGraph *g, const char *event_id, int len,
 							const pg_uuid_t *old_entity);
 extern int	graph_add_identifier(StitchGraph *g, int event, const char *attr,
@@ -207,6 +207,10 @@ typedef struct StitchChanges
 	int			n_upd_events;
 	const char **del_events;	/* events that no longer have an entity */
 	int			n_del_events;
+	/* the table holds no rows: load it in bulk and build its indexes after */
+	bool		bulk_entities;
+	bool		bulk_idents;
+	bool		bulk_events;
 } StitchChanges;
 
 /* Figures of a full pass (restitch/verify). */
@@ -227,9 +231,11 @@ extern void stitch_lock_events(StitchGraph *g);
 extern void stitch_changes_init(StitchChanges *c, int nevents, int nidents,
 								int nentities);
 extern void stitch_write_changes(StitchChanges *c);
+extern double stitch_table_size(const char *relname);
 extern void stitch_batch(StitchGraph *g, const char **forget, int nforget,
 						 const char **touch, int ntouch);
 extern void cdp_random_uuid(pg_uuid_t *uuid);
+extern void cdp_random_uuids(pg_uuid_t *uuids, int n);
 extern int	uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b);
 extern int	sort_unique_uuids(pg_uuid_t *ids, int n);
 extern Datum cdp_uuid_array(const pg_uuid_t *vals, int n);

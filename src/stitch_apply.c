@@ -21,17 +21,24 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
+#include "portability/instr_time.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -180,12 +187,31 @@ entity_key(const pg_uuid_t *u)
 void
 cdp_random_uuid(pg_uuid_t *uuid)
 {
-	if (!pg_strong_random(uuid->data, UUID_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random entity id")));
-	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
-	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+	cdp_random_uuids(uuid, 1);
+}
+
+/*
+ * cdp_random_uuids
+ *		n new random uuids, from one call of the random source (a call per
+ *		uuid costs about a microsecond: a restitch from scratch creates
+ *		hundreds of thousands).
+ */
+void
+cdp_random_uuids(pg_uuid_t *uuids, int n)
+{
+	int			i;
+
+	/* (pg_strong_random takes a size_t; chunks keep each request moderate) */
+	for (i = 0; i < n; i += 4096)
+		if (!pg_strong_random(uuids[i].data, (size_t) UUID_LEN * Min(4096, n - i)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random entity id")));
+	for (i = 0; i < n; i++)
+	{
+		uuids[i].data[6] = (uuids[i].data[6] & 0x0f) | 0x40;
+		uuids[i].data[8] = (uuids[i].data[8] & 0x3f) | 0x80;
+	}
 }
 
 /*
@@ -288,21 +314,309 @@ write_merges(const pg_uuid_t *merged, const pg_uuid_t *into, int n)
 	remove_entities(merged, n);
 }
 
+/* Rows per table_multi_insert call. */
+#define INSERT_BATCH 1000
+
+/* Fills one row to insert: values/nulls in the order of the column names. */
+typedef void (*RowFill) (int row, Datum *values, bool *nulls, void *arg);
+
+/*
+ * direct_columns
+ *		Map the columns of rel to the expected (name, type) list: map[attr] =
+ *		index into names, -1 for a dropped column.  False if the table is not
+ *		exactly these columns, or has anything a plain heap insert would skip
+ *		(insert triggers, rules, row security, check constraints, generated
+ *		columns).
+ */
+static bool
+direct_columns(Relation rel, const char **names, const Oid *types, int ncols, int *map)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			seen = 0;
+	int			i,
+				k;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
+		rel->rd_rel->relrowsecurity)
+		return false;
+	/* (triggers on delete, such as those of foreign keys to it, do not matter) */
+	if (rel->trigdesc &&
+		(rel->trigdesc->trig_insert_before_row || rel->trigdesc->trig_insert_after_row ||
+		 rel->trigdesc->trig_insert_instead_row || rel->trigdesc->trig_insert_before_statement ||
+		 rel->trigdesc->trig_insert_after_statement || rel->trigdesc->trig_insert_new_table))
+		return false;
+	if (desc->constr && (desc->constr->num_check > 0 || desc->constr->has_generated_stored))
+		return false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		map[i] = -1;
+		if (att->attisdropped)
+			continue;
+		for (k = 0; k < ncols; k++)
+			if (strcmp(NameStr(att->attname), names[k]) == 0)
+				break;
+		if (k == ncols || att->atttypid != types[k])
+			return false;
+		map[i] = k;
+		seen++;
+	}
+	return seen == ncols;
+}
+
+/*
+ * insert_rows
+ *		Insert n rows into a stitching table directly (table_multi_insert,
+ *		as COPY does), in the given order (NULL: as numbered), without the
+ *		executor and parameter arrays of an INSERT statement.
+ *
+ *		bulk: the table holds no rows: skip index maintenance and rebuild its
+ *		indexes afterwards (a sorted build is many times cheaper than a
+ *		million random index insertions, and logs whole pages instead of one
+ *		record per entry).  REINDEX locks the indexes exclusively until
+ *		commit: only full passes, which hold the stitching lock exclusively,
+ *		load this way, and only into empty tables, which nobody has reason to
+ *		be reading.  A duplicate key fails the index build, as it would have
+ *		failed the insert.
+ *
+ *		Otherwise each row's index entries are inserted as INSERT would (a
+ *		duplicate key is the same unique violation).  Returns false (nothing
+ *		done) if the table is not shaped as expected: the caller then inserts
+ *		with SQL.
+ */
+static bool
+insert_rows(const char *relname, const char **names, const Oid *types, int ncols,
+			int n, const int *order, RowFill fill, void *arg, bool bulk)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid(CDP_SCHEMA_NAME, false));
+	Relation	rel;
+	TupleDesc	desc;
+	int		   *map;
+	Datum	   *values;
+	bool	   *nulls;
+	TupleTableSlot **slots;
+	BulkInsertState bistate;
+	CommandId	cid;
+	EState	   *estate = NULL;
+	ResultRelInfo *rri = NULL;
+	MemoryContext batchcxt;
+	MemoryContext oldcxt;
+	int			nslots = Min(n, INSERT_BATCH);
+	int			i,
+				k,
+				a;
+	instr_time	start,
+				mid,
+				end;
+
+	if (!OidIsValid(relid) || n <= 0)
+		return false;
+	INSTR_TIME_SET_CURRENT(start);
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	map = palloc(sizeof(int) * Max(desc->natts, 1));
+	if (!direct_columns(rel, names, types, ncols, map))
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	if (!bulk)
+	{
+		estate = CreateExecutorState();
+		rri = makeNode(ResultRelInfo);
+		InitResultRelInfo(rri, rel, 1, NULL, 0);
+		ExecOpenIndices(rri, false);
+	}
+	values = palloc(sizeof(Datum) * ncols);
+	nulls = palloc(sizeof(bool) * ncols);
+	slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	for (k = 0; k < nslots; k++)
+		slots[k] = table_slot_create(rel, NULL);
+	/* (a bulk-write buffer ring only for many rows: a few go to shared buffers) */
+	bistate = n >= 256 ? GetBulkInsertState() : NULL;
+	cid = GetCurrentCommandId(true);
+	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits insert",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (i = 0; i < n; i += INSERT_BATCH)
+	{
+		int			m = Min(INSERT_BATCH, n - i);
+
+		CHECK_FOR_INTERRUPTS();
+		oldcxt = MemoryContextSwitchTo(batchcxt);
+		for (k = 0; k < m; k++)
+		{
+			TupleTableSlot *slot = slots[k];
+
+			ExecClearTuple(slot);
+			fill(order ? order[i + k] : i + k, values, nulls, arg);
+			for (a = 0; a < desc->natts; a++)
+			{
+				slot->tts_values[a] = map[a] >= 0 ? values[map[a]] : (Datum) 0;
+				slot->tts_isnull[a] = map[a] >= 0 ? nulls[map[a]] : true;
+			}
+			ExecStoreVirtualTuple(slot);
+		}
+		table_multi_insert(rel, slots, m, cid, 0, bistate);
+		if (!bulk)
+			for (k = 0; k < m; k++)
+			{
+				(void) ExecInsertIndexTuples(rri, slots[k], estate, false, false, NULL, NIL);
+				ResetPerTupleExprContext(estate);
+			}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(batchcxt);
+	}
+	if (bistate)
+		FreeBulkInsertState(bistate);
+	table_finish_bulk_insert(rel, 0);
+	for (k = 0; k < nslots; k++)
+		ExecDropSingleTupleTableSlot(slots[k]);
+	MemoryContextDelete(batchcxt);
+	if (!bulk)
+	{
+		ExecCloseIndices(rri);
+		FreeExecutorState(estate);
+	}
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+	INSTR_TIME_SET_CURRENT(mid);
+	if (bulk)
+		cdp_execute_sql(psprintf("REINDEX TABLE %s.%s", CDP_SCHEMA_NAME, relname),
+						SPI_OK_UTILITY, "building the indexes of a bulk load");
+	INSTR_TIME_SET_CURRENT(end);
+	INSTR_TIME_SUBTRACT(end, mid);
+	INSTR_TIME_SUBTRACT(mid, start);
+	if (bulk)
+		elog(DEBUG2, "cdp_traits: bulk load of %s: %d rows in %.1f ms, indexes built in %.1f ms",
+			 relname, n, INSTR_TIME_GET_MILLISEC(mid), INSTR_TIME_GET_MILLISEC(end));
+	else
+		elog(DEBUG2, "cdp_traits: inserting into %s: %d rows in %.1f ms",
+			 relname, n, INSTR_TIME_GET_MILLISEC(mid));
+	return true;
+}
+
+/*
+ * fill_entity / fill_ident / fill_event
+ *		RowFill callbacks over a StitchChanges: new entities, identifiers
+ *		and event assignments.
+ */
+static void
+fill_entity(int row, Datum *values, bool *nulls, void *arg)
+{
+	StitchChanges *c = arg;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	values[0] = UUIDPGetDatum(&c->new_entities[row]);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = (Datum) 0;
+	nulls[0] = nulls[1] = nulls[2] = false;
+	nulls[3] = true;
+}
+
+static void
+fill_ident(int row, Datum *values, bool *nulls, void *arg)
+{
+	StitchChanges *c = arg;
+
+	values[0] = CStringGetTextDatum(c->ident_attr[row]);
+	values[1] = CStringGetTextDatum(c->ident_val[row]);
+	values[2] = UUIDPGetDatum(&c->ident_entity[row]);
+	nulls[0] = nulls[1] = nulls[2] = false;
+}
+
+static void
+fill_event(int row, Datum *values, bool *nulls, void *arg)
+{
+	StitchChanges *c = arg;
+
+	values[0] = CStringGetTextDatum(c->event_ids[row]);
+	values[1] = UUIDPGetDatum(&c->event_entity[row]);
+	nulls[0] = nulls[1] = false;
+}
+
+/*
+ * cmp_entity_order / cmp_ident_order / cmp_event_order
+ *		qsort_arg comparators of row numbers: new entities by id,
+ *		identifiers by attribute then value, events by id (the orders of the
+ *		primary keys, byte-wise as their "C" collation).
+ */
+static int
+cmp_entity_order(const void *a, const void *b, void *arg)
+{
+	StitchChanges *c = arg;
+
+	return uuid_cmp_internal(&c->new_entities[*(const int *) a],
+							 &c->new_entities[*(const int *) b]);
+}
+
+static int
+cmp_ident_order(const void *a, const void *b, void *arg)
+{
+	StitchChanges *c = arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+	int			r = 0;
+
+	if (c->ident_attr[x] != c->ident_attr[y])
+		r = strcmp(c->ident_attr[x], c->ident_attr[y]);
+	return r != 0 ? r : strcmp(c->ident_val[x], c->ident_val[y]);
+}
+
+static int
+cmp_event_order(const void *a, const void *b, void *arg)
+{
+	StitchChanges *c = arg;
+
+	return strcmp(c->event_ids[*(const int *) a], c->event_ids[*(const int *) b]);
+}
+
+/*
+ * key_order
+ *		Row numbers 0..n-1 sorted with cmp.
+ */
+static int *
+key_order(int n, qsort_arg_comparator cmp, void *arg)
+{
+	int		   *order = palloc_extended(sizeof(int) * Max(n, 1), MCXT_ALLOC_HUGE);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	qsort_arg(order, n, sizeof(int), cmp, arg);
+	return order;
+}
+
+static const char *EntityCols[] = {"id", "created", "modified", "calculated"};
+static const Oid EntityTypes[] = {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+static const char *IdentCols[] = {"attribute_id", "value", "customer_entity_id"};
+static const Oid IdentTypes[] = {TEXTOID, TEXTOID, UUIDOID};
+static const char *EventCols[] = {"event_id", "customer_entity_id"};
+static const Oid EventTypes[] = {TEXTOID, UUIDOID};
+
 /*
  * stitch_write_changes
- *		(Inserts are sorted by key: ordered index insertion is several times
- *		faster than random for large batches.)
- *
  *		The writes shared by incremental batches and full passes: new
  *		entities, identifier and event assignments (upserts and deletes), and
- *		marking entities for recalculation.
+ *		marking entities for recalculation.  New rows are inserted directly
+ *		(insert_rows), in bulk into tables a full pass found empty; with SQL
+ *		only if a table is not as expected.
  */
 void
 stitch_write_changes(StitchChanges *c)
 {
 	Datum		args[3];
 
-	if (c->n_new_entities > 0)
+	/*
+	 * Inserts go in key order: ordered index insertion is several times
+	 * faster than random; a bulk load's index build finds its input sorted.
+	 * (Event ids need no sorting for a bulk load: their sort is cheap.)
+	 */
+	if (c->n_new_entities > 0 &&
+		!insert_rows("customer_entities", EntityCols, EntityTypes, 4, c->n_new_entities,
+					 c->bulk_entities ? NULL : key_order(c->n_new_entities, cmp_entity_order, c),
+					 fill_entity, c, c->bulk_entities))
 	{
 		args[0] = cdp_uuid_array(c->new_entities, c->n_new_entities);
 		cdp_execute(plan("new_entities",
@@ -322,14 +636,17 @@ stitch_write_changes(StitchChanges *c)
 						 2, TEXTARRAYOID, TEXTARRAYOID, 0),
 					args, NULL, SPI_OK_DELETE, "deleting identifiers");
 	}
-	if (c->n_idents > 0)
+	if (c->n_idents > 0 &&
+		!insert_rows("matching", IdentCols, IdentTypes, 3, c->n_idents,
+					 key_order(c->n_idents, cmp_ident_order, c),
+					 fill_ident, c, c->bulk_idents))
 	{
 		args[0] = text_array(c->ident_attr, c->n_idents);
 		args[1] = text_array(c->ident_val, c->n_idents);
 		args[2] = cdp_uuid_array(c->ident_entity, c->n_idents);
 		cdp_execute(plan("put_matching",
 						 "INSERT INTO cdp_traits.matching (attribute_id, value, customer_entity_id) "
-						 "SELECT * FROM unnest($1, $2, $3) ORDER BY 1, 2",
+						 "SELECT * FROM unnest($1, $2, $3) u(a, v, e) ORDER BY a COLLATE \"C\", v COLLATE \"C\"",
 						 3, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID),
 					args, NULL, SPI_OK_INSERT, "writing identifiers");
 	}
@@ -353,13 +670,16 @@ stitch_write_changes(StitchChanges *c)
 						 1, TEXTARRAYOID, 0, 0),
 					args, NULL, SPI_OK_DELETE, "unassigning events");
 	}
-	if (c->n_events > 0)
+	if (c->n_events > 0 &&
+		!insert_rows("event_entities", EventCols, EventTypes, 2, c->n_events,
+					 c->bulk_events ? NULL : key_order(c->n_events, cmp_event_order, c),
+					 fill_event, c, c->bulk_events))
 	{
 		args[0] = text_array(c->event_ids, c->n_events);
 		args[1] = cdp_uuid_array(c->event_entity, c->n_events);
 		cdp_execute(plan("put_events",
 						 "INSERT INTO cdp_traits.event_entities (event_id, customer_entity_id) "
-						 "SELECT * FROM unnest($1, $2) ORDER BY 1",
+						 "SELECT * FROM unnest($1, $2) u(id, e) ORDER BY id COLLATE \"C\"",
 						 2, TEXTARRAYOID, UUIDARRAYOID, 0),
 					args, NULL, SPI_OK_INSERT, "assigning events");
 	}
@@ -458,13 +778,13 @@ found_row(TupleTableSlot *slot, void *arg)
 }
 
 /*
- * matching_size
- *		The planner's estimate of the number of stored identifiers.
+ * stitch_table_size
+ *		The planner's estimate of the rows of a stitching table (-1 unknown).
  */
-static double
-matching_size(void)
+double
+stitch_table_size(const char *relname)
 {
-	Oid			relid = get_relname_relid("matching", get_namespace_oid(CDP_SCHEMA_NAME, false));
+	Oid			relid = get_relname_relid(relname, get_namespace_oid(CDP_SCHEMA_NAME, false));
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	double		n = -1;
 
@@ -494,7 +814,7 @@ lookup_identifiers(StitchGraph *g, int *nfound)
 
 	if (n > 10000)
 	{
-		double		stored = matching_size();
+		double		stored = stitch_table_size("matching");
 
 		if (stored < 0 || (double) n * 4 > stored)
 		{

@@ -122,6 +122,8 @@ typedef struct ScopePass
 	int			nold;
 	int			maxold;
 	int			ent_base;		/* node number of the first stored entity */
+	int64		nmatching;		/* stored identifiers read */
+	int64		nentities;		/* stored entities read */
 } ScopePass;
 
 static OldEntity *OldEnts;		/* for the comparator */
@@ -183,7 +185,9 @@ scope_row(EventRow *row, void *arg)
 			add_orphan(p, row->stored_id, row->stored_id_len);
 		return;
 	}
-	if (p->stored)
+	if (p->stored && p->stored->members == 0)
+		row->old_entity = NULL;
+	else if (p->stored)
 	{
 		StoredKey	key;
 		StoredEntry *e;
@@ -215,6 +219,7 @@ matching_row(TupleTableSlot *slot, void *arg)
 	int			id = graph_lookup_identifier(p->g, VARDATA_ANY(attr), VARSIZE_ANY_EXHDR(attr),
 											 VARDATA_ANY(val), VARSIZE_ANY_EXHDR(val));
 
+	p->nmatching++;
 	if (id >= 0)
 	{
 		p->ident_old[id] = *ent;
@@ -275,6 +280,7 @@ entity_row(TupleTableSlot *slot, void *arg)
 	ScopePass  *p = arg;
 	pg_uuid_t  *id = DatumGetUUIDP(slot->tts_values[0]);
 
+	p->nentities++;
 	if (graph_entity_node(p->g, id) - p->ent_base < p->nold)
 		return;					/* seen already (cannot happen: primary key) */
 	add_old(p, id, DatumGetTimestampTz(slot->tts_values[1]), true);
@@ -473,6 +479,8 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	StitchChanges c;
 	Oid			types[1] = {UUIDARRAYOID};
 	instr_time	phase_start;
+	int			nstored_est = 1024;
+	int			nidents_est = 1024;
 
 	if (!all && nentities == 0)
 		return;
@@ -493,13 +501,22 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	}
 	if (!all)
 		params = cdp_uuid_array_param(cdp_uuid_array(entities, nentities));
-	g = p.g = graph_create(cxt, 1024);
+	if (all)
+	{
+		/*
+		 * Size the hash tables for what is stored (growing them by doubling
+		 * from small would move every entry about twice).
+		 */
+		nstored_est = (int) Min(Max(stitch_table_size("event_entities"), 1024.0), 64.0 * 1024 * 1024);
+		nidents_est = (int) Min(Max(stitch_table_size("matching"), 1024.0), 64.0 * 1024 * 1024);
+	}
+	g = p.g = graph_create(cxt, nidents_est);
 	graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 
 	/* 1. every event of the scope with its identifiers and stored entity */
 	if (all)
 	{
-		p.stored = storedhash_create(cxt, 1024, NULL);
+		p.stored = storedhash_create(cxt, nstored_est, NULL);
 		cdp_stream(stitch_cached_plan("stored:all",
 									  "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities",
 									  0, NULL),
@@ -582,10 +599,12 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 								MCXT_ALLOC_HUGE);
 	for (i = 0; i < ncomps; i++)
 		if (!comp_kept[i])
-		{
-			cdp_random_uuid(&comp_entity[i]);
-			c.new_entities[c.n_new_entities++] = comp_entity[i];
-		}
+			c.n_new_entities++;
+	cdp_random_uuids(c.new_entities, c.n_new_entities);
+	c.n_new_entities = 0;
+	for (i = 0; i < ncomps; i++)
+		if (!comp_kept[i])
+			comp_entity[i] = c.new_entities[c.n_new_entities++];
 	for (i = 0; i < p.nold; i++)
 	{
 		OldEntity  *oe = &p.olds[i];
@@ -736,7 +755,20 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 
 	PHASE("differences");
 	if (write)
+	{
+		/*
+		 * A whole pass holds the stitching lock exclusively: a table it found
+		 * empty (the first stitch of an attached table, a restitch from
+		 * scratch) is loaded in bulk.
+		 */
+		if (all)
+		{
+			c.bulk_entities = (p.nentities == 0);
+			c.bulk_idents = (p.nmatching == 0);
+			c.bulk_events = (p.stored->members == 0);
+		}
 		stitch_write_changes(&c);
+	}
 	PHASE("writing");
 	if (result)
 		*result = LastResult;

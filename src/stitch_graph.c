@@ -214,7 +214,7 @@ new_node(StitchGraph *g)
  *		An empty graph whose memory lives in a new child of cxt.
  */
 StitchGraph *
-graph_create(MemoryContext cxt, int expected_events)
+graph_create(MemoryContext cxt, int expected_idents)
 {
 	MemoryContext gcxt;
 	StitchGraph *g;
@@ -224,7 +224,7 @@ graph_create(MemoryContext cxt, int expected_events)
 	g = MemoryContextAllocZero(gcxt, sizeof(StitchGraph));
 	g->cxt = gcxt;
 	g->arena.cxt = gcxt;
-	g->idents = identhash_create(gcxt, Max(expected_events, 64), NULL);
+	g->idents = identhash_create(gcxt, Max(expected_idents, 64), NULL);
 	g->entities = entityhash_create(gcxt, 64, NULL);
 	return g;
 }
