@@ -917,6 +917,10 @@ BEGIN
 		skipcols, events_sql, shared, laterals, where_sql);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
 	EXECUTE sql;
+	-- (statistics for the join with the stored values: without them a few
+	-- hundred entities looked like tens of thousands, and the stored values
+	-- were read whole instead of through their primary key)
+	EXECUTE pg_catalog.format('ANALYZE pg_temp.%I', part);
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
 	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
@@ -1311,6 +1315,7 @@ DECLARE
 	aid text;
 	grp text[];
 	few boolean;
+	events_sql text;
 	srf_keys jsonb := '{}';
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
@@ -1389,14 +1394,22 @@ BEGIN
 
 	-- dirty entities
 	IF n > 0 AND attached THEN
-		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope,
-			cdp_traits._scoped_events(dirty_scope, few));
+		events_sql := cdp_traits._scoped_events(dirty_scope, few);
+		IF few AND pg_catalog.cardinality(dirty_srf) > 0 AND pg_catalog.cardinality(dirty_pre) > 0 THEN
+			-- a few entities and more than one statement over their events:
+			-- their events are fetched (by random index probes) once
+			DROP TABLE IF EXISTS pg_temp.cdp_events;
+			EXECUTE 'CREATE TEMP TABLE cdp_events AS SELECT * FROM ' || events_sql;
+			ANALYZE pg_temp.cdp_events;
+			events_sql := '(SELECT * FROM pg_temp.cdp_events) e';
+		END IF;
+		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope, events_sql);
 		-- set-returning values: one statement per distinct expansion
 		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dirty_srf) x
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
-			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope,
-				cdp_traits._scoped_events(dirty_scope, few));
+			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope, events_sql);
 		END LOOP;
+		DROP TABLE IF EXISTS pg_temp.cdp_events;
 		FOREACH aid IN ARRAY dirty_q LOOP
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
 		END LOOP;
