@@ -1464,10 +1464,15 @@ BEGIN
 	UPDATE cdp_traits.calculation_run_attributes r
 	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
 	 WHERE r.run_id = run;
-	UPDATE cdp_traits.attributes at SET calculated_version = at.version
-	  FROM pg_temp.cdp_outcome o
-	 WHERE o.aid = at.id AND o.error IS NULL AND o.written
-	   AND at.calculated_version IS DISTINCT FROM at.version;
+	-- (only if there is one: the statement trigger on attributes rebuilds
+	-- the pivot view even for an UPDATE of no rows)
+	IF EXISTS (SELECT FROM cdp_traits.attributes at JOIN pg_temp.cdp_outcome o ON o.aid = at.id
+				WHERE o.error IS NULL AND o.written AND at.calculated_version IS DISTINCT FROM at.version) THEN
+		UPDATE cdp_traits.attributes at SET calculated_version = at.version
+		  FROM pg_temp.cdp_outcome o
+		 WHERE o.aid = at.id AND o.error IS NULL AND o.written
+		   AND at.calculated_version IS DISTINCT FROM at.version;
+	END IF;
 
 	-- the dirty entities are calculated, unless an event changed them meanwhile
 	-- (or is changing them now: those stay dirty, and nothing waits for it)
