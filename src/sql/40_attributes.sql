@@ -920,7 +920,7 @@ BEGIN
 	-- (statistics for the join with the stored values: without them a few
 	-- hundred entities looked like tens of thousands, and the stored values
 	-- were read whole instead of through their primary key)
-	EXECUTE pg_catalog.format('ANALYZE pg_temp.%I', part);
+	EXECUTE pg_catalog.format('ANALYZE pg_temp.%I (eid)', part);
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
 	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
@@ -1400,7 +1400,9 @@ BEGIN
 			-- their events are fetched (by random index probes) once
 			DROP TABLE IF EXISTS pg_temp.cdp_events;
 			EXECUTE 'CREATE TEMP TABLE cdp_events AS SELECT * FROM ' || events_sql;
-			ANALYZE pg_temp.cdp_events;
+			-- (the row count and the entities: statistics of the payloads
+			-- would cost more than the statements that read them)
+			ANALYZE pg_temp.cdp_events (customer_entity_id);
 			events_sql := '(SELECT * FROM pg_temp.cdp_events) e';
 		END IF;
 		PERFORM cdp_traits._calc_step('predefined', dirty_pre, dirty_scope, events_sql);
