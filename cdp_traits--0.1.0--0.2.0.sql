@@ -482,6 +482,10 @@ BEGIN
 END;
 $grants$;
 
+-- The objects of values are built by _jsonb_object_of: 0.1.0's
+-- _jsonb_object goes (its C function stays for 0.1.0's install script).
+DROP FUNCTION cdp_traits._jsonb_object(text[], jsonb[]);
+
 -- A value's definition version is its attribute's calculated_version (see
 -- 40_attributes.sql): the per-entity map of versions goes.
 CREATE OR REPLACE VIEW cdp_traits.customer_attributes AS
@@ -1014,7 +1018,9 @@ BEGIN
 	-- were read whole instead of through their primary key)
 	EXECUTE pg_catalog.format('ANALYZE pg_temp.%I (eid)', part);
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
-	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
+	IF skipcols <> '' THEN
+		EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
+	END IF;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
 END;
 $$;

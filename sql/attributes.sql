@@ -229,6 +229,21 @@ SELECT cdp_traits._jsonb_object_of(ARRAY['a', 'b'], NULL::text, NULL::int) AS al
        cdp_traits._jsonb_object_of(ARRAY['a', 'b'], 'x'::text, 2) AS two;
 SELECT cdp_traits._jsonb_object_of(ARRAY['a'], 1, 2);
 
+-- an entity's values after a step (_merge_values, in C): stored minus the
+-- attributes replaced, plus the new ones; the names replaced may change from
+-- row to row of one statement
+SELECT o, n, r, cdp_traits._merge_values(o, n, r) AS merged,
+       cdp_traits._merge_values(o, n, r) = (COALESCE(o, '{}') - r) || COALESCE(n, '{}') AS as_sql
+  FROM (VALUES (NULL::jsonb, '{"a": 1}'::jsonb, '{a}'::text[]),
+               (NULL, NULL, '{a}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', NULL, '{}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', NULL, '{bb, zz}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"a": 2}', '{c}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"d": true}', ARRAY['c', NULL, 'a']),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"bb": {"k": 1}}', '{a, bb, c}')) v(o, n, r);
+SELECT cdp_traits._merge_values('{"a": 1}', '[1]', '{}');
+SELECT cdp_traits._merge_values('{"a": 1}', NULL, NULL);
+
 -- the conversions behind data_type never fail: NULL for what does not convert
 SELECT t, cdp_traits.to_number(t) AS number, cdp_traits._to_boolean(t) AS boolean,
        cdp_traits._to_date(t) AS date, cdp_traits._to_timestamptz(t) AS datetime

@@ -38,6 +38,10 @@ extern void cdp_worker_init(void);
 extern PGDLLEXPORT void cdp_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);
 
+/* jsonb_object.c */
+struct JsonbValue;
+extern void cdp_jsonb_as_value(Datum jsonb, struct JsonbValue *v);
+
 /* jobs.c: the jobs of a cycle and their record in cdp_traits.job_runs */
 extern int	cdp_job_count(void);
 extern void cdp_job_run_in_worker(int job);

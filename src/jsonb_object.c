@@ -62,9 +62,31 @@ typedef struct ObjectCache
 } ObjectCache;
 
 /*
+ * cdp_jsonb_as_value
+ *		A jsonb datum as a value to push into an object or array being built:
+ *		its scalar, or the container itself (pushed without being copied).
+ */
+void
+cdp_jsonb_as_value(Datum jsonb, JsonbValue *v)
+{
+	Jsonb	   *jb = DatumGetJsonbP(jsonb);
+
+	if (JB_ROOT_IS_SCALAR(jb))
+		(void) JsonbExtractScalar(&jb->root, v);
+	else
+	{
+		v->type = jbvBinary;
+		v->val.binary.data = &jb->root;
+		v->val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	}
+}
+
+/*
  * cdp_jsonb_object
- *		SQL: _jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb: the
- *		object of the keys whose value is not NULL; NULL when there is none.
+ *		SQL (0.1.0 only; 0.2.0 builds objects with _jsonb_object_of and drops
+ *		it, but the 0.1.0 install script still names this symbol):
+ *		_jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb: the object of
+ *		the keys whose value is not NULL; NULL when there is none.
  */
 Datum
 cdp_jsonb_object(PG_FUNCTION_ARGS)
@@ -94,8 +116,6 @@ cdp_jsonb_object(PG_FUNCTION_ARGS)
 	{
 		JsonbValue	k;
 		JsonbValue	v;
-		Jsonb	   *jb;
-
 		if (vnulls[i] || knulls[i])
 			continue;
 		k.type = jbvString;
@@ -103,15 +123,7 @@ cdp_jsonb_object(PG_FUNCTION_ARGS)
 		k.val.string.len = VARSIZE_ANY_EXHDR(DatumGetPointer(keys[i]));
 		(void) pushJsonbValue(&state, WJB_KEY, &k);
 
-		jb = DatumGetJsonbP(vals[i]);
-		if (JB_ROOT_IS_SCALAR(jb))
-			(void) JsonbExtractScalar(&jb->root, &v);
-		else
-		{
-			v.type = jbvBinary;
-			v.val.binary.data = &jb->root;
-			v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-		}
+		cdp_jsonb_as_value(vals[i], &v);
 		(void) pushJsonbValue(&state, WJB_VALUE, &v);
 		added++;
 	}
@@ -231,23 +243,8 @@ scalar_value(ValueKind kind, Oid t, FmgrInfo *to_jsonb_fi, Datum d, JsonbValue *
 			}
 		case VK_JSONB:
 		case VK_OTHER:
-			{
-				Jsonb	   *jb;
-
-				if (kind == VK_JSONB)
-					jb = DatumGetJsonbP(d);
-				else
-					jb = DatumGetJsonbP(FunctionCall1(to_jsonb_fi, d));
-				if (JB_ROOT_IS_SCALAR(jb))
-					(void) JsonbExtractScalar(&jb->root, v);
-				else
-				{
-					v->type = jbvBinary;
-					v->val.binary.data = &jb->root;
-					v->val.binary.len = VARSIZE(jb) - VARHDRSZ;
-				}
-				return;
-			}
+			cdp_jsonb_as_value(kind == VK_JSONB ? d : FunctionCall1(to_jsonb_fi, d), v);
+			return;
 	}
 }
 
@@ -375,22 +372,137 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(cdp_merge_values);
 
 /*
+ * The attribute names a statement replaces (the same array on every row):
+ * kept once per call site, sorted as jsonb sorts object keys (length, then
+ * bytes), so that each stored key is looked up by binary search instead of
+ * a comparison with every name on every row.
+ */
+typedef struct ReplacedKeys
+{
+	Size		arrlen;			/* the array's bytes, to see that it is the same */
+	char	   *arr;
+	int			n;
+	struct ReplacedKey
+	{
+		int			len;
+		char	   *name;
+	}		   *keys;
+} ReplacedKeys;
+
+/*
+ * key_cmp
+ *		Order of two names as jsonb orders object keys.
+ */
+static int
+key_cmp(int alen, const char *a, int blen, const char *b)
+{
+	if (alen != blen)
+		return alen < blen ? -1 : 1;
+	return memcmp(a, b, alen);
+}
+
+/*
+ * replaced_key_qsort_cmp
+ *		qsort comparator of ReplacedKey entries.
+ */
+static int
+replaced_key_qsort_cmp(const void *a, const void *b)
+{
+	const struct ReplacedKey *x = a;
+	const struct ReplacedKey *y = b;
+
+	return key_cmp(x->len, x->name, y->len, y->name);
+}
+
+/*
+ * replaced_keys
+ *		The sorted names of the array arr, from the call site's cache when it
+ *		holds the same array.
+ */
+static ReplacedKeys *
+replaced_keys(FunctionCallInfo fcinfo, ArrayType *arr)
+{
+	ReplacedKeys *rk = (ReplacedKeys *) fcinfo->flinfo->fn_extra;
+	MemoryContext old;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (rk != NULL && rk->arrlen == VARSIZE(arr) && memcmp(rk->arr, arr, rk->arrlen) == 0)
+		return rk;
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	if (rk == NULL)
+		rk = palloc0(sizeof(ReplacedKeys));
+	else
+	{
+		pfree(rk->arr);
+		for (i = 0; i < rk->n; i++)
+			pfree(rk->keys[i].name);
+		if (rk->keys)
+			pfree(rk->keys);
+	}
+	rk->arrlen = VARSIZE(arr);
+	rk->arr = palloc(rk->arrlen);
+	memcpy(rk->arr, arr, rk->arrlen);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	rk->keys = palloc(sizeof(struct ReplacedKey) * Max(n, 1));
+	rk->n = 0;
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			continue;
+		rk->keys[rk->n].len = VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i]));
+		rk->keys[rk->n].name = pnstrdup(VARDATA_ANY(DatumGetPointer(elems[i])),
+										rk->keys[rk->n].len);
+		rk->n++;
+	}
+	qsort(rk->keys, rk->n, sizeof(struct ReplacedKey), replaced_key_qsort_cmp);
+	fcinfo->flinfo->fn_extra = rk;
+	MemoryContextSwitchTo(old);
+	return rk;
+}
+
+/*
+ * is_replaced
+ *		Whether the name (len bytes) is one of rk's.
+ */
+static bool
+is_replaced(ReplacedKeys *rk, const char *name, int len)
+{
+	int			lo = 0;
+	int			hi = rk->n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			c = key_cmp(len, name, rk->keys[mid].len, rk->keys[mid].name);
+
+		if (c == 0)
+			return true;
+		if (c < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return false;
+}
+
+/*
  * cdp_merge_values
  *		SQL: _merge_values(old jsonb, new jsonb, replaced text[]) RETURNS jsonb:
  *		an entity's stored object of values with the attributes of replaced
  *		taken out and those of new put in, i.e.
  *		(COALESCE(old, '{}') - replaced) || COALESCE(new, '{}'), without
- *		rebuilding anything when there is nothing to merge (no stored values).
+ *		rebuilding anything when there is nothing to merge (no stored values,
+ *		or nothing replaced and nothing new).
  */
 Datum
 cdp_merge_values(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *old;
 	Jsonb	   *new = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	ArrayType  *rarr;
-	Datum	   *rkeys;
-	bool	   *rnulls;
-	int			nr;
+	ReplacedKeys *rk;
 	JsonbParseState *state = NULL;
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
@@ -418,37 +530,23 @@ cdp_merge_values(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stored values must be a jsonb object")));
-	rarr = PG_GETARG_ARRAYTYPE_P(2);
-	deconstruct_array(rarr, TEXTOID, -1, false, TYPALIGN_INT, &rkeys, &rnulls, &nr);
-	if (new == NULL && nr == 0)
+	rk = replaced_keys(fcinfo, PG_GETARG_ARRAYTYPE_P(2));
+	if (new == NULL && rk->n == 0)
 		PG_RETURN_JSONB_P(old);
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	it = JsonbIteratorInit(&old->root);
 	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
-		bool		drop = false;
-		int			i;
+		JsonbValue	tmp;
 
 		if (tok != WJB_KEY)
 			continue;
 		tok = JsonbIteratorNext(&it, &v, true);
 		Assert(tok == WJB_VALUE);
-		for (i = 0; i < nr && !drop; i++)
-		{
-			text	   *r = DatumGetTextPP(rkeys[i]);
-
-			drop = !rnulls[i] && VARSIZE_ANY_EXHDR(r) == k.val.string.len &&
-				memcmp(VARDATA_ANY(r), k.val.string.val, k.val.string.len) == 0;
-		}
-		if (!drop && new != NULL)
-		{
-			JsonbValue	tmp;
-
-			drop = getKeyJsonValueFromContainer(&new->root, k.val.string.val,
-												k.val.string.len, &tmp) != NULL;
-		}
-		if (drop)
+		if (is_replaced(rk, k.val.string.val, k.val.string.len) ||
+			(new != NULL && getKeyJsonValueFromContainer(&new->root, k.val.string.val,
+														 k.val.string.len, &tmp) != NULL))
 			continue;
 		(void) pushJsonbValue(&state, WJB_KEY, &k);
 		(void) pushJsonbValue(&state, WJB_VALUE, &v);

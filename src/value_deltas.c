@@ -362,14 +362,7 @@ push_jsonb(JsonbParseState **ps, Jsonb *jb)
 {
 	JsonbValue	v;
 
-	if (JB_ROOT_IS_SCALAR(jb))
-		(void) JsonbExtractScalar(&jb->root, &v);
-	else
-	{
-		v.type = jbvBinary;
-		v.val.binary.data = &jb->root;
-		v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-	}
+	cdp_jsonb_as_value(PointerGetDatum(jb), &v);
 	(void) pushJsonbValue(ps, WJB_ELEM, &v);
 }
 

@@ -48,12 +48,6 @@ CREATE TABLE cdp_traits.entity_attributes (
 COMMENT ON TABLE cdp_traits.entity_attributes IS
 	'attribute values per entity (read them through customer_attributes or pivoted_customer_attributes)';
 
--- {key: value} of the values that are not NULL (NULL if none), in C (0.1.0
--- built the objects with it; _jsonb_object_of below replaced it).
-CREATE FUNCTION cdp_traits._jsonb_object(keys text[], vals jsonb[]) RETURNS jsonb
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'cdp_jsonb_object';
-
 -- What the changes from old to new objects do to the counts (see
 -- src/value_deltas.c): {attribute: {"n": customers delta, "w": written,
 -- "r": removed, "v": [[value, delta], ...]}} for the attributes of keys.
@@ -922,7 +916,9 @@ BEGIN
 	-- were read whole instead of through their primary key)
 	EXECUTE pg_catalog.format('ANALYZE pg_temp.%I (eid)', part);
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
-	EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
+	IF skipcols <> '' THEN
+		EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
+	END IF;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
 END;
 $$;
