@@ -482,6 +482,11 @@ BEGIN
 END;
 $grants$;
 
+-- The counts are applied by _count_changes from _value_deltas: 0.1.0's
+-- helpers that built count statements go.
+DROP FUNCTION cdp_traits._count_ctes(text);
+DROP FUNCTION cdp_traits._count_cleanup();
+
 -- The objects of values are built by _jsonb_object_of: 0.1.0's
 -- _jsonb_object goes (its C function stays for 0.1.0's install script).
 DROP FUNCTION cdp_traits._jsonb_object(text[], jsonb[]);
@@ -1025,6 +1030,17 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._categorical(aids text[]) RETURNS boolean[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.array_agg(
+			COALESCE(cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]'), false)
+			ORDER BY u.i)
+	  FROM pg_catalog.unnest($1) WITH ORDINALITY u(aid, i)
+	  LEFT JOIN cdp_traits.attributes a ON a.id = u.aid
+$$;
+
 CREATE FUNCTION cdp_traits._clear_new() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -1145,10 +1161,30 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._count_changes(deltas jsonb) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+	SELECT d.key, (d.value->>'n')::bigint FROM pg_catalog.jsonb_each($1) d
+	 WHERE (d.value->>'n')::bigint <> 0 ORDER BY 1
+	ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
+	INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
+	SELECT d.key, v->0, (v->>1)::bigint
+	  FROM pg_catalog.jsonb_each($1) d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') v
+	 ORDER BY 1, 2
+	ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
+	DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
+	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._entities_removed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
+DECLARE
+	aids text[] := ARRAY(SELECT a.id FROM cdp_traits.attributes a ORDER BY a.id);
+	deltas jsonb;
 BEGIN
 	EXECUTE $q$
 	WITH gone AS (
@@ -1157,7 +1193,7 @@ BEGIN
 		 WHERE ea.customer_entity_id = o.id
 		RETURNING ea.customer_entity_id, ea.vals
 	), kv AS (
-		SELECT g.customer_entity_id, x.key AS attribute_id, x.value, -1 AS delta
+		SELECT g.customer_entity_id, x.key AS attribute_id, x.value
 		  FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.vals) x
 	), exits AS (
 		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
@@ -1171,8 +1207,10 @@ BEGIN
 		  FROM kv
 		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
 		   AND h.valid_to IS NULL
-	), $q$ || cdp_traits._count_ctes('kv') || ' SELECT 1';
-	PERFORM cdp_traits._count_cleanup();
+	)
+	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
+	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
+	PERFORM cdp_traits._count_changes(deltas);
 	RETURN NULL;
 END;
 $$;
@@ -1239,6 +1277,7 @@ DECLARE
 	written bigint;
 	k bigint;
 	all_new boolean;
+	flags boolean[];
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1361,24 +1400,12 @@ BEGIN
 
 	-- the counts: one pass over the changed entities (in C), only the
 	-- distinct (attribute, value) changes come out
-	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, cat.flags)
+	flags := cdp_traits._categorical(ok);
+	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, flags)
 	  INTO deltas
-	  FROM pg_temp.cdp_changes c,
-		   (SELECT pg_catalog.array_agg(cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]')
-										ORDER BY u.i) AS flags
-			  FROM pg_catalog.unnest(ok) WITH ORDINALITY u(aid, i)
-			  JOIN cdp_traits.attributes a ON a.id = u.aid) cat;
+	  FROM pg_temp.cdp_changes c;
+	PERFORM cdp_traits._count_changes(deltas);
 	deltas := COALESCE(deltas, '{}');
-	INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
-	SELECT d.key, (d.value->>'n')::bigint FROM pg_catalog.jsonb_each(deltas) d
-	 WHERE (d.value->>'n')::bigint <> 0 ORDER BY 1
-	ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
-	INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
-	SELECT d.key, v->0, (v->>1)::bigint
-	  FROM pg_catalog.jsonb_each(deltas) d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') v
-	 ORDER BY 1, 2
-	ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
-	PERFORM cdp_traits._count_cleanup();
 
 	-- the changed values one by one, of the attributes that need them:
 	-- history and audience enter/exit
@@ -1639,7 +1666,9 @@ DECLARE
 	r record;
 BEGIN
 	FOR r IN SELECT * FROM (VALUES
+		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
+		('_count_changes', 'admin'),
 		('_without_waiting', 'admin')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p

@@ -741,41 +741,39 @@ CREATE TRIGGER attributes_changed
 
 /*
  * Counts per attribute and value, kept current from every change of the
- * values: deltas (+1 appeared, -1 went), applied in key order.  Values are
- * counted for categorical attributes (text, boolean, lists of them; a list
- * counts once per element); numbers and times are nearly unique per customer.
- * _count_ctes(d) gives the data-modifying CTEs applying the deltas of CTE d
- * (attribute_id, value, delta), for a statement of the caller's.
+ * values: _value_deltas (C) sums what a set of changes does to them, and
+ * _count_changes applies that, in key order.  Values are counted for
+ * categorical attributes (text, boolean, lists of them; a list counts once
+ * per element); numbers and times are nearly unique per customer.
  */
-CREATE FUNCTION cdp_traits._count_ctes(d text) RETURNS text
-LANGUAGE sql IMMUTABLE
+
+-- Whether each attribute of aids is counted per value (categorical).
+CREATE FUNCTION cdp_traits._categorical(aids text[]) RETURNS boolean[]
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT pg_catalog.format($q$
-		cnt_a AS (
-			INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
-			SELECT attribute_id, sum(delta) FROM %1$s GROUP BY 1 HAVING sum(delta) <> 0 ORDER BY 1
-			ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers
-		),
-		cnt_v AS (
-			INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
-			SELECT d.attribute_id, x.v, sum(d.delta)
-			  FROM %1$s d
-			 CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(CASE
-					WHEN pg_catalog.jsonb_typeof(d.value) = 'array' THEN d.value
-					ELSE pg_catalog.jsonb_build_array(d.value) END) x(v)
-			 WHERE d.attribute_id IN (SELECT a.id FROM cdp_traits.attributes a
-									   WHERE cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]'))
-			 GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2
-			ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers
-		)$q$, $1)
+	SELECT pg_catalog.array_agg(
+			COALESCE(cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]'), false)
+			ORDER BY u.i)
+	  FROM pg_catalog.unnest($1) WITH ORDINALITY u(aid, i)
+	  LEFT JOIN cdp_traits.attributes a ON a.id = u.aid
 $$;
 
--- Counts that reached zero go.
-CREATE FUNCTION cdp_traits._count_cleanup() RETURNS void
+-- Apply what _value_deltas gave (NULL: nothing) to the counts; counts that
+-- reach zero go.
+CREATE FUNCTION cdp_traits._count_changes(deltas jsonb) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
+	INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
+	SELECT d.key, (d.value->>'n')::bigint FROM pg_catalog.jsonb_each($1) d
+	 WHERE (d.value->>'n')::bigint <> 0 ORDER BY 1
+	ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
+	INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
+	SELECT d.key, v->0, (v->>1)::bigint
+	  FROM pg_catalog.jsonb_each($1) d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') v
+	 ORDER BY 1, 2
+	ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
 	DELETE FROM cdp_traits.attribute_counts WHERE customers <= 0;
 	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
 $$;
@@ -788,6 +786,9 @@ CREATE FUNCTION cdp_traits._entities_removed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
+DECLARE
+	aids text[] := ARRAY(SELECT a.id FROM cdp_traits.attributes a ORDER BY a.id);
+	deltas jsonb;
 BEGIN
 	EXECUTE $q$
 	WITH gone AS (
@@ -796,7 +797,7 @@ BEGIN
 		 WHERE ea.customer_entity_id = o.id
 		RETURNING ea.customer_entity_id, ea.vals
 	), kv AS (
-		SELECT g.customer_entity_id, x.key AS attribute_id, x.value, -1 AS delta
+		SELECT g.customer_entity_id, x.key AS attribute_id, x.value
 		  FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.vals) x
 	), exits AS (
 		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
@@ -810,8 +811,10 @@ BEGIN
 		  FROM kv
 		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
 		   AND h.valid_to IS NULL
-	), $q$ || cdp_traits._count_ctes('kv') || ' SELECT 1';
-	PERFORM cdp_traits._count_cleanup();
+	)
+	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
+	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
+	PERFORM cdp_traits._count_changes(deltas);
 	RETURN NULL;
 END;
 $$;
@@ -1098,6 +1101,7 @@ DECLARE
 	written bigint;
 	k bigint;
 	all_new boolean;
+	flags boolean[];
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -1220,24 +1224,12 @@ BEGIN
 
 	-- the counts: one pass over the changed entities (in C), only the
 	-- distinct (attribute, value) changes come out
-	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, cat.flags)
+	flags := cdp_traits._categorical(ok);
+	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, flags)
 	  INTO deltas
-	  FROM pg_temp.cdp_changes c,
-		   (SELECT pg_catalog.array_agg(cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]')
-										ORDER BY u.i) AS flags
-			  FROM pg_catalog.unnest(ok) WITH ORDINALITY u(aid, i)
-			  JOIN cdp_traits.attributes a ON a.id = u.aid) cat;
+	  FROM pg_temp.cdp_changes c;
+	PERFORM cdp_traits._count_changes(deltas);
 	deltas := COALESCE(deltas, '{}');
-	INSERT INTO cdp_traits.attribute_counts AS c (attribute_id, customers)
-	SELECT d.key, (d.value->>'n')::bigint FROM pg_catalog.jsonb_each(deltas) d
-	 WHERE (d.value->>'n')::bigint <> 0 ORDER BY 1
-	ON CONFLICT (attribute_id) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
-	INSERT INTO cdp_traits.attribute_value_counts AS c (attribute_id, value, customers)
-	SELECT d.key, v->0, (v->>1)::bigint
-	  FROM pg_catalog.jsonb_each(deltas) d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') v
-	 ORDER BY 1, 2
-	ON CONFLICT (attribute_id, value) DO UPDATE SET customers = c.customers + EXCLUDED.customers;
-	PERFORM cdp_traits._count_cleanup();
 
 	-- the changed values one by one, of the attributes that need them:
 	-- history and audience enter/exit

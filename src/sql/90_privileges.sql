@@ -158,8 +158,8 @@ BEGIN
 		-- helpers the calculation and the definition checks call as the admin
 		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
-		('_compile', 'admin'), ('_convert', 'admin'), ('_count_cleanup', 'admin'),
-		('_count_ctes', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),
+		('_compile', 'admin'), ('_convert', 'admin'), ('_count_changes', 'admin'),
+		('_categorical', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),
 		('_definition_error', 'admin'), ('_events_attached', 'admin'),
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
 		('_pivot_type', 'admin'), ('_query_columns', 'admin'), ('_query_returns_set', 'admin'),
