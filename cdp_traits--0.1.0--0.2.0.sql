@@ -461,6 +461,9 @@ AS 'MODULE_PATHNAME', 'cdp_value_deltas_final';
 CREATE FUNCTION cdp_traits._merge_values(old jsonb, new jsonb, replaced text[]) RETURNS jsonb
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_merge_values';
+CREATE FUNCTION cdp_traits._values_changed(old jsonb, new jsonb, replaced text[]) RETURNS boolean
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_values_changed';
 CREATE FUNCTION cdp_traits._jsonb_object_of(keys text[], VARIADIC "any") RETURNS jsonb
 LANGUAGE c STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_jsonb_object_of';
@@ -475,7 +478,7 @@ BEGIN
 	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 			  WHERE p.pronamespace = 'cdp_traits'::regnamespace
 				AND p.proname IN ('_value_deltas', '_value_deltas_trans', '_value_deltas_final',
-								  '_jsonb_object_of', '_merge_values') LOOP
+								  '_jsonb_object_of', '_merge_values', '_values_changed') LOOP
 		EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
 		EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_admin', f);
 	END LOOP;
@@ -1323,28 +1326,29 @@ BEGIN
 	IF scope = 'all' THEN
 		EXECUTE pg_catalog.format($q$
 			CREATE TEMP TABLE cdp_changes AS
-			SELECT x.* FROM (
-				SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, o.vals AS old_vals,
-					   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
-				  FROM (%s) n
-				  FULL JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = n.eid) x
-			 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+			SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, o.vals AS old_vals,
+				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
+			  FROM (%s) n
+			  FULL JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = n.eid
+			 WHERE cdp_traits._values_changed(o.vals, n.vals, $1)
 		$q$, new_sql) USING ok;
 	ELSE
 		EXECUTE pg_catalog.format($q$
 			CREATE TEMP TABLE cdp_changes AS
-			SELECT x.* FROM (
-				SELECT s.id AS eid, o.vals AS old_vals,
-					   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
-				  FROM (%s) s(id)
-				  LEFT JOIN (%s) n
-					ON n.eid = s.id
-				  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
-				 WHERE o.vals IS NOT NULL OR n.vals IS NOT NULL) x
-			 WHERE x.old_vals IS DISTINCT FROM x.new_vals
+			SELECT s.id AS eid, o.vals AS old_vals,
+				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals
+			  FROM (%s) s(id)
+			  LEFT JOIN (%s) n
+				ON n.eid = s.id
+			  LEFT JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = s.id
+			 WHERE (o.vals IS NOT NULL OR n.vals IS NOT NULL)
+			   AND cdp_traits._values_changed(o.vals, n.vals, $1)
 		$q$, scope_sql, new_sql) USING ok;
 	END IF;
 	GET DIAGNOSTICS changes = ROW_COUNT;
+	-- (the row count and the entity column: the statements below join it
+	-- with the entities and the stored values)
+	ANALYZE pg_temp.cdp_changes (eid);
 
 	-- Entities removed meanwhile are skipped, and nothing waits for a
 	-- stitching transaction: an entity that gets values for the first time
@@ -1381,8 +1385,7 @@ BEGIN
 	SELECT c.eid, c.new_vals, pg_catalog.now(), run
 	  FROM pg_temp.cdp_changes c
 	 WHERE c.old_vals IS NULL
-	   AND (all_new OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE NOT l.stored))
-	 ORDER BY c.eid;
+	   AND (all_new OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE NOT l.stored));
 	DELETE FROM cdp_traits.entity_attributes ea
 	 USING pg_temp.cdp_changes c
 	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
@@ -1637,12 +1640,14 @@ BEGIN
 	END IF;
 
 	-- the dirty entities are calculated, unless an event changed them meanwhile
-	-- (or is changing them now: those stay dirty, and nothing waits for it)
+	-- (or is changing them now: those stay dirty, and nothing waits for it);
+	-- the row version locked is the one updated, found by its ctid (a
+	-- version changed meanwhile fails the xmin test when it is locked)
 	PERFORM cdp_traits._without_waiting(
 		'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
-		'FROM (SELECT c.id FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
+		'FROM (SELECT c.ctid AS row_tid FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
 		'ON s.id = c.id AND c.xmin = s.row_xmin WHERE %s '
-		'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.id = l.id',
+		'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.ctid = l.row_tid',
 		'c.id', 'SELECT s.id FROM pg_temp.cdp_scope s');
 
 	UPDATE cdp_traits.calculation_runs r

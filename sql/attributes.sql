@@ -243,6 +243,43 @@ SELECT o, n, r, cdp_traits._merge_values(o, n, r) AS merged,
                ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"bb": {"k": 1}}', '{a, bb, c}')) v(o, n, r);
 SELECT cdp_traits._merge_values('{"a": 1}', '[1]', '{}');
 SELECT cdp_traits._merge_values('{"a": 1}', NULL, NULL);
+-- whether they change (_values_changed, in C, without building the merged
+-- object): the same as comparing with the merged object, for keys of every
+-- length order, equal numbers of another scale, nested values, removals
+SELECT o, n, r, cdp_traits._values_changed(o, n, r) AS changed,
+       cdp_traits._values_changed(o, n, r) = (o IS DISTINCT FROM cdp_traits._merge_values(o, n, r)) AS as_merge
+  FROM (VALUES (NULL::jsonb, '{"a": 1}'::jsonb, '{a}'::text[]),
+               (NULL, NULL, '{a}'),
+               ('{}', NULL, '{}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', NULL, '{}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', NULL, '{zz}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', NULL, '{bb}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"a": 1.00, "bb": [1, 2]}', '{a, bb}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"a": 1, "bb": [2, 1]}', '{a, bb}'),
+               ('{"a": 1, "bb": [1, 2], "c": "x"}', '{"c": "x", "ddd": null}', '{c, ddd}'),
+               ('{"a": 1, "bb": {"k": [1, {"z": true}]}}', '{"bb": {"k": [1, {"z": true}]}}', '{bb}'),
+               ('{"a": 1, "bb": {"k": [1, {"z": true}]}}', '{"bb": {"k": [1, {"z": false}]}}', '{bb}'),
+               ('{"a": true, "b": null, "c": "x"}', '{"a": "true", "b": null}', '{a, b}'),
+               ('{"a": true, "b": null, "c": "x"}', '{"b": null, "c": "x"}', ARRAY['b', NULL, 'c']),
+               ('{"a": 1, "bb": 2}', '{"bb": 2, "ccc": 3}', '{}')) v(o, n, r);
+SELECT cdp_traits._values_changed('{"a": 1}', '[1]', '{}');
+SELECT cdp_traits._values_changed('[1]', '{"a": 1}', '{}');
+SELECT cdp_traits._values_changed('{"a": 1}', NULL, NULL);
+-- and over many random objects (keys of several lengths, values that are
+-- often equal), with the names replaced changing from row to row
+SELECT count(*) AS cases,
+       count(*) FILTER (WHERE cdp_traits._values_changed(o, n, r)) BETWEEN 1000 AND 4900 AS some_changed,
+       count(*) FILTER (WHERE cdp_traits._values_changed(o, n, r)
+                              IS DISTINCT FROM (o IS DISTINCT FROM cdp_traits._merge_values(o, n, r))) AS wrong_changed,
+       count(*) FILTER (WHERE cdp_traits._merge_values(o, n, r)
+                              IS DISTINCT FROM (COALESCE(o, '{}') - r) || COALESCE(n, '{}')) AS wrong_merged
+  FROM (SELECT (SELECT jsonb_object_agg(k, v) FROM (SELECT k, CASE WHEN random() < 0.5 THEN to_jsonb(1) ELSE to_jsonb(ARRAY[1, 2]) END v
+                  FROM unnest(ARRAY['a', 'bb', 'ccc', 'b', 'aa', 'dddd']) k WHERE random() < 0.5 AND i > 0) x) AS o,
+               (SELECT jsonb_object_agg(k, v) FROM (SELECT k, CASE WHEN random() < 0.5 THEN to_jsonb(1) ELSE to_jsonb(ARRAY[1, 2]) END v
+                  FROM unnest(ARRAY['a', 'bb', 'ccc', 'b', 'aa', 'dddd']) k WHERE random() < 0.3 AND i > 0) x) AS n,
+               (SELECT COALESCE(array_agg(k), '{}') FROM unnest(ARRAY['a', 'bb', 'ccc', 'b', 'aa', 'dddd']) k WHERE random() < 0.4 AND i > 0) AS r,
+               i
+          FROM generate_series(1, 5000) i) t;
 
 -- the conversions behind data_type never fail: NULL for what does not convert
 SELECT t, cdp_traits.to_number(t) AS number, cdp_traits._to_boolean(t) AS boolean,

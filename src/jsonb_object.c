@@ -28,6 +28,9 @@
 
 PG_FUNCTION_INFO_V1(cdp_jsonb_object);
 PG_FUNCTION_INFO_V1(cdp_jsonb_object_of);
+PG_FUNCTION_INFO_V1(cdp_values_changed);
+
+static int	key_cmp(int alen, const char *a, int blen, const char *b);
 
 /* how a value of one argument's type becomes a jsonb value */
 typedef enum ValueKind
@@ -55,8 +58,21 @@ typedef struct ArgInfo
 	FmgrInfo	to_jsonb;		/* VK_OTHER (of the type or element type) */
 } ArgInfo;
 
+/* one key of the object being built, in the order jsonb stores keys */
+typedef struct ObjectKey
+{
+	int			arg;			/* its value's argument number */
+	int			len;
+	char	   *name;
+} ObjectKey;
+
 typedef struct ObjectCache
 {
+	/* the keys array last seen (the same on every row of a statement) */
+	Size		karrlen;
+	char	   *karr;
+	ObjectKey  *keys;			/* its non-NULL keys in jsonb order */
+	int			nkeys;
 	int			nargs;
 	ArgInfo		args[FLEXIBLE_ARRAY_MEMBER];
 } ObjectCache;
@@ -249,6 +265,23 @@ scalar_value(ValueKind kind, Oid t, FmgrInfo *to_jsonb_fi, Datum d, JsonbValue *
 }
 
 /*
+ * object_key_cmp
+ *		qsort comparator of ObjectKey entries: jsonb's key order, then the
+ *		argument order (so that of a repeated key the later value wins).
+ */
+static int
+object_key_cmp(const void *a, const void *b)
+{
+	const ObjectKey *x = a;
+	const ObjectKey *y = b;
+	int			c = key_cmp(x->len, x->name, y->len, y->name);
+
+	if (c != 0)
+		return c;
+	return x->arg < y->arg ? -1 : x->arg > y->arg ? 1 : 0;
+}
+
+/*
  * cdp_jsonb_object_of
  *		SQL: _jsonb_object_of(keys text[], VARIADIC "any") RETURNS jsonb: the
  *		object {key: to_jsonb(value)} of the values that are not NULL, NULL
@@ -268,6 +301,7 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 	JsonbValue *result;
 	int			added = 0;
 	int			i;
+	int			ki;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -305,24 +339,62 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 	}
 
 	karr = PG_GETARG_ARRAYTYPE_P(0);
-	deconstruct_array(karr, TEXTOID, -1, false, TYPALIGN_INT, &keys, &knulls, &nkeys);
-	if (nkeys != PG_NARGS() - 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("%d keys but %d values", nkeys, PG_NARGS() - 1)));
-
-	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (i = 0; i < nkeys; i++)
+	if (cache->karr == NULL || cache->karrlen != VARSIZE(karr) ||
+		memcmp(cache->karr, karr, cache->karrlen) != 0)
 	{
-		ArgInfo    *a = &cache->args[i + 1];
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		deconstruct_array(karr, TEXTOID, -1, false, TYPALIGN_INT, &keys, &knulls, &nkeys);
+		if (nkeys != PG_NARGS() - 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("%d keys but %d values", nkeys, PG_NARGS() - 1)));
+		if (cache->karr)
+		{
+			for (i = 0; i < cache->nkeys; i++)
+				pfree(cache->keys[i].name);
+			pfree(cache->keys);
+			pfree(cache->karr);
+		}
+		cache->karrlen = VARSIZE(karr);
+		cache->karr = palloc(cache->karrlen);
+		memcpy(cache->karr, karr, cache->karrlen);
+		cache->keys = palloc(sizeof(ObjectKey) * Max(nkeys, 1));
+		cache->nkeys = 0;
+		for (i = 0; i < nkeys; i++)
+		{
+			ObjectKey  *ok = &cache->keys[cache->nkeys];
+
+			if (knulls[i])
+				continue;
+			ok->arg = i + 1;
+			ok->len = VARSIZE_ANY_EXHDR(DatumGetPointer(keys[i]));
+			ok->name = pnstrdup(VARDATA_ANY(DatumGetPointer(keys[i])), ok->len);
+			cache->nkeys++;
+		}
+		qsort(cache->keys, cache->nkeys, sizeof(ObjectKey), object_key_cmp);
+		MemoryContextSwitchTo(old);
+	}
+
+	/*
+	 * The keys go in in the order jsonb stores them, so that the sort of the
+	 * object's pairs at its end finds them sorted (and a repeated key keeps
+	 * its last value, as its later argument is pushed later).
+	 */
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (ki = 0; ki < cache->nkeys; ki++)
+	{
+		ObjectKey  *ok = &cache->keys[ki];
+		ArgInfo    *a = &cache->args[ok->arg];
 		JsonbValue	k;
 		JsonbValue	v;
 
-		if (knulls[i] || PG_ARGISNULL(i + 1))
+		i = ok->arg - 1;
+		if (PG_ARGISNULL(i + 1))
 			continue;
 		k.type = jbvString;
-		k.val.string.val = VARDATA_ANY(DatumGetPointer(keys[i]));
-		k.val.string.len = VARSIZE_ANY_EXHDR(DatumGetPointer(keys[i]));
+		k.val.string.val = ok->name;
+		k.val.string.len = ok->len;
 		(void) pushJsonbValue(&state, WJB_KEY, &k);
 		if (a->is_array)
 		{
@@ -489,80 +561,221 @@ is_replaced(ReplacedKeys *rk, const char *name, int len)
 }
 
 /*
+ * The pairs of a jsonb object, in the order it stores them (jsonb's key
+ * order); containers among the values are left as they are (jbvBinary).
+ */
+typedef struct ObjectPairs
+{
+	int			n;
+	JsonbValue *keys;
+	JsonbValue *vals;
+} ObjectPairs;
+
+/*
+ * object_pairs
+ *		The pairs of the object jb (NULL: none) into p.
+ */
+static void
+object_pairs(Jsonb *jb, ObjectPairs *p)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k;
+	int			size = jb ? JsonContainerSize(&jb->root) : 0;
+
+	p->n = 0;
+	p->keys = palloc(sizeof(JsonbValue) * Max(size, 1));
+	p->vals = palloc(sizeof(JsonbValue) * Max(size, 1));
+	if (jb == NULL)
+		return;
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		Assert(p->n < size);
+		p->keys[p->n] = k;
+		tok = JsonbIteratorNext(&it, &p->vals[p->n], true);
+		Assert(tok == WJB_VALUE);
+		p->n++;
+	}
+}
+
+/*
+ * pair_cmp
+ *		Order of key i of a and key j of b (jsonb's key order); a key past
+ *		the end of its object comes after every other.
+ */
+static int
+pair_cmp(ObjectPairs *a, int i, ObjectPairs *b, int j)
+{
+	if (i >= a->n)
+		return 1;
+	if (j >= b->n)
+		return -1;
+	return key_cmp(a->keys[i].val.string.len, a->keys[i].val.string.val,
+				   b->keys[j].val.string.len, b->keys[j].val.string.val);
+}
+
+/*
+ * values_equal
+ *		Whether two values of objects are equal as jsonb compares them.
+ */
+static bool
+values_equal(JsonbValue *a, JsonbValue *b)
+{
+	if (a->type != b->type)
+		return false;
+	switch (a->type)
+	{
+		case jbvNull:
+			return true;
+		case jbvString:
+			return a->val.string.len == b->val.string.len &&
+				memcmp(a->val.string.val, b->val.string.val, a->val.string.len) == 0;
+		case jbvNumeric:
+			return DatumGetBool(DirectFunctionCall2(numeric_eq,
+													NumericGetDatum(a->val.numeric),
+													NumericGetDatum(b->val.numeric)));
+		case jbvBool:
+			return a->val.boolean == b->val.boolean;
+		case jbvBinary:
+			return compareJsonbContainers(a->val.binary.data, b->val.binary.data) == 0;
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) a->type);
+	}
+	return false;				/* keep compiler quiet */
+}
+
+/*
+ * merge_arguments
+ *		The arguments of _merge_values and _values_changed, checked: old and
+ *		new (NULL when NULL) and the names replaced.
+ */
+static ReplacedKeys *
+merge_arguments(FunctionCallInfo fcinfo, Jsonb **old, Jsonb **new)
+{
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the attributes replaced must not be null")));
+	*new = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	if (*new != NULL && !JB_ROOT_IS_OBJECT(*new))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("new values must be a jsonb object")));
+	*old = PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0);
+	if (*old != NULL && !JB_ROOT_IS_OBJECT(*old))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stored values must be a jsonb object")));
+	return replaced_keys(fcinfo, PG_GETARG_ARRAYTYPE_P(2));
+}
+
+/*
  * cdp_merge_values
  *		SQL: _merge_values(old jsonb, new jsonb, replaced text[]) RETURNS jsonb:
  *		an entity's stored object of values with the attributes of replaced
  *		taken out and those of new put in, i.e.
  *		(COALESCE(old, '{}') - replaced) || COALESCE(new, '{}'), without
  *		rebuilding anything when there is nothing to merge (no stored values,
- *		or nothing replaced and nothing new).
+ *		or nothing replaced and nothing new).  Both objects' keys are walked
+ *		in their stored order, so the result's pairs come out sorted.
  */
 Datum
 cdp_merge_values(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *old;
-	Jsonb	   *new = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	ReplacedKeys *rk;
+	Jsonb	   *new;
+	ReplacedKeys *rk = merge_arguments(fcinfo, &old, &new);
 	JsonbParseState *state = NULL;
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	JsonbValue	k;
-	JsonbValue	v;
-	JsonbValue *result;
+	ObjectPairs o;
+	ObjectPairs n;
+	int			i = 0;
+	int			j = 0;
 
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("the attributes replaced must not be null")));
-	if (new != NULL && !JB_ROOT_IS_OBJECT(new))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("new values must be a jsonb object")));
-	if (PG_ARGISNULL(0))
+	if (old == NULL)
 	{
 		if (new != NULL)
 			PG_RETURN_JSONB_P(new);
 		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 		PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 	}
-	old = PG_GETARG_JSONB_P(0);
-	if (!JB_ROOT_IS_OBJECT(old))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("stored values must be a jsonb object")));
-	rk = replaced_keys(fcinfo, PG_GETARG_ARRAYTYPE_P(2));
 	if (new == NULL && rk->n == 0)
 		PG_RETURN_JSONB_P(old);
 
+	object_pairs(old, &o);
+	object_pairs(new, &n);
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	it = JsonbIteratorInit(&old->root);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	while (i < o.n || j < n.n)
 	{
-		JsonbValue	tmp;
+		int			c = pair_cmp(&o, i, &n, j);
 
-		if (tok != WJB_KEY)
-			continue;
-		tok = JsonbIteratorNext(&it, &v, true);
-		Assert(tok == WJB_VALUE);
-		if (is_replaced(rk, k.val.string.val, k.val.string.len) ||
-			(new != NULL && getKeyJsonValueFromContainer(&new->root, k.val.string.val,
-														 k.val.string.len, &tmp) != NULL))
-			continue;
-		(void) pushJsonbValue(&state, WJB_KEY, &k);
-		(void) pushJsonbValue(&state, WJB_VALUE, &v);
-	}
-	if (new != NULL)
-	{
-		it = JsonbIteratorInit(&new->root);
-		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		if (c < 0)
 		{
-			if (tok != WJB_KEY)
-				continue;
-			(void) pushJsonbValue(&state, WJB_KEY, &k);
-			tok = JsonbIteratorNext(&it, &v, true);
-			(void) pushJsonbValue(&state, WJB_VALUE, &v);
+			/* a stored value that is not new: kept unless replaced */
+			if (!is_replaced(rk, o.keys[i].val.string.val, o.keys[i].val.string.len))
+			{
+				(void) pushJsonbValue(&state, WJB_KEY, &o.keys[i]);
+				(void) pushJsonbValue(&state, WJB_VALUE, &o.vals[i]);
+			}
+			i++;
+		}
+		else
+		{
+			/* a new value (in place of the stored one, if any) */
+			(void) pushJsonbValue(&state, WJB_KEY, &n.keys[j]);
+			(void) pushJsonbValue(&state, WJB_VALUE, &n.vals[j]);
+			if (c == 0)
+				i++;
+			j++;
 		}
 	}
-	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(result));
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+}
+
+/*
+ * cdp_values_changed
+ *		SQL: _values_changed(old jsonb, new jsonb, replaced text[]) RETURNS
+ *		boolean: old IS DISTINCT FROM _merge_values(old, new, replaced),
+ *		found without building the merged object (most entities' values do
+ *		not change when a calculation runs again).
+ */
+Datum
+cdp_values_changed(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *old;
+	Jsonb	   *new;
+	ReplacedKeys *rk = merge_arguments(fcinfo, &old, &new);
+	ObjectPairs o;
+	ObjectPairs n;
+	int			i = 0;
+	int			j = 0;
+
+	if (old == NULL)
+		PG_RETURN_BOOL(true);
+	object_pairs(old, &o);
+	object_pairs(new, &n);
+	while (i < o.n || j < n.n)
+	{
+		int			c = pair_cmp(&o, i, &n, j);
+
+		if (c < 0)
+		{
+			/* a stored value with no new one: gone if replaced */
+			if (is_replaced(rk, o.keys[i].val.string.val, o.keys[i].val.string.len))
+				PG_RETURN_BOOL(true);
+			i++;
+		}
+		else if (c > 0)
+			PG_RETURN_BOOL(true);	/* a value that was not there */
+		else
+		{
+			if (!values_equal(&o.vals[i], &n.vals[j]))
+				PG_RETURN_BOOL(true);
+			i++;
+			j++;
+		}
+	}
+	PG_RETURN_BOOL(false);
 }
