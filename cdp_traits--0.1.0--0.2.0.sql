@@ -1470,7 +1470,10 @@ AS $$
 DECLARE
 	run bigint;
 	n bigint;
-	after interval := pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
+	-- (computed once: in the scan below, now() - interval cost a third of
+	-- the time of finding the dirty entities)
+	stale_before CONSTANT timestamptz :=
+		pg_catalog.now() - pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
 	dirty_q text[]; all_q text[]; ext text[]; aud text[];
@@ -1495,7 +1498,7 @@ BEGIN
 		pg_temp.cdp_compiled, pg_temp.cdp_parts;
 	CREATE TEMP TABLE cdp_scope AS
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
-	 WHERE force OR ce.calculated IS NULL OR ce.calculated < pg_catalog.now() - after;
+	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
 						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
