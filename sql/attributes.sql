@@ -228,6 +228,16 @@ SELECT cdp_traits._jsonb_object_of(ARRAY['n', 'nan', 'inf', 'i2', 'i8', 'f', 'fn
 SELECT cdp_traits._jsonb_object_of(ARRAY['a', 'b'], NULL::text, NULL::int) AS all_null,
        cdp_traits._jsonb_object_of(ARRAY['a', 'b'], 'x'::text, 2) AS two;
 SELECT cdp_traits._jsonb_object_of(ARRAY['a'], 1, 2);
+-- keys of every length order, NULL keys, a repeated key (its later value
+-- wins, as in jsonb_build_object), and key arrays that change from row to
+-- row of one statement
+SELECT k, cdp_traits._jsonb_object_of(k, 1, 'two'::text, 3.5, true) AS built,
+       cdp_traits._jsonb_object_of(k, 1, 'two'::text, 3.5, true)
+         = (SELECT jsonb_object_agg(x.key, x.val ORDER BY x.n)
+              FROM unnest(k, ARRAY[to_jsonb(1), to_jsonb('two'::text), to_jsonb(3.5), to_jsonb(true)])
+                   WITH ORDINALITY x(key, val, n) WHERE x.key IS NOT NULL) AS as_sql
+  FROM (VALUES (ARRAY['dddd', 'a', 'ccc', 'bb']), (ARRAY['a', 'bb', 'ccc', 'dddd']),
+               (ARRAY['zz', NULL, 'a', 'zz']), (ARRAY['b', 'a', 'b', 'a'])) v(k);
 
 -- an entity's values after a step (_merge_values, in C): stored minus the
 -- attributes replaced, plus the new ones; the names replaced may change from
