@@ -975,6 +975,8 @@ DECLARE
 	keys text := '';
 	part text := 'cdp_part_' || (SELECT count(*) + 1 FROM pg_temp.cdp_parts);
 	objs text[] := '{}';
+	head text;
+	tail text;
 BEGIN
 	FOREACH one IN ARRAY aids LOOP
 		i := i + 1;
@@ -1011,14 +1013,19 @@ BEGIN
 	-- the aggregation builds each entity's object of values itself, into a
 	-- table of its own that _write_values reads (a plain CREATE TABLE AS may
 	-- use parallel workers; a statement with a data-modifying WITH may not)
-	sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n'
-		'SELECT e.customer_entity_id AS eid,\n\t%s AS vals%s'
-		'\n  FROM %s%s%s%s\n GROUP BY e.customer_entity_id',
-		part, CASE WHEN pg_catalog.cardinality(objs) = 1 THEN objs[1]
+	-- (the statement is head || FROM item || tail: the definitions' SQL may
+	-- hold a % and goes through no format string)
+	head := E'SELECT e.customer_entity_id AS eid,\n\t'
+		|| CASE WHEN pg_catalog.cardinality(objs) = 1 THEN objs[1]
 			  ELSE 'NULLIF(' || pg_catalog.array_to_string(ARRAY(
 					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(objs) o), ' || ')
-				   || ', ''{}'')' END,
-		skipcols, events_sql, shared, laterals, where_sql);
+				   || ', ''{}'')' END
+		|| ' AS vals' || skipcols || E'\n  FROM ';
+	tail := shared || laterals || where_sql || E'\n GROUP BY e.customer_entity_id';
+	-- over many entities, maybe in two halves (see _halves)
+	sql := cdp_traits._halves(head, events_sql, tail, (SELECT b.median FROM pg_temp.cdp_branches b));
+	sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n', part)
+		|| COALESCE(sql, head || events_sql || tail);
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
 	EXECUTE sql;
 	-- (statistics for the join with the stored values: without them a few
@@ -1214,6 +1221,36 @@ BEGIN
 	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
 	PERFORM cdp_traits._count_changes(deltas);
+	RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._halves(head text, events_sql text, tail text, median uuid,
+								   planned boolean DEFAULT true) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	sql text;
+	plan jsonb;
+BEGIN
+	IF median IS NULL THEN
+		RETURN NULL;
+	END IF;
+	sql := head || pg_catalog.format('(SELECT * FROM %s WHERE e.customer_entity_id < %L::uuid) e',
+									 events_sql, median) || tail
+		|| E'\nUNION ALL\n'
+		|| head || pg_catalog.format('(SELECT * FROM %s WHERE e.customer_entity_id >= %L::uuid) e',
+									 events_sql, median) || tail;
+	IF NOT planned THEN
+		RETURN sql;
+	END IF;
+	EXECUTE 'EXPLAIN (FORMAT JSON) ' || sql INTO plan;
+	IF plan->0->'Plan'->>'Node Type' = 'Gather'
+	   AND plan->0->'Plan'->'Plans'->0->>'Node Type' = 'Append'
+	   AND plan->0->'Plan'->'Plans'->0->>'Parallel Aware' = 'true' THEN
+		RETURN sql;
+	END IF;
 	RETURN NULL;
 END;
 $$;
@@ -1483,6 +1520,7 @@ DECLARE
 	few boolean;
 	events_sql text;
 	srf_keys jsonb := '{}';
+	median uuid;
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
 	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
@@ -1495,7 +1533,7 @@ BEGIN
 	PERFORM cdp_traits._clear_new() FROM pg_catalog.pg_class c
 	  WHERE c.relname = 'cdp_parts' AND c.relnamespace = pg_catalog.pg_my_temp_schema();
 	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled, pg_temp.cdp_parts;
+		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
 	CREATE TEMP TABLE cdp_scope AS
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
@@ -1509,6 +1547,19 @@ BEGIN
 	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
 								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
+	-- where _calc_predefined may split a statement over many entities in two
+	-- (see there): the median entity id, from the statistics of
+	-- customer_entities; set for the steps over many entities
+	CREATE TEMP TABLE cdp_branches (median uuid);
+	IF pg_catalog.current_setting('max_parallel_workers_per_gather')::integer > 0
+	   AND (SELECT c.reltuples >= 50000 FROM pg_catalog.pg_class c
+			 WHERE c.oid = 'cdp_traits.customer_entities'::regclass) THEN
+		SELECT x.b[pg_catalog.cardinality(x.b) / 2 + 1] INTO median
+		  FROM (SELECT s.histogram_bounds::text::uuid[] AS b FROM pg_catalog.pg_stats s
+				 WHERE s.schemaname = 'cdp_traits' AND s.tablename = 'customer_entities'
+				   AND s.attname = 'id') x
+		 WHERE pg_catalog.cardinality(x.b) > 2;
+	END IF;
 	-- each predefined definition compiled once per run (_compile prepares statements)
 	CREATE TEMP TABLE cdp_compiled (aid text PRIMARY KEY, cond text, lat text, agg text,
 									srf boolean, skipped text, inner_sql text, lat_shared text);
@@ -1560,6 +1611,9 @@ BEGIN
 
 	-- dirty entities
 	IF n > 0 AND attached THEN
+		IF NOT few AND median IS NOT NULL THEN
+			INSERT INTO pg_temp.cdp_branches VALUES (median);
+		END IF;
 		events_sql := cdp_traits._scoped_events(dirty_scope, few);
 		IF few AND pg_catalog.cardinality(dirty_srf) > 0 AND pg_catalog.cardinality(dirty_pre) > 0 THEN
 			-- a few entities and more than one statement over their events:
@@ -1586,6 +1640,10 @@ BEGIN
 	END IF;
 
 	-- every entity: new or changed definitions, external traits
+	DELETE FROM pg_temp.cdp_branches;
+	IF median IS NOT NULL THEN
+		INSERT INTO pg_temp.cdp_branches VALUES (median);
+	END IF;
 	IF attached THEN
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
 			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
@@ -1662,7 +1720,7 @@ BEGIN
 		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
 	 WHERE r.id = run;
 	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled, pg_temp.cdp_parts;
+		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
 	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
 	RETURN n;
 END;
@@ -1677,6 +1735,7 @@ BEGIN
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
 		('_count_changes', 'admin'),
+		('_halves', 'admin'),
 		('_without_waiting', 'admin')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p

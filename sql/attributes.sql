@@ -324,3 +324,57 @@ SELECT count(*) AS entities, count(*) FILTER (WHERE vals ?& ARRAY['n_events', 'n
        (SELECT count(*) FROM cdp_traits.customer_entities) AS of
   FROM cdp_traits.entity_attributes;
 DELETE FROM cdp_traits.attributes;
+
+-- Over many entities (here: statistics that say so), a statement may run as
+-- two halves of the entities side by side (_halves): only if the planner
+-- makes them a parallel Append, and the halves give what the whole gives.
+INSERT INTO ev
+SELECT 100000 + i, (ARRAY['web', 'app', 'crm'])[1 + i % 3], (ARRAY['page_view', 'purchase', 'app_open', 'signup'])[1 + i % 4],
+       '1-0-0', '2025-01-01 00:00+00'::timestamptz + i * interval '1 hour', jsonb_build_object('email', 'h' || (i % 60) || '@x')
+  FROM generate_series(1, 300) i;
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('h_sources', '{"type": "list", "value": "source_id"}'),
+  ('h_top_type', '{"type": "most_frequent", "value": "type"}'),
+  ('h_last_type', '{"type": "last", "value": "type"}');
+SELECT cdp_traits.calculate_attributes(force => true) > 0 AS calculated;
+CREATE TEMP TABLE h_whole AS SELECT customer_entity_id, vals FROM cdp_traits.entity_attributes;
+ANALYZE cdp_traits.customer_entities;
+UPDATE pg_class SET reltuples = 100000 WHERE oid = 'cdp_traits.customer_entities'::regclass;
+SELECT cdp_traits.calculate_attributes(force => true) > 0 AS calculated;
+SELECT values_written AS rewritten FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
+ANALYZE cdp_traits.customer_entities;
+CREATE TEMP TABLE h_q AS
+SELECT 'SELECT e.customer_entity_id AS eid, cdp_traits.unique_list(e.source_id) AS l, '
+       'cdp_traits.last(e.type, e.event_time) AS t, count(*) AS n FROM ' AS head,
+       '(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e' AS events_sql,
+       ' GROUP BY e.customer_entity_id' AS tail,
+       (SELECT id FROM cdp_traits.customer_entities ORDER BY id
+         OFFSET (SELECT count(*) / 2 FROM cdp_traits.customer_entities) LIMIT 1) AS median;
+SET max_parallel_workers_per_gather = 0;
+SELECT cdp_traits._halves(head, events_sql, tail, median) IS NULL AS whole_without_workers FROM h_q;
+RESET max_parallel_workers_per_gather;
+SELECT cdp_traits._halves(head, events_sql, tail, NULL) IS NULL AS whole_without_median FROM h_q;
+DO $$
+DECLARE
+	q record;
+	n_whole bigint;
+	n_halves bigint;
+	differ bigint;
+BEGIN
+	SELECT * INTO q FROM h_q;
+	EXECUTE 'CREATE TEMP TABLE h_a AS ' || q.head || q.events_sql || q.tail;
+	EXECUTE 'CREATE TEMP TABLE h_b AS ' || cdp_traits._halves(q.head, q.events_sql, q.tail, q.median, false);
+	SELECT count(*) INTO n_whole FROM h_a;
+	SELECT count(*) INTO n_halves FROM h_b;
+	SELECT count(*) INTO differ FROM ((TABLE h_a EXCEPT ALL TABLE h_b) UNION ALL (TABLE h_b EXCEPT ALL TABLE h_a)) d;
+	RAISE NOTICE 'entities: whole %, halves % (both halves non-empty: %), rows that differ: %',
+		n_whole, n_halves,
+		(SELECT count(*) FILTER (WHERE eid < q.median) > 0 AND count(*) FILTER (WHERE eid >= q.median) > 0 FROM h_b),
+		differ;
+END;
+$$;
+SELECT count(*) AS entities,
+       count(*) FILTER (WHERE w.vals = a.vals) AS same_values
+  FROM h_whole w JOIN cdp_traits.entity_attributes a USING (customer_entity_id);
+DELETE FROM cdp_traits.attributes;
+DELETE FROM ev WHERE id > 100000;
