@@ -37,6 +37,7 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -367,10 +368,51 @@ direct_columns(Relation rel, const char **names, const Oid *types, int ncols, in
 }
 
 /*
+ * build_indexes
+ *		Rebuild every index of a table after a bulk load.  If the rows were
+ *		written in the order of the primary key, that index is built by one
+ *		process: the sort then finds its input already in order and only
+ *		checks it (workers would each sort a part of the table and the leader
+ *		merge them again).  The other indexes are built as REINDEX decides
+ *		(in parallel where max_parallel_maintenance_workers allows).
+ */
+static void
+build_indexes(Oid relid, bool pkey_ordered)
+{
+	Relation	rel = table_open(relid, NoLock);	/* locked by the caller */
+	List	   *indexes = RelationGetIndexList(rel);
+	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
+	ListCell   *lc;
+
+	table_close(rel, NoLock);
+	foreach(lc, indexes)
+	{
+		Oid			index = lfirst_oid(lc);
+		char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(index)),
+													  get_rel_name(index));
+		int			nestlevel = -1;
+
+		if (pkey_ordered && index == pkey)
+		{
+			nestlevel = NewGUCNestLevel();
+			(void) set_config_option("max_parallel_maintenance_workers", "0",
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+		}
+		cdp_execute_sql(psprintf("REINDEX INDEX %s", name),
+						SPI_OK_UTILITY, "building the indexes of a bulk load");
+		if (nestlevel >= 0)
+			AtEOXact_GUC(true, nestlevel);
+	}
+	list_free(indexes);
+}
+
+/*
  * insert_rows
  *		Insert n rows into a stitching table directly (table_multi_insert,
  *		as COPY does), in the order of their numbers, without the executor
- *		and parameter arrays of an INSERT statement.
+ *		and parameter arrays of an INSERT statement.  key_ordered: that is
+ *		the order of the table's primary key.
  *
  *		bulk: the table holds no rows: skip index maintenance and rebuild its
  *		indexes afterwards (a sorted build is many times cheaper than a
@@ -388,7 +430,7 @@ direct_columns(Relation rel, const char **names, const Oid *types, int ncols, in
  */
 static bool
 insert_rows(const char *relname, const char **names, const Oid *types, int ncols,
-			int n, RowFill fill, void *arg, bool bulk)
+			int n, bool key_ordered, RowFill fill, void *arg, bool bulk)
 {
 	Oid			relid = get_relname_relid(relname, get_namespace_oid(CDP_SCHEMA_NAME, false));
 	Relation	rel;
@@ -483,8 +525,7 @@ insert_rows(const char *relname, const char **names, const Oid *types, int ncols
 	CommandCounterIncrement();
 	INSTR_TIME_SET_CURRENT(mid);
 	if (bulk)
-		cdp_execute_sql(psprintf("REINDEX TABLE %s.%s", CDP_SCHEMA_NAME, relname),
-						SPI_OK_UTILITY, "building the indexes of a bulk load");
+		build_indexes(relid, key_ordered);
 	INSTR_TIME_SET_CURRENT(end);
 	INSTR_TIME_SUBTRACT(end, mid);
 	INSTR_TIME_SUBTRACT(mid, start);
@@ -541,7 +582,7 @@ fill_event(int row, Datum *values, bool *nulls, void *arg)
  * The new rows of a pass are inserted in the order of their table's primary
  * key (byte-wise, as the "C" collation of its text columns): ordered index
  * insertion is several times faster than random, and a bulk load's primary
- * key build finds its input already sorted.
+ * key build finds its input already sorted (build_indexes).
  *
  * Each list is sorted in place, its rows carried whole in the array being
  * sorted: writing them in order then reads memory in order, where gathering
@@ -798,7 +839,7 @@ stitch_write_changes(StitchChanges *c)
 	sort_uuids(c->new_entities, c->n_new_entities);
 	if (c->n_new_entities > 0 &&
 		!insert_rows("customer_entities", EntityCols, EntityTypes, 4, c->n_new_entities,
-					 fill_entity, c, c->bulk_entities))
+					 true, fill_entity, c, c->bulk_entities))
 	{
 		args[0] = cdp_uuid_array(c->new_entities, c->n_new_entities);
 		cdp_execute(plan("new_entities",
@@ -821,7 +862,7 @@ stitch_write_changes(StitchChanges *c)
 	sort_idents(c);
 	if (c->n_idents > 0 &&
 		!insert_rows("matching", IdentCols, IdentTypes, 3, c->n_idents,
-					 fill_ident, c, c->bulk_idents))
+					 true, fill_ident, c, c->bulk_idents))
 	{
 		args[0] = text_array(c->ident_attr, c->n_idents);
 		args[1] = text_array(c->ident_val, c->n_idents);
@@ -862,7 +903,7 @@ stitch_write_changes(StitchChanges *c)
 		sort_events(c);
 	if (c->n_events > 0 &&
 		!insert_rows("event_entities", EventCols, EventTypes, 2, c->n_events,
-					 fill_event, c, c->bulk_events))
+					 !c->bulk_events, fill_event, c, c->bulk_events))
 	{
 		args[0] = text_array(c->event_ids, c->n_events);
 		args[1] = cdp_uuid_array(c->event_entity, c->n_events);
