@@ -1,8 +1,9 @@
 -- A whole stitching pass (attach_events, restitch) that finds a stitching
 -- table empty loads it in bulk: heap inserts without index maintenance, then
--- REINDEX.  The result must be the one the row-by-row path gives, the indexes
--- must match the heap (amcheck), and everything after it (incremental
--- batches, merges, splits, a rolled-back restitch) must work as before.
+-- each index rebuilt.  The result must be the one the row-by-row path gives,
+-- the indexes must match the heap (amcheck), and everything after it
+-- (incremental batches, merges, splits, a rolled-back restitch) must work as
+-- before.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS amcheck;
 \set ECHO none
@@ -172,10 +173,74 @@ RESET client_min_messages;
 SELECT count(*) AS rebuilt FROM pg_temp.rebuilt() WHERE rebuilt;
 SELECT pg_temp.indexes_ok(), pg_temp.ok();
 
+-- 7. bulk loads write entities and identifiers in the order of their primary
+-- key (byte-wise, as "C"), so that its build finds the input sorted, and
+-- event assignments in the order the events were read; incremental batches
+-- insert all three in key order.  Also for keys that share their first 16
+-- bytes, are prefixes of one another or hold bytes above 0x7f, and attribute
+-- ids that are prefixes of one another.  The other indexes are built with
+-- parallel workers where allowed (here even for small tables).
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DELETE FROM cdp_traits.events_source;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
+DELETE FROM cdp_traits.customer_entities;
+DELETE FROM cdp_traits.entity_merges;
+DELETE FROM cdp_traits.stitching_rules;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+  ('k', $$payload->>'k'$$), ('key', $$payload->>'key'$$), ('Z', $$payload->>'z'$$),
+  ('é', $$payload->>'e'$$);
+CREATE TABLE tev (id text PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
+                  version text NOT NULL, event_time timestamptz NOT NULL, payload jsonb NOT NULL);
+INSERT INTO tev
+SELECT (ARRAY['same-sixteen-bytes/', 'same-sixteen-bytes', 'Ä', 'ä-', 'short', ''])[1 + i % 6]
+       || (i * 7919 % 3000), 'web', 'view', '1', '2025-01-01',
+       jsonb_build_object('k', 'a-long-common-identifier-prefix-' || (i % 700),
+                          'key', 'a-long-common-identifier-prefix-' || (i % 500) || 'ü',
+                          'z', CASE WHEN i % 3 = 0 THEN 'zz' || (i % 900) END,
+                          'e', CASE WHEN i % 5 = 0 THEN 'ÿ' || (i % 11) END)
+  FROM generate_series(1, 3000) i;
+SET min_parallel_table_scan_size = 0;
+SELECT pg_temp.save_files();
+SELECT cdp_traits.attach_events('tev');
+RESET min_parallel_table_scan_size;
+RESET client_min_messages;
+SELECT count(*) AS rebuilt FROM pg_temp.rebuilt() WHERE rebuilt;
+SELECT * FROM pg_temp.counts();
+SELECT 'customer_entities' AS heap, bool_and(a = b) AS in_key_order
+  FROM (SELECT row_number() OVER (ORDER BY ctid) a, row_number() OVER (ORDER BY id) b
+          FROM cdp_traits.customer_entities) x
+UNION ALL
+SELECT 'matching', bool_and(a = b)
+  FROM (SELECT row_number() OVER (ORDER BY ctid) a, row_number() OVER (ORDER BY attribute_id, value) b
+          FROM cdp_traits.matching) x
+UNION ALL
+SELECT 'event_entities (in the events'' order)', bool_and(a = b)
+  FROM (SELECT row_number() OVER (ORDER BY e.ctid) a, row_number() OVER (ORDER BY t.ctid) b
+          FROM cdp_traits.event_entities e JOIN tev t ON t.id = e.event_id) x;
+SELECT pg_temp.indexes_ok(), pg_temp.ok();
+SET enable_seqscan = off;
+SELECT count(*) AS found_by_index FROM tev t
+  JOIN cdp_traits.event_entities e ON e.event_id = t.id;
+RESET enable_seqscan;
+-- an incremental batch of such keys (sorted in C for its inserts), merging
+CREATE TEMP TABLE before_batch AS SELECT * FROM pg_temp.counts();
+INSERT INTO tev
+SELECT (ARRAY['same-sixteen-bytes/x', 'same-sixteen-bytes', 'Äb', 'ä', 'shorter', ''])[1 + i % 6]
+       || (3000 + i * 7919 % 3000), 'web', 'view', '1', '2025-01-02',
+       jsonb_build_object('k', CASE WHEN i % 4 = 0 THEN 'a-long-common-identifier-prefix-' || (i % 700) END,
+                          'key', 'a-long-common-identifier-prefix-' || (i % 37) || 'ÿ',
+                          'z', 'a-long-common-identifier-prefix-' || i)
+  FROM generate_series(1, 400) i;
+SELECT c.events - b.events AS new_events, c.identifiers - b.identifiers AS new_identifiers
+  FROM pg_temp.counts() c, before_batch b;
+SELECT pg_temp.indexes_ok(), pg_temp.ok();
+
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 DROP TABLE bev CASCADE;
 DROP TABLE pev CASCADE;
+DROP TABLE tev CASCADE;
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
 TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
