@@ -1548,8 +1548,10 @@ BEGIN
 								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
 	-- where _calc_predefined may split a statement over many entities in two
-	-- (see there): the median entity id, from the statistics of
-	-- customer_entities; set for the steps over many entities
+	-- (see _halves): the median entity id, from the statistics of
+	-- customer_entities; set for the steps over every entity (the dirty
+	-- entities' statements read the temporary table of them, which keeps
+	-- them out of parallel plans)
 	CREATE TEMP TABLE cdp_branches (median uuid);
 	IF pg_catalog.current_setting('max_parallel_workers_per_gather')::integer > 0
 	   AND (SELECT c.reltuples >= 50000 FROM pg_catalog.pg_class c
@@ -1611,9 +1613,6 @@ BEGIN
 
 	-- dirty entities
 	IF n > 0 AND attached THEN
-		IF NOT few AND median IS NOT NULL THEN
-			INSERT INTO pg_temp.cdp_branches VALUES (median);
-		END IF;
 		events_sql := cdp_traits._scoped_events(dirty_scope, few);
 		IF few AND pg_catalog.cardinality(dirty_srf) > 0 AND pg_catalog.cardinality(dirty_pre) > 0 THEN
 			-- a few entities and more than one statement over their events:
@@ -1640,7 +1639,6 @@ BEGIN
 	END IF;
 
 	-- every entity: new or changed definitions, external traits
-	DELETE FROM pg_temp.cdp_branches;
 	IF median IS NOT NULL THEN
 		INSERT INTO pg_temp.cdp_branches VALUES (median);
 	END IF;
