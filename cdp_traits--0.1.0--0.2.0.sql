@@ -433,25 +433,9 @@ COMMENT ON FUNCTION cdp_traits.import_meiro_config(name, name, name) IS
 	'copy a Meiro CPS setup (stitching_attributes_config, attributes, context) into cdp_traits; one report row per item';
 -- END generated: src/sql/60_meiro.sql
 
--- Privileges (as in 90_privileges.sql): explain_entity and its helpers are
--- reader functions, import_meiro_config an admin function.
-DO $grants$
-DECLARE
-	f regprocedure;
-BEGIN
-	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
-			  WHERE p.pronamespace = 'cdp_traits'::regnamespace
-				AND p.proname IN ('explain_entity', '_explain_graph', '_explain_events', '_dot_quote') LOOP
-		EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
-		EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_reader', f);
-	END LOOP;
-	REVOKE ALL ON ROUTINE cdp_traits.import_meiro_config(name, name, name) FROM PUBLIC;
-	GRANT EXECUTE ON ROUTINE cdp_traits.import_meiro_config(name, name, name) TO cdp_traits_admin;
-END;
-$grants$;
-
 -- The calculation's object of an entity's values, and what its changes do to
--- the counts, in C (as in 40_attributes.sql).
+-- the counts, in C (as in 40_attributes.sql; granted with the other routines
+-- new in 0.2.0, after the generated functions).
 CREATE FUNCTION cdp_traits._value_deltas_trans(internal, jsonb, jsonb, text[], boolean[]) RETURNS internal
 LANGUAGE c CALLED ON NULL INPUT
 AS 'MODULE_PATHNAME', 'cdp_value_deltas_trans';
@@ -471,19 +455,6 @@ CREATE AGGREGATE cdp_traits._value_deltas(old jsonb, new jsonb, keys text[], cat
 	sfunc = cdp_traits._value_deltas_trans, stype = internal,
 	finalfunc = cdp_traits._value_deltas_final
 );
-DO $grants$
-DECLARE
-	f regprocedure;
-BEGIN
-	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
-			  WHERE p.pronamespace = 'cdp_traits'::regnamespace
-				AND p.proname IN ('_value_deltas', '_value_deltas_trans', '_value_deltas_final',
-								  '_jsonb_object_of', '_merge_values', '_values_changed') LOOP
-		EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
-		EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO cdp_traits_admin', f);
-	END LOOP;
-END;
-$grants$;
 
 -- The counts are applied by _count_changes from _value_deltas: 0.1.0's
 -- helpers that built count statements go.
@@ -1733,8 +1704,19 @@ BEGIN
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
 		('_count_changes', 'admin'),
+		('_dot_quote', 'reader'),
+		('_explain_events', 'reader'),
+		('_explain_graph', 'reader'),
 		('_halves', 'admin'),
-		('_without_waiting', 'admin')
+		('_jsonb_object_of', 'admin'),
+		('_merge_values', 'admin'),
+		('_value_deltas', 'admin'),
+		('_value_deltas_final', 'admin'),
+		('_value_deltas_trans', 'admin'),
+		('_values_changed', 'admin'),
+		('_without_waiting', 'admin'),
+		('explain_entity', 'reader'),
+		('import_meiro_config', 'admin')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP

@@ -12,9 +12,12 @@ the update script are therefore not written by hand but derived here:
     a view;
   * every function that exists in the frozen cdp_traits--0.1.0.sql and whose
     definition in src/sql differs: CREATE OR REPLACE with the new text;
-    every SQL/PL/pgSQL function new in a file that 0.1.0 had: CREATE, with
-    the privileges 90_privileges.sql gives it (C functions and aggregates
-    new in such files are written by hand in the update script).
+    every SQL/PL/pgSQL function new in a file that 0.1.0 had: CREATE;
+  * the privileges of every function and aggregate new in 0.2.0 (outside
+    60_segments.sql, whose objects the update script grants with its
+    tables), as 90_privileges.sql classifies it.  (C functions and
+    aggregates new in files that 0.1.0 had are created by hand in the update
+    script, before the generated part.)
 
 Run it from anywhere after changing src/sql, then run the tests.
 """
@@ -32,6 +35,7 @@ SEG_END = "-- BEGIN generated: functions changed since 0.1.0\n"
 FUN_END = "-- END generated: functions changed since 0.1.0\n"
 
 HEADER = re.compile(r'^CREATE FUNCTION (cdp_traits\.\w+)\(', re.M)
+ROUTINE = re.compile(r'^CREATE (?:FUNCTION|AGGREGATE) cdp_traits\.(\w+)\(', re.M)
 
 
 def functions(text):
@@ -78,15 +82,19 @@ def changed_functions_part():
     classes = dict(re.findall(r"\('(\w+)', '(public|reader|admin|owner)'\)",
                               open(os.path.join(SQL_DIR, '90_privileges.sql')).read()))
     out = [SEG_END]
-    added = []
     for key in sorted(new):
         if key in old and old[key] != new[key]:
             out.append(new[key].replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1) + '\n')
         elif key not in old and key not in covered:
-            # new in 0.2.0 in a file that 0.1.0 had: created, and granted
-            # as 90_privileges.sql classifies it
+            # new in 0.2.0 in a file that 0.1.0 had: created
             out.append(new[key] + '\n')
-            added.append(key.split('(')[0].split('.')[1])
+    # every routine new in 0.2.0 (but the segments'): granted as
+    # 90_privileges.sql classifies it
+    old_names = set(ROUTINE.findall(open(FROZEN).read()))
+    added = sorted({n for name in os.listdir(SQL_DIR)
+                    if name.endswith('.sql') and name != '60_segments.sql'
+                    for n in ROUTINE.findall(open(os.path.join(SQL_DIR, name)).read())}
+                   - old_names)
     if added:
         out.append('DO $added_grants$\nDECLARE\n\tf regprocedure;\n\tr record;\nBEGIN\n'
                    '\tFOR r IN SELECT * FROM (VALUES\n\t\t'

@@ -275,6 +275,9 @@ SELECT o, n, r, cdp_traits._values_changed(o, n, r) AS changed,
 SELECT cdp_traits._values_changed('{"a": 1}', '[1]', '{}');
 SELECT cdp_traits._values_changed('[1]', '{"a": 1}', '{}');
 SELECT cdp_traits._values_changed('{"a": 1}', NULL, NULL);
+-- the counts' pass over old and new objects takes objects only
+SELECT cdp_traits._value_deltas(o, n, ARRAY['a'], ARRAY[true])
+  FROM (VALUES ('{"a": 1}'::jsonb, '{"a": 2}'::jsonb), ('[1]', '{"a": 1}')) v(o, n);
 -- and over many random objects (keys of several lengths, values that are
 -- often equal), with the names replaced changing from row to row
 SELECT count(*) AS cases,

@@ -47,6 +47,12 @@ CREATE FUNCTION pg_temp.partition() RETURNS text LANGUAGE sql AS $$
 CREATE FUNCTION pg_temp.ok() RETURNS text LANGUAGE sql AS $$
   SELECT coalesce(string_agg(coalesce(event_id, '-') || ': ' || problem, '; '), 'consistent')
     FROM cdp_traits.verify_stitching() $$;
+-- no events table, no stitching state (the next attach starts from empty)
+CREATE FUNCTION pg_temp.clear_stitching() RETURNS void LANGUAGE sql AS $$
+  DELETE FROM cdp_traits.events_source;
+  TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
+  DELETE FROM cdp_traits.customer_entities;
+  DELETE FROM cdp_traits.entity_merges $$;
 CREATE FUNCTION pg_temp.counts(OUT events bigint, OUT identifiers bigint, OUT entities bigint)
 LANGUAGE sql AS $$
   SELECT (SELECT count(*) FROM cdp_traits.event_entities), (SELECT count(*) FROM cdp_traits.matching),
@@ -158,10 +164,7 @@ SELECT pg_temp.indexes_ok(), pg_temp.ok();
 -- 6. a partitioned events table: attaching it loads in bulk too
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
-DELETE FROM cdp_traits.events_source;
-TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
-DELETE FROM cdp_traits.customer_entities;
-DELETE FROM cdp_traits.entity_merges;
+SELECT pg_temp.clear_stitching();
 CREATE TABLE pev (id uuid, source_id text NOT NULL, type text NOT NULL, version text NOT NULL,
                   event_time timestamptz NOT NULL, payload jsonb NOT NULL) PARTITION BY HASH (id);
 CREATE TABLE pev0 PARTITION OF pev FOR VALUES WITH (MODULUS 2, REMAINDER 0);
@@ -182,10 +185,7 @@ SELECT pg_temp.indexes_ok(), pg_temp.ok();
 -- parallel workers where allowed (here even for small tables).
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
-DELETE FROM cdp_traits.events_source;
-TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
-DELETE FROM cdp_traits.customer_entities;
-DELETE FROM cdp_traits.entity_merges;
+SELECT pg_temp.clear_stitching();
 DELETE FROM cdp_traits.stitching_rules;
 INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
   ('k', $$payload->>'k'$$), ('key', $$payload->>'key'$$), ('Z', $$payload->>'z'$$),
@@ -242,8 +242,5 @@ DROP TABLE bev CASCADE;
 DROP TABLE pev CASCADE;
 DROP TABLE tev CASCADE;
 DELETE FROM cdp_traits.stitching_rules;
-DELETE FROM cdp_traits.events_source;
-TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
-DELETE FROM cdp_traits.customer_entities;
-DELETE FROM cdp_traits.entity_merges;
+SELECT pg_temp.clear_stitching();
 DROP EXTENSION amcheck;

@@ -41,6 +41,7 @@ extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);
 /* jsonb_object.c */
 struct JsonbValue;
 extern void cdp_jsonb_as_value(Datum jsonb, struct JsonbValue *v);
+extern bool cdp_jsonb_values_equal(struct JsonbValue *a, struct JsonbValue *b);
 
 /* jobs.c: the jobs of a cycle and their record in cdp_traits.job_runs */
 extern int	cdp_job_count(void);

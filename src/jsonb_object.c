@@ -58,21 +58,29 @@ typedef struct ArgInfo
 	FmgrInfo	to_jsonb;		/* VK_OTHER (of the type or element type) */
 } ArgInfo;
 
-/* one key of the object being built, in the order jsonb stores keys */
-typedef struct ObjectKey
+/*
+ * A text[] of names that a call site gets (the same array on every row of a
+ * statement), kept with its non-NULL names sorted as jsonb sorts object keys
+ * (length, then bytes; a repeated name by position), so that per row nothing
+ * is deconstructed or sorted again.
+ */
+typedef struct NameList
 {
-	int			arg;			/* its value's argument number */
-	int			len;
-	char	   *name;
-} ObjectKey;
+	Size		arrlen;			/* the array's bytes, to see that it is the same */
+	char	   *arr;
+	int			nelems;			/* its elements, NULLs included */
+	int			n;				/* the names below */
+	struct SortedName
+	{
+		int			pos;		/* 0-based position in the array */
+		int			len;
+		char	   *name;
+	}		   *names;
+} NameList;
 
 typedef struct ObjectCache
 {
-	/* the keys array last seen (the same on every row of a statement) */
-	Size		karrlen;
-	char	   *karr;
-	ObjectKey  *keys;			/* its non-NULL keys in jsonb order */
-	int			nkeys;
+	NameList	keys;			/* the keys array */
 	int			nargs;
 	ArgInfo		args[FLEXIBLE_ARRAY_MEMBER];
 } ObjectCache;
@@ -265,20 +273,66 @@ scalar_value(ValueKind kind, Oid t, FmgrInfo *to_jsonb_fi, Datum d, JsonbValue *
 }
 
 /*
- * object_key_cmp
- *		qsort comparator of ObjectKey entries: jsonb's key order, then the
- *		argument order (so that of a repeated key the later value wins).
+ * sorted_name_cmp
+ *		qsort comparator of a NameList's names: jsonb's key order, then the
+ *		position in the array.
  */
 static int
-object_key_cmp(const void *a, const void *b)
+sorted_name_cmp(const void *a, const void *b)
 {
-	const ObjectKey *x = a;
-	const ObjectKey *y = b;
+	const struct SortedName *x = a;
+	const struct SortedName *y = b;
 	int			c = key_cmp(x->len, x->name, y->len, y->name);
 
 	if (c != 0)
 		return c;
-	return x->arg < y->arg ? -1 : x->arg > y->arg ? 1 : 0;
+	return x->pos < y->pos ? -1 : x->pos > y->pos ? 1 : 0;
+}
+
+/*
+ * name_list
+ *		nl made the list of arr (a text[]) unless it holds that array
+ *		already; what it keeps is allocated in cxt.
+ */
+static void
+name_list(NameList *nl, ArrayType *arr, MemoryContext cxt)
+{
+	MemoryContext old;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			i;
+
+	if (nl->arr != NULL && nl->arrlen == VARSIZE(arr) && memcmp(nl->arr, arr, nl->arrlen) == 0)
+		return;
+	old = MemoryContextSwitchTo(cxt);
+	if (nl->arr != NULL)
+	{
+		for (i = 0; i < nl->n; i++)
+			pfree(nl->names[i].name);
+		pfree(nl->names);
+		pfree(nl->arr);
+	}
+	nl->arrlen = VARSIZE(arr);
+	nl->arr = palloc(nl->arrlen);
+	memcpy(nl->arr, arr, nl->arrlen);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nl->nelems);
+	nl->names = palloc(sizeof(struct SortedName) * Max(nl->nelems, 1));
+	nl->n = 0;
+	for (i = 0; i < nl->nelems; i++)
+	{
+		struct SortedName *sn = &nl->names[nl->n];
+
+		if (nulls[i])
+			continue;
+		sn->pos = i;
+		sn->len = VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i]));
+		sn->name = pnstrdup(VARDATA_ANY(DatumGetPointer(elems[i])), sn->len);
+		nl->n++;
+	}
+	pfree(elems);
+	pfree(nulls);
+	qsort(nl->names, nl->n, sizeof(struct SortedName), sorted_name_cmp);
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -293,10 +347,6 @@ Datum
 cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 {
 	ObjectCache *cache = (ObjectCache *) fcinfo->flinfo->fn_extra;
-	ArrayType  *karr;
-	Datum	   *keys;
-	bool	   *knulls;
-	int			nkeys;
 	JsonbParseState *state = NULL;
 	JsonbValue *result;
 	int			added = 0;
@@ -338,43 +388,11 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 		fcinfo->flinfo->fn_extra = cache;
 	}
 
-	karr = PG_GETARG_ARRAYTYPE_P(0);
-	if (cache->karr == NULL || cache->karrlen != VARSIZE(karr) ||
-		memcmp(cache->karr, karr, cache->karrlen) != 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-
-		deconstruct_array(karr, TEXTOID, -1, false, TYPALIGN_INT, &keys, &knulls, &nkeys);
-		if (nkeys != PG_NARGS() - 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-					 errmsg("%d keys but %d values", nkeys, PG_NARGS() - 1)));
-		if (cache->karr)
-		{
-			for (i = 0; i < cache->nkeys; i++)
-				pfree(cache->keys[i].name);
-			pfree(cache->keys);
-			pfree(cache->karr);
-		}
-		cache->karrlen = VARSIZE(karr);
-		cache->karr = palloc(cache->karrlen);
-		memcpy(cache->karr, karr, cache->karrlen);
-		cache->keys = palloc(sizeof(ObjectKey) * Max(nkeys, 1));
-		cache->nkeys = 0;
-		for (i = 0; i < nkeys; i++)
-		{
-			ObjectKey  *ok = &cache->keys[cache->nkeys];
-
-			if (knulls[i])
-				continue;
-			ok->arg = i + 1;
-			ok->len = VARSIZE_ANY_EXHDR(DatumGetPointer(keys[i]));
-			ok->name = pnstrdup(VARDATA_ANY(DatumGetPointer(keys[i])), ok->len);
-			cache->nkeys++;
-		}
-		qsort(cache->keys, cache->nkeys, sizeof(ObjectKey), object_key_cmp);
-		MemoryContextSwitchTo(old);
-	}
+	name_list(&cache->keys, PG_GETARG_ARRAYTYPE_P(0), fcinfo->flinfo->fn_mcxt);
+	if (cache->keys.nelems != PG_NARGS() - 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%d keys but %d values", cache->keys.nelems, PG_NARGS() - 1)));
 
 	/*
 	 * The keys go in in the order jsonb stores them, so that the sort of the
@@ -382,19 +400,19 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 	 * its last value, as its later argument is pushed later).
 	 */
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (ki = 0; ki < cache->nkeys; ki++)
+	for (ki = 0; ki < cache->keys.n; ki++)
 	{
-		ObjectKey  *ok = &cache->keys[ki];
-		ArgInfo    *a = &cache->args[ok->arg];
+		struct SortedName *sn = &cache->keys.names[ki];
+		ArgInfo    *a = &cache->args[sn->pos + 1];
 		JsonbValue	k;
 		JsonbValue	v;
 
-		i = ok->arg - 1;
+		i = sn->pos;
 		if (PG_ARGISNULL(i + 1))
 			continue;
 		k.type = jbvString;
-		k.val.string.val = ok->name;
-		k.val.string.len = ok->len;
+		k.val.string.val = sn->name;
+		k.val.string.len = sn->len;
 		(void) pushJsonbValue(&state, WJB_KEY, &k);
 		if (a->is_array)
 		{
@@ -444,24 +462,6 @@ cdp_jsonb_object_of(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(cdp_merge_values);
 
 /*
- * The attribute names a statement replaces (the same array on every row):
- * kept once per call site, sorted as jsonb sorts object keys (length, then
- * bytes), so that each stored key is looked up by binary search instead of
- * a comparison with every name on every row.
- */
-typedef struct ReplacedKeys
-{
-	Size		arrlen;			/* the array's bytes, to see that it is the same */
-	char	   *arr;
-	int			n;
-	struct ReplacedKey
-	{
-		int			len;
-		char	   *name;
-	}		   *keys;
-} ReplacedKeys;
-
-/*
  * key_cmp
  *		Order of two names as jsonb orders object keys.
  */
@@ -474,81 +474,19 @@ key_cmp(int alen, const char *a, int blen, const char *b)
 }
 
 /*
- * replaced_key_qsort_cmp
- *		qsort comparator of ReplacedKey entries.
- */
-static int
-replaced_key_qsort_cmp(const void *a, const void *b)
-{
-	const struct ReplacedKey *x = a;
-	const struct ReplacedKey *y = b;
-
-	return key_cmp(x->len, x->name, y->len, y->name);
-}
-
-/*
- * replaced_keys
- *		The sorted names of the array arr, from the call site's cache when it
- *		holds the same array.
- */
-static ReplacedKeys *
-replaced_keys(FunctionCallInfo fcinfo, ArrayType *arr)
-{
-	ReplacedKeys *rk = (ReplacedKeys *) fcinfo->flinfo->fn_extra;
-	MemoryContext old;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
-
-	if (rk != NULL && rk->arrlen == VARSIZE(arr) && memcmp(rk->arr, arr, rk->arrlen) == 0)
-		return rk;
-	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-	if (rk == NULL)
-		rk = palloc0(sizeof(ReplacedKeys));
-	else
-	{
-		pfree(rk->arr);
-		for (i = 0; i < rk->n; i++)
-			pfree(rk->keys[i].name);
-		if (rk->keys)
-			pfree(rk->keys);
-	}
-	rk->arrlen = VARSIZE(arr);
-	rk->arr = palloc(rk->arrlen);
-	memcpy(rk->arr, arr, rk->arrlen);
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	rk->keys = palloc(sizeof(struct ReplacedKey) * Max(n, 1));
-	rk->n = 0;
-	for (i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			continue;
-		rk->keys[rk->n].len = VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i]));
-		rk->keys[rk->n].name = pnstrdup(VARDATA_ANY(DatumGetPointer(elems[i])),
-										rk->keys[rk->n].len);
-		rk->n++;
-	}
-	qsort(rk->keys, rk->n, sizeof(struct ReplacedKey), replaced_key_qsort_cmp);
-	fcinfo->flinfo->fn_extra = rk;
-	MemoryContextSwitchTo(old);
-	return rk;
-}
-
-/*
  * is_replaced
- *		Whether the name (len bytes) is one of rk's.
+ *		Whether the name (len bytes) is one of nl's (binary search).
  */
 static bool
-is_replaced(ReplacedKeys *rk, const char *name, int len)
+is_replaced(NameList *nl, const char *name, int len)
 {
 	int			lo = 0;
-	int			hi = rk->n - 1;
+	int			hi = nl->n - 1;
 
 	while (lo <= hi)
 	{
 		int			mid = lo + (hi - lo) / 2;
-		int			c = key_cmp(len, name, rk->keys[mid].len, rk->keys[mid].name);
+		int			c = key_cmp(len, name, nl->names[mid].len, nl->names[mid].name);
 
 		if (c == 0)
 			return true;
@@ -618,11 +556,12 @@ pair_cmp(ObjectPairs *a, int i, ObjectPairs *b, int j)
 }
 
 /*
- * values_equal
- *		Whether two values of objects are equal as jsonb compares them.
+ * cdp_jsonb_values_equal
+ *		Whether two values found in jsonb objects (scalars, or containers as
+ *		jbvBinary) are equal as jsonb compares them.
  */
-static bool
-values_equal(JsonbValue *a, JsonbValue *b)
+bool
+cdp_jsonb_values_equal(JsonbValue *a, JsonbValue *b)
 {
 	if (a->type != b->type)
 		return false;
@@ -652,7 +591,7 @@ values_equal(JsonbValue *a, JsonbValue *b)
  *		The arguments of _merge_values and _values_changed, checked: old and
  *		new (NULL when NULL) and the names replaced.
  */
-static ReplacedKeys *
+static NameList *
 merge_arguments(FunctionCallInfo fcinfo, Jsonb **old, Jsonb **new)
 {
 	if (PG_ARGISNULL(2))
@@ -669,7 +608,10 @@ merge_arguments(FunctionCallInfo fcinfo, Jsonb **old, Jsonb **new)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stored values must be a jsonb object")));
-	return replaced_keys(fcinfo, PG_GETARG_ARRAYTYPE_P(2));
+	if (fcinfo->flinfo->fn_extra == NULL)
+		fcinfo->flinfo->fn_extra = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(NameList));
+	name_list(fcinfo->flinfo->fn_extra, PG_GETARG_ARRAYTYPE_P(2), fcinfo->flinfo->fn_mcxt);
+	return fcinfo->flinfo->fn_extra;
 }
 
 /*
@@ -687,7 +629,7 @@ cdp_merge_values(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *old;
 	Jsonb	   *new;
-	ReplacedKeys *rk = merge_arguments(fcinfo, &old, &new);
+	NameList *rk = merge_arguments(fcinfo, &old, &new);
 	JsonbParseState *state = NULL;
 	ObjectPairs o;
 	ObjectPairs n;
@@ -746,7 +688,7 @@ cdp_values_changed(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *old;
 	Jsonb	   *new;
-	ReplacedKeys *rk = merge_arguments(fcinfo, &old, &new);
+	NameList *rk = merge_arguments(fcinfo, &old, &new);
 	ObjectPairs o;
 	ObjectPairs n;
 	int			i = 0;
@@ -771,7 +713,7 @@ cdp_values_changed(PG_FUNCTION_ARGS)
 			PG_RETURN_BOOL(true);	/* a value that was not there */
 		else
 		{
-			if (!values_equal(&o.vals[i], &n.vals[j]))
+			if (!cdp_jsonb_values_equal(&o.vals[i], &n.vals[j]))
 				PG_RETURN_BOOL(true);
 			i++;
 			j++;

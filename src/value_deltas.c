@@ -185,35 +185,6 @@ add_values(DeltaState *st, int attr, JsonbValue *v, int64 delta)
 }
 
 /*
- * values_equal
- *		Whether two values found in objects are equal as jsonb.
- */
-static bool
-values_equal(JsonbValue *a, JsonbValue *b)
-{
-	if (a->type != b->type)
-		return false;
-	switch (a->type)
-	{
-		case jbvNull:
-			return true;
-		case jbvBool:
-			return a->val.boolean == b->val.boolean;
-		case jbvString:
-			return a->val.string.len == b->val.string.len &&
-				memcmp(a->val.string.val, b->val.string.val, a->val.string.len) == 0;
-		case jbvNumeric:
-			return DatumGetBool(DirectFunctionCall2(numeric_eq,
-													NumericGetDatum(a->val.numeric),
-													NumericGetDatum(b->val.numeric)));
-		case jbvBinary:
-			return compareJsonbContainers(a->val.binary.data, b->val.binary.data) == 0;
-		default:
-			return false;
-	}
-}
-
-/*
  * new_state
  *		The state of a new aggregation over the attributes of keys.
  */
@@ -293,10 +264,11 @@ cdp_value_deltas_trans(PG_FUNCTION_ARGS)
 		st = (DeltaState *) PG_GETARG_POINTER(0);
 	oldj = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	newj = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	if (oldj != NULL && !JB_ROOT_IS_OBJECT(oldj))
-		oldj = NULL;
-	if (newj != NULL && !JB_ROOT_IS_OBJECT(newj))
-		newj = NULL;
+	if ((oldj != NULL && !JB_ROOT_IS_OBJECT(oldj)) || (newj != NULL && !JB_ROOT_IS_OBJECT(newj)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an entity's values must be a jsonb object"),
+				 errdetail("_value_deltas compares the stored and the new object of attribute values of each entity.")));
 
 	for (i = 0; i < st->nattrs; i++)
 	{
@@ -313,7 +285,7 @@ cdp_value_deltas_trans(PG_FUNCTION_ARGS)
 											  st->namelens[i], &nb);
 		if (ov == NULL && nv == NULL)
 			continue;
-		if (ov != NULL && nv != NULL && values_equal(ov, nv))
+		if (ov != NULL && nv != NULL && cdp_jsonb_values_equal(ov, nv))
 			continue;
 		if (ov != NULL)
 		{
