@@ -17,11 +17,15 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "nodes/plannodes.h"
+#include "optimizer/cost.h"
 #include "tcop/dest.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/formatting.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 
 #include "stitch.h"
 
@@ -333,6 +337,29 @@ stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
 }
 
 /*
+ * planned_workers
+ *		The parallel workers the generic plan of a kept one-statement plan
+ *		asks for at its top (0 for a serial plan or none made yet).
+ */
+static int
+planned_workers(SPIPlanPtr plan)
+{
+	List	   *sources = SPI_plan_get_plan_sources(plan);
+	CachedPlanSource *src;
+	PlannedStmt *stmt;
+
+	if (list_length(sources) != 1)
+		return 0;
+	src = (CachedPlanSource *) linitial(sources);
+	if (src->gplan == NULL || list_length(src->gplan->stmt_list) != 1)
+		return 0;
+	stmt = linitial_node(PlannedStmt, src->gplan->stmt_list);
+	if (stmt->planTree && IsA(stmt->planTree, Gather))
+		return ((Gather *) stmt->planTree)->num_workers;
+	return 0;
+}
+
+/*
  * stitch_read_events
  *		Run the identifier query over source and call callback for every
  *		event.  entities ($1) is used by SRC_ENTITY_EVENTS.  read_only runs
@@ -343,10 +370,40 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 				   bool read_only, EventRowCallback callback, void *arg)
 {
 	SPIPlanPtr	plan = stitch_identifier_plan(source, relid);
+	int			nest = -1;
 
+	if (source == SRC_ALL_EVENTS)
+	{
+		/*
+		 * Reading every event: this process unites identifiers as rows
+		 * arrive, which costs about as much as evaluating the rule
+		 * expressions.  So a parallel worker is worth its setup and its
+		 * tuple queue, which the default costs price as if this process had
+		 * nothing else to do, and the plan is made with them at zero.  One
+		 * worker keeps pace with the uniting: more would only compete with
+		 * it for the cores.  A setting of 0 workers (no parallel query) is
+		 * kept.  The plan is made on its first execution (or again after an
+		 * invalidation), inside this window.
+		 */
+		nest = NewGUCNestLevel();
+		(void) set_config_option("parallel_setup_cost", "0", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("parallel_tuple_cost", "0", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		if (max_parallel_workers_per_gather > 1)
+			(void) set_config_option("max_parallel_workers_per_gather", "1",
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+	}
 	stitch_read_plan(plan, source == SRC_ENTITY_EVENTS,
 					 source == SRC_ENTITY_EVENTS ? cdp_uuid_array_param(entities) : NULL,
 					 read_only, callback, arg);
+	if (nest >= 0)
+	{
+		AtEOXact_GUC(true, nest);
+		elog(DEBUG1, "cdp_traits stitching pass: events read with %d parallel workers planned",
+			 planned_workers(plan));
+	}
 }
 
 /*

@@ -265,5 +265,23 @@ is($q->(q{SELECT cdp_traits.restitch() = count(DISTINCT customer_entity_id) FROM
 SELECT changed_events || '/' || changed_identifiers FROM cdp_traits.stitching_stats()}),
 	"t\n0/0", 'restitch() after the run finds the same entities and changes nothing');
 
+# A full pass reads the events with one parallel worker (none if parallel
+# query is off), forced here on a table below min_parallel_table_scan_size;
+# the pass agrees with the stored state either way.
+foreach my $case ([ '', 1 ], [ 'SET max_parallel_workers_per_gather = 0;', 0 ])
+{
+	my ($setting, $workers) = @$case;
+	my $offset = -s $node->logfile;
+	is( $q->(
+			qq{SET log_min_messages = debug1; SET min_parallel_table_scan_size = 0; $setting
+SELECT cdp_traits.restitch() = count(DISTINCT customer_entity_id) FROM cdp_traits.event_entities;
+SELECT changed_events || '/' || changed_identifiers FROM cdp_traits.stitching_stats()}),
+		"t\n0/0",
+		"restitch() with $workers parallel workers changes nothing");
+	my $log = substr(slurp_file($node->logfile), $offset);
+	like($log, qr/events read with $workers parallel workers planned/,
+		"restitch() reads the events with $workers parallel workers");
+}
+
 $node->stop;
 done_testing();

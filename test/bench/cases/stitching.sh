@@ -11,8 +11,10 @@ empty_state() {
 }
 label_propagation() { sql -c "SELECT bench_label_propagation()"; }
 restitch() { sql -c "SELECT cdp_traits.restitch()"; }
+# The floor gets what restitch() gets: one parallel worker (restitch() reads
+# the events with one; see stitch_read_events).
 floor_select() {
-	sql -c "SET max_parallel_workers_per_gather = 0" -c "
+	sql -c "SET max_parallel_workers_per_gather = 1" -c "
 	SELECT count(lower(btrim(payload->>'email'))), count(lower(btrim(payload->>'email'))),
 	       count(lower(btrim(payload->>'email'))), count(payload->>'cookie_id'),
 	       count(payload->>'device_id'), count(payload->>'user_id'), count(payload->>'user_id'),
