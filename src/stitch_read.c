@@ -377,13 +377,14 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 		/*
 		 * Reading every event: this process unites identifiers as rows
 		 * arrive, which costs about as much as evaluating the rule
-		 * expressions.  So a parallel worker is worth its setup and its
-		 * tuple queue, which the default costs price as if this process had
-		 * nothing else to do, and the plan is made with them at zero.  One
-		 * worker keeps pace with the uniting: more would only compete with
-		 * it for the cores.  A setting of 0 workers (no parallel query) is
-		 * kept.  The plan is made on its first execution (or again after an
-		 * invalidation), inside this window.
+		 * expressions.  The default parallel setup and tuple costs price a
+		 * worker against a leader that would otherwise only pass rows on;
+		 * here a worker evaluating the expressions while this process
+		 * unites is worth its setup and its tuple queue, so the plan is made
+		 * with both costs at zero.  One worker keeps pace with the uniting:
+		 * more would only compete with it for the cores.  A setting of 0
+		 * workers (no parallel query) is kept.  The plan is made on its first
+		 * execution (or again after an invalidation), inside this window.
 		 */
 		nest = NewGUCNestLevel();
 		(void) set_config_option("parallel_setup_cost", "0", PGC_USERSET, PGC_S_SESSION,
@@ -401,7 +402,7 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 	if (nest >= 0)
 	{
 		AtEOXact_GUC(true, nest);
-		elog(DEBUG1, "cdp_traits stitching pass: events read with %d parallel workers planned",
+		elog(DEBUG1, "cdp_traits stitching pass: parallel workers planned for reading events: %d",
 			 planned_workers(plan));
 	}
 }

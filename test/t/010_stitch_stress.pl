@@ -279,7 +279,7 @@ SELECT changed_events || '/' || changed_identifiers FROM cdp_traits.stitching_st
 		"t\n0/0",
 		"restitch() with $workers parallel workers changes nothing");
 	my $log = substr(slurp_file($node->logfile), $offset);
-	like($log, qr/events read with $workers parallel workers planned/,
+	like($log, qr/parallel workers planned for reading events: $workers\b/,
 		"restitch() reads the events with $workers parallel workers");
 }
 
