@@ -51,6 +51,13 @@ INSERT INTO pev_2023 VALUES ('e3', 'pos', 'x', '1', '2023-04-01', '{"phone": "z"
 SELECT count(*) AS detached_rows_stitched FROM cdp_traits.event_entities WHERE event_id = 'e3';
 SELECT cdp_traits.restitch() > 0 AS restitched, pg_temp.groups() AS after_detach,
        (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+-- the same pass with its read planned again, with a parallel worker over the
+-- partitions (forced on these small tables)
+SET min_parallel_table_scan_size = 0;
+DISCARD PLANS;
+SELECT cdp_traits.restitch() > 0 AS restitched, pg_temp.groups() AS parallel_read,
+       (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+RESET min_parallel_table_scan_size;
 DROP TABLE pev_2023;
 DELETE FROM pev_2026;
 
