@@ -485,6 +485,32 @@ COMMENT ON FUNCTION cdp_traits.agg_state_recv(internal) IS
 COMMENT ON FUNCTION cdp_traits.agg_state_send(cdp_traits.agg_state) IS
 	'binary output of agg_state: element type and collation by name, values in their send format';
 
+-- uuid event ids are stored as their 22-character keys (see src/event_key.c
+-- and 10_stitching.sql).  The update leaves an attached table's assignments
+-- as 0.1.0 stored them, by text (uuid_keys false), and the library goes on
+-- so: it may not replace customer_events, which views of users may use;
+-- rekey_events() does it, outside the update.
+CREATE FUNCTION cdp_traits.event_key(uuid) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_event_key';
+COMMENT ON FUNCTION cdp_traits.event_key(uuid) IS
+	'the key of a uuid event id in event_entities (22 characters, in the order of the uuids)';
+CREATE FUNCTION cdp_traits.event_key_uuid(text) RETURNS uuid
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_event_key_uuid';
+COMMENT ON FUNCTION cdp_traits.event_key_uuid(text) IS
+	'the uuid event id of a key made by event_key(uuid)';
+CREATE FUNCTION cdp_traits.rekey_events() RETURNS bigint
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_rekey_events';
+COMMENT ON FUNCTION cdp_traits.rekey_events() IS
+	'store the assignments of uuid events by key, as attach_events does since 0.2.0 (after an update from 0.1.0); returns the rows rewritten';
+COMMENT ON TABLE cdp_traits.event_entities IS
+	'the entity of each event that has an identifier (event id as text; a uuid id as its key, see event_key(uuid))';
+ALTER TABLE cdp_traits.events_source ADD COLUMN uuid_keys boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN cdp_traits.events_source.uuid_keys IS
+	'event_entities stores the uuid ids of the events by key (see event_key(uuid)), not by text';
+
 -- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.
 
 /*
@@ -1159,6 +1185,19 @@ AS $$
 	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.format(E'SELECT s.id AS eid, q.value FROM (%s) s CROSS JOIN LATERAL ('
+		'WITH base AS (SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload '
+		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = %s '
+		'WHERE ee.customer_entity_id = s.id) '
+		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
+		$2, src.events, cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
+	  FROM cdp_traits.events_source src
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._entities_removed() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -1196,6 +1235,15 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN s.id_type = 'uuid'::regtype THEN pg_catalog.format('cdp_traits.event_key_uuid(%s)', $1)
+				ELSE pg_catalog.format('%s::%s', $1, s.id_type) END
+	  FROM cdp_traits.events_source s
+$$;
+
 CREATE FUNCTION cdp_traits._halves(head text, events_sql text, tail text, median uuid,
 								   planned boolean DEFAULT true) RETURNS text
 LANGUAGE plpgsql
@@ -1224,6 +1272,20 @@ BEGIN
 	END IF;
 	RETURN NULL;
 END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._scoped_events(scope_sql text, few boolean DEFAULT false) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	-- few: a small share of all entities; "= ANY (ARRAY(...))" makes the
+	-- planner probe the entity index instead of scanning event_entities
+	SELECT pg_catalog.format(
+		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
+		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id %s) e',
+		s.events, cdp_traits._event_id_of_key('ee.event_id'),
+		CASE WHEN $2 THEN '= ANY (ARRAY(' || $1 || '))' ELSE 'IN (' || $1 || ')' END)
+	  FROM cdp_traits.events_source s
 $$;
 
 CREATE FUNCTION cdp_traits._without_waiting(stmt text, idcol text, ids_sql text) RETURNS bigint
@@ -1705,6 +1767,7 @@ BEGIN
 		('_clear_new', 'admin'),
 		('_count_changes', 'admin'),
 		('_dot_quote', 'reader'),
+		('_event_id_of_key', 'admin'),
 		('_explain_events', 'reader'),
 		('_explain_graph', 'reader'),
 		('_halves', 'admin'),
@@ -1715,8 +1778,11 @@ BEGIN
 		('_value_deltas_trans', 'admin'),
 		('_values_changed', 'admin'),
 		('_without_waiting', 'admin'),
+		('event_key', 'public'),
+		('event_key_uuid', 'public'),
 		('explain_entity', 'reader'),
-		('import_meiro_config', 'admin')
+		('import_meiro_config', 'admin'),
+		('rekey_events', 'owner')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP

@@ -75,11 +75,38 @@ SELECT count(DISTINCT created) AS creation_times, bool_and(created = modified) A
 -- the indexes answer look-ups
 SET enable_seqscan = off;
 SELECT count(*) AS found_by_index FROM bev b
-  JOIN cdp_traits.event_entities e ON e.event_id = b.id::text;
+  JOIN cdp_traits.event_entities e ON e.event_id = cdp_traits.event_key(b.id);
 SELECT count(*) AS identifiers_found FROM cdp_traits.matching m
   JOIN cdp_traits.customer_entities c ON c.id = m.customer_entity_id;
 RESET enable_seqscan;
 CREATE TEMP TABLE bulk_partition AS SELECT pg_temp.partition() AS p;
+
+-- uuid ids are stored as their 22-character keys (event_key), which name
+-- them back (event_key_uuid) and sort as the uuids do
+SELECT count(*) AS assignments, count(*) FILTER (WHERE length(e.event_id) = 22) AS keyed,
+       count(*) FILTER (WHERE cdp_traits.event_key_uuid(e.event_id) = b.id) AS named_back
+  FROM cdp_traits.event_entities e JOIN bev b ON e.event_id = cdp_traits.event_key(b.id);
+SELECT cdp_traits.event_key('00000000-0000-0000-0000-000000000000') AS lowest,
+       cdp_traits.event_key('ffffffff-ffff-ffff-ffff-ffffffffffff') AS highest,
+       cdp_traits.event_key('0123abcd-4567-89ef-fedc-ba9876543210') AS key,
+       cdp_traits.event_key_uuid(cdp_traits.event_key('0123abcd-4567-89ef-fedc-ba9876543210')) AS back,
+       cdp_traits.event_key(NULL) IS NULL AND cdp_traits.event_key_uuid(NULL) IS NULL AS strict;
+SELECT count(*) AS pairs,
+       count(*) FILTER (WHERE (cdp_traits.event_key(a) COLLATE "C" < cdp_traits.event_key(b) COLLATE "C") = (a < b)
+                          AND (cdp_traits.event_key(a) = cdp_traits.event_key(b)) = (a = b)
+                          AND cdp_traits.event_key_uuid(cdp_traits.event_key(a)) = a) AS in_order
+  FROM (SELECT md5(i::text)::uuid, md5((i * 7919 % 5003)::text)::uuid FROM generate_series(1, 5000) i
+        UNION ALL
+        VALUES ('00000000-0000-0000-0000-000000000001'::uuid, '00000000-0000-0000-0000-000000000002'::uuid),
+               ('10000000-0000-0000-0000-000000000000', '0fffffff-ffff-ffff-ffff-ffffffffffff'),
+               ('00000000-0000-0000-0000-0000000000ff', '00000000-0000-0000-0000-000000000100'),
+               ('7f000000-0000-0000-0000-000000000000', '7f000000-0000-0000-0000-000000000000')) p(a, b);
+-- what is not a key: a wrong length, a character outside the alphabet, the
+-- unused last 4 bits set
+SELECT cdp_traits.event_key_uuid('0123abcd-4567-89ef-fedc-ba9876543210');
+SELECT cdp_traits.event_key_uuid('---------------------+');
+SELECT cdp_traits.event_key_uuid('-------------------+--');
+SELECT cdp_traits.event_key_uuid('---------------------1');
 
 -- 2. the same from the row-by-row path: an insert trigger on the stitching
 -- tables (nothing a bulk load would fire) makes the pass fall back to it
@@ -141,7 +168,7 @@ SELECT * FROM pg_temp.rebuilt();
 -- 5. incremental batches after a bulk load: new events, merges, splits
 CREATE TEMP TABLE pick AS
 SELECT b.id, b.payload, e.customer_entity_id AS ent FROM bev b
-  JOIN cdp_traits.event_entities e ON e.event_id = b.id::text
+  JOIN cdp_traits.event_entities e ON e.event_id = cdp_traits.event_key(b.id)
  WHERE b.source_id = 'web' AND b.payload ? 'email' AND b.payload ? 'cookie_id'
  ORDER BY b.id LIMIT 40;
 -- link pairs of entities through a new event carrying one's email and the other's cookie
@@ -200,10 +227,14 @@ SELECT (ARRAY['same-sixteen-bytes/', 'same-sixteen-bytes', 'Ä', 'ä-', 'short',
                           'z', CASE WHEN i % 3 = 0 THEN 'zz' || (i % 900) END,
                           'e', CASE WHEN i % 5 = 0 THEN 'ÿ' || (i % 11) END)
   FROM generate_series(1, 3000) i;
+-- (parallel index builds on these small tables; the events read serially, so
+-- that their assignments are written in the events' order)
 SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 0;
 SELECT pg_temp.save_files();
 SELECT cdp_traits.attach_events('tev');
 RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
 RESET client_min_messages;
 SELECT count(*) AS rebuilt FROM pg_temp.rebuilt() WHERE rebuilt;
 SELECT * FROM pg_temp.counts();
@@ -236,8 +267,47 @@ SELECT c.events - b.events AS new_events, c.identifiers - b.identifiers AS new_i
   FROM pg_temp.counts() c, before_batch b;
 SELECT pg_temp.indexes_ok(), pg_temp.ok();
 
+-- 6. re-attaching a table whose ids take the other stored form (text, or a
+-- uuid's key) converts the stored keys: every event keeps its entity, and a
+-- stored key that can name no event of the new table goes
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
+DELETE FROM cdp_traits.stitching_rules;
+INSERT INTO cdp_traits.stitching_rules SELECT * FROM cdp_gen.rules();
+CREATE TABLE kev_text (id text PRIMARY KEY, source_id text, type text, version text,
+                       event_time timestamptz, payload jsonb);
+INSERT INTO kev_text SELECT id::text, source_id, type, version, event_time, payload FROM bev;
+INSERT INTO kev_text VALUES ('not-a-uuid', 'web', 'view', '1', '2025-01-01', '{"cookie_id": "ck-1-0"}');
+CREATE TABLE kev_uuid (id uuid PRIMARY KEY, source_id text, type text, version text,
+                       event_time timestamptz, payload jsonb);
+INSERT INTO kev_uuid SELECT * FROM bev;
+SELECT cdp_traits.attach_events('kev_text');
+RESET client_min_messages;
+CREATE TEMP TABLE kev_entities AS SELECT id, customer_entity_id FROM cdp_traits.customer_events;
+CREATE FUNCTION pg_temp.kev_moved() RETURNS bigint LANGUAGE sql AS $$
+	SELECT count(*) FROM kev_entities k JOIN cdp_traits.customer_events c ON c.id::text = k.id
+	 WHERE c.customer_entity_id IS DISTINCT FROM k.customer_entity_id $$;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+SELECT cdp_traits.attach_events('kev_uuid');
+RESET client_min_messages;
+SELECT 'text -> uuid' AS reattached, (SELECT count(*) FROM cdp_traits.event_entities) AS assignments,
+       (SELECT count(*) FROM cdp_traits.event_entities WHERE length(event_id) <> 22) AS not_keyed,
+       pg_temp.kev_moved() AS moved, changed_events AS rewritten, pg_temp.ok()
+  FROM cdp_traits.stitching_stats();
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+SELECT cdp_traits.attach_events('kev_text');
+RESET client_min_messages;
+SELECT 'uuid -> text' AS reattached, (SELECT count(*) FROM cdp_traits.event_entities) AS assignments,
+       (SELECT count(*) FROM cdp_traits.event_entities WHERE length(event_id) = 22) AS keyed,
+       pg_temp.kev_moved() AS moved, changed_events AS rewritten, pg_temp.ok()
+  FROM cdp_traits.stitching_stats();
+
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE kev_text CASCADE;
+DROP TABLE kev_uuid CASCADE;
 DROP TABLE bev CASCADE;
 DROP TABLE pev CASCADE;
 DROP TABLE tev CASCADE;

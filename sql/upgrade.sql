@@ -167,6 +167,12 @@ BEGIN
 			SELECT count(*), md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
 			  INTO rows, digest
 			  FROM (SELECT customer_entity_id, vals, calculated_at, run_id FROM cdp_traits.entity_attributes) t;
+		ELSIF r = 'cdp_traits.events_source'::regclass THEN
+			-- 0.2.0 records whether uuid ids are stored by key (uuid_keys,
+			-- false after the update: as 0.1.0 stored them): the rest
+			SELECT count(*), md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
+			  INTO rows, digest
+			  FROM (SELECT events, id_type, attached, attached_at FROM cdp_traits.events_source) t;
 		ELSE
 			EXECUTE format('SELECT count(*), md5(coalesce(string_agg(t::text, E''\n'' ORDER BY t::text), '''')) FROM %s t', r)
 				INTO rows, digest;
@@ -237,11 +243,59 @@ UNION ALL
 SELECT 'only in fresh install', * FROM (SELECT * FROM pg_temp.census() EXCEPT TABLE updated_with_data) d
 ORDER BY 2, 3, 1;
 
--- Leave a fresh extension for the following tests.
+-- An events table with uuid ids: 0.1.0 stored their text, 0.2.0 their keys
+-- (event_key).  After the update they stay text, and stitching goes on so;
+-- rekey_events() stores them by key and joins customer_events through the
+-- keys, as attaching under 0.2.0 does: a view a user built on
+-- customer_events stays, and every event keeps its entity.
 SET client_min_messages = warning;
 SELECT cdp_traits.unpublish();
 DROP SCHEMA up_published CASCADE;
 DROP TABLE up_events CASCADE;
+DROP EXTENSION cdp_traits CASCADE;
+CREATE EXTENSION cdp_traits VERSION '0.1.0';
+CREATE TABLE uu_events (id uuid PRIMARY KEY, source_id text, type text, version text,
+						event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+	('email', $r$lower(payload->>'email')$r$), ('cookie', $r$payload->>'cookie'$r$);
+INSERT INTO uu_events VALUES
+	('00000000-0000-0000-0000-00000000000a', 'web', 'view', '1', '2025-01-01', '{"cookie": "c1"}'),
+	('00000000-0000-0000-0000-00000000000b', 'crm', 'buy', '1', '2025-01-02', '{"email": "a@x"}'),
+	('00000000-0000-0000-0000-00000000000c', 'web', 'login', '1', '2025-01-03', '{"cookie": "c1", "email": "A@x"}'),
+	('00000000-0000-0000-0000-00000000000d', 'web', 'view', '1', '2025-01-04', '{"cookie": "c2"}');
+SELECT cdp_traits.attach_events('uu_events');
+CREATE VIEW uu_user_view AS SELECT id, customer_entity_id FROM cdp_traits.customer_events;
+CREATE TEMP TABLE uu_before AS SELECT * FROM uu_user_view;
+ALTER EXTENSION cdp_traits UPDATE;
+RESET client_min_messages;
+CREATE FUNCTION pg_temp.uu_state() RETURNS TABLE(assignments bigint, keyed bigint, entities_changed bigint,
+                                                 problems bigint, joins_by_key boolean)
+LANGUAGE sql AS $$
+SELECT count(*), count(*) FILTER (WHERE length(event_id) = 22),
+       (SELECT count(*) FROM (TABLE uu_before EXCEPT TABLE uu_user_view) d),
+       (SELECT count(*) FROM cdp_traits.verify_stitching()),
+       pg_get_viewdef('cdp_traits.customer_events'::regclass) LIKE '%cdp_traits.event_key(ev.id)%'
+  FROM cdp_traits.event_entities $$;
+SELECT 'updated' AS step, * FROM pg_temp.uu_state();
+-- stitching goes on by text: a new event
+INSERT INTO uu_events VALUES
+	('00000000-0000-0000-0000-00000000000e', 'web', 'view', '1', '2025-01-05', '{"cookie": "c9"}');
+INSERT INTO uu_before SELECT * FROM uu_user_view WHERE id = '00000000-0000-0000-0000-00000000000e';
+SELECT 'new event' AS step, * FROM pg_temp.uu_state();
+SELECT cdp_traits.rekey_events() AS rekeyed;
+SELECT 'rekeyed' AS step, * FROM pg_temp.uu_state();
+SELECT cdp_traits.rekey_events() AS rekeyed_again;
+-- and by key: an event that links the two entities
+INSERT INTO uu_events VALUES
+	('00000000-0000-0000-0000-00000000000f', 'web', 'view', '1', '2025-01-06', '{"cookie": "c2", "email": "a@x"}');
+SELECT count(DISTINCT customer_entity_id) AS entities, count(*) AS events,
+       (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems
+  FROM uu_user_view;
+
+-- Leave a fresh extension for the following tests.
+SET client_min_messages = warning;
+DROP VIEW uu_user_view;
+DROP TABLE uu_events CASCADE;
 DROP EXTENSION cdp_traits CASCADE;
 CREATE EXTENSION cdp_traits;
 RESET client_min_messages;

@@ -44,6 +44,7 @@
 PG_FUNCTION_INFO_V1(cdp_attach_events);
 PG_FUNCTION_INFO_V1(cdp_relation_depends_on_extension);
 PG_FUNCTION_INFO_V1(cdp_detach_events);
+PG_FUNCTION_INFO_V1(cdp_rekey_events);
 PG_FUNCTION_INFO_V1(cdp_new_partition);
 
 static const char *TriggerNames[] = {
@@ -198,6 +199,83 @@ invalidate_config(void)
 }
 
 /*
+ * keys_column
+ *		Whether events_source has the uuid_keys column (0.2.0 and later; a
+ *		database still at 0.1.0 runs this library with uuid ids stored as
+ *		text).
+ */
+static bool
+keys_column(void)
+{
+	Oid			relid = get_relname_relid("events_source",
+										  get_namespace_oid(CDP_SCHEMA_NAME, false));
+
+	return get_attnum(relid, "uuid_keys") != InvalidAttrNumber;
+}
+
+/*
+ * events_view_sql
+ *		The definition of customer_events over the events table name, joined
+ *		to event_entities by key (uuid ids stored as keys) or by text.
+ */
+static char *
+events_view_sql(const char *name, bool uuid_keys)
+{
+	return psprintf("SELECT ev.*, ee.customer_entity_id FROM %s ev "
+					"LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
+					name, uuid_keys ? "cdp_traits.event_key(ev.id)" : "ev.id::text");
+}
+
+/*
+ * rekey
+ *		Rewrite the stored event assignments from one form of their ids to
+ *		the other (text to a uuid's key, or back; see event_key.c).  Keys
+ *		that cannot name a uuid event (text that is not a uuid as uuid_out
+ *		writes it) are dropped: a pass over the events then treats their
+ *		entities as those of deleted events.  Returns the rows rewritten.
+ */
+static uint64
+rekey(bool to_keys)
+{
+	if (!to_keys)
+		return cdp_execute_sql("UPDATE cdp_traits.event_entities "
+							   "SET event_id = cdp_traits.event_key_uuid(event_id)::text",
+							   SPI_OK_UPDATE, "converting stored event keys");
+	cdp_execute_sql("DELETE FROM cdp_traits.event_entities WHERE event_id !~ "
+					"'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'",
+					SPI_OK_DELETE, "dropping stored event keys");
+	return cdp_execute_sql("UPDATE cdp_traits.event_entities "
+						   "SET event_id = cdp_traits.event_key(event_id::uuid)",
+						   SPI_OK_UPDATE, "converting stored event keys");
+}
+
+/*
+ * convert_keys
+ *		Stored event assignments are in the form of the ids of the table
+ *		attached before.  Before a table whose ids take the other form is
+ *		attached, convert them, so that the pass over its rows still finds
+ *		the events they name.  Returns whether the new table's uuid ids are
+ *		stored as keys.
+ */
+static bool
+convert_keys(Oid idtype)
+{
+	bool		keys = idtype == UUIDOID && keys_column();
+	bool		old_keys;
+	bool		isnull;
+
+	if (!keys_column() ||
+		cdp_execute_sql("SELECT id_type = 'uuid'::pg_catalog.regtype AND uuid_keys "
+						"FROM cdp_traits.events_source",
+						SPI_OK_SELECT, "reading the events table attached before") == 0)
+		return keys;
+	old_keys = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (old_keys != keys)
+		(void) rekey(keys);
+	return keys;
+}
+
+/*
  * cdp_attach_events
  *		SQL: attach_events(events regclass).
  */
@@ -214,6 +292,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	static const Oid payload_types[] = {JSONBOID, JSONOID};
 	StitchConfig *cfg;
 	char	   *name;
+	bool		keys;
 	ListCell   *lc;
 	Oid			viewid;
 
@@ -258,12 +337,17 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("cdp_traits stitches one events table per database."),
 				 errhint("Run cdp_traits.detach_events() first to attach another table.")));
 
+	keys = convert_keys(idtype);
 	cdp_execute_sql(psprintf("INSERT INTO cdp_traits.events_source (events, id_type, attached) "
 							 "VALUES (%u, %u, true) ON CONFLICT (singleton) DO UPDATE "
 							 "SET events = EXCLUDED.events, id_type = EXCLUDED.id_type, "
 							 "attached = true, attached_at = pg_catalog.now()",
 							 relid, idtype),
 					SPI_OK_INSERT, "recording the events table");
+	if (keys_column())
+		cdp_execute_sql(psprintf("UPDATE cdp_traits.events_source SET uuid_keys = %s",
+								 keys ? "true" : "false"),
+						SPI_OK_UPDATE, "recording the form of stored event ids");
 
 	foreach(lc, tables_of(relid))
 		install_triggers(lfirst_oid(lc));
@@ -274,10 +358,8 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
 		cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
 						SPI_OK_UTILITY, "replacing customer_events");
-	cdp_execute_sql(psprintf("CREATE VIEW cdp_traits.customer_events AS "
-							 "SELECT ev.*, ee.customer_entity_id FROM %s ev "
-							 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = ev.id::text",
-							 name),
+	cdp_execute_sql(psprintf("CREATE VIEW cdp_traits.customer_events AS %s",
+							 events_view_sql(name, keys)),
 					SPI_OK_UTILITY, "creating customer_events");
 	viewid = get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false));
 	depend_on_extension(RelationRelationId, viewid);
@@ -336,6 +418,49 @@ cdp_detach_events(PG_FUNCTION_ARGS)
 }
 
 /*
+ * cdp_rekey_events
+ *		SQL: rekey_events() RETURNS bigint.  Under 0.1.0 the assignments of
+ *		an events table with uuid ids were stored by the ids' text; an
+ *		update leaves them so (the update script may not replace the
+ *		customer_events view, which is not the extension's own).  This
+ *		stores them by key (event_key.c), as attaching does now, and joins
+ *		customer_events through the keys; views built on it stay.  Writers
+ *		of the events table wait for it (and see the keys once it commits).
+ *		Returns the assignments rewritten, 0 if there is nothing to do.
+ */
+Datum
+cdp_rekey_events(PG_FUNCTION_ARGS)
+{
+	StitchConfig *cfg;
+	uint64		n = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg && cfg->attached && cfg->id_type == UUIDOID && !cfg->uuid_keys && keys_column())
+	{
+		char	   *name = pstrdup(cfg->events_name);
+
+		/*
+		 * A writer locks the events table before its trigger reads the
+		 * configuration, so none is left holding the text form.
+		 */
+		cdp_execute_sql(psprintf("LOCK TABLE %s IN SHARE MODE", name),
+						SPI_OK_UTILITY, "locking the events table");
+		stitch_lock_global(true);
+		n = rekey(true);
+		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS %s",
+								 events_view_sql(name, true)),
+						SPI_OK_UTILITY, "joining customer_events by key");
+		cdp_execute_sql("UPDATE cdp_traits.events_source SET uuid_keys = true",
+						SPI_OK_UPDATE, "recording the form of stored event ids");
+		invalidate_config();
+	}
+	SPI_finish();
+	PG_RETURN_INT64((int64) n);
+}
+
+/*
  * stitch_is_events_relation
  *		Whether relid is the attached events table or one of its partitions
  *		(a partition detached from it is not).
@@ -363,7 +488,8 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 	const char **ids;
 	int			n;
 
-	ids = stitch_read_ids(cdp_prepare(psprintf("SELECT id::text FROM %s", name), 0, NULL), &n);
+	ids = stitch_read_ids(cdp_prepare(psprintf("SELECT %s FROM %s", stitch_key_sql(cfg, "id"), name),
+									  0, NULL), &n);
 	if (n > 0)
 	{
 		StitchGraph *g = graph_create(CurrentMemoryContext, 1024);

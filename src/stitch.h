@@ -13,6 +13,7 @@
  * stitch_full.c    restitch() and verify_stitching()
  * explain.c        the identifiers behind one entity (explain_entity)
  * attach.c         attach_events() and detach_events()
+ * event_key.c      the stored form of uuid event ids
  * exec.c           running SQL as the extension owner with a pinned
  *                  search_path, and SPI helpers
  *
@@ -60,10 +61,13 @@ typedef struct StitchConfig
 	bool		attached;
 	Oid			id_type;
 	char	   *events_name;	/* quoted, schema-qualified */
-	char	   *id_cast;		/* "::type" to turn text back into the id */
+	const char *key_of;			/* SQL: an id's key in event_entities (%s: the id) */
+	const char *id_of;			/* SQL: a key's id (%s: the key) */
 	int			nrules;
 	bool		unique_id;		/* a unique index guarantees unique ids */
 	bool		id_is_uuid;		/* ids are read raw and formatted in C */
+	bool		uuid_keys;		/* ... as their keys (event_key.c), else as
+								 * text (events_source.uuid_keys) */
 	uint64		generation;		/* bumped on every invalidation */
 
 	/* attribute ids the rules produce */
@@ -102,6 +106,9 @@ extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
 extern char *stitch_relation_sql(Oid relid);
 extern char *stitch_explain_sql(void);
+extern char *stitch_key_sql(StitchConfig *cfg, const char *id);
+extern char *stitch_id_sql(StitchConfig *cfg, const char *key);
+extern const char *stitch_display_id(StitchConfig *cfg, const char *key);
 
 /* ---- stitch_read.c ---- */
 
@@ -124,11 +131,16 @@ typedef void (*EventRowCallback) (EventRow *row, void *arg);
 typedef void (*SlotCallback) (TupleTableSlot *slot, void *arg);
 
 #define UUID_TEXT_LEN 36
+#define EVENT_KEY_LEN 22		/* see event_key.c */
 
 extern void cdp_stream(SPIPlanPtr plan, ParamListInfo params, bool read_only,
 					   SlotCallback callback, void *arg);
 extern ParamListInfo cdp_uuid_array_param(Datum arr);
 extern void cdp_uuid_to_text(const pg_uuid_t *u, char *buf);
+
+/* ---- event_key.c ---- */
+extern void cdp_uuid_to_key(const pg_uuid_t *u, char *buf);
+extern bool cdp_key_to_uuid(const char *s, int len, pg_uuid_t *u);
 extern void stitch_read_events(StitchSource source, Oid relid, Datum entities,
 							   bool read_only, EventRowCallback callback,
 							   void *arg);

@@ -391,7 +391,10 @@ stitch_config(bool missing_ok)
 										get_namespace_oid(CDP_SCHEMA_NAME, false));
 		WatchEvents = InvalidOid;
 
-		cdp_execute_sql("SELECT events::oid, id_type::oid, attached FROM cdp_traits.events_source",
+		/* (uuid_keys: a column since 0.2.0, read so that 0.1.0 works too) */
+		cdp_execute_sql("SELECT events::oid, id_type::oid, attached, "
+						"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'uuid_keys')::boolean, false) "
+						"FROM cdp_traits.events_source s",
 						SPI_OK_SELECT, "reading the attached events table");
 		if (SPI_processed == 1)
 		{
@@ -401,6 +404,7 @@ stitch_config(bool missing_ok)
 			Oid			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
 			Oid			idtype = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 			bool		attached = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+			bool		uuid_keys = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 			bool		unique_id;
 
 			/* the table was dropped: as if nothing were attached */
@@ -417,8 +421,18 @@ stitch_config(bool missing_ok)
 			Config.id_type = idtype;
 			Config.events_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 															get_rel_name(relid));
-			Config.id_cast = idtype == TEXTOID ? "" :
-				psprintf("::%s", format_type_be_qualified(idtype));
+			Config.uuid_keys = (idtype == UUIDOID && uuid_keys);
+			if (Config.uuid_keys)
+			{
+				Config.key_of = "cdp_traits.event_key(%s)";
+				Config.id_of = "cdp_traits.event_key_uuid(%s)";
+			}
+			else
+			{
+				Config.key_of = "(%s)::text";
+				Config.id_of = idtype == TEXTOID ? "%s" :
+					psprintf("(%%s)::%s", format_type_be_qualified(idtype));
+			}
 			Config.unique_id = unique_id;
 			Config.id_is_uuid = (idtype == UUIDOID);
 			MemoryContextSwitchTo(old);
@@ -478,9 +492,10 @@ stitch_identifier_sql(StitchSource source)
 		case SRC_ENTITY_EVENTS:
 			return psprintf("SELECT %s, ee.event_id, ee.customer_entity_id%s "
 							"FROM cdp_traits.event_entities ee "
-							"LEFT JOIN (SELECT %s FROM %s) ev ON ev.id = ee.event_id%s "
+							"LEFT JOIN (SELECT %s FROM %s) ev ON ev.id = %s "
 							"WHERE ee.customer_entity_id = ANY ($1)",
-							id, cfg->cols_sql, cols, cfg->events_name, cfg->id_cast);
+							id, cfg->cols_sql, cols, cfg->events_name,
+							stitch_id_sql(cfg, "ee.event_id"));
 	}
 	return NULL;				/* keep compiler quiet */
 }
@@ -499,11 +514,50 @@ stitch_explain_sql(void)
 
 	return psprintf("SELECT ev.id::text, ev.source_id, ev.type, ev.version, ev.event_time%s "
 					"FROM cdp_traits.event_entities ee "
-					"JOIN (SELECT %s FROM %s) ev ON ev.id = ee.event_id%s "
+					"JOIN (SELECT %s FROM %s) ev ON ev.id = %s "
 					"WHERE ee.customer_entity_id = $1 "
 					"ORDER BY ev.event_time, 1",
 					cfg->cols_sql, normalized_columns(cfg->events_relid),
-					cfg->events_name, cfg->id_cast);
+					cfg->events_name, stitch_id_sql(cfg, "ee.event_id"));
+}
+
+/*
+ * stitch_key_sql
+ *		SQL for the key in event_entities of the event id expression id.
+ */
+char *
+stitch_key_sql(StitchConfig *cfg, const char *id)
+{
+	return psprintf(cfg->key_of, id);
+}
+
+/*
+ * stitch_id_sql
+ *		SQL for the event id that the event_entities key expression key
+ *		stands for.
+ */
+char *
+stitch_id_sql(StitchConfig *cfg, const char *key)
+{
+	return psprintf(cfg->id_of, key);
+}
+
+/*
+ * stitch_display_id
+ *		An event key as the event's id reads in text, for messages and
+ *		verify_stitching() (the key itself for ids stored as their text).
+ */
+const char *
+stitch_display_id(StitchConfig *cfg, const char *key)
+{
+	pg_uuid_t	u;
+	char	   *buf;
+
+	if (!cfg->uuid_keys || !cdp_key_to_uuid(key, strlen(key), &u))
+		return key;
+	buf = palloc(UUID_TEXT_LEN + 1);
+	cdp_uuid_to_text(&u, buf);
+	return buf;
 }
 
 /*

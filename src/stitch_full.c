@@ -326,7 +326,7 @@ cmp_candidate(const void *a, const void *b)
 
 /*
  * add_problem
- *		One row of verify_stitching().
+ *		One row of verify_stitching() (event_id: the event's key).
  */
 static void
 add_problem(Tuplestorestate *ts, TupleDesc desc, const char *event_id,
@@ -335,7 +335,8 @@ add_problem(Tuplestorestate *ts, TupleDesc desc, const char *event_id,
 	Datum		values[2];
 	bool		nulls[2] = {event_id == NULL, false};
 
-	values[0] = event_id ? CStringGetTextDatum(event_id) : (Datum) 0;
+	values[0] = event_id ?
+		CStringGetTextDatum(stitch_display_id(stitch_config(false), event_id)) : (Datum) 0;
 	values[1] = CStringGetTextDatum(problem);
 	tuplestore_putvalues(ts, desc, values, nulls);
 }

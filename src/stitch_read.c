@@ -4,9 +4,10 @@
  *		Reading events with their identifiers, streamed.
  *
  * The compiled rule query (stitch_config.c) yields one row per event:
- *   (event id as text, stored event id, stored entity, rule column 1..k)
- * where a rule column is text for an ordinary rule and text[] for a
- * set-returning one.  Rows are handed to a DestReceiver as the executor
+ *   (event id, stored event id, stored entity, rule column 1..k)
+ * where the event id is raw for uuid ids (keyed here, see event_key.c) and
+ * text for others, and a rule column is text for an ordinary rule and
+ * text[] for a set-returning one.  Rows are handed to a DestReceiver as the executor
  * produces them, so nothing is materialized; each row becomes an EventRow
  * (NULL and blocklisted values dropped) passed to the caller's callback.
  *
@@ -44,7 +45,7 @@ typedef struct EventReader
 	bool		with_stored;	/* columns 2 and 3 are stored id and entity */
 	EventRowCallback callback;
 	void	   *arg;
-	char		idbuf[UUID_TEXT_LEN + 1];
+	char		idbuf[UUID_TEXT_LEN + 1];	/* or a key, which is shorter */
 	/* per-row buffers */
 	int			maxidents;
 	int		   *attr;
@@ -175,9 +176,17 @@ event_row(TupleTableSlot *slot, void *arg)
 	{
 		if (cfg->id_is_uuid)
 		{
-			cdp_uuid_to_text(DatumGetUUIDP(slot->tts_values[0]), r->idbuf);
+			if (cfg->uuid_keys)
+			{
+				cdp_uuid_to_key(DatumGetUUIDP(slot->tts_values[0]), r->idbuf);
+				row.event_id_len = EVENT_KEY_LEN;
+			}
+			else
+			{
+				cdp_uuid_to_text(DatumGetUUIDP(slot->tts_values[0]), r->idbuf);
+				row.event_id_len = UUID_TEXT_LEN;
+			}
 			row.event_id = r->idbuf;
-			row.event_id_len = UUID_TEXT_LEN;
 		}
 		else
 		{
@@ -409,7 +418,8 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 
 /*
  * stitch_read_ids
- *		Run a query returning event ids as text; the ids, palloc'd.
+ *		Run a query returning event keys (see stitch_key_sql); the keys,
+ *		palloc'd.
  */
 const char **
 stitch_read_ids(SPIPlanPtr plan, int *n)

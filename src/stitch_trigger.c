@@ -169,7 +169,9 @@ all_ids(const char *table, Oid relid, int *n)
 	char		key[48];
 
 	snprintf(key, sizeof(key), "ids_only:%s:%u", table, relid);
-	return stitch_read_ids(stitch_cached_plan(key, psprintf("SELECT id::text FROM %s", table),
+	return stitch_read_ids(stitch_cached_plan(key, psprintf("SELECT %s FROM %s",
+															stitch_key_sql(stitch_config(false), "id"),
+															table),
 											  0, NULL), n);
 }
 
@@ -185,10 +187,11 @@ check_duplicate_ids(Oid relid)
 
 	snprintf(key, sizeof(key), "dup_ids:%u", relid);
 	cdp_execute(stitch_cached_plan(key,
-								   "SELECT id FROM (SELECT id::text FROM " CDP_NEW_TABLE
-								   " GROUP BY 1 HAVING count(*) > 1) d "
-								   "UNION ALL SELECT ee.event_id FROM cdp_traits.event_entities ee "
-								   "JOIN " CDP_NEW_TABLE " n ON ee.event_id = n.id::text LIMIT 1",
+								   psprintf("SELECT id FROM (SELECT id::text FROM " CDP_NEW_TABLE
+											" GROUP BY 1 HAVING count(*) > 1) d "
+											"UNION ALL SELECT n.id::text FROM cdp_traits.event_entities ee "
+											"JOIN " CDP_NEW_TABLE " n ON ee.event_id = %s LIMIT 1",
+											stitch_key_sql(stitch_config(false), "n.id")),
 								   0, NULL),
 				NULL, NULL, SPI_OK_SELECT, "checking event ids");
 	if (SPI_processed > 0)

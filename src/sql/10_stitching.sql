@@ -14,10 +14,13 @@ CREATE TABLE cdp_traits.events_source (
 	events regclass NOT NULL,
 	id_type regtype NOT NULL,
 	attached boolean NOT NULL DEFAULT true,
-	attached_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+	attached_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	uuid_keys boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE cdp_traits.events_source IS
 	'the events table stitching reads (set by attach_events, kept by detach_events)';
+COMMENT ON COLUMN cdp_traits.events_source.uuid_keys IS
+	'event_entities stores the uuid ids of the events by key (see event_key(uuid)), not by text';
 
 CREATE TABLE cdp_traits.stitching_rules (
 	attribute_id text NOT NULL,
@@ -68,8 +71,27 @@ CREATE TABLE cdp_traits.event_entities (
 	customer_entity_id uuid NOT NULL
 );
 COMMENT ON TABLE cdp_traits.event_entities IS
-	'the entity of each event that has an identifier (event id as text)';
+	'the entity of each event that has an identifier (event id as text; a uuid id as its key, see event_key(uuid))';
 CREATE INDEX event_entities_entity ON cdp_traits.event_entities (customer_entity_id);
+
+-- The key under which event_entities stores a uuid event id: its 16 bytes in
+-- 22 characters (ids of other types are stored as their text).
+CREATE FUNCTION cdp_traits.event_key(uuid) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_event_key';
+COMMENT ON FUNCTION cdp_traits.event_key(uuid) IS
+	'the key of a uuid event id in event_entities (22 characters, in the order of the uuids)';
+CREATE FUNCTION cdp_traits.event_key_uuid(text) RETURNS uuid
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_event_key_uuid';
+COMMENT ON FUNCTION cdp_traits.event_key_uuid(text) IS
+	'the uuid event id of a key made by event_key(uuid)';
+-- After an update from 0.1.0, which stored uuid ids by their text.
+CREATE FUNCTION cdp_traits.rekey_events() RETURNS bigint
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_rekey_events';
+COMMENT ON FUNCTION cdp_traits.rekey_events() IS
+	'store the assignments of uuid events by key, as attach_events does since 0.2.0 (after an update from 0.1.0); returns the rows rewritten';
 
 CREATE TABLE cdp_traits.entity_merges (
 	merged_id uuid PRIMARY KEY,

@@ -402,6 +402,17 @@ END;
 $$;
 
 
+-- SQL for the id of the attached events table that the event_entities key
+-- expression key_sql stands for (see src/event_key.c).
+CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN s.id_type = 'uuid'::regtype THEN pg_catalog.format('cdp_traits.event_key_uuid(%s)', $1)
+				ELSE pg_catalog.format('%s::%s', $1, s.id_type) END
+	  FROM cdp_traits.events_source s
+$$;
+
 -- The events of the entities in scope_sql (a SELECT of entity ids), as a
 -- FROM item "e" with the events' columns plus customer_entity_id.  Starts
 -- from the entity index of event_entities and reaches the events through
@@ -414,8 +425,8 @@ AS $$
 	-- planner probe the entity index instead of scanning event_entities
 	SELECT pg_catalog.format(
 		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
-		'JOIN %s ev ON ev.id = ee.event_id::%s WHERE ee.customer_entity_id %s) e',
-		s.events, s.id_type,
+		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id %s) e',
+		s.events, cdp_traits._event_id_of_key('ee.event_id'),
 		CASE WHEN $2 THEN '= ANY (ARRAY(' || $1 || '))' ELSE 'IN (' || $1 || ')' END)
 	  FROM cdp_traits.events_source s
 $$;
@@ -429,10 +440,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.format(E'SELECT s.id AS eid, q.value FROM (%s) s CROSS JOIN LATERAL ('
 		'WITH base AS (SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload '
-		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = ee.event_id::%s '
+		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = %s '
 		'WHERE ee.customer_entity_id = s.id) '
 		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
-		$2, src.events, src.id_type, $1->>'query')
+		$2, src.events, cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
 	  FROM cdp_traits.events_source src
 $$;
 

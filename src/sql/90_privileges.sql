@@ -143,6 +143,8 @@ BEGIN
 		-- conversions (used by the pivot view) and the library version
 		('to_number', 'public'), ('_to_boolean', 'public'), ('_to_date', 'public'),
 		('_to_timestamptz', 'public'), ('version', 'public'),
+		-- event keys (the customer_events view joins through event_key)
+		('event_key', 'public'), ('event_key_uuid', 'public'),
 		-- read-only
 		('current_entity', 'reader'), ('context_value', 'reader'),
 		('verify_stitching', 'reader'), ('stitching_stats', 'reader'),
@@ -163,11 +165,13 @@ BEGIN
 		('_definition_error', 'admin'), ('_events_attached', 'admin'),
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
 		('_pivot_type', 'admin'), ('_query_columns', 'admin'), ('_query_returns_set', 'admin'),
-		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_sql_problem', 'admin'),
+		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_event_id_of_key', 'admin'),
+		('_sql_problem', 'admin'),
 		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'),
 		('_value_deltas', 'admin'), ('_clear_new', 'admin'), ('_without_waiting', 'admin'), ('_value_deltas_trans', 'admin'), ('_value_deltas_final', 'admin'),
 		-- the owner only
-		('attach_events', 'owner'), ('detach_events', 'owner'), ('publish', 'owner'),
+		('attach_events', 'owner'), ('detach_events', 'owner'), ('rekey_events', 'owner'),
+		('publish', 'owner'),
 		-- segments (SPEC section 6)
 		('rfc3339_in', 'public'), ('rfc3339_out', 'public'), ('rfc3339_recv', 'public'),
 		('rfc3339_send', 'public'), ('rfc3339', 'public'),

@@ -39,7 +39,7 @@ iters=$(sql -c "SELECT bench_label_propagation()")
 report "label propagation iterations" "$iters"
 same=$(sql -c "
 	SELECT (SELECT string_agg(md5(ids), '' ORDER BY md5(ids)) FROM (SELECT string_agg(event_id, ',' ORDER BY event_id) ids FROM lp_label GROUP BY label) a)
-	     = (SELECT string_agg(md5(ids), '' ORDER BY md5(ids)) FROM (SELECT string_agg(event_id, ',' ORDER BY event_id) ids FROM cdp_traits.event_entities GROUP BY customer_entity_id) b)")
+	     = (SELECT string_agg(md5(ids), '' ORDER BY md5(ids)) FROM (SELECT string_agg(id::text, ',' ORDER BY id::text) ids FROM cdp_traits.customer_events WHERE customer_entity_id IS NOT NULL GROUP BY customer_entity_id) b)")
 report "label propagation partition = restitch partition" "$same"
 
 # COPY of 200k new events (returning customers: same identifier pools)
