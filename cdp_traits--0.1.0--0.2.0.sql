@@ -507,6 +507,10 @@ COMMENT ON FUNCTION cdp_traits.rekey_events() IS
 	'store the assignments of uuid events by key, as attach_events does since 0.2.0 (after an update from 0.1.0); returns the rows rewritten';
 COMMENT ON TABLE cdp_traits.event_entities IS
 	'the entity of each event that has an identifier (event id as text; a uuid id as its key, see event_key(uuid))';
+-- (as in 40_attributes.sql)
+CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
+LANGUAGE c STABLE STRICT
+AS 'MODULE_PATHNAME', 'cdp_event_id_of_key';
 ALTER TABLE cdp_traits.events_source ADD COLUMN uuid_keys boolean NOT NULL DEFAULT false;
 COMMENT ON COLUMN cdp_traits.events_source.uuid_keys IS
 	'event_entities stores the uuid ids of the events by key (see event_key(uuid)), not by text';
@@ -1233,15 +1237,6 @@ BEGIN
 	PERFORM cdp_traits._count_changes(deltas);
 	RETURN NULL;
 END;
-$$;
-
-CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT CASE WHEN s.id_type = 'uuid'::regtype THEN pg_catalog.format('cdp_traits.event_key_uuid(%s)', $1)
-				ELSE pg_catalog.format('%s::%s', $1, s.id_type) END
-	  FROM cdp_traits.events_source s
 $$;
 
 CREATE FUNCTION cdp_traits._halves(head text, events_sql text, tail text, median uuid,

@@ -277,13 +277,25 @@ SELECT count(*), count(*) FILTER (WHERE length(event_id) = 22),
        pg_get_viewdef('cdp_traits.customer_events'::regclass) LIKE '%cdp_traits.event_key(ev.id)%'
   FROM cdp_traits.event_entities $$;
 SELECT 'updated' AS step, * FROM pg_temp.uu_state();
+-- the attribute engine reads the events through the stored form too
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+	('cookies', '{"type": "list", "value": "payload->>''cookie''"}');
+SELECT cdp_traits.calculate_attributes() AS calculated;
 -- stitching goes on by text: a new event
 INSERT INTO uu_events VALUES
 	('00000000-0000-0000-0000-00000000000e', 'web', 'view', '1', '2025-01-05', '{"cookie": "c9"}');
 INSERT INTO uu_before SELECT * FROM uu_user_view WHERE id = '00000000-0000-0000-0000-00000000000e';
 SELECT 'new event' AS step, * FROM pg_temp.uu_state();
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+CREATE TEMP TABLE uu_values AS SELECT customer_entity_id, attribute_id, value FROM cdp_traits.customer_attributes;
 SELECT cdp_traits.rekey_events() AS rekeyed;
 SELECT 'rekeyed' AS step, * FROM pg_temp.uu_state();
+SELECT cdp_traits.calculate_attributes(force => true) AS recalculated,
+       (SELECT count(*) FROM uu_values) AS values_before,
+       (SELECT count(*) FROM ((TABLE uu_values EXCEPT
+          SELECT customer_entity_id, attribute_id, value FROM cdp_traits.customer_attributes)
+        UNION ALL (SELECT customer_entity_id, attribute_id, value FROM cdp_traits.customer_attributes
+          EXCEPT TABLE uu_values)) d) AS values_changed;
 SELECT cdp_traits.rekey_events() AS rekeyed_again;
 -- and by key: an event that links the two entities
 INSERT INTO uu_events VALUES

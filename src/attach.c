@@ -216,14 +216,14 @@ keys_column(void)
 /*
  * events_view_sql
  *		The definition of customer_events over the events table name, joined
- *		to event_entities by key (uuid ids stored as keys) or by text.
+ *		to event_entities by the events' keys (see stitch_key_format).
  */
 static char *
-events_view_sql(const char *name, bool uuid_keys)
+events_view_sql(const char *name, Oid idtype, bool uuid_keys)
 {
 	return psprintf("SELECT ev.*, ee.customer_entity_id FROM %s ev "
 					"LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
-					name, uuid_keys ? "cdp_traits.event_key(ev.id)" : "ev.id::text");
+					name, psprintf(stitch_key_format(idtype, uuid_keys), "ev.id"));
 }
 
 /*
@@ -254,23 +254,20 @@ rekey(bool to_keys)
  *		Stored event assignments are in the form of the ids of the table
  *		attached before.  Before a table whose ids take the other form is
  *		attached, convert them, so that the pass over its rows still finds
- *		the events they name.  Returns whether the new table's uuid ids are
- *		stored as keys.
+ *		the events they name (the caller has checked that events_source
+ *		records the form: 0.2.0 and later).  Returns whether the new table's
+ *		ids are stored as keys.
  */
 static bool
 convert_keys(Oid idtype)
 {
-	bool		keys = idtype == UUIDOID && keys_column();
-	bool		old_keys;
+	bool		keys = (idtype == UUIDOID);
 	bool		isnull;
 
-	if (!keys_column() ||
-		cdp_execute_sql("SELECT id_type = 'uuid'::pg_catalog.regtype AND uuid_keys "
+	if (cdp_execute_sql("SELECT id_type = 'uuid'::pg_catalog.regtype AND uuid_keys "
 						"FROM cdp_traits.events_source",
-						SPI_OK_SELECT, "reading the events table attached before") == 0)
-		return keys;
-	old_keys = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (old_keys != keys)
+						SPI_OK_SELECT, "reading the events table attached before") == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) != keys)
 		(void) rekey(keys);
 	return keys;
 }
@@ -292,6 +289,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	static const Oid payload_types[] = {JSONBOID, JSONOID};
 	StitchConfig *cfg;
 	char	   *name;
+	bool		keyed_schema;
 	bool		keys;
 	ListCell   *lc;
 	Oid			viewid;
@@ -337,14 +335,15 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("cdp_traits stitches one events table per database."),
 				 errhint("Run cdp_traits.detach_events() first to attach another table.")));
 
-	keys = convert_keys(idtype);
+	keyed_schema = keys_column();
+	keys = keyed_schema && convert_keys(idtype);
 	cdp_execute_sql(psprintf("INSERT INTO cdp_traits.events_source (events, id_type, attached) "
 							 "VALUES (%u, %u, true) ON CONFLICT (singleton) DO UPDATE "
 							 "SET events = EXCLUDED.events, id_type = EXCLUDED.id_type, "
 							 "attached = true, attached_at = pg_catalog.now()",
 							 relid, idtype),
 					SPI_OK_INSERT, "recording the events table");
-	if (keys_column())
+	if (keyed_schema)
 		cdp_execute_sql(psprintf("UPDATE cdp_traits.events_source SET uuid_keys = %s",
 								 keys ? "true" : "false"),
 						SPI_OK_UPDATE, "recording the form of stored event ids");
@@ -359,7 +358,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
 						SPI_OK_UTILITY, "replacing customer_events");
 	cdp_execute_sql(psprintf("CREATE VIEW cdp_traits.customer_events AS %s",
-							 events_view_sql(name, keys)),
+							 events_view_sql(name, idtype, keys)),
 					SPI_OK_UTILITY, "creating customer_events");
 	viewid = get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false));
 	depend_on_extension(RelationRelationId, viewid);
@@ -450,7 +449,7 @@ cdp_rekey_events(PG_FUNCTION_ARGS)
 		stitch_lock_global(true);
 		n = rekey(true);
 		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS %s",
-								 events_view_sql(name, true)),
+								 events_view_sql(name, UUIDOID, true)),
 						SPI_OK_UTILITY, "joining customer_events by key");
 		cdp_execute_sql("UPDATE cdp_traits.events_source SET uuid_keys = true",
 						SPI_OK_UPDATE, "recording the form of stored event ids");

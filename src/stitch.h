@@ -106,6 +106,8 @@ extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
 extern char *stitch_relation_sql(Oid relid);
 extern char *stitch_explain_sql(void);
+extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
+extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern char *stitch_key_sql(StitchConfig *cfg, const char *id);
 extern char *stitch_id_sql(StitchConfig *cfg, const char *key);
 extern const char *stitch_display_id(StitchConfig *cfg, const char *key);

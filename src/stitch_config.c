@@ -47,6 +47,7 @@
 
 PG_FUNCTION_INFO_V1(cdp_stitching_rules_check);
 PG_FUNCTION_INFO_V1(cdp_stitching_config_changed);
+PG_FUNCTION_INFO_V1(cdp_event_id_of_key);
 
 typedef struct PlanKey
 {
@@ -422,17 +423,8 @@ stitch_config(bool missing_ok)
 			Config.events_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 															get_rel_name(relid));
 			Config.uuid_keys = (idtype == UUIDOID && uuid_keys);
-			if (Config.uuid_keys)
-			{
-				Config.key_of = "cdp_traits.event_key(%s)";
-				Config.id_of = "cdp_traits.event_key_uuid(%s)";
-			}
-			else
-			{
-				Config.key_of = "(%s)::text";
-				Config.id_of = idtype == TEXTOID ? "%s" :
-					psprintf("(%%s)::%s", format_type_be_qualified(idtype));
-			}
+			Config.key_of = stitch_key_format(idtype, uuid_keys);
+			Config.id_of = stitch_id_format(idtype, uuid_keys);
 			Config.unique_id = unique_id;
 			Config.id_is_uuid = (idtype == UUIDOID);
 			MemoryContextSwitchTo(old);
@@ -519,6 +511,54 @@ stitch_explain_sql(void)
 					"ORDER BY ev.event_time, 1",
 					cfg->cols_sql, normalized_columns(cfg->events_relid),
 					cfg->events_name, stitch_id_sql(cfg, "ee.event_id"));
+}
+
+/*
+ * stitch_key_format
+ *		SQL, with a %s for an event id expression, for the id's key in
+ *		event_entities: a uuid's key (event_key.c) if the ids are uuids
+ *		stored as keys (events_source.uuid_keys), else the id's text.
+ */
+const char *
+stitch_key_format(Oid idtype, bool uuid_keys)
+{
+	return idtype == UUIDOID && uuid_keys ? "cdp_traits.event_key(%s)" : "(%s)::text";
+}
+
+/*
+ * stitch_id_format
+ *		SQL, with a %s for a key expression, for the event id it stands for
+ *		(the inverse of stitch_key_format).
+ */
+const char *
+stitch_id_format(Oid idtype, bool uuid_keys)
+{
+	if (idtype == UUIDOID && uuid_keys)
+		return "cdp_traits.event_key_uuid(%s)";
+	if (idtype == TEXTOID)
+		return "%s";
+	return psprintf("(%%s)::%s", format_type_be_qualified(idtype));
+}
+
+/*
+ * cdp_event_id_of_key
+ *		SQL: _event_id_of_key(key_sql text) RETURNS text: SQL for the id of
+ *		the attached events table that the event_entities key expression
+ *		key_sql stands for (what the stitching passes use, for the
+ *		attribute engine's statements).
+ */
+Datum
+cdp_event_id_of_key(PG_FUNCTION_ARGS)
+{
+	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	StitchConfig *cfg;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(false);
+	SPI_finish();
+	/* (the configuration lives in the cache, past SPI_finish) */
+	PG_RETURN_TEXT_P(cstring_to_text(stitch_id_sql(cfg, key)));
 }
 
 /*

@@ -403,15 +403,11 @@ $$;
 
 
 -- SQL for the id of the attached events table that the event_entities key
--- expression key_sql stands for (see src/event_key.c).
+-- expression key_sql stands for, as the stitching passes write it (the id's
+-- text, or a uuid's key: see src/event_key.c and events_source.uuid_keys).
 CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT CASE WHEN s.id_type = 'uuid'::regtype THEN pg_catalog.format('cdp_traits.event_key_uuid(%s)', $1)
-				ELSE pg_catalog.format('%s::%s', $1, s.id_type) END
-	  FROM cdp_traits.events_source s
-$$;
+LANGUAGE c STABLE STRICT
+AS 'MODULE_PATHNAME', 'cdp_event_id_of_key';
 
 -- The events of the entities in scope_sql (a SELECT of entity ids), as a
 -- FROM item "e" with the events' columns plus customer_entity_id.  Starts
