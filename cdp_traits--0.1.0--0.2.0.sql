@@ -515,6 +515,15 @@ ALTER TABLE cdp_traits.events_source ADD COLUMN uuid_keys boolean NOT NULL DEFAU
 COMMENT ON COLUMN cdp_traits.events_source.uuid_keys IS
 	'event_entities stores the uuid ids of the events by key (see event_key(uuid)), not by text';
 
+-- (as in 10_stitching.sql)
+ALTER TABLE cdp_traits.customer_entities
+	ALTER COLUMN id SET STATISTICS 10, ALTER COLUMN created SET STATISTICS 10,
+	ALTER COLUMN modified SET STATISTICS 10, ALTER COLUMN calculated SET STATISTICS 10;
+ALTER TABLE cdp_traits.matching
+	ALTER COLUMN attribute_id SET STATISTICS 10, ALTER COLUMN value SET STATISTICS 10,
+	ALTER COLUMN customer_entity_id SET STATISTICS 10;
+ALTER TABLE cdp_traits.event_entities ALTER COLUMN event_id SET STATISTICS 10;
+
 -- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.
 
 /*

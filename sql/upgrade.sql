@@ -46,6 +46,7 @@ LANGUAGE sql AS $$
          concat_ws(' | ', row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum),
                    format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attcollation::regcollation,
                    pg_get_expr(ad.adbin, ad.adrelid), a.attidentity, a.attgenerated, a.attacl::text,
+                   a.attstattarget,
                    col_description(c.oid, a.attnum))
     FROM pg_class c
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped

@@ -21,6 +21,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -374,7 +376,12 @@ direct_columns(Relation rel, const char **names, const Oid *types, int ncols, in
  *		process: the sort then finds its input already in order and only
  *		checks it (workers would each sort a part of the table and the leader
  *		merge them again).  The other indexes are built as REINDEX decides
- *		(in parallel where max_parallel_maintenance_workers allows).
+ *		(in parallel where max_parallel_maintenance_workers allows), with at
+ *		most one worker fewer than the machine has processors: the leader
+ *		sorts its share too, and a worker more than there are cores only
+ *		competes with it (on 2 cores, 1 worker built the two event_entities
+ *		indexes of a 1M-event pass about 4 % faster than 2, in 4 of 4
+ *		alternating runs).
  */
 static void
 build_indexes(Oid relid, bool pkey_ordered)
@@ -383,6 +390,13 @@ build_indexes(Oid relid, bool pkey_ordered)
 	List	   *indexes = RelationGetIndexList(rel);
 	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
 	ListCell   *lc;
+	int			max_workers = max_parallel_maintenance_workers;
+#ifdef _SC_NPROCESSORS_ONLN
+	long		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (ncpu >= 1 && max_workers > ncpu - 1)
+		max_workers = (int) (ncpu - 1);
+#endif
 
 	table_close(rel, NoLock);
 	foreach(lc, indexes)
@@ -396,6 +410,14 @@ build_indexes(Oid relid, bool pkey_ordered)
 		{
 			nestlevel = NewGUCNestLevel();
 			(void) set_config_option("max_parallel_maintenance_workers", "0",
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+		}
+		else if (max_workers < max_parallel_maintenance_workers)
+		{
+			nestlevel = NewGUCNestLevel();
+			(void) set_config_option("max_parallel_maintenance_workers",
+									 psprintf("%d", max_workers),
 									 PGC_USERSET, PGC_S_SESSION,
 									 GUC_ACTION_SAVE, true, 0, false);
 		}

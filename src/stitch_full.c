@@ -805,8 +805,14 @@ stitch_analyze_after(const StitchResult *res)
 	if (res->changed_events + res->changed_identifiers < 10000 &&
 		(res->changed_events + res->changed_identifiers) * 10 < res->events + res->identifiers)
 		return;
-	cdp_execute_sql("ANALYZE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities",
-					SPI_OK_UTILITY, "analyzing the stitching tables");
+	{
+		instr_time	phase_start;
+
+		INSTR_TIME_SET_CURRENT(phase_start);
+		cdp_execute_sql("ANALYZE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities",
+						SPI_OK_UTILITY, "analyzing the stitching tables");
+		PHASE("analyzing the stitching tables");
+	}
 }
 
 /*

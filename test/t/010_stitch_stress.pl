@@ -283,5 +283,45 @@ SELECT changed_events || '/' || changed_identifiers FROM cdp_traits.stitching_st
 		"restitch() reads the events with $workers parallel workers");
 }
 
+# A pass that finds the stitching tables empty loads them in bulk and then
+# builds their indexes; a build sorts in parallel with at most one worker
+# fewer than the machine has processors (the leader sorts its share too).
+# Settings that would otherwise give 2 workers even on a tiny table: 32 MB of
+# maintenance_work_mem per process, no size threshold.
+{
+	my $ncpu = `nproc` + 0;
+	my $expected = $ncpu - 1 < 2 ? $ncpu - 1 : 2;
+	$q->(q{CREATE TABLE before_empty AS SELECT event_id, customer_entity_id FROM cdp_traits.event_entities;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
+DELETE FROM cdp_traits.customer_entities;});
+	my $offset = -s $node->logfile;
+	is( $q->(
+			q{SET log_min_messages = debug1; SET min_parallel_table_scan_size = 0;
+SET maintenance_work_mem = '256MB'; SET max_parallel_maintenance_workers = 2;
+SELECT cdp_traits.restitch() = count(DISTINCT customer_entity_id) FROM before_empty;
+SELECT count(*) = (SELECT count(*) FROM before_empty) FROM cdp_traits.event_entities;
+SELECT count(*) FROM (SELECT 1 FROM before_empty b LEFT JOIN cdp_traits.event_entities e USING (event_id)
+  GROUP BY b.customer_entity_id HAVING count(DISTINCT e.customer_entity_id) <> 1 OR count(e.event_id) < count(*)) x;
+SELECT count(*) FROM (SELECT 1 FROM before_empty b JOIN cdp_traits.event_entities e USING (event_id)
+  GROUP BY e.customer_entity_id HAVING count(DISTINCT b.customer_entity_id) <> 1) x;
+SELECT count(*) FROM cdp_traits.verify_stitching()}),
+		"t\nt\n0\n0\n0",
+		'restitch() from empty stitching tables gives every event its entity again');
+	my $log = substr(slurp_file($node->logfile), $offset);
+	if ($expected > 0)
+	{
+		like($log,
+			qr/building index "event_entities_entity" on table "event_entities" with request for $expected parallel workers/,
+			"the bulk load's index builds ask for $expected parallel workers on $ncpu processors");
+	}
+	else
+	{
+		like($log, qr/building index "event_entities_entity" on table "event_entities" serially/,
+			"the bulk load's index builds run serially on one processor");
+	}
+	my @asked = $log =~ /with request for (\d+) parallel workers/g;
+	is(scalar(grep { $_ > $expected } @asked), 0, 'no index build asks for more workers');
+}
+
 $node->stop;
 done_testing();
