@@ -1283,12 +1283,20 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	-- few: a small share of all entities; "= ANY (ARRAY(...))" makes the
-	-- planner probe the entity index instead of scanning event_entities
-	SELECT pg_catalog.format(
+	-- planner probe the entity index instead of scanning event_entities, and
+	-- the events are then probed in the order of their stored keys (that of
+	-- the ids for uuid keys), which keeps successive probes of the events'
+	-- primary key on nearby pages (30k events of 1k entities: 10 % faster
+	-- than in the order of event_entities' heap)
+	SELECT CASE WHEN $2 THEN pg_catalog.format(
+		'(SELECT ev.*, k.customer_entity_id FROM (SELECT ee.event_id, ee.customer_entity_id '
+		'FROM cdp_traits.event_entities ee WHERE ee.customer_entity_id = ANY (ARRAY(%s)) '
+		'ORDER BY ee.event_id) k JOIN %s ev ON ev.id = %s) e',
+		$1, s.events, cdp_traits._event_id_of_key('k.event_id'))
+	  ELSE pg_catalog.format(
 		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
-		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id %s) e',
-		s.events, cdp_traits._event_id_of_key('ee.event_id'),
-		CASE WHEN $2 THEN '= ANY (ARRAY(' || $1 || '))' ELSE 'IN (' || $1 || ')' END)
+		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id IN (%s)) e',
+		s.events, cdp_traits._event_id_of_key('ee.event_id'), $1) END
 	  FROM cdp_traits.events_source s
 $$;
 
@@ -1618,6 +1626,10 @@ BEGIN
 			PERFORM cdp_traits._outcome(ARRAY[a.id], 'no events table is attached', NULL, pg_catalog.clock_timestamp());
 		ELSIF a.typ = 'custom' THEN
 			IF a.everyone THEN all_q := all_q || a.id; ELSE dirty_q := dirty_q || a.id; END IF;
+		ELSIF n = 0 AND NOT a.everyone THEN
+			-- nothing to compute it for (compiling 20 definitions is most of
+			-- a run that finds no dirty entity)
+			CONTINUE;
 		ELSE
 			DECLARE
 				is_srf boolean;
@@ -1657,7 +1669,11 @@ BEGIN
 			DROP TABLE IF EXISTS pg_temp.cdp_events;
 			EXECUTE 'CREATE TEMP TABLE cdp_events AS SELECT * FROM ' || events_sql;
 			-- (the row count and the entities: statistics of the payloads
-			-- would cost more than the statements that read them)
+			-- would cost more than the statements that read them; a sample
+			-- of 3,000 rows estimates how many entities as well as the
+			-- default 30,000 for the aggregation's plan, and takes 6 ms
+			-- instead of 35 ms over 30k events)
+			ALTER TABLE pg_temp.cdp_events ALTER COLUMN customer_entity_id SET STATISTICS 10;
 			ANALYZE pg_temp.cdp_events (customer_entity_id);
 			events_sql := '(SELECT * FROM pg_temp.cdp_events) e';
 		END IF;
