@@ -522,7 +522,8 @@ ALTER TABLE cdp_traits.customer_entities
 ALTER TABLE cdp_traits.matching
 	ALTER COLUMN attribute_id SET STATISTICS 10, ALTER COLUMN value SET STATISTICS 10,
 	ALTER COLUMN customer_entity_id SET STATISTICS 10;
-ALTER TABLE cdp_traits.event_entities ALTER COLUMN event_id SET STATISTICS 10;
+ALTER TABLE cdp_traits.event_entities
+	ALTER COLUMN event_id SET STATISTICS 10, ALTER COLUMN customer_entity_id SET STATISTICS 10;
 
 -- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.
 

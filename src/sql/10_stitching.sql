@@ -76,18 +76,19 @@ CREATE INDEX event_entities_entity ON cdp_traits.event_entities (customer_entity
 
 -- Statistics: the ids in these tables are random, and what the planner needs
 -- of them is how many there are and how many rows share one: a sample of
--- 3,000 rows (target 10) tells that as well as 30,000, and the ANALYZE that
--- ends a whole stitching pass of 1M events takes 100 ms instead of 165 ms.
--- Kept at the default: the entity column of event_entities, whose number of
--- distinct values sizes the attribute engine's GROUP BY (a smaller sample
--- underestimates it further).
+-- 3,000 rows (target 10) tells that about as well as 30,000, and the ANALYZE
+-- that ends a whole stitching pass of 1M events takes 35 ms instead of 165 ms.
+-- (Neither sample counts the entities of event_entities well: 40k or 72k of
+-- 202k.  With the smaller estimate the attribute engine's statement over
+-- every entity runs as two halves side by side, 6 % faster on 1M events.)
 ALTER TABLE cdp_traits.customer_entities
 	ALTER COLUMN id SET STATISTICS 10, ALTER COLUMN created SET STATISTICS 10,
 	ALTER COLUMN modified SET STATISTICS 10, ALTER COLUMN calculated SET STATISTICS 10;
 ALTER TABLE cdp_traits.matching
 	ALTER COLUMN attribute_id SET STATISTICS 10, ALTER COLUMN value SET STATISTICS 10,
 	ALTER COLUMN customer_entity_id SET STATISTICS 10;
-ALTER TABLE cdp_traits.event_entities ALTER COLUMN event_id SET STATISTICS 10;
+ALTER TABLE cdp_traits.event_entities
+	ALTER COLUMN event_id SET STATISTICS 10, ALTER COLUMN customer_entity_id SET STATISTICS 10;
 
 -- The key under which event_entities stores a uuid event id: its 16 bytes in
 -- 22 characters (ids of other types are stored as their text).
