@@ -362,7 +362,7 @@ uuid_str(const pg_uuid_t *u)
  *		entity first, each taking its largest free component).
  */
 static void
-assign_components(ScopePass *p, int32 *comp_of_root, int ncomps,
+assign_components(ScopePass *p, const int32 *ev_comp, int ncomps,
 				  pg_uuid_t *comp_entity, bool *comp_kept)
 {
 	StitchGraph *g = p->g;
@@ -370,7 +370,6 @@ assign_components(ScopePass *p, int32 *comp_of_root, int ncomps,
 	int32	   *comp_first = palloc_extended(sizeof(int32) * Max(ncomps, 1), MCXT_ALLOC_HUGE);
 	bool	   *comp_mixed = palloc_extended(sizeof(bool) * Max(ncomps, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	int32	   *ev_ent = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
-	int32	   *ev_comp = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
 	Candidate  *cand;
 	int			ncand = 0,
 				m = 0,
@@ -380,15 +379,13 @@ assign_components(ScopePass *p, int32 *comp_of_root, int ncomps,
 	for (i = 0; i < nevents; i++)
 	{
 		const pg_uuid_t *o = graph_event_old_entity(g, i);
-		int			node = graph_event_node(g, i);
+		int			k = ev_comp[i];
 		OldEntity  *oe;
-		int			k;
 
-		ev_ent[i] = ev_comp[i] = -1;
-		if (o == NULL || node < 0)
+		ev_ent[i] = -1;
+		if (o == NULL || k < 0)
 			continue;
 		ev_ent[i] = graph_entity_node(g, o) - p->ent_base;
-		ev_comp[i] = k = comp_of_root[graph_find(g, node)];
 		oe = &p->olds[ev_ent[i]];
 		if (oe->first_comp < 0)
 			oe->first_comp = k;
@@ -407,7 +404,7 @@ assign_components(ScopePass *p, int32 *comp_of_root, int ncomps,
 		OldEntity  *oe;
 		int			k = ev_comp[i];
 
-		if (k < 0)
+		if (k < 0 || ev_ent[i] < 0)
 			continue;
 		oe = &p->olds[ev_ent[i]];
 		if (!comp_mixed[k] && !oe->mixed)
@@ -475,6 +472,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 				ncomps = 0,
 				i;
 	int32	   *comp_of_root;
+	int32	   *ev_comp;
 	pg_uuid_t  *comp_entity;
 	bool	   *comp_kept;
 	StitchChanges c;
@@ -576,21 +574,25 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	nnodes = graph_nnodes(g);
 	comp_of_root = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
 	memset(comp_of_root, -1, sizeof(int32) * Max(nnodes, 1));
+	/* each event's component, found once (-1: no identifier) */
+	ev_comp = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < nevents; i++)
 	{
 		int			node = graph_event_node(g, i);
 
+		ev_comp[i] = -1;
 		if (node >= 0)
 		{
 			int			root = graph_find(g, node);
 
 			if (comp_of_root[root] < 0)
 				comp_of_root[root] = ncomps++;
+			ev_comp[i] = comp_of_root[root];
 		}
 	}
 	comp_entity = palloc_extended(sizeof(pg_uuid_t) * Max(ncomps, 1), MCXT_ALLOC_HUGE);
 	comp_kept = palloc_extended(sizeof(bool) * Max(ncomps, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	assign_components(&p, comp_of_root, ncomps, comp_entity, comp_kept);
+	assign_components(&p, ev_comp, ncomps, comp_entity, comp_kept);
 
 	PHASE("components");
 	/* 5. the differences */
@@ -623,11 +625,10 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	for (i = 0; i < nevents; i++)
 	{
 		const pg_uuid_t *o = graph_event_old_entity(g, i);
-		int			node = graph_event_node(g, i);
+		int			k = ev_comp[i];
 		const char *eid = graph_event_id(g, i);
-		int			k;
 
-		if (node < 0)
+		if (k < 0)
 		{
 			if (o)
 			{
@@ -639,7 +640,6 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			}
 			continue;
 		}
-		k = comp_of_root[graph_find(g, node)];
 		if (o && uuid_cmp_internal(o, &comp_entity[k]) == 0)
 			continue;
 		if (o)
