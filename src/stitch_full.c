@@ -359,7 +359,8 @@ uuid_str(const pg_uuid_t *u)
  *		Decide which stored entity keeps which component.  A component whose
  *		events all come from one stored entity that has no events elsewhere
  *		simply keeps it; only the mixed rest is counted and sorted (oldest
- *		entity first, each taking its largest free component).
+ *		entity first, each taking its largest free component).  ev_comp: the
+ *		component of each event (-1 for an event without identifiers).
  */
 static void
 assign_components(ScopePass *p, const int32 *ev_comp, int ncomps,
