@@ -360,17 +360,17 @@ uuid_str(const pg_uuid_t *u)
  *		events all come from one stored entity that has no events elsewhere
  *		simply keeps it; only the mixed rest is counted and sorted (oldest
  *		entity first, each taking its largest free component).  ev_comp: the
- *		component of each event (-1 for an event without identifiers).
+ *		component of each event (-1 for an event without identifiers); ev_ent:
+ *		the number of its stored entity among p->olds (-1 for none).
  */
 static void
-assign_components(ScopePass *p, const int32 *ev_comp, int ncomps,
+assign_components(ScopePass *p, const int32 *ev_comp, const int32 *ev_ent, int ncomps,
 				  pg_uuid_t *comp_entity, bool *comp_kept)
 {
 	StitchGraph *g = p->g;
 	int			nevents = graph_nevents(g);
 	int32	   *comp_first = palloc_extended(sizeof(int32) * Max(ncomps, 1), MCXT_ALLOC_HUGE);
 	bool	   *comp_mixed = palloc_extended(sizeof(bool) * Max(ncomps, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	int32	   *ev_ent = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
 	Candidate  *cand;
 	int			ncand = 0,
 				m = 0,
@@ -379,14 +379,11 @@ assign_components(ScopePass *p, const int32 *ev_comp, int ncomps,
 	memset(comp_first, -1, sizeof(int32) * Max(ncomps, 1));
 	for (i = 0; i < nevents; i++)
 	{
-		const pg_uuid_t *o = graph_event_old_entity(g, i);
 		int			k = ev_comp[i];
 		OldEntity  *oe;
 
-		ev_ent[i] = -1;
-		if (o == NULL || k < 0)
+		if (ev_ent[i] < 0 || k < 0)
 			continue;
-		ev_ent[i] = graph_entity_node(g, o) - p->ent_base;
 		oe = &p->olds[ev_ent[i]];
 		if (oe->first_comp < 0)
 			oe->first_comp = k;
@@ -474,6 +471,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 				i;
 	int32	   *comp_of_root;
 	int32	   *ev_comp;
+	int32	   *ev_ent;
 	pg_uuid_t  *comp_entity;
 	bool	   *comp_kept;
 	StitchChanges c;
@@ -562,11 +560,17 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 								  "SELECT id, created FROM cdp_traits.customer_entities "
 								  "WHERE id = ANY ($1)", 1, types),
 			   params, !write, entity_row, &p);
+	/* each event's stored entity, as its number among them (-1: none) */
+	ev_ent = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < nevents; i++)
 	{
 		const pg_uuid_t *o = graph_event_old_entity(g, i);
 
-		if (o && graph_entity_node(g, o) - p.ent_base >= p.nold)
+		ev_ent[i] = -1;
+		if (o == NULL)
+			continue;
+		ev_ent[i] = graph_entity_node(g, o) - p.ent_base;
+		if (ev_ent[i] >= p.nold)
 			add_old(&p, o, DT_NOEND, false);
 	}
 
@@ -593,7 +597,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	}
 	comp_entity = palloc_extended(sizeof(pg_uuid_t) * Max(ncomps, 1), MCXT_ALLOC_HUGE);
 	comp_kept = palloc_extended(sizeof(bool) * Max(ncomps, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	assign_components(&p, ev_comp, ncomps, comp_entity, comp_kept);
+	assign_components(&p, ev_comp, ev_ent, ncomps, comp_entity, comp_kept);
 
 	PHASE("components");
 	/* 5. the differences */
