@@ -421,8 +421,8 @@ AS $$
 	-- planner probe the entity index instead of scanning event_entities, and
 	-- the events are then probed in the order of their stored keys (that of
 	-- the ids for uuid keys), which keeps successive probes of the events'
-	-- primary key on nearby pages (30k events of 1k entities: 10 % faster
-	-- than in the order of event_entities' heap)
+	-- primary key on nearby pages (30k events of 1k entities: 160 ms against
+	-- 176-181 ms in the order of event_entities' heap, in one A/B)
 	SELECT CASE WHEN $2 THEN pg_catalog.format(
 		'(SELECT ev.*, k.customer_entity_id FROM (SELECT ee.event_id, ee.customer_entity_id '
 		'FROM cdp_traits.event_entities ee WHERE ee.customer_entity_id = ANY (ARRAY(%s)) '
