@@ -335,18 +335,18 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("cdp_traits stitches one events table per database."),
 				 errhint("Run cdp_traits.detach_events() first to attach another table.")));
 
+	/* (the form of stored ids is recorded from 0.2.0 on; see keys_column) */
 	keyed_schema = keys_column();
 	keys = keyed_schema && convert_keys(idtype);
-	cdp_execute_sql(psprintf("INSERT INTO cdp_traits.events_source (events, id_type, attached) "
-							 "VALUES (%u, %u, true) ON CONFLICT (singleton) DO UPDATE "
+	cdp_execute_sql(psprintf("INSERT INTO cdp_traits.events_source (events, id_type, attached%s) "
+							 "VALUES (%u, %u, true%s) ON CONFLICT (singleton) DO UPDATE "
 							 "SET events = EXCLUDED.events, id_type = EXCLUDED.id_type, "
-							 "attached = true, attached_at = pg_catalog.now()",
-							 relid, idtype),
+							 "attached = true, attached_at = pg_catalog.now()%s",
+							 keyed_schema ? ", uuid_keys" : "",
+							 relid, idtype,
+							 !keyed_schema ? "" : keys ? ", true" : ", false",
+							 keyed_schema ? ", uuid_keys = EXCLUDED.uuid_keys" : ""),
 					SPI_OK_INSERT, "recording the events table");
-	if (keyed_schema)
-		cdp_execute_sql(psprintf("UPDATE cdp_traits.events_source SET uuid_keys = %s",
-								 keys ? "true" : "false"),
-						SPI_OK_UPDATE, "recording the form of stored event ids");
 
 	foreach(lc, tables_of(relid))
 		install_triggers(lfirst_oid(lc));

@@ -289,7 +289,9 @@ SELECT changed_events || '/' || changed_identifiers FROM cdp_traits.stitching_st
 # Settings that would otherwise give 2 workers even on a tiny table: 32 MB of
 # maintenance_work_mem per process, no size threshold.
 {
-	my $ncpu = `nproc` + 0;
+	# (the processors online, as the library counts them: sysconf, not the
+	# affinity mask that nproc would report)
+	my $ncpu = `getconf _NPROCESSORS_ONLN` + 0;
 	my $expected = $ncpu - 1 < 2 ? $ncpu - 1 : 2;
 	$q->(q{CREATE TABLE before_empty AS SELECT event_id, customer_entity_id FROM cdp_traits.event_entities;
 TRUNCATE cdp_traits.event_entities, cdp_traits.matching;
