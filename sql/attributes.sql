@@ -179,6 +179,18 @@ SELECT sources FROM cdp_traits.pivoted_customer_attributes ORDER BY 1;
 SELECT cdp_traits.calculate_attributes(force => true);
 SELECT forced, entities, values_written, values_removed FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
 
+-- a run restores the settings it changes for some of its statements
+-- (enable_sort for those with a set-returning value, lock_timeout for
+-- marking the entities calculated), and marks every entity it calculated
+BEGIN;
+SET LOCAL lock_timeout = '7s';
+UPDATE cdp_traits.customer_entities SET calculated = NULL;
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT current_setting('lock_timeout') AS lock_timeout, current_setting('enable_sort') AS enable_sort,
+       (SELECT count(*) FROM cdp_traits.customer_entities WHERE calculated IS NULL) AS dirty,
+       (SELECT count(*) FROM cdp_traits.attributes WHERE definition::text LIKE '%jsonb_array_elements%') > 0 AS set_returning;
+COMMIT;
+
 -- the stored values agree with a recount from the events
 SELECT count(*) AS mismatches FROM (
   SELECT customer_entity_id, sum((payload->>'amount')::numeric) FILTER (WHERE payload->>'amount' ~ '^[0-9.]+$') AS s
