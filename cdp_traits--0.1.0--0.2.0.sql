@@ -1787,8 +1787,9 @@ BEGIN
 	-- (a version changed meanwhile fails the xmin test when it is locked).
 	-- Otherwise a plain UPDATE: the lock costs a WAL record per row, 0.77 s
 	-- against 0.39 s for 200k entities.  (A stitching transaction that starts
-	-- during that UPDATE and holds one of its rows is waited for, at most
-	-- for a short lock_timeout; then the first way.)
+	-- during that UPDATE and holds one of its rows is waited for 1 ms at
+	-- most, then the first way; waiting longer would let a stitching
+	-- transaction that waits for rows this UPDATE holds wait on.)
 	BEGIN
 		IF EXISTS (SELECT FROM pg_catalog.pg_locks l
 					WHERE l.locktype = 'relation' AND l.mode <> 'AccessShareLock'
@@ -1798,7 +1799,7 @@ BEGIN
 					  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()) THEN
 			RAISE lock_not_available;
 		END IF;
-		PERFORM pg_catalog.set_config('lock_timeout', '100ms', true);
+		PERFORM pg_catalog.set_config('lock_timeout', '1ms', true);
 		UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
 		  FROM pg_temp.cdp_scope s
 		 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
