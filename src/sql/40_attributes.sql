@@ -1601,8 +1601,11 @@ BEGIN
 	-- most, then the first way: that transaction may itself be waiting for
 	-- rows the UPDATE already holds.)
 	BEGIN
+		-- (readers and VACUUM or ANALYZE, which autovacuum runs often on this
+		-- table, lock no rows)
 		IF EXISTS (SELECT FROM pg_catalog.pg_locks l
-					WHERE l.locktype = 'relation' AND l.mode <> 'AccessShareLock'
+					WHERE l.locktype = 'relation'
+					  AND l.mode NOT IN ('AccessShareLock', 'ShareUpdateExclusiveLock')
 					  AND l.relation = 'cdp_traits.customer_entities'::regclass
 					  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
 										 WHERE d.datname = pg_catalog.current_database())
