@@ -199,21 +199,6 @@ invalidate_config(void)
 }
 
 /*
- * keys_column
- *		Whether events_source has the uuid_keys column (0.2.0 and later; a
- *		database still at 0.1.0 runs this library with uuid ids stored as
- *		text).
- */
-static bool
-keys_column(void)
-{
-	Oid			relid = get_relname_relid("events_source",
-										  get_namespace_oid(CDP_SCHEMA_NAME, false));
-
-	return get_attnum(relid, "uuid_keys") != InvalidAttrNumber;
-}
-
-/*
  * events_view_sql
  *		The definition of customer_events over the events table name, joined
  *		to event_entities by the events' keys (see stitch_key_format).
@@ -335,8 +320,8 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("cdp_traits stitches one events table per database."),
 				 errhint("Run cdp_traits.detach_events() first to attach another table.")));
 
-	/* (the form of stored ids is recorded from 0.2.0 on; see keys_column) */
-	keyed_schema = keys_column();
+	/* (the form of stored ids is recorded from 0.2.0 on) */
+	keyed_schema = stitch_keys_recorded();
 	keys = keyed_schema && convert_keys(idtype);
 	cdp_execute_sql(psprintf("INSERT INTO cdp_traits.events_source (events, id_type, attached%s) "
 							 "VALUES (%u, %u, true%s) ON CONFLICT (singleton) DO UPDATE "
@@ -436,7 +421,7 @@ cdp_rekey_events(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cfg = stitch_config(true);
-	if (cfg && cfg->attached && cfg->id_type == UUIDOID && !cfg->uuid_keys && keys_column())
+	if (cfg && cfg->attached && cfg->id_type == UUIDOID && !cfg->uuid_keys && stitch_keys_recorded())
 	{
 		char	   *name = pstrdup(cfg->events_name);
 

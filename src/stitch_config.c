@@ -392,10 +392,10 @@ stitch_config(bool missing_ok)
 										get_namespace_oid(CDP_SCHEMA_NAME, false));
 		WatchEvents = InvalidOid;
 
-		/* (uuid_keys: a column since 0.2.0, read so that 0.1.0 works too) */
-		cdp_execute_sql("SELECT events::oid, id_type::oid, attached, "
-						"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'uuid_keys')::boolean, false) "
-						"FROM cdp_traits.events_source s",
+		/* (uuid_keys: a column since 0.2.0; see stitch_keys_recorded) */
+		cdp_execute_sql(stitch_keys_recorded() ?
+						"SELECT events::oid, id_type::oid, attached, uuid_keys FROM cdp_traits.events_source" :
+						"SELECT events::oid, id_type::oid, attached, false FROM cdp_traits.events_source",
 						SPI_OK_SELECT, "reading the attached events table");
 		if (SPI_processed == 1)
 		{
@@ -511,6 +511,21 @@ stitch_explain_sql(void)
 					"ORDER BY ev.event_time, 1",
 					cfg->cols_sql, normalized_columns(cfg->events_relid),
 					cfg->events_name, stitch_id_sql(cfg, "ee.event_id"));
+}
+
+/*
+ * stitch_keys_recorded
+ *		Whether events_source records the form of the stored event ids (its
+ *		uuid_keys column, from 0.2.0 on; a database still at 0.1.0 runs this
+ *		library with uuid ids stored as their text).
+ */
+bool
+stitch_keys_recorded(void)
+{
+	Oid			relid = get_relname_relid("events_source",
+										  get_namespace_oid(CDP_SCHEMA_NAME, false));
+
+	return get_attnum(relid, "uuid_keys") != InvalidAttrNumber;
 }
 
 /*

@@ -166,6 +166,7 @@ BEGIN
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
 		('_pivot_type', 'admin'), ('_query_columns', 'admin'), ('_query_returns_set', 'admin'),
 		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_event_id_of_key', 'admin'),
+		('_analyze_temp', 'admin'),
 		('_sql_problem', 'admin'),
 		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'),
 		('_value_deltas', 'admin'), ('_clear_new', 'admin'), ('_without_waiting', 'admin'), ('_value_deltas_trans', 'admin'), ('_value_deltas_final', 'admin'),
