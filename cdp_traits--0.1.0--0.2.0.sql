@@ -515,6 +515,38 @@ ALTER TABLE cdp_traits.events_source ADD COLUMN uuid_keys boolean NOT NULL DEFAU
 COMMENT ON COLUMN cdp_traits.events_source.uuid_keys IS
 	'event_entities stores the uuid ids of the events by key (see event_key(uuid)), not by text';
 
+-- Stored aggregate states of entities with many events (as in
+-- 40_attributes.sql and 30_context.sql; granted after the generated
+-- functions).  _compile gains their forms as OUT columns: it is dropped
+-- here and created again with the functions changed since 0.1.0.
+CREATE TABLE cdp_traits.entity_states (
+	customer_entity_id uuid PRIMARY KEY,
+	signature text NOT NULL,		-- md5 of the compiled attributes the states are of
+	snap pg_catalog.pg_snapshot NOT NULL,
+	n bigint NOT NULL,
+	keyhash bigint NOT NULL,
+	states jsonb NOT NULL			-- {attribute id: to_jsonb(state)}
+);
+COMMENT ON TABLE cdp_traits.entity_states IS
+	'internal: aggregate states of entities with many events, so that a calculation reads only their new events (a cache)';
+CREATE FUNCTION cdp_traits._xid8(xid) RETURNS xid8
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_xid8_of';
+CREATE FUNCTION cdp_traits._query_immutable(sql text) RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_immutable';
+COMMENT ON FUNCTION cdp_traits._query_immutable(text) IS
+	'internal: whether a statement calls only immutable functions (parse-analysed, not run; views not looked into)';
+DROP FUNCTION cdp_traits._compile(text, jsonb, text);
+ALTER TABLE cdp_traits.calculation_runs ADD COLUMN from_states bigint;
+-- (as in 20_aggregates.sql)
+CREATE FUNCTION cdp_traits.agg_state_merge(cdp_traits.agg_state, cdp_traits.agg_state)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_merge';
+COMMENT ON FUNCTION cdp_traits.agg_state_merge(cdp_traits.agg_state, cdp_traits.agg_state) IS
+	'two states of the same kind and type merged into one (NULL if both are NULL, the other if one is)';
+
 -- (as in 10_stitching.sql)
 ALTER TABLE cdp_traits.customer_entities
 	ALTER COLUMN id SET STATISTICS 10, ALTER COLUMN created SET STATISTICS 10,
@@ -1002,11 +1034,28 @@ DECLARE
 	head text;
 	tail text;
 	sort_was text;
+	-- with stored states (_states_fetch made cdp_valid): the states of the
+	-- events read, combined with the stored ones, give the values
+	vals_expr text;
+	with_states CONSTANT boolean := pg_catalog.to_regclass('pg_temp.cdp_valid') IS NOT NULL;
+	st_aggs text := '';
+	combs text := '';
+	skip_z text := '';
+	sts_objs text[] := '{}';
+	cbs text := '';
 BEGIN
 	FOREACH one IN ARRAY aids LOOP
 		i := i + 1;
 		-- compiled once per run by calculate_attributes (alias unique per run)
 		SELECT * INTO STRICT c FROM pg_temp.cdp_compiled k WHERE k.aid = one;
+		IF with_states THEN
+			-- (_states_fetch is only used when every attribute is stateful)
+			st_aggs := st_aggs || E',\n\t' || c.st_agg || ' AS st' || i;
+			combs := combs || E',\n\t' || pg_catalog.replace(pg_catalog.replace(c.st_comb, '$A', 'q.st' || i),
+				'$B', pg_catalog.replace(c.st_read, '$J', '(v.states -> ' || pg_catalog.quote_literal(one) || ')'))
+				|| ' AS cb' || i;
+			c.agg := pg_catalog.replace(c.st_fin, '$S', 'z.cb' || i);
+		END IF;
 		IF c.srf THEN
 			-- set-returning values: callers group attributes with the same
 			-- expansion and conditions; it is done once, in front
@@ -1020,13 +1069,17 @@ BEGIN
 		IF i % 90 = 1 THEN
 			IF i > 1 THEN
 				objs := objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, aggs);
+				sts_objs := sts_objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, cbs);
 			END IF;
 			aggs := '';
 			keys := '';
+			cbs := '';
 		END IF;
 		aggs := aggs || CASE WHEN aggs <> '' THEN ',' ELSE '' END || E'\n\t\t' || c.agg;
+		cbs := cbs || CASE WHEN cbs <> '' THEN ', ' ELSE '' END || 'z.cb' || i;
 		IF c.skipped <> '0::bigint' THEN
 			skipcols := skipcols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
+			skip_z := skip_z || pg_catalog.format(', q.s%s', i);
 			skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || pg_catalog.format('sum(q.s%s)::bigint', i);
 		ELSE
 			skips := skips || CASE WHEN i > 1 THEN ', ' ELSE '' END || '0::bigint';
@@ -1035,17 +1088,17 @@ BEGIN
 		keys := keys || CASE WHEN keys <> '' THEN ', ' ELSE '' END || pg_catalog.quote_literal(one);
 	END LOOP;
 	objs := objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, aggs);
+	sts_objs := sts_objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, cbs);
 	-- the aggregation builds each entity's object of values itself, into a
 	-- table of its own that _write_values reads (a plain CREATE TABLE AS may
 	-- use parallel workers; a statement with a data-modifying WITH may not)
 	-- (the statement is head || FROM item || tail: the definitions' SQL may
 	-- hold a % and goes through no format string)
-	head := E'SELECT e.customer_entity_id AS eid,\n\t'
-		|| CASE WHEN pg_catalog.cardinality(objs) = 1 THEN objs[1]
+	vals_expr := CASE WHEN pg_catalog.cardinality(objs) = 1 THEN objs[1]
 			  ELSE 'NULLIF(' || pg_catalog.array_to_string(ARRAY(
 					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(objs) o), ' || ')
-				   || ', ''{}'')' END
-		|| ' AS vals' || skipcols || E'\n  FROM ';
+				   || ', ''{}'')' END;
+	head := E'SELECT e.customer_entity_id AS eid,\n\t' || vals_expr || ' AS vals' || skipcols || E'\n  FROM ';
 	tail := shared || laterals || where_sql || E'\n GROUP BY e.customer_entity_id';
 	-- a set-returning value: the planner takes each event for 100 values
 	-- (the default estimate of a set-returning function), so it sorts the
@@ -1058,10 +1111,26 @@ BEGIN
 		sort_was := pg_catalog.current_setting('enable_sort');
 		PERFORM pg_catalog.set_config('enable_sort', 'off', true);
 	END IF;
-	-- over many entities, maybe in two halves (see _halves)
-	sql := cdp_traits._halves(head, events_sql, tail, (SELECT b.median FROM pg_temp.cdp_branches b));
-	sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n', part)
-		|| COALESCE(sql, head || events_sql || tail);
+	IF with_states THEN
+		-- the states of the events read (q), combined with the stored ones
+		-- (v) in z (OFFSET 0: each combined once, not once per use), give
+		-- the values and the states to store (sts)
+		sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\nSELECT z.eid,\n\t', part)
+			|| vals_expr || E' AS vals,\n\t'
+			|| 'NULLIF(' || pg_catalog.array_to_string(ARRAY(
+					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(sts_objs) o), ' || ')
+			|| ', ''{}'') AS sts'
+			|| pg_catalog.replace(skip_z, 'q.', 'z.')
+			|| E'\n  FROM (SELECT COALESCE(q.eid, v.eid) AS eid' || combs || skip_z
+			|| E'\n  FROM (SELECT e.customer_entity_id AS eid' || st_aggs || skipcols || E'\n  FROM '
+			|| events_sql || tail
+			|| E') q\n  FULL JOIN pg_temp.cdp_valid v ON v.eid = q.eid OFFSET 0) z';
+	ELSE
+		-- over many entities, maybe in two halves (see _halves)
+		sql := cdp_traits._halves(head, events_sql, tail, (SELECT b.median FROM pg_temp.cdp_branches b));
+		sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n', part)
+			|| COALESCE(sql, head || events_sql || tail);
+	END IF;
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
 	EXECUTE sql;
 	IF sort_was IS NOT NULL THEN
@@ -1072,6 +1141,9 @@ BEGIN
 	-- were read whole instead of through their primary key)
 	PERFORM cdp_traits._analyze_temp(part, ARRAY['eid']);
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
+	IF with_states THEN
+		EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_sts SELECT p.eid, p.sts FROM pg_temp.%I p', part);
+	END IF;
 	IF skipcols <> '' THEN
 		EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
 	END IF;
@@ -1107,7 +1179,8 @@ $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
 	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text,
-	OUT inner_sql text, OUT lat_shared text)
+	OUT inner_sql text, OUT lat_shared text, OUT stateful boolean,
+	OUT st_agg text, OUT st_comb text, OUT st_fin text, OUT st_read text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
@@ -1206,6 +1279,63 @@ BEGIN
 	IF typ = 'num_of_unique' THEN
 		-- no qualifying value: no row, not 0
 		agg := pg_catalog.format('NULLIF(%s FILTER (WHERE %s AND %I.f IS TRUE), 0)', fn, cond, alias);
+	END IF;
+
+	-- the state form: an aggregate whose result can be stored, combined
+	-- with the state of further events, and finished into the same value
+	-- as agg over all of them (sum and avg of numbers only: numeric sums
+	-- are exact in any order)
+	st_read := '($J #>> ''{}'')::cdp_traits.agg_state';
+	CASE
+		WHEN typ IN ('most_frequent', 'least_frequent') THEN
+			st_agg := 'cdp_traits.frequency_state(' || v
+				|| CASE WHEN weighted THEN ', ' || pg_catalog.quote_ident(alias) || '.w' ELSE '' END || ')';
+			st_fin := 'cdp_traits.state_' || typ || '($S, NULL::' || cdp_traits._sql_type(dt) || ')';
+		WHEN typ IN ('first', 'last') THEN
+			st_agg := 'cdp_traits.' || typ || '_state(' || v || ', e.event_time)';
+			st_fin := 'cdp_traits.state_' || typ || '($S, NULL::' || cdp_traits._sql_type(dt) || ')';
+		WHEN typ = 'list' THEN
+			st_agg := 'cdp_traits.unique_state(' || v || ')';
+			st_fin := 'cdp_traits.state_unique_list($S, NULL::' || cdp_traits._sql_type(dt) || ')';
+		WHEN typ = 'num_of_unique' THEN
+			st_agg := 'cdp_traits.unique_state(' || v || ')';
+			st_fin := 'NULLIF(cdp_traits.state_num_of_unique($S), 0)';
+		WHEN typ = 'sum' AND dt = 'number' THEN
+			st_agg := 'sum(' || v || ')';
+			st_comb := 'COALESCE($A + $B, $A, $B)';
+			st_fin := '$S';
+			st_read := '($J #>> ''{}'')::numeric';
+		WHEN typ = 'avg' AND dt = 'number' THEN
+			-- {sum, count}: avg(numeric) is sum / count (numeric_div)
+			st_agg := NULL;
+			st_comb := 'ARRAY[COALESCE(($A)[1] + ($B)[1], ($A)[1], ($B)[1]), COALESCE(($A)[2], 0) + COALESCE(($B)[2], 0)]';
+			st_fin := 'CASE WHEN ($S)[2] > 0 THEN ($S)[1] / ($S)[2] END';
+			st_read := 'ARRAY[($J ->> 0)::numeric, ($J ->> 1)::numeric]';
+		WHEN typ IN ('min', 'max') THEN
+			st_agg := fn;
+			st_comb := CASE WHEN dt = 'boolean' THEN
+							CASE typ WHEN 'min' THEN 'COALESCE($A AND $B, $A, $B)' ELSE 'COALESCE($A OR $B, $A, $B)' END
+						ELSE CASE typ WHEN 'min' THEN 'LEAST($A, $B)' ELSE 'GREATEST($A, $B)' END END;
+			st_fin := '$S';
+			st_read := '($J #>> ''{}'')::' || cdp_traits._sql_type(dt);
+		ELSE
+			st_read := NULL;
+	END CASE;
+	IF st_agg IS NOT NULL THEN
+		st_agg := st_agg || pg_catalog.format(' FILTER (WHERE %s AND %I.f IS TRUE)', cond, alias);
+	ELSIF st_read IS NOT NULL THEN
+		-- avg
+		st_agg := pg_catalog.format('ARRAY[sum(%s) FILTER (WHERE %s AND %I.f IS TRUE), '
+			'count(%s) FILTER (WHERE %s AND %I.f IS TRUE)]::numeric[]', v, cond, alias, v, cond, alias);
+	END IF;
+	st_comb := COALESCE(st_comb, CASE WHEN st_read IS NOT NULL THEN 'cdp_traits.agg_state_merge($A, $B)' END);
+	-- (the expressions as written, views not looked into: the events'
+	-- columns are what they are)
+	stateful := st_read IS NOT NULL AND cdp_traits._query_immutable(pg_catalog.format(
+		'SELECT %I.v, %I.w, %I.f, (%s) FROM cdp_traits.customer_events e %s',
+		alias, alias, alias, cond, lat));
+	IF NOT stateful THEN
+		st_agg := NULL; st_comb := NULL; st_fin := NULL; st_read := NULL;
 	END IF;
 END;
 $$;
@@ -1327,6 +1457,90 @@ AS $$
 		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id IN (%s)) e',
 		s.events, cdp_traits._event_id_of_key('ee.event_id'), $1) END
 	  FROM cdp_traits.events_source s
+$$;
+
+CREATE FUNCTION cdp_traits._states_fetch(sig text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	src record;
+BEGIN
+	SELECT s.events INTO STRICT src FROM cdp_traits.events_source s;
+	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_snap, pg_temp.cdp_sts, pg_temp.cdp_events;
+	CREATE TEMP TABLE cdp_valid (eid uuid PRIMARY KEY, states jsonb NOT NULL, n bigint NOT NULL,
+								 h bigint NOT NULL);
+	CREATE TEMP TABLE cdp_snap (snap pg_snapshot NOT NULL);
+	CREATE TEMP TABLE cdp_sts (eid uuid NOT NULL, sts jsonb);
+	EXECUTE pg_catalog.format('CREATE TEMP TABLE cdp_events AS SELECT ev.*, NULL::uuid AS customer_entity_id, '
+		'NULL::text AS cdp_traits_key FROM %s ev WITH NO DATA', src.events);
+	-- (the events in the order of their keys, as _scoped_events does for a few entities)
+	EXECUTE pg_catalog.format($q$
+		WITH stk AS MATERIALIZED (
+			SELECT ee.customer_entity_id AS eid, ee.event_id AS k,
+				   pg_catalog.pg_visible_in_snapshot(cdp_traits._xid8(ee.xmin), st.snap) AS old
+			  FROM cdp_traits.entity_states st
+			  JOIN cdp_traits.event_entities ee ON ee.customer_entity_id = st.customer_entity_id
+			 WHERE st.customer_entity_id IN (SELECT s.id FROM pg_temp.cdp_scope s) AND st.signature = $1
+		), valid AS MATERIALIZED (
+			SELECT st.customer_entity_id AS eid, st.states, st.n, st.keyhash AS h
+			  FROM (SELECT k.eid, count(*) FILTER (WHERE k.old) AS n_old,
+						   pg_catalog.bit_xor(pg_catalog.hashtextextended(k.k, 0)) FILTER (WHERE k.old) AS h_old
+					  FROM stk k GROUP BY k.eid) x
+			  JOIN cdp_traits.entity_states st ON st.customer_entity_id = x.eid
+			 WHERE st.n = x.n_old AND st.keyhash = x.h_old
+		), keep_valid AS (
+			INSERT INTO pg_temp.cdp_valid SELECT * FROM valid
+		), keep_snap AS (
+			INSERT INTO pg_temp.cdp_snap SELECT pg_catalog.pg_current_snapshot()
+		)
+		INSERT INTO pg_temp.cdp_events
+		SELECT ev.*, k.eid, k.k
+		  FROM (SELECT ee.event_id AS k, ee.customer_entity_id AS eid FROM cdp_traits.event_entities ee
+				 WHERE ee.customer_entity_id = ANY (ARRAY(
+						SELECT s.id FROM pg_temp.cdp_scope s WHERE s.id NOT IN (SELECT v.eid FROM valid v)))
+				UNION ALL
+				SELECT stk.k, stk.eid FROM stk WHERE NOT stk.old AND stk.eid IN (SELECT v.eid FROM valid v)
+				ORDER BY 1) k
+		  JOIN %s ev ON ev.id = %s
+	$q$, src.events, cdp_traits._event_id_of_key('k.k')) USING sig;
+	PERFORM cdp_traits._analyze_temp('cdp_events', ARRAY['customer_entity_id']);
+	PERFORM cdp_traits._analyze_temp('cdp_valid', ARRAY['eid']);
+	RETURN (SELECT count(*) FROM pg_temp.cdp_valid);
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._states_write(sig text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	min_events CONSTANT integer := pg_catalog.current_setting('cdp_traits.state_min_events')::integer;
+BEGIN
+	WITH k AS (
+		SELECT e.customer_entity_id AS eid, count(*) AS n,
+			   pg_catalog.bit_xor(pg_catalog.hashtextextended(e.cdp_traits_key, 0)) AS h
+		  FROM pg_temp.cdp_events e GROUP BY 1
+	), t AS (
+		SELECT s.id AS eid, COALESCE(v.n, 0) + COALESCE(k.n, 0) AS n, COALESCE(v.h, 0) # COALESCE(k.h, 0) AS h
+		  FROM pg_temp.cdp_scope s
+		  LEFT JOIN pg_temp.cdp_valid v ON v.eid = s.id
+		  LEFT JOIN k ON k.eid = s.id
+	), m AS (
+		SELECT x.eid, cdp_traits._jsonb_merge(x.sts) AS sts FROM pg_temp.cdp_sts x GROUP BY x.eid
+	), gone AS (
+		DELETE FROM cdp_traits.entity_states st USING t
+		 WHERE st.customer_entity_id = t.eid AND t.n < min_events
+	)
+	INSERT INTO cdp_traits.entity_states AS st (customer_entity_id, signature, snap, n, keyhash, states)
+	SELECT t.eid, sig, (SELECT x.snap FROM pg_temp.cdp_snap x), t.n, t.h, COALESCE(m.sts, '{}')
+	  FROM t LEFT JOIN m ON m.eid = t.eid
+	 WHERE t.n >= min_events
+	ON CONFLICT (customer_entity_id) DO UPDATE
+	   SET signature = EXCLUDED.signature, snap = EXCLUDED.snap, n = EXCLUDED.n,
+		   keyhash = EXCLUDED.keyhash, states = EXCLUDED.states;
+	DROP TABLE pg_temp.cdp_valid, pg_temp.cdp_snap, pg_temp.cdp_sts;
+END;
 $$;
 
 CREATE FUNCTION cdp_traits._without_waiting(stmt text, idcol text, ids_sql text) RETURNS bigint
@@ -1594,6 +1808,8 @@ DECLARE
 	aid text;
 	grp text[];
 	few boolean;
+	sig text;
+	n_from_states bigint := 0;
 	events_sql text;
 	srf_keys jsonb := '{}';
 	median uuid;
@@ -1641,7 +1857,8 @@ BEGIN
 	END IF;
 	-- each predefined definition compiled once per run (_compile prepares statements)
 	CREATE TEMP TABLE cdp_compiled (aid text PRIMARY KEY, cond text, lat text, agg text,
-									srf boolean, skipped text, inner_sql text, lat_shared text);
+									srf boolean, skipped text, inner_sql text, lat_shared text,
+									stateful boolean, st_agg text, st_comb text, st_fin text, st_read text);
 
 	-- sort the definitions: which step computes each, over which entities
 	-- (a new or changed definition is computed for every entity)
@@ -1695,7 +1912,21 @@ BEGIN
 	-- dirty entities
 	IF n > 0 AND attached THEN
 		events_sql := cdp_traits._scoped_events(dirty_scope, few);
-		IF few AND pg_catalog.cardinality(dirty_srf) > 0 AND pg_catalog.cardinality(dirty_pre) > 0 THEN
+		IF few AND pg_catalog.cardinality(dirty_pre || dirty_srf) > 0
+		   AND pg_catalog.current_setting('cdp_traits.state_min_events')::integer > 0
+		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_compiled k
+							WHERE k.aid = ANY (dirty_pre || dirty_srf) AND NOT k.stateful) THEN
+			-- a few entities, and every attribute has a state form: stored
+			-- states spare reading the old events of entities with many
+			-- (see _states_fetch); the states are of these attributes as
+			-- compiled now
+			SELECT pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
+					|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid))
+			  INTO sig
+			  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (dirty_pre || dirty_srf);
+			n_from_states := cdp_traits._states_fetch(sig);
+			events_sql := '(SELECT * FROM pg_temp.cdp_events) e';
+		ELSIF few AND pg_catalog.cardinality(dirty_srf) > 0 AND pg_catalog.cardinality(dirty_pre) > 0 THEN
 			-- a few entities and more than one statement over their events:
 			-- their events are fetched (by random index probes) once
 			DROP TABLE IF EXISTS pg_temp.cdp_events;
@@ -1711,12 +1942,29 @@ BEGIN
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
 			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope, events_sql);
 		END LOOP;
+		IF sig IS NOT NULL THEN
+			IF EXISTS (SELECT FROM pg_temp.cdp_outcome o
+						WHERE o.aid = ANY (dirty_pre || dirty_srf) AND o.error IS NOT NULL) THEN
+				-- a step failed: its states are missing, so none are stored
+				DELETE FROM cdp_traits.entity_states st USING pg_temp.cdp_scope s
+				 WHERE st.customer_entity_id = s.id;
+				DROP TABLE pg_temp.cdp_valid, pg_temp.cdp_snap, pg_temp.cdp_sts;
+			ELSE
+				PERFORM cdp_traits._states_write(sig);
+			END IF;
+		END IF;
 		DROP TABLE IF EXISTS pg_temp.cdp_events;
 		FOREACH aid IN ARRAY dirty_q LOOP
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
 		END LOOP;
 		PERFORM cdp_traits._write_values(run, dirty_pre || dirty_srf || dirty_q, dirty_scope, 'dirty');
 		PERFORM cdp_traits._clear_new();
+	END IF;
+
+	-- a forced run recalculates from the events alone: the stored states
+	-- go too (they are written again as dirty entities need them)
+	IF force THEN
+		DELETE FROM cdp_traits.entity_states;
 	END IF;
 
 	-- every entity: new or changed definitions, external traits
@@ -1822,7 +2070,8 @@ BEGIN
 		   failed_attributes = (SELECT count(*) FROM pg_temp.cdp_outcome WHERE error IS NOT NULL),
 		   values_written = (SELECT sum(values_written) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
 		   values_removed = (SELECT sum(values_removed) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
-		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run)
+		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
+		   from_states = n_from_states
 	 WHERE r.id = run;
 	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
 		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
@@ -1848,11 +2097,16 @@ BEGIN
 		('_halves', 'admin'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
+		('_query_immutable', 'admin'),
+		('_states_fetch', 'admin'),
+		('_states_write', 'admin'),
 		('_value_deltas', 'admin'),
 		('_value_deltas_final', 'admin'),
 		('_value_deltas_trans', 'admin'),
 		('_values_changed', 'admin'),
 		('_without_waiting', 'admin'),
+		('_xid8', 'admin'),
+		('agg_state_merge', 'public'),
 		('event_key', 'public'),
 		('event_key_uuid', 'public'),
 		('explain_entity', 'reader'),
@@ -1884,6 +2138,9 @@ SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_toggles', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_toggles_seq_seq', '');
 
 -- Privileges (as in 90_privileges.sql)
+SELECT cdp_traits._grant('cdp_traits.entity_states'::regclass, 'calculated');
+REVOKE ALL ON FUNCTION cdp_traits._compile(text, jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cdp_traits._compile(text, jsonb, text) TO cdp_traits_admin;
 DO $segment_grants$
 DECLARE
 	r record;

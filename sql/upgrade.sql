@@ -168,6 +168,13 @@ BEGIN
 			SELECT count(*), md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
 			  INTO rows, digest
 			  FROM (SELECT customer_entity_id, vals, calculated_at, run_id FROM cdp_traits.entity_attributes) t;
+		ELSIF r = 'cdp_traits.calculation_runs'::regclass THEN
+			-- 0.2.0 records how many entities a run took from stored states
+			-- (from_states, NULL for 0.1.0's runs): the rest
+			SELECT count(*), md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
+			  INTO rows, digest
+			  FROM (SELECT id, started_at, finished_at, forced, entities, attributes, failed_attributes,
+						   values_written, values_removed, values_skipped FROM cdp_traits.calculation_runs) t;
 		ELSIF r = 'cdp_traits.events_source'::regclass THEN
 			-- 0.2.0 records whether uuid ids are stored by key (uuid_keys,
 			-- false after the update: as 0.1.0 stored them): the rest

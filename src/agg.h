@@ -152,6 +152,8 @@ typedef struct AggTypeInfo
 	bool		hint_domain;	/* ... and it is a domain */
 	void	   *domain_extra;	/* domain_check's cache */
 	bool		io_ready;		/* ioproc and typioparam are set */
+	char	   *io_names;		/* type and collation as in the portable form */
+	int			io_names_len;	/* ... (agg_io.c), or NULL and 0 */
 	FmgrInfo	ioproc;			/* send or receive function (agg_io.c) */
 	Oid			typioparam;
 	AggRankCache *ranks;		/* ranks of values met (agg_rank.c), or NULL */

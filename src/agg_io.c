@@ -204,6 +204,22 @@ recv_value(StringInfo buf, AggTypeInfo *info)
 }
 
 /*
+ * remember_names
+ *		Keep the bytes of the type and collation names of info's type and
+ *		collation as the portable form writes them: reading or writing many
+ *		states of one type (a column of them) then compares or copies them
+ *		instead of parsing the type name and looking up the collation for
+ *		each.
+ */
+static void
+remember_names(AggTypeInfo *info, const char *bytes, int len)
+{
+	info->io_names = MemoryContextAlloc(info->cxt, len);
+	memcpy(info->io_names, bytes, len);
+	info->io_names_len = len;
+}
+
+/*
  * agg_state_read
  *		Build a state from its portable form (a receive buffer, or the
  *		decoded bytes of the text form).
@@ -222,9 +238,24 @@ agg_state_read(FunctionCallInfo fcinfo, StringInfo buf)
 		corrupt(psprintf("Format version %d is not supported.", version));
 	if (kind < AGG_KIND_FREQUENCY || kind > AGG_KIND_LAST)
 		corrupt(psprintf("Kind %d is unknown.", kind));
-	typid = recv_type(buf);
-	collid = recv_collation(buf);
-	info = agg_type_info(fcinfo, typid, collid);
+	info = (AggTypeInfo *) fcinfo->flinfo->fn_extra;
+	if (info != NULL && info->io_names != NULL &&
+		buf->len - buf->cursor >= info->io_names_len &&
+		memcmp(buf->data + buf->cursor, info->io_names, info->io_names_len) == 0)
+	{
+		/* the names of the previous state's type and collation */
+		buf->cursor += info->io_names_len;
+	}
+	else
+	{
+		int			start = buf->cursor;
+
+		typid = recv_type(buf);
+		collid = recv_collation(buf);
+		info = agg_type_info(fcinfo, typid, collid);
+		remember_names(info, buf->data + start, buf->cursor - start);
+	}
+	typid = info->typid;
 	if (!info->io_ready)
 	{
 		Oid			recvproc;
@@ -289,8 +320,16 @@ agg_state_write(FunctionCallInfo fcinfo, CdpAggState *state)
 	pq_begintypsend(&buf);
 	pq_sendbyte(&buf, AGG_FORMAT_VERSION);
 	pq_sendbyte(&buf, state->kind);
-	send_string(&buf, format_type_be_qualified(state->typid));
-	send_collation(&buf, state->collid);
+	if (info->io_names != NULL)
+		pq_sendbytes(&buf, info->io_names, info->io_names_len);
+	else
+	{
+		int			start = buf.len;
+
+		send_string(&buf, format_type_be_qualified(state->typid));
+		send_collation(&buf, state->collid);
+		remember_names(info, buf.data + start, buf.len - start);
+	}
 	if (AGG_KIND_IS_MULTISET(state->kind))
 	{
 		uint32		count;

@@ -28,6 +28,7 @@
 
 PG_FUNCTION_INFO_V1(cdp_agg_state_combine);
 PG_FUNCTION_INFO_V1(cdp_agg_state_pack);
+PG_FUNCTION_INFO_V1(cdp_agg_state_merge);
 
 /* smallest chunk for a new state */
 #define AGG_MIN_STATE		64
@@ -109,6 +110,8 @@ agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
 	info->hint_domain = false;
 	info->domain_extra = NULL;
 	info->io_ready = false;
+	info->io_names = NULL;
+	info->io_names_len = 0;
 
 	memset(&info->ssup, 0, sizeof(SortSupportData));
 	info->ssup.ssup_cxt = info->cxt;
@@ -680,5 +683,41 @@ cdp_agg_state_pack(PG_FUNCTION_ARGS)
 	CdpAggState *state = agg_state_arg(fcinfo, 0);
 	AggTypeInfo *info = agg_type_info(fcinfo, state->typid, state->collid);
 
+	PG_RETURN_POINTER(agg_state_pack_copy(info, state));
+}
+
+/*
+ * cdp_agg_state_merge
+ *		agg_state_merge(agg_state, agg_state): two states of the same kind
+ *		and type merged into a new packed one, outside any aggregate (the
+ *		attribute engine combines a stored state with that of new events);
+ *		NULL if both are NULL, the other if one is.
+ */
+Datum
+cdp_agg_state_merge(PG_FUNCTION_ARGS)
+{
+	CdpAggState *state;
+	CdpAggState *other;
+	AggTypeInfo *info;
+
+	if (PG_ARGISNULL(0) && PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_DATUM(PG_GETARG_DATUM(PG_ARGISNULL(0) ? 1 : 0));
+	state = agg_state_arg(fcinfo, 0);
+	other = agg_state_arg(fcinfo, 1);
+	if (state->kind != other->kind || state->typid != other->typid)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("cannot combine a %s state of type %s with a %s state of type %s",
+						agg_kind_name(state->kind), format_type_be(state->typid),
+						agg_kind_name(other->kind), format_type_be(other->typid))));
+	info = agg_type_info(fcinfo, state->typid, state->collid);
+	/* the union works in place: on a copy in this call's memory */
+	state = agg_state_copy(state, 0);
+	if (AGG_KIND_IS_MULTISET(other->kind))
+		state = agg_multiset_union(info, state, other);
+	else
+		state = agg_pick_union(info, state, other);
 	PG_RETURN_POINTER(agg_state_pack_copy(info, state));
 }

@@ -222,6 +222,8 @@ events_view_sql(const char *name, Oid idtype, bool uuid_keys)
 static uint64
 rekey(bool to_keys)
 {
+	/* (the queue of stored states holds keys too) */
+	stitch_forget_states();
 	if (!to_keys)
 		return cdp_execute_sql("UPDATE cdp_traits.event_entities "
 							   "SET event_id = cdp_traits.event_key_uuid(event_id)::text",

@@ -28,6 +28,7 @@ extern int	cdp_job_runs_retention;	/* seconds */
 extern int	cdp_job_timeout;		/* milliseconds */
 extern int	cdp_max_identifier_locks;
 extern int	cdp_max_segment_locks;
+extern int	cdp_state_min_events;
 
 extern void cdp_define_gucs(void);
 

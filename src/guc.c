@@ -25,6 +25,7 @@ int			cdp_job_runs_retention = 7 * 24 * 3600;
 int			cdp_job_timeout = 30 * 60 * 1000;
 int			cdp_max_identifier_locks = 512;
 int			cdp_max_segment_locks = 512;
+int			cdp_state_min_events = 20;
 
 /*
  * cdp_define_gucs
@@ -71,6 +72,15 @@ cdp_define_gucs(void)
 							&cdp_naptime,
 							60, 1, INT_MAX / 1000,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.state_min_events",
+							"Events from which an entity's attribute states are stored (0: none).",
+							"A small calculation then reads only the events such an entity got since; "
+							"see cdp_traits.entity_states.",
+							&cdp_state_min_events,
+							20, 0, INT_MAX,
+							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("cdp_traits.enabled",

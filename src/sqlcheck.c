@@ -16,12 +16,16 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/analyze.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 
@@ -31,6 +35,7 @@ PG_FUNCTION_INFO_V1(cdp_sql_problem);
 PG_FUNCTION_INFO_V1(cdp_expression_columns);
 PG_FUNCTION_INFO_V1(cdp_query_columns);
 PG_FUNCTION_INFO_V1(cdp_query_returns_set);
+PG_FUNCTION_INFO_V1(cdp_query_immutable);
 
 /*
  * raw_parse_or_message
@@ -312,5 +317,85 @@ cdp_query_returns_set(PG_FUNCTION_ARGS)
 			result = true;
 	}
 	SPI_finish();
+	PG_RETURN_BOOL(result);
+}
+
+/*
+ * pinned_function
+ *		Whether a stable function of ours gives the same result for the same
+ *		arguments throughout an attribute calculation: _to_date and
+ *		_to_timestamptz depend only on TimeZone and DateStyle, which
+ *		calculate_attributes pins.
+ */
+static bool
+pinned_function(Oid func_id)
+{
+	char	   *name = get_func_name(func_id);
+	Oid			nsp = get_func_namespace(func_id);
+	char	   *nspname = OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
+
+	return name != NULL && nspname != NULL && strcmp(nspname, "cdp_traits") == 0 &&
+		(strcmp(name, "_to_date") == 0 || strcmp(name, "_to_timestamptz") == 0);
+}
+
+/*
+ * mutable_checker
+ *		check_functions_in_node callback: a function that is not immutable
+ *		(and not one of the pinned ones).
+ */
+static bool
+mutable_checker(Oid func_id, void *context)
+{
+	return func_volatile(func_id) != PROVOLATILE_IMMUTABLE && !pinned_function(func_id);
+}
+
+/*
+ * mutable_walker
+ *		Whether an expression or query tree calls anything whose result may
+ *		change while its arguments stay the same (as
+ *		contain_mutable_functions, with the pinned functions allowed).
+ */
+static bool
+mutable_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, mutable_checker, context))
+		return true;
+	if (IsA(node, SQLValueFunction) || IsA(node, NextValueExpr) ||
+		IsA(node, Param))
+		return true;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, mutable_walker, context, 0);
+	return expression_tree_walker(node, mutable_walker, context);
+}
+
+/*
+ * cdp_query_immutable
+ *		SQL: _query_immutable(sql text) RETURNS boolean: whether the
+ *		(prepared, not run) statement calls only immutable functions, so
+ *		that the same rows always give the same result; what it reads of
+ *		views is not looked into (the check is on the statement as written).
+ *		An attribute whose expressions pass may be kept up to date from a
+ *		stored aggregate state (see entity_states): one that reads the clock
+ *		or a context value may not.
+ */
+Datum
+cdp_query_immutable(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	List	   *raw;
+	bool		result = true;
+	ListCell   *lc;
+
+	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	foreach(lc, raw)
+	{
+		RawStmt    *rs = lfirst_node(RawStmt, lc);
+		Query	   *q = parse_analyze_fixedparams(rs, sql, NULL, 0, NULL);
+
+		if (mutable_walker((Node *) q, NULL))
+			result = false;
+	}
 	PG_RETURN_BOOL(result);
 }

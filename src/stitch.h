@@ -50,6 +50,7 @@ extern Oid	cdp_extension_owner(void);
 extern void cdp_exec_begin(CdpExecState *state);
 extern void cdp_exec_end(CdpExecState *state);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
+extern void stitch_forget_states(void);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 						int expected, const char *what);
 extern int	cdp_execute_sql(const char *sql, int expected, const char *what);

@@ -1219,6 +1219,66 @@ older_entity(const pg_uuid_t *a, TimestampTz ca, const pg_uuid_t *b, TimestampTz
 }
 
 /*
+ * follow_states
+ *		Keep the stored aggregate states of entities (cdp_traits.entity_states,
+ *		see _states_fetch) exact: the batch's new events of an entity that has
+ *		one are queued in entity_state_events; an entity whose events changed
+ *		otherwise (it absorbed or was absorbed, lost events, or had events
+ *		updated: drop[]) loses its state and its queue.  Called once every
+ *		entity row of the batch is updated: a calculation that stored the
+ *		state of one of them holds that row until it commits, so this
+ *		statement, with a snapshot of its own, sees the state.  Nothing to do
+ *		(one cheap look) while no entity has a state.
+ */
+static void
+follow_states(const StitchChanges *c, const pg_uuid_t *drop, int ndrop)
+{
+	Datum		args[3];
+	bool		isnull;
+
+	if (c->n_events == 0 && ndrop == 0)
+		return;
+	cdp_execute(plan("states_exist",
+					 "SELECT EXISTS (SELECT FROM cdp_traits.entity_states)",
+					 0, 0, 0, 0),
+				NULL, NULL, SPI_OK_SELECT, "looking for stored states");
+	if (SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return;
+	args[0] = text_array(c->event_ids, c->n_events);
+	args[1] = cdp_uuid_array(c->event_entity, c->n_events);
+	args[2] = cdp_uuid_array(drop, ndrop);
+	cdp_execute(plan("follow_states",
+					 "WITH gone AS ("
+					 " DELETE FROM cdp_traits.entity_states s WHERE s.customer_entity_id = ANY ($3)"
+					 " RETURNING s.customer_entity_id"
+					 "), emptied AS ("
+					 " DELETE FROM cdp_traits.entity_state_events q USING gone"
+					 " WHERE q.customer_entity_id = gone.customer_entity_id"
+					 ") "
+					 "INSERT INTO cdp_traits.entity_state_events (customer_entity_id, event_id) "
+					 "SELECT u.e, u.id FROM unnest($1, $2) u(id, e) "
+					 "WHERE u.e IN (SELECT s.customer_entity_id FROM cdp_traits.entity_states s) "
+					 "AND u.e NOT IN (SELECT d FROM unnest($3) d)",
+					 3, TEXTARRAYOID, UUIDARRAYOID, UUIDARRAYOID),
+				args, NULL, SPI_OK_INSERT, "following stored states");
+}
+
+/*
+ * stitch_forget_states
+ *		Drop every stored aggregate state and its queue (see follow_states):
+ *		for a whole pass over the events, or stored keys rewritten.
+ */
+void
+stitch_forget_states(void)
+{
+	cdp_execute_sql("DELETE FROM cdp_traits.entity_state_events",
+					SPI_OK_DELETE, "dropping queued events of stored states");
+	cdp_execute_sql("DELETE FROM cdp_traits.entity_states",
+					SPI_OK_DELETE, "dropping stored states");
+}
+
+/*
  * stitch_batch
  *		Stitch a batch: the events of g (with their identifiers) get entities,
  *		linking to and merging existing entities; the events in forget lose
@@ -1469,6 +1529,24 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 							 "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id",
 							 1, TEXTARRAYOID, 0, 0),
 						args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
+		}
+
+		/* 5. stored aggregate states of the entities */
+		{
+			pg_uuid_t  *drop = palloc(sizeof(pg_uuid_t) * Max(2 * c.n_merged + nleft + nmarked, 1));
+			int			ndrop = 0;
+
+			for (i = 0; i < c.n_merged; i++)
+			{
+				drop[ndrop++] = c.merged[i];
+				drop[ndrop++] = c.merged_into[i];
+			}
+			for (i = 0; i < nleft; i++)
+				drop[ndrop++] = left[i];
+			for (i = 0; i < nmarked; i++)
+				drop[ndrop++] = marked[i];
+			ndrop = sort_unique_uuids(drop, ndrop);
+			follow_states(&c, drop, ndrop);
 		}
 	}
 }

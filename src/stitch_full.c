@@ -772,6 +772,8 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			c.bulk_entities = (p.nentities == 0);
 			c.bulk_idents = (p.nmatching == 0);
 			c.bulk_events = (p.stored->members == 0);
+			/* (any entity's events may have changed) */
+			stitch_forget_states();
 		}
 		stitch_write_changes(&c);
 	}
@@ -791,7 +793,8 @@ void
 stitch_truncate(void)
 {
 	stitch_lock_global(true);
-	cdp_execute_sql("TRUNCATE cdp_traits.event_entities, cdp_traits.matching",
+	cdp_execute_sql("TRUNCATE cdp_traits.event_entities, cdp_traits.matching, "
+					"cdp_traits.entity_states, cdp_traits.entity_state_events",
 					SPI_OK_UTILITY, "emptying stitching");
 	cdp_execute_sql("DELETE FROM cdp_traits.customer_entities",
 					SPI_OK_DELETE, "removing entities");

@@ -85,6 +85,12 @@ LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_agg_state_combine';
 COMMENT ON FUNCTION cdp_traits.agg_state_combine(cdp_traits.agg_state, cdp_traits.agg_state) IS
 	'combine function of the cdp_traits aggregates (merges two states of the same kind and type)';
+CREATE FUNCTION cdp_traits.agg_state_merge(cdp_traits.agg_state, cdp_traits.agg_state)
+RETURNS cdp_traits.agg_state
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_agg_state_merge';
+COMMENT ON FUNCTION cdp_traits.agg_state_merge(cdp_traits.agg_state, cdp_traits.agg_state) IS
+	'two states of the same kind and type merged into one (NULL if both are NULL, the other if one is)';
 CREATE FUNCTION cdp_traits.agg_state_pack(cdp_traits.agg_state)
 RETURNS cdp_traits.agg_state
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
