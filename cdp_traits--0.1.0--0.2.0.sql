@@ -522,16 +522,18 @@ COMMENT ON COLUMN cdp_traits.events_source.uuid_keys IS
 CREATE TABLE cdp_traits.entity_states (
 	customer_entity_id uuid PRIMARY KEY,
 	signature text NOT NULL,		-- md5 of the compiled attributes the states are of
-	snap pg_catalog.pg_snapshot NOT NULL,
-	n bigint NOT NULL,
-	keyhash bigint NOT NULL,
+	n bigint NOT NULL,				-- events the states hold
 	states jsonb NOT NULL			-- {attribute id: to_jsonb(state)}
 );
 COMMENT ON TABLE cdp_traits.entity_states IS
 	'internal: aggregate states of entities with many events, so that a calculation reads only their new events (a cache)';
-CREATE FUNCTION cdp_traits._xid8(xid) RETURNS xid8
-LANGUAGE c STABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'cdp_xid8_of';
+CREATE TABLE cdp_traits.entity_state_events (
+	customer_entity_id uuid NOT NULL,
+	event_id text NOT NULL
+);
+CREATE INDEX entity_state_events_entity ON cdp_traits.entity_state_events (customer_entity_id);
+COMMENT ON TABLE cdp_traits.entity_state_events IS
+	'internal: events assigned to an entity since its stored state (entity_states) was computed';
 CREATE FUNCTION cdp_traits._query_immutable(sql text) RETURNS boolean
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_query_immutable';
@@ -1038,16 +1040,45 @@ DECLARE
 	-- events read, combined with the stored ones, give the values
 	vals_expr text;
 	with_states CONSTANT boolean := pg_catalog.to_regclass('pg_temp.cdp_valid') IS NOT NULL;
+	first_part boolean;
+	first_part_name text;
+	st_txt text;
+	kept text;
+	-- without stored states, the states of what is read are given beside
+	-- the values when calculate_attributes asks (cdp_stemit: their minimum
+	-- number of events, see _states_gather)
+	emit_min integer;
 	st_aggs text := '';
+	st_plain text[] := '{}';
+	st_one text := '';
 	combs text := '';
 	skip_z text := '';
 	sts_objs text[] := '{}';
 	cbs text := '';
 BEGIN
+	IF pg_catalog.to_regclass('pg_temp.cdp_stemit') IS NOT NULL THEN
+		SELECT x.min_events INTO emit_min FROM pg_temp.cdp_stemit x;
+		-- (the first part has every entity that has events, with their number)
+		SELECT min(x.name) INTO first_part_name FROM pg_temp.cdp_parts x;
+		first_part := first_part_name IS NULL;
+		IF NOT first_part AND NOT with_states THEN
+			-- the later parts give the states of the entities the first
+			-- keeps (a constant array: a temporary table would keep the
+			-- statement out of parallel plans)
+			EXECUTE pg_catalog.format('SELECT pg_catalog.quote_literal(COALESCE(pg_catalog.array_agg(q.eid), '
+				'''{}'')::text) FROM pg_temp.%I q WHERE q.n >= $1', first_part_name)
+			   INTO kept USING emit_min;
+			kept := kept || '::uuid[]';
+		END IF;
+	END IF;
 	FOREACH one IN ARRAY aids LOOP
 		i := i + 1;
 		-- compiled once per run by calculate_attributes (alias unique per run)
 		SELECT * INTO STRICT c FROM pg_temp.cdp_compiled k WHERE k.aid = one;
+		-- (a state of the aggregates' own type goes into the object as its
+		-- text, by a cast: to_jsonb would look its output function up for
+		-- each)
+		st_txt := CASE WHEN c.st_read LIKE '%::cdp_traits.agg_state' THEN '::text' ELSE '' END;
 		IF with_states THEN
 			-- (_states_fetch is only used when every attribute is stateful)
 			st_aggs := st_aggs || E',\n\t' || c.st_agg || ' AS st' || i;
@@ -1070,13 +1101,18 @@ BEGIN
 			IF i > 1 THEN
 				objs := objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, aggs);
 				sts_objs := sts_objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, cbs);
+				st_plain := st_plain || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, st_one);
 			END IF;
+			st_one := '';
 			aggs := '';
 			keys := '';
 			cbs := '';
 		END IF;
 		aggs := aggs || CASE WHEN aggs <> '' THEN ',' ELSE '' END || E'\n\t\t' || c.agg;
-		cbs := cbs || CASE WHEN cbs <> '' THEN ', ' ELSE '' END || 'z.cb' || i;
+		cbs := cbs || CASE WHEN cbs <> '' THEN ', ' ELSE '' END || 'z.cb' || i || st_txt;
+		IF emit_min IS NOT NULL AND NOT with_states THEN
+			st_one := st_one || CASE WHEN st_one <> '' THEN ', ' ELSE '' END || '(' || c.st_agg || ')' || st_txt;
+		END IF;
 		IF c.skipped <> '0::bigint' THEN
 			skipcols := skipcols || pg_catalog.format(E',\n\t%s AS s%s', c.skipped, i);
 			skip_z := skip_z || pg_catalog.format(', q.s%s', i);
@@ -1089,6 +1125,7 @@ BEGIN
 	END LOOP;
 	objs := objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, aggs);
 	sts_objs := sts_objs || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, cbs);
+	st_plain := st_plain || pg_catalog.format('cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s)', keys, st_one);
 	-- the aggregation builds each entity's object of values itself, into a
 	-- table of its own that _write_values reads (a plain CREATE TABLE AS may
 	-- use parallel workers; a statement with a data-modifying WITH may not)
@@ -1098,7 +1135,18 @@ BEGIN
 			  ELSE 'NULLIF(' || pg_catalog.array_to_string(ARRAY(
 					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(objs) o), ' || ')
 				   || ', ''{}'')' END;
-	head := E'SELECT e.customer_entity_id AS eid,\n\t' || vals_expr || ' AS vals' || skipcols || E'\n  FROM ';
+	head := E'SELECT e.customer_entity_id AS eid,\n\t' || vals_expr || ' AS vals' || skipcols
+		-- (the states' objects only for the entities that keep them)
+		|| CASE WHEN emit_min IS NOT NULL AND NOT with_states THEN
+				E',\n\tCASE WHEN '
+				|| CASE WHEN first_part THEN 'count(*) >= ' || emit_min
+						ELSE 'e.customer_entity_id = ANY (' || kept || ')' END
+				|| ' THEN '
+				|| pg_catalog.array_to_string(ARRAY(
+					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(st_plain) o), ' || ')
+				|| E' END AS sts,\n\tcount(*) AS n'
+		   ELSE '' END
+		|| E'\n  FROM ';
 	tail := shared || laterals || where_sql || E'\n GROUP BY e.customer_entity_id';
 	-- a set-returning value: the planner takes each event for 100 values
 	-- (the default estimate of a set-returning function), so it sorts the
@@ -1119,10 +1167,12 @@ BEGIN
 			|| vals_expr || E' AS vals,\n\t'
 			|| 'NULLIF(' || pg_catalog.array_to_string(ARRAY(
 					SELECT 'COALESCE(' || o || ', ''{}'')' FROM pg_catalog.unnest(sts_objs) o), ' || ')
-			|| ', ''{}'') AS sts'
+			|| ', ''{}'') AS sts, z.n'
 			|| pg_catalog.replace(skip_z, 'q.', 'z.')
 			|| E'\n  FROM (SELECT COALESCE(q.eid, v.eid) AS eid' || combs || skip_z
-			|| E'\n  FROM (SELECT e.customer_entity_id AS eid' || st_aggs || skipcols || E'\n  FROM '
+			|| ', COALESCE(q.n, 0) + COALESCE(v.n, 0) AS n'
+			|| E'\n  FROM (SELECT e.customer_entity_id AS eid' || st_aggs || skipcols || ', count(*) AS n'
+			|| E'\n  FROM '
 			|| events_sql || tail
 			|| E') q\n  FULL JOIN pg_temp.cdp_valid v ON v.eid = q.eid OFFSET 0) z';
 	ELSE
@@ -1141,9 +1191,6 @@ BEGIN
 	-- were read whole instead of through their primary key)
 	PERFORM cdp_traits._analyze_temp(part, ARRAY['eid']);
 	INSERT INTO pg_temp.cdp_parts VALUES (part);
-	IF with_states THEN
-		EXECUTE pg_catalog.format('INSERT INTO pg_temp.cdp_sts SELECT p.eid, p.sts FROM pg_temp.%I p', part);
-	END IF;
 	IF skipcols <> '' THEN
 		EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
 	END IF;
@@ -1467,40 +1514,29 @@ DECLARE
 	src record;
 BEGIN
 	SELECT s.events INTO STRICT src FROM cdp_traits.events_source s;
-	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_snap, pg_temp.cdp_sts, pg_temp.cdp_events;
-	CREATE TEMP TABLE cdp_valid (eid uuid PRIMARY KEY, states jsonb NOT NULL, n bigint NOT NULL,
-								 h bigint NOT NULL);
-	CREATE TEMP TABLE cdp_snap (snap pg_snapshot NOT NULL);
-	CREATE TEMP TABLE cdp_sts (eid uuid NOT NULL, sts jsonb);
-	EXECUTE pg_catalog.format('CREATE TEMP TABLE cdp_events AS SELECT ev.*, NULL::uuid AS customer_entity_id, '
-		'NULL::text AS cdp_traits_key FROM %s ev WITH NO DATA', src.events);
+	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_events;
+	CREATE TEMP TABLE cdp_valid (eid uuid PRIMARY KEY, states jsonb NOT NULL, n bigint NOT NULL);
+	EXECUTE pg_catalog.format('CREATE TEMP TABLE cdp_events AS SELECT ev.*, NULL::uuid AS customer_entity_id '
+		'FROM %s ev WITH NO DATA', src.events);
 	-- (the events in the order of their keys, as _scoped_events does for a few entities)
 	EXECUTE pg_catalog.format($q$
-		WITH stk AS MATERIALIZED (
-			SELECT ee.customer_entity_id AS eid, ee.event_id AS k,
-				   pg_catalog.pg_visible_in_snapshot(cdp_traits._xid8(ee.xmin), st.snap) AS old
+		WITH valid AS MATERIALIZED (
+			-- (by primary key probes: the table is read whole otherwise)
+			SELECT st.customer_entity_id AS eid, st.states, st.n
 			  FROM cdp_traits.entity_states st
-			  JOIN cdp_traits.event_entities ee ON ee.customer_entity_id = st.customer_entity_id
-			 WHERE st.customer_entity_id IN (SELECT s.id FROM pg_temp.cdp_scope s) AND st.signature = $1
-		), valid AS MATERIALIZED (
-			SELECT st.customer_entity_id AS eid, st.states, st.n, st.keyhash AS h
-			  FROM (SELECT k.eid, count(*) FILTER (WHERE k.old) AS n_old,
-						   pg_catalog.bit_xor(pg_catalog.hashtextextended(k.k, 0)) FILTER (WHERE k.old) AS h_old
-					  FROM stk k GROUP BY k.eid) x
-			  JOIN cdp_traits.entity_states st ON st.customer_entity_id = x.eid
-			 WHERE st.n = x.n_old AND st.keyhash = x.h_old
+			 WHERE st.customer_entity_id = ANY (ARRAY(SELECT s.id FROM pg_temp.cdp_scope s))
+			   AND st.signature = $1
 		), keep_valid AS (
 			INSERT INTO pg_temp.cdp_valid SELECT * FROM valid
-		), keep_snap AS (
-			INSERT INTO pg_temp.cdp_snap SELECT pg_catalog.pg_current_snapshot()
 		)
 		INSERT INTO pg_temp.cdp_events
-		SELECT ev.*, k.eid, k.k
+		SELECT ev.*, k.eid
 		  FROM (SELECT ee.event_id AS k, ee.customer_entity_id AS eid FROM cdp_traits.event_entities ee
 				 WHERE ee.customer_entity_id = ANY (ARRAY(
 						SELECT s.id FROM pg_temp.cdp_scope s WHERE s.id NOT IN (SELECT v.eid FROM valid v)))
 				UNION ALL
-				SELECT stk.k, stk.eid FROM stk WHERE NOT stk.old AND stk.eid IN (SELECT v.eid FROM valid v)
+				SELECT q.event_id, q.customer_entity_id FROM cdp_traits.entity_state_events q
+				 WHERE q.customer_entity_id IN (SELECT v.eid FROM valid v)
 				ORDER BY 1) k
 		  JOIN %s ev ON ev.id = %s
 	$q$, src.events, cdp_traits._event_id_of_key('k.k')) USING sig;
@@ -1510,36 +1546,81 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION cdp_traits._states_write(sig text) RETURNS void
+CREATE FUNCTION cdp_traits._states_gather(sig text, aids text[]) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
-	min_events CONSTANT integer := pg_catalog.current_setting('cdp_traits.state_min_events')::integer;
+	parts text[];
+	sql text;
 BEGIN
-	WITH k AS (
-		SELECT e.customer_entity_id AS eid, count(*) AS n,
-			   pg_catalog.bit_xor(pg_catalog.hashtextextended(e.cdp_traits_key, 0)) AS h
-		  FROM pg_temp.cdp_events e GROUP BY 1
-	), t AS (
-		SELECT s.id AS eid, COALESCE(v.n, 0) + COALESCE(k.n, 0) AS n, COALESCE(v.h, 0) # COALESCE(k.h, 0) AS h
-		  FROM pg_temp.cdp_scope s
-		  LEFT JOIN pg_temp.cdp_valid v ON v.eid = s.id
-		  LEFT JOIN k ON k.eid = s.id
-	), m AS (
-		SELECT x.eid, cdp_traits._jsonb_merge(x.sts) AS sts FROM pg_temp.cdp_sts x GROUP BY x.eid
-	), gone AS (
-		DELETE FROM cdp_traits.entity_states st USING t
-		 WHERE st.customer_entity_id = t.eid AND t.n < min_events
+	IF sig IS NOT NULL AND EXISTS (SELECT FROM pg_temp.cdp_outcome o
+									WHERE o.aid = ANY (aids) AND o.error IS NOT NULL) THEN
+		sig := NULL;
+	END IF;
+	DROP TABLE IF EXISTS pg_temp.cdp_stw;
+	IF sig IS NOT NULL AND pg_catalog.to_regclass('pg_temp.cdp_stemit') IS NOT NULL THEN
+		-- the states of the entities with many events, from every part (the
+		-- first, of the attributes without set-returning values if any,
+		-- has every entity that has events, with their number)
+		SELECT pg_catalog.array_agg(p.name ORDER BY p.name) INTO parts FROM pg_temp.cdp_parts p;
+		sql := pg_catalog.format('CREATE TEMP TABLE cdp_stw AS SELECT p1.eid, p1.n, COALESCE(p1.sts, ''{}'')',
+			parts[1]);
+		FOR i IN 2 .. pg_catalog.cardinality(parts) LOOP
+			sql := sql || pg_catalog.format(' || COALESCE(p%s.sts, ''{}'')', i);
+		END LOOP;
+		sql := sql || pg_catalog.format(' AS sts FROM pg_temp.%I p1', parts[1]);
+		FOR i IN 2 .. pg_catalog.cardinality(parts) LOOP
+			sql := sql || pg_catalog.format(' LEFT JOIN pg_temp.%I p%s ON p%s.eid = p1.eid', parts[i], i, i);
+		END LOOP;
+		EXECUTE sql || ' WHERE p1.n >= $1'
+		  USING (SELECT x.min_events FROM pg_temp.cdp_stemit x);
+	END IF;
+	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_stemit;
+	RETURN sig;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._states_signature(aids text[]) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+SELECT pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
+		|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid))
+  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (aids)
+$$;
+
+CREATE FUNCTION cdp_traits._states_store(sig text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	WITH gone AS (
+		DELETE FROM cdp_traits.entity_states st USING pg_temp.cdp_scope s
+		 WHERE st.customer_entity_id = s.id AND st.signature IS DISTINCT FROM sig
+		RETURNING st.customer_entity_id
 	)
-	INSERT INTO cdp_traits.entity_states AS st (customer_entity_id, signature, snap, n, keyhash, states)
-	SELECT t.eid, sig, (SELECT x.snap FROM pg_temp.cdp_snap x), t.n, t.h, COALESCE(m.sts, '{}')
-	  FROM t LEFT JOIN m ON m.eid = t.eid
-	 WHERE t.n >= min_events
+	DELETE FROM cdp_traits.entity_state_events q USING gone
+	 WHERE q.customer_entity_id = gone.customer_entity_id;
+	IF sig IS NULL OR pg_catalog.to_regclass('pg_temp.cdp_stw') IS NULL THEN
+		DROP TABLE IF EXISTS pg_temp.cdp_stw;
+		RETURN;
+	END IF;
+	-- marked by this run: the row version is the run's (calculated =
+	-- now()); (one primary key probe each: as a join, the planner takes
+	-- that condition for one row of all and scans them for each)
+	DELETE FROM pg_temp.cdp_stw w
+	 WHERE (SELECT ce.calculated FROM cdp_traits.customer_entities ce WHERE ce.id = w.eid)
+		   IS DISTINCT FROM pg_catalog.now();
+	WITH emptied AS (
+		DELETE FROM cdp_traits.entity_state_events q
+		 WHERE q.customer_entity_id IN (SELECT w.eid FROM pg_temp.cdp_stw w)
+	)
+	INSERT INTO cdp_traits.entity_states AS st (customer_entity_id, signature, n, states)
+	SELECT w.eid, sig, w.n, w.sts FROM pg_temp.cdp_stw w
 	ON CONFLICT (customer_entity_id) DO UPDATE
-	   SET signature = EXCLUDED.signature, snap = EXCLUDED.snap, n = EXCLUDED.n,
-		   keyhash = EXCLUDED.keyhash, states = EXCLUDED.states;
-	DROP TABLE pg_temp.cdp_valid, pg_temp.cdp_snap, pg_temp.cdp_sts;
+	   SET signature = EXCLUDED.signature, n = EXCLUDED.n, states = EXCLUDED.states;
+	DROP TABLE pg_temp.cdp_stw;
 END;
 $$;
 
@@ -1810,6 +1891,7 @@ DECLARE
 	few boolean;
 	sig text;
 	n_from_states bigint := 0;
+	min_events CONSTANT integer := pg_catalog.current_setting('cdp_traits.state_min_events')::integer;
 	events_sql text;
 	srf_keys jsonb := '{}';
 	median uuid;
@@ -1826,7 +1908,8 @@ BEGIN
 	PERFORM cdp_traits._clear_new() FROM pg_catalog.pg_class c
 	  WHERE c.relname = 'cdp_parts' AND c.relnamespace = pg_catalog.pg_my_temp_schema();
 	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
+		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches,
+		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
 	CREATE TEMP TABLE cdp_scope AS
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
@@ -1912,20 +1995,23 @@ BEGIN
 	-- dirty entities
 	IF n > 0 AND attached THEN
 		events_sql := cdp_traits._scoped_events(dirty_scope, few);
-		IF few AND pg_catalog.cardinality(dirty_pre || dirty_srf) > 0
-		   AND pg_catalog.current_setting('cdp_traits.state_min_events')::integer > 0
+		-- stored states (see _states_fetch): when this step computes every
+		-- predefined attribute and each has a state form; the states are of
+		-- these attributes as compiled now (sig)
+		IF min_events > 0 AND pg_catalog.cardinality(all_pre || all_srf) = 0
+		   AND pg_catalog.cardinality(dirty_pre || dirty_srf) > 0
 		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_compiled k
 							WHERE k.aid = ANY (dirty_pre || dirty_srf) AND NOT k.stateful) THEN
-			-- a few entities, and every attribute has a state form: stored
-			-- states spare reading the old events of entities with many
-			-- (see _states_fetch); the states are of these attributes as
-			-- compiled now
-			SELECT pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
-					|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid))
-			  INTO sig
-			  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (dirty_pre || dirty_srf);
+			sig := cdp_traits._states_signature(dirty_pre || dirty_srf);
+		END IF;
+		IF sig IS NOT NULL AND few THEN
+			-- a few entities: stored states spare reading the old events of
+			-- those with many
 			n_from_states := cdp_traits._states_fetch(sig);
 			events_sql := '(SELECT * FROM pg_temp.cdp_events) e';
+		END IF;
+		IF sig IS NOT NULL THEN
+			CREATE TEMP TABLE cdp_stemit AS SELECT min_events AS min_events;
 		ELSIF few AND pg_catalog.cardinality(dirty_srf) > 0 AND pg_catalog.cardinality(dirty_pre) > 0 THEN
 			-- a few entities and more than one statement over their events:
 			-- their events are fetched (by random index probes) once
@@ -1942,17 +2028,7 @@ BEGIN
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
 			PERFORM cdp_traits._calc_step('predefined', grp, dirty_scope, events_sql);
 		END LOOP;
-		IF sig IS NOT NULL THEN
-			IF EXISTS (SELECT FROM pg_temp.cdp_outcome o
-						WHERE o.aid = ANY (dirty_pre || dirty_srf) AND o.error IS NOT NULL) THEN
-				-- a step failed: its states are missing, so none are stored
-				DELETE FROM cdp_traits.entity_states st USING pg_temp.cdp_scope s
-				 WHERE st.customer_entity_id = s.id;
-				DROP TABLE pg_temp.cdp_valid, pg_temp.cdp_snap, pg_temp.cdp_sts;
-			ELSE
-				PERFORM cdp_traits._states_write(sig);
-			END IF;
-		END IF;
+		sig := cdp_traits._states_gather(sig, dirty_pre || dirty_srf);
 		DROP TABLE IF EXISTS pg_temp.cdp_events;
 		FOREACH aid IN ARRAY dirty_q LOOP
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], dirty_scope, NULL);
@@ -1961,17 +2037,22 @@ BEGIN
 		PERFORM cdp_traits._clear_new();
 	END IF;
 
-	-- a forced run recalculates from the events alone: the stored states
-	-- go too (they are written again as dirty entities need them)
-	IF force THEN
-		DELETE FROM cdp_traits.entity_states;
-	END IF;
-
 	-- every entity: new or changed definitions, external traits
 	IF median IS NOT NULL THEN
 		INSERT INTO pg_temp.cdp_branches VALUES (median);
 	END IF;
 	IF attached THEN
+		-- a forced run (or one of definitions all new) computes no states:
+		-- that would cost a tenth of its time (the state aggregates finish
+		-- for every entity), and the stored states of its entities stay
+		-- exact (it changes no events and reads no queue); those of the
+		-- definitions as compiled now (sig) are kept, see _states_store
+		IF min_events > 0 AND n > 0 AND pg_catalog.cardinality(dirty_pre || dirty_srf) = 0
+		   AND pg_catalog.cardinality(all_pre || all_srf) > 0
+		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_compiled k
+							WHERE k.aid = ANY (all_pre || all_srf) AND NOT k.stateful) THEN
+			sig := cdp_traits._states_signature(all_pre || all_srf);
+		END IF;
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
 			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
 		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(all_srf) x
@@ -1979,6 +2060,9 @@ BEGIN
 			PERFORM cdp_traits._calc_step('predefined', grp, all_scope,
 				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
 		END LOOP;
+		IF pg_catalog.cardinality(all_pre || all_srf) > 0 THEN
+			sig := cdp_traits._states_gather(sig, all_pre || all_srf);
+		END IF;
 		FOREACH aid IN ARRAY all_q LOOP
 			PERFORM cdp_traits._calc_step('query', ARRAY[aid], all_scope, NULL);
 		END LOOP;
@@ -2063,6 +2147,10 @@ BEGIN
 			'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.ctid = l.row_tid',
 			'c.id', 'SELECT s.id FROM pg_temp.cdp_scope s');
 	END;
+	-- the states of the entities marked (see _states_fetch)
+	IF n > 0 THEN
+		PERFORM cdp_traits._states_store(sig);
+	END IF;
 
 	UPDATE cdp_traits.calculation_runs r
 	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
@@ -2099,13 +2187,14 @@ BEGIN
 		('_merge_values', 'admin'),
 		('_query_immutable', 'admin'),
 		('_states_fetch', 'admin'),
-		('_states_write', 'admin'),
+		('_states_gather', 'admin'),
+		('_states_signature', 'admin'),
+		('_states_store', 'admin'),
 		('_value_deltas', 'admin'),
 		('_value_deltas_final', 'admin'),
 		('_value_deltas_trans', 'admin'),
 		('_values_changed', 'admin'),
 		('_without_waiting', 'admin'),
-		('_xid8', 'admin'),
 		('agg_state_merge', 'public'),
 		('event_key', 'public'),
 		('event_key_uuid', 'public'),
@@ -2139,6 +2228,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_toggles_seq_seq',
 
 -- Privileges (as in 90_privileges.sql)
 SELECT cdp_traits._grant('cdp_traits.entity_states'::regclass, 'calculated');
+SELECT cdp_traits._grant('cdp_traits.entity_state_events'::regclass, 'calculated');
 REVOKE ALL ON FUNCTION cdp_traits._compile(text, jsonb, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp_traits._compile(text, jsonb, text) TO cdp_traits_admin;
 DO $segment_grants$

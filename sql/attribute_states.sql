@@ -1,10 +1,10 @@
--- Stored aggregate states (entity_states): a small run reads only the new
--- events of a dirty entity with 20 or more events, and combines their
--- states with the stored ones.  Whatever happened to the entity (new
--- events, a merge, a deleted or updated event, a changed definition, frozen
--- rows, a failing attribute), the values must be those a full forced
--- recalculation gives; a state that no longer holds exactly the entity's
--- events is not used.
+-- Stored aggregate states (entity_states): a small run reads only the
+-- events queued since (entity_state_events) for a dirty entity with 20 or
+-- more events, and combines their states with the stored ones.  The
+-- stitching trigger queues an entity's new events and drops its state on
+-- anything else (a merge, a deleted or updated event, a restitch).  Whatever
+-- happened to the entity, the values must be those a full forced
+-- recalculation gives.
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 DROP EXTENSION cdp_traits CASCADE;
@@ -38,6 +38,13 @@ LANGUAGE sql AS $$
   SELECT (SELECT min(m.value) FROM cdp_traits.matching m WHERE m.customer_entity_id = st.customer_entity_id),
          st.n, (SELECT count(*) FROM jsonb_object_keys(st.states))
     FROM cdp_traits.entity_states st ORDER BY 1
+$$;
+-- The queued events, per entity.
+CREATE FUNCTION pg_temp.queued() RETURNS TABLE (email text, events bigint)
+LANGUAGE sql AS $$
+  SELECT (SELECT min(m.value) FROM cdp_traits.matching m WHERE m.customer_entity_id = q.customer_entity_id),
+         count(*)
+    FROM cdp_traits.entity_state_events q GROUP BY q.customer_entity_id ORDER BY 1
 $$;
 -- What the last run did.
 CREATE FUNCTION pg_temp.last_run() RETURNS TABLE (entities bigint, from_states bigint)
@@ -98,32 +105,32 @@ ANALYZE cdp_traits.customer_entities;
 -- every definition can be kept from states
 SELECT count(*) FILTER (WHERE c.stateful) AS stateful, count(*) AS compiled
   FROM cdp_traits.attributes a CROSS JOIN LATERAL cdp_traits._compile(a.id, a.definition, 'x') c;
--- new definitions are computed for every entity: no states yet
+-- new definitions are computed for every entity, as in a forced run,
+-- which computes no states: small runs store them
 SELECT * FROM pg_temp.states();
 
--- New events of a and of a customer with one event: a's states are written
--- (all 17 attributes), the small one gets none.
+-- New events of a and of a customer with one event: a's are queued, and
+-- the run reads them and a's state (not a's other 30 events); the small
+-- entity gets no state.
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM generate_series(31, 33) i, pg_temp.ev('a', i) e;
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('p7', 500) e;
+SELECT * FROM pg_temp.queued();
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT * FROM pg_temp.states();
--- (a forced run recalculates from the events alone and drops the states)
+SELECT * FROM pg_temp.queued();
+-- (a forced run recalculates from the events alone, and keeps the states:
+-- they still hold exactly the entities' events)
 SELECT pg_temp.differences_from_full() AS differences;
 SELECT * FROM pg_temp.states();
 
--- Again new events of a, and of b: both states written; then once more for
--- a, whose state is now used: only its 2 new events are read.
+-- Again new events of a, and of b: both from their states.
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM generate_series(34, 35) i, pg_temp.ev('a', i) e;
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('b', 26) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
-SELECT * FROM pg_temp.states();
-INSERT INTO sev (id, source_id, type, event_time, payload)
-SELECT e.* FROM generate_series(36, 37) i, pg_temp.ev('a', i) e;
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT * FROM pg_temp.states();
@@ -131,6 +138,7 @@ SELECT vals->>'revenue' AS revenue, vals->>'avg_order' AS avg_order, vals->>'top
        vals->'skus' AS skus, vals->>'top_n' AS top_n
   FROM cdp_traits.entity_attributes ea
  WHERE ea.customer_entity_id = cdp_traits.current_entity((SELECT m.customer_entity_id FROM cdp_traits.matching m WHERE m.value = 'a@x'));
+SELECT pg_temp.differences_from_full() AS differences;
 
 -- The state is trusted: an event changed behind the triggers' back
 -- (replication role replica fires no triggers) is not seen by a run that
@@ -144,22 +152,14 @@ SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT pg_temp.differences_from_full() AS differences_after_bypass;
 
--- States again for a and b (two runs: the first writes them).
-INSERT INTO sev (id, source_id, type, event_time, payload)
-SELECT e.* FROM pg_temp.ev('a', 39) e UNION ALL SELECT e.* FROM pg_temp.ev('b', 27) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
-INSERT INTO sev (id, source_id, type, event_time, payload)
-SELECT e.* FROM pg_temp.ev('a', 40) e UNION ALL SELECT e.* FROM pg_temp.ev('b', 28) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
-SELECT * FROM pg_temp.last_run();
-SELECT pg_temp.differences_from_full() AS differences;
-
--- An event updated through the triggers (same identifiers): its
--- assignment gets a new row version, so b's state is not used.
+-- An event updated through the triggers (same identifiers): b's state is
+-- dropped with its queue, and b is read whole (and gets a new state).
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('b', 29) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.queued();
 UPDATE sev SET payload = payload || '{"country": "PL", "amount": 7}' WHERE id = md5('b.3')::uuid;
+SELECT * FROM pg_temp.states();
+SELECT * FROM pg_temp.queued();
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT vals->>'last_country' AS last_country, vals->'countries' AS countries
@@ -167,43 +167,45 @@ SELECT vals->>'last_country' AS last_country, vals->'countries' AS countries
  WHERE ea.customer_entity_id = (SELECT m.customer_entity_id FROM cdp_traits.matching m WHERE m.value = 'b@x');
 SELECT pg_temp.differences_from_full() AS differences;
 
--- A deleted event: the state holds an event that is gone (not used).
+-- A deleted event: a's state goes.
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('a', 41) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
 DELETE FROM sev WHERE id = md5('a.6')::uuid;
+SELECT * FROM pg_temp.states();
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT pg_temp.differences_from_full() AS differences;
 
 -- A merge: an event names a and c.  The older entity (a) survives with
--- c's events added: c's assignments are new to a's state, so it is used.
-INSERT INTO sev (id, source_id, type, event_time, payload)
-SELECT e.* FROM pg_temp.ev('a', 42) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
+-- c's events added: the states of both go, and a is read whole.
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.id, e.source_id, e.type, e.event_time, e.payload || '{"also": "c@x"}' FROM pg_temp.ev('a', 43) e;
 SELECT count(DISTINCT customer_entity_id) AS entities_of_a_and_c FROM cdp_traits.matching WHERE value IN ('a@x', 'c@x');
+SELECT * FROM pg_temp.states();
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT * FROM pg_temp.states();
 SELECT pg_temp.differences_from_full() AS differences;
 
--- Frozen assignments (their xmin no longer tells when they came): the
--- count and hash of the old ones still match, or the state is not used.
+-- A restitch may change any entity's events: every state goes.
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('a', 44) e;
-SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.queued();
+SELECT cdp_traits.restitch() IS NOT NULL AS restitched;
+SELECT count(*) AS states, (SELECT count(*) FROM cdp_traits.entity_state_events) AS queued
+  FROM cdp_traits.entity_states;
+SELECT cdp_traits.calculate_attributes(force => true) AS recalculated;
+SELECT * FROM pg_temp.states();
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('a', 45) e;
-VACUUM (FREEZE) cdp_traits.event_entities;
 SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.last_run();
 SELECT pg_temp.differences_from_full() AS differences;
 
--- A changed definition is computed for every entity.  The states are of
--- the definitions as compiled: the next small run (all but the changed one)
--- and the one after (all of them again) each find states of other
--- definitions, not used, and write new ones; the third uses them.
+-- A changed definition is computed for every entity, the others for the
+-- dirty ones: that run stores no states and drops those of its entities.
+-- The states are of the definitions as compiled: the next small run finds
+-- a's gone and writes a new one; the one after uses it.
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('a', 46) e;
 SELECT cdp_traits.calculate_attributes() AS recalculated;
@@ -223,7 +225,8 @@ SELECT * FROM pg_temp.last_run();
 SELECT pg_temp.differences_from_full() AS differences;
 
 -- An attribute that fails on a new event: no states are stored for the
--- run's entities (the failed attribute's would be missing).
+-- run's entities, and theirs are dropped (the failed attribute's would be
+-- missing).
 INSERT INTO sev (id, source_id, type, event_time, payload)
 SELECT e.* FROM pg_temp.ev('a', 49) e;
 SELECT cdp_traits.calculate_attributes() AS recalculated;
@@ -237,8 +240,8 @@ SELECT count(*) AS states FROM cdp_traits.entity_states;
 DELETE FROM sev WHERE id = md5('a.50')::uuid;
 
 -- A definition that reads the clock (or a context value) has no state form:
--- with it, runs read every event as before and leave the states as they
--- were (a's is still of 50 events, from the run that added the definition).
+-- with it, runs read every event as before, store no states, and drop
+-- those of their entities.
 INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('recent', '{"type": "sum", "value": "payload->>''amount''", "filter": "event_time > now() - interval ''100 years''"}');
 SELECT cdp_traits.calculate_attributes() AS recalculated;

@@ -1236,8 +1236,9 @@ $$;
  * the stored ones, and gives each entity's states (sts) and number of
  * events (n) beside its values, and keeps those of the entities with
  * cdp_traits.state_min_events or more events (cdp_stw), which after the
- * marking _states_store stores.  A run over many entities (forced, or many
- * dirty) reads no stored state but stores the states it computes.
+ * marking _states_store stores.  A run over many dirty entities reads no
+ * stored state but stores the states it computes; a forced run neither
+ * reads nor computes states, and keeps those that are current.
  */
 CREATE FUNCTION cdp_traits._states_fetch(sig text) RETURNS bigint
 LANGUAGE plpgsql
@@ -1307,7 +1308,7 @@ BEGIN
 		sig := NULL;
 	END IF;
 	DROP TABLE IF EXISTS pg_temp.cdp_stw;
-	IF sig IS NOT NULL THEN
+	IF sig IS NOT NULL AND pg_catalog.to_regclass('pg_temp.cdp_stemit') IS NOT NULL THEN
 		-- the states of the entities with many events, from every part (the
 		-- first, of the attributes without set-returning values if any,
 		-- has every entity that has events, with their number)
@@ -1329,24 +1330,25 @@ BEGIN
 END;
 $$;
 
--- After the marking: the states collected (cdp_stw) stored for the entities
--- this run marked calculated (see _states_fetch), with the queue of their
--- events emptied; the other states of the run's entities dropped, unless
--- the entity was not marked and its state is still current (sig).  With
--- sig NULL (a step failed, or the run computes no states) all states of
--- the run's entities are dropped.
+-- After the marking: the states collected (cdp_stw, if the run computed
+-- states) stored for the entities this run marked calculated (see
+-- _states_fetch), with the queue of their events emptied.  The stored
+-- states of the run's entities that are not of the definitions as compiled
+-- now (sig; NULL: none are, or a step failed) are dropped; the others stay
+-- exact whatever the run did, and are kept.
 CREATE FUNCTION cdp_traits._states_store(sig text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 BEGIN
+	WITH gone AS (
+		DELETE FROM cdp_traits.entity_states st USING pg_temp.cdp_scope s
+		 WHERE st.customer_entity_id = s.id AND st.signature IS DISTINCT FROM sig
+		RETURNING st.customer_entity_id
+	)
+	DELETE FROM cdp_traits.entity_state_events q USING gone
+	 WHERE q.customer_entity_id = gone.customer_entity_id;
 	IF sig IS NULL OR pg_catalog.to_regclass('pg_temp.cdp_stw') IS NULL THEN
-		WITH gone AS (
-			DELETE FROM cdp_traits.entity_states st USING pg_temp.cdp_scope s
-			 WHERE st.customer_entity_id = s.id RETURNING st.customer_entity_id
-		)
-		DELETE FROM cdp_traits.entity_state_events q USING gone
-		 WHERE q.customer_entity_id = gone.customer_entity_id;
 		DROP TABLE IF EXISTS pg_temp.cdp_stw;
 		RETURN;
 	END IF;
@@ -1356,18 +1358,9 @@ BEGIN
 	DELETE FROM pg_temp.cdp_stw w
 	 WHERE (SELECT ce.calculated FROM cdp_traits.customer_entities ce WHERE ce.id = w.eid)
 		   IS DISTINCT FROM pg_catalog.now();
-	WITH gone AS (
-		DELETE FROM cdp_traits.entity_states st USING pg_temp.cdp_scope s
-		 WHERE st.customer_entity_id = s.id
-		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_stw w WHERE w.eid = s.id)
-		   AND (st.signature <> sig
-				OR (SELECT ce.calculated FROM cdp_traits.customer_entities ce WHERE ce.id = s.id)
-				   = pg_catalog.now())
-		RETURNING st.customer_entity_id
-	), emptied AS (
+	WITH emptied AS (
 		DELETE FROM cdp_traits.entity_state_events q
-		 WHERE q.customer_entity_id IN (SELECT gone.customer_entity_id FROM gone
-										UNION ALL SELECT w.eid FROM pg_temp.cdp_stw w)
+		 WHERE q.customer_entity_id IN (SELECT w.eid FROM pg_temp.cdp_stw w)
 	)
 	INSERT INTO cdp_traits.entity_states AS st (customer_entity_id, signature, n, states)
 	SELECT w.eid, sig, w.n, w.sts FROM pg_temp.cdp_stw w
@@ -1912,14 +1905,16 @@ BEGIN
 		INSERT INTO pg_temp.cdp_branches VALUES (median);
 	END IF;
 	IF attached THEN
-		-- stored states, as for the dirty entities above: from a forced run
-		-- (or one of definitions all new), for the entities it marks
+		-- a forced run (or one of definitions all new) computes no states:
+		-- that would cost a tenth of its time (the state aggregates finish
+		-- for every entity), and the stored states of its entities stay
+		-- exact (it changes no events and reads no queue); those of the
+		-- definitions as compiled now (sig) are kept, see _states_store
 		IF min_events > 0 AND n > 0 AND pg_catalog.cardinality(dirty_pre || dirty_srf) = 0
 		   AND pg_catalog.cardinality(all_pre || all_srf) > 0
 		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_compiled k
 							WHERE k.aid = ANY (all_pre || all_srf) AND NOT k.stateful) THEN
 			sig := cdp_traits._states_signature(all_pre || all_srf);
-			CREATE TEMP TABLE cdp_stemit AS SELECT min_events AS min_events;
 		END IF;
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
 			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
