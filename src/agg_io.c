@@ -230,7 +230,6 @@ agg_state_read(FunctionCallInfo fcinfo, StringInfo buf)
 	int			version = pq_getmsgbyte(buf);
 	int			kind = pq_getmsgbyte(buf);
 	Oid			typid;
-	Oid			collid;
 	AggTypeInfo *info;
 	CdpAggState *state = NULL;
 
@@ -249,6 +248,7 @@ agg_state_read(FunctionCallInfo fcinfo, StringInfo buf)
 	else
 	{
 		int			start = buf->cursor;
+		Oid			collid;
 
 		typid = recv_type(buf);
 		collid = recv_collation(buf);

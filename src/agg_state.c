@@ -711,7 +711,9 @@ cdp_agg_state_merge(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("cannot combine a %s state of type %s with a %s state of type %s",
 						agg_kind_name(state->kind), format_type_be(state->typid),
-						agg_kind_name(other->kind), format_type_be(other->typid))));
+						agg_kind_name(other->kind), format_type_be(other->typid)),
+				 errhint("Merge states made by the same state aggregate (frequency_state, unique_state, "
+						 "first_state or last_state) over values of the same type.")));
 	info = agg_type_info(fcinfo, state->typid, state->collid);
 	/* the union works in place: on a copy in this call's memory */
 	state = agg_state_copy(state, 0);
