@@ -1585,8 +1585,9 @@ CREATE FUNCTION cdp_traits._states_signature(aids text[]) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
-SELECT pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
-		|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid))
+SELECT CASE WHEN pg_catalog.bool_and(k.stateful) THEN
+	pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
+		|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid)) END
   FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (aids)
 $$;
 
@@ -2004,10 +2005,7 @@ BEGIN
 		-- stored states (see _states_fetch): when this step computes every
 		-- predefined attribute and each has a state form; the states are of
 		-- these attributes as compiled now (sig)
-		IF min_events > 0 AND pg_catalog.cardinality(all_pre || all_srf) = 0
-		   AND pg_catalog.cardinality(dirty_pre || dirty_srf) > 0
-		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_compiled k
-							WHERE k.aid = ANY (dirty_pre || dirty_srf) AND NOT k.stateful) THEN
+		IF min_events > 0 AND pg_catalog.cardinality(all_pre || all_srf) = 0 THEN
 			sig := cdp_traits._states_signature(dirty_pre || dirty_srf);
 		END IF;
 		IF sig IS NOT NULL AND few THEN
@@ -2053,10 +2051,7 @@ BEGIN
 		-- for every entity), and the stored states of its entities stay
 		-- exact (it changes no events and reads no queue); those of the
 		-- definitions as compiled now (sig) are kept, see _states_store
-		IF min_events > 0 AND n > 0 AND pg_catalog.cardinality(dirty_pre || dirty_srf) = 0
-		   AND pg_catalog.cardinality(all_pre || all_srf) > 0
-		   AND NOT EXISTS (SELECT FROM pg_temp.cdp_compiled k
-							WHERE k.aid = ANY (all_pre || all_srf) AND NOT k.stateful) THEN
+		IF min_events > 0 AND n > 0 AND pg_catalog.cardinality(dirty_pre || dirty_srf) = 0 THEN
 			sig := cdp_traits._states_signature(all_pre || all_srf);
 		END IF;
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,

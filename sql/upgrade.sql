@@ -126,6 +126,25 @@ RESET client_min_messages;
 SELECT extversion FROM pg_extension WHERE extname = 'cdp_traits';
 SELECT count(*) AS explain_in_0_1_0 FROM pg_proc WHERE proname = 'explain_entity';
 
+-- This library serves a database still at 0.1.0, which has no stored
+-- aggregate states: a TRUNCATE of the events table empties its stitching.
+CREATE TABLE up_scratch (id text PRIMARY KEY, source_id text, type text, version text,
+						 event_time timestamptz, payload jsonb);
+SET client_min_messages = warning;
+SELECT cdp_traits.attach_events('up_scratch');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('scratch', $r$payload->>'k'$r$);
+RESET client_min_messages;
+INSERT INTO up_scratch VALUES ('s1', 'web', 'view', '1', '2025-01-01', '{"k": "x"}'),
+	('s2', 'web', 'view', '1', '2025-01-02', '{"k": "x"}');
+SELECT count(*) AS scratch_entities FROM cdp_traits.customer_entities;
+TRUNCATE up_scratch;
+SELECT (SELECT count(*) FROM cdp_traits.customer_entities) AS entities_left,
+	   (SELECT count(*) FROM cdp_traits.event_entities) AS assignments_left;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+RESET client_min_messages;
+DELETE FROM cdp_traits.stitching_rules;
+
 -- The same setup under either version.
 CREATE FUNCTION pg_temp.setup() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

@@ -108,6 +108,7 @@ extern char *stitch_identifier_sql(StitchSource source);
 extern char *stitch_relation_sql(Oid relid);
 extern char *stitch_explain_sql(void);
 extern bool stitch_keys_recorded(void);
+extern bool stitch_states_kept(void);
 extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern char *stitch_key_sql(StitchConfig *cfg, const char *id);

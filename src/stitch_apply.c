@@ -1219,18 +1219,6 @@ older_entity(const pg_uuid_t *a, TimestampTz ca, const pg_uuid_t *b, TimestampTz
 }
 
 /*
- * have_states_tables
- *		Whether the installed version of the extension has stored states
- *		(0.2.0 on; the library also serves a database still at 0.1.0).
- */
-static bool
-have_states_tables(void)
-{
-	return OidIsValid(get_relname_relid("entity_state_events",
-										get_namespace_oid(CDP_SCHEMA_NAME, false)));
-}
-
-/*
  * follow_states
  *		Keep the stored aggregate states of entities (cdp_traits.entity_states,
  *		see _states_fetch) exact: the batch's new events of an entity that has
@@ -1248,7 +1236,7 @@ follow_states(const StitchChanges *c, const pg_uuid_t *drop, int ndrop)
 	Datum		args[3];
 	bool		isnull;
 
-	if ((c->n_events == 0 && ndrop == 0) || !have_states_tables())
+	if ((c->n_events == 0 && ndrop == 0) || !stitch_states_kept())
 		return;
 	cdp_execute(plan("states_exist",
 					 "SELECT EXISTS (SELECT FROM cdp_traits.entity_states)",
@@ -1284,7 +1272,7 @@ follow_states(const StitchChanges *c, const pg_uuid_t *drop, int ndrop)
 void
 stitch_forget_states(void)
 {
-	if (!have_states_tables())
+	if (!stitch_states_kept())
 		return;
 	cdp_execute_sql("DELETE FROM cdp_traits.entity_state_events",
 					SPI_OK_DELETE, "dropping queued events of stored states");

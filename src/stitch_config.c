@@ -529,6 +529,19 @@ stitch_keys_recorded(void)
 }
 
 /*
+ * stitch_states_kept
+ *		Whether the installed version of the extension keeps stored aggregate
+ *		states (entity_states and its queue, from 0.2.0 on; this library also
+ *		serves a database still at 0.1.0).
+ */
+bool
+stitch_states_kept(void)
+{
+	return OidIsValid(get_relname_relid("entity_state_events",
+										get_namespace_oid(CDP_SCHEMA_NAME, false)));
+}
+
+/*
  * stitch_key_format
  *		SQL, with a %s for an event id expression, for the id's key in
  *		event_entities: a uuid's key (event_key.c) if the ids are uuids

@@ -793,8 +793,11 @@ void
 stitch_truncate(void)
 {
 	stitch_lock_global(true);
-	cdp_execute_sql("TRUNCATE cdp_traits.event_entities, cdp_traits.matching, "
-					"cdp_traits.entity_states, cdp_traits.entity_state_events",
+	/* (and the stored states, which a database still at 0.1.0 lacks) */
+	cdp_execute_sql(stitch_states_kept() ?
+					"TRUNCATE cdp_traits.event_entities, cdp_traits.matching, "
+					"cdp_traits.entity_states, cdp_traits.entity_state_events" :
+					"TRUNCATE cdp_traits.event_entities, cdp_traits.matching",
 					SPI_OK_UTILITY, "emptying stitching");
 	cdp_execute_sql("DELETE FROM cdp_traits.customer_entities",
 					SPI_OK_DELETE, "removing entities");
