@@ -355,7 +355,15 @@ SELECT cdp_traits.calculate_attributes(force => true) > 0 AS calculated;
 CREATE TEMP TABLE h_whole AS SELECT customer_entity_id, vals FROM cdp_traits.entity_attributes;
 ANALYZE cdp_traits.customer_entities;
 UPDATE pg_class SET reltuples = 100000 WHERE oid = 'cdp_traits.customer_entities'::regclass;
+-- (the halves are planned with settings of their own, which the run puts
+-- back: the caller's transaction goes on with its own)
+BEGIN;
+SET LOCAL min_parallel_table_scan_size = '16MB';
+SET LOCAL enable_hashagg = on;
 SELECT cdp_traits.calculate_attributes(force => true) > 0 AS calculated;
+SELECT current_setting('min_parallel_table_scan_size') AS scan_size,
+       current_setting('enable_hashagg') AS hashagg;
+COMMIT;
 SELECT values_written AS rewritten FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
 ANALYZE cdp_traits.customer_entities;
 CREATE TEMP TABLE h_q AS

@@ -963,6 +963,21 @@ AS $$
 		duration_ms = EXCLUDED.duration_ms
 $$;
 
+-- Put back the planner settings that _calc_predefined changes for the
+-- halves of a statement (see _halves): min_parallel_table_scan_size, and
+-- enable_hashagg unless hashagg_was is NULL.
+CREATE FUNCTION cdp_traits._restore_plan_settings(scan_was text, hashagg_was text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	PERFORM pg_catalog.set_config('min_parallel_table_scan_size', scan_was, true);
+	IF hashagg_was IS NOT NULL THEN
+		PERFORM pg_catalog.set_config('enable_hashagg', hashagg_was, true);
+	END IF;
+END;
+$$;
+
 -- Compute predefined attributes (aids) over events_sql (a FROM item "e"
 -- with a WHERE) into a new table cdp_part_N listed in cdp_parts: one
 -- statement for all of them.
@@ -1047,6 +1062,8 @@ DECLARE
 	head text;
 	tail text;
 	sort_was text;
+	scan_was text;
+	hashagg_was text;
 	-- with stored states (_states_fetch made cdp_valid): the states of the
 	-- events read, combined with the stored ones, give the values
 	vals_expr text;
@@ -1187,8 +1204,27 @@ BEGIN
 			|| events_sql || tail
 			|| E') q\n  FULL JOIN pg_temp.cdp_valid v ON v.eid = q.eid OFFSET 0) z';
 	ELSE
-		-- over many entities, maybe in two halves (see _halves)
-		sql := cdp_traits._halves(head, events_sql, tail, (SELECT b.median FROM pg_temp.cdp_branches b));
+		-- over many entities, maybe in two halves (see _halves), planned
+		-- with no parallel scan inside either half, and the plain
+		-- attributes' halves aggregated in order: given the choice, the
+		-- planner ran each half as a parallel plan of its own, one after
+		-- the other (4.1-4.3 s on a million events, against 2.4-2.55 s for
+		-- the two side by side), and hashed the groups (2.8 s; the
+		-- settings are restored right after the statement, or whenever the
+		-- halves are not run, and with the subtransaction if it fails)
+		IF (SELECT b.median FROM pg_temp.cdp_branches b) IS NOT NULL THEN
+			scan_was := pg_catalog.current_setting('min_parallel_table_scan_size');
+			PERFORM pg_catalog.set_config('min_parallel_table_scan_size', '1TB', true);
+			IF shared = '' THEN
+				hashagg_was := pg_catalog.current_setting('enable_hashagg');
+				PERFORM pg_catalog.set_config('enable_hashagg', 'off', true);
+			END IF;
+			sql := cdp_traits._halves(head, events_sql, tail, (SELECT b.median FROM pg_temp.cdp_branches b));
+			IF sql IS NULL THEN
+				PERFORM cdp_traits._restore_plan_settings(scan_was, hashagg_was);
+				scan_was := NULL;
+			END IF;
+		END IF;
 		sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n', part)
 			|| COALESCE(sql, head || events_sql || tail);
 	END IF;
@@ -1196,6 +1232,9 @@ BEGIN
 	EXECUTE sql;
 	IF sort_was IS NOT NULL THEN
 		PERFORM pg_catalog.set_config('enable_sort', sort_was, true);
+	END IF;
+	IF scan_was IS NOT NULL THEN
+		PERFORM cdp_traits._restore_plan_settings(scan_was, hashagg_was);
 	END IF;
 	-- (statistics for the join with the stored values: without them a few
 	-- hundred entities looked like tens of thousands, and the stored values
