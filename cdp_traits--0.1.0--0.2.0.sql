@@ -1959,7 +1959,13 @@ BEGIN
 	PERFORM pg_catalog.set_config('max_parallel_workers_per_gather', parallel_was, true);
 	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
 						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
-	ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
+	-- (the statements probe the scope by its key only when it is a small
+	-- part of the entities; over half of them or more they hash it, and the
+	-- key would cost a sort of every entity: 90 ms over 200k)
+	IF NOT (SELECT c.reltuples > 0 AND n * 2 >= c.reltuples FROM pg_catalog.pg_class c
+			 WHERE c.oid = 'cdp_traits.customer_entities'::regclass) THEN
+		ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
+	END IF;
 	PERFORM cdp_traits._analyze_temp('cdp_scope', ARRAY['id', 'row_xmin']);
 	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
 	CREATE TEMP TABLE cdp_parts (name text PRIMARY KEY);
