@@ -1683,26 +1683,33 @@ BEGIN
 			'FOR KEY SHARE SKIP LOCKED',
 			'ce.id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.fresh');
 	END IF;
-	written := written + cdp_traits._without_waiting(
-		'INSERT INTO pg_temp.cdp_live SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea '
-		'WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh) '
-		'AND %s FOR NO KEY UPDATE SKIP LOCKED',
-		'ea.customer_entity_id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh');
+	-- (stored rows only if some change is not of a new entity: a first
+	-- calculation would scan its 200k changes three times more for nothing,
+	-- 100-130 ms)
+	IF k < changes THEN
+		written := written + cdp_traits._without_waiting(
+			'INSERT INTO pg_temp.cdp_live SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea '
+			'WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh) '
+			'AND %s FOR NO KEY UPDATE SKIP LOCKED',
+			'ea.customer_entity_id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh');
+	END IF;
 
 	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, calculated_at, run_id)
 	SELECT c.eid, c.new_vals, pg_catalog.now(), run
 	  FROM pg_temp.cdp_changes c
 	 WHERE c.fresh
 	   AND (all_new OR c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE NOT l.stored));
-	DELETE FROM cdp_traits.entity_attributes ea
-	 USING pg_temp.cdp_changes c
-	 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
-	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
-	UPDATE cdp_traits.entity_attributes ea
-	   SET vals = c.new_vals, calculated_at = pg_catalog.now(), run_id = run
-	  FROM pg_temp.cdp_changes c
-	 WHERE NOT c.fresh AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
-	   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
+	IF k < changes THEN		-- (as above)
+		DELETE FROM cdp_traits.entity_attributes ea
+		 USING pg_temp.cdp_changes c
+		 WHERE c.new_vals = '{}' AND ea.customer_entity_id = c.eid
+		   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
+		UPDATE cdp_traits.entity_attributes ea
+		   SET vals = c.new_vals, calculated_at = pg_catalog.now(), run_id = run
+		  FROM pg_temp.cdp_changes c
+		 WHERE NOT c.fresh AND c.new_vals <> '{}' AND ea.customer_entity_id = c.eid
+		   AND c.eid IN (SELECT l.id FROM pg_temp.cdp_live l WHERE l.stored);
+	END IF;
 	IF written < changes THEN
 		DELETE FROM pg_temp.cdp_changes c
 		 WHERE NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid)
