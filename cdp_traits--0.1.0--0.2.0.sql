@@ -1035,9 +1035,10 @@ DECLARE
 	objs text[] := '{}';
 	head text;
 	tail text;
-	sort_was text;
-	scan_was text;
-	hashagg_was text;
+	median uuid;
+	sort_was text[];
+	halves_was text[];
+	halves_set CONSTANT text[] := '{min_parallel_table_scan_size, enable_hashagg}';
 	-- with stored states (_states_fetch made cdp_valid): the states of the
 	-- events read, combined with the stored ones, give the values
 	vals_expr text;
@@ -1158,8 +1159,7 @@ BEGIN
 	-- statement over a million events (the setting is restored after it, and
 	-- with the subtransaction if it fails)
 	IF shared <> '' THEN
-		sort_was := pg_catalog.current_setting('enable_sort');
-		PERFORM pg_catalog.set_config('enable_sort', 'off', true);
+		sort_was := cdp_traits._swap_settings('{enable_sort}', '{off}');
 	END IF;
 	IF with_states THEN
 		-- the states of the events read (q), combined with the stored ones
@@ -1188,17 +1188,14 @@ BEGIN
 		-- order).  The settings are restored right after the statement, or
 		-- as soon as the halves are not run, and with the subtransaction if
 		-- it fails.
-		IF (SELECT b.median FROM pg_temp.cdp_branches b) IS NOT NULL THEN
-			scan_was := pg_catalog.current_setting('min_parallel_table_scan_size');
-			PERFORM pg_catalog.set_config('min_parallel_table_scan_size', '1TB', true);
-			IF shared = '' THEN
-				hashagg_was := pg_catalog.current_setting('enable_hashagg');
-				PERFORM pg_catalog.set_config('enable_hashagg', 'off', true);
-			END IF;
-			sql := cdp_traits._halves(head, events_sql, tail, (SELECT b.median FROM pg_temp.cdp_branches b));
+		median := (SELECT b.median FROM pg_temp.cdp_branches b);
+		IF median IS NOT NULL THEN
+			halves_was := cdp_traits._swap_settings(halves_set, ARRAY['1TB',
+				CASE WHEN shared = '' THEN 'off' ELSE pg_catalog.current_setting('enable_hashagg') END]);
+			sql := cdp_traits._halves(head, events_sql, tail, median);
 			IF sql IS NULL THEN
-				PERFORM cdp_traits._restore_plan_settings(scan_was, hashagg_was);
-				scan_was := NULL;
+				PERFORM cdp_traits._swap_settings(halves_set, halves_was);
+				halves_was := NULL;
 			END IF;
 		END IF;
 		sql := pg_catalog.format(E'CREATE TEMP TABLE %I AS\n', part)
@@ -1207,10 +1204,10 @@ BEGIN
 	RAISE DEBUG 'cdp_traits: computing %: %', aids, sql;
 	EXECUTE sql;
 	IF sort_was IS NOT NULL THEN
-		PERFORM pg_catalog.set_config('enable_sort', sort_was, true);
+		PERFORM cdp_traits._swap_settings('{enable_sort}', sort_was);
 	END IF;
-	IF scan_was IS NOT NULL THEN
-		PERFORM cdp_traits._restore_plan_settings(scan_was, hashagg_was);
+	IF halves_was IS NOT NULL THEN
+		PERFORM cdp_traits._swap_settings(halves_set, halves_was);
 	END IF;
 	-- (statistics for the join with the stored values: without them a few
 	-- hundred entities looked like tens of thousands, and the stored values
@@ -1510,18 +1507,6 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION cdp_traits._restore_plan_settings(scan_was text, hashagg_was text) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, cdp_traits, pg_temp
-AS $$
-BEGIN
-	PERFORM pg_catalog.set_config('min_parallel_table_scan_size', scan_was, true);
-	IF hashagg_was IS NOT NULL THEN
-		PERFORM pg_catalog.set_config('enable_hashagg', hashagg_was, true);
-	END IF;
-END;
-$$;
-
 CREATE OR REPLACE FUNCTION cdp_traits._scoped_events(scope_sql text, few boolean DEFAULT false) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1590,7 +1575,8 @@ SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
 	parts text[];
-	sql text;
+	sts text;
+	joins text;
 BEGIN
 	IF sig IS NOT NULL AND EXISTS (SELECT FROM pg_temp.cdp_outcome o
 									WHERE o.aid = ANY (aids) AND o.error IS NOT NULL) THEN
@@ -1602,16 +1588,14 @@ BEGIN
 		-- first, of the attributes without set-returning values if any,
 		-- has every entity that has events, with their number)
 		SELECT pg_catalog.array_agg(p.name ORDER BY p.name) INTO parts FROM pg_temp.cdp_parts p;
-		sql := pg_catalog.format('CREATE TEMP TABLE cdp_stw AS SELECT p1.eid, p1.n, COALESCE(p1.sts, ''{}'')',
-			parts[1]);
+		sts := 'COALESCE(p1.sts, ''{}'')';
+		joins := pg_catalog.format('pg_temp.%I p1', parts[1]);
 		FOR i IN 2 .. pg_catalog.cardinality(parts) LOOP
-			sql := sql || pg_catalog.format(' || COALESCE(p%s.sts, ''{}'')', i);
+			sts := sts || pg_catalog.format(' || COALESCE(p%s.sts, ''{}'')', i);
+			joins := joins || pg_catalog.format(' LEFT JOIN pg_temp.%I p%s ON p%s.eid = p1.eid', parts[i], i, i);
 		END LOOP;
-		sql := sql || pg_catalog.format(' AS sts FROM pg_temp.%I p1', parts[1]);
-		FOR i IN 2 .. pg_catalog.cardinality(parts) LOOP
-			sql := sql || pg_catalog.format(' LEFT JOIN pg_temp.%I p%s ON p%s.eid = p1.eid', parts[i], i, i);
-		END LOOP;
-		EXECUTE sql || ' WHERE p1.n >= $1'
+		EXECUTE 'CREATE TEMP TABLE cdp_stw AS SELECT p1.eid, p1.n, ' || sts || ' AS sts FROM ' || joins
+			|| ' WHERE p1.n >= $1'
 		  USING (SELECT x.min_events FROM pg_temp.cdp_stemit x);
 	END IF;
 	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_stemit;
@@ -1660,6 +1644,21 @@ BEGIN
 	ON CONFLICT (customer_entity_id) DO UPDATE
 	   SET signature = EXCLUDED.signature, n = EXCLUDED.n, states = EXCLUDED.states;
 	DROP TABLE pg_temp.cdp_stw;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._swap_settings(names text[], vals text[]) RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	was text[] := '{}';
+BEGIN
+	FOR i IN 1 .. pg_catalog.cardinality(names) LOOP
+		was := was || pg_catalog.current_setting(names[i]);
+		PERFORM pg_catalog.set_config(names[i], vals[i], true);
+	END LOOP;
+	RETURN was;
 END;
 $$;
 
@@ -1942,7 +1941,7 @@ DECLARE
 	srf_keys jsonb := '{}';
 	median uuid;
 	lock_timeout_was CONSTANT text := pg_catalog.current_setting('lock_timeout');
-	parallel_was CONSTANT text := pg_catalog.current_setting('max_parallel_workers_per_gather');
+	parallel_was text[];
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
 	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
@@ -1960,12 +1959,12 @@ BEGIN
 	-- (serially: the table is small, about 25 bytes a row, and a parallel
 	-- scan spends more starting its workers than it saves: 55 against 11 ms
 	-- over 200k entities on 2 cores)
-	PERFORM pg_catalog.set_config('max_parallel_workers_per_gather', '0', true);
+	parallel_was := cdp_traits._swap_settings('{max_parallel_workers_per_gather}', '{0}');
 	CREATE TEMP TABLE cdp_scope AS
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
 	GET DIAGNOSTICS n = ROW_COUNT;
-	PERFORM pg_catalog.set_config('max_parallel_workers_per_gather', parallel_was, true);
+	PERFORM cdp_traits._swap_settings('{max_parallel_workers_per_gather}', parallel_was);
 	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
 						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
 	-- (the statements probe the scope by its key only when it is a small
@@ -2238,11 +2237,11 @@ BEGIN
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
 		('_query_immutable', 'admin'),
-		('_restore_plan_settings', 'admin'),
 		('_states_fetch', 'admin'),
 		('_states_gather', 'admin'),
 		('_states_signature', 'admin'),
 		('_states_store', 'admin'),
+		('_swap_settings', 'admin'),
 		('_value_deltas', 'admin'),
 		('_value_deltas_final', 'admin'),
 		('_value_deltas_trans', 'admin'),

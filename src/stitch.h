@@ -50,7 +50,6 @@ extern Oid	cdp_extension_owner(void);
 extern void cdp_exec_begin(CdpExecState *state);
 extern void cdp_exec_end(CdpExecState *state);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
-extern void stitch_forget_states(void);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 						int expected, const char *what);
 extern int	cdp_execute_sql(const char *sql, int expected, const char *what);
@@ -251,6 +250,7 @@ extern void stitch_write_changes(StitchChanges *c);
 extern double stitch_table_size(const char *relname);
 extern void stitch_batch(StitchGraph *g, const char **forget, int nforget,
 						 const char **touch, int ntouch);
+extern void stitch_forget_states(void);
 extern void cdp_random_uuid(pg_uuid_t *uuid);
 extern void cdp_random_uuids(pg_uuid_t *uuids, int n);
 extern int	uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b);

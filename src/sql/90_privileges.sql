@@ -173,7 +173,7 @@ BEGIN
 		('_states_fetch', 'admin'), ('_states_signature', 'admin'), ('_states_gather', 'admin'),
 		('_states_store', 'admin'),
 		('_sql_problem', 'admin'),
-		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'), ('_restore_plan_settings', 'admin'),
+		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'), ('_swap_settings', 'admin'),
 		('_value_deltas', 'admin'), ('_clear_new', 'admin'), ('_without_waiting', 'admin'), ('_value_deltas_trans', 'admin'), ('_value_deltas_final', 'admin'),
 		-- the owner only
 		('attach_events', 'owner'), ('detach_events', 'owner'), ('rekey_events', 'owner'),
