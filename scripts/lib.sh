@@ -82,12 +82,13 @@ scratch_copy() {
 
 # start_cluster DIR PORT [CONF_LINES]: initdb a throw-away cluster in DIR/data
 # (as postgres, socket in DIR, the library preloaded, the worker off, plus any
-# extra settings), start it, and stop and remove it when the script exits.
+# extra settings), start it, and stop and remove it when the script exits
+# (then run CLUSTER_AFTER_STOP, if set).
 start_cluster() {
 	local dir=$1 port=$2 extra=${3:-}
 	chown postgres: "$dir"
 	CLUSTER_DIR=$dir
-	trap 'as_postgres pg_ctl -D "$CLUSTER_DIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"' EXIT
+	trap 'as_postgres pg_ctl -D "$CLUSTER_DIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"; eval "${CLUSTER_AFTER_STOP:-}"' EXIT
 	as_postgres initdb -D "$dir/data" -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
 	cat >>"$dir/data/postgresql.conf" <<CONF
 port = $port
