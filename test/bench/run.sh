@@ -37,12 +37,12 @@ HUGE=off
 if [ "${BENCH_HUGE_PAGES:-on}" = on ]; then
 	hp_was=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo)
 	hp_want=$(( ${hp_was:-0} + 1200 ))	# 2 GB of buffers plus the rest of shared memory
-	if [ -n "$hp_was" ] && echo "$hp_want" >/proc/sys/vm/nr_hugepages 2>/dev/null &&
+	if [ -n "$hp_was" ] && echo "$hp_want" 2>/dev/null >/proc/sys/vm/nr_hugepages &&
 		[ "$(cat /proc/sys/vm/nr_hugepages)" -ge "$hp_want" ]; then
 		HUGE=on
 		CLUSTER_AFTER_STOP="echo $hp_was >/proc/sys/vm/nr_hugepages"
 	else
-		[ -n "$hp_was" ] && echo "$hp_was" >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+		[ -n "$hp_was" ] && echo "$hp_was" 2>/dev/null >/proc/sys/vm/nr_hugepages || true
 		say "huge pages: could not reserve $hp_want (have $(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo none)); running without"
 	fi
 fi
