@@ -25,7 +25,7 @@ OUT="$RESULTS/latest.md"
 ensure_deps
 build_install
 
-# Huge pages (BENCH_HUGE_PAGES=on, the default): the cluster's 2 GB of shared
+# Huge pages (BENCH_HUGE_PAGES=on, the default): the cluster's shared
 # buffers on 2 MB pages, as PostgreSQL's documentation advises for a buffer
 # pool this large.  Without them every new backend and parallel worker takes
 # a page fault on its first touch of each 4 kB of shared memory, which on
@@ -33,10 +33,13 @@ build_install
 # pages are reserved for the run and given back when it ends; where that is
 # not possible (not root, not enough memory) the run says so and goes on
 # without them.  BENCH_HUGE_PAGES=off measures the server's defaults.
+BUFFERS_MB=2048
 HUGE=off
 if [ "${BENCH_HUGE_PAGES:-on}" = on ]; then
 	hp_was=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo)
-	hp_want=$(( ${hp_was:-0} + 1200 ))	# 2 GB of buffers plus the rest of shared memory
+	# the buffers in 2 MB pages, plus the rest of shared memory (37 pages
+	# with these settings, says postgres -C shared_memory_size_in_huge_pages)
+	hp_want=$(( ${hp_was:-0} + BUFFERS_MB / 2 + 100 ))
 	if [ -n "$hp_was" ] && echo "$hp_want" 2>/dev/null >/proc/sys/vm/nr_hugepages &&
 		[ "$(cat /proc/sys/vm/nr_hugepages)" -ge "$hp_want" ]; then
 		HUGE=on
@@ -47,7 +50,7 @@ if [ "${BENCH_HUGE_PAGES:-on}" = on ]; then
 	fi
 fi
 start_cluster "$DIR" "$PORT" "huge_pages = $HUGE
-shared_buffers = 2GB
+shared_buffers = ${BUFFERS_MB}MB
 work_mem = 64MB
 maintenance_work_mem = 1GB
 max_wal_size = 16GB
