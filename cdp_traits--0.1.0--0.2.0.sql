@@ -2269,6 +2269,18 @@ $added_grants$;
 
 -- END generated: functions changed since 0.1.0
 
+-- calculate_attributes writes with lz4 where the server has it (as in
+-- 40_attributes.sql; after the generated CREATE OR REPLACE, which sets the
+-- function's settings anew)
+DO $lz4$
+BEGIN
+	IF (SELECT 'lz4' = ANY (s.enumvals) FROM pg_catalog.pg_settings s
+		 WHERE s.name = 'default_toast_compression') THEN
+		ALTER FUNCTION cdp_traits.calculate_attributes(boolean) SET default_toast_compression = lz4;
+	END IF;
+END;
+$lz4$;
+
 -- pg_dump (as in 80_dump.sql)
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events_seq_seq', '');

@@ -270,6 +270,34 @@ SELECT cdp_traits.agg_state_merge(
          (SELECT cdp_traits.frequency_state(x) FROM unnest(ARRAY['a']) x),
          (SELECT cdp_traits.unique_state(x) FROM unnest(ARRAY['a']) x));
 
+-- What a calculation writes is compressed with lz4 where the server has it
+-- (see calculate_attributes): here z's state and values, over 2 kB each.
+SELECT ('default_toast_compression=lz4' = ANY (p.proconfig))
+       = (SELECT 'lz4' = ANY (s.enumvals) FROM pg_settings s WHERE s.name = 'default_toast_compression')
+         AS lz4_where_the_server_has_it
+  FROM pg_proc p WHERE p.oid = 'cdp_traits.calculate_attributes(boolean)'::regprocedure;
+DELETE FROM cdp_traits.attributes WHERE id = 'recent';
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('all_n', '{"type": "list", "value": "payload->>''n''"}');
+INSERT INTO sev (id, source_id, type, event_time, payload)
+SELECT e.* FROM generate_series(1, 400) i, pg_temp.ev('z', i) e;
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+INSERT INTO sev (id, source_id, type, event_time, payload)
+SELECT e.* FROM pg_temp.ev('z', 401) e;
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.last_run();
+WITH m AS (SELECT CASE WHEN 'lz4' = ANY (s.enumvals) THEN 'lz4' ELSE 'pglz' END AS expected
+             FROM pg_settings s WHERE s.name = 'default_toast_compression')
+SELECT st.n, pg_column_compression(st.states) = m.expected AS state_compressed_as_expected,
+       pg_column_compression(ea.vals) = m.expected AS values_compressed_as_expected,
+       jsonb_array_length(ea.vals->'all_n') AS all_n
+  FROM m, cdp_traits.entity_states st
+  JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = st.customer_entity_id
+ WHERE st.customer_entity_id = (SELECT mt.customer_entity_id FROM cdp_traits.matching mt WHERE mt.value = 'z@x');
+-- (the caller's setting is its own again)
+SHOW default_toast_compression;
+SELECT pg_temp.differences_from_full() AS differences;
+
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 DROP TABLE sev CASCADE;
