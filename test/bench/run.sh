@@ -60,16 +60,19 @@ cp "$REPO/test/gen/cdp_gen.sql" "$DIR/"
 chown postgres: "$DIR/cdp_gen.sql"
 as_postgres createdb -h "$DIR" -p "$PORT" bench
 
-# sql SQL...: run statements in the bench database (quiet, stop on error).
-# Under time_ms (BENCH_TIMING_FILE set) psql also times each statement and
-# the times go to that file: the arguments are then -c options only.
+# sql ARGS...: run statements in the bench database (quiet, stop on error),
+# from -c options or from stdin.  Under time_ms (BENCH_TIMING_FILE set) psql
+# also times each statement, and the times go to that file.
 sql() {
-	if [ -z "${BENCH_TIMING_FILE:-}" ]; then
-		as_postgres psql -h "$DIR" -p "$PORT" -d bench -X -q -v ON_ERROR_STOP=1 -At "$@"
-		return
+	local timing=() a from_stdin=yes
+	if [ -n "${BENCH_TIMING_FILE:-}" ]; then
+		# (with \timing as a -c option psql reads stdin only if told to)
+		timing=(-c '\timing on')
+		for a; do [[ $a == -[cf]* ]] && from_stdin=; done
+		[ -n "$from_stdin" ] && set -- "$@" -f -
 	fi
-	as_postgres psql -h "$DIR" -p "$PORT" -d bench -X -q -v ON_ERROR_STOP=1 -At -c '\timing on' "$@" |
-		awk -v f="$BENCH_TIMING_FILE" '/^Time: [0-9.]+ ms/ { print $2 >>f; next } { print }'
+	as_postgres psql -h "$DIR" -p "$PORT" -d bench -X -q -v ON_ERROR_STOP=1 -At "${timing[@]}" "$@" |
+		awk -v f="${BENCH_TIMING_FILE:-}" 'f != "" && /^Time: [0-9.]+ ms/ { print $2 >>f; next } { print }'
 	return "${PIPESTATUS[0]}"
 }
 export -f sql as_postgres
