@@ -105,8 +105,9 @@ ANALYZE cdp_traits.customer_entities;
 -- every definition can be kept from states
 SELECT count(*) FILTER (WHERE c.stateful) AS stateful, count(*) AS compiled
   FROM cdp_traits.attributes a CROSS JOIN LATERAL cdp_traits._compile(a.id, a.definition, 'x') c;
--- new definitions are computed for every entity, as in a forced run,
--- which computes no states: small runs store them
+-- new definitions are computed for every entity, as in a forced run, and
+-- that run stores the states of the large entities (a, b and c) it marks
+-- calculated, so that the small runs after it start from them
 SELECT * FROM pg_temp.states();
 
 -- New events of a and of a customer with one event: a's are queued, and
@@ -151,6 +152,14 @@ SELECT e.* FROM pg_temp.ev('a', 38) e;
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.last_run();
 SELECT pg_temp.differences_from_full() AS differences_after_bypass;
+-- The forced run (in differences_from_full) recalculated from the events
+-- alone and renewed a's state with them: a small run from that state now
+-- agrees with a full one.
+INSERT INTO sev (id, source_id, type, event_time, payload)
+SELECT e.* FROM pg_temp.ev('a', 39) e;
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.last_run();
+SELECT pg_temp.differences_from_full() AS differences_after_forced_run;
 
 -- An event updated through the triggers (same identifiers): b's state is
 -- dropped with its queue, and b is read whole (and gets a new state).

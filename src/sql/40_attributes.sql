@@ -1278,9 +1278,10 @@ $$;
  * the stored ones, and gives each entity's states (sts) and number of
  * events (n) beside its values, and keeps those of the entities with
  * cdp_traits.state_min_events or more events (cdp_stw), which after the
- * marking _states_store stores.  A run over many dirty entities reads no
- * stored state but stores the states it computes; a forced run neither
- * reads nor computes states, and keeps those that are current.
+ * marking _states_store stores.  A run over many dirty entities, a forced
+ * run and one of definitions all new read no stored state but store the
+ * states they compute (a forced one so renews every stored state of its
+ * definitions from the events alone).
  */
 CREATE FUNCTION cdp_traits._states_fetch(sig text) RETURNS bigint
 LANGUAGE plpgsql
@@ -1362,7 +1363,10 @@ BEGIN
 		joins := pg_catalog.format('pg_temp.%I p1', parts[1]);
 		FOR i IN 2 .. pg_catalog.cardinality(parts) LOOP
 			sts := sts || pg_catalog.format(' || COALESCE(p%s.sts, ''{}'')', i);
-			joins := joins || pg_catalog.format(' LEFT JOIN pg_temp.%I p%s ON p%s.eid = p1.eid', parts[i], i, i);
+			-- (only the rows with states: a run over every entity hashes
+			-- a few thousand rows instead of all)
+			joins := joins || pg_catalog.format(' LEFT JOIN (SELECT x.eid, x.sts FROM pg_temp.%I x '
+				'WHERE x.sts IS NOT NULL) p%s ON p%s.eid = p1.eid', parts[i], i, i);
 		END LOOP;
 		EXECUTE 'CREATE TEMP TABLE cdp_stw AS SELECT p1.eid, p1.n, ' || sts || ' AS sts FROM ' || joins
 			|| ' WHERE p1.n >= $1'
@@ -1964,13 +1968,19 @@ BEGIN
 		INSERT INTO pg_temp.cdp_branches VALUES (median);
 	END IF;
 	IF attached THEN
-		-- a forced run (or one of definitions all new) computes no states:
-		-- that would cost a tenth of its time (the state aggregates finish
-		-- for every entity), and the stored states of its entities stay
-		-- exact (it changes no events and reads no queue); those of the
-		-- definitions as compiled now (sig) are kept, see _states_store
+		-- a forced run (or one of definitions all new) also gives the
+		-- states of the large entities it marks calculated, so that the
+		-- small runs after it read their new events only.  It costs the run
+		-- about a tenth more (the state aggregates share the values'
+		-- transitions, but finish for every entity); the first small run
+		-- after it took a third less (see BENCHMARKS.md).  It rewrites the
+		-- states it finds stored: a forced run recalculates from the events
+		-- alone, and so renews the cache too.
 		IF min_events > 0 AND n > 0 AND pg_catalog.cardinality(dirty_pre || dirty_srf) = 0 THEN
 			sig := cdp_traits._states_signature(all_pre || all_srf);
+		END IF;
+		IF sig IS NOT NULL THEN
+			CREATE TEMP TABLE cdp_stemit AS SELECT min_events AS min_events;
 		END IF;
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
 			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
