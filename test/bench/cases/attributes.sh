@@ -61,10 +61,10 @@ values=$(sql -c "SELECT count(*) FROM cdp_traits.customer_attributes")
 report "attributes: incremental run touched" "$touched of $entities entities; $values values stored"
 
 # The same in a base that keeps calculating: case 3's run follows a forced
-# run on a base loaded moments ago, so few of the large entities it touches
-# have a stored state yet (see README, "Stored states"); here each timed run
-# is the sixth small run in a row, after five rounds of 1k new events and a
-# small run (the forced baseline runs between, and keeps the states).
+# run, which stored the states of the large entities (see README, "Stored
+# states"); here each timed run is the sixth small run in a row, after five
+# rounds of 1k new events and a small run, so the states it reads are those
+# the small runs stored (the forced baseline runs between, and renews them).
 steady_events() { for _ in 1 2 3 4 5; do new_events; done; }
 compare "attributes: incremental, steady state (4)" "full calculation" full_run \
 	"calculate_attributes() after 1k new events, 6th small run in a row" incremental_run steady_events \
