@@ -1937,6 +1937,7 @@ DECLARE
 	aid text;
 	grp text[];
 	few boolean;
+	entities_est real;
 	sig text;
 	n_from_states bigint := 0;
 	min_events CONSTANT integer := pg_catalog.current_setting('cdp_traits.state_min_events')::integer;
@@ -1968,13 +1969,14 @@ BEGIN
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	PERFORM cdp_traits._swap_settings('{max_parallel_workers_per_gather}', parallel_was);
-	few := n < 10000 AND (SELECT c.reltuples < 0 OR n * 20 < c.reltuples FROM pg_catalog.pg_class c
-						  WHERE c.oid = 'cdp_traits.customer_entities'::regclass);
+	-- (the planner's estimate of all entities, -1 before the first ANALYZE)
+	SELECT c.reltuples INTO entities_est FROM pg_catalog.pg_class c
+	 WHERE c.oid = 'cdp_traits.customer_entities'::regclass;
+	few := n < 10000 AND (entities_est < 0 OR n * 20 < entities_est);
 	-- (the statements probe the scope by its key only when it is a small
 	-- part of the entities; over half of them or more they hash it, and the
 	-- key would cost a sort of every entity: 90 ms over 200k)
-	IF NOT (SELECT c.reltuples > 0 AND n * 2 >= c.reltuples FROM pg_catalog.pg_class c
-			 WHERE c.oid = 'cdp_traits.customer_entities'::regclass) THEN
+	IF NOT (entities_est > 0 AND n * 2 >= entities_est) THEN
 		ALTER TABLE pg_temp.cdp_scope ADD PRIMARY KEY (id);
 	END IF;
 	PERFORM cdp_traits._analyze_temp('cdp_scope', ARRAY['id', 'row_xmin']);
@@ -1990,8 +1992,7 @@ BEGIN
 	-- them out of parallel plans)
 	CREATE TEMP TABLE cdp_branches (median uuid);
 	IF pg_catalog.current_setting('max_parallel_workers_per_gather')::integer > 0
-	   AND (SELECT c.reltuples >= 50000 FROM pg_catalog.pg_class c
-			 WHERE c.oid = 'cdp_traits.customer_entities'::regclass) THEN
+	   AND entities_est >= 50000 THEN
 		SELECT x.b[pg_catalog.cardinality(x.b) / 2 + 1] INTO median
 		  FROM (SELECT s.histogram_bounds::text::uuid[] AS b FROM pg_catalog.pg_stats s
 				 WHERE s.schemaname = 'cdp_traits' AND s.tablename = 'customer_entities'
