@@ -534,6 +534,30 @@ CREATE TABLE cdp_traits.entity_state_events (
 CREATE INDEX entity_state_events_entity ON cdp_traits.entity_state_events (customer_entity_id);
 COMMENT ON TABLE cdp_traits.entity_state_events IS
 	'internal: events assigned to an entity since its stored state (entity_states) was computed';
+-- Compiled definitions kept for later runs (as in 40_attributes.sql)
+CREATE TABLE cdp_traits.compiled_definitions (
+	attribute_id text NOT NULL,
+	alias text NOT NULL,
+	definition_md5 text NOT NULL,	-- md5 of the extension version and the definition
+	cond text, lat text, agg text, srf boolean, skipped text, inner_sql text, lat_shared text,
+	stateful boolean, st_agg text, st_comb text, st_fin text, st_read text,
+	rels oid[] NOT NULL,			-- relations the compiled statement names
+	funcs oid[] NOT NULL,			-- functions it calls, and _compile
+	stamp text NOT NULL,			-- _deps_stamp(rels, funcs) when compiled
+	PRIMARY KEY (attribute_id, alias)
+);
+COMMENT ON TABLE cdp_traits.compiled_definitions IS
+	'internal: compiled attribute definitions, reused while what they depend on is unchanged (a cache)';
+CREATE FUNCTION cdp_traits._query_deps(sql text, OUT rels oid[], OUT funcs oid[])
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_deps';
+COMMENT ON FUNCTION cdp_traits._query_deps(text) IS
+	'internal: the relations and functions a statement names (parse-analysed, not run; views not looked into)';
+CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
+COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
+	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
 CREATE FUNCTION cdp_traits._query_immutable(sql text) RETURNS boolean
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_query_immutable';
@@ -1949,6 +1973,12 @@ DECLARE
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
 	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
+	-- (compiled definitions are kept per extension version and _compile)
+	ext_version CONSTANT text :=
+		(SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'cdp_traits');
+	compile_fn CONSTANT oid := 'cdp_traits._compile(text, jsonb, text)'::pg_catalog.regprocedure;
+	comp_alias text;
+	def_md5 text;
 BEGIN
 	-- one run at a time per database
 	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
@@ -2028,11 +2058,37 @@ BEGIN
 				is_srf boolean;
 				key text;
 			BEGIN
+				-- compiled in an earlier run, and nothing it depends on changed
+				-- since (see compiled_definitions), or compiled now and kept
+				comp_alias := 'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled);
+				def_md5 := pg_catalog.md5(ext_version || E'\n' ||
+					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id)::text);
 				INSERT INTO pg_temp.cdp_compiled
-				SELECT a.id, c.* FROM cdp_traits._compile(a.id,
-					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id),
-					'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled)) c
+				SELECT a.id, k.cond, k.lat, k.agg, k.srf, k.skipped, k.inner_sql, k.lat_shared,
+					   k.stateful, k.st_agg, k.st_comb, k.st_fin, k.st_read
+				  FROM cdp_traits.compiled_definitions k
+				 WHERE k.attribute_id = a.id AND k.alias = comp_alias AND k.definition_md5 = def_md5
+				   AND k.stamp = cdp_traits._deps_stamp(k.rels, k.funcs)
 				RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
+				IF NOT FOUND THEN
+					INSERT INTO pg_temp.cdp_compiled
+					SELECT a.id, c.* FROM cdp_traits._compile(a.id,
+						(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), comp_alias) c
+					RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
+					-- (what it depends on: the statement _compile checks for
+					-- immutability names every expression of the definition)
+					DELETE FROM cdp_traits.compiled_definitions k WHERE k.attribute_id = a.id;
+					INSERT INTO cdp_traits.compiled_definitions
+					SELECT a.id, comp_alias, def_md5, c.cond, c.lat, c.agg, c.srf, c.skipped, c.inner_sql,
+						   c.lat_shared, c.stateful, c.st_agg, c.st_comb, c.st_fin, c.st_read,
+						   d.rels, d.funcs || compile_fn, cdp_traits._deps_stamp(d.rels, d.funcs || compile_fn)
+					  FROM pg_temp.cdp_compiled c,
+						   cdp_traits._query_deps(pg_catalog.format(
+								'SELECT %1$I.v, %1$I.w, %1$I.f, (%2$s) FROM cdp_traits.customer_events e %3$s',
+								comp_alias, c.cond, c.lat)) d
+					 WHERE c.aid = a.id
+					ON CONFLICT (attribute_id, alias) DO NOTHING;
+				END IF;
 				IF is_srf THEN
 					srf_keys := srf_keys || pg_catalog.jsonb_build_object(a.id, key);
 				END IF;
@@ -2239,6 +2295,7 @@ BEGIN
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
 		('_count_changes', 'admin'),
+		('_deps_stamp', 'admin'),
 		('_dot_quote', 'reader'),
 		('_event_id_of_key', 'admin'),
 		('_explain_events', 'reader'),
@@ -2246,6 +2303,7 @@ BEGIN
 		('_halves', 'admin'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
+		('_query_deps', 'admin'),
 		('_query_immutable', 'admin'),
 		('_states_fetch', 'admin'),
 		('_states_gather', 'admin'),
@@ -2303,6 +2361,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_toggles_seq_seq',
 -- Privileges (as in 90_privileges.sql)
 SELECT cdp_traits._grant('cdp_traits.entity_states'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.entity_state_events'::regclass, 'calculated');
+SELECT cdp_traits._grant('cdp_traits.compiled_definitions'::regclass, 'calculated');
 REVOKE ALL ON FUNCTION cdp_traits._compile(text, jsonb, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp_traits._compile(text, jsonb, text) TO cdp_traits_admin;
 DO $segment_grants$

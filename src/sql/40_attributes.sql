@@ -498,6 +498,38 @@ END;
 $$;
 
 
+-- What _compile made of a definition, kept for later runs (a cache: never
+-- dumped, safe to empty at any time).  A run uses a row when the
+-- definition, its alias in the run and the extension version are the same
+-- and the catalog rows of what the compiled statement names (relations,
+-- functions, _compile itself) are the versions they were (stamp: see
+-- src/definition_deps.c); otherwise it compiles again and replaces the row.
+-- Compiling is most of the fixed cost of a small run in a new session.
+CREATE TABLE cdp_traits.compiled_definitions (
+	attribute_id text NOT NULL,
+	alias text NOT NULL,
+	definition_md5 text NOT NULL,	-- md5 of the extension version and the definition
+	cond text, lat text, agg text, srf boolean, skipped text, inner_sql text, lat_shared text,
+	stateful boolean, st_agg text, st_comb text, st_fin text, st_read text,
+	rels oid[] NOT NULL,			-- relations the compiled statement names
+	funcs oid[] NOT NULL,			-- functions it calls, and _compile
+	stamp text NOT NULL,			-- _deps_stamp(rels, funcs) when compiled
+	PRIMARY KEY (attribute_id, alias)
+);
+COMMENT ON TABLE cdp_traits.compiled_definitions IS
+	'internal: compiled attribute definitions, reused while what they depend on is unchanged (a cache)';
+
+CREATE FUNCTION cdp_traits._query_deps(sql text, OUT rels oid[], OUT funcs oid[])
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_query_deps';
+COMMENT ON FUNCTION cdp_traits._query_deps(text) IS
+	'internal: the relations and functions a statement names (parse-analysed, not run; views not looked into)';
+CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
+COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
+	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
+
 -- SQL for the id of the attached events table that the event_entities key
 -- expression key_sql stands for, as the stitching passes write it (the id's
 -- text, or a uuid's key: see src/event_key.c and events_source.uuid_keys).
@@ -1818,6 +1850,12 @@ DECLARE
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
 	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
+	-- (compiled definitions are kept per extension version and _compile)
+	ext_version CONSTANT text :=
+		(SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'cdp_traits');
+	compile_fn CONSTANT oid := 'cdp_traits._compile(text, jsonb, text)'::pg_catalog.regprocedure;
+	comp_alias text;
+	def_md5 text;
 BEGIN
 	-- one run at a time per database
 	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
@@ -1897,11 +1935,37 @@ BEGIN
 				is_srf boolean;
 				key text;
 			BEGIN
+				-- compiled in an earlier run, and nothing it depends on changed
+				-- since (see compiled_definitions), or compiled now and kept
+				comp_alias := 'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled);
+				def_md5 := pg_catalog.md5(ext_version || E'\n' ||
+					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id)::text);
 				INSERT INTO pg_temp.cdp_compiled
-				SELECT a.id, c.* FROM cdp_traits._compile(a.id,
-					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id),
-					'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled)) c
+				SELECT a.id, k.cond, k.lat, k.agg, k.srf, k.skipped, k.inner_sql, k.lat_shared,
+					   k.stateful, k.st_agg, k.st_comb, k.st_fin, k.st_read
+				  FROM cdp_traits.compiled_definitions k
+				 WHERE k.attribute_id = a.id AND k.alias = comp_alias AND k.definition_md5 = def_md5
+				   AND k.stamp = cdp_traits._deps_stamp(k.rels, k.funcs)
 				RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
+				IF NOT FOUND THEN
+					INSERT INTO pg_temp.cdp_compiled
+					SELECT a.id, c.* FROM cdp_traits._compile(a.id,
+						(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), comp_alias) c
+					RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
+					-- (what it depends on: the statement _compile checks for
+					-- immutability names every expression of the definition)
+					DELETE FROM cdp_traits.compiled_definitions k WHERE k.attribute_id = a.id;
+					INSERT INTO cdp_traits.compiled_definitions
+					SELECT a.id, comp_alias, def_md5, c.cond, c.lat, c.agg, c.srf, c.skipped, c.inner_sql,
+						   c.lat_shared, c.stateful, c.st_agg, c.st_comb, c.st_fin, c.st_read,
+						   d.rels, d.funcs || compile_fn, cdp_traits._deps_stamp(d.rels, d.funcs || compile_fn)
+					  FROM pg_temp.cdp_compiled c,
+						   cdp_traits._query_deps(pg_catalog.format(
+								'SELECT %1$I.v, %1$I.w, %1$I.f, (%2$s) FROM cdp_traits.customer_events e %3$s',
+								comp_alias, c.cond, c.lat)) d
+					 WHERE c.aid = a.id
+					ON CONFLICT (attribute_id, alias) DO NOTHING;
+				END IF;
 				IF is_srf THEN
 					srf_keys := srf_keys || pg_catalog.jsonb_build_object(a.id, key);
 				END IF;
