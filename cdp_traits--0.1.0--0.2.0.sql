@@ -2021,14 +2021,6 @@ BEGIN
 	-- entities' statements read the temporary table of them, which keeps
 	-- them out of parallel plans)
 	CREATE TEMP TABLE cdp_branches (median uuid);
-	IF pg_catalog.current_setting('max_parallel_workers_per_gather')::integer > 0
-	   AND entities_est >= 50000 THEN
-		SELECT x.b[pg_catalog.cardinality(x.b) / 2 + 1] INTO median
-		  FROM (SELECT s.histogram_bounds::text::uuid[] AS b FROM pg_catalog.pg_stats s
-				 WHERE s.schemaname = 'cdp_traits' AND s.tablename = 'customer_entities'
-				   AND s.attname = 'id') x
-		 WHERE pg_catalog.cardinality(x.b) > 2;
-	END IF;
 	-- each predefined definition compiled once per run (_compile prepares statements)
 	CREATE TEMP TABLE cdp_compiled (aid text PRIMARY KEY, cond text, lat text, agg text,
 									srf boolean, skipped text, inner_sql text, lat_shared text,
@@ -2077,7 +2069,10 @@ BEGIN
 					RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
 					-- (what it depends on: the statement _compile checks for
 					-- immutability names every expression of the definition)
-					DELETE FROM cdp_traits.compiled_definitions k WHERE k.attribute_id = a.id;
+					-- (its rows at other positions go, and those of removed attributes)
+					DELETE FROM cdp_traits.compiled_definitions k
+					 WHERE k.attribute_id = a.id
+						OR NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id = k.attribute_id);
 					INSERT INTO cdp_traits.compiled_definitions
 					SELECT a.id, comp_alias, def_md5, c.cond, c.lat, c.agg, c.srf, c.skipped, c.inner_sql,
 						   c.lat_shared, c.stateful, c.st_agg, c.st_comb, c.st_fin, c.st_read,
@@ -2151,7 +2146,18 @@ BEGIN
 		PERFORM cdp_traits._clear_new();
 	END IF;
 
-	-- every entity: new or changed definitions, external traits
+	-- every entity: new or changed definitions, external traits (the
+	-- median only when predefined attributes are computed for every entity:
+	-- planning the read of pg_stats is a few milliseconds of a small run)
+	IF pg_catalog.cardinality(all_pre || all_srf) > 0
+	   AND pg_catalog.current_setting('max_parallel_workers_per_gather')::integer > 0
+	   AND entities_est >= 50000 THEN
+		SELECT x.b[pg_catalog.cardinality(x.b) / 2 + 1] INTO median
+		  FROM (SELECT s.histogram_bounds::text::uuid[] AS b FROM pg_catalog.pg_stats s
+				 WHERE s.schemaname = 'cdp_traits' AND s.tablename = 'customer_entities'
+				   AND s.attname = 'id') x
+		 WHERE pg_catalog.cardinality(x.b) > 2;
+	END IF;
 	IF median IS NOT NULL THEN
 		INSERT INTO pg_temp.cdp_branches VALUES (median);
 	END IF;

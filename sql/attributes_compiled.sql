@@ -118,6 +118,16 @@ SELECT cdp_traits.calculate_attributes() AS recalculated;
 SELECT * FROM pg_temp.cache();
 SELECT pg_temp.vals('a');
 
+-- a removed attribute's row goes when a run compiles anything (here the
+-- new one, and the others at their new positions)
+DELETE FROM cdp_traits.attributes WHERE id = 'tag';
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('bigger', '{"type": "max", "value": "(payload->>''amount'')::int"}');
+INSERT INTO cev (id, source_id, type, event_time, payload) SELECT e.* FROM pg_temp.ev('a', 10, 'pink') e;
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.cache();
+SELECT pg_temp.vals('a');
+
 -- the cache agrees with compiling afresh, and may be emptied at any time
 SELECT count(*) AS differing FROM cdp_traits.compiled_definitions k
   JOIN cdp_traits.attributes a ON a.id = k.attribute_id
