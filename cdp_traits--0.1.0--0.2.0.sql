@@ -534,7 +534,8 @@ CREATE TABLE cdp_traits.entity_state_events (
 CREATE INDEX entity_state_events_entity ON cdp_traits.entity_state_events (customer_entity_id);
 COMMENT ON TABLE cdp_traits.entity_state_events IS
 	'internal: events assigned to an entity since its stored state (entity_states) was computed';
--- Compiled definitions kept for later runs (as in 40_attributes.sql)
+-- Compiled definitions kept for later runs (as in 40_attributes.sql and
+-- 30_context.sql)
 CREATE TABLE cdp_traits.compiled_definitions (
 	attribute_id text NOT NULL,
 	alias text NOT NULL,
@@ -544,25 +545,21 @@ CREATE TABLE cdp_traits.compiled_definitions (
 	rels oid[] NOT NULL,			-- relations the compiled statement names
 	funcs oid[] NOT NULL,			-- functions it calls, and _compile
 	stamp text NOT NULL,			-- _deps_stamp(rels, funcs) when compiled
+	-- (rels and funcs as _compile gives them)
 	PRIMARY KEY (attribute_id, alias)
 );
 COMMENT ON TABLE cdp_traits.compiled_definitions IS
 	'internal: compiled attribute definitions, reused while what they depend on is unchanged (a cache)';
-CREATE FUNCTION cdp_traits._query_deps(sql text, OUT rels oid[], OUT funcs oid[])
-LANGUAGE c STRICT
-AS 'MODULE_PATHNAME', 'cdp_query_deps';
-COMMENT ON FUNCTION cdp_traits._query_deps(text) IS
-	'internal: the relations and functions a statement names (parse-analysed, not run; views not looked into)';
 CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
 COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
 	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
-CREATE FUNCTION cdp_traits._query_immutable(sql text) RETURNS boolean
+CREATE FUNCTION cdp_traits._query_deps(sql text, OUT rels oid[], OUT funcs oid[], OUT immutable boolean)
 LANGUAGE c STRICT
-AS 'MODULE_PATHNAME', 'cdp_query_immutable';
-COMMENT ON FUNCTION cdp_traits._query_immutable(text) IS
-	'internal: whether a statement calls only immutable functions (parse-analysed, not run; views not looked into)';
+AS 'MODULE_PATHNAME', 'cdp_query_deps';
+COMMENT ON FUNCTION cdp_traits._query_deps(text) IS
+	'internal: the relations and functions a statement names, and whether it calls only immutable functions (parse-analysed, not run; views not looked into)';
 DROP FUNCTION cdp_traits._compile(text, jsonb, text);
 ALTER TABLE cdp_traits.calculation_runs ADD COLUMN from_states bigint;
 -- (as in 20_aggregates.sql)
@@ -1274,7 +1271,8 @@ $$;
 CREATE OR REPLACE FUNCTION cdp_traits._compile(id text, def jsonb, alias text,
 	OUT cond text, OUT lat text, OUT agg text, OUT srf boolean, OUT skipped text,
 	OUT inner_sql text, OUT lat_shared text, OUT stateful boolean,
-	OUT st_agg text, OUT st_comb text, OUT st_fin text, OUT st_read text)
+	OUT st_agg text, OUT st_comb text, OUT st_fin text, OUT st_read text,
+	OUT rels oid[], OUT funcs oid[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
@@ -1423,11 +1421,17 @@ BEGIN
 			'count(%s) FILTER (WHERE %s AND %I.f IS TRUE)]::numeric[]', v, cond, alias, v, cond, alias);
 	END IF;
 	st_comb := COALESCE(st_comb, CASE WHEN st_read IS NOT NULL THEN 'cdp_traits.agg_state_merge($A, $B)' END);
-	-- (the expressions as written, views not looked into: the events'
-	-- columns are what they are)
-	stateful := st_read IS NOT NULL AND cdp_traits._query_immutable(pg_catalog.format(
-		'SELECT %I.v, %I.w, %I.f, (%s) FROM cdp_traits.customer_events e %s',
-		alias, alias, alias, cond, lat));
+	-- whether the expressions are immutable (as written, views not looked
+	-- into: the events' columns are what they are), and what the
+	-- compilation depends on (see compiled_definitions): the relations and
+	-- functions of a statement of every expression of the definition, and
+	-- _compile itself
+	SELECT d.rels, d.funcs || 'cdp_traits._compile(text, jsonb, text)'::pg_catalog.regprocedure::oid,
+		   st_read IS NOT NULL AND d.immutable
+	  INTO rels, funcs, stateful
+	  FROM cdp_traits._query_deps(pg_catalog.format(
+			'SELECT %1$I.v, %1$I.w, %1$I.f, (%2$s) FROM cdp_traits.customer_events e %3$s',
+			alias, cond, lat)) d;
 	IF NOT stateful THEN
 		st_agg := NULL; st_comb := NULL; st_fin := NULL; st_read := NULL;
 	END IF;
@@ -1973,10 +1977,9 @@ DECLARE
 	dirty_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope';
 	all_scope CONSTANT text := 'SELECT id FROM cdp_traits.customer_entities';
 	aud_scope CONSTANT text := 'SELECT id FROM pg_temp.cdp_scope UNION SELECT eid FROM pg_temp.cdp_changed';
-	-- (compiled definitions are kept per extension version and _compile)
+	-- (compiled definitions are kept per extension version)
 	ext_version CONSTANT text :=
 		(SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'cdp_traits');
-	compile_fn CONSTANT oid := 'cdp_traits._compile(text, jsonb, text)'::pg_catalog.regprocedure;
 	comp_alias text;
 	def_md5 text;
 BEGIN
@@ -2024,13 +2027,14 @@ BEGIN
 	-- each predefined definition compiled once per run (_compile prepares statements)
 	CREATE TEMP TABLE cdp_compiled (aid text PRIMARY KEY, cond text, lat text, agg text,
 									srf boolean, skipped text, inner_sql text, lat_shared text,
-									stateful boolean, st_agg text, st_comb text, st_fin text, st_read text);
+									stateful boolean, st_agg text, st_comb text, st_fin text, st_read text,
+									rels oid[], funcs oid[]);
 
 	-- sort the definitions: which step computes each, over which entities
 	-- (a new or changed definition is computed for every entity)
 	dirty_pre := '{}'; all_pre := '{}'; dirty_srf := '{}'; all_srf := '{}';
 	dirty_q := '{}'; all_q := '{}'; ext := '{}';
-	FOR a IN SELECT at.id, at.definition->>'type' AS typ,
+	FOR a IN SELECT at.id, at.definition, at.definition->>'type' AS typ,
 					force OR at.calculated_version IS DISTINCT FROM at.version AS everyone
 			   FROM cdp_traits.attributes at ORDER BY at.id LOOP
 		IF a.typ = 'audience' THEN
@@ -2053,22 +2057,18 @@ BEGIN
 				-- compiled in an earlier run, and nothing it depends on changed
 				-- since (see compiled_definitions), or compiled now and kept
 				comp_alias := 'a' || (SELECT count(*) + 1 FROM pg_temp.cdp_compiled);
-				def_md5 := pg_catalog.md5(ext_version || E'\n' ||
-					(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id)::text);
+				def_md5 := pg_catalog.md5(ext_version || E'\n' || a.definition::text);
 				INSERT INTO pg_temp.cdp_compiled
 				SELECT a.id, k.cond, k.lat, k.agg, k.srf, k.skipped, k.inner_sql, k.lat_shared,
-					   k.stateful, k.st_agg, k.st_comb, k.st_fin, k.st_read
+					   k.stateful, k.st_agg, k.st_comb, k.st_fin, k.st_read, k.rels, k.funcs
 				  FROM cdp_traits.compiled_definitions k
 				 WHERE k.attribute_id = a.id AND k.alias = comp_alias AND k.definition_md5 = def_md5
 				   AND k.stamp = cdp_traits._deps_stamp(k.rels, k.funcs)
 				RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
 				IF NOT FOUND THEN
 					INSERT INTO pg_temp.cdp_compiled
-					SELECT a.id, c.* FROM cdp_traits._compile(a.id,
-						(SELECT at.definition FROM cdp_traits.attributes at WHERE at.id = a.id), comp_alias) c
+					SELECT a.id, c.* FROM cdp_traits._compile(a.id, a.definition, comp_alias) c
 					RETURNING srf, pg_catalog.md5(inner_sql || cond) INTO is_srf, key;
-					-- (what it depends on: the statement _compile checks for
-					-- immutability names every expression of the definition)
 					-- (its rows at other positions go, and those of removed attributes)
 					DELETE FROM cdp_traits.compiled_definitions k
 					 WHERE k.attribute_id = a.id
@@ -2076,11 +2076,8 @@ BEGIN
 					INSERT INTO cdp_traits.compiled_definitions
 					SELECT a.id, comp_alias, def_md5, c.cond, c.lat, c.agg, c.srf, c.skipped, c.inner_sql,
 						   c.lat_shared, c.stateful, c.st_agg, c.st_comb, c.st_fin, c.st_read,
-						   d.rels, d.funcs || compile_fn, cdp_traits._deps_stamp(d.rels, d.funcs || compile_fn)
-					  FROM pg_temp.cdp_compiled c,
-						   cdp_traits._query_deps(pg_catalog.format(
-								'SELECT %1$I.v, %1$I.w, %1$I.f, (%2$s) FROM cdp_traits.customer_events e %3$s',
-								comp_alias, c.cond, c.lat)) d
+						   c.rels, c.funcs, cdp_traits._deps_stamp(c.rels, c.funcs)
+					  FROM pg_temp.cdp_compiled c
 					 WHERE c.aid = a.id
 					ON CONFLICT (attribute_id, alias) DO NOTHING;
 				END IF;
@@ -2310,7 +2307,6 @@ BEGIN
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
 		('_query_deps', 'admin'),
-		('_query_immutable', 'admin'),
 		('_states_fetch', 'admin'),
 		('_states_gather', 'admin'),
 		('_states_signature', 'admin'),

@@ -263,10 +263,10 @@ SELECT * FROM pg_temp.last_run();
 SELECT * FROM pg_temp.states();
 SELECT pg_temp.differences_from_full() AS differences;
 -- _to_timestamptz and _to_date depend only on settings the run pins
-SELECT cdp_traits._query_immutable('SELECT cdp_traits._to_timestamptz(payload->>''t''), cdp_traits._to_date(''2026-01-01'') FROM cdp_traits.customer_events') AS pinned,
-       cdp_traits._query_immutable('SELECT (payload->>''t'')::timestamptz FROM cdp_traits.customer_events') AS cast_to_timestamptz,
-       cdp_traits._query_immutable('SELECT cdp_traits.context_value(''k'') FROM cdp_traits.customer_events') AS context_value,
-       cdp_traits._query_immutable('SELECT current_date') AS current_date;
+SELECT (cdp_traits._query_deps('SELECT cdp_traits._to_timestamptz(payload->>''t''), cdp_traits._to_date(''2026-01-01'') FROM cdp_traits.customer_events')).immutable AS pinned,
+       (cdp_traits._query_deps('SELECT (payload->>''t'')::timestamptz FROM cdp_traits.customer_events')).immutable AS cast_to_timestamptz,
+       (cdp_traits._query_deps('SELECT cdp_traits.context_value(''k'') FROM cdp_traits.customer_events')).immutable AS context_value,
+       (cdp_traits._query_deps('SELECT current_date')).immutable AS current_date;
 
 -- agg_state_merge: two states into one, outside an aggregate
 SELECT cdp_traits.state_most_frequent(cdp_traits.agg_state_merge(

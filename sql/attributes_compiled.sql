@@ -133,9 +133,9 @@ SELECT count(*) AS differing FROM cdp_traits.compiled_definitions k
   JOIN cdp_traits.attributes a ON a.id = k.attribute_id
  CROSS JOIN LATERAL cdp_traits._compile(a.id, a.definition, k.alias) c
  WHERE (k.cond, k.lat, k.agg, k.srf, k.skipped, k.inner_sql, k.lat_shared, k.stateful,
-        k.st_agg, k.st_comb, k.st_fin, k.st_read)
+        k.st_agg, k.st_comb, k.st_fin, k.st_read, k.rels, k.funcs)
        IS DISTINCT FROM (c.cond, c.lat, c.agg, c.srf, c.skipped, c.inner_sql, c.lat_shared, c.stateful,
-        c.st_agg, c.st_comb, c.st_fin, c.st_read);
+        c.st_agg, c.st_comb, c.st_fin, c.st_read, c.rels, c.funcs);
 TRUNCATE cdp_traits.compiled_definitions;
 INSERT INTO cev (id, source_id, type, event_time, payload) SELECT e.* FROM pg_temp.ev('a', 9, 'grey') e;
 SELECT cdp_traits.calculate_attributes() AS recalculated;

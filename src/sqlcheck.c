@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -24,6 +25,7 @@
 #include "optimizer/optimizer.h"
 #include "parser/analyze.h"
 #include "parser/parser.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -35,7 +37,7 @@ PG_FUNCTION_INFO_V1(cdp_sql_problem);
 PG_FUNCTION_INFO_V1(cdp_expression_columns);
 PG_FUNCTION_INFO_V1(cdp_query_columns);
 PG_FUNCTION_INFO_V1(cdp_query_returns_set);
-PG_FUNCTION_INFO_V1(cdp_query_immutable);
+PG_FUNCTION_INFO_V1(cdp_query_deps);
 
 /*
  * raw_parse_or_message
@@ -338,64 +340,116 @@ pinned_function(Oid func_id)
 		(strcmp(name, "_to_date") == 0 || strcmp(name, "_to_timestamptz") == 0);
 }
 
+typedef struct StatementDeps
+{
+	List	   *rels;			/* OIDs of the relations named */
+	List	   *funcs;			/* OIDs of the functions called */
+	bool		is_mutable;	/* something may change with the same inputs */
+} StatementDeps;
+
 /*
- * mutable_checker
- *		check_functions_in_node callback: a function that is not immutable
- *		(and not one of the pinned ones).
+ * deps_function
+ *		check_functions_in_node callback: note the function, and whether its
+ *		result may change while its arguments stay the same (not immutable,
+ *		and not one of the pinned ones); look further.
  */
 static bool
-mutable_checker(Oid func_id, void *context)
+deps_function(Oid func_id, void *context)
 {
-	return func_volatile(func_id) != PROVOLATILE_IMMUTABLE && !pinned_function(func_id);
+	StatementDeps *deps = (StatementDeps *) context;
+
+	deps->funcs = list_append_unique_oid(deps->funcs, func_id);
+	if (func_volatile(func_id) != PROVOLATILE_IMMUTABLE && !pinned_function(func_id))
+		deps->is_mutable = true;
+	return false;
 }
 
 /*
- * mutable_walker
- *		Whether an expression or query tree calls anything whose result may
- *		change while its arguments stay the same (as
+ * deps_walker
+ *		Query and expression tree walker collecting the relations (range
+ *		table entries, views as such, not looked into) and the functions
+ *		(operators and casts by their functions) of a parse-analysed
+ *		statement, and whether it calls anything mutable (as
  *		contain_mutable_functions, with the pinned functions allowed).
  */
 static bool
-mutable_walker(Node *node, void *context)
+deps_walker(Node *node, void *context)
 {
+	StatementDeps *deps = (StatementDeps *) context;
+
 	if (node == NULL)
 		return false;
-	if (check_functions_in_node(node, mutable_checker, context))
-		return true;
+	if (IsA(node, RangeTblEntry))
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) node;
+
+		if (rte->rtekind == RTE_RELATION)
+			deps->rels = list_append_unique_oid(deps->rels, rte->relid);
+		return false;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, deps_walker, context,
+								 QTW_EXAMINE_RTES_BEFORE);
 	if (IsA(node, SQLValueFunction) || IsA(node, NextValueExpr) ||
 		IsA(node, Param))
-		return true;
-	if (IsA(node, Query))
-		return query_tree_walker((Query *) node, mutable_walker, context, 0);
-	return expression_tree_walker(node, mutable_walker, context);
+		deps->is_mutable = true;
+	(void) check_functions_in_node(node, deps_function, context);
+	return expression_tree_walker(node, deps_walker, context);
 }
 
 /*
- * cdp_query_immutable
- *		SQL: _query_immutable(sql text) RETURNS boolean: whether the
- *		(prepared, not run) statement calls only immutable functions, so
- *		that the same rows always give the same result; what it reads of
- *		views is not looked into (the check is on the statement as written).
- *		An attribute whose expressions pass may be kept up to date from a
- *		stored aggregate state (see entity_states): one that reads the clock
- *		or a context value may not.
+ * oid_array
+ *		A sorted oid[] of a list of OIDs.
  */
-Datum
-cdp_query_immutable(PG_FUNCTION_ARGS)
+static ArrayType *
+oid_array(List *oids)
 {
-	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	List	   *raw;
-	bool		result = true;
+	Datum	   *elems = palloc(sizeof(Datum) * (list_length(oids) + 1));
+	int			n = 0;
 	ListCell   *lc;
 
+	list_sort(oids, list_oid_cmp);
+	foreach(lc, oids)
+		elems[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	return construct_array(elems, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
+}
+
+/*
+ * cdp_query_deps
+ *		SQL: _query_deps(sql text, OUT rels oid[], OUT funcs oid[],
+ *		OUT immutable boolean): the relations and functions a statement
+ *		names, as parse analysis resolves them now (the statement is not
+ *		run; views are not looked into: a view's columns and definition are
+ *		its own catalog rows), and whether it calls only immutable functions,
+ *		so that the same rows always give the same result.  An attribute
+ *		whose expressions are immutable may be kept up to date from a stored
+ *		aggregate state (see entity_states): one that reads the clock or a
+ *		context value may not.  What it names is what its compilation depends
+ *		on (see compiled_definitions and src/definition_deps.c).
+ */
+Datum
+cdp_query_deps(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	StatementDeps deps = {NIL, NIL, false};
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	List	   *raw;
+	ListCell   *lc;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
 	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
 	foreach(lc, raw)
 	{
 		RawStmt    *rs = lfirst_node(RawStmt, lc);
 		Query	   *q = parse_analyze_fixedparams(rs, sql, NULL, 0, NULL);
 
-		if (mutable_walker((Node *) q, NULL))
-			result = false;
+		(void) deps_walker((Node *) q, &deps);
 	}
-	PG_RETURN_BOOL(result);
+	values[0] = PointerGetDatum(oid_array(deps.rels));
+	values[1] = PointerGetDatum(oid_array(deps.funcs));
+	values[2] = BoolGetDatum(!deps.is_mutable);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -27,11 +27,11 @@ LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_query_returns_set';
 COMMENT ON FUNCTION cdp_traits._query_returns_set(text) IS
 	'internal: whether a SELECT''s target list is set-returning (prepared, not run)';
-CREATE FUNCTION cdp_traits._query_immutable(sql text) RETURNS boolean
+CREATE FUNCTION cdp_traits._query_deps(sql text, OUT rels oid[], OUT funcs oid[], OUT immutable boolean)
 LANGUAGE c STRICT
-AS 'MODULE_PATHNAME', 'cdp_query_immutable';
-COMMENT ON FUNCTION cdp_traits._query_immutable(text) IS
-	'internal: whether a statement calls only immutable functions (parse-analysed, not run; views not looked into)';
+AS 'MODULE_PATHNAME', 'cdp_query_deps';
+COMMENT ON FUNCTION cdp_traits._query_deps(text) IS
+	'internal: the relations and functions a statement names, and whether it calls only immutable functions (parse-analysed, not run; views not looked into)';
 
 -- Conversions that return NULL instead of failing (attribute data types).
 CREATE FUNCTION cdp_traits._to_boolean(text) RETURNS boolean

@@ -170,7 +170,7 @@ BEGIN
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
 		('_pivot_type', 'admin'), ('_query_columns', 'admin'), ('_query_returns_set', 'admin'),
 		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_event_id_of_key', 'admin'),
-		('_analyze_temp', 'admin'), ('_query_immutable', 'admin'),
+		('_analyze_temp', 'admin'),
 		('_states_fetch', 'admin'), ('_states_signature', 'admin'), ('_states_gather', 'admin'),
 		('_states_store', 'admin'), ('_query_deps', 'admin'), ('_deps_stamp', 'admin'),
 		('_sql_problem', 'admin'),
