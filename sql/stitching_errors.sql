@@ -11,6 +11,25 @@ SELECT cdp_traits.attach_events('bad_types');
 CREATE TABLE no_equality (id point, source_id text, type text, version text, event_time timestamptz, payload jsonb);
 SELECT cdp_traits.attach_events('no_equality');
 SELECT cdp_traits.attach_events('no_such_table');
+-- ids whose input runs functions that the type's owner chose: a domain (its
+-- CHECK), a composite, range or array type (the input of their parts, which
+-- may be domains).  Stitching turns stored keys back into ids as the
+-- extension's owner, so whoever owns the events table could get code of
+-- their own run as that owner: rejected, and nothing of theirs ran.
+CREATE TABLE spy_calls (who name);
+CREATE FUNCTION spy(v text) RETURNS boolean
+LANGUAGE sql AS $$ INSERT INTO spy_calls VALUES (current_user) RETURNING true $$;
+CREATE DOMAIN spied_id AS text CHECK (spy(VALUE));
+CREATE TYPE spied_pair AS (a spied_id, b int);
+CREATE TABLE domain_ids (id spied_id, source_id text, type text, version text, event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('domain_ids');
+CREATE TABLE composite_ids (id spied_pair, source_id text, type text, version text, event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('composite_ids');
+CREATE TABLE array_ids (id spied_id[], source_id text, type text, version text, event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('array_ids');
+CREATE TABLE range_ids (id int4range, source_id text, type text, version text, event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('range_ids');
+SELECT count(*) AS spy_calls FROM spy_calls;
 SELECT count(*) AS nothing_recorded FROM cdp_traits.events_source;
 SELECT count(*) AS no_triggers FROM pg_trigger WHERE tgname LIKE 'cdp_traits%';
 
@@ -89,6 +108,37 @@ DROP TABLE ev;
 DROP TABLE ev CASCADE;
 -- a dropped events table counts as not attached
 SELECT cdp_traits.restitch();
+-- an enum is fine
+CREATE TYPE ev_code AS ENUM ('e1', 'e2', 'e3');
+CREATE TABLE enum_ids (id ev_code PRIMARY KEY, source_id text, type text, version text,
+                       event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('enum_ids');
+INSERT INTO enum_ids VALUES ('e1', 'web', 'view', '1', now(), '{"email": "a@x"}'),
+                            ('e2', 'web', 'view', '1', now(), '{"email": "a@x"}');
+DELETE FROM enum_ids WHERE id = 'e2';
+SELECT count(*) AS events, count(DISTINCT customer_entity_id) AS entities FROM cdp_traits.customer_events;
+SELECT cdp_traits.detach_events();
+-- a table attached before attach_events checked the id type (here: its
+-- record made to say so): stitching refuses to make ids of that type
+-- rather than run the domain's CHECK
+CREATE TABLE late_ids (id text PRIMARY KEY, source_id text, type text, version text,
+                       event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('late_ids');
+INSERT INTO late_ids VALUES ('e1', 'web', 'view', '1', now(), '{"email": "b@x"}'),
+                            ('e2', 'web', 'view', '1', now(), '{"email": "b@x"}');
+UPDATE cdp_traits.events_source SET id_type = 'spied_id'::regtype;
+\c -
+TRUNCATE spy_calls;
+DELETE FROM late_ids WHERE id = 'e2';
+SELECT count(*) AS spy_calls FROM spy_calls;
+SELECT count(*) AS events_still_stitched FROM cdp_traits.event_entities;
+SELECT cdp_traits.detach_events();
+DROP TABLE late_ids, enum_ids CASCADE;
+DROP TABLE domain_ids, composite_ids, array_ids, range_ids, spy_calls;
+DROP TYPE spied_pair, ev_code;
+DROP DOMAIN spied_id;
+DROP FUNCTION spy(text);
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
 DROP TABLE ev2, no_payload, bad_types, no_equality;
 DROP VIEW not_a_table;
 DELETE FROM cdp_traits.stitching_rules;

@@ -295,8 +295,13 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 
 	initStringInfo(&problems);
 	idtype = check_column(relid, "id", NULL, 0, "a type with equality", &problems);
-	if (OidIsValid(idtype) &&
-		!OidIsValid(lookup_type_cache(idtype, TYPECACHE_EQ_OPR)->eq_opr))
+	if (OidIsValid(idtype) && stitch_id_type_problem(idtype) != NULL)
+		appendStringInfo(&problems, "%scolumn \"id\" is of type %s, %s (expected a base type "
+						 "such as text, uuid or bigint, or an enum)",
+						 problems.len ? "; " : "", format_type_be(idtype),
+						 stitch_id_type_problem(idtype));
+	else if (OidIsValid(idtype) &&
+			 !OidIsValid(lookup_type_cache(idtype, TYPECACHE_EQ_OPR)->eq_opr))
 		appendStringInfo(&problems, "%scolumn \"id\" is of type %s, which has no equality operator",
 						 problems.len ? "; " : "", format_type_be(idtype));
 	check_column(relid, "source_id", text_types, 2, "text", &problems);

@@ -110,6 +110,7 @@ extern bool stitch_keys_recorded(void);
 extern bool stitch_states_kept(void);
 extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
+extern const char *stitch_id_type_problem(Oid idtype);
 extern char *stitch_key_sql(StitchConfig *cfg, const char *id);
 extern char *stitch_id_sql(StitchConfig *cfg, const char *key);
 extern const char *stitch_display_id(StitchConfig *cfg, const char *key);

@@ -554,9 +554,44 @@ stitch_key_format(Oid idtype, bool uuid_keys)
 }
 
 /*
+ * stitch_id_type_problem
+ *		Why events with ids of type idtype cannot be stitched safely, or NULL
+ *		if they can.  The passes turn stored keys back into ids (see
+ *		stitch_id_format), as the extension owner: the input of a domain runs
+ *		its CHECK constraints, and that of a composite, range or array type
+ *		runs the input of its parts, which may be domains.  Whoever owns the
+ *		events table may own such a type, and would get functions of their own
+ *		run as the owner.  A base type (created by a superuser) or an enum
+ *		runs nothing of anybody's.
+ */
+const char *
+stitch_id_type_problem(Oid idtype)
+{
+	switch (get_typtype(idtype))
+	{
+		case TYPTYPE_DOMAIN:
+			return "a domain";
+		case TYPTYPE_COMPOSITE:
+			return "a composite type";
+		case TYPTYPE_RANGE:
+		case TYPTYPE_MULTIRANGE:
+			return "a range type";
+		case TYPTYPE_PSEUDO:
+			return "a pseudo-type";
+		default:
+			break;
+	}
+	if (OidIsValid(get_element_type(idtype)))
+		return "an array type";
+	return NULL;
+}
+
+/*
  * stitch_id_format
  *		SQL, with a %s for a key expression, for the event id it stands for
- *		(the inverse of stitch_key_format).
+ *		(the inverse of stitch_key_format); NULL if ids of that type cannot
+ *		be made safely (stitch_id_type_problem: attached before that was
+ *		checked), which stitch_id_sql reports.
  */
 const char *
 stitch_id_format(Oid idtype, bool uuid_keys)
@@ -565,6 +600,8 @@ stitch_id_format(Oid idtype, bool uuid_keys)
 		return "cdp_traits.event_key_uuid(%s)";
 	if (idtype == TEXTOID)
 		return "%s";
+	if (stitch_id_type_problem(idtype) != NULL)
+		return NULL;
 	return psprintf("(%%s)::%s", format_type_be_qualified(idtype));
 }
 
@@ -607,6 +644,16 @@ stitch_key_sql(StitchConfig *cfg, const char *id)
 char *
 stitch_id_sql(StitchConfig *cfg, const char *key)
 {
+	if (cfg->id_of == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("the ids of the events table %s are of type %s, %s",
+						cfg->events_name, format_type_be(cfg->id_type),
+						stitch_id_type_problem(cfg->id_type)),
+				 errdetail("Making such an id runs functions that whoever owns the type chose, "
+						   "which cdp_traits will not run as its owner."),
+				 errhint("Run cdp_traits.detach_events(), change the id column to a base type "
+						 "(text, uuid, bigint, ...) and attach the table again.")));
 	return psprintf(cfg->id_of, key);
 }
 
