@@ -185,7 +185,7 @@ SELECT forced, entities, values_written, values_removed FROM cdp_traits.calculat
 BEGIN;
 SET LOCAL lock_timeout = '7s';
 UPDATE cdp_traits.customer_entities SET calculated = NULL;
-SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT count(*) AS runs FROM (SELECT cdp_traits.calculate_attributes()) r;
 SELECT current_setting('lock_timeout') AS lock_timeout, current_setting('enable_sort') AS enable_sort,
        (SELECT count(*) FROM cdp_traits.customer_entities WHERE calculated IS NULL) AS dirty,
        (SELECT count(*) FROM cdp_traits.attributes WHERE definition::text LIKE '%jsonb_array_elements%') > 0 AS set_returning;
@@ -401,3 +401,15 @@ SELECT count(*) AS entities,
   FROM h_whole w JOIN cdp_traits.entity_attributes a USING (customer_entity_id);
 DELETE FROM cdp_traits.attributes;
 DELETE FROM ev WHERE id > 100000;
+
+-- an audience that keeps history: one toggle and one history row per
+-- change, not one for the history and one for the audience
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('spent',   '{"type": "sum", "value": "payload->>''amount''"}'),
+  ('spender', '{"type": "audience", "condition": "spent > 0", "history": true}');
+SELECT count(*) AS runs FROM (SELECT cdp_traits.calculate_attributes()) r;
+SELECT count(*) AS toggles, count(DISTINCT customer_entity_id) AS entities
+  FROM cdp_traits.audience_changes WHERE audience_id = 'spender';
+SELECT count(*) AS current_history_rows, count(DISTINCT customer_entity_id) AS entities
+  FROM cdp_traits.attribute_history WHERE attribute_id = 'spender' AND valid_to IS NULL;
+DELETE FROM cdp_traits.attributes;

@@ -1805,7 +1805,8 @@ BEGIN
 		CREATE TEMP TABLE cdp_diff AS
 		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
 		  FROM pg_temp.cdp_changes c
-		 CROSS JOIN LATERAL pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) k(aid)
+		 CROSS JOIN LATERAL (SELECT DISTINCT u	-- (an audience that keeps history is in both)
+							   FROM pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) u) k(aid)
 		 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
 
 		-- history of attributes that keep it
