@@ -1980,6 +1980,7 @@ SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET client_min_messages = warning
 SET jit = off
+SET row_security = off
 AS $$
 DECLARE
 	run bigint;
@@ -2022,7 +2023,7 @@ BEGIN
 	  WHERE c.relname = 'cdp_parts' AND c.relnamespace = pg_catalog.pg_my_temp_schema();
 	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
 		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches,
-		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
+		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw, pg_temp.cdp_events;
 	-- (serially: the table is small, about 25 bytes a row, and a parallel
 	-- scan spends more starting its workers than it saves: 55 against 11 ms
 	-- over 200k entities on 2 cores)
@@ -2313,7 +2314,10 @@ BEGIN
 	 WHERE r.id = run;
 	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
 		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
-	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
+	-- (and whatever a step left: nothing of a run outlives it, so a later
+	-- run in the session, as another role say, need not own it)
+	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff,
+		pg_temp.cdp_events, pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
 	RETURN n;
 END;
 $$;

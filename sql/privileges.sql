@@ -198,6 +198,26 @@ SELECT cdp_traits.run_jobs();
 RESET search_path;
 SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
 
+-- An events table owned by the ingest role: a row-level security policy of
+-- its own would run its function as whoever reads the table.  The triggers
+-- read it as the extension owner (no policy applies); the calculation reads
+-- it directly for a few entities and refuses to have a policy applied,
+-- rather than run the function with the admin's rights.
+ALTER TABLE shop.events OWNER TO ingest;
+GRANT USAGE ON SCHEMA shop TO cdp_admin;
+SET ROLE ingest;
+GRANT SELECT ON shop.events TO cdp_admin;
+CREATE FUNCTION shop.watch() RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'policy'); RETURN true; END $$;
+ALTER TABLE shop.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY watch ON shop.events USING (shop.watch());
+INSERT INTO shop.events VALUES (6, 'web', 'view', '1', '2024-01-06', '{"email": "b@x.org", "page": "faq"}');
+RESET ROLE;
+SET ROLE cdp_admin;
+SELECT cdp_traits.calculate_attributes();
+RESET ROLE;
+SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
+
 DROP SCHEMA shop CASCADE;
 DROP OWNED BY ingest, cdp_admin, cdp_reader;
 DROP ROLE ingest, cdp_admin, cdp_reader;

@@ -1852,6 +1852,10 @@ $$;
 -- that the planner costs high enough to JIT-compile with inlining and
 -- optimization, which took longer (1-1.8 s for the statement of the items
 -- expansion on a million events) than it saved; see BENCHMARKS.md.
+-- row_security off: a row-level security policy on a table the calculation
+-- reads (the events table, read directly for a few entities) would run its
+-- functions as the caller, with the admin's rights, although whoever owns
+-- that table wrote them; such a read is an error instead.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -1859,6 +1863,7 @@ SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
 SET client_min_messages = warning
 SET jit = off
+SET row_security = off
 AS $$
 DECLARE
 	run bigint;
@@ -1901,7 +1906,7 @@ BEGIN
 	  WHERE c.relname = 'cdp_parts' AND c.relnamespace = pg_catalog.pg_my_temp_schema();
 	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
 		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches,
-		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
+		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw, pg_temp.cdp_events;
 	-- (serially: the table is small, about 25 bytes a row, and a parallel
 	-- scan spends more starting its workers than it saves: 55 against 11 ms
 	-- over 200k entities on 2 cores)
@@ -2192,7 +2197,10 @@ BEGIN
 	 WHERE r.id = run;
 	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
 		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
-	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
+	-- (and whatever a step left: nothing of a run outlives it, so a later
+	-- run in the session, as another role say, need not own it)
+	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff,
+		pg_temp.cdp_events, pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
 	RETURN n;
 END;
 $$;
