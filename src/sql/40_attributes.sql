@@ -888,16 +888,12 @@ DECLARE
 	msg text;
 	removed text[];
 BEGIN
-	-- values of attributes that no longer exist (deleted or renamed)
+	-- values of attributes that no longer exist (deleted or renamed; those
+	-- of audiences went already, with their exits: _attribute_dropped)
 	SELECT pg_catalog.array_agg(c.attribute_id) INTO removed FROM cdp_traits.attribute_counts c
 	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = c.attribute_id);
 	IF removed IS NOT NULL THEN
-		UPDATE cdp_traits.entity_attributes
-		   SET vals = vals - removed
-		 WHERE vals ?| removed;
-		DELETE FROM cdp_traits.entity_attributes WHERE vals = '{}';
-		DELETE FROM cdp_traits.attribute_counts WHERE attribute_id = ANY (removed);
-		DELETE FROM cdp_traits.attribute_value_counts WHERE attribute_id = ANY (removed);
+		PERFORM cdp_traits._drop_values(removed, NULL);
 	END IF;
 	PERFORM cdp_traits._audience_order();
 	PERFORM cdp_traits._rebuild_pivot();
@@ -922,6 +918,76 @@ $$;
 CREATE TRIGGER attributes_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attributes_changed();
+
+/*
+ * An audience's members are in the toggle log (vendor 0, see 60_segments.sql)
+ * as long as they hold its value, so whatever takes an audience's values away
+ * logs their exits in the same transaction: deleting it, renaming it,
+ * changing its type, truncating attributes (and, for entities that go,
+ * _entities_removed).  An attribute that becomes an audience loses the values
+ * of its former type at once too: they are not memberships (nor of the
+ * pivot's new column type); the next calculation computes it for every
+ * entity.
+ */
+
+-- Take every stored value of the attributes aids away, as if each entity
+-- had lost them: the members of auds (the audiences among them) exit, open
+-- history is closed, the counts go.
+CREATE FUNCTION cdp_traits._drop_values(aids text[], auds text[]) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF auds IS NOT NULL THEN
+		INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
+		SELECT 0, k.aid, ea.customer_entity_id::text, false, pg_catalog.now()
+		  FROM cdp_traits.entity_attributes ea
+		 CROSS JOIN LATERAL pg_catalog.unnest(auds) k(aid)
+		 WHERE ea.vals ?| auds AND ea.vals -> k.aid = 'true'::jsonb
+		 ORDER BY ea.customer_entity_id, k.aid;
+	END IF;
+	UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
+	DELETE FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids AND ea.vals - aids = '{}';
+	UPDATE cdp_traits.entity_attributes ea SET vals = ea.vals - aids WHERE ea.vals ?| aids;
+	DELETE FROM cdp_traits.attribute_counts c WHERE c.attribute_id = ANY (aids);
+	DELETE FROM cdp_traits.attribute_value_counts c WHERE c.attribute_id = ANY (aids);
+END;
+$$;
+
+-- AFTER UPDATE OR DELETE row trigger and BEFORE TRUNCATE trigger on
+-- attributes: the values of an audience that goes (deleted, renamed, of
+-- another type now, truncated) go with its members' exits; those of an
+-- attribute that becomes an audience go.
+CREATE FUNCTION cdp_traits._attribute_dropped() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	was_audience boolean;
+	is_audience boolean;
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		PERFORM cdp_traits._drop_values(pg_catalog.array_agg(a.id),
+										pg_catalog.array_agg(a.id) FILTER (WHERE a.definition->>'type' = 'audience'))
+		   FROM cdp_traits.attributes a
+		HAVING pg_catalog.count(*) > 0;
+		RETURN NULL;
+	END IF;
+	was_audience := OLD.definition->>'type' = 'audience';
+	is_audience := TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.definition->>'type' = 'audience';
+	IF was_audience AND NOT is_audience THEN
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
+	ELSIF is_audience AND NOT was_audience THEN
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER attribute_dropped AFTER UPDATE OR DELETE ON cdp_traits.attributes
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attribute_dropped();
+CREATE TRIGGER attributes_truncated BEFORE TRUNCATE ON cdp_traits.attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
 
 /*
  * Counts per attribute and value, kept current from every change of the
@@ -1820,11 +1886,14 @@ BEGIN
 			 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
 		END IF;
 
-		-- audience enter/exit
+		-- audience enter/exit: members hold the value true, and only a
+		-- change of membership is a toggle
 		IF auds IS NOT NULL THEN
 			INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time)
-			SELECT 0, c.aid, c.eid::text, c.new_value IS NOT NULL, pg_catalog.now() FROM pg_temp.cdp_diff c
+			SELECT 0, c.aid, c.eid::text, COALESCE(c.new_value = 'true'::jsonb, false), pg_catalog.now()
+			  FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (auds)
+			   AND COALESCE(c.old_value = 'true'::jsonb, false) <> COALESCE(c.new_value = 'true'::jsonb, false)
 			 ORDER BY c.eid, c.aid;
 		END IF;
 	END IF;

@@ -175,6 +175,7 @@ BEGIN
 		('_states_store', 'admin'), ('_query_deps', 'admin'), ('_deps_stamp', 'admin'),
 		('_sql_problem', 'admin'),
 		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'), ('_swap_settings', 'admin'),
+		('_drop_values', 'admin'),
 		('_value_deltas', 'admin'), ('_clear_new', 'admin'), ('_without_waiting', 'admin'), ('_value_deltas_trans', 'admin'), ('_value_deltas_final', 'admin'),
 		-- the owner only
 		('attach_events', 'owner'), ('detach_events', 'owner'), ('rekey_events', 'owner'),
@@ -190,6 +191,7 @@ BEGIN
 		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
+		('_attribute_dropped', 'owner'),
 		('_context_check', 'owner'), ('_entities_removed', 'owner'),
 		('_published_names', 'owner'), ('_is_published_view', 'owner'),
 		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),

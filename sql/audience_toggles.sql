@@ -1,0 +1,146 @@
+-- Audience enter/exit in the toggle log (SPEC sections 4 and 6): the log
+-- holds real membership changes only, so per (audience, entity) it
+-- alternates enter, exit, enter, ... and its last entry says whether the
+-- entity holds the audience now.  Whatever takes an audience's values away
+-- (deleting, renaming or retyping it, truncating attributes, a merge, an
+-- entity's last event deleted) logs the exits in the same transaction.
+\set SHOW_CONTEXT never
+-- a fresh extension: no state from earlier tests
+SET client_min_messages = warning;
+DROP EXTENSION cdp_traits CASCADE;
+CREATE EXTENSION cdp_traits;
+CREATE TABLE aud_ev (id bigint PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
+                 version text NOT NULL, event_time timestamptz NOT NULL, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+  ('email', $$payload->>'email'$$), ('user', $$payload->>'user'$$);
+SELECT cdp_traits.attach_events('aud_ev');
+-- (one by one: a@x's entity is the oldest, and survives the merge below)
+INSERT INTO aud_ev VALUES (1, 'web', 'buy', '1', '2021-01-01', '{"email": "a@x", "amount": 50}');
+INSERT INTO aud_ev VALUES (2, 'web', 'buy', '1', '2021-01-02', '{"email": "b@x", "amount": 500}');
+INSERT INTO aud_ev VALUES (3, 'web', 'buy', '1', '2021-01-03', '{"email": "c@x", "amount": 15}');
+
+-- who: the entity of an e-mail address
+CREATE FUNCTION pg_temp.who(email text) RETURNS uuid LANGUAGE sql
+AS $$ SELECT customer_entity_id FROM cdp_traits.matching WHERE attribute_id = 'email' AND value = email $$;
+-- the log of audience changes since a seq, with entities named by their
+-- e-mail addresses, by transaction (within one in a stable order)
+CREATE FUNCTION pg_temp.log_since(after bigint)
+RETURNS TABLE (audience text, who text, entered boolean) LANGUAGE sql
+AS $$
+	SELECT c.audience_id, w.who, c.entered
+	  FROM cdp_traits.audience_changes c
+	 CROSS JOIN LATERAL (
+		SELECT COALESCE(string_agg(m.value, ',' ORDER BY m.value), '(gone)') AS who
+		  FROM cdp_traits.matching m
+		 WHERE m.attribute_id = 'email' AND m.customer_entity_id = c.customer_entity_id) w
+	 WHERE c.seq > after ORDER BY c.changed_at, c.audience_id, w.who, c.seq
+$$;
+-- every way the log can be wrong: an enter after an enter, an exit after an
+-- exit or first, a member whose last logged change is not an enter, a logged
+-- member that is not one (no rows: consistent)
+CREATE FUNCTION pg_temp.log_problems() RETURNS TABLE (audience text, problem text) LANGUAGE sql
+AS $$
+	WITH t AS (
+		SELECT segment, user_id, member, seq,
+		       lag(member) OVER (PARTITION BY segment, user_id ORDER BY seq) AS prev
+		  FROM cdp_traits.segment_toggles WHERE vendor = 0
+	), last AS (
+		SELECT DISTINCT ON (segment, user_id) segment, user_id, member
+		  FROM t ORDER BY segment, user_id, seq DESC
+	), cur AS (
+		SELECT a.id AS segment, ea.customer_entity_id::text AS user_id
+		  FROM cdp_traits.entity_attributes ea
+		  JOIN cdp_traits.attributes a ON a.definition->>'type' = 'audience' AND ea.vals -> a.id = 'true'
+	)
+	SELECT segment, CASE WHEN member THEN 'enter after enter' ELSE 'exit without enter' END
+	  FROM t WHERE member IS NOT DISTINCT FROM prev OR (prev IS NULL AND NOT member)
+	UNION ALL
+	SELECT segment, 'member without enter' FROM cur
+	 WHERE NOT EXISTS (SELECT FROM last l WHERE l.segment = cur.segment AND l.user_id = cur.user_id AND l.member)
+	UNION ALL
+	SELECT segment, 'logged member not a member' FROM last l
+	 WHERE l.member AND NOT EXISTS (SELECT FROM cur WHERE cur.segment = l.segment AND cur.user_id = l.user_id)
+$$;
+
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('rev', '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'),
+  ('big', '{"type": "audience", "condition": "rev > 10", "history": true}'),
+  ('vip', '{"type": "audience", "condition": "rev > 100"}');
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.log_since(0);
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+
+-- 1. Deleting an audience logs an exit for each member at once; created
+-- again with the same condition, its members enter again (not twice in a row).
+DELETE FROM cdp_traits.attributes WHERE id = 'big';
+SELECT * FROM pg_temp.log_since(:s);
+SELECT count(*) AS open_big_history FROM cdp_traits.attribute_history
+ WHERE attribute_id = 'big' AND valid_to IS NULL;
+SELECT cdp_traits.calculate_attributes();
+INSERT INTO cdp_traits.attributes VALUES ('big', '{"type": "audience", "condition": "rev > 10"}');
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.log_since(:s);
+SELECT * FROM pg_temp.log_problems();
+-- rolled back, a deletion logs nothing
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+BEGIN;
+DELETE FROM cdp_traits.attributes WHERE id = 'vip';
+SELECT count(*) AS exits_in_transaction FROM pg_temp.log_since(:s);
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM pg_temp.log_since(:s);
+
+-- 2. Renaming an audience: its members exit the old id and enter the new one.
+UPDATE cdp_traits.attributes SET id = 'top' WHERE id = 'vip';
+SELECT * FROM pg_temp.log_since(:s);
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.log_since(:s);
+SELECT * FROM pg_temp.log_problems();
+
+-- 3. An audience that becomes another type: its members exit at once, and
+-- the pivot shows the new type (no stale true in a numeric column).
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+UPDATE cdp_traits.attributes SET definition = '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'
+ WHERE id = 'big';
+SELECT * FROM pg_temp.log_since(:s);
+SELECT big, top FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT cdp_traits.calculate_attributes();
+SELECT big, top FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT * FROM pg_temp.log_problems();
+
+-- 4. An attribute that becomes an audience: only its members enter; c@x,
+-- which held a number, does not "exit".
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+UPDATE cdp_traits.attributes SET definition = '{"type": "audience", "condition": "rev > 20"}'
+ WHERE id = 'big';
+SELECT big FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.log_since(:s);
+SELECT * FROM pg_temp.log_problems();
+
+-- 5. A merge: the absorbed entity's memberships exit; its events now count
+-- for the survivor, which enters what it newly qualifies for.
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+INSERT INTO aud_ev VALUES (4, 'crm', 'link', '1', '2021-02-01', '{"email": "b@x", "user": "u1"}'),
+                      (5, 'crm', 'link', '1', '2021-02-02', '{"email": "a@x", "user": "u1"}');
+SELECT * FROM pg_temp.log_since(:s);
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.log_since(:s);
+SELECT * FROM pg_temp.log_problems();
+
+-- 6. An entity's last events deleted: it goes, its memberships exit.
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+DELETE FROM aud_ev WHERE id IN (1, 2, 4, 5);
+SELECT * FROM pg_temp.log_since(:s);
+SELECT cdp_traits.calculate_attributes();
+SELECT * FROM pg_temp.log_problems();
+
+-- 7. Truncating the definitions: every member exits.
+INSERT INTO aud_ev VALUES (6, 'web', 'buy', '1', '2021-03-01', '{"email": "d@x", "amount": 900}');
+SELECT cdp_traits.calculate_attributes();
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+TRUNCATE cdp_traits.attributes;
+SELECT * FROM pg_temp.log_since(:s);
+SELECT count(*) AS values_left FROM cdp_traits.entity_attributes;
+SELECT * FROM pg_temp.log_problems();
+SELECT cdp_traits.detach_events();
+DROP TABLE aud_ev CASCADE;
