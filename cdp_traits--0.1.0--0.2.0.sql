@@ -1608,6 +1608,127 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (
+		SELECT FROM pg_catalog.pg_class c
+		  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+		   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+		 WHERE c.relnamespace = cdp_traits._schema_oid(target) AND c.relname = rel)
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._publications_added() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rel name;
+	kind "char";
+BEGIN
+	IF cdp_traits._schema_oid(NEW.target_schema) IS NULL THEN
+		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
+			USING ERRCODE = 'invalid_schema_name';
+	END IF;
+	IF NEW.target_schema = 'cdp_traits' THEN
+		RAISE EXCEPTION 'cannot publish into the schema cdp_traits itself'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
+		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+		 WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema) AND c.relname = rel;
+		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
+			IF EXISTS (SELECT FROM pg_catalog.pg_class c
+						WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema)
+						  AND c.relname = rel || '_backup') THEN
+				RAISE EXCEPTION 'cannot publish %.%: %.% exists already', NEW.target_schema, rel,
+					NEW.target_schema, rel || '_backup'
+					USING ERRCODE = 'duplicate_table',
+						  HINT = 'Rename or drop the old backup first.';
+			END IF;
+			EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
+				CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+						  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+				NEW.target_schema, rel, rel || '_backup');
+		END IF;
+		PERFORM cdp_traits._publish_view(NEW.target_schema, rel);
+	END LOOP;
+	RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._published_views()
+RETURNS TABLE (view regclass, nsp name, rel name)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT c.oid::regclass, n.nspname, c.relname
+	  FROM pg_catalog.pg_class c
+	  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+	   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+	 WHERE c.relkind = 'v' AND c.relname = ANY (cdp_traits._published_names())
+	   AND n.nspname <> 'cdp_traits'
+	 ORDER BY n.nspname, c.relname
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._republish_view(rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+BEGIN
+	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
+		IF cdp_traits._schema_oid(target) IS NULL THEN
+			RAISE WARNING 'cannot publish %.%: schema "%" does not exist', target, rel, target
+				USING DETAIL = 'The schema was dropped or renamed after it was published.',
+					  HINT = 'Run cdp_traits.unpublish() to forget it, then cdp_traits.publish() into the schema you want.';
+			CONTINUE;
+		END IF;
+		PERFORM cdp_traits._publish_view(target, rel);
+	END LOOP;
+END;
+$$;
+
+CREATE FUNCTION cdp_traits._schema_oid(target name) RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = target
+$$;
+
+CREATE FUNCTION cdp_traits._schema_renamed() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+	stale name[];
+BEGIN
+	IF NOT EXISTS (SELECT FROM cdp_traits.publications) THEN
+		RETURN;
+	END IF;
+	FOR target IN SELECT n.nspname FROM pg_catalog.pg_event_trigger_ddl_commands() c
+					JOIN pg_catalog.pg_namespace n ON n.oid = c.objid
+				   WHERE c.classid = 'pg_catalog.pg_namespace'::regclass LOOP
+		CONTINUE WHEN EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = target)
+				   OR NOT EXISTS (SELECT FROM cdp_traits._published_views() v WHERE v.nsp = target);
+		SELECT pg_catalog.array_agg(p.target_schema) INTO stale FROM cdp_traits.publications p
+		 WHERE cdp_traits._schema_oid(p.target_schema) IS NULL;
+		IF pg_catalog.cardinality(stale) = 1 THEN
+			UPDATE cdp_traits.publications SET target_schema = target WHERE target_schema = stale[1];
+		ELSE
+			RAISE WARNING 'cannot tell which publication schema "%" was', target
+				USING DETAIL = pg_catalog.format('Published schemas that no longer exist: %s.',
+												 COALESCE(pg_catalog.array_to_string(stale, ', '), 'none')),
+					  HINT = 'Run cdp_traits.unpublish(), then cdp_traits.publish() into each schema.';
+		END IF;
+	END LOOP;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._scoped_events(scope_sql text, few boolean DEFAULT false) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1763,6 +1884,22 @@ BEGIN
 		PERFORM pg_catalog.set_config(names[i], vals[i], true);
 	END LOOP;
 	RETURN was;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._unpublish_view(rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v regclass;
+BEGIN
+	-- wherever they are: one left in a schema that is no longer published
+	-- would keep cdp_traits.rel from being dropped
+	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v);
+		EXECUTE pg_catalog.format('DROP VIEW %s', v);
+	END LOOP;
 END;
 $$;
 
@@ -2369,6 +2506,47 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits.unpublish() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v record;
+	target name;
+	rel name;
+	kind "char";
+	schemas name[];
+BEGIN
+	-- the published schemas that exist, and every schema holding a published
+	-- view (one renamed while its publication could not follow, say)
+	SELECT pg_catalog.array_agg(DISTINCT s.nsp ORDER BY s.nsp) INTO schemas
+	  FROM (SELECT p.target_schema FROM cdp_traits.publications p
+			 WHERE cdp_traits._schema_oid(p.target_schema) IS NOT NULL
+			UNION ALL
+			SELECT pv.nsp FROM cdp_traits._published_views() pv) s(nsp);
+	FOR v IN SELECT * FROM cdp_traits._published_views() LOOP
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v.view);
+		EXECUTE pg_catalog.format('DROP VIEW %s', v.view);
+	END LOOP;
+	FOREACH target IN ARRAY COALESCE(schemas, '{}') LOOP
+		FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
+			SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
+			 WHERE c.relnamespace = cdp_traits._schema_oid(target)
+			   AND c.relname = rel || '_backup';
+			IF FOUND AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+						WHERE c.relnamespace = cdp_traits._schema_oid(target)
+						  AND c.relname = rel) THEN
+				EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
+					CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+							  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+					target, rel || '_backup', rel);
+			END IF;
+		END LOOP;
+	END LOOP;
+	DELETE FROM cdp_traits.publications;
+END;
+$$;
+
 DO $added_grants$
 DECLARE
 	f regprocedure;
@@ -2389,7 +2567,10 @@ BEGIN
 		('_halves', 'admin'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
+		('_published_views', 'owner'),
 		('_query_deps', 'admin'),
+		('_schema_oid', 'owner'),
+		('_schema_renamed', 'owner'),
 		('_states_fetch', 'admin'),
 		('_states_gather', 'admin'),
 		('_states_signature', 'admin'),
@@ -2440,6 +2621,12 @@ CREATE TRIGGER attribute_dropped AFTER UPDATE OR DELETE ON cdp_traits.attributes
 	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attribute_dropped();
 CREATE TRIGGER attributes_truncated BEFORE TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
+
+-- A published schema renamed stays published (as in 70_publish.sql; the
+-- function is among the generated ones above)
+CREATE EVENT TRIGGER cdp_traits_schema_renamed ON ddl_command_end
+	WHEN TAG IN ('ALTER SCHEMA')
+	EXECUTE FUNCTION cdp_traits._schema_renamed();
 
 -- pg_dump (as in 80_dump.sql)
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events', '');

@@ -83,6 +83,65 @@ SELECT * FROM crm.customer_events;
 SELECT * FROM crm.pivoted_customer_attributes;
 SELECT count(*) FROM cdp_traits.publications;
 
+-- A published schema renamed stays published under its new name: the
+-- pivot's rebuild republishes there, and unpublish() finds the views.
+CREATE SCHEMA old_mart;
+CREATE TABLE old_mart.customer_events (legacy int);
+SELECT cdp_traits.publish('old_mart');
+ALTER SCHEMA old_mart RENAME TO new_mart;
+SELECT target_schema FROM cdp_traits.publications;
+INSERT INTO cdp_traits.attributes VALUES ('last_page', '{"type": "last", "value": "payload->>''page''"}');
+SELECT last_page FROM new_mart.pivoted_customer_attributes;
+-- its owner may rename it (the event trigger writes publications as the
+-- extension owner)
+CREATE ROLE cdp_publish_owner;
+GRANT CREATE ON DATABASE regression TO cdp_publish_owner;
+ALTER SCHEMA new_mart OWNER TO cdp_publish_owner;
+SET ROLE cdp_publish_owner;
+ALTER SCHEMA new_mart RENAME TO mart_v2;
+RESET ROLE;
+SELECT target_schema FROM cdp_traits.publications;
+SELECT * FROM pg_temp.objects('mart_v2');
+SELECT cdp_traits.unpublish();
+SELECT * FROM pg_temp.objects('mart_v2');
+SELECT count(*) FROM cdp_traits.publications;
+-- a mixed-case schema name is a name, not an identifier to fold
+CREATE SCHEMA "Mart";
+SELECT cdp_traits.publish('Mart');
+SELECT * FROM pg_temp.objects('"Mart"');
+SELECT cdp_traits.unpublish();
+SELECT * FROM pg_temp.objects('"Mart"');
+DROP SCHEMA "Mart", mart_v2 CASCADE;
+REVOKE CREATE ON DATABASE regression FROM cdp_publish_owner;
+DROP ROLE cdp_publish_owner;
+
+-- Renamed while its publication could not follow (the event trigger
+-- disabled), or its views taken out of the extension and the schema dropped:
+-- definitions can still be changed (a warning names the missing schema),
+-- views left in a schema that is no longer published do not block the
+-- pivot, and unpublish() drops them wherever they are.
+CREATE SCHEMA lost;
+SELECT cdp_traits.publish('lost');
+ALTER EVENT TRIGGER cdp_traits_schema_renamed DISABLE;
+ALTER SCHEMA lost RENAME TO found;
+ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE;
+SELECT target_schema FROM cdp_traits.publications;
+UPDATE cdp_traits.attributes SET definition = '{"type": "first", "value": "payload->>''page''"}'
+ WHERE id = 'last_page';
+SELECT * FROM pg_temp.objects('found');
+SELECT cdp_traits.unpublish();
+SELECT * FROM pg_temp.objects('found');
+SELECT count(*) FROM cdp_traits.publications;
+CREATE SCHEMA gone;
+SELECT cdp_traits.publish('gone');
+ALTER EXTENSION cdp_traits DROP VIEW gone.pivoted_customer_attributes;
+ALTER EXTENSION cdp_traits DROP VIEW gone.customer_events;
+DROP SCHEMA gone CASCADE;
+DELETE FROM cdp_traits.attributes WHERE id = 'last_page';
+SELECT cdp_traits.unpublish();
+SELECT count(*) FROM cdp_traits.publications;
+DROP SCHEMA found;
+
 -- DROP EXTENSION drops published views with it (they are members)
 SELECT cdp_traits.publish('crm');
 DROP EXTENSION cdp_traits CASCADE;

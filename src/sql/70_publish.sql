@@ -9,6 +9,13 @@
  * restore re-publishes when that row is loaded.  A published
  * pivoted_customer_attributes is recreated whenever the pivot is (its
  * columns follow the attributes).
+ *
+ * A publication names its schema (a name, not an OID: pg_dump writes it as
+ * is, and pg_upgrade refuses tables with regnamespace columns), and follows
+ * it when it is renamed (the event trigger cdp_traits_schema_renamed).  The
+ * published views themselves are found as what they are, members of the
+ * extension named customer_events or pivoted_customer_attributes outside
+ * cdp_traits, so that dropping them never depends on a schema's name.
  */
 
 CREATE TABLE cdp_traits.publications (
@@ -24,6 +31,34 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ARRAY['customer_events', 'pivoted_customer_attributes']::name[] $$;
 
+-- The OID of the schema named target (NULL if there is none), the name
+-- taken as it is (to_regnamespace would parse it as an identifier: "Mart"
+-- would be looked up as mart).
+CREATE FUNCTION cdp_traits._schema_oid(target name) RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = target
+$$;
+
+-- Every published view, wherever it is now: the members of the extension
+-- with a published name outside the schema cdp_traits (publish() creates
+-- no others).
+CREATE FUNCTION cdp_traits._published_views()
+RETURNS TABLE (view regclass, nsp name, rel name)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT c.oid::regclass, n.nspname, c.relname
+	  FROM pg_catalog.pg_class c
+	  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+	   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+	 WHERE c.relkind = 'v' AND c.relname = ANY (cdp_traits._published_names())
+	   AND n.nspname <> 'cdp_traits'
+	 ORDER BY n.nspname, c.relname
+$$;
+
 -- Whether target.name is one of our published views (a member of the extension).
 CREATE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
 LANGUAGE sql STABLE
@@ -33,7 +68,7 @@ AS $$
 		SELECT FROM pg_catalog.pg_class c
 		  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
 		   AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-		 WHERE c.relnamespace = pg_catalog.to_regnamespace(target) AND c.relname = rel)
+		 WHERE c.relnamespace = cdp_traits._schema_oid(target) AND c.relname = rel)
 $$;
 
 -- Create one published view (target.rel over cdp_traits.rel), as a member.
@@ -69,7 +104,7 @@ DECLARE
 	rel name;
 	kind "char";
 BEGIN
-	IF pg_catalog.to_regnamespace(NEW.target_schema) IS NULL THEN
+	IF cdp_traits._schema_oid(NEW.target_schema) IS NULL THEN
 		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
 			USING ERRCODE = 'invalid_schema_name';
 	END IF;
@@ -79,10 +114,10 @@ BEGIN
 	END IF;
 	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
 		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
-		 WHERE c.relnamespace = pg_catalog.to_regnamespace(NEW.target_schema) AND c.relname = rel;
+		 WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema) AND c.relname = rel;
 		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
 			IF EXISTS (SELECT FROM pg_catalog.pg_class c
-						WHERE c.relnamespace = pg_catalog.to_regnamespace(NEW.target_schema)
+						WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema)
 						  AND c.relname = rel || '_backup') THEN
 				RAISE EXCEPTION 'cannot publish %.%: %.% exists already', NEW.target_schema, rel,
 					NEW.target_schema, rel || '_backup'
@@ -124,30 +159,39 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	p record;
+	v record;
+	target name;
 	rel name;
 	kind "char";
+	schemas name[];
 BEGIN
-	FOR p IN SELECT * FROM cdp_traits.publications ORDER BY target_schema LOOP
+	-- the published schemas that exist, and every schema holding a published
+	-- view (one renamed while its publication could not follow, say)
+	SELECT pg_catalog.array_agg(DISTINCT s.nsp ORDER BY s.nsp) INTO schemas
+	  FROM (SELECT p.target_schema FROM cdp_traits.publications p
+			 WHERE cdp_traits._schema_oid(p.target_schema) IS NOT NULL
+			UNION ALL
+			SELECT pv.nsp FROM cdp_traits._published_views() pv) s(nsp);
+	FOR v IN SELECT * FROM cdp_traits._published_views() LOOP
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v.view);
+		EXECUTE pg_catalog.format('DROP VIEW %s', v.view);
+	END LOOP;
+	FOREACH target IN ARRAY COALESCE(schemas, '{}') LOOP
 		FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
-			IF cdp_traits._is_published_view(p.target_schema, rel) THEN
-				EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', p.target_schema, rel);
-				EXECUTE pg_catalog.format('DROP VIEW %I.%I', p.target_schema, rel);
-			END IF;
 			SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
-			 WHERE c.relnamespace = pg_catalog.to_regnamespace(p.target_schema)
+			 WHERE c.relnamespace = cdp_traits._schema_oid(target)
 			   AND c.relname = rel || '_backup';
 			IF FOUND AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
-						WHERE c.relnamespace = pg_catalog.to_regnamespace(p.target_schema)
+						WHERE c.relnamespace = cdp_traits._schema_oid(target)
 						  AND c.relname = rel) THEN
 				EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
 					CASE kind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
 							  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
-					p.target_schema, rel || '_backup', rel);
+					target, rel || '_backup', rel);
 			END IF;
 		END LOOP;
-		DELETE FROM cdp_traits.publications WHERE target_schema = p.target_schema;
 	END LOOP;
+	DELETE FROM cdp_traits.publications;
 END;
 $$;
 COMMENT ON FUNCTION cdp_traits.unpublish() IS
@@ -161,13 +205,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	target name;
+	v regclass;
 BEGIN
-	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
-		IF cdp_traits._is_published_view(target, rel) THEN
-			EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
-			EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
-		END IF;
+	-- wherever they are: one left in a schema that is no longer published
+	-- would keep cdp_traits.rel from being dropped
+	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v);
+		EXECUTE pg_catalog.format('DROP VIEW %s', v);
 	END LOOP;
 END;
 $$;
@@ -179,7 +223,50 @@ DECLARE
 	target name;
 BEGIN
 	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
+		IF cdp_traits._schema_oid(target) IS NULL THEN
+			RAISE WARNING 'cannot publish %.%: schema "%" does not exist', target, rel, target
+				USING DETAIL = 'The schema was dropped or renamed after it was published.',
+					  HINT = 'Run cdp_traits.unpublish() to forget it, then cdp_traits.publish() into the schema you want.';
+			CONTINUE;
+		END IF;
 		PERFORM cdp_traits._publish_view(target, rel);
 	END LOOP;
 END;
 $$;
+
+-- Event trigger at the end of ALTER SCHEMA: a published schema renamed stays
+-- published under its new name.  The renamed schema holds published views;
+-- its publication is the one naming no schema any more.  SECURITY DEFINER:
+-- the schema's owner, who may rename it, may not write publications.
+CREATE FUNCTION cdp_traits._schema_renamed() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target name;
+	stale name[];
+BEGIN
+	IF NOT EXISTS (SELECT FROM cdp_traits.publications) THEN
+		RETURN;
+	END IF;
+	FOR target IN SELECT n.nspname FROM pg_catalog.pg_event_trigger_ddl_commands() c
+					JOIN pg_catalog.pg_namespace n ON n.oid = c.objid
+				   WHERE c.classid = 'pg_catalog.pg_namespace'::regclass LOOP
+		CONTINUE WHEN EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = target)
+				   OR NOT EXISTS (SELECT FROM cdp_traits._published_views() v WHERE v.nsp = target);
+		SELECT pg_catalog.array_agg(p.target_schema) INTO stale FROM cdp_traits.publications p
+		 WHERE cdp_traits._schema_oid(p.target_schema) IS NULL;
+		IF pg_catalog.cardinality(stale) = 1 THEN
+			UPDATE cdp_traits.publications SET target_schema = target WHERE target_schema = stale[1];
+		ELSE
+			RAISE WARNING 'cannot tell which publication schema "%" was', target
+				USING DETAIL = pg_catalog.format('Published schemas that no longer exist: %s.',
+												 COALESCE(pg_catalog.array_to_string(stale, ', '), 'none')),
+					  HINT = 'Run cdp_traits.unpublish(), then cdp_traits.publish() into each schema.';
+		END IF;
+	END LOOP;
+END;
+$$;
+CREATE EVENT TRIGGER cdp_traits_schema_renamed ON ddl_command_end
+	WHEN TAG IN ('ALTER SCHEMA')
+	EXECUTE FUNCTION cdp_traits._schema_renamed();

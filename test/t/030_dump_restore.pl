@@ -73,6 +73,11 @@ SELECT cdp_traits.run_jobs();
 CREATE SCHEMA mart;
 CREATE TABLE mart.customer_events (old int);
 SELECT cdp_traits.publish('mart');
+-- a published schema renamed: its publication follows (a restore publishes
+-- into "Reporting", which is not staging and not reporting)
+CREATE SCHEMA staging;
+SELECT cdp_traits.publish('staging');
+ALTER SCHEMA staging RENAME TO "Reporting";
 });
 is($node->safe_psql('src', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
 	'the source database is consistent');
@@ -103,6 +108,9 @@ my %checks = (
 	published => "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'mart'::regnamespace ORDER BY 1",
 	published_pivot => "SELECT * FROM mart.pivoted_customer_attributes ORDER BY 1",
 	published_events => "SELECT id, customer_entity_id FROM mart.customer_events ORDER BY 1",
+	publications => "SELECT target_schema FROM cdp_traits.publications ORDER BY 1",
+	published_renamed => "SELECT relname, relkind FROM pg_class WHERE relnamespace = '\"Reporting\"'::regnamespace ORDER BY 1",
+	published_renamed_pivot => "SELECT * FROM \"Reporting\".pivoted_customer_attributes ORDER BY 1",
 	privileges => "SELECT relname, relacl FROM pg_class WHERE relnamespace = 'cdp_traits'::regnamespace ORDER BY 1");
 my %before;
 $before{$_} = $node->safe_psql('src', $checks{$_}) for keys %checks;
@@ -111,6 +119,7 @@ like($before{merges}, qr/\S/, '... merges');
 like($before{history}, qr/\S/, '... history');
 like($before{audience}, qr/\S/, '... audience changes');
 like($before{pivot_columns}, qr/top_page\|bigint/, '... and a recreated pivot view');
+is($before{publications}, "Reporting\nmart", '... and a publication that followed its schema\'s new name');
 
 # Dump (custom format) and restore into a new database; any error fails.
 my $dump = $node->basedir . '/src.dump';
