@@ -298,3 +298,43 @@ SELECT count(ingest(1000 + n, 'many' || n, 1, 'locks', '2021-09-01T00:00:00Z')) 
 SELECT count(*) BETWEEN 2 AND 258 AS bounded FROM pg_locks
  WHERE pid = pg_backend_pid() AND locktype = 'advisory';
 COMMIT;
+
+-- 14. cdp_traits.rfc3339 holds only the instants it can write: the years
+-- 0000 to 9999 in UTC.  An offset, a rounded fraction or a leap second that
+-- moves a value past either end is rejected, as is a timestamptz outside
+-- them (the cast) and binary input: every stored value reads back.
+SELECT '0000-01-01T00:00:00Z'::cdp_traits.rfc3339 AS lowest,
+       '9999-12-31T23:59:59.999999Z'::cdp_traits.rfc3339 AS highest,
+       '0000-01-01T00:00:00-23:59'::cdp_traits.rfc3339 AS west,
+       '9999-12-31T23:59:59+23:59'::cdp_traits.rfc3339 AS east,
+       (timestamptz '0001-01-01 00:00:00+00 BC')::cdp_traits.rfc3339 AS year_0;
+\set VERBOSITY default
+SELECT '9999-12-31T23:59:59-23:59'::cdp_traits.rfc3339;
+SELECT '0000-01-01T00:00:00+00:01'::cdp_traits.rfc3339;
+SELECT '9999-12-31T23:59:59.9999995Z'::cdp_traits.rfc3339;
+SELECT '9999-12-31T23:59:60Z'::cdp_traits.rfc3339;
+SELECT cdp_traits.ingest_segment_event(ev(150, 'lee', 1, 's', '9999-12-31T23:59:59-23:59'));
+SELECT (timestamptz '0044-03-15 12:00:00+00 BC')::cdp_traits.rfc3339;
+SELECT (timestamptz '10000-01-01 00:00:00+00')::cdp_traits.rfc3339;
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp")
+VALUES ('00000000-0000-4000-8000-000000000151', 'lee', 1, 's', timestamptz '0044-03-15 12:00:00+00 BC');
+\set VERBOSITY terse
+-- binary input: COPY (FORMAT binary) of a timestamptz into an rfc3339 column
+CREATE TEMP TABLE bin_in (t timestamptz);
+CREATE TEMP TABLE bin_out (t cdp_traits.rfc3339);
+INSERT INTO bin_in VALUES ('2021-05-01 12:00:00.5+00');
+DO $$ BEGIN
+  EXECUTE format('COPY bin_in TO %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+  EXECUTE format('COPY bin_out FROM %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+END $$;
+SELECT t FROM bin_out;
+TRUNCATE bin_in;
+INSERT INTO bin_in VALUES ('0044-03-15 12:00:00+00 BC');
+DO $$ BEGIN
+  EXECUTE format('COPY bin_in TO %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+  EXECUTE format('COPY bin_out FROM %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+END $$;
+SELECT count(*) AS lee_events FROM cdp_traits.segment_events WHERE user_id = 'lee';
+-- every stored instant is written as RFC 3339 and read back as the same
+SELECT count(*) AS events, count(*) FILTER (WHERE "timestamp"::text::cdp_traits.rfc3339 = "timestamp") AS read_back
+  FROM cdp_traits.segment_events;

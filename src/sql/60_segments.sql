@@ -25,6 +25,9 @@
 -- 3339 with an offset and nothing else (an error naming the field), so
 -- that COPY is checked like ingest_segment_event().  Stored and compared
 -- like timestamptz (binary-compatible, implicit cast); written in UTC.
+-- Every way in (text, binary, the cast from timestamptz) accepts only the
+-- instants of the years 0000 to 9999 in UTC, which the output can write:
+-- whatever is stored reads back (a dump restores).
 CREATE TYPE cdp_traits.rfc3339;
 CREATE FUNCTION cdp_traits.rfc3339_in(cstring) RETURNS cdp_traits.rfc3339
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -33,8 +36,8 @@ CREATE FUNCTION cdp_traits.rfc3339_out(cdp_traits.rfc3339) RETURNS cstring
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_rfc3339_out';
 CREATE FUNCTION cdp_traits.rfc3339_recv(internal) RETURNS cdp_traits.rfc3339
-LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
-AS 'timestamptz_recv';
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_recv';
 CREATE FUNCTION cdp_traits.rfc3339_send(cdp_traits.rfc3339) RETURNS bytea
 LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
 AS 'timestamptz_send';
