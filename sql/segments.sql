@@ -338,3 +338,67 @@ SELECT count(*) AS lee_events FROM cdp_traits.segment_events WHERE user_id = 'le
 -- every stored instant is written as RFC 3339 and read back as the same
 SELECT count(*) AS events, count(*) FILTER (WHERE "timestamp"::text::cdp_traits.rfc3339 = "timestamp") AS read_back
   FROM cdp_traits.segment_events;
+
+-- 15. A repeated id is ignored whatever seq it carries (OVERRIDING SYSTEM
+-- VALUE can give it any): its row goes, never an accepted event's.  A row
+-- with the id and seq of an accepted event no longer in segment_events is
+-- that event loaded again (pg_restore loads segment_event_ids, then
+-- segment_events): it stays and is not applied again.
+SELECT ingest(2160, 'max', 1, 'ov', '2021-10-01T00:00:00Z') AS s2160,
+       ingest(2161, 'max', 1, 'ov', '2021-10-02T00:00:00Z', remove => true) AS s2161 \gset
+-- a re-delivery of 2161 with 2160's seq
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-03T00:00:00Z', false);
+-- a new event with 2160's seq is accepted, then re-delivered with that seq;
+-- 2160 and 2161 re-delivered with each other's seqs (the large-batch path)
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2160, '00000000-0000-4000-8000-000000002162', 'max', 1, 'ov', '2021-10-04T00:00:00Z', false);
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-05T00:00:00Z', true);
+SET cdp_traits.max_segment_locks = 0;
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2161, '00000000-0000-4000-8000-000000002160', 'max', 1, 'ov', '2021-10-06T00:00:00Z', true),
+       (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-06T00:00:00Z', true);
+RESET cdp_traits.max_segment_locks;
+SELECT num(event), seq - :s2160 AS seq, "timestamp", remove
+  FROM cdp_traits.segment_events WHERE user_id = 'max' ORDER BY seq, 1;
+SELECT first, last, member, last_event FROM ms WHERE user_id = 'max';
+SELECT event, member, previous FROM tg WHERE user_id = 'max';
+-- a second row with an accepted event's id and seq is an error
+\set VERBOSITY default
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2161, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-02T00:00:00Z', true);
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (1000000, '00000000-0000-4000-8000-000000002163', 'max', 1, 'ov', '2021-10-07T00:00:00Z', false),
+       (1000000, '00000000-0000-4000-8000-000000002163', 'max', 1, 'ov', '2021-10-07T00:00:00Z', false);
+\set VERBOSITY terse
+-- loaded again, after a retention delete, one by one and in one large batch:
+-- the rows are back, memberships, profiles and toggles unchanged
+CREATE TEMP TABLE max_rows AS SELECT * FROM cdp_traits.segment_events WHERE user_id = 'max';
+CREATE TEMP TABLE max_state AS
+SELECT (SELECT array_agg(x::text ORDER BY vendor, segment) FROM cdp_traits.segment_memberships x WHERE user_id = 'max') AS m,
+       (SELECT segments FROM cdp_traits.segment_profiles WHERE user_id = 'max') AS p,
+       (SELECT array_agg(y::text ORDER BY seq) FROM cdp_traits.segment_toggles y) AS t;
+DELETE FROM cdp_traits.segment_events WHERE user_id = 'max';
+INSERT INTO cdp_traits.segment_events OVERRIDING SYSTEM VALUE SELECT * FROM max_rows ORDER BY seq;
+DELETE FROM cdp_traits.segment_events WHERE user_id = 'max';
+SET cdp_traits.max_segment_locks = 0;
+INSERT INTO cdp_traits.segment_events OVERRIDING SYSTEM VALUE SELECT * FROM max_rows ORDER BY seq;
+RESET cdp_traits.max_segment_locks;
+SELECT (SELECT array_agg(e::text ORDER BY seq, event) FROM cdp_traits.segment_events e WHERE user_id = 'max')
+       = (SELECT array_agg(e::text ORDER BY seq, event) FROM max_rows e) AS events_back,
+       (SELECT array_agg(x::text ORDER BY vendor, segment) FROM cdp_traits.segment_memberships x WHERE user_id = 'max') = s.m
+         AS same_memberships,
+       (SELECT segments FROM cdp_traits.segment_profiles WHERE user_id = 'max') = s.p AS same_profile,
+       (SELECT array_agg(y::text ORDER BY seq) FROM cdp_traits.segment_toggles y) = s.t AS same_toggles
+  FROM max_state s;
+-- every row in segment_events is an accepted event, stored once
+SELECT count(*) AS unaccepted FROM cdp_traits.segment_events e
+ WHERE NOT EXISTS (SELECT FROM cdp_traits.segment_event_ids i WHERE i.event = e.event AND i.seq = e.seq);
+SELECT count(*) AS stored_twice FROM (SELECT FROM cdp_traits.segment_events GROUP BY event, seq HAVING count(*) > 1) d;
