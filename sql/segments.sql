@@ -402,3 +402,16 @@ SELECT (SELECT array_agg(e::text ORDER BY seq, event) FROM cdp_traits.segment_ev
 SELECT count(*) AS unaccepted FROM cdp_traits.segment_events e
  WHERE NOT EXISTS (SELECT FROM cdp_traits.segment_event_ids i WHERE i.event = e.event AND i.seq = e.seq);
 SELECT count(*) AS stored_twice FROM (SELECT FROM cdp_traits.segment_events GROUP BY event, seq HAVING count(*) > 1) d;
+
+-- 16. The segment locks are advisory locks in key spaces of their own
+-- (objsubid 17225: the segments lock, objid 0, and the toggle log, objid 1;
+-- 17226: the key stripes), which pg_advisory_lock() cannot take (isolation
+-- spec segments: holding the old keys blocks nobody).
+BEGIN;
+SELECT ingest(190, 'nat', 1, 'locks', '2021-11-01T00:00:00Z') > 0 AS stored;
+SELECT cdp_traits.rebuild_segment_profiles() > 0 AS rebuilt;
+SELECT classid, objid, objsubid, mode FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid <> 17226 ORDER BY objid, mode;
+SELECT count(*) AS key_locks FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 17226 AND mode = 'ExclusiveLock';
+COMMIT;

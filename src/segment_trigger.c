@@ -71,18 +71,29 @@
 #include "stitch.h"
 
 PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
+PG_FUNCTION_INFO_V1(cdp_toggles_writer);
+PG_FUNCTION_INFO_V1(cdp_toggles_wait);
+PG_FUNCTION_INFO_V1(cdp_segments_lock_exclusive);
 
 /*
- * Advisory lock keys, as pg_advisory_xact_lock(int4, int4) takes them (so
- * that SQL -- toggles_since(), tests -- can take and see the same locks):
- * 'CSEG' with 0 = the segments lock, 1 = the toggle log; 'CSEK' with one of
- * SEGMENT_KEY_STRIPES stripes, chosen by the hash of a (vendor, segment,
- * user) key.  Key locks are held until commit, so a transaction ingesting
- * events one statement at a time holds the locks of all keys it wrote;
- * striping bounds that number (and the lock table it fills) whatever the
- * number of keys.  The count is fixed: every backend must map a key to the
- * same lock.
+ * Lock tags.  Advisory locks in key spaces of their own, like stitching's
+ * (field4 17220-17223, stitch_apply.c) and the job worker's (17224,
+ * worker.c): field4 ("objsubid" in pg_locks) is 17225 for the segments lock
+ * (objid 0) and the toggle log (objid 1), and 17226 for the key locks (objid
+ * = one of SEGMENT_KEY_STRIPES stripes, chosen by the hash of a (vendor,
+ * segment, user) key); classid is 'CSEG' and 'CSEK'.  SQL's
+ * pg_advisory_lock functions only make tags with field4 1 or 2, so no role
+ * can take or hold these locks from SQL; the SQL functions that need them
+ * call the C functions at the end of this file (_toggles_writer,
+ * _toggles_wait, _segments_lock_exclusive).
+ *
+ * Key locks are held until commit, so a transaction ingesting events one
+ * statement at a time holds the locks of all keys it wrote; striping bounds
+ * that number (and the lock table it fills) whatever the number of keys.
+ * The count is fixed: every backend must map a key to the same lock.
  */
+#define SEGMENT_LOCK_SPACE		0x4349	/* 17225 */
+#define SEGMENT_KEY_LOCK_SPACE	0x434A	/* 17226 */
 #define SEGMENT_LOCKS		0x43534547
 #define SEGMENT_KEY_LOCKS	0x4353454B
 #define SEGMENTS_LOCK		0
@@ -379,16 +390,26 @@ stream(SegBatch *b, int which, ParamListInfo params, SlotCallback callback, void
 }
 
 /*
+ * lock_tag
+ *		The tag of one of the segment locks (see SEGMENT_LOCK_SPACE).
+ */
+static void
+lock_tag(LOCKTAG *tag, uint32 key1, uint32 key2)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, key1, key2,
+						 key1 == SEGMENT_KEY_LOCKS ? SEGMENT_KEY_LOCK_SPACE : SEGMENT_LOCK_SPACE);
+}
+
+/*
  * lock_pair
- *		Take the advisory lock pg_advisory_xact_lock(key1, key2) takes (or its
- *		_shared variant), until the end of the transaction.
+ *		Take one of the segment locks, until the end of the transaction.
  */
 static void
 lock_pair(uint32 key1, uint32 key2, LOCKMODE mode)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, key1, key2, 2);
+	lock_tag(&tag, key1, key2);
 	(void) LockAcquire(&tag, mode, false, false);
 }
 
@@ -1547,4 +1568,56 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(b.cxt);
 	return PointerGetDatum(NULL);
+}
+
+/* ---- the segment locks, for the SQL functions ---- */
+
+/*
+ * cdp_toggles_writer
+ *		BEFORE INSERT FOR EACH STATEMENT trigger on segment_toggles: hold the
+ *		toggle log lock shared until commit (toggles_since() waits for the
+ *		writers holding it).  A trigger function: SQL cannot call it.
+ */
+Datum
+cdp_toggles_writer(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_toggles_writer() must be fired BEFORE ... FOR EACH STATEMENT")));
+	lock_pair(SEGMENT_LOCKS, TOGGLE_LOG_LOCK, ShareLock);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * cdp_toggles_wait
+ *		For toggles_since(): wait until the transactions writing toggles at
+ *		this moment have ended (take the toggle log lock exclusively and
+ *		release it at once).  It holds nothing afterwards.
+ */
+Datum
+cdp_toggles_wait(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	lock_tag(&tag, SEGMENT_LOCKS, TOGGLE_LOG_LOCK);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	LockRelease(&tag, ExclusiveLock, false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * cdp_segments_lock_exclusive
+ *		For rebuild_segment_profiles(): take the segments lock exclusively
+ *		until the end of the transaction, so that no segment events are
+ *		written meanwhile.
+ */
+Datum
+cdp_segments_lock_exclusive(PG_FUNCTION_ARGS)
+{
+	lock_pair(SEGMENT_LOCKS, SEGMENTS_LOCK, ExclusiveLock);
+	PG_RETURN_VOID();
 }
