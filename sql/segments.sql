@@ -298,3 +298,120 @@ SELECT count(ingest(1000 + n, 'many' || n, 1, 'locks', '2021-09-01T00:00:00Z')) 
 SELECT count(*) BETWEEN 2 AND 258 AS bounded FROM pg_locks
  WHERE pid = pg_backend_pid() AND locktype = 'advisory';
 COMMIT;
+
+-- 14. cdp_traits.rfc3339 holds only the instants it can write: the years
+-- 0000 to 9999 in UTC.  An offset, a rounded fraction or a leap second that
+-- moves a value past either end is rejected, as is a timestamptz outside
+-- them (the cast) and binary input: every stored value reads back.
+SELECT '0000-01-01T00:00:00Z'::cdp_traits.rfc3339 AS lowest,
+       '9999-12-31T23:59:59.999999Z'::cdp_traits.rfc3339 AS highest,
+       '0000-01-01T00:00:00-23:59'::cdp_traits.rfc3339 AS west,
+       '9999-12-31T23:59:59+23:59'::cdp_traits.rfc3339 AS east,
+       (timestamptz '0001-01-01 00:00:00+00 BC')::cdp_traits.rfc3339 AS year_0;
+\set VERBOSITY default
+SELECT '9999-12-31T23:59:59-23:59'::cdp_traits.rfc3339;
+SELECT '0000-01-01T00:00:00+00:01'::cdp_traits.rfc3339;
+SELECT '9999-12-31T23:59:59.9999995Z'::cdp_traits.rfc3339;
+SELECT '9999-12-31T23:59:60Z'::cdp_traits.rfc3339;
+SELECT cdp_traits.ingest_segment_event(ev(150, 'lee', 1, 's', '9999-12-31T23:59:59-23:59'));
+SELECT (timestamptz '0044-03-15 12:00:00+00 BC')::cdp_traits.rfc3339;
+SELECT (timestamptz '10000-01-01 00:00:00+00')::cdp_traits.rfc3339;
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp")
+VALUES ('00000000-0000-4000-8000-000000000151', 'lee', 1, 's', timestamptz '0044-03-15 12:00:00+00 BC');
+\set VERBOSITY terse
+-- binary input: COPY (FORMAT binary) of a timestamptz into an rfc3339 column
+CREATE TEMP TABLE bin_in (t timestamptz);
+CREATE TEMP TABLE bin_out (t cdp_traits.rfc3339);
+INSERT INTO bin_in VALUES ('2021-05-01 12:00:00.5+00');
+DO $$ BEGIN
+  EXECUTE format('COPY bin_in TO %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+  EXECUTE format('COPY bin_out FROM %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+END $$;
+SELECT t FROM bin_out;
+TRUNCATE bin_in;
+INSERT INTO bin_in VALUES ('0044-03-15 12:00:00+00 BC');
+DO $$ BEGIN
+  EXECUTE format('COPY bin_in TO %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+  EXECUTE format('COPY bin_out FROM %L (FORMAT binary)', current_setting('data_directory') || '/cdp_rfc3339.bin');
+END $$;
+SELECT count(*) AS lee_events FROM cdp_traits.segment_events WHERE user_id = 'lee';
+-- every stored instant is written as RFC 3339 and read back as the same
+SELECT count(*) AS events, count(*) FILTER (WHERE "timestamp"::text::cdp_traits.rfc3339 = "timestamp") AS read_back
+  FROM cdp_traits.segment_events;
+
+-- 15. A repeated id is ignored whatever seq it carries (OVERRIDING SYSTEM
+-- VALUE can give it any): its row goes, never an accepted event's.  A row
+-- with the id and seq of an accepted event no longer in segment_events is
+-- that event loaded again (pg_restore loads segment_event_ids, then
+-- segment_events): it stays and is not applied again.
+SELECT ingest(2160, 'max', 1, 'ov', '2021-10-01T00:00:00Z') AS s2160,
+       ingest(2161, 'max', 1, 'ov', '2021-10-02T00:00:00Z', remove => true) AS s2161 \gset
+-- a re-delivery of 2161 with 2160's seq
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-03T00:00:00Z', false);
+-- a new event with 2160's seq is accepted, then re-delivered with that seq;
+-- 2160 and 2161 re-delivered with each other's seqs (the large-batch path)
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2160, '00000000-0000-4000-8000-000000002162', 'max', 1, 'ov', '2021-10-04T00:00:00Z', false);
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-05T00:00:00Z', true);
+SET cdp_traits.max_segment_locks = 0;
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2161, '00000000-0000-4000-8000-000000002160', 'max', 1, 'ov', '2021-10-06T00:00:00Z', true),
+       (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-06T00:00:00Z', true);
+RESET cdp_traits.max_segment_locks;
+SELECT num(event), seq - :s2160 AS seq, "timestamp", remove
+  FROM cdp_traits.segment_events WHERE user_id = 'max' ORDER BY seq, 1;
+SELECT first, last, member, last_event FROM ms WHERE user_id = 'max';
+SELECT event, member, previous FROM tg WHERE user_id = 'max';
+-- a second row with an accepted event's id and seq is an error
+\set VERBOSITY default
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (:s2161, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-02T00:00:00Z', true);
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (1000000, '00000000-0000-4000-8000-000000002163', 'max', 1, 'ov', '2021-10-07T00:00:00Z', false),
+       (1000000, '00000000-0000-4000-8000-000000002163', 'max', 1, 'ov', '2021-10-07T00:00:00Z', false);
+\set VERBOSITY terse
+-- loaded again, after a retention delete, one by one and in one large batch:
+-- the rows are back, memberships, profiles and toggles unchanged
+CREATE TEMP TABLE max_rows AS SELECT * FROM cdp_traits.segment_events WHERE user_id = 'max';
+CREATE TEMP TABLE max_state AS
+SELECT (SELECT array_agg(x::text ORDER BY vendor, segment) FROM cdp_traits.segment_memberships x WHERE user_id = 'max') AS m,
+       (SELECT segments FROM cdp_traits.segment_profiles WHERE user_id = 'max') AS p,
+       (SELECT array_agg(y::text ORDER BY seq) FROM cdp_traits.segment_toggles y) AS t;
+DELETE FROM cdp_traits.segment_events WHERE user_id = 'max';
+INSERT INTO cdp_traits.segment_events OVERRIDING SYSTEM VALUE SELECT * FROM max_rows ORDER BY seq;
+DELETE FROM cdp_traits.segment_events WHERE user_id = 'max';
+SET cdp_traits.max_segment_locks = 0;
+INSERT INTO cdp_traits.segment_events OVERRIDING SYSTEM VALUE SELECT * FROM max_rows ORDER BY seq;
+RESET cdp_traits.max_segment_locks;
+SELECT (SELECT array_agg(e::text ORDER BY seq, event) FROM cdp_traits.segment_events e WHERE user_id = 'max')
+       = (SELECT array_agg(e::text ORDER BY seq, event) FROM max_rows e) AS events_back,
+       (SELECT array_agg(x::text ORDER BY vendor, segment) FROM cdp_traits.segment_memberships x WHERE user_id = 'max') = s.m
+         AS same_memberships,
+       (SELECT segments FROM cdp_traits.segment_profiles WHERE user_id = 'max') = s.p AS same_profile,
+       (SELECT array_agg(y::text ORDER BY seq) FROM cdp_traits.segment_toggles y) = s.t AS same_toggles
+  FROM max_state s;
+-- every row in segment_events is an accepted event, stored once
+SELECT count(*) AS unaccepted FROM cdp_traits.segment_events e
+ WHERE NOT EXISTS (SELECT FROM cdp_traits.segment_event_ids i WHERE i.event = e.event AND i.seq = e.seq);
+SELECT count(*) AS stored_twice FROM (SELECT FROM cdp_traits.segment_events GROUP BY event, seq HAVING count(*) > 1) d;
+
+-- 16. The segment locks are advisory locks in key spaces of their own
+-- (objsubid 17225: the segments lock, objid 0, and the toggle log, objid 1;
+-- 17226: the key stripes), which pg_advisory_lock() cannot take (isolation
+-- spec segments: holding the old keys blocks nobody).
+BEGIN;
+SELECT ingest(190, 'nat', 1, 'locks', '2021-11-01T00:00:00Z') > 0 AS stored;
+SELECT cdp_traits.rebuild_segment_profiles() > 0 AS rebuilt;
+SELECT classid, objid, objsubid, mode FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid <> 17226 ORDER BY objid, mode;
+SELECT count(*) AS key_locks FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 17226 AND mode = 'ExclusiveLock';
+COMMIT;

@@ -16,6 +16,14 @@
  * included); a leap second (ss = 60) is accepted and read as the next
  * second, as PostgreSQL does.  Fractions are rounded to microseconds.
  *
+ * Only instants that RFC 3339 can write in UTC are accepted: from
+ * 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z.  A date-time near
+ * either end whose offset (or rounding, or leap second) moves it past the end
+ * -- 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC -- is rejected, as
+ * is a timestamptz outside that range (BC, or after 9999) in the cast and in
+ * binary input.  So every stored value is written as RFC 3339 and read back
+ * by the input function: a dump of segment_events restores.
+ *
  * Because segment_events.timestamp has this type, rows loaded with COPY are
  * checked by the same code as ingest_segment_event(), and nothing but the
  * instant is stored.  The type is binary-compatible with timestamptz (an
@@ -36,6 +44,7 @@
 
 PG_FUNCTION_INFO_V1(cdp_rfc3339_in);
 PG_FUNCTION_INFO_V1(cdp_rfc3339_out);
+PG_FUNCTION_INFO_V1(cdp_rfc3339_recv);
 PG_FUNCTION_INFO_V1(cdp_rfc3339_from_timestamptz);
 
 /*
@@ -54,6 +63,37 @@ digits(const char *s, int n)
 		v = v * 10 + (*s++ - '0');
 	}
 	return v;
+}
+
+/*
+ * rfc3339_in_range
+ *		Whether a timestamptz is an instant that RFC 3339 writes in UTC: from
+ *		the year 0000 to 9999 (infinities are not).
+ */
+static bool
+rfc3339_in_range(TimestampTz t)
+{
+	/* microseconds since 2000-01-01 of 0000-01-01 and of 10000-01-01 */
+	const TimestampTz lo = ((int64) date2j(0, 1, 1) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
+	const TimestampTz hi = ((int64) date2j(10000, 1, 1) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
+
+	return !TIMESTAMP_NOT_FINITE(t) && t >= lo && t < hi;
+}
+
+/*
+ * check_rfc3339_range
+ *		Raise an error if t cannot be written as RFC 3339 in UTC; given is
+ *		the value as the caller got it (for the message).
+ */
+static void
+check_rfc3339_range(TimestampTz t, const char *given)
+{
+	if (!rfc3339_in_range(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("invalid segment event: \"timestamp\" must be between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z"),
+				 errdetail("The value is \"%s\"; in UTC it is outside the years 0000 to 9999, which RFC 3339 cannot write.", given),
+				 errhint("RFC 3339 writes the years 0000 (1 BC) to 9999 only: correct the date, or the offset that moves it out of them in UTC.")));
 }
 
 /*
@@ -160,8 +200,9 @@ put_digits(char *p, int v, int n)
  *		Write a finite instant as RFC 3339 in UTC ("2021-03-19T17:32:26Z",
  *		with a fraction only when there is one, trailing zeros dropped) into
  *		buf (RFC3339_MAXLEN + 1 bytes); returns the length.  Years outside
- *		0..9999 and infinities, which RFC 3339 cannot write, are written as
- *		timestamptz writes them in ISO style.
+ *		0..9999 and infinities, which RFC 3339 cannot write (and the type no
+ *		longer accepts; a value stored before it checked that could hold
+ *		them), are written as timestamptz writes them in ISO style.
  */
 int
 cdp_format_rfc3339(TimestampTz t, char *buf)
@@ -237,6 +278,7 @@ cdp_rfc3339_in(PG_FUNCTION_ARGS)
 				 errmsg("invalid segment event: \"timestamp\" must be an RFC 3339 date-time with an offset"),
 				 errdetail("The value is \"%s\".", s),
 				 errhint("Write it like 2021-03-19T13:32:26-04:00 or 2021-03-19T17:32:26.5Z.")));
+	check_rfc3339_range(result, s);
 	PG_RETURN_TIMESTAMPTZ(result);
 }
 
@@ -254,8 +296,27 @@ cdp_rfc3339_out(PG_FUNCTION_ARGS)
 }
 
 /*
+ * cdp_rfc3339_recv
+ *		Binary input of cdp_traits.rfc3339: timestamptz's, limited to the
+ *		instants the text output can write (see check_rfc3339_range).
+ */
+Datum
+cdp_rfc3339_recv(PG_FUNCTION_ARGS)
+{
+	TimestampTz t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_recv,
+															PG_GETARG_DATUM(0),
+															ObjectIdGetDatum(InvalidOid),
+															Int32GetDatum(-1)));
+
+	if (!rfc3339_in_range(t))
+		check_rfc3339_range(t, timestamptz_to_str(t));
+	PG_RETURN_TIMESTAMPTZ(t);
+}
+
+/*
  * cdp_rfc3339_from_timestamptz
- *		The assignment cast from timestamptz: any finite instant.
+ *		The assignment cast from timestamptz: any finite instant from the
+ *		year 0000 to 9999 in UTC.
  */
 Datum
 cdp_rfc3339_from_timestamptz(PG_FUNCTION_ARGS)
@@ -266,5 +327,7 @@ cdp_rfc3339_from_timestamptz(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("invalid segment event: \"timestamp\" must be a finite point in time")));
+	if (!rfc3339_in_range(t))
+		check_rfc3339_range(t, timestamptz_to_str(t));
 	PG_RETURN_TIMESTAMPTZ(t);
 }

@@ -19,7 +19,9 @@
  *
  *	3. keeps the new event ids in segment_event_ids (sorted, one INSERT): an
  *	   id seen before, or twice in the batch, is ignored and its row deleted
- *	   from segment_events again;
+ *	   from segment_events again -- unless the row is the accepted event
+ *	   itself, its id stored with its seq (a restore loads segment_event_ids
+ *	   first): that row is kept and not applied again;
  *
  *	4. reads the stored memberships of the batch's keys and folds the
  *	   accepted events into them in arrival order (seq), collecting toggles;
@@ -69,18 +71,29 @@
 #include "stitch.h"
 
 PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
+PG_FUNCTION_INFO_V1(cdp_toggles_writer);
+PG_FUNCTION_INFO_V1(cdp_toggles_wait);
+PG_FUNCTION_INFO_V1(cdp_segments_lock_exclusive);
 
 /*
- * Advisory lock keys, as pg_advisory_xact_lock(int4, int4) takes them (so
- * that SQL -- toggles_since(), tests -- can take and see the same locks):
- * 'CSEG' with 0 = the segments lock, 1 = the toggle log; 'CSEK' with one of
- * SEGMENT_KEY_STRIPES stripes, chosen by the hash of a (vendor, segment,
- * user) key.  Key locks are held until commit, so a transaction ingesting
- * events one statement at a time holds the locks of all keys it wrote;
- * striping bounds that number (and the lock table it fills) whatever the
- * number of keys.  The count is fixed: every backend must map a key to the
- * same lock.
+ * Lock tags.  Advisory locks in key spaces of their own, like stitching's
+ * (field4 17220-17223, stitch_apply.c) and the job worker's (17224,
+ * worker.c): field4 ("objsubid" in pg_locks) is 17225 for the segments lock
+ * (objid 0) and the toggle log (objid 1), and 17226 for the key locks (objid
+ * = one of SEGMENT_KEY_STRIPES stripes, chosen by the hash of a (vendor,
+ * segment, user) key); classid is 'CSEG' and 'CSEK'.  SQL's
+ * pg_advisory_lock functions only make tags with field4 1 or 2, so no role
+ * can take or hold these locks from SQL; the SQL functions that need them
+ * call the C functions at the end of this file (_toggles_writer,
+ * _toggles_wait, _segments_lock_exclusive).
+ *
+ * Key locks are held until commit, so a transaction ingesting events one
+ * statement at a time holds the locks of all keys it wrote; striping bounds
+ * that number (and the lock table it fills) whatever the number of keys.
+ * The count is fixed: every backend must map a key to the same lock.
  */
+#define SEGMENT_LOCK_SPACE		0x4349	/* 17225 */
+#define SEGMENT_KEY_LOCK_SPACE	0x434A	/* 17226 */
 #define SEGMENT_LOCKS		0x43534547
 #define SEGMENT_KEY_LOCKS	0x4353454B
 #define SEGMENTS_LOCK		0
@@ -130,6 +143,7 @@ typedef struct SegEvent
 	int32		key;			/* index into the states */
 	bool		remove;
 	bool		rejected;		/* its id was seen before */
+	bool		loaded;			/* accepted before as this seq: not applied */
 } SegEvent;
 
 /* simplehash: key -> index into the states */
@@ -186,6 +200,7 @@ typedef struct SegBatch
 	bool		small;			/* locked key by key, kept plans */
 	bool		in_order;		/* events arrived in seq order */
 	int64		rejected;
+	int64		loaded;
 	/* toggles found by the fold, in arrival order (indexes into events) */
 	int64	   *toggles;
 	pg_uuid_t  *toggle_prev;
@@ -208,6 +223,8 @@ enum
 	ST_READ,
 	ST_IDS,
 	ST_IDS_CHECKED,
+	ST_IDS_STORED,
+	ST_STORED_COPIES,
 	ST_DELETE_REPEATED,
 	ST_STORED,
 	ST_TOGGLES,
@@ -229,11 +246,31 @@ static SegStatement statements[ST_COUNT] = {
 	[ST_IDS_CHECKED] = {"keeping event ids not seen before",
 		"INSERT INTO cdp_traits.segment_event_ids AS i (event, seq) "
 		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2) "
-		"ON CONFLICT (event) DO NOTHING RETURNING i.seq",
+		"ON CONFLICT (event) DO NOTHING RETURNING i.event",
 		2, {UUIDARRAYOID, INT8ARRAYOID}},
+	[ST_IDS_STORED] = {"reading stored event ids",
+		"SELECT i.event, i.seq FROM pg_catalog.unnest($1) AS c(event) "
+		"JOIN cdp_traits.segment_event_ids i ON i.event = c.event",
+		1, {UUIDARRAYOID}},
+	/* an accepted event stored twice: its row before and the batch's */
+	[ST_STORED_COPIES] = {"looking for copies of accepted events",
+		"SELECT e.event, e.seq FROM (SELECT pg_catalog.unnest($1) AS seq, "
+		"pg_catalog.unnest($2) AS event) c "
+		"JOIN cdp_traits.segment_events e ON e.seq = c.seq AND e.event = c.event "
+		"GROUP BY e.event, e.seq HAVING pg_catalog.count(*) > 1 LIMIT 1",
+		2, {INT8ARRAYOID, UUIDARRAYOID}},
+	/*
+	 * The rows of the repeated events, by seq and id; never a row whose id
+	 * is stored with its seq (an accepted event), whatever seq a repeat
+	 * carries (OVERRIDING SYSTEM VALUE can give it any).
+	 */
 	[ST_DELETE_REPEATED] = {"removing events with repeated ids",
-		"DELETE FROM cdp_traits.segment_events WHERE seq = ANY ($1)",
-		1, {INT8ARRAYOID}},
+		"DELETE FROM cdp_traits.segment_events e "
+		"USING (SELECT pg_catalog.unnest($1) AS seq, pg_catalog.unnest($2) AS event) r "
+		"WHERE e.seq = ANY ($1) AND e.seq = r.seq AND e.event = r.event "
+		"AND NOT EXISTS (SELECT FROM cdp_traits.segment_event_ids i "
+		"WHERE i.event = e.event AND i.seq = e.seq)",
+		2, {INT8ARRAYOID, UUIDARRAYOID}},
 	[ST_STORED] = {"reading stored memberships",
 		"SELECT m.vendor, m.segment, m.user_id, m.first, m.last, m.member, m.value, "
 		"m.last_event, m.last_event_time, m.last_seq "
@@ -353,16 +390,26 @@ stream(SegBatch *b, int which, ParamListInfo params, SlotCallback callback, void
 }
 
 /*
+ * lock_tag
+ *		The tag of one of the segment locks (see SEGMENT_LOCK_SPACE).
+ */
+static void
+lock_tag(LOCKTAG *tag, uint32 key1, uint32 key2)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, key1, key2,
+						 key1 == SEGMENT_KEY_LOCKS ? SEGMENT_KEY_LOCK_SPACE : SEGMENT_LOCK_SPACE);
+}
+
+/*
  * lock_pair
- *		Take the advisory lock pg_advisory_xact_lock(key1, key2) takes (or its
- *		_shared variant), until the end of the transaction.
+ *		Take one of the segment locks, until the end of the transaction.
  */
 static void
 lock_pair(uint32 key1, uint32 key2, LOCKMODE mode)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, key1, key2, 2);
+	lock_tag(&tag, key1, key2);
 	(void) LockAcquire(&tag, mode, false, false);
 }
 
@@ -441,6 +488,7 @@ read_event(TupleTableSlot *slot, void *arg)
 	ev->time = DatumGetTimestampTz(slot->tts_values[5]);
 	ev->remove = DatumGetBool(slot->tts_values[6]);
 	ev->rejected = false;
+	ev->loaded = false;
 
 	old = MemoryContextSwitchTo(b->cxt);
 	ev->key = key_index(b, &k);
@@ -596,15 +644,6 @@ cmp_idref(const IdRef *x, const IdRef *y)
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * insert_ids_optimistic
  *		The plain insert of the ids, in a subtransaction: true if it went
@@ -647,10 +686,148 @@ insert_ids_optimistic(SegBatch *b, Datum *args)
 }
 
 /*
+ * find_ref
+ *		The index of the id u among refs[0..n-1] (sorted, distinct ids), or
+ *		-1.
+ */
+static int64
+find_ref(const IdRef *refs, int64 n, const pg_uuid_t *u)
+{
+	IdRef		key;
+	int64		lo = 0,
+				hi = n;
+
+	key.hi = uuid_half(u->data);
+	key.lo = uuid_half(u->data + 8);
+	while (lo < hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+		const IdRef *r = &refs[mid];
+
+		if (r->hi == key.hi && r->lo == key.lo)
+			return mid;
+		if (r->hi < key.hi || (r->hi == key.hi && r->lo < key.lo))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/*
+ * copy_error
+ *		Raise the error for a second row of an event with the same seq: an
+ *		accepted event is stored once.
+ */
+static void
+copy_error(Datum id, int64 seq)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("segment event %s would be stored twice as seq " INT64_FORMAT,
+					DatumGetCString(DirectFunctionCall1(uuid_out, id)), seq),
+			 errdetail("A row may carry the id and seq of an accepted event only while that event is not in segment_events, as when a restore loads it."),
+			 errhint("Leave out seq (OVERRIDING SYSTEM VALUE): a repeated id is then ignored.")));
+}
+
+/*
+ * sort_out_stored
+ *		For the candidates refs[0..n-1] whose ids were stored before
+ *		(stored[i] false): an id stored with the candidate's own seq is that
+ *		accepted event loaded again (as a restore loads segment_events after
+ *		segment_event_ids) -- kept, not applied, provided segment_events
+ *		did not hold that row already (an error: an event is stored once);
+ *		any other is a repeat.
+ */
+static void
+sort_out_stored(SegBatch *b, IdRef *refs, int64 n, const bool *stored)
+{
+	IdRef	   *others = palloc_extended(sizeof(IdRef) * Max(n, 1), MCXT_ALLOC_HUGE);
+	Datum	   *ids = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
+	bool	   *matched;
+	int64		m = 0,
+				i;
+	uint64		j;
+	Datum		args[1];
+
+	for (i = 0; i < n; i++)
+		if (!stored[i])
+		{
+			others[m] = refs[i];
+			ids[m] = UUIDPGetDatum(&b->events[refs[i].event].id);
+			m++;
+		}
+	matched = palloc_extended(sizeof(bool) * Max(m, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	args[0] = make_array(ids, NULL, m, UUIDOID);
+	execute(b, ST_IDS_STORED, args, SPI_OK_SELECT);
+	for (j = 0; j < SPI_processed; j++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull);
+		int64		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
+													  SPI_tuptable->tupdesc, 2, &isnull));
+		int64		k = find_ref(others, m, DatumGetUUIDP(id));
+
+		if (k >= 0 && others[k].seq == seq)
+		{
+			b->events[others[k].event].loaded = true;
+			b->loaded++;
+			matched[k] = true;
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	/* the rest repeat an id stored with another seq */
+	m = 0;
+	for (i = 0; i < n; i++)
+		if (!stored[i] && !matched[m++])
+		{
+			b->events[refs[i].event].rejected = true;
+			b->rejected++;
+		}
+
+	/* an event loaded again must not be in segment_events already */
+	if (b->loaded > 0)
+	{
+		Datum		cargs[2];
+		Datum	   *seqs = palloc_extended(sizeof(Datum) * b->loaded, MCXT_ALLOC_HUGE);
+
+		m = 0;
+		for (i = 0; i < b->nevents; i++)
+			if (b->events[i].loaded)
+			{
+				seqs[m] = Int64GetDatum(b->events[i].seq);
+				ids[m] = UUIDPGetDatum(&b->events[i].id);
+				m++;
+			}
+		cargs[0] = make_array(seqs, NULL, m, INT8OID);
+		cargs[1] = make_array(ids, NULL, m, UUIDOID);
+		if (execute(b, ST_STORED_COPIES, cargs, SPI_OK_SELECT) > 0)
+		{
+			bool		isnull;
+
+			copy_error(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+					   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 2, &isnull)));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		pfree(seqs);
+	}
+	pfree(matched);
+	pfree(ids);
+	pfree(others);
+}
+
+/*
  * keep_ids
  *		Store the ids of the batch's events; mark the events whose id was
  *		seen before (in an earlier statement or earlier in this one) as
- *		rejected and remove them from segment_events.
+ *		rejected and remove them from segment_events.  An event whose id is
+ *		already stored with its own seq is the accepted event itself, loaded
+ *		again (a restore): marked loaded, kept and not applied again.  No
+ *		accepted event is ever removed, whatever seq a repeat carries: the
+ *		repeats' rows are deleted by seq and id, never one whose id is
+ *		stored with its seq; and a second row with an accepted event's id
+ *		and seq is an error (see copy_error).
  *
  *		Small batches use INSERT ... ON CONFLICT DO NOTHING, which also waits
  *		for a concurrent transaction inserting the same id.  Large ones hold
@@ -684,6 +861,8 @@ keep_ids(SegBatch *b)
 	{
 		if (n > 0 && refs[i].hi == refs[n - 1].hi && refs[i].lo == refs[n - 1].lo)
 		{
+			if (refs[i].seq == refs[n - 1].seq)
+				copy_error(UUIDPGetDatum(&b->events[refs[i].event].id), refs[i].seq);
 			b->events[refs[i].event].rejected = true;
 			b->rejected++;
 			continue;
@@ -700,42 +879,49 @@ keep_ids(SegBatch *b)
 		checked = true;
 	if (checked)
 	{
-		uint64		stored = execute(b, ST_IDS_CHECKED, args, SPI_OK_INSERT_RETURNING);
+		uint64		nstored = execute(b, ST_IDS_CHECKED, args, SPI_OK_INSERT_RETURNING);
 
-		if (stored < (uint64) n)
+		if (nstored < (uint64) n)
 		{
-			/* candidates whose seq did not come back were seen before */
-			int64	   *kept = palloc_extended(sizeof(int64) * Max(stored, 1), MCXT_ALLOC_HUGE);
+			/* candidates whose id did not come back were stored before */
+			bool	   *stored = palloc_extended(sizeof(bool) * Max(n, 1),
+												 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 			uint64		j;
 
-			for (j = 0; j < stored; j++)
+			for (j = 0; j < nstored; j++)
 			{
 				bool		isnull;
+				Datum		id = SPI_getbinval(SPI_tuptable->vals[j],
+											   SPI_tuptable->tupdesc, 1, &isnull);
+				int64		k = find_ref(refs, n, DatumGetUUIDP(id));
 
-				kept[j] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
-													  SPI_tuptable->tupdesc, 1, &isnull));
+				if (k < 0)
+					elog(ERROR, "stored event id not in the batch");
+				stored[k] = true;
 			}
-			qsort(kept, stored, sizeof(int64), cmp_int64);
-			for (i = 0; i < n; i++)
-				if (!bsearch(&refs[i].seq, kept, stored, sizeof(int64), cmp_int64))
-				{
-					b->events[refs[i].event].rejected = true;
-					b->rejected++;
-				}
-			pfree(kept);
+			SPI_freetuptable(SPI_tuptable);
+			sort_out_stored(b, refs, n, stored);
+			pfree(stored);
 		}
-		SPI_freetuptable(SPI_tuptable);
+		else
+			SPI_freetuptable(SPI_tuptable);
 	}
 
 	if (b->rejected > 0)
 	{
-		Datum	   *rej = palloc(sizeof(Datum) * b->rejected);
+		Datum	   *rseq = palloc_extended(sizeof(Datum) * b->rejected, MCXT_ALLOC_HUGE);
+		Datum	   *rid = palloc_extended(sizeof(Datum) * b->rejected, MCXT_ALLOC_HUGE);
 		int64		m = 0;
 
 		for (i = 0; i < b->nevents; i++)
 			if (b->events[i].rejected)
-				rej[m++] = Int64GetDatum(b->events[i].seq);
-		args[0] = make_array(rej, NULL, m, INT8OID);
+			{
+				rseq[m] = Int64GetDatum(b->events[i].seq);
+				rid[m] = UUIDPGetDatum(&b->events[i].id);
+				m++;
+			}
+		args[0] = make_array(rseq, NULL, m, INT8OID);
+		args[1] = make_array(rid, NULL, m, UUIDOID);
 		execute(b, ST_DELETE_REPEATED, args, SPI_OK_DELETE);
 	}
 	pfree(refs);
@@ -807,7 +993,7 @@ fold(SegBatch *b)
 		SegState   *s = &b->states[ev->key];
 		bool		member = !ev->remove;
 
-		if (ev->rejected)
+		if (ev->rejected || ev->loaded)
 			continue;
 		if (s->known && s->member != member && s->has_first)
 		{
@@ -1372,8 +1558,9 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	INSTR_TIME_SET_CURRENT(duration);
 	INSTR_TIME_SUBTRACT(duration, start);
 	elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events, " INT64_FORMAT
-		 " repeated ids, %d keys, " INT64_FORMAT " toggles in %.1f ms, %zu kB of memory",
-		 b.nevents, b.rejected, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration),
+		 " repeated ids, " INT64_FORMAT " loaded again, %d keys, " INT64_FORMAT
+		 " toggles in %.1f ms, %zu kB of memory",
+		 b.nevents, b.rejected, b.loaded, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration),
 		 MemoryContextMemAllocated(b.cxt, true) / 1024);
 
 	SPI_finish();
@@ -1381,4 +1568,56 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(b.cxt);
 	return PointerGetDatum(NULL);
+}
+
+/* ---- the segment locks, for the SQL functions ---- */
+
+/*
+ * cdp_toggles_writer
+ *		BEFORE INSERT FOR EACH STATEMENT trigger on segment_toggles: hold the
+ *		toggle log lock shared until commit (toggles_since() waits for the
+ *		writers holding it).  A trigger function: SQL cannot call it.
+ */
+Datum
+cdp_toggles_writer(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_toggles_writer() must be fired BEFORE ... FOR EACH STATEMENT")));
+	lock_pair(SEGMENT_LOCKS, TOGGLE_LOG_LOCK, ShareLock);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * cdp_toggles_wait
+ *		For toggles_since(): wait until the transactions writing toggles at
+ *		this moment have ended (take the toggle log lock exclusively and
+ *		release it at once).  It holds nothing afterwards.
+ */
+Datum
+cdp_toggles_wait(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	lock_tag(&tag, SEGMENT_LOCKS, TOGGLE_LOG_LOCK);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	LockRelease(&tag, ExclusiveLock, false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * cdp_segments_lock_exclusive
+ *		For rebuild_segment_profiles(): take the segments lock exclusively
+ *		until the end of the transaction, so that no segment events are
+ *		written meanwhile.
+ */
+Datum
+cdp_segments_lock_exclusive(PG_FUNCTION_ARGS)
+{
+	lock_pair(SEGMENT_LOCKS, SEGMENTS_LOCK, ExclusiveLock);
+	PG_RETURN_VOID();
 }

@@ -78,7 +78,11 @@
 /* seconds before the postmaster restarts a launcher that exited */
 #define CDP_LAUNCHER_RESTART	5
 
-/* field4 of the advisory lock a job worker holds on its database */
+/*
+ * field4 of the advisory lock a job worker holds on its database (next to
+ * stitching's 17220-17223, stitch_apply.c, and the segments' 17225-17226,
+ * segment_trigger.c)
+ */
 #define CDP_WORKER_LOCK			0x4348
 
 /* What the processes share per listed database: messages logged once. */

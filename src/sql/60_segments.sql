@@ -25,6 +25,9 @@
 -- 3339 with an offset and nothing else (an error naming the field), so
 -- that COPY is checked like ingest_segment_event().  Stored and compared
 -- like timestamptz (binary-compatible, implicit cast); written in UTC.
+-- Every way in (text, binary, the cast from timestamptz) accepts only the
+-- instants of the years 0000 to 9999 in UTC, which the output can write:
+-- whatever is stored reads back (a dump restores).
 CREATE TYPE cdp_traits.rfc3339;
 CREATE FUNCTION cdp_traits.rfc3339_in(cstring) RETURNS cdp_traits.rfc3339
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -33,8 +36,8 @@ CREATE FUNCTION cdp_traits.rfc3339_out(cdp_traits.rfc3339) RETURNS cstring
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_rfc3339_out';
 CREATE FUNCTION cdp_traits.rfc3339_recv(internal) RETURNS cdp_traits.rfc3339
-LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
-AS 'timestamptz_recv';
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_rfc3339_recv';
 CREATE FUNCTION cdp_traits.rfc3339_send(cdp_traits.rfc3339) RETURNS bytea
 LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
 AS 'timestamptz_send';
@@ -134,6 +137,21 @@ CREATE TABLE cdp_traits.segment_toggles (
 COMMENT ON TABLE cdp_traits.segment_toggles IS
 	'append-only log of membership changes (member <-> non-member) of segments and audiences (vendor 0); read it with toggles_since()';
 
+/*
+ * The segment locks are advisory locks in key spaces of their own (objsubid
+ * 17225 and 17226 in pg_locks, see src/segment_trigger.c), out of reach of
+ * pg_advisory_lock(): no role can stall segment writers or toggle readers
+ * from SQL.  The SQL functions below take them through these C functions.
+ */
+-- the segments lock, exclusively, until the end of the transaction
+CREATE FUNCTION cdp_traits._segments_lock_exclusive() RETURNS void
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_segments_lock_exclusive';
+-- wait for the transactions writing toggles at this moment (holds nothing)
+CREATE FUNCTION cdp_traits._toggles_wait() RETURNS void
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_toggles_wait';
+
 -- The profiles as the memberships define them (the trigger keeps them so).
 CREATE FUNCTION cdp_traits.rebuild_segment_profiles() RETURNS bigint
 LANGUAGE plpgsql
@@ -143,7 +161,7 @@ DECLARE
 	n bigint;
 BEGIN
 	-- the segments lock, exclusively: no segment events are written meanwhile
-	PERFORM pg_advisory_xact_lock(1129530695, 0);
+	PERFORM cdp_traits._segments_lock_exclusive();
 	DELETE FROM cdp_traits.segment_profiles;
 	INSERT INTO cdp_traits.segment_profiles (user_id, segments)
 	SELECT m.user_id,
@@ -179,14 +197,8 @@ COMMENT ON VIEW cdp_traits.audience_changes IS
  * out before it waited.
  */
 CREATE FUNCTION cdp_traits._toggles_writer() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, cdp_traits, pg_temp
-AS $$
-BEGIN
-	PERFORM pg_catalog.pg_advisory_xact_lock_shared(1129530695, 1);
-	RETURN NULL;
-END;
-$$;
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_toggles_writer';
 CREATE TRIGGER toggles_writer BEFORE INSERT ON cdp_traits.segment_toggles
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_writer();
 
@@ -231,7 +243,7 @@ BEGIN
 	SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO given_out
 	  FROM cdp_traits.segment_toggles_seq_seq s;
 	-- wait for the writers of this moment (taken and released at once)
-	PERFORM pg_catalog.pg_advisory_lock(1129530695, 1), pg_catalog.pg_advisory_unlock(1129530695, 1);
+	PERFORM cdp_traits._toggles_wait();
 	RETURN QUERY
 	SELECT t.* FROM cdp_traits.segment_toggles t
 	 WHERE t.seq > COALESCE("after", 0) AND t.seq <= given_out

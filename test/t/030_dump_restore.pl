@@ -1,7 +1,10 @@
 # pg_dump of a database using cdp_traits, restored into a new database, keeps
 # rules, blocklist, definitions, context, stitching state and results: the
 # restored stitching verifies, values and the pivot are equal, sequences go on,
-# and the restored triggers keep stitching new events.
+# and the restored triggers keep stitching new events.  Segment events, their
+# ids, memberships, profiles and toggles are kept too (the trigger on
+# segment_events does not take the restored rows for re-deliveries), and
+# segment events written afterwards give the same results in both databases.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -78,6 +81,20 @@ SELECT cdp_traits.publish('mart');
 CREATE SCHEMA staging;
 SELECT cdp_traits.publish('staging');
 ALTER SCHEMA staging RENAME TO "Reporting";
+-- segment events: a bulk load (over cdp_traits.max_segment_locks: the
+-- large-batch path), single events, re-deliveries, and a retention delete
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
+SELECT md5('s' || i)::uuid, 'u' || (i % 60), 1 + i % 3, 'seg-' || (i % 7),
+       '2024-01-01T00:00:00Z'::timestamptz + i * interval '7 minutes',
+       i % 11 < 4, CASE WHEN i % 11 >= 4 AND i % 2 = 0 THEN 'v' || (i % 4) END
+  FROM generate_series(1, 1500) i;
+SELECT cdp_traits.ingest_segment_event(jsonb_build_object('event', md5('t' || i)::uuid, 'user', 'u' || (i % 9),
+         'segment', jsonb_build_object('vendor', 2, 'name', 'seg-' || (i % 4)),
+         'timestamp', '2024-03-01T10:00:00+05:30') || CASE WHEN i % 2 = 0 THEN jsonb '{"remove": true}' ELSE '{}' END)
+  FROM generate_series(1, 40) i;
+SELECT cdp_traits.ingest_segment_event(jsonb_build_object('event', md5('s' || 3)::uuid, 'user', 'u3',
+         'segment', jsonb_build_object('vendor', 1, 'name', 'seg-3'), 'timestamp', '2024-04-01T00:00:00Z'));
+DELETE FROM cdp_traits.segment_events WHERE seq <= 100;
 });
 is($node->safe_psql('src', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
 	'the source database is consistent');
@@ -101,6 +118,12 @@ my %checks = (
 	runs => "SELECT id, forced, entities, values_written FROM cdp_traits.calculation_runs ORDER BY id",
 	run_attributes => "SELECT run_id, attribute_id, entities FROM cdp_traits.calculation_run_attributes ORDER BY 1, 2",
 	audience => "SELECT seq, audience_id, customer_entity_id, entered FROM cdp_traits.audience_changes ORDER BY seq",
+	segment_events => "SELECT * FROM cdp_traits.segment_events ORDER BY seq",
+	segment_event_ids => "SELECT * FROM cdp_traits.segment_event_ids ORDER BY seq, event",
+	memberships => "SELECT * FROM cdp_traits.segment_memberships ORDER BY 1, 2, 3",
+	profiles => "SELECT * FROM cdp_traits.segment_profiles ORDER BY 1",
+	toggles => "SELECT * FROM cdp_traits.segment_toggles ORDER BY seq",
+	segment_sequences => "SELECT (SELECT last_value FROM cdp_traits.segment_events_seq_seq), (SELECT last_value FROM cdp_traits.segment_toggles_seq_seq)",
 	counts => "SELECT * FROM cdp_traits.attribute_counts ORDER BY 1",
 	value_counts => "SELECT * FROM cdp_traits.attribute_value_counts ORDER BY 1, 2",
 	job_runs => "SELECT id, job, status FROM cdp_traits.job_runs ORDER BY id",
@@ -120,6 +143,11 @@ like($before{history}, qr/\S/, '... history');
 like($before{audience}, qr/\S/, '... audience changes');
 like($before{pivot_columns}, qr/top_page\|bigint/, '... and a recreated pivot view');
 is($before{publications}, "Reporting\nmart", '... and a publication that followed its schema\'s new name');
+cmp_ok(scalar(split /\n/, $before{segment_events}), '>', 1400, '... segment events');
+cmp_ok(scalar(split /\n/, $before{segment_event_ids}), '>', scalar(split /\n/, $before{segment_events}),
+	'... ids of deleted segment events');
+cmp_ok(scalar(split /\n/, $before{toggles}), '>', 100, '... segment toggles');
+like($before{profiles}, qr/"value": "v/, '... and segment profiles');
 
 # Dump (custom format) and restore into a new database; any error fails.
 my $dump = $node->basedir . '/src.dump';
@@ -144,7 +172,10 @@ $node->command_ok([ 'pg_dump', '-d', $node->connstr('src'), '-f', $plain ], 'pg_
 $node->safe_psql('postgres', 'CREATE DATABASE dst2');
 $node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('dst2'), '-f', $plain ],
 	'the plain dump restores with psql, without errors');
-is($node->safe_psql('dst2', $checks{values}), $before{values}, 'values equal after the plain restore');
+for my $k (qw(values segment_events segment_event_ids memberships profiles toggles))
+{
+	is($node->safe_psql('dst2', $checks{$k}), $before{$k}, "$k equal after the plain restore");
+}
 
 # The restored database works: new events are stitched into the restored
 # entities (triggers, rules and plans), sequences go on, calculation runs.
@@ -156,9 +187,28 @@ INSERT INTO cdp_ce.customer_events VALUES
   (md5('h2')::uuid, 'app', 'view', '1', '2024-04-01', '{"email": "new@x.org", "phones": ["+11"]}', NULL);
 SELECT cdp_traits.calculate_attributes();
 SELECT cdp_traits.run_jobs();
+-- segment events on restored keys, a re-delivery of a deleted event and of
+-- a kept one (both ignored), a bulk load
+SELECT cdp_traits.ingest_segment_event(jsonb_build_object('event', md5('w' || i)::uuid, 'user', 'u' || (i % 60),
+         'segment', jsonb_build_object('vendor', 1 + i % 3, 'name', 'seg-' || (i % 7)),
+         'timestamp', '2024-05-01T00:00:00Z') || CASE WHEN i % 3 = 0 THEN jsonb '{"remove": true}' ELSE '{"value": "w"}' END)
+  FROM generate_series(1, 30) i;
+SELECT cdp_traits.ingest_segment_event(jsonb_build_object('event', md5('s' || i)::uuid, 'user', 'u1',
+         'segment', jsonb_build_object('vendor', 1, 'name', 'seg-1'), 'timestamp', '2024-05-02T00:00:00Z'))
+  FROM (VALUES (7), (1400)) v(i);
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+SELECT md5('x' || i)::uuid, 'u' || (i % 60), 1 + i % 3, 'seg-' || (i % 7),
+       '2024-06-01T00:00:00Z'::timestamptz + i * interval '1 minute', i % 13 < 6
+  FROM generate_series(1, 700) i;
 }) for ('src', 'dst');
 is($node->safe_psql('dst', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
 	'events written after the restore are stitched consistently');
+$checks{toggles} = "SELECT seq, vendor, segment, user_id, member, event, event_time, value, previous_event, previous_time FROM cdp_traits.segment_toggles ORDER BY seq";
+for my $k (qw(segment_events segment_event_ids memberships profiles toggles segment_sequences))
+{
+	is($node->safe_psql('dst', $checks{$k}), $node->safe_psql('src', $checks{$k}),
+		"$k: segment events written after the restore give the same results in both databases");
+}
 for my $k (qw(matching event_entities merges pivot runs job_runs counts))
 {
 	is($node->safe_psql('dst', $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
