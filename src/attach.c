@@ -177,12 +177,13 @@ tables_of(Oid relid)
 
 /*
  * partition_row
- *		stitch_read_plan callback: add an event with identifiers to the graph.
+ *		stitch_read_plan callback: add an event with identifiers to the graph
+ *		(an event without an id is not stitched, as in a whole pass).
  */
 static void
 partition_row(EventRow *row, void *arg)
 {
-	if (row->nidents > 0)
+	if (row->event_id != NULL && row->nidents > 0)
 		graph_add_event_row((StitchGraph *) arg, row);
 }
 

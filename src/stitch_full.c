@@ -124,6 +124,7 @@ typedef struct ScopePass
 	int			ent_base;		/* node number of the first stored entity */
 	int64		nmatching;		/* stored identifiers read */
 	int64		nentities;		/* stored entities read */
+	int64		nnullids;		/* events without an id (not stitched) */
 } ScopePass;
 
 static OldEntity *OldEnts;		/* for the comparator */
@@ -183,6 +184,8 @@ scope_row(EventRow *row, void *arg)
 	{
 		if (row->stored_id != NULL)
 			add_orphan(p, row->stored_id, row->stored_id_len);
+		else
+			p->nnullids++;		/* an event whose id is NULL */
 		return;
 	}
 	if (p->stored && p->stored->members == 0)
@@ -776,6 +779,16 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			stitch_forget_states();
 		}
 		stitch_write_changes(&c);
+		if (p.nnullids > 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg_plural("%lld event without an id was not stitched",
+								   "%lld events without an id were not stitched",
+								   p.nnullids, (long long) p.nnullids),
+					 errdetail("Stitching records events by id: an event whose id is NULL "
+							   "gets no entity, and the stitching triggers reject new ones."),
+					 errhint("Give those events ids with UPDATE (they are stitched at once) "
+							 "or delete them, and declare the id column NOT NULL.")));
 	}
 	PHASE("writing");
 	if (result)

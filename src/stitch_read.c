@@ -419,19 +419,26 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 /*
  * stitch_read_ids
  *		Run a query returning event keys (see stitch_key_sql); the keys,
- *		palloc'd.
+ *		palloc'd.  NULL keys (events without an id, never stitched) are left
+ *		out.
  */
 const char **
 stitch_read_ids(SPIPlanPtr plan, int *n)
 {
 	const char **ids;
 	uint64		i;
+	int			m = 0;
 
 	cdp_execute(plan, NULL, NULL, SPI_OK_SELECT, "reading ids of events");
 	ids = palloc_extended(sizeof(char *) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < SPI_processed; i++)
-		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-	*n = (int) SPI_processed;
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (id != NULL)
+			ids[m++] = id;
+	}
+	*n = m;
 	SPI_freetuptable(SPI_tuptable);
 	return ids;
 }
