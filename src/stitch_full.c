@@ -25,6 +25,7 @@
 #include "funcapi.h"
 #include "portability/instr_time.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -450,6 +451,67 @@ assign_components(ScopePass *p, const int32 *ev_comp, const int32 *ev_ent, int n
 }
 
 /*
+ * foreign_identifiers
+ *		Whether any identifier that the events of an entity scope carry now,
+ *		and that is not stored with an entity of the scope, is stored with
+ *		another entity.
+ *
+ *		The events of a scope were stitched with the identifiers stored with
+ *		its entities.  One that carries an identifier of another entity has
+ *		changed since it was stitched, without its trigger having seen it
+ *		yet: one statement that deletes events and updates others (MERGE, a
+ *		writable CTE) fires the DELETE trigger first, and the entities that
+ *		lost events are re-stitched while the updated events already read
+ *		as their new versions.  The UPDATE trigger that follows forgets such
+ *		an event and re-stitches its entity from what remains, so the scope
+ *		is left to it as it stands, as if the statements had run one after
+ *		the other.  (Events stitched under rules changed since carry such
+ *		identifiers too; they keep their stitching until restitch().)
+ *		Identifiers stored nowhere are new, and are added as usual.
+ */
+static bool
+foreign_identifiers(ScopePass *p)
+{
+	StitchGraph *g = p->g;
+	int			nidents = graph_nidents(g);
+	Datum	   *attrs = NULL;
+	Datum	   *vals = NULL;
+	int			n = 0;
+	int			i;
+	Datum		args[2];
+	Oid			types[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	bool		isnull;
+
+	for (i = 0; i < nidents; i++)
+	{
+		const char *attr;
+		const char *val;
+
+		if (p->ident_has_old[i])
+			continue;
+		if (attrs == NULL)
+		{
+			attrs = palloc(sizeof(Datum) * nidents);
+			vals = palloc(sizeof(Datum) * nidents);
+		}
+		graph_identifier(g, i, &attr, &val);
+		attrs[n] = CStringGetTextDatum(attr);
+		vals[n++] = CStringGetTextDatum(val);
+	}
+	if (n == 0)
+		return false;
+	args[0] = PointerGetDatum(construct_array(attrs, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(vals, n, TEXTOID, -1, false, TYPALIGN_INT));
+	cdp_execute(stitch_cached_plan("foreign_idents",
+								   "SELECT EXISTS (SELECT FROM unnest($1, $2) u(attr, val) "
+								   "JOIN cdp_traits.matching m ON m.attribute_id = u.attr AND m.value = u.val)",
+								   2, types),
+				args, NULL, SPI_OK_SELECT, "looking up identifiers of other entities");
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * stitch_scope
  *		Stitch the events of the given entities (all events if entities is
  *		NULL) from scratch and write (or, without write, report) the
@@ -554,6 +616,14 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			   params, !write, matching_row, &p);
 
 	PHASE("reading identifiers");
+	/* events changed by this statement that a later trigger will handle */
+	if (!all && write && foreign_identifiers(&p))
+	{
+		elog(DEBUG1, "cdp_traits stitching pass: left to a later trigger (events carry identifiers of other entities)");
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(cxt);
+		return;
+	}
 	/* 3. the stored entities of the scope (and any that events name) */
 	p.ent_base = graph_nnodes(g);
 	cdp_stream(all ?
