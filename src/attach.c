@@ -425,6 +425,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		StitchResult res;
 
 		cdp_exec_begin(&es);
+		cdp_exec_pin_rule_settings();
 		(void) stitch_config(false);
 		stitch_lock_global(true);
 		stitch_scope(NULL, 0, true, NULL, &res);
@@ -644,6 +645,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	 * extension's tables (and install triggers) as the extension owner.
 	 */
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cfg = stitch_config(true);

@@ -48,6 +48,7 @@ typedef struct CdpExecState
 
 extern Oid	cdp_extension_owner(void);
 extern void cdp_exec_begin(CdpExecState *state);
+extern void cdp_exec_pin_rule_settings(void);
 extern void cdp_exec_end(CdpExecState *state);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,

@@ -920,6 +920,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	StitchResult res;
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	(void) stitch_config(false);
@@ -947,6 +948,7 @@ cdp_verify_stitching(PG_FUNCTION_ARGS)
 	ts = rsinfo->setResult;
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	(void) stitch_config(false);

@@ -356,6 +356,7 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(cxt);
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
