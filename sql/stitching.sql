@@ -254,3 +254,39 @@ TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_ent
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
 RESET client_min_messages;
+
+-- Identifier values longer than 2000 bytes never link (like blocklisted
+-- values): matching's index could not hold them, and the event is stored
+-- all the same, by the triggers, attach and restitch alike.
+SET client_min_messages = warning;
+CREATE TABLE ev6 (id bigint PRIMARY KEY, source_id text, type text, version text,
+                  event_time timestamptz, payload jsonb);
+INSERT INTO ev6 SELECT 1, 'app', 'login', '1', '2025-01-01',
+       jsonb_build_object('token', string_agg(md5(g::text), ''), 'email', 'long@x')
+  FROM generate_series(1, 100) g;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('token', $$payload->>'token'$$), ('email', $$payload->>'email'$$);
+SELECT cdp_traits.attach_events('ev6');
+RESET client_min_messages;
+INSERT INTO ev6 SELECT 2, 'app', 'login', '1', '2025-01-01',
+       jsonb_build_object('token', string_agg(md5(g::text), ''))
+  FROM generate_series(1, 100) g;
+INSERT INTO ev6 VALUES (3, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000))),
+                       (4, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000))),
+                       (5, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000) || 'x')),
+                       (6, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000) || 'x'));
+SELECT count(*) AS events_stored FROM ev6;
+SELECT attribute_id, octet_length(value) AS bytes FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT string_agg(id::text, ',' ORDER BY id) AS events, customer_entity_id IS NOT NULL AS stitched
+  FROM cdp_traits.customer_events GROUP BY customer_entity_id ORDER BY 1;
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.restitch() AS entities;
+SELECT kind, left(label, 20) AS label FROM cdp_traits.explain_entity((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 1))
+ WHERE kind IN ('identifier', 'blocked') ORDER BY 1, 2;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE ev6 CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
+RESET client_min_messages;

@@ -56,7 +56,9 @@ typedef struct EventReader
 /*
  * stitch_is_blocked
  *		Whether a value is on the blocklist for an attribute: compared
- *		after trimming spaces and lower-casing, as lower(btrim(value)).
+ *		after trimming spaces and lower-casing, as lower(btrim(value)).  A
+ *		value longer than CDP_MAX_IDENTIFIER_BYTES counts as blocked: it
+ *		could not be stored in matching.
  */
 bool
 stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
@@ -70,6 +72,8 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 				i;
 	bool		blocked = false;
 
+	if (len > CDP_MAX_IDENTIFIER_BYTES)
+		return true;
 	if (cfg->nblocked == 0)
 		return false;
 	while (s < e && *s == ' ')
