@@ -206,3 +206,87 @@ SELECT count(*) AS triggers_after_drop FROM pg_trigger WHERE tgrelid = 'ev'::reg
 SELECT count(*) AS events_kept FROM ev;
 CREATE EXTENSION cdp_traits;
 DROP TABLE ev;
+
+-- Identifiers do not depend on the writing session's settings: rules run
+-- with TimeZone UTC, DateStyle ISO, MDY, IntervalStyle postgres and
+-- extra_float_digits 1 (as calculate_attributes does), in the triggers,
+-- restitch, verify_stitching and explain_entity alike.
+SET client_min_messages = warning;
+CREATE TABLE ev4 (id bigint PRIMARY KEY, source_id text, type text, version text,
+                  event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+  ('name_dob', $$lower(payload->>'name') || '|' || (payload->>'dob')::date$$),
+  ('store_day', $$(payload->>'store') || '@' || event_time::date$$),
+  ('amount', $$(payload->>'amount')::float8 || '/' || (payload->>'wait')::interval$$);
+SELECT cdp_traits.attach_events('ev4');
+RESET client_min_messages;
+SET DateStyle = 'ISO, MDY';
+INSERT INTO ev4 VALUES (1, 'web', 'signup', '1', '2025-01-01', '{"name": "Ann Lee", "dob": "1990-05-17"}');
+SET DateStyle = 'SQL, DMY';
+INSERT INTO ev4 VALUES (2, 'crm', 'import', '1', '2025-01-02', '{"name": "ann lee", "dob": "1990-05-17"}');
+SET TimeZone = 'UTC';
+INSERT INTO ev4 VALUES (3, 'pos', 'buy', '1', '2025-03-01 20:00+00', '{"store": "S1"}');
+SET TimeZone = 'Asia/Tokyo';
+INSERT INTO ev4 VALUES (4, 'pos', 'buy', '1', '2025-03-01 21:00+00', '{"store": "S1"}');
+SET extra_float_digits = -3;
+SET IntervalStyle = 'iso_8601';
+INSERT INTO ev4 VALUES (5, 'pos', 'pay', '1', '2025-03-02', '{"amount": "0.1234567890123", "wait": "90 minutes"}');
+RESET extra_float_digits;
+RESET IntervalStyle;
+INSERT INTO ev4 VALUES (6, 'pos', 'pay', '1', '2025-03-02', '{"amount": "0.1234567890123", "wait": "01:30:00"}');
+SELECT attribute_id, value FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT string_agg(id::text, ',' ORDER BY id) AS events FROM cdp_traits.customer_events
+ GROUP BY customer_entity_id ORDER BY 1;
+-- still DMY, Tokyo: verify and restitch agree with what the triggers wrote
+SET extra_float_digits = 3;
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.restitch() AS entities;
+SELECT changed_events, changed_identifiers FROM cdp_traits.stitching_stats();
+SELECT kind, label FROM cdp_traits.explain_entity((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 1))
+ WHERE kind = 'identifier';
+RESET DateStyle;
+RESET TimeZone;
+RESET extra_float_digits;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE ev4 CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
+RESET client_min_messages;
+
+-- Identifier values longer than 2000 bytes never link (like blocklisted
+-- values): matching's index could not hold them, and the event is stored
+-- all the same, by the triggers, attach and restitch alike.
+SET client_min_messages = warning;
+CREATE TABLE ev6 (id bigint PRIMARY KEY, source_id text, type text, version text,
+                  event_time timestamptz, payload jsonb);
+INSERT INTO ev6 SELECT 1, 'app', 'login', '1', '2025-01-01',
+       jsonb_build_object('token', string_agg(md5(g::text), ''), 'email', 'long@x')
+  FROM generate_series(1, 100) g;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('token', $$payload->>'token'$$), ('email', $$payload->>'email'$$);
+SELECT cdp_traits.attach_events('ev6');
+RESET client_min_messages;
+INSERT INTO ev6 SELECT 2, 'app', 'login', '1', '2025-01-01',
+       jsonb_build_object('token', string_agg(md5(g::text), ''))
+  FROM generate_series(1, 100) g;
+INSERT INTO ev6 VALUES (3, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000))),
+                       (4, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000))),
+                       (5, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000) || 'x')),
+                       (6, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', repeat('é', 1000) || 'x'));
+SELECT count(*) AS events_stored FROM ev6;
+SELECT attribute_id, octet_length(value) AS bytes FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT string_agg(id::text, ',' ORDER BY id) AS events, customer_entity_id IS NOT NULL AS stitched
+  FROM cdp_traits.customer_events GROUP BY customer_entity_id ORDER BY 1;
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.restitch() AS entities;
+SELECT kind, left(label, 20) AS label FROM cdp_traits.explain_entity((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 1))
+ WHERE kind IN ('identifier', 'blocked') ORDER BY 1, 2;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE ev6 CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
+RESET client_min_messages;

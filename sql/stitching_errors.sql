@@ -143,3 +143,65 @@ DROP TABLE ev2, no_payload, bad_types, no_equality;
 DROP VIEW not_a_table;
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
+
+-- Events without an id: stitching records events by id, so the triggers
+-- reject an event whose id is NULL (insert, or update to NULL); rows without
+-- an id already in the table (loaded while detached) are left unstitched by
+-- attach and restitch, with a warning, and can be deleted, truncated or
+-- given an id.  A NULL id is never confused with the id ''.
+CREATE TABLE noid (id text, source_id text, type text, version text,
+                   event_time timestamptz, payload jsonb);
+INSERT INTO noid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "n@x"}'),
+                        ('', 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''email''');
+SELECT cdp_traits.attach_events('noid');
+SELECT quote_nullable(id) AS id, customer_entity_id IS NOT NULL AS stitched
+  FROM cdp_traits.customer_events ORDER BY id NULLS FIRST;
+SELECT quote_literal(event_id) AS stored_key FROM cdp_traits.event_entities;
+INSERT INTO noid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}');
+INSERT INTO noid VALUES ('a', 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}'),
+                        (NULL, 'web', 'x', '1', '2025-01-01', '{}');
+UPDATE noid SET id = NULL WHERE id = '';
+UPDATE noid SET payload = '{"email": "m@x"}' WHERE id IS NULL;
+SELECT count(*) AS events FROM noid;
+SELECT * FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.restitch();
+-- deleting events without an id (the crash of the past), alone and with others
+INSERT INTO noid VALUES ('b', 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}');
+ALTER TABLE noid DISABLE TRIGGER cdp_traits_stitch_insert;
+INSERT INTO noid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}');
+ALTER TABLE noid ENABLE TRIGGER cdp_traits_stitch_insert;
+DELETE FROM noid WHERE id IS NULL AND payload->>'email' = 'n@x';
+DELETE FROM noid WHERE id IS NULL OR id = 'b';
+SELECT quote_nullable(id) AS id, customer_entity_id IS NOT NULL AS stitched
+  FROM cdp_traits.customer_events ORDER BY id NULLS FIRST;
+SELECT * FROM cdp_traits.verify_stitching();
+-- an event given an id is stitched at once
+ALTER TABLE noid DISABLE TRIGGER cdp_traits_stitch_insert;
+INSERT INTO noid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}');
+ALTER TABLE noid ENABLE TRIGGER cdp_traits_stitch_insert;
+UPDATE noid SET id = 'c' WHERE id IS NULL;
+SELECT quote_nullable(id) AS id, count(*) OVER (PARTITION BY customer_entity_id) AS entity_size
+  FROM cdp_traits.customer_events ORDER BY id;
+SELECT * FROM cdp_traits.verify_stitching();
+ALTER TABLE noid DISABLE TRIGGER cdp_traits_stitch_insert;
+INSERT INTO noid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}');
+ALTER TABLE noid ENABLE TRIGGER cdp_traits_stitch_insert;
+TRUNCATE noid;
+SELECT count(*) AS stitched_events FROM cdp_traits.event_entities;
+SELECT cdp_traits.detach_events();
+DROP TABLE noid CASCADE;
+-- the same with uuid ids
+CREATE TABLE noid_uuid (id uuid, source_id text, type text, version text,
+                        event_time timestamptz, payload jsonb);
+INSERT INTO noid_uuid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "u@x"}');
+SELECT cdp_traits.attach_events('noid_uuid');
+INSERT INTO noid_uuid VALUES (NULL, 'web', 'x', '1', '2025-01-01', '{"email": "u@x"}');
+DELETE FROM noid_uuid;
+SELECT count(*) AS stitched_events FROM cdp_traits.event_entities;
+SELECT cdp_traits.detach_events();
+DROP TABLE noid_uuid CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;

@@ -58,6 +58,25 @@ DISCARD PLANS;
 SELECT cdp_traits.restitch() > 0 AS restitched, pg_temp.groups() AS parallel_read,
        (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
 RESET min_parallel_table_scan_size;
+-- the detached partition lost the stitching triggers; attached again (with
+-- the late event), all its rows are stitched again
+SELECT count(*) AS triggers_on_detached FROM pg_trigger WHERE tgrelid = 'pev_2023'::regclass;
+ALTER TABLE pev ATTACH PARTITION pev_2023 FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+SELECT pg_temp.groups() AS attached_again, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+-- the same when detached concurrently
+ALTER TABLE pev DETACH PARTITION pev_2023 CONCURRENTLY;
+SELECT count(*) AS triggers_on_detached FROM pg_trigger WHERE tgrelid = 'pev_2023'::regclass;
+SELECT cdp_traits.restitch() > 0 AS restitched, pg_temp.groups() AS after_detach,
+       (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+-- a partition that still carries a stitching trigger (detached under an
+-- older version) is stitched when attached, and gets all four
+CREATE TRIGGER cdp_traits_stitch_insert AFTER INSERT ON pev_2023
+  REFERENCING NEW TABLE AS cdp_new_events FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitch_events();
+ALTER TABLE pev ATTACH PARTITION pev_2023 FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+SELECT pg_temp.groups() AS attached_with_trigger, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+SELECT count(*) AS triggers_on_attached FROM pg_trigger WHERE tgrelid = 'pev_2023'::regclass;
+ALTER TABLE pev DETACH PARTITION pev_2023;
+SELECT cdp_traits.restitch() > 0 AS restitched;
 DROP TABLE pev_2023;
 DELETE FROM pev_2026;
 
@@ -89,9 +108,18 @@ CREATE TABLE pev_2027 PARTITION OF pev FOR VALUES FROM ('2027-01-01') TO ('2028-
 SELECT count(*) AS triggers_installed_mid_restore FROM pg_trigger WHERE tgrelid = 'pev_2027'::regclass;
 DROP TABLE pev_2027;
 
+-- a table that kept stitching triggers (a partition detached under an older
+-- version): detach_events() removes them too, so it can be attached itself
+CREATE TABLE pev_old (LIKE pev INCLUDING ALL);
+CREATE TRIGGER cdp_traits_stitch_insert AFTER INSERT ON pev_old
+  REFERENCING NEW TABLE AS cdp_new_events FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitch_events();
+
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'cdp_traits%';
+SELECT cdp_traits.attach_events('pev_old');
+SELECT cdp_traits.detach_events();
+DROP TABLE pev_old CASCADE;
 DROP TABLE pev CASCADE;
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;

@@ -31,6 +31,8 @@
 #include "commands/trigger.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/deparse_utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -159,8 +161,54 @@ remove_triggers(Oid relid)
 	int			i;
 
 	for (i = 0; i < 4; i++)
-		cdp_execute_sql(psprintf("DROP TRIGGER IF EXISTS %s ON %s", TriggerNames[i], name),
-						SPI_OK_UTILITY, "removing a stitching trigger");
+		if (OidIsValid(get_trigger_oid(relid, TriggerNames[i], true)))
+			cdp_execute_sql(psprintf("DROP TRIGGER %s ON %s", TriggerNames[i], name),
+							SPI_OK_UTILITY, "removing a stitching trigger");
+}
+
+/*
+ * count_triggers
+ *		How many of the four stitching triggers a table carries.
+ */
+static int
+count_triggers(Oid relid)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < 4; i++)
+		if (OidIsValid(get_trigger_oid(relid, TriggerNames[i], true)))
+			n++;
+	return n;
+}
+
+/*
+ * remove_all_triggers
+ *		Drop the stitching triggers from every table that carries them: the
+ *		events table and its partitions, but also a former partition that
+ *		kept them (detached before that removed them, see cdp_new_partition).
+ */
+static void
+remove_all_triggers(void)
+{
+	List	   *rels = NIL;
+	ListCell   *lc;
+	uint64		i;
+
+	cdp_execute_sql("SELECT DISTINCT tgrelid FROM pg_catalog.pg_trigger "
+					"WHERE tgfoid = 'cdp_traits.stitch_events()'::pg_catalog.regprocedure",
+					SPI_OK_SELECT, "finding the stitching triggers");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		rels = lappend_oid(rels, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc, 1,
+																&isnull)));
+	}
+	foreach(lc, rels)
+		if (get_rel_name(lfirst_oid(lc)) != NULL)
+			remove_triggers(lfirst_oid(lc));
 }
 
 /*
@@ -177,12 +225,13 @@ tables_of(Oid relid)
 
 /*
  * partition_row
- *		stitch_read_plan callback: add an event with identifiers to the graph.
+ *		stitch_read_plan callback: add an event with identifiers to the graph
+ *		(an event without an id is not stitched, as in a whole pass).
  */
 static void
 partition_row(EventRow *row, void *arg)
 {
-	if (row->nidents > 0)
+	if (row->event_id != NULL && row->nidents > 0)
 		graph_add_event_row((StitchGraph *) arg, row);
 }
 
@@ -341,7 +390,11 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 					SPI_OK_INSERT, "recording the events table");
 
 	foreach(lc, tables_of(relid))
+	{
+		/* (a former partition may still carry them, from an older version) */
+		remove_triggers(lfirst_oid(lc));
 		install_triggers(lfirst_oid(lc));
+	}
 
 	/* published copies (see publish()) go first, and come back below */
 	cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
@@ -372,6 +425,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		StitchResult res;
 
 		cdp_exec_begin(&es);
+		cdp_exec_pin_rule_settings();
 		(void) stitch_config(false);
 		stitch_lock_global(true);
 		stitch_scope(NULL, 0, true, NULL, &res);
@@ -401,6 +455,7 @@ cdp_detach_events(PG_FUNCTION_ARGS)
 				 errmsg("no events table is attached")));
 	foreach(lc, tables_of(cfg->events_relid))
 		remove_triggers(lfirst_oid(lc));
+	remove_all_triggers();
 	cdp_execute_sql("UPDATE cdp_traits.events_source SET attached = false",
 					SPI_OK_UPDATE, "recording the detach");
 	invalidate_config();
@@ -493,10 +548,74 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 }
 
 /*
+ * partition_commands
+ *		The relations that the DDL being reported names (objids), and the
+ *		partitions its ALTER TABLE commands attached and detached.  Those
+ *		are named in the commands' parse trees (the addresses of the
+ *		subcommands do not say), so this runs before the search_path is
+ *		pinned: the names resolve as they did for the command.  The lists
+ *		are made in cxt (they outlive the SPI connection).
+ */
+static void
+partition_commands(MemoryContext cxt, List **objids, List **attached, List **detached)
+{
+	uint64		i;
+	MemoryContext old;
+
+	*objids = NIL;
+	*attached = NIL;
+	*detached = NIL;
+	cdp_execute_sql("SELECT objid, command FROM pg_catalog.pg_event_trigger_ddl_commands() "
+					"WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass",
+					SPI_OK_SELECT, "reading the DDL commands");
+	old = MemoryContextSwitchTo(cxt);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		Oid			objid = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		CollectedCommand *cmd;
+		ListCell   *lc;
+
+		if (!isnull)
+			*objids = lappend_oid(*objids, objid);
+		cmd = (CollectedCommand *) DatumGetPointer(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2,
+																 &isnull));
+		if (isnull || cmd == NULL || cmd->type != SCT_AlterTable)
+			continue;
+		foreach(lc, cmd->d.alterTable.subcmds)
+		{
+			CollectedATSubcmd *sub = lfirst(lc);
+			AlterTableCmd *at = (AlterTableCmd *) sub->parsetree;
+			PartitionCmd *pc;
+			Oid			part;
+
+			if (at == NULL || !IsA(at, AlterTableCmd) ||
+				(at->subtype != AT_AttachPartition && at->subtype != AT_DetachPartition &&
+				 at->subtype != AT_DetachPartitionFinalize) ||
+				at->def == NULL || !IsA(at->def, PartitionCmd))
+				continue;
+			pc = (PartitionCmd *) at->def;
+			part = RangeVarGetRelid(pc->name, NoLock, true);
+			if (!OidIsValid(part))
+				continue;
+			if (at->subtype == AT_AttachPartition)
+				*attached = lappend_oid(*attached, part);
+			else
+				*detached = lappend_oid(*detached, part);
+		}
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * cdp_new_partition
  *		Event trigger (CREATE TABLE, ALTER TABLE): partitions of the attached
  *		events table that have no stitching triggers yet get them, and the
- *		rows they already hold are stitched.
+ *		rows they already hold are stitched; so are the rows of a partition
+ *		just attached that carried the triggers already.  A partition just
+ *		detached from the events table loses its triggers (its rows are no
+ *		longer events; attaching it again stitches them again).
  */
 Datum
 cdp_new_partition(PG_FUNCTION_ARGS)
@@ -504,57 +623,95 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	StitchConfig *cfg;
 	CdpExecState es;
 	bool		relevant = false;
-	uint64		i;
+	List	   *objids;
+	List	   *attached;
+	List	   *detached;
+	ListCell   *lc;
+	MemoryContext outer = CurrentMemoryContext;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp_traits.new_partition() must be called as an event trigger")));
 
+	/* the commands, read as the caller (see partition_commands) */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	partition_commands(outer, &objids, &attached, &detached);
+	SPI_finish();
+
 	/*
 	 * This fires for every CREATE/ALTER TABLE of any role: read the
 	 * extension's tables (and install triggers) as the extension owner.
 	 */
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cfg = stitch_config(true);
+	if (cfg)
+		foreach(lc, objids)
+			if (get_rel_name(lfirst_oid(lc)) != NULL &&
+				stitch_is_events_relation(cfg, lfirst_oid(lc)))
+				relevant = true;
+
+	/* a detached partition (and its own partitions) is no longer stitched */
+	foreach(lc, detached)
+	{
+		Oid			part = lfirst_oid(lc);
+		ListCell   *lc2;
+
+		if (cfg == NULL || get_rel_name(part) == NULL || stitch_is_events_relation(cfg, part))
+			continue;
+		foreach(lc2, tables_of(part))
+			if (count_triggers(lfirst_oid(lc2)) > 0)
+				remove_triggers(lfirst_oid(lc2));
+	}
 
 	/*
-	 * Act only while the events table itself carries its triggers: during a
-	 * restore the partitions are altered before pg_dump recreates the
-	 * triggers, and those must not be installed twice.
+	 * Install triggers only while the events table itself carries its
+	 * triggers: during a restore the partitions are altered before pg_dump
+	 * recreates the triggers, and those must not be installed twice.
 	 */
-	if (cfg && cfg->attached &&
+	if (relevant && cfg->attached &&
 		get_rel_relkind(cfg->events_relid) == RELKIND_PARTITIONED_TABLE &&
 		OidIsValid(get_trigger_oid(cfg->events_relid, TriggerNames[0], true)))
 	{
-		cdp_execute_sql("SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands() "
-						"WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass",
-						SPI_OK_SELECT, "reading the DDL commands");
-		for (i = 0; i < SPI_processed && !relevant; i++)
-		{
-			bool		isnull;
-			Oid			objid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-															   SPI_tuptable->tupdesc, 1, &isnull));
-
-			relevant = !isnull && get_rel_name(objid) != NULL &&
-				stitch_is_events_relation(cfg, objid);
-		}
-	}
-	if (relevant)
-	{
-		ListCell   *lc;
+		List	   *stitched = NIL;
 
 		foreach(lc, find_all_inheritors(cfg->events_relid, NoLock, NULL))
 		{
 			Oid			rel = lfirst_oid(lc);
 
-			if (OidIsValid(get_trigger_oid(rel, TriggerNames[0], true)))
+			if (count_triggers(rel) == 4)
 				continue;
+			remove_triggers(rel);	/* (some, left behind by an older version) */
 			install_triggers(rel);
 			if (get_rel_relkind(rel) == RELKIND_RELATION)
+			{
 				stitch_partition_rows(cfg, rel);
+				stitched = lappend_oid(stitched, rel);
+			}
+		}
+		/* attached partitions that carried the triggers already */
+		foreach(lc, attached)
+		{
+			ListCell   *lc2;
+
+			if (get_rel_name(lfirst_oid(lc)) == NULL ||
+				!stitch_is_events_relation(cfg, lfirst_oid(lc)))
+				continue;
+			foreach(lc2, tables_of(lfirst_oid(lc)))
+			{
+				Oid			rel = lfirst_oid(lc2);
+
+				if (get_rel_relkind(rel) == RELKIND_RELATION &&
+					!list_member_oid(stitched, rel))
+				{
+					stitch_partition_rows(cfg, rel);
+					stitched = lappend_oid(stitched, rel);
+				}
+			}
 		}
 	}
 	SPI_finish();

@@ -93,6 +93,50 @@ cdp_exec_begin(CdpExecState *state)
 }
 
 /*
+ * Settings that change how values read as text, or how text reads as dates
+ * and times: the stitching rules turn values into identifiers by casts to
+ * text ((payload->>'dob')::date, event_time::date), which must not depend
+ * on the session that happens to write the event.  The values are those of
+ * a default server in the C locale; calculate_attributes pins TimeZone and
+ * DateStyle to the same.
+ */
+static const char *const RuleSettings[][2] = {
+	{"TimeZone", "UTC"},
+	{"DateStyle", "ISO, MDY"},
+	{"IntervalStyle", "postgres"},
+	{"extra_float_digits", "1"},
+	{"bytea_output", "hex"},
+	{"xmlbinary", "base64"},
+	{"xmloption", "content"},
+	{"lc_monetary", "C"},
+	{"lc_numeric", "C"},
+	{"lc_time", "C"},
+};
+
+/*
+ * cdp_exec_pin_rule_settings
+ *		After cdp_exec_begin, before stitching rules are planned or run: pin
+ *		the settings that change what a rule expression yields (see
+ *		RuleSettings) until cdp_exec_end.  A setting already at its value
+ *		is left alone (the common case costs a lookup each).
+ */
+void
+cdp_exec_pin_rule_settings(void)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(RuleSettings); i++)
+	{
+		const char *cur = GetConfigOption(RuleSettings[i][0], true, false);
+
+		if (cur == NULL || strcmp(cur, RuleSettings[i][1]) != 0)
+			(void) set_config_option(RuleSettings[i][0], RuleSettings[i][1],
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+	}
+}
+
+/*
  * cdp_exec_end
  *		Undo cdp_exec_begin.
  */

@@ -139,6 +139,7 @@ cdp_explain_events(PG_FUNCTION_ARGS)
 		elog(ERROR, "_explain_events must return %d columns", EXPLAIN_NATTS);
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	memset(&r, 0, sizeof(r));

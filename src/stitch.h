@@ -34,6 +34,15 @@
 /* search_path every SQL statement of the extension runs with */
 #define CDP_SEARCH_PATH "pg_catalog, cdp_traits, pg_temp"
 
+/*
+ * Identifier values longer than this (in bytes) never link: they are
+ * dropped like blocklisted values.  matching's primary key holds the
+ * attribute id and the value in one btree entry, which may not exceed 2704
+ * bytes (a third of a page); 2000 bytes leave room for the attribute id and
+ * the entry's overhead whether or not the value compresses.
+ */
+#define CDP_MAX_IDENTIFIER_BYTES 2000
+
 /* names of the transition tables of the events triggers */
 #define CDP_NEW_TABLE "cdp_new_events"
 #define CDP_OLD_TABLE "cdp_old_events"
@@ -48,6 +57,7 @@ typedef struct CdpExecState
 
 extern Oid	cdp_extension_owner(void);
 extern void cdp_exec_begin(CdpExecState *state);
+extern void cdp_exec_pin_rule_settings(void);
 extern void cdp_exec_end(CdpExecState *state);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,

@@ -924,6 +924,7 @@ cdp_stitching_rules_check(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	problem = validate_rule_sql(expr, idtype);
 	cdp_exec_end(&es);
 

@@ -25,6 +25,7 @@
 #include "funcapi.h"
 #include "portability/instr_time.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -124,6 +125,7 @@ typedef struct ScopePass
 	int			ent_base;		/* node number of the first stored entity */
 	int64		nmatching;		/* stored identifiers read */
 	int64		nentities;		/* stored entities read */
+	int64		nnullids;		/* events without an id (not stitched) */
 } ScopePass;
 
 static OldEntity *OldEnts;		/* for the comparator */
@@ -183,6 +185,8 @@ scope_row(EventRow *row, void *arg)
 	{
 		if (row->stored_id != NULL)
 			add_orphan(p, row->stored_id, row->stored_id_len);
+		else
+			p->nnullids++;		/* an event whose id is NULL */
 		return;
 	}
 	if (p->stored && p->stored->members == 0)
@@ -447,6 +451,67 @@ assign_components(ScopePass *p, const int32 *ev_comp, const int32 *ev_ent, int n
 }
 
 /*
+ * foreign_identifiers
+ *		Whether any identifier that the events of an entity scope carry now,
+ *		and that is not stored with an entity of the scope, is stored with
+ *		another entity.
+ *
+ *		The events of a scope were stitched with the identifiers stored with
+ *		its entities.  One that carries an identifier of another entity has
+ *		changed since it was stitched, without its trigger having seen it
+ *		yet: one statement that deletes events and updates others (MERGE, a
+ *		writable CTE) fires the DELETE trigger first, and the entities that
+ *		lost events are re-stitched while the updated events already read
+ *		as their new versions.  The UPDATE trigger that follows forgets such
+ *		an event and re-stitches its entity from what remains, so the scope
+ *		is left to it as it stands, as if the statements had run one after
+ *		the other.  (Events stitched under rules changed since carry such
+ *		identifiers too; they keep their stitching until restitch().)
+ *		Identifiers stored nowhere are new, and are added as usual.
+ */
+static bool
+foreign_identifiers(ScopePass *p)
+{
+	StitchGraph *g = p->g;
+	int			nidents = graph_nidents(g);
+	Datum	   *attrs = NULL;
+	Datum	   *vals = NULL;
+	int			n = 0;
+	int			i;
+	Datum		args[2];
+	Oid			types[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	bool		isnull;
+
+	for (i = 0; i < nidents; i++)
+	{
+		const char *attr;
+		const char *val;
+
+		if (p->ident_has_old[i])
+			continue;
+		if (attrs == NULL)
+		{
+			attrs = palloc(sizeof(Datum) * nidents);
+			vals = palloc(sizeof(Datum) * nidents);
+		}
+		graph_identifier(g, i, &attr, &val);
+		attrs[n] = CStringGetTextDatum(attr);
+		vals[n++] = CStringGetTextDatum(val);
+	}
+	if (n == 0)
+		return false;
+	args[0] = PointerGetDatum(construct_array(attrs, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(vals, n, TEXTOID, -1, false, TYPALIGN_INT));
+	cdp_execute(stitch_cached_plan("foreign_idents",
+								   "SELECT EXISTS (SELECT FROM unnest($1, $2) u(attr, val) "
+								   "JOIN cdp_traits.matching m ON m.attribute_id = u.attr AND m.value = u.val)",
+								   2, types),
+				args, NULL, SPI_OK_SELECT, "looking up identifiers of other entities");
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * stitch_scope
  *		Stitch the events of the given entities (all events if entities is
  *		NULL) from scratch and write (or, without write, report) the
@@ -551,6 +616,14 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			   params, !write, matching_row, &p);
 
 	PHASE("reading identifiers");
+	/* events changed by this statement that a later trigger will handle */
+	if (!all && write && foreign_identifiers(&p))
+	{
+		elog(DEBUG1, "cdp_traits stitching pass: left to a later trigger (events carry identifiers of other entities)");
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(cxt);
+		return;
+	}
 	/* 3. the stored entities of the scope (and any that events name) */
 	p.ent_base = graph_nnodes(g);
 	cdp_stream(all ?
@@ -776,6 +849,16 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			stitch_forget_states();
 		}
 		stitch_write_changes(&c);
+		if (p.nnullids > 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg_plural("%lld event without an id was not stitched",
+								   "%lld events without an id were not stitched",
+								   p.nnullids, (long long) p.nnullids),
+					 errdetail("Stitching records events by id: an event whose id is NULL "
+							   "gets no entity, and the stitching triggers reject new ones."),
+					 errhint("Give those events ids with UPDATE (they are stitched at once) "
+							 "or delete them, and declare the id column NOT NULL.")));
 	}
 	PHASE("writing");
 	if (result)
@@ -837,6 +920,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	StitchResult res;
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	(void) stitch_config(false);
@@ -864,6 +948,7 @@ cdp_verify_stitching(PG_FUNCTION_ARGS)
 	ts = rsinfo->setResult;
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	(void) stitch_config(false);

@@ -56,7 +56,9 @@ typedef struct EventReader
 /*
  * stitch_is_blocked
  *		Whether a value is on the blocklist for an attribute: compared
- *		after trimming spaces and lower-casing, as lower(btrim(value)).
+ *		after trimming spaces and lower-casing, as lower(btrim(value)).  A
+ *		value longer than CDP_MAX_IDENTIFIER_BYTES counts as blocked: it
+ *		could not be stored in matching.
  */
 bool
 stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
@@ -70,6 +72,8 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 				i;
 	bool		blocked = false;
 
+	if (len > CDP_MAX_IDENTIFIER_BYTES)
+		return true;
 	if (cfg->nblocked == 0)
 		return false;
 	while (s < e && *s == ' ')
@@ -419,19 +423,26 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 /*
  * stitch_read_ids
  *		Run a query returning event keys (see stitch_key_sql); the keys,
- *		palloc'd.
+ *		palloc'd.  NULL keys (events without an id, never stitched) are left
+ *		out.
  */
 const char **
 stitch_read_ids(SPIPlanPtr plan, int *n)
 {
 	const char **ids;
 	uint64		i;
+	int			m = 0;
 
 	cdp_execute(plan, NULL, NULL, SPI_OK_SELECT, "reading ids of events");
 	ids = palloc_extended(sizeof(char *) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < SPI_processed; i++)
-		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-	*n = (int) SPI_processed;
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (id != NULL)
+			ids[m++] = id;
+	}
+	*n = m;
 	SPI_freetuptable(SPI_tuptable);
 	return ids;
 }

@@ -57,10 +57,31 @@ typedef struct RowCollector
 {
 	StitchConfig *cfg;
 	MemoryContext cxt;
+	bool		new_rows;		/* rows being written: a NULL id is an error */
+	bool		null_id;		/* ... and one was seen */
 	IdentRow   *rows;
 	int			nrows;
 	int			maxrows;
 } RowCollector;
+
+/*
+ * reject_null_id
+ *		An event being written has no id.  Stitching records events by id
+ *		(event_entities), so such an event could never be found again: a
+ *		delete or update of it could not release its identifiers.  The
+ *		statement is rejected, as a NOT NULL constraint would reject it.
+ */
+static void
+reject_null_id(StitchConfig *cfg)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NOT_NULL_VIOLATION),
+			 errmsg("event id must not be null"),
+			 errdetail("Every event of the events table %s needs an id: stitching records "
+					   "events by id; the statement was not applied.", cfg->events_name),
+			 errhint("Give the event an id, and declare the id column NOT NULL so that "
+					 "such events are rejected before stitching.")));
+}
 
 /*
  * collect_row
@@ -73,6 +94,12 @@ collect_row(EventRow *row, void *arg)
 	char	   *eid;
 	int			i;
 
+	if (row->event_id == NULL)
+	{
+		/* (an old version without id was never stitched: nothing to forget) */
+		rc->null_id |= rc->new_rows;
+		return;
+	}
 	if (row->nidents == 0)
 		return;
 	eid = MemoryContextAlloc(rc->cxt, row->event_id_len + 1);
@@ -112,22 +139,37 @@ fetch_rows(StitchSource source, Oid relid, int *nrows)
 	memset(&rc, 0, sizeof(rc));
 	rc.cfg = stitch_config(false);
 	rc.cxt = CurrentMemoryContext;
+	rc.new_rows = (source == SRC_NEW_ROWS);
 	stitch_read_events(source, relid, (Datum) 0, false, collect_row, &rc);
+	if (rc.null_id)
+		reject_null_id(rc.cfg);
 	if (rc.nrows > 1)
 		qsort(rc.rows, rc.nrows, sizeof(IdentRow), cmp_row);
 	*nrows = rc.nrows;
 	return rc.rows;
 }
 
+/* State of reading the NEW rows of an INSERT. */
+typedef struct InsertReader
+{
+	StitchGraph *g;
+	bool		null_id;		/* an event without an id was seen */
+} InsertReader;
+
 /*
  * graph_row
- *		stitch_read_events callback: add each new event to the graph.
+ *		stitch_read_events callback: add each new event to the graph (an
+ *		event without an id is noted, and rejected once the read is over).
  */
 static void
 graph_row(EventRow *row, void *arg)
 {
-	if (row->nidents > 0)
-		graph_add_event_row((StitchGraph *) arg, row);
+	InsertReader *ir = arg;
+
+	if (row->event_id == NULL)
+		ir->null_id = true;
+	else if (row->nidents > 0)
+		graph_add_event_row(ir->g, row);
 }
 
 /*
@@ -161,7 +203,8 @@ add_group(StitchGraph *g, IdentRow *rows, int from, int to)
 
 /*
  * all_ids
- *		The ids (as text) of all rows of a transition table.
+ *		The ids (as keys) of all rows of a transition table that have one
+ *		(an event without an id was never stitched).
  */
 static const char **
 all_ids(const char *table, Oid relid, int *n)
@@ -313,6 +356,7 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(cxt);
 
 	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
@@ -336,9 +380,15 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	}
 	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
+		InsertReader ir;
+
 		g = graph_create(cxt, 1024);
 		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
-		stitch_read_events(SRC_NEW_ROWS, relid, (Datum) 0, false, graph_row, g);
+		ir.g = g;
+		ir.null_id = false;
+		stitch_read_events(SRC_NEW_ROWS, relid, (Datum) 0, false, graph_row, &ir);
+		if (ir.null_id)
+			reject_null_id(cfg);
 		if (!cfg->unique_id)
 		{
 			stitch_lock_events(g);

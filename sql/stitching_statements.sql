@@ -1,0 +1,140 @@
+-- One statement that deletes some events and changes the identifiers of
+-- others (MERGE with DELETE and UPDATE actions, a writable CTE) stitches as
+-- the same changes made by separate statements: the same entities, keeping
+-- the same ids.  The DELETE trigger fires first, while the updated events
+-- already read as their new versions; the entity they are in is left to
+-- the UPDATE trigger.
+SET client_min_messages = warning;
+CREATE TABLE ev (id text PRIMARY KEY, source_id text DEFAULT 'web', type text DEFAULT 'x',
+                 version text DEFAULT '1', event_time timestamptz DEFAULT '2025-01-01', payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$payload->>'email'$$), ('phone', $$payload->>'phone'$$),
+       ('cookie', $$payload->>'cookie'$$);
+SELECT cdp_traits.attach_events('ev');
+RESET client_min_messages;
+
+-- the entities as groups of events, each named by the events whose entity
+-- id it kept (from pg_temp.before), or "new"
+CREATE TABLE pg_temp.before (id text, entity uuid);
+CREATE FUNCTION pg_temp.snapshot() RETURNS void LANGUAGE sql AS $$
+  DELETE FROM pg_temp.before;
+  INSERT INTO pg_temp.before SELECT id, customer_entity_id FROM cdp_traits.customer_events $$;
+CREATE FUNCTION pg_temp.state() RETURNS text LANGUAGE sql AS $$
+  SELECT string_agg(g, ' | ' ORDER BY g) || ' (' ||
+         (SELECT count(*) FROM cdp_traits.verify_stitching()) || ' problems)'
+    FROM (SELECT string_agg(c.id, ',' ORDER BY c.id) || ' kept ' ||
+                 coalesce((SELECT string_agg(b.id, ',' ORDER BY b.id) FROM pg_temp.before b
+                            WHERE b.entity = c.customer_entity_id), 'new') AS g
+            FROM cdp_traits.customer_events c WHERE c.customer_entity_id IS NOT NULL
+           GROUP BY c.customer_entity_id) s $$;
+
+-- entity X = events 1, 2, 3 (email a); entity Y = event 4 (phone p);
+-- delete event 1 and move event 3 to Y
+INSERT INTO ev (id, payload) VALUES ('1', '{"email": "a"}'), ('2', '{"email": "a"}'),
+                                    ('3', '{"email": "a"}'), ('4', '{"phone": "p"}');
+SELECT pg_temp.snapshot();
+BEGIN;
+DELETE FROM ev WHERE id = '1';
+UPDATE ev SET payload = '{"phone": "p"}' WHERE id = '3';
+SELECT pg_temp.state() AS separate \gset
+ROLLBACK;
+SELECT :'separate' AS separate;
+BEGIN;
+MERGE INTO ev USING (VALUES ('1', NULL), ('3', '{"phone": "p"}'::jsonb)) s(id, p) ON ev.id = s.id
+  WHEN MATCHED AND s.p IS NULL THEN DELETE
+  WHEN MATCHED THEN UPDATE SET payload = s.p;
+SELECT pg_temp.state() = :'separate' AS merge_same, pg_temp.state() AS merge;
+ROLLBACK;
+BEGIN;
+WITH u AS (UPDATE ev SET payload = '{"phone": "p"}' WHERE id = '3')
+DELETE FROM ev WHERE id = '1';
+SELECT pg_temp.state() = :'separate' AS cte_same, pg_temp.state() AS cte;
+ROLLBACK;
+-- the CTE the other way round (UPDATE in the main statement)
+BEGIN;
+WITH d AS (DELETE FROM ev WHERE id = '1')
+UPDATE ev SET payload = '{"phone": "p"}' WHERE id = '3';
+SELECT pg_temp.state() = :'separate' AS cte_reversed_same, pg_temp.state() AS cte_reversed;
+ROLLBACK;
+
+-- the updated event was the bridge of its entity, and now links it to Y:
+-- X = 5 (email b), 6 (email b, cookie k), 7 (cookie k), 8 (cookie k);
+-- delete 8, update 6 to (email b, phone p): 7 splits off, X and Y merge
+INSERT INTO ev (id, payload) VALUES ('5', '{"email": "b"}'), ('6', '{"email": "b", "cookie": "k"}'),
+                                    ('7', '{"cookie": "k"}'), ('8', '{"cookie": "k"}');
+SELECT pg_temp.snapshot();
+BEGIN;
+DELETE FROM ev WHERE id = '8';
+UPDATE ev SET payload = '{"email": "b", "phone": "p"}' WHERE id = '6';
+SELECT pg_temp.state() AS separate \gset
+ROLLBACK;
+SELECT :'separate' AS separate;
+BEGIN;
+MERGE INTO ev USING (VALUES ('8', NULL), ('6', '{"email": "b", "phone": "p"}'::jsonb)) s(id, p)
+  ON ev.id = s.id
+  WHEN MATCHED AND s.p IS NULL THEN DELETE
+  WHEN MATCHED THEN UPDATE SET payload = s.p;
+SELECT pg_temp.state() = :'separate' AS merge_same;
+ROLLBACK;
+BEGIN;
+WITH u AS (UPDATE ev SET payload = '{"email": "b", "phone": "p"}' WHERE id = '6')
+DELETE FROM ev WHERE id = '8';
+SELECT pg_temp.state() = :'separate' AS cte_same;
+ROLLBACK;
+
+-- deletes, updates that keep or change identifiers, and inserts in one MERGE
+SELECT pg_temp.snapshot();
+BEGIN;
+DELETE FROM ev WHERE id IN ('1', '7');
+UPDATE ev SET payload = '{"email": "a", "x": 1}' WHERE id = '2';
+UPDATE ev SET payload = '{"cookie": "k"}' WHERE id = '5';
+UPDATE ev SET payload = '{"phone": "p", "email": "c"}' WHERE id = '3';
+INSERT INTO ev (id, payload) VALUES ('9', '{"email": "c", "cookie": "k"}');
+SELECT pg_temp.state() AS separate \gset
+ROLLBACK;
+SELECT :'separate' AS separate;
+BEGIN;
+MERGE INTO ev USING (VALUES ('1', NULL), ('7', NULL), ('2', '{"email": "a", "x": 1}'::jsonb),
+                            ('5', '{"cookie": "k"}'), ('3', '{"phone": "p", "email": "c"}'),
+                            ('9', '{"email": "c", "cookie": "k"}')) s(id, p)
+  ON ev.id = s.id
+  WHEN MATCHED AND s.p IS NULL THEN DELETE
+  WHEN MATCHED THEN UPDATE SET payload = s.p
+  WHEN NOT MATCHED THEN INSERT (id, payload) VALUES (s.id, s.p);
+SELECT pg_temp.state() = :'separate' AS merge_same;
+ROLLBACK;
+BEGIN;
+WITH d AS (DELETE FROM ev WHERE id IN ('1', '7')),
+     u AS (UPDATE ev SET payload = CASE id WHEN '2' THEN '{"email": "a", "x": 1}'::jsonb
+                                           WHEN '5' THEN '{"cookie": "k"}'
+                                           ELSE '{"phone": "p", "email": "c"}' END
+            WHERE id IN ('2', '5', '3'))
+INSERT INTO ev (id, payload) VALUES ('9', '{"email": "c", "cookie": "k"}');
+SELECT pg_temp.state() = :'separate' AS cte_same;
+ROLLBACK;
+
+-- events stitched under rules since changed can carry an identifier of
+-- another entity too: deleting one of their entity's events keeps their
+-- stitching (until restitch, which merges them into the older Z) instead of
+-- failing.  Z = 11 (email z, and a
+-- name not read yet), 12 (email z); Q = 13 (phone q), then 14 (phone q,
+-- name n) stores the name with Q under the new rule.
+DELETE FROM ev;
+INSERT INTO ev (id, payload) VALUES ('11', '{"email": "z", "name": "n"}'), ('12', '{"email": "z"}');
+INSERT INTO ev (id, payload) VALUES ('13', '{"phone": "q"}');
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('name', $$payload->>'name'$$);
+RESET client_min_messages;
+INSERT INTO ev (id, payload) VALUES ('14', '{"phone": "q", "name": "n"}');
+SELECT pg_temp.snapshot();
+DELETE FROM ev WHERE id = '12';
+SELECT pg_temp.state() AS stale_rules_kept;
+SELECT cdp_traits.restitch() IS NOT NULL AS restitched, pg_temp.state() AS after_restitch;
+
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE ev CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
