@@ -570,6 +570,14 @@ AS 'MODULE_PATHNAME', 'cdp_agg_state_merge';
 COMMENT ON FUNCTION cdp_traits.agg_state_merge(cdp_traits.agg_state, cdp_traits.agg_state) IS
 	'two states of the same kind and type merged into one (NULL if both are NULL, the other if one is)';
 
+-- (as in 01_info.sql; refresh_context and calculate_attributes read their
+-- settings through it, so that they need no library loaded beforehand)
+CREATE FUNCTION cdp_traits._setting(name text) RETURNS text
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_setting';
+COMMENT ON FUNCTION cdp_traits._setting(text) IS
+	'internal: current_setting() of a cdp_traits.* setting, the library loaded first';
+
 -- (as in 10_stitching.sql)
 ALTER TABLE cdp_traits.customer_entities
 	ALTER COLUMN id SET STATISTICS 10, ALTER COLUMN created SET STATISTICS 10,
@@ -2184,7 +2192,7 @@ DECLARE
 	-- (computed once: in the scan below, now() - interval cost a third of
 	-- the time of finding the dirty entities)
 	stale_before CONSTANT timestamptz :=
-		pg_catalog.now() - pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
+		pg_catalog.now() - cdp_traits._setting('cdp_traits.recalculate_after')::interval;
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
 	dirty_q text[]; all_q text[]; ext text[]; aud text[];
@@ -2195,7 +2203,7 @@ DECLARE
 	entities_est real;
 	sig text;
 	n_from_states bigint := 0;
-	min_events CONSTANT integer := pg_catalog.current_setting('cdp_traits.state_min_events')::integer;
+	min_events CONSTANT integer := cdp_traits._setting('cdp_traits.state_min_events')::integer;
 	events_sql text;
 	srf_keys jsonb := '{}';
 	median uuid;
@@ -2518,6 +2526,41 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	k record;
+	v text;
+	n integer := 0;
+	msg text;
+	ttl interval := cdp_traits._setting('cdp_traits.context_ttl')::interval;
+BEGIN
+	FOR k IN
+		SELECT c.key, c.query FROM cdp_traits.context c
+		 WHERE c.query IS NOT NULL
+		   AND (force OR c.modified IS NULL OR c.modified < LOCALTIMESTAMP - ttl)
+		 ORDER BY c.key
+	LOOP
+		BEGIN
+			-- first column of the first row; no row gives NULL
+			EXECUTE k.query INTO v;
+			UPDATE cdp_traits.context
+			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
+			 WHERE key = k.key;
+			n := n + 1;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
+			 WHERE key = k.key;
+			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
+		END;
+	END LOOP;
+	RETURN n;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits.unpublish() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2583,6 +2626,7 @@ BEGIN
 		('_query_deps', 'admin'),
 		('_schema_oid', 'owner'),
 		('_schema_renamed', 'owner'),
+		('_setting', 'admin'),
 		('_states_fetch', 'admin'),
 		('_states_gather', 'admin'),
 		('_states_signature', 'admin'),

@@ -10,7 +10,9 @@
 
 #include <limits.h>
 
+#include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "cdp_traits.h"
@@ -26,6 +28,8 @@ int			cdp_job_timeout = 30 * 60 * 1000;
 int			cdp_max_identifier_locks = 512;
 int			cdp_max_segment_locks = 512;
 int			cdp_state_min_events = 20;
+
+PG_FUNCTION_INFO_V1(cdp_setting);
 
 /*
  * cdp_define_gucs
@@ -134,4 +138,31 @@ cdp_define_gucs(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("cdp_traits");
+}
+
+/*
+ * cdp_setting
+ *		SQL-callable: the current value of a cdp_traits.* setting, as SHOW
+ *		gives it.
+ *
+ * The extension's PL/pgSQL functions read their settings through this
+ * instead of current_setting(): without shared_preload_libraries, the
+ * settings only exist in a session once the library is loaded (_PG_init
+ * defines them), and a PL/pgSQL function may run before any C function of
+ * the extension has.  Calling this one loads the library first, so the
+ * value is the one the session has (a SET made before the load included)
+ * or the default defined above: the defaults live only here.
+ */
+Datum
+cdp_setting(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strncmp(name, "cdp_traits.", strlen("cdp_traits.")) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not a setting of cdp_traits", name),
+				 errhint("Use current_setting() for other settings.")));
+
+	PG_RETURN_TEXT_P(cstring_to_text(GetConfigOptionByName(name, NULL, false)));
 }

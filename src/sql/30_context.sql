@@ -109,7 +109,7 @@ DECLARE
 	v text;
 	n integer := 0;
 	msg text;
-	ttl interval := pg_catalog.current_setting('cdp_traits.context_ttl')::interval;
+	ttl interval := cdp_traits._setting('cdp_traits.context_ttl')::interval;
 BEGIN
 	FOR k IN
 		SELECT c.key, c.query FROM cdp_traits.context c

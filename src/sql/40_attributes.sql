@@ -1940,7 +1940,7 @@ DECLARE
 	-- (computed once: in the scan below, now() - interval cost a third of
 	-- the time of finding the dirty entities)
 	stale_before CONSTANT timestamptz :=
-		pg_catalog.now() - pg_catalog.current_setting('cdp_traits.recalculate_after')::interval;
+		pg_catalog.now() - cdp_traits._setting('cdp_traits.recalculate_after')::interval;
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
 	dirty_q text[]; all_q text[]; ext text[]; aud text[];
@@ -1951,7 +1951,7 @@ DECLARE
 	entities_est real;
 	sig text;
 	n_from_states bigint := 0;
-	min_events CONSTANT integer := pg_catalog.current_setting('cdp_traits.state_min_events')::integer;
+	min_events CONSTANT integer := cdp_traits._setting('cdp_traits.state_min_events')::integer;
 	events_sql text;
 	srf_keys jsonb := '{}';
 	median uuid;
