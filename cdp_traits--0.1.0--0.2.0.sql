@@ -2529,6 +2529,8 @@ $$;
 CREATE OR REPLACE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
 AS $$
 DECLARE
 	k record;

@@ -30,11 +30,11 @@ SELECT cdp_traits.context_value('total');
 
 -- older than cdp_traits.context_ttl: refreshed
 INSERT INTO numbers VALUES (1000);
-UPDATE cdp_traits.context SET modified = localtimestamp - interval '25 hours' WHERE key = 'total';
+UPDATE cdp_traits.context SET modified = (now() AT TIME ZONE 'UTC') - interval '25 hours' WHERE key = 'total';
 SELECT cdp_traits.refresh_context();
 SELECT cdp_traits.context_value('total');
 SET cdp_traits.context_ttl = '1h';
-UPDATE cdp_traits.context SET modified = localtimestamp - interval '2 hours' WHERE key = 'total';
+UPDATE cdp_traits.context SET modified = (now() AT TIME ZONE 'UTC') - interval '2 hours' WHERE key = 'total';
 SELECT cdp_traits.refresh_context();
 RESET cdp_traits.context_ttl;
 
@@ -68,3 +68,37 @@ INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'SELECT no_such_colum
 INSERT INTO cdp_traits.context (key, query) VALUES ('bad', 'SELECT 1 INTO TEMP t');
 UPDATE cdp_traits.context SET query = 'SELECT 1 FROM nowhere' WHERE key = 'static';
 SELECT key, query FROM cdp_traits.context ORDER BY key;
+
+-- Staleness does not depend on the session's time zone: modified is stored
+-- in UTC and compared in UTC, whichever TimeZone refreshed or refreshes.
+DELETE FROM cdp_traits.context;
+INSERT INTO cdp_traits.context (key, query) VALUES
+  ('tz_at', 'SELECT timestamptz ''2025-06-01 12:00:00+00'''),
+  ('tz_day', 'SELECT date_trunc(''day'', timestamptz ''2025-06-01 23:30:00+00'')');
+SET TimeZone = 'Pacific/Kiritimati';   -- UTC+14
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+-- stored in UTC, whatever the refreshing session's time zone
+SELECT key, abs(extract(epoch FROM modified - (now() AT TIME ZONE 'UTC'))) < 600 AS modified_in_utc
+  FROM cdp_traits.context ORDER BY key;
+-- 2 hours old under a TTL of 1 hour: stale, from a session in another time zone
+SET TimeZone = 'UTC';
+SET cdp_traits.context_ttl = '1h';
+UPDATE cdp_traits.context SET modified = modified - interval '2 hours';
+SELECT cdp_traits.refresh_context() AS refreshed_2;
+-- just refreshed in UTC-10, read from UTC+14 and from UTC: fresh
+SET TimeZone = 'Pacific/Honolulu';
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+SET TimeZone = 'Pacific/Kiritimati';
+SELECT cdp_traits.refresh_context() AS refreshed_0;
+SET TimeZone = 'UTC';
+SELECT cdp_traits.refresh_context() AS refreshed_0;
+-- the text of a time stored does not depend on the refreshing session's
+-- TimeZone or DateStyle (queries run in UTC, ISO)
+SET TimeZone = 'Asia/Tokyo';
+SET DateStyle = 'SQL, DMY';
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+SELECT key, value FROM cdp_traits.context ORDER BY key;
+RESET DateStyle;
+RESET TimeZone;
+RESET cdp_traits.context_ttl;
+DELETE FROM cdp_traits.context;

@@ -52,6 +52,7 @@ CREATE TABLE cdp_traits.context (
 	key text PRIMARY KEY,
 	value text,
 	query text,
+	-- the last successful refresh, in UTC (see refresh_context)
 	modified timestamp,
 	-- the last refresh that failed: its error and time (cleared by a success)
 	error text,
@@ -100,9 +101,16 @@ $$;
 CREATE TRIGGER context_check BEFORE INSERT OR UPDATE ON cdp_traits.context
 	FOR EACH ROW EXECUTE FUNCTION cdp_traits._context_check();
 
+-- Runs in UTC (as calculate_attributes does): modified is a timestamp without
+-- time zone (SPEC section 5), stored and compared as UTC, so that staleness
+-- does not depend on the TimeZone of the session that refreshed or of the
+-- one that refreshes now; and the text stored of a query's time (a
+-- timestamptz, a date_trunc) does not depend on them either.
 CREATE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
 AS $$
 DECLARE
 	k record;
