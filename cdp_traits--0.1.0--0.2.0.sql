@@ -1295,6 +1295,147 @@ AS $$
 	  LEFT JOIN cdp_traits.attributes a ON a.id = u.aid
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits._check_definition(id text, def jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	typ text;
+	k text;
+	problem text;
+	msg text;
+	required text[];
+	cols record;
+	names text[];
+	c record;
+BEGIN
+	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid attribute id "%"', id
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
+				  HINT = 'Use printable characters, 1 to 63 bytes.';
+	END IF;
+	-- the id is the column's name as it is: a longer name would be cut to
+	-- 63 bytes (NAMEDATALEN - 1, in the database's encoding), and two ids
+	-- alike in those would name one column
+	IF pg_catalog.octet_length(id) > 63 THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('the id is %s bytes long', pg_catalog.octet_length(id)),
+			'An attribute id names a column of pivoted_customer_attributes, and a column name has at most 63 bytes.',
+			'Use an id of at most 63 bytes (a character outside ASCII takes 2 to 4 of them in UTF-8).');
+	END IF;
+	IF id = 'customer_entity_id' THEN
+		PERFORM cdp_traits._definition_error(id,
+			'the id is the name of the key column of pivoted_customer_attributes',
+			'An attribute id names a column of pivoted_customer_attributes, beside its key column customer_entity_id.',
+			'Use another id.');
+	END IF;
+	IF pg_catalog.jsonb_typeof(def) IS DISTINCT FROM 'object' THEN
+		PERFORM cdp_traits._definition_error(id, 'the definition must be a JSON object',
+			pg_catalog.format('Definition: %s', def));
+	END IF;
+	typ := def->>'type';
+	IF typ IS NULL THEN
+		PERFORM cdp_traits._definition_error(id, 'missing key "type"');
+	END IF;
+	IF typ NOT IN ('avg', 'first', 'last', 'least_frequent', 'list', 'max', 'min', 'most_frequent',
+				   'num_of_unique', 'sum', 'value', 'custom', 'external', 'audience') THEN
+		PERFORM cdp_traits._definition_error(id, pg_catalog.format('unknown type "%s"', typ), NULL,
+			'type is one of avg, first, last, least_frequent, list, max, min, most_frequent, '
+			'num_of_unique, sum, value, custom, external, audience.');
+	END IF;
+	required := CASE typ WHEN 'custom' THEN ARRAY['query'] WHEN 'external' THEN ARRAY['query']
+					 WHEN 'audience' THEN ARRAY['condition'] ELSE ARRAY['value'] END;
+	FOREACH k IN ARRAY required LOOP
+		IF cdp_traits._opt(def, k) IS NULL THEN
+			PERFORM cdp_traits._definition_error(id,
+				pg_catalog.format('missing key "%s" (required for type %s)', k, typ));
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['type', 'value', 'outer_value', 'weight', 'outer_weight', 'filter',
+							 'outer_filter', 'data_type', 'query', 'condition'] LOOP
+		IF def ? k AND pg_catalog.jsonb_typeof(def->k) NOT IN ('string', 'null') THEN
+			PERFORM cdp_traits._definition_error(id, pg_catalog.format('"%s" must be a string', k));
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
+		IF def ? k AND pg_catalog.jsonb_typeof(def->k) <> 'null' AND (pg_catalog.jsonb_typeof(def->k) <> 'array'
+			OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(def->k) x
+						WHERE pg_catalog.jsonb_typeof(x) <> 'string')) THEN
+			PERFORM cdp_traits._definition_error(id,
+				pg_catalog.format('"%s" must be an array of strings', k));
+		END IF;
+	END LOOP;
+	IF def ? 'history' AND pg_catalog.jsonb_typeof(def->'history') NOT IN ('boolean', 'null') THEN
+		PERFORM cdp_traits._definition_error(id, '"history" must be true or false');
+	END IF;
+	IF cdp_traits._opt(def, 'data_type') IS NOT NULL
+	   AND cdp_traits._opt(def, 'data_type') NOT IN ('text', 'number', 'boolean', 'date', 'datetime') THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('unknown data_type "%s"', def->>'data_type'), NULL,
+			'data_type is one of text, number, boolean, date, datetime.');
+	END IF;
+	IF typ IN ('sum', 'avg') AND cdp_traits._data_type(def) <> 'number' THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('type %s needs data_type number', typ));
+	END IF;
+
+	-- every SQL fragment is exactly one expression or one SELECT
+	FOREACH k IN ARRAY ARRAY['value', 'outer_value', 'weight', 'outer_weight', 'filter',
+							 'outer_filter', 'condition', 'query'] LOOP
+		IF cdp_traits._opt(def, k) IS NOT NULL THEN
+			problem := cdp_traits._sql_problem(cdp_traits._opt(def, k),
+				CASE k WHEN 'query' THEN 'query' ELSE 'expression' END);
+			IF problem IS NOT NULL THEN
+				PERFORM cdp_traits._definition_error(id,
+					pg_catalog.format('"%s" is not valid SQL: %s', k, problem),
+					pg_catalog.format('%s: %s', k, def->>k));
+			END IF;
+		END IF;
+	END LOOP;
+
+	-- type-check against the events (when attached) and the custom/external shapes
+	BEGIN
+		IF typ NOT IN ('custom', 'external', 'audience') AND cdp_traits._events_attached() THEN
+			SELECT * INTO c FROM cdp_traits._compile(id, def, 'a');
+			PERFORM cdp_traits._query_columns(pg_catalog.format(
+				'SELECT %s, %s FROM cdp_traits.customer_events e %s GROUP BY e.customer_entity_id',
+				c.agg, c.skipped, c.lat));
+		ELSIF typ = 'custom' THEN
+			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
+			  FROM cdp_traits._query_columns(pg_catalog.format(
+					'WITH base AS (SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
+					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload) '
+					|| E'SELECT * FROM (\n%s\n) q', def->>'query')) q;
+			IF names IS DISTINCT FROM ARRAY['value'] THEN
+				PERFORM cdp_traits._definition_error(id,
+					'a custom query must return exactly one column, named "value"',
+					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
+			END IF;
+			IF cdp_traits._events_attached() THEN
+				PERFORM cdp_traits._query_columns(cdp_traits._custom_sql(def, 'SELECT NULL::uuid AS id'));
+			END IF;
+		ELSIF typ = 'external' THEN
+			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
+			  FROM cdp_traits._query_columns(def->>'query') q;
+			IF NOT names @> ARRAY['customer_entity_id', 'value'] THEN
+				PERFORM cdp_traits._definition_error(id,
+					'an external query must return columns "customer_entity_id" and "value"',
+					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
+			END IF;
+			PERFORM cdp_traits._query_columns(pg_catalog.format(
+				E'SELECT q.customer_entity_id::uuid, q.value FROM (\n%s\n) q', def->>'query'));
+		END IF;
+	EXCEPTION
+		WHEN invalid_parameter_value THEN RAISE;
+		WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(id, msg,
+				pg_catalog.format('Definition: %s', def));
+	END;
+END;
+$$;
+
 CREATE FUNCTION cdp_traits._clear_new() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp

@@ -37,6 +37,24 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": ""
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "audience"}');
 INSERT INTO cdp_traits.attributes VALUES ('', '{"type": "max", "value": "payload->>''x''"}');
 INSERT INTO cdp_traits.attributes VALUES (repeat('x', 64), '{"type": "max", "value": "payload->>''x''"}');
+-- an id names a column of the pivot, and a column name has at most 63 bytes:
+-- 40 two-byte characters are too long, and two such ids would share a column
+INSERT INTO cdp_traits.attributes VALUES (repeat('é', 40), '{"type": "max", "value": "payload->>''x''"}');
+INSERT INTO cdp_traits.attributes VALUES (repeat('é', 32), '{"type": "max", "value": "payload->>''x''"}');
+-- the pivot's key column is not an attribute
+INSERT INTO cdp_traits.attributes VALUES ('customer_entity_id', '{"type": "max", "value": "payload->>''x''"}');
+-- 63 bytes (31 two-byte characters and one more) is a column name as it is
+INSERT INTO cdp_traits.attributes VALUES (repeat('é', 31) || 'x', '{"type": "max", "value": "payload->>''x''"}'),
+  ('Customer_Entity_Id', '{"type": "max", "value": "payload->>''x''"}');
+SELECT a.attname, a.attname = ANY (ARRAY[repeat('é', 31) || 'x', 'Customer_Entity_Id']) AS named_by_id
+  FROM pg_attribute a
+ WHERE a.attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass AND a.attnum > 0
+ ORDER BY a.attnum;
+-- renaming to such an id is checked too
+UPDATE cdp_traits.attributes SET id = id || 'y' WHERE id = repeat('é', 31) || 'x';
+UPDATE cdp_traits.attributes SET id = 'customer_entity_id' WHERE id = 'Customer_Entity_Id';
+SELECT id, octet_length(id) FROM cdp_traits.attributes ORDER BY id;
+DELETE FROM cdp_traits.attributes;
 
 -- SQL that does not parse, is not one expression, or escapes its place
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payload->>"}');

@@ -632,11 +632,26 @@ DECLARE
 	names text[];
 	c record;
 BEGIN
-	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' OR pg_catalog.length(id) > 63 THEN
+	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' THEN
 		RAISE EXCEPTION 'invalid attribute id "%"', id
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
-				  HINT = 'Use 1 to 63 printable characters.';
+				  HINT = 'Use printable characters, 1 to 63 bytes.';
+	END IF;
+	-- the id is the column's name as it is: a longer name would be cut to
+	-- 63 bytes (NAMEDATALEN - 1, in the database's encoding), and two ids
+	-- alike in those would name one column
+	IF pg_catalog.octet_length(id) > 63 THEN
+		PERFORM cdp_traits._definition_error(id,
+			pg_catalog.format('the id is %s bytes long', pg_catalog.octet_length(id)),
+			'An attribute id names a column of pivoted_customer_attributes, and a column name has at most 63 bytes.',
+			'Use an id of at most 63 bytes (a character outside ASCII takes 2 to 4 of them in UTF-8).');
+	END IF;
+	IF id = 'customer_entity_id' THEN
+		PERFORM cdp_traits._definition_error(id,
+			'the id is the name of the key column of pivoted_customer_attributes',
+			'An attribute id names a column of pivoted_customer_attributes, beside its key column customer_entity_id.',
+			'Use another id.');
 	END IF;
 	IF pg_catalog.jsonb_typeof(def) IS DISTINCT FROM 'object' THEN
 		PERFORM cdp_traits._definition_error(id, 'the definition must be a JSON object',
