@@ -98,9 +98,10 @@ SELECT attribute_id, value, customers FROM cdp_traits.attribute_top_values
  WHERE attribute_id IN ('devices', 'top_device') ORDER BY 1, 3 DESC, 2;
 SELECT audience_id, customer_entity_id = pg_temp.who('ann@x') AS ann, entered FROM cdp_traits.audience_changes ORDER BY seq;
 
--- nothing dirty: nothing recalculated, nothing written
+-- nothing dirty: nothing recalculated, nothing written (the failing
+-- definition, tried for every entity at each run, recalculates none)
 SELECT cdp_traits.calculate_attributes();
-SELECT values_written, values_removed FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
+SELECT entities, values_written, values_removed FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
 
 -- a new event: only its entity is recalculated; history keeps the old revenue
 INSERT INTO ev VALUES (13, 'pos', 'purchase', '1-0-0', '2025-02-10 10:00+00', '{"user": "bob", "amount": "200"}');
@@ -150,11 +151,14 @@ INSERT INTO ltv_model VALUES ('00000000-0000-0000-0000-000000000000', 1);  -- no
 SELECT cdp_traits.calculate_attributes();
 SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv';
 
--- a changed definition: new version, recalculated for every entity
+-- a changed definition: new version, recalculated for every entity (the
+-- run returns and records them all, though none is dirty)
 UPDATE cdp_traits.attributes SET definition = '{"type": "most_frequent", "value": "upper(payload->>''device'')"}'
  WHERE id = 'top_device';
 SELECT version, calculated_version FROM cdp_traits.attributes WHERE id = 'top_device';
 SELECT cdp_traits.calculate_attributes();
+SELECT entities = (SELECT count(*) FROM cdp_traits.customer_entities) AS all_entities
+  FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
 SELECT scope, values_written FROM cdp_traits.calculation_run_attributes
  WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id = 'top_device';
 SELECT value, definition_version FROM cdp_traits.customer_attributes WHERE attribute_id = 'top_device' ORDER BY 1;

@@ -1952,6 +1952,10 @@ AS $$
 DECLARE
 	run bigint;
 	n bigint;
+	-- the definitions (not external traits' imports) computed for every
+	-- entity in this run
+	everyone text[];
+	recalculated bigint;
 	-- (computed once: in the scan below, now() - interval cost a third of
 	-- the time of finding the dirty entities)
 	stale_before CONSTANT timestamptz :=
@@ -2141,6 +2145,7 @@ BEGIN
 		PERFORM cdp_traits._clear_new();
 	END IF;
 
+	everyone := all_pre || all_srf || all_q;
 	-- every entity: new or changed definitions, external traits (the
 	-- median only when predefined attributes are computed for every entity:
 	-- planning the read of pg_stats is a few milliseconds of a small run)
@@ -2196,6 +2201,7 @@ BEGIN
 	FOREACH aid IN ARRAY aud LOOP
 		IF force OR (SELECT at.calculated_version IS DISTINCT FROM at.version
 					   FROM cdp_traits.attributes at WHERE at.id = aid) THEN
+			everyone := everyone || aid;
 			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
 			PERFORM cdp_traits._write_values(run, ARRAY[aid], all_scope, 'all');
 		ELSE
@@ -2270,8 +2276,20 @@ BEGIN
 		PERFORM cdp_traits._states_store(sig);
 	END IF;
 
+	-- the entities recalculated: the dirty ones (every entity when forced),
+	-- or every entity when a new or changed definition was computed and
+	-- written for all of them (counted then only: a small run reads no more
+	-- than its dirty entities).  A definition that failed, and so is tried
+	-- for every entity again at each run, and external traits, imported for
+	-- every entity at each run, do not count.
+	recalculated := n;
+	IF NOT force AND EXISTS (SELECT FROM pg_temp.cdp_outcome o
+							  WHERE o.aid = ANY (everyone) AND o.error IS NULL AND o.written) THEN
+		SELECT GREATEST(n, pg_catalog.count(*)) INTO recalculated
+		  FROM cdp_traits.customer_entities;
+	END IF;
 	UPDATE cdp_traits.calculation_runs r
-	   SET finished_at = pg_catalog.clock_timestamp(), entities = n,
+	   SET finished_at = pg_catalog.clock_timestamp(), entities = recalculated,
 		   attributes = (SELECT count(*) FROM pg_temp.cdp_outcome),
 		   failed_attributes = (SELECT count(*) FROM pg_temp.cdp_outcome WHERE error IS NOT NULL),
 		   values_written = (SELECT sum(values_written) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
@@ -2285,7 +2303,7 @@ BEGIN
 	-- run in the session, as another role say, need not own it)
 	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff,
 		pg_temp.cdp_events, pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
-	RETURN n;
+	RETURN recalculated;
 END;
 $$;
 COMMENT ON FUNCTION cdp_traits.calculate_attributes(boolean) IS
