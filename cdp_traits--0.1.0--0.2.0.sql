@@ -555,6 +555,11 @@ LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
 COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
 	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
+CREATE FUNCTION cdp_traits._calculation_lock() RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_calculation_lock';
+COMMENT ON FUNCTION cdp_traits._calculation_lock() IS
+	'internal: wait for the lock of attribute calculations, held until the end of the transaction';
 CREATE FUNCTION cdp_traits._query_deps(sql text, OUT rels oid[], OUT funcs oid[], OUT immutable boolean)
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_query_deps';
@@ -2363,8 +2368,8 @@ DECLARE
 	comp_alias text;
 	def_md5 text;
 BEGIN
-	-- one run at a time per database
-	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
+	-- one run at a time per database (a lock no SQL can take: see calc_lock.c)
+	PERFORM cdp_traits._calculation_lock();
 	PERFORM cdp_traits.refresh_context();
 	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
 
@@ -2771,6 +2776,7 @@ BEGIN
 	FOR r IN SELECT * FROM (VALUES
 		('_analyze_temp', 'admin'),
 		('_attribute_dropped', 'owner'),
+		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
 		('_count_changes', 'admin'),

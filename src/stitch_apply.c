@@ -55,7 +55,7 @@ static int	lock_keys(uint64 *keys, int n, uint16 kind);
  * field4 of our advisory lock tags: 'CD' + kind, apart from SQL's 1 and 2
  * (which pg_advisory_lock() makes), so no role can take them from SQL.  In
  * use: 17220-17223 here, 17224 the job worker (worker.c), 17225-17226 the
- * segments (segment_trigger.c).
+ * segments (segment_trigger.c), 17227 the calculation (calc_lock.c).
  */
 #define LOCK_GLOBAL		0x4344
 #define LOCK_IDENT		0x4345

@@ -80,8 +80,8 @@
 
 /*
  * field4 of the advisory lock a job worker holds on its database (next to
- * stitching's 17220-17223, stitch_apply.c, and the segments' 17225-17226,
- * segment_trigger.c)
+ * stitching's 17220-17223, stitch_apply.c, the segments' 17225-17226,
+ * segment_trigger.c, and the calculation's 17227, calc_lock.c)
  */
 #define CDP_WORKER_LOCK			0x4348
 

@@ -565,6 +565,12 @@ AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
 COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
 	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
 
+CREATE FUNCTION cdp_traits._calculation_lock() RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_calculation_lock';
+COMMENT ON FUNCTION cdp_traits._calculation_lock() IS
+	'internal: wait for the lock of attribute calculations, held until the end of the transaction';
+
 -- SQL for the id of the attached events table that the event_entities key
 -- expression key_sql stands for, as the stitching passes write it (the id's
 -- text, or a uuid's key: see src/event_key.c and events_source.uuid_keys).
@@ -1985,8 +1991,8 @@ DECLARE
 	comp_alias text;
 	def_md5 text;
 BEGIN
-	-- one run at a time per database
-	PERFORM pg_catalog.pg_advisory_xact_lock(1129601108, 1);
+	-- one run at a time per database (a lock no SQL can take: see calc_lock.c)
+	PERFORM cdp_traits._calculation_lock();
 	PERFORM cdp_traits.refresh_context();
 	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
 
