@@ -101,6 +101,17 @@ VALUES (2, 'web', 'x', '1', '2025-01-01', '{"email": "c@x"}'),
 SELECT id, payload FROM ev;
 SELECT attribute_id, value FROM cdp_traits.matching;
 
+-- the view lists the columns the table had when attached: to add or drop
+-- one, detach, drop the view (for a column it lists), alter, attach again
+ALTER TABLE ev DROP COLUMN extra;
+SELECT cdp_traits.detach_events();
+DROP VIEW cdp_traits.customer_events;
+ALTER TABLE ev DROP COLUMN extra, ADD COLUMN campaign text;
+SELECT cdp_traits.attach_events('ev');
+SELECT attname FROM pg_attribute
+ WHERE attrelid = 'cdp_traits.customer_events'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT count(*) AS events, count(customer_entity_id) AS stitched FROM cdp_traits.customer_events;
+
 SELECT cdp_traits.detach_events();
 SELECT cdp_traits.detach_events();
 -- detach keeps the view, so dropping the table needs CASCADE
