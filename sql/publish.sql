@@ -95,7 +95,7 @@ SELECT last_page FROM new_mart.pivoted_customer_attributes;
 -- its owner may rename it (the event trigger writes publications as the
 -- extension owner)
 CREATE ROLE cdp_publish_owner;
-GRANT CREATE ON DATABASE regression TO cdp_publish_owner;
+GRANT CREATE ON DATABASE :"DBNAME" TO cdp_publish_owner;
 ALTER SCHEMA new_mart OWNER TO cdp_publish_owner;
 SET ROLE cdp_publish_owner;
 ALTER SCHEMA new_mart RENAME TO mart_v2;
@@ -112,7 +112,7 @@ SELECT * FROM pg_temp.objects('"Mart"');
 SELECT cdp_traits.unpublish();
 SELECT * FROM pg_temp.objects('"Mart"');
 DROP SCHEMA "Mart", mart_v2 CASCADE;
-REVOKE CREATE ON DATABASE regression FROM cdp_publish_owner;
+REVOKE CREATE ON DATABASE :"DBNAME" FROM cdp_publish_owner;
 DROP ROLE cdp_publish_owner;
 
 -- Renamed while its publication could not follow (the event trigger
