@@ -664,8 +664,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		if (cfg == NULL || get_rel_name(part) == NULL || stitch_is_events_relation(cfg, part))
 			continue;
 		foreach(lc2, tables_of(part))
-			if (count_triggers(lfirst_oid(lc2)) > 0)
-				remove_triggers(lfirst_oid(lc2));
+			remove_triggers(lfirst_oid(lc2));
 	}
 
 	/*

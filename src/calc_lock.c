@@ -6,9 +6,8 @@
  *
  * calculate_attributes took pg_advisory_xact_lock(1129601108, 1), a lock any
  * role that can connect may take too: holding it stalled every calculation,
- * the background worker's included.  Like the stitching, worker and segment
- * locks (stitch_apply.c, worker.c, segment_trigger.c: field4 17220-17226),
- * this one is an advisory lock in a key space of its own, field4
+ * the background worker's included.  Like the extension's other locks, this
+ * one is an advisory lock in a key space of its own (cdp_traits.h), field4
  * ("objsubid" in pg_locks) 17227, which SQL's pg_advisory_lock functions
  * (field4 1 or 2) cannot name.  classid is 'CALC', objid 0.
  *
@@ -23,7 +22,6 @@
 
 PG_FUNCTION_INFO_V1(cdp_calculation_lock);
 
-#define CALCULATION_LOCK_SPACE	0x434B	/* 17227 */
 #define CALCULATION_LOCK		0x43414C43	/* 'CALC' */
 
 /*
@@ -36,7 +34,7 @@ cdp_calculation_lock(PG_FUNCTION_ARGS)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CALCULATION_LOCK, 0, CALCULATION_LOCK_SPACE);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CALCULATION_LOCK, 0, CDP_LOCK_CALCULATION);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	PG_RETURN_VOID();
 }

@@ -17,6 +17,21 @@
 #define CDP_EXTENSION_NAME	"cdp_traits"
 #define CDP_SCHEMA_NAME		"cdp_traits"
 
+/*
+ * field4 of the extension's advisory lock tags ("objsubid" in pg_locks):
+ * 'CD' + kind, apart from the 1 and 2 that SQL's pg_advisory_lock functions
+ * make, so no role can take or hold these locks from SQL.  One list, so that
+ * no two locks share a key space.
+ */
+#define CDP_LOCK_STITCH_GLOBAL	0x4344	/* 17220: stitching, whole passes (stitch_apply.c) */
+#define CDP_LOCK_STITCH_IDENT	0x4345	/* 17221: ... identifiers */
+#define CDP_LOCK_STITCH_ENTITY	0x4346	/* 17222: ... entities */
+#define CDP_LOCK_STITCH_EVENT	0x4347	/* 17223: ... event ids */
+#define CDP_LOCK_WORKER			0x4348	/* 17224: a job worker's database (worker.c) */
+#define CDP_LOCK_SEGMENTS		0x4349	/* 17225: segments, toggle log (segment_trigger.c) */
+#define CDP_LOCK_SEGMENT_KEYS	0x434A	/* 17226: segment key stripes (segment_trigger.c) */
+#define CDP_LOCK_CALCULATION	0x434B	/* 17227: attribute calculation (calc_lock.c) */
+
 /* guc.c: configuration variables (see README "Configuration") */
 extern int	cdp_recalculate_after;	/* seconds */
 extern int	cdp_context_ttl;		/* seconds */

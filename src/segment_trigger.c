@@ -76,9 +76,8 @@ PG_FUNCTION_INFO_V1(cdp_toggles_wait);
 PG_FUNCTION_INFO_V1(cdp_segments_lock_exclusive);
 
 /*
- * Lock tags.  Advisory locks in key spaces of their own, like stitching's
- * (field4 17220-17223, stitch_apply.c) and the job worker's (17224,
- * worker.c): field4 ("objsubid" in pg_locks) is 17225 for the segments lock
+ * Lock tags.  Advisory locks in key spaces of their own (cdp_traits.h):
+ * field4 ("objsubid" in pg_locks) is 17225 for the segments lock
  * (objid 0) and the toggle log (objid 1), and 17226 for the key locks (objid
  * = one of SEGMENT_KEY_STRIPES stripes, chosen by the hash of a (vendor,
  * segment, user) key); classid is 'CSEG' and 'CSEK'.  SQL's
@@ -92,8 +91,8 @@ PG_FUNCTION_INFO_V1(cdp_segments_lock_exclusive);
  * that number (and the lock table it fills) whatever the number of keys.
  * The count is fixed: every backend must map a key to the same lock.
  */
-#define SEGMENT_LOCK_SPACE		0x4349	/* 17225 */
-#define SEGMENT_KEY_LOCK_SPACE	0x434A	/* 17226 */
+#define SEGMENT_LOCK_SPACE		CDP_LOCK_SEGMENTS
+#define SEGMENT_KEY_LOCK_SPACE	CDP_LOCK_SEGMENT_KEYS
 #define SEGMENT_LOCKS		0x43534547
 #define SEGMENT_KEY_LOCKS	0x4353454B
 #define SEGMENTS_LOCK		0

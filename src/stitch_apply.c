@@ -51,16 +51,11 @@
 
 static int	lock_keys(uint64 *keys, int n, uint16 kind);
 
-/*
- * field4 of our advisory lock tags: 'CD' + kind, apart from SQL's 1 and 2
- * (which pg_advisory_lock() makes), so no role can take them from SQL.  In
- * use: 17220-17223 here, 17224 the job worker (worker.c), 17225-17226 the
- * segments (segment_trigger.c), 17227 the calculation (calc_lock.c).
- */
-#define LOCK_GLOBAL		0x4344
-#define LOCK_IDENT		0x4345
-#define LOCK_ENTITY		0x4346
-#define LOCK_EVENT		0x4347
+/* the kinds of stitching locks (field4 of their tags, see cdp_traits.h) */
+#define LOCK_GLOBAL		CDP_LOCK_STITCH_GLOBAL
+#define LOCK_IDENT		CDP_LOCK_STITCH_IDENT
+#define LOCK_ENTITY		CDP_LOCK_STITCH_ENTITY
+#define LOCK_EVENT		CDP_LOCK_STITCH_EVENT
 
 /*
  * set_tag

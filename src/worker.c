@@ -78,12 +78,8 @@
 /* seconds before the postmaster restarts a launcher that exited */
 #define CDP_LAUNCHER_RESTART	5
 
-/*
- * field4 of the advisory lock a job worker holds on its database (next to
- * stitching's 17220-17223, stitch_apply.c, the segments' 17225-17226,
- * segment_trigger.c, and the calculation's 17227, calc_lock.c)
- */
-#define CDP_WORKER_LOCK			0x4348
+/* field4 of the advisory lock a job worker holds on its database */
+#define CDP_WORKER_LOCK			CDP_LOCK_WORKER
 
 /* What the processes share per listed database: messages logged once. */
 typedef struct CdpWorkerSlot

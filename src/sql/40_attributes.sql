@@ -364,7 +364,6 @@ DECLARE
 	rtype regtype;
 	conds text[] := '{}';
 	k text;
-	v text;
 	fn text;
 BEGIN
 	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
@@ -444,19 +443,18 @@ BEGIN
 		wx := pg_catalog.quote_ident(alias) || '.w';
 		fx := pg_catalog.quote_ident(alias) || '.f';
 	END IF;
-	v := vx;
 	fn := CASE typ
-		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || v || CASE WHEN weighted THEN ', ' || wx ELSE '' END || ')'
-		WHEN 'least_frequent' THEN 'cdp_traits.least_frequent(' || v || CASE WHEN weighted THEN ', ' || wx ELSE '' END || ')'
-		WHEN 'first' THEN 'cdp_traits.first(' || v || ', e.event_time)'
-		WHEN 'last' THEN 'cdp_traits.last(' || v || ', e.event_time)'
-		WHEN 'list' THEN 'cdp_traits.unique_list(' || v || ')'
-		WHEN 'num_of_unique' THEN 'cdp_traits.num_of_unique(' || v || ')'
-		WHEN 'value' THEN 'cdp_traits.any_value(' || v || ')'
-		WHEN 'sum' THEN 'sum(' || v || ')'
-		WHEN 'avg' THEN 'avg(' || v || ')'
-		WHEN 'min' THEN CASE WHEN dt = 'boolean' THEN 'bool_and(' ELSE 'min(' END || v || ')'
-		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || v || ')'
+		WHEN 'most_frequent' THEN 'cdp_traits.most_frequent(' || vx || CASE WHEN weighted THEN ', ' || wx ELSE '' END || ')'
+		WHEN 'least_frequent' THEN 'cdp_traits.least_frequent(' || vx || CASE WHEN weighted THEN ', ' || wx ELSE '' END || ')'
+		WHEN 'first' THEN 'cdp_traits.first(' || vx || ', e.event_time)'
+		WHEN 'last' THEN 'cdp_traits.last(' || vx || ', e.event_time)'
+		WHEN 'list' THEN 'cdp_traits.unique_list(' || vx || ')'
+		WHEN 'num_of_unique' THEN 'cdp_traits.num_of_unique(' || vx || ')'
+		WHEN 'value' THEN 'cdp_traits.any_value(' || vx || ')'
+		WHEN 'sum' THEN 'sum(' || vx || ')'
+		WHEN 'avg' THEN 'avg(' || vx || ')'
+		WHEN 'min' THEN CASE WHEN dt = 'boolean' THEN 'bool_and(' ELSE 'min(' END || vx || ')'
+		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || vx || ')'
 	END;
 	agg := pg_catalog.format('%s FILTER (WHERE %s AND %s IS TRUE)', fn, cond, fx);
 	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
@@ -478,20 +476,20 @@ BEGIN
 	st_read := '($J #>> ''{}'')::cdp_traits.agg_state';
 	CASE
 		WHEN typ IN ('most_frequent', 'least_frequent') THEN
-			st_agg := 'cdp_traits.frequency_state(' || v
+			st_agg := 'cdp_traits.frequency_state(' || vx
 				|| CASE WHEN weighted THEN ', ' || wx ELSE '' END || ')';
 			st_fin := 'cdp_traits.state_' || typ || '($S, NULL::' || cdp_traits._sql_type(dt) || ')';
 		WHEN typ IN ('first', 'last') THEN
-			st_agg := 'cdp_traits.' || typ || '_state(' || v || ', e.event_time)';
+			st_agg := 'cdp_traits.' || typ || '_state(' || vx || ', e.event_time)';
 			st_fin := 'cdp_traits.state_' || typ || '($S, NULL::' || cdp_traits._sql_type(dt) || ')';
 		WHEN typ = 'list' THEN
-			st_agg := 'cdp_traits.unique_state(' || v || ')';
+			st_agg := 'cdp_traits.unique_state(' || vx || ')';
 			st_fin := 'cdp_traits.state_unique_list($S, NULL::' || cdp_traits._sql_type(dt) || ')';
 		WHEN typ = 'num_of_unique' THEN
-			st_agg := 'cdp_traits.unique_state(' || v || ')';
+			st_agg := 'cdp_traits.unique_state(' || vx || ')';
 			st_fin := 'NULLIF(cdp_traits.state_num_of_unique($S), 0)';
 		WHEN typ = 'sum' AND dt = 'number' THEN
-			st_agg := 'sum(' || v || ')';
+			st_agg := 'sum(' || vx || ')';
 			st_comb := 'COALESCE($A + $B, $A, $B)';
 			st_fin := '$S';
 			st_read := '($J #>> ''{}'')::numeric';
@@ -516,7 +514,7 @@ BEGIN
 	ELSIF st_read IS NOT NULL THEN
 		-- avg
 		st_agg := pg_catalog.format('ARRAY[sum(%s) FILTER (WHERE %s AND %s IS TRUE), '
-			'count(%s) FILTER (WHERE %s AND %s IS TRUE)]::numeric[]', v, cond, fx, v, cond, fx);
+			'count(%s) FILTER (WHERE %s AND %s IS TRUE)]::numeric[]', vx, cond, fx, vx, cond, fx);
 	END IF;
 	st_comb := COALESCE(st_comb, CASE WHEN st_read IS NOT NULL THEN 'cdp_traits.agg_state_merge($A, $B)' END);
 	-- whether the expressions are immutable (as written, views not looked
@@ -1587,6 +1585,29 @@ BEGIN
 END;
 $$;
 
+-- Drop every temporary table of a run that exists (see calculate_attributes:
+-- the steps' parts listed in cdp_parts and the fixed ones), at the start of a
+-- run and at its end: nothing of a run outlives it, so a later run in the
+-- session, as another role say, need not own any of them.
+CREATE FUNCTION cdp_traits._drop_run_tables() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	part text;
+BEGIN
+	IF pg_catalog.to_regclass('pg_temp.cdp_parts') IS NOT NULL THEN
+		FOR part IN SELECT p.name FROM pg_temp.cdp_parts p LOOP
+			EXECUTE pg_catalog.format('DROP TABLE IF EXISTS pg_temp.%I', part);
+		END LOOP;
+	END IF;
+	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
+		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches, pg_temp.cdp_events,
+		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw,
+		pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff;
+END;
+$$;
+
 -- Compute one custom or external attribute for the entities of scope_sql into cdp_new.
 CREATE FUNCTION cdp_traits._calc_query(aid text, scope_sql text) RETURNS void
 LANGUAGE plpgsql
@@ -1996,11 +2017,7 @@ BEGIN
 	PERFORM cdp_traits.refresh_context();
 	INSERT INTO cdp_traits.calculation_runs (forced) VALUES (force) RETURNING id INTO run;
 
-	PERFORM cdp_traits._clear_new() FROM pg_catalog.pg_class c
-	  WHERE c.relname = 'cdp_parts' AND c.relnamespace = pg_catalog.pg_my_temp_schema();
-	DROP TABLE IF EXISTS pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches,
-		pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw, pg_temp.cdp_events;
+	PERFORM cdp_traits._drop_run_tables();
 	-- (serially: the table is small, about 25 bytes a row, and a parallel
 	-- scan spends more starting its workers than it saves: 55 against 11 ms
 	-- over 200k entities on 2 cores)
@@ -2303,12 +2320,7 @@ BEGIN
 		   values_skipped = (SELECT sum(values_skipped) FROM cdp_traits.calculation_run_attributes WHERE run_id = run),
 		   from_states = n_from_states
 	 WHERE r.id = run;
-	DROP TABLE pg_temp.cdp_scope, pg_temp.cdp_new, pg_temp.cdp_outcome, pg_temp.cdp_changed,
-		pg_temp.cdp_compiled, pg_temp.cdp_parts, pg_temp.cdp_branches;
-	-- (and whatever a step left: nothing of a run outlives it, so a later
-	-- run in the session, as another role say, need not own it)
-	DROP TABLE IF EXISTS pg_temp.cdp_changes, pg_temp.cdp_live, pg_temp.cdp_diff,
-		pg_temp.cdp_events, pg_temp.cdp_valid, pg_temp.cdp_stemit, pg_temp.cdp_stw;
+	PERFORM cdp_traits._drop_run_tables();
 	RETURN recalculated;
 END;
 $$;
