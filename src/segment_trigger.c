@@ -726,7 +726,7 @@ copy_error(Datum id, int64 seq)
 			 errmsg("segment event %s would be stored twice as seq " INT64_FORMAT,
 					DatumGetCString(DirectFunctionCall1(uuid_out, id)), seq),
 			 errdetail("A row may carry the id and seq of an accepted event only while that event is not in segment_events, as when a restore loads it."),
-			 errhint("Leave out seq (OVERRIDING SYSTEM VALUE): a repeated id is then ignored.")));
+			 errhint("Insert the event without seq (no OVERRIDING SYSTEM VALUE): a repeated id is then ignored as a re-delivery.")));
 }
 
 /*
