@@ -179,6 +179,23 @@ SELECT attname FROM pg_attribute WHERE attrelid = 'cdp_traits.pivoted_customer_a
 SELECT cdp_traits.calculate_attributes();
 SELECT sources FROM cdp_traits.pivoted_customer_attributes ORDER BY 1;
 
+-- an edit that leaves the pivot's columns as they are does not replace the
+-- view (which locks it until the edit commits); one that changes them does
+CREATE TEMP TABLE pivot_was AS
+SELECT xmin::text AS x FROM pg_rewrite WHERE ev_class = 'cdp_traits.pivoted_customer_attributes'::regclass;
+UPDATE cdp_traits.attributes SET definition = definition || '{"filter": "true"}' WHERE id = 'sources';
+SELECT (SELECT xmin::text FROM pg_rewrite WHERE ev_class = 'cdp_traits.pivoted_customer_attributes'::regclass) = x
+       AS same_view FROM pivot_was;
+UPDATE cdp_traits.attributes SET definition = '{"type": "num_of_unique", "value": "source_id"}' WHERE id = 'sources';
+SELECT (SELECT xmin::text FROM pg_rewrite WHERE ev_class = 'cdp_traits.pivoted_customer_attributes'::regclass) = x
+       AS same_view FROM pivot_was;
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass AND attname = 'sources';
+UPDATE cdp_traits.attributes SET definition = '{"type": "list", "value": "source_id"}' WHERE id = 'sources';
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass AND attname = 'sources';
+DROP TABLE pivot_was;
+
 -- force recalculates everyone and rewrites nothing that did not change
 SELECT cdp_traits.calculate_attributes(force => true);
 SELECT forced, entities, values_written, values_removed FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;

@@ -126,7 +126,9 @@ ALTER EVENT TRIGGER cdp_traits_schema_renamed DISABLE;
 ALTER SCHEMA lost RENAME TO found;
 ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE;
 SELECT target_schema FROM cdp_traits.publications;
-UPDATE cdp_traits.attributes SET definition = '{"type": "first", "value": "payload->>''page''"}'
+-- (a change that changes the pivot's columns: one that leaves them as they
+-- are does not replace the view, see the attributes test)
+UPDATE cdp_traits.attributes SET definition = '{"type": "first", "value": "payload->>''page''", "data_type": "number"}'
  WHERE id = 'last_page';
 SELECT * FROM pg_temp.objects('found');
 SELECT cdp_traits.unpublish();

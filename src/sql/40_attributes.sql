@@ -557,6 +557,19 @@ CREATE TABLE cdp_traits.compiled_definitions (
 COMMENT ON TABLE cdp_traits.compiled_definitions IS
 	'internal: compiled attribute definitions, reused while what they depend on is unchanged (a cache)';
 
+-- The source of pivoted_customer_attributes as _rebuild_pivot last made it
+-- (one row): a change of definitions that leaves the view as it is (a new
+-- filter, a new value expression of the same type) does not replace it.
+-- Replacing it locks it ACCESS EXCLUSIVE until the change commits, which
+-- blocks its readers, and a calculation that evaluates audiences over it,
+-- for as long as the transaction that edits a definition stays open.  (Not
+-- dumped: a restore rebuilds the view when it loads the attributes.)
+CREATE TABLE cdp_traits.pivot_source (
+	source_md5 text NOT NULL
+);
+COMMENT ON TABLE cdp_traits.pivot_source IS
+	'internal: md5 of the SQL of pivoted_customer_attributes as last built';
+
 CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
@@ -850,13 +863,20 @@ BEGIN
 			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', ex, cdp_traits._pivot_type(a.definition))
 		END, a.id);
 	END LOOP;
+	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
+		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
+	-- (the view as it is already: see pivot_source)
+	IF pg_catalog.to_regclass('cdp_traits.pivoted_customer_attributes') IS NOT NULL
+	   AND EXISTS (SELECT FROM cdp_traits.pivot_source p WHERE p.source_md5 = pg_catalog.md5(sql)) THEN
+		RETURN;
+	END IF;
+	DELETE FROM cdp_traits.pivot_source;
+	INSERT INTO cdp_traits.pivot_source VALUES (pg_catalog.md5(sql));
 	-- published copies (see publish()) are recreated with the new columns
 	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
 	IF published THEN
 		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
 	END IF;
-	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
-		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
 	BEGIN
 		EXECUTE 'CREATE OR REPLACE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
 	EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
@@ -2011,6 +2031,8 @@ DECLARE
 		(SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'cdp_traits');
 	comp_alias text;
 	def_md5 text;
+	-- the definitions of this run (locked by it)
+	ours text[] := '{}';
 BEGIN
 	-- one run at a time per database (a lock no SQL can take: see calc_lock.c)
 	PERFORM cdp_traits._calculation_lock();
@@ -2056,12 +2078,20 @@ BEGIN
 									rels oid[], funcs oid[]);
 
 	-- sort the definitions: which step computes each, over which entities
-	-- (a new or changed definition is computed for every entity)
+	-- (a new or changed definition is computed for every entity).  Each is
+	-- locked (FOR SHARE) until the run ends, so that nobody changes, renames
+	-- or deletes it while the run computes and writes it from what it read
+	-- here: that left the values of a deleted attribute behind, an
+	-- audience's members without their toggles, and an edited definition
+	-- marked calculated with the old one's values.  Such a change waits for
+	-- the run.  A definition already being changed (by a transaction still
+	-- open) is left out of this run rather than waited for (see ours).
 	dirty_pre := '{}'; all_pre := '{}'; dirty_srf := '{}'; all_srf := '{}';
 	dirty_q := '{}'; all_q := '{}'; ext := '{}';
 	FOR a IN SELECT at.id, at.definition, at.definition->>'type' AS typ,
 					force OR at.calculated_version IS DISTINCT FROM at.version AS everyone
-			   FROM cdp_traits.attributes at ORDER BY at.id LOOP
+			   FROM cdp_traits.attributes at ORDER BY at.id FOR SHARE SKIP LOCKED LOOP
+		ours := ours || a.id;
 		IF a.typ = 'audience' THEN
 			CONTINUE;
 		ELSIF a.typ = 'external' THEN
@@ -2220,7 +2250,8 @@ BEGIN
 	PERFORM cdp_traits._clear_new();
 
 	-- audiences, dependencies first, over dirty entities and those whose values changed
-	aud := cdp_traits._audience_order();
+	aud := ARRAY(SELECT x FROM pg_catalog.unnest(cdp_traits._audience_order()) WITH ORDINALITY o(x, i)
+				  WHERE x = ANY (ours) ORDER BY i);
 	FOREACH aid IN ARRAY aud LOOP
 		IF force OR (SELECT at.calculated_version IS DISTINCT FROM at.version
 					   FROM cdp_traits.attributes at WHERE at.id = aid) THEN
@@ -2268,32 +2299,35 @@ BEGIN
 	-- against 0.39 s for 200k entities.  (A stitching transaction that starts
 	-- during that UPDATE and holds one of its rows is waited for 1 ms at
 	-- most, then the first way: that transaction may itself be waiting for
-	-- rows the UPDATE already holds.)
-	BEGIN
-		-- (readers and VACUUM or ANALYZE, which autovacuum runs often on this
-		-- table, lock no rows)
-		IF EXISTS (SELECT FROM pg_catalog.pg_locks l
-					WHERE l.locktype = 'relation'
-					  AND l.mode NOT IN ('AccessShareLock', 'ShareUpdateExclusiveLock')
-					  AND l.relation = 'cdp_traits.customer_entities'::regclass
-					  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
-										 WHERE d.datname = pg_catalog.current_database())
-					  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()) THEN
-			RAISE lock_not_available;
-		END IF;
-		PERFORM pg_catalog.set_config('lock_timeout', '1ms', true);
-		UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
-		  FROM pg_temp.cdp_scope s
-		 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
-		PERFORM pg_catalog.set_config('lock_timeout', lock_timeout_was, true);
-	EXCEPTION WHEN lock_not_available THEN
-		PERFORM cdp_traits._without_waiting(
-			'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
-			'FROM (SELECT c.ctid AS row_tid FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
-			'ON s.id = c.id AND c.xmin = s.row_xmin WHERE %s '
-			'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.ctid = l.row_tid',
-			'c.id', 'SELECT s.id FROM pg_temp.cdp_scope s');
-	END;
+	-- rows the UPDATE already holds.)  While a definition being changed was
+	-- left out, they stay dirty: they were not computed by it.
+	IF NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id <> ALL (ours)) THEN
+		BEGIN
+			-- (readers and VACUUM or ANALYZE, which autovacuum runs often on this
+			-- table, lock no rows)
+			IF EXISTS (SELECT FROM pg_catalog.pg_locks l
+						WHERE l.locktype = 'relation'
+						  AND l.mode NOT IN ('AccessShareLock', 'ShareUpdateExclusiveLock')
+						  AND l.relation = 'cdp_traits.customer_entities'::regclass
+						  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+											 WHERE d.datname = pg_catalog.current_database())
+						  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()) THEN
+				RAISE lock_not_available;
+			END IF;
+			PERFORM pg_catalog.set_config('lock_timeout', '1ms', true);
+			UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
+			  FROM pg_temp.cdp_scope s
+			 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
+			PERFORM pg_catalog.set_config('lock_timeout', lock_timeout_was, true);
+		EXCEPTION WHEN lock_not_available THEN
+			PERFORM cdp_traits._without_waiting(
+				'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
+				'FROM (SELECT c.ctid AS row_tid FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
+				'ON s.id = c.id AND c.xmin = s.row_xmin WHERE %s '
+				'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.ctid = l.row_tid',
+				'c.id', 'SELECT s.id FROM pg_temp.cdp_scope s');
+		END;
+	END IF;
 	-- the states of the entities marked (see _states_fetch)
 	IF n > 0 THEN
 		PERFORM cdp_traits._states_store(sig);

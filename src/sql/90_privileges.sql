@@ -113,6 +113,7 @@ BEGIN
 		('customer_attributes', 'result'),
 		('attribute_top_values', 'result'),
 		('pivoted_customer_attributes', 'result'),
+		('pivot_source', 'result'),
 		('publications', 'result'),
 		('audience_changes', 'result'),
 		-- segments: events are inserted (or COPYed) by admins; the statement
