@@ -155,6 +155,54 @@ DROP VIEW not_a_table;
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
 
+-- An enum owned by a role that is not a superuser: its owner could add a
+-- cast to text, which stitching would run as the extension's owner.
+CREATE ROLE cdp_enum_owner;
+CREATE TYPE their_code AS ENUM ('e1', 'e2');
+ALTER TYPE their_code OWNER TO cdp_enum_owner;
+CREATE TABLE their_ids (id their_code PRIMARY KEY, source_id text, type text, version text,
+                        event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('their_ids');
+SELECT count(*) AS nothing_recorded FROM cdp_traits.events_source;
+-- The columns read cannot change once attached: whoever owns the table
+-- could rename source_id and add a column of that name of a type of their
+-- own, with a cast to text that stitching and the calculation would run.
+-- The change is refused; made anyway (the event trigger disabled), nothing
+-- reads the table until it is changed back.  Adding other columns is fine.
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', 'payload->>''email''');
+CREATE TABLE swap_ev (id text PRIMARY KEY, source_id text, type text, version text,
+                      event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('swap_ev');
+ALTER TABLE swap_ev ADD COLUMN note text;
+ALTER TABLE swap_ev RENAME COLUMN source_id TO source_old;
+ALTER TABLE swap_ev RENAME COLUMN payload TO body;
+ALTER EVENT TRIGGER cdp_traits_new_partition DISABLE;
+ALTER TABLE swap_ev RENAME COLUMN source_id TO source_old;
+ALTER TABLE swap_ev ADD COLUMN source_id their_code;
+ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE;
+INSERT INTO swap_ev (id, source_id, type, version, event_time, payload)
+VALUES ('s1', 'e1', 'view', '1', now(), '{"email": "s@x"}');
+SELECT * FROM cdp_traits.verify_stitching();
+SELECT count(*) FROM cdp_traits._event_id_of_key('k');
+-- (the way back: detach, change, attach)
+ALTER TABLE swap_ev DROP COLUMN source_id;
+SELECT cdp_traits.detach_events();
+ALTER TABLE swap_ev DROP COLUMN source_id;
+ALTER TABLE swap_ev RENAME COLUMN source_old TO source_id;
+DROP VIEW cdp_traits.customer_events;
+SELECT cdp_traits.attach_events('swap_ev');
+INSERT INTO swap_ev (id, source_id, type, version, event_time, payload)
+VALUES ('s1', 'web', 'view', '1', now(), '{"email": "s@x"}');
+SELECT count(*) AS stitched FROM cdp_traits.event_entities;
+SELECT cdp_traits.detach_events();
+DROP TABLE swap_ev, their_ids CASCADE;
+DROP TYPE their_code;
+DROP ROLE cdp_enum_owner;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
+
 -- Events without an id: stitching records events by id, so the triggers
 -- reject an event whose id is NULL (insert, or update to NULL); rows without
 -- an id already in the table (loaded while detached) are left unstitched by

@@ -55,36 +55,6 @@ static const char *TriggerNames[] = {
 };
 
 /*
- * check_column
- *		Append a problem to buf if column name of relid is missing or of a
- *		type not in the accepted list; returns the column's type.
- */
-static Oid
-check_column(Oid relid, const char *name, const Oid *accepted, int naccepted,
-			 const char *expected, StringInfo buf)
-{
-	AttrNumber	att = get_attnum(relid, name);
-	Oid			type;
-	int			i;
-
-	if (att == InvalidAttrNumber)
-	{
-		appendStringInfo(buf, "%scolumn \"%s\" is missing (expected %s)",
-						 buf->len ? "; " : "", name, expected);
-		return InvalidOid;
-	}
-	type = get_atttype(relid, att);
-	if (naccepted == 0)
-		return type;
-	for (i = 0; i < naccepted; i++)
-		if (type == accepted[i])
-			return type;
-	appendStringInfo(buf, "%scolumn \"%s\" is of type %s (expected %s)",
-					 buf->len ? "; " : "", name, format_type_be(type), expected);
-	return type;
-}
-
-/*
  * depend_on_extension
  *		Record that an object goes away with the extension (without making it
  *		a member, so pg_dump still dumps it).
@@ -320,9 +290,6 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	char		relkind;
 	StringInfoData problems;
 	Oid			idtype;
-	static const Oid text_types[] = {TEXTOID, VARCHAROID};
-	static const Oid time_types[] = {TIMESTAMPTZOID, TIMESTAMPOID};
-	static const Oid payload_types[] = {JSONBOID, JSONOID};
 	StitchConfig *cfg;
 	char	   *name;
 	bool		keyed_schema;
@@ -343,21 +310,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("Events must be in a plain or partitioned table.")));
 
 	initStringInfo(&problems);
-	idtype = check_column(relid, "id", NULL, 0, "a type with equality", &problems);
-	if (OidIsValid(idtype) && stitch_id_type_problem(idtype) != NULL)
-		appendStringInfo(&problems, "%scolumn \"id\" is of type %s, %s (expected a base type "
-						 "such as text, uuid or bigint, or an enum)",
-						 problems.len ? "; " : "", format_type_be(idtype),
-						 stitch_id_type_problem(idtype));
-	else if (OidIsValid(idtype) &&
-			 !OidIsValid(lookup_type_cache(idtype, TYPECACHE_EQ_OPR)->eq_opr))
-		appendStringInfo(&problems, "%scolumn \"id\" is of type %s, which has no equality operator",
-						 problems.len ? "; " : "", format_type_be(idtype));
-	check_column(relid, "source_id", text_types, 2, "text", &problems);
-	check_column(relid, "type", text_types, 2, "text", &problems);
-	check_column(relid, "version", text_types, 2, "text", &problems);
-	check_column(relid, "event_time", time_types, 2, "timestamptz", &problems);
-	check_column(relid, "payload", payload_types, 2, "jsonb", &problems);
+	stitch_columns_problems(relid, &problems);
 	if (problems.len > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
@@ -365,6 +318,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("%s.", problems.data),
 				 errhint("The events table needs columns id, source_id text, type text, version text, "
 						 "event_time timestamptz and payload jsonb; other columns are ignored.")));
+	idtype = get_atttype(relid, get_attnum(relid, "id"));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -565,8 +519,12 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 	*objids = NIL;
 	*attached = NIL;
 	*detached = NIL;
-	cdp_execute_sql("SELECT objid, command FROM pg_catalog.pg_event_trigger_ddl_commands() "
-					"WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass",
+	/*
+	 * (no operator, cast or type name in it: under the caller's search_path
+	 * they could resolve to objects of whoever may create objects in a
+	 * schema on it, run as the caller; the rows are filtered here)
+	 */
+	cdp_execute_sql("SELECT objid, command, classid FROM pg_catalog.pg_event_trigger_ddl_commands()",
 					SPI_OK_SELECT, "reading the DDL commands");
 	old = MemoryContextSwitchTo(cxt);
 	for (i = 0; i < SPI_processed; i++)
@@ -576,7 +534,11 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 		Oid			objid = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 		CollectedCommand *cmd;
 		ListCell   *lc;
+		bool		classnull;
 
+		if (DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &classnull)) != RelationRelationId ||
+			classnull)
+			continue;
 		if (!isnull)
 			*objids = lappend_oid(*objids, objid);
 		cmd = (CollectedCommand *) DatumGetPointer(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2,
@@ -654,6 +616,14 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 			if (get_rel_name(lfirst_oid(lc)) != NULL &&
 				stitch_is_events_relation(cfg, lfirst_oid(lc)))
 				relevant = true;
+
+	/*
+	 * A change of the events table that stitching could not read any more
+	 * (a column renamed, and another of that name added) is refused at once
+	 * rather than at the next insert.
+	 */
+	if (relevant)
+		stitch_check_columns(cfg, true);
 
 	/* a detached partition (and its own partitions) is no longer stitched */
 	foreach(lc, detached)

@@ -88,6 +88,8 @@ typedef struct StitchConfig
 	int		   *col_attr;
 	bool	   *col_is_set;
 	char	   *cols_sql;		/* ", col1, col2 ..." over the event "ev" */
+	char	   *columns_problem;	/* what is wrong with the table's columns
+									 * (stitch_columns_problems), or NULL */
 	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
@@ -121,6 +123,8 @@ extern bool stitch_states_kept(void);
 extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_type_problem(Oid idtype);
+extern void stitch_columns_problems(Oid relid, StringInfo buf);
+extern void stitch_check_columns(StitchConfig *cfg, bool ddl);
 extern char *stitch_key_sql(StitchConfig *cfg, const char *id);
 extern char *stitch_id_sql(StitchConfig *cfg, const char *key);
 extern const char *stitch_display_id(StitchConfig *cfg, const char *key);

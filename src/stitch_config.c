@@ -41,6 +41,7 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "cdp_traits.h"
 #include "stitch.h"
@@ -130,6 +131,23 @@ column_type(Oid relid, const char *name)
 	if (att == InvalidAttrNumber)
 		return InvalidOid;
 	return get_atttype(relid, att);
+}
+
+/*
+ * type_owner
+ *		The role owning a type.
+ */
+static Oid
+type_owner(Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for type %u", typid);
+	owner = ((Form_pg_type) GETSTRUCT(tup))->typowner;
+	ReleaseSysCache(tup);
+	return owner;
 }
 
 /*
@@ -427,6 +445,13 @@ stitch_config(bool missing_ok)
 			Config.id_of = stitch_id_format(idtype, uuid_keys);
 			Config.unique_id = unique_id;
 			Config.id_is_uuid = (idtype == UUIDOID);
+			{
+				StringInfoData problems;
+
+				initStringInfo(&problems);
+				stitch_columns_problems(relid, &problems);
+				Config.columns_problem = problems.len > 0 ? problems.data : NULL;
+			}
 			MemoryContextSwitchTo(old);
 			{
 				/* compile under the same search_path the rules run with */
@@ -454,7 +479,38 @@ done:
 				 errmsg("no events table is attached"),
 				 errhint("Attach the customer events table with cdp_traits.attach_events('schema.table').")));
 	}
+	if (!missing_ok)
+		stitch_check_columns(&Config, false);
 	return &Config;
+}
+
+/*
+ * stitch_check_columns
+ *		Error if the attached events table's columns are no longer what
+ *		attach_events accepted (see stitch_columns_problems): nothing reads
+ *		it then.  stitch_config(false), which every stitching pass and the
+ *		calculation's reads go through, checks this; so does the event
+ *		trigger after a change of the table (ddl: the change is refused).
+ */
+void
+stitch_check_columns(StitchConfig *cfg, bool ddl)
+{
+	if (!cfg->attached || cfg->columns_problem == NULL)
+		return;
+	if (ddl)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("cannot change the columns of the events table %s that way while it is attached",
+						cfg->events_name),
+				 errdetail("After the change: %s.", cfg->columns_problem),
+				 errhint("Run cdp_traits.detach_events(), change the table and attach it again.")));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("the events table %s can no longer be read by cdp_traits", cfg->events_name),
+				 errdetail("Its columns changed after it was attached: %s.", cfg->columns_problem),
+				 errhint("Change the columns back, or run cdp_traits.detach_events(), change the table "
+						 "and attach it again.")));
 }
 
 /*
@@ -583,7 +639,75 @@ stitch_id_type_problem(Oid idtype)
 	}
 	if (OidIsValid(get_element_type(idtype)))
 		return "an array type";
+	if (!superuser_arg(type_owner(idtype)))
+		return "a type owned by a role that is not a superuser";
 	return NULL;
+}
+
+/*
+ * check_column
+ *		Append to buf ("; "-separated) what is wrong with column name of
+ *		relid: missing, or (naccepted > 0) of a type not in accepted.
+ *		Returns the column's type (InvalidOid if missing).
+ */
+static Oid
+check_column(Oid relid, const char *name, const Oid *accepted, int naccepted,
+			 const char *expected, StringInfo buf)
+{
+	Oid			type = column_type(relid, name);
+	int			i;
+
+	if (!OidIsValid(type))
+	{
+		appendStringInfo(buf, "%scolumn \"%s\" is missing (expected %s)",
+						 buf->len ? "; " : "", name, expected);
+		return InvalidOid;
+	}
+	if (naccepted == 0)
+		return type;
+	for (i = 0; i < naccepted; i++)
+		if (type == accepted[i])
+			return type;
+	appendStringInfo(buf, "%scolumn \"%s\" is of type %s (expected %s)",
+					 buf->len ? "; " : "", name, format_type_be(type), expected);
+	return type;
+}
+
+/*
+ * stitch_columns_problems
+ *		Append to buf ("; "-separated) what keeps relid from being the events
+ *		table: a column missing or of a type that is not read.  Stitching and
+ *		the calculation read these columns as other roles than the table's
+ *		owner (the extension owner, an admin), casting them to text and ids
+ *		back from text: the types are built-in ones, or for the id a base
+ *		type or an enum owned by a superuser, whose casts and input run
+ *		nothing the table's owner chose.  Checked when the table is attached
+ *		and again whenever it has changed (stitch_config), since its owner
+ *		may rename a column and add another of that name.
+ */
+void
+stitch_columns_problems(Oid relid, StringInfo buf)
+{
+	static const Oid text_types[] = {TEXTOID, VARCHAROID};
+	static const Oid time_types[] = {TIMESTAMPTZOID, TIMESTAMPOID};
+	static const Oid payload_types[] = {JSONBOID, JSONOID};
+	Oid			idtype;
+
+	idtype = check_column(relid, "id", NULL, 0, "a type with equality", buf);
+	if (OidIsValid(idtype) && stitch_id_type_problem(idtype) != NULL)
+		appendStringInfo(buf, "%scolumn \"id\" is of type %s, %s (expected a base type "
+						 "such as text, uuid or bigint, or an enum owned by a superuser)",
+						 buf->len ? "; " : "", format_type_be(idtype),
+						 stitch_id_type_problem(idtype));
+	else if (OidIsValid(idtype) &&
+			 !OidIsValid(lookup_type_cache(idtype, TYPECACHE_EQ_OPR)->eq_opr))
+		appendStringInfo(buf, "%scolumn \"id\" is of type %s, which has no equality operator",
+						 buf->len ? "; " : "", format_type_be(idtype));
+	check_column(relid, "source_id", text_types, 2, "text", buf);
+	check_column(relid, "type", text_types, 2, "text", buf);
+	check_column(relid, "version", text_types, 2, "text", buf);
+	check_column(relid, "event_time", time_types, 2, "timestamptz", buf);
+	check_column(relid, "payload", payload_types, 2, "jsonb", buf);
 }
 
 /*
