@@ -203,6 +203,22 @@ TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_ent
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
 
+-- The event trigger that watches CREATE/ALTER TABLE reads the command's
+-- details as the caller, under the caller's search_path: an operator that
+-- whoever may create objects in a schema on it put there (an exact match
+-- for oid = regclass, which pg_catalog lacks) is not picked up.
+CREATE TABLE op_calls (who name);
+CREATE FUNCTION public.spy_eq(oid, regclass) RETURNS boolean LANGUAGE sql
+  AS $$ INSERT INTO op_calls VALUES (current_user) RETURNING $1 = $2::oid $$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.spy_eq);
+CREATE TABLE after_op (x int);
+ALTER TABLE after_op ADD COLUMN y int;
+SELECT count(*) AS operator_calls FROM op_calls;
+DROP TABLE after_op;
+DROP OPERATOR public.= (oid, regclass);
+DROP FUNCTION public.spy_eq(oid, regclass);
+DROP TABLE op_calls;
+
 -- Events without an id: stitching records events by id, so the triggers
 -- reject an event whose id is NULL (insert, or update to NULL); rows without
 -- an id already in the table (loaded while detached) are left unstitched by
