@@ -151,6 +151,27 @@ INSERT INTO ltv_model VALUES ('00000000-0000-0000-0000-000000000000', 1);  -- no
 SELECT cdp_traits.calculate_attributes();
 SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv';
 
+-- an attribute that fails for dirty entities leaves them dirty: the run
+-- after the cause is gone recalculates them (they were marked calculated,
+-- and kept its old value until recalculate_after)
+CREATE TABLE divisor (d int);
+INSERT INTO divisor VALUES (1);
+INSERT INTO cdp_traits.attributes VALUES
+  ('per_divisor', '{"type": "custom", "query": "SELECT count(*) / (SELECT d FROM public.divisor) AS value FROM base"}');
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+UPDATE divisor SET d = 0;
+UPDATE cdp_traits.customer_entities SET calculated = NULL WHERE id = pg_temp.who('ann@x');
+SELECT cdp_traits.calculate_attributes();
+SELECT attribute_id, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND error IS NOT NULL;
+SELECT calculated IS NULL AS still_dirty FROM cdp_traits.customer_entities WHERE id = pg_temp.who('ann@x');
+UPDATE divisor SET d = 2;
+SELECT cdp_traits.calculate_attributes();
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'per_divisor';
+SELECT calculated IS NULL AS still_dirty FROM cdp_traits.customer_entities WHERE id = pg_temp.who('ann@x');
+DELETE FROM cdp_traits.attributes WHERE id = 'per_divisor';
+DROP TABLE divisor;
+
 -- a changed definition: new version, recalculated for every entity (the
 -- run returns and records them all, though none is dirty)
 UPDATE cdp_traits.attributes SET definition = '{"type": "most_frequent", "value": "upper(payload->>''device'')"}'

@@ -2299,9 +2299,14 @@ BEGIN
 	-- against 0.39 s for 200k entities.  (A stitching transaction that starts
 	-- during that UPDATE and holds one of its rows is waited for 1 ms at
 	-- most, then the first way: that transaction may itself be waiting for
-	-- rows the UPDATE already holds.)  While a definition being changed was
-	-- left out, they stay dirty: they were not computed by it.
-	IF NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id <> ALL (ours)) THEN
+	-- rows the UPDATE already holds.)  They stay dirty while a definition
+	-- being changed was left out, or one computed for them alone failed:
+	-- they were not computed by it, and the next run tries again (a
+	-- definition computed for every entity is tried for all of them anyway
+	-- until it works, and so is an external trait).
+	IF NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id <> ALL (ours))
+	   AND NOT EXISTS (SELECT FROM pg_temp.cdp_outcome o
+					    WHERE o.error IS NOT NULL AND o.aid <> ALL (everyone || ext)) THEN
 		BEGIN
 			-- (readers and VACUUM or ANALYZE, which autovacuum runs often on this
 			-- table, lock no rows)
