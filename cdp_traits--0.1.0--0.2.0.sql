@@ -756,8 +756,11 @@ LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_toggles_wait';
 
 -- The profiles as the memberships define them (the trigger keeps them so).
+-- SECURITY DEFINER: the profiles are written by the extension owner only (the
+-- trigger runs as the owner too), and admins, who may only read them, rebuild
+-- them; it runs no SQL of theirs (fixed statements, every name qualified).
 CREATE FUNCTION cdp_traits.rebuild_segment_profiles() RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
@@ -2995,7 +2998,7 @@ BEGIN
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
-		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'admin')) v(name, class) LOOP
+		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner')) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
 			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);

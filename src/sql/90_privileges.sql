@@ -188,9 +188,9 @@ BEGIN
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
-		-- the segment locks: toggles_since() runs as its reader, rebuilding
-		-- profiles as its admin
-		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'admin'),
+		-- the segment locks: toggles_since() runs as its reader,
+		-- rebuild_segment_profiles() as the owner (SECURITY DEFINER)
+		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
 		('unpublish', 'owner'), ('_grant', 'owner'), ('_relation_depends_on_extension', 'owner'),
 		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
