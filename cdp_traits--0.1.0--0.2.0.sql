@@ -1771,6 +1771,34 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits._grant(rel regclass, class text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	seq boolean := (SELECT c.relkind = 'S' FROM pg_catalog.pg_class c WHERE c.oid = rel);
+BEGIN
+	EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC, cdp_traits_reader, cdp_traits_admin', rel);
+	IF class = 'config' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'calculated' AND seq THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, USAGE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'calculated' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'log' AND NOT seq THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'result' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader, cdp_traits_admin', rel);
+	ELSE
+		RAISE EXCEPTION 'unknown privilege class "%" for %', class, rel;
+	END IF;
+END;
+$$;
+
 CREATE FUNCTION cdp_traits._halves(head text, events_sql text, tail text, median uuid,
 								   planned boolean DEFAULT true) RETURNS text
 LANGUAGE plpgsql
@@ -2985,7 +3013,7 @@ DECLARE
 	f regprocedure;
 BEGIN
 	FOR r IN SELECT * FROM (VALUES
-		('segment_toggles', 'calculated'), ('segment_toggles_seq_seq', 'calculated'),
+		('segment_toggles', 'log'), ('segment_toggles_seq_seq', 'calculated'),
 		('audience_changes', 'result'), ('segment_events', 'config'),
 		('segment_events_seq_seq', 'calculated'), ('segment_event_ids', 'result'),
 		('segment_memberships', 'result'), ('segment_profiles', 'result')) v(name, class) LOOP

@@ -152,6 +152,17 @@ SET ROLE cdp_admin;
 SELECT cdp_traits.rebuild_segment_profiles() AS users;
 SELECT user_id, segments FROM cdp_traits.segment_profiles ORDER BY 1;
 DELETE FROM cdp_traits.segment_profiles;
+-- The toggle log is append-only: the admin's calculation appends an audience's
+-- enter/exit (and deleting the audience its exits), but the admin can neither
+-- change nor delete a toggle.
+INSERT INTO cdp_traits.attributes VALUES ('seen', '{"type": "audience", "condition": "visits > 0"}');
+SELECT cdp_traits.calculate_attributes();
+DELETE FROM cdp_traits.attributes WHERE id = 'seen';
+SELECT vendor, segment, member, count(*) FROM cdp_traits.segment_toggles GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+UPDATE cdp_traits.segment_toggles SET member = NOT member;
+DELETE FROM cdp_traits.segment_toggles;
+TRUNCATE cdp_traits.segment_toggles;
+SELECT count(*) AS toggles FROM cdp_traits.segment_toggles;
 RESET ROLE;
 
 -- The ingest role: cannot change rules, blocklist, definitions or context ...
