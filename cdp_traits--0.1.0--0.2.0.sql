@@ -756,8 +756,11 @@ LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_toggles_wait';
 
 -- The profiles as the memberships define them (the trigger keeps them so).
+-- SECURITY DEFINER: the profiles are written by the extension owner only (the
+-- trigger runs as the owner too), and admins, who may only read them, rebuild
+-- them; it runs no SQL of theirs (fixed statements, every name qualified).
 CREATE FUNCTION cdp_traits.rebuild_segment_profiles() RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
@@ -1765,6 +1768,34 @@ BEGIN
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
 	PERFORM cdp_traits._count_changes(deltas);
 	RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._grant(rel regclass, class text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	seq boolean := (SELECT c.relkind = 'S' FROM pg_catalog.pg_class c WHERE c.oid = rel);
+BEGIN
+	EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC, cdp_traits_reader, cdp_traits_admin', rel);
+	IF class = 'config' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'calculated' AND seq THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, USAGE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'calculated' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'log' AND NOT seq THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'result' THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader, cdp_traits_admin', rel);
+	ELSE
+		RAISE EXCEPTION 'unknown privilege class "%" for %', class, rel;
+	END IF;
 END;
 $$;
 
@@ -2987,7 +3018,7 @@ DECLARE
 	f regprocedure;
 BEGIN
 	FOR r IN SELECT * FROM (VALUES
-		('segment_toggles', 'calculated'), ('segment_toggles_seq_seq', 'calculated'),
+		('segment_toggles', 'log'), ('segment_toggles_seq_seq', 'calculated'),
 		('audience_changes', 'result'), ('segment_events', 'config'),
 		('segment_events_seq_seq', 'calculated'), ('segment_event_ids', 'result'),
 		('segment_memberships', 'result'), ('segment_profiles', 'result')) v(name, class) LOOP
@@ -3000,7 +3031,7 @@ BEGIN
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
-		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'admin')) v(name, class) LOOP
+		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner')) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
 			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);

@@ -55,15 +55,17 @@ SELECT CASE WHEN has_function_privilege('public', p.oid, 'EXECUTE') THEN 'public
  WHERE p.pronamespace = 'cdp_traits'::regnamespace
  GROUP BY 1 ORDER BY 1;
 
--- Every SQL and PL/pgSQL function pins search_path; the one SECURITY DEFINER
--- function runs no SQL of its caller's (it rebuilds the pivot view from checked
--- definitions) and only admins may call it.
+-- Every SQL and PL/pgSQL function pins search_path; the SECURITY DEFINER
+-- functions run no SQL of their callers' (_rebuild_pivot rebuilds the pivot view
+-- from checked definitions, rebuild_segment_profiles the profiles from the
+-- memberships, _schema_renamed is an event trigger) and PUBLIC may not call them.
 SELECT p.proname AS unpinned FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
    AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
 SELECT p.proname AS security_definer, p.proconfig,
        has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call
-  FROM pg_proc p WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.prosecdef;
+  FROM pg_proc p WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.prosecdef
+ ORDER BY 1;
 
 -- The roles: admin is a member of reader, neither can log in.
 SELECT rolname, rolcanlogin, rolsuper FROM pg_roles WHERE rolname LIKE 'cdp\_traits\_%' ORDER BY 1;
@@ -132,6 +134,35 @@ INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES (
 UPDATE cdp_traits.attributes SET definition = definition;
 SELECT cdp_traits.calculate_attributes();
 DELETE FROM cdp_traits.matching;
+RESET ROLE;
+
+-- Segments: the admin writes events (the trigger folds them in as the owner)
+-- and rebuilds the profiles, a table it may only read: rebuild_segment_profiles()
+-- writes them as the owner.
+SET ROLE cdp_admin;
+SELECT cdp_traits.ingest_segment_event('{"event": "00000000-0000-4000-8000-000000000001", "user": "u1",
+  "segment": {"vendor": 1, "name": "s"}, "timestamp": "2024-01-01T00:00:00Z"}') AS seq;
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES ('00000000-0000-4000-8000-000000000002', 'u1', 1, 's', '2024-01-02T00:00:00Z', true),
+       ('00000000-0000-4000-8000-000000000003', 'u2', 1, 's', '2024-01-03T00:00:00Z', false);
+RESET ROLE;
+-- a profile lost: the admin's rebuild brings it back
+DELETE FROM cdp_traits.segment_profiles WHERE user_id = 'u2';
+SET ROLE cdp_admin;
+SELECT cdp_traits.rebuild_segment_profiles() AS users;
+SELECT user_id, segments FROM cdp_traits.segment_profiles ORDER BY 1;
+DELETE FROM cdp_traits.segment_profiles;
+-- The toggle log is append-only: the admin's calculation appends an audience's
+-- enter/exit (and deleting the audience its exits), but the admin can neither
+-- change nor delete a toggle.
+INSERT INTO cdp_traits.attributes VALUES ('seen', '{"type": "audience", "condition": "visits > 0"}');
+SELECT cdp_traits.calculate_attributes();
+DELETE FROM cdp_traits.attributes WHERE id = 'seen';
+SELECT vendor, segment, member, count(*) FROM cdp_traits.segment_toggles GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+UPDATE cdp_traits.segment_toggles SET member = NOT member;
+DELETE FROM cdp_traits.segment_toggles;
+TRUNCATE cdp_traits.segment_toggles;
+SELECT count(*) AS toggles FROM cdp_traits.segment_toggles;
 RESET ROLE;
 
 -- The ingest role: cannot change rules, blocklist, definitions or context ...

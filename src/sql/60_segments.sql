@@ -153,8 +153,11 @@ LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_toggles_wait';
 
 -- The profiles as the memberships define them (the trigger keeps them so).
+-- SECURITY DEFINER: the profiles are written by the extension owner only (the
+-- trigger runs as the owner too), and admins, who may only read them, rebuild
+-- them; it runs no SQL of theirs (fixed statements, every name qualified).
 CREATE FUNCTION cdp_traits.rebuild_segment_profiles() RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE

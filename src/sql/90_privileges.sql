@@ -20,6 +20,10 @@
  *   calculated  reader SELECT; admin SELECT, INSERT, UPDATE, DELETE (the
  *               calculation runs as its caller and writes them); sequences:
  *               reader SELECT, admin SELECT, USAGE
+ *   log         an append-only log the calculation appends to as its caller:
+ *               reader SELECT; admin SELECT, INSERT (no UPDATE or DELETE,
+ *               so that an admin cannot rewrite or drop what consumers read;
+ *               its sequence is 'calculated')
  *   result      reader and admin SELECT (written by the extension owner only)
  * Function classes:
  *   public      EXECUTE for PUBLIC: aggregates, their support functions and
@@ -69,6 +73,9 @@ BEGIN
 	ELSIF class = 'calculated' THEN
 		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
 		EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO cdp_traits_admin', rel);
+	ELSIF class = 'log' AND NOT seq THEN
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader', rel);
+		EXECUTE pg_catalog.format('GRANT SELECT, INSERT ON %s TO cdp_traits_admin', rel);
 	ELSIF class = 'result' THEN
 		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_reader, cdp_traits_admin', rel);
 	ELSE
@@ -98,7 +105,8 @@ BEGIN
 		('calculation_runs_id_seq', 'calculated'),
 		('calculation_run_attributes', 'calculated'),
 		-- the toggle log: audience enter/exit are appended by the calculation
-		('segment_toggles', 'calculated'),
+		-- (and by deleting an audience), never updated or deleted by an admin
+		('segment_toggles', 'log'),
 		('segment_toggles_seq_seq', 'calculated'),
 		('attribute_counts', 'calculated'),
 		('attribute_value_counts', 'calculated'),
@@ -188,9 +196,9 @@ BEGIN
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
-		-- the segment locks: toggles_since() runs as its reader, rebuilding
-		-- profiles as its admin
-		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'admin'),
+		-- the segment locks: toggles_since() runs as its reader,
+		-- rebuild_segment_profiles() as the owner (SECURITY DEFINER)
+		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
 		('unpublish', 'owner'), ('_grant', 'owner'), ('_relation_depends_on_extension', 'owner'),
 		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
