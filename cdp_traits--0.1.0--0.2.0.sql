@@ -3010,6 +3010,21 @@ SELECT cdp_traits._grant('cdp_traits.entity_states'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.entity_state_events'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.compiled_definitions'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.pivot_source'::regclass, 'result');
+-- admins read the attached events table (as attach_events now lets them):
+-- a calculation over a few entities reads it itself
+DO $$
+DECLARE
+	t regclass := (SELECT s.events FROM cdp_traits.events_source s
+					WHERE s.attached AND pg_catalog.to_regclass(s.events::text) IS NOT NULL);
+BEGIN
+	IF t IS NOT NULL THEN
+		EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO cdp_traits_admin',
+			(SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
+				ON n.oid = c.relnamespace WHERE c.oid = t));
+		EXECUTE pg_catalog.format('GRANT SELECT ON %s TO cdp_traits_admin', t);
+	END IF;
+END;
+$$;
 REVOKE ALL ON FUNCTION cdp_traits._compile(text, jsonb, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cdp_traits._compile(text, jsonb, text) TO cdp_traits_admin;
 DO $segment_grants$

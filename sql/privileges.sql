@@ -112,6 +112,18 @@ SELECT cdp_traits.calculate_attributes();
 SELECT cdp_traits.restitch();
 SELECT cdp_traits.run_jobs();
 SELECT job, status FROM cdp_traits.job_runs ORDER BY id;
+-- a run over a few entities reads the events table itself: attach_events
+-- let admins read it (and its schema)
+RESET ROLE;
+SELECT has_schema_privilege('cdp_traits_admin', 'shop', 'USAGE') AS admin_schema,
+       has_table_privilege('cdp_traits_admin', 'shop.events', 'SELECT') AS admin_events,
+       has_table_privilege('cdp_traits_admin', 'shop.events', 'INSERT') AS admin_inserts;
+SET ROLE ingest;
+INSERT INTO shop.events VALUES (20, 'web', 'view', '1', '2024-01-02', '{"email": "a@x.org", "page": "faq"}');
+SET ROLE cdp_admin;
+SELECT cdp_traits.calculate_attributes();
+SELECT scope, count(*) FILTER (WHERE error IS NOT NULL) AS failed FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) GROUP BY 1;
 -- changing a definition's type makes the pivot view be recreated (as the owner)
 UPDATE cdp_traits.attributes SET definition = '{"type": "num_of_unique", "value": "payload->>''page''"}'
  WHERE id = 'top_page';
@@ -235,9 +247,7 @@ SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
 -- it directly for a few entities and refuses to have a policy applied,
 -- rather than run the function with the admin's rights.
 ALTER TABLE shop.events OWNER TO ingest;
-GRANT USAGE ON SCHEMA shop TO cdp_admin;
 SET ROLE ingest;
-GRANT SELECT ON shop.events TO cdp_admin;
 CREATE FUNCTION shop.watch() RETURNS boolean LANGUAGE plpgsql AS
 $$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'policy'); RETURN true; END $$;
 ALTER TABLE shop.events ENABLE ROW LEVEL SECURITY;

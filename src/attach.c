@@ -370,6 +370,18 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	cdp_execute_sql("SELECT cdp_traits._republish_view('customer_events')",
 					SPI_OK_SELECT, "publishing customer_events");
 
+	/*
+	 * Admins calculate attributes, and a run over a few entities reads the
+	 * events table itself (a run over all of them reads customer_events):
+	 * they may read it.  (It gives them nothing new: they read every event
+	 * through customer_events, and their stitching rules run as the owner.)
+	 */
+	cdp_execute_sql(psprintf("GRANT USAGE ON SCHEMA %s TO cdp_traits_admin",
+							 quote_identifier(get_namespace_name(get_rel_namespace(relid)))),
+					SPI_OK_UTILITY, "granting admins the events table's schema");
+	cdp_execute_sql(psprintf("GRANT SELECT ON %s TO cdp_traits_admin", name),
+					SPI_OK_UTILITY, "granting admins the events table");
+
 	invalidate_config();
 	CommandCounterIncrement();
 
