@@ -1879,6 +1879,32 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits._publish_view(target name, rel name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pg_catalog.to_regclass(pg_catalog.format('cdp_traits.%I', rel)) IS NULL THEN
+		RETURN;		-- customer_events before attach_events: published by attach
+	END IF;
+	IF cdp_traits._is_published_view(target, rel) THEN
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
+		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
+	END IF;
+	EXECUTE pg_catalog.format('CREATE VIEW %I.%I AS SELECT * FROM cdp_traits.%I', target, rel, rel);
+	EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', target, rel,
+		pg_catalog.format('published by cdp_traits.publish(): cdp_traits.%s', rel));
+	-- (granted before it becomes a member: ALTER EXTENSION ADD records its
+	-- privileges then as the initial ones, which pg_dump leaves out with the
+	-- view; granted after, they were dumped as GRANTs on a view the dump
+	-- does not create, which failed a schema-only restore)
+	PERFORM cdp_traits._grant(pg_catalog.format('%I.%I', target, rel)::regclass, 'result');
+	IF NOT cdp_traits._is_published_view(target, rel) THEN
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %I.%I', target, rel);
+	END IF;
+END;
+$$;
+
 CREATE FUNCTION cdp_traits._published_views()
 RETURNS TABLE (view regclass, nsp name, rel name)
 LANGUAGE sql STABLE

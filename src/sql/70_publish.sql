@@ -87,10 +87,14 @@ BEGIN
 	EXECUTE pg_catalog.format('CREATE VIEW %I.%I AS SELECT * FROM cdp_traits.%I', target, rel, rel);
 	EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', target, rel,
 		pg_catalog.format('published by cdp_traits.publish(): cdp_traits.%s', rel));
+	-- (granted before it becomes a member: ALTER EXTENSION ADD records its
+	-- privileges then as the initial ones, which pg_dump leaves out with the
+	-- view; granted after, they were dumped as GRANTs on a view the dump
+	-- does not create, which failed a schema-only restore)
+	PERFORM cdp_traits._grant(pg_catalog.format('%I.%I', target, rel)::regclass, 'result');
 	IF NOT cdp_traits._is_published_view(target, rel) THEN
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %I.%I', target, rel);
 	END IF;
-	PERFORM cdp_traits._grant(pg_catalog.format('%I.%I', target, rel)::regclass, 'result');
 END;
 $$;
 
