@@ -66,6 +66,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -521,6 +522,33 @@ job_worker_lock(void)
 }
 
 /*
+ * restore_connected
+ *		Whether pg_restore (a session of this database whose application_name
+ *		is pg_restore, its default) is connected: a cycle would write tables
+ *		it is about to load (the runs, the toggle log) as soon as it has
+ *		created the extension, and the dumped rows would then collide with
+ *		the cycle's.  (A restore in one transaction shows nothing until it
+ *		ends; one through psql is not recognized: see the README.)
+ */
+static bool
+restore_connected(void)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+
+		if (l != NULL && l->backendStatus.st_databaseid == MyDatabaseId &&
+			l->backendStatus.st_procpid != MyProcPid &&
+			strcmp(l->backendStatus.st_appname, "pg_restore") == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
  * job_worker_start
  *		Before the jobs: take the database's worker lock, check that the
  *		extension is installed (logged once if not), and mark runs left
@@ -556,6 +584,11 @@ job_worker_start(int slotno)
 								 CDP_EXTENSION_NAME)));
 			slot->extension_missing_logged = true;
 		}
+		else if (restore_connected())
+			ereport(LOG,
+					(errmsg("cdp_traits: pg_restore is connected to database \"%s\", no jobs run there until it ends",
+							JobDatabaseName),
+					 errdetail("A cycle would write the tables the restore is loading.")));
 		else
 		{
 			int			n;

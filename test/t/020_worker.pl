@@ -20,6 +20,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use Time::HiRes qw(time usleep);
 
 my $naptime = 1;    # seconds
@@ -257,6 +258,30 @@ is(max_run(), $before, 'cdp_traits.enabled = off: no jobs run');
 is(launcher_pid(), $launcher, '... and the worker stays');
 set_conf("cdp_traits.enabled = on\n");
 ok(wait_for_cycle($before), 'cdp_traits.enabled = on: jobs run again');
+
+# --- a restore under way --------------------------------------------------
+
+# While pg_restore is connected to a database the worker serves, no cycle
+# runs there: its rows in the tables the restore loads (the runs) collided
+# with the dumped ones.  Cycles resume when it has left.
+my ($rin, $rout, $rerr) = ('', '', '');
+my $restore = IPC::Run::start(
+	[
+		'psql', '-X', '-d',
+		$node->connstr('postgres') . ' application_name=pg_restore',
+		'-c', 'SELECT pg_sleep(8)'
+	],
+	'<', \$rin, '>', \$rout, '2>', \$rerr);
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_restore'");
+sleep(2);    # a cycle under way ends
+$before = max_run();
+sleep(3);
+is(max_run(), $before, 'no jobs run while pg_restore is connected');
+cmp_ok(log_count(qr/pg_restore is connected to database "postgres", no jobs run there/),
+	'>', 0, '... and the log says why');
+$restore->finish;
+ok(wait_for_cycle($before), 'jobs run again once it has left');
 
 # --- the job timeout ------------------------------------------------------
 
