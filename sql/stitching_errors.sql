@@ -129,9 +129,9 @@ INSERT INTO enum_ids VALUES ('e1', 'web', 'view', '1', now(), '{"email": "a@x"}'
 DELETE FROM enum_ids WHERE id = 'e2';
 SELECT count(*) AS events, count(DISTINCT customer_entity_id) AS entities FROM cdp_traits.customer_events;
 SELECT cdp_traits.detach_events();
--- a table attached before attach_events checked the id type (here: its
--- record made to say so): stitching refuses to make ids of that type
--- rather than run the domain's CHECK
+-- ids are made of the type recorded at attach: a record that no longer
+-- matches the column (here: made to say a domain) is refused like any other
+-- change of the columns, rather than run the domain's CHECK
 CREATE TABLE late_ids (id text PRIMARY KEY, source_id text, type text, version text,
                        event_time timestamptz, payload jsonb);
 SELECT cdp_traits.attach_events('late_ids');

@@ -310,7 +310,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("Events must be in a plain or partitioned table.")));
 
 	initStringInfo(&problems);
-	stitch_columns_problems(relid, &problems);
+	idtype = stitch_columns_problems(relid, &problems);
 	if (problems.len > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
@@ -318,7 +318,6 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("%s.", problems.data),
 				 errhint("The events table needs columns id, source_id text, type text, version text, "
 						 "event_time timestamptz and payload jsonb; other columns are ignored.")));
-	idtype = get_atttype(relid, get_attnum(relid, "id"));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

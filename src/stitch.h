@@ -123,7 +123,7 @@ extern bool stitch_states_kept(void);
 extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_type_problem(Oid idtype);
-extern void stitch_columns_problems(Oid relid, StringInfo buf);
+extern Oid	stitch_columns_problems(Oid relid, StringInfo buf);
 extern void stitch_check_columns(StitchConfig *cfg, bool ddl);
 extern char *stitch_key_sql(StitchConfig *cfg, const char *id);
 extern char *stitch_id_sql(StitchConfig *cfg, const char *key);

@@ -447,9 +447,19 @@ stitch_config(bool missing_ok)
 			Config.id_is_uuid = (idtype == UUIDOID);
 			{
 				StringInfoData problems;
+				Oid			column_idtype;
 
+				/*
+				 * (ids are made of type idtype, as recorded when the table
+				 * was attached: the column must still be of that type)
+				 */
 				initStringInfo(&problems);
-				stitch_columns_problems(relid, &problems);
+				column_idtype = stitch_columns_problems(relid, &problems);
+				if (OidIsValid(column_idtype) && column_idtype != idtype)
+					appendStringInfo(&problems, "%scolumn \"id\" is of type %s, but the table was "
+									 "attached with ids of type %s",
+									 problems.len ? "; " : "", format_type_be(column_idtype),
+									 format_type_be(idtype));
 				Config.columns_problem = problems.len > 0 ? problems.data : NULL;
 			}
 			MemoryContextSwitchTo(old);
@@ -683,22 +693,25 @@ check_column(Oid relid, const char *name, const Oid *accepted, int naccepted,
  *		type or an enum owned by a superuser, whose casts and input run
  *		nothing the table's owner chose.  Checked when the table is attached
  *		and again whenever it has changed (stitch_config), since its owner
- *		may rename a column and add another of that name.
+ *		may rename a column and add another of that name.  Returns the id
+ *		column's type (InvalidOid if it is missing).
  */
-void
+Oid
 stitch_columns_problems(Oid relid, StringInfo buf)
 {
 	static const Oid text_types[] = {TEXTOID, VARCHAROID};
 	static const Oid time_types[] = {TIMESTAMPTZOID, TIMESTAMPOID};
 	static const Oid payload_types[] = {JSONBOID, JSONOID};
 	Oid			idtype;
+	const char *id_problem = NULL;
 
 	idtype = check_column(relid, "id", NULL, 0, "a type with equality", buf);
-	if (OidIsValid(idtype) && stitch_id_type_problem(idtype) != NULL)
+	if (OidIsValid(idtype))
+		id_problem = stitch_id_type_problem(idtype);
+	if (id_problem != NULL)
 		appendStringInfo(buf, "%scolumn \"id\" is of type %s, %s (expected a base type "
 						 "such as text, uuid or bigint, or an enum owned by a superuser)",
-						 buf->len ? "; " : "", format_type_be(idtype),
-						 stitch_id_type_problem(idtype));
+						 buf->len ? "; " : "", format_type_be(idtype), id_problem);
 	else if (OidIsValid(idtype) &&
 			 !OidIsValid(lookup_type_cache(idtype, TYPECACHE_EQ_OPR)->eq_opr))
 		appendStringInfo(buf, "%scolumn \"id\" is of type %s, which has no equality operator",
@@ -708,14 +721,15 @@ stitch_columns_problems(Oid relid, StringInfo buf)
 	check_column(relid, "version", text_types, 2, "text", buf);
 	check_column(relid, "event_time", time_types, 2, "timestamptz", buf);
 	check_column(relid, "payload", payload_types, 2, "jsonb", buf);
+	return idtype;
 }
 
 /*
  * stitch_id_format
  *		SQL, with a %s for a key expression, for the event id it stands for
- *		(the inverse of stitch_key_format); NULL if ids of that type cannot
- *		be made safely (stitch_id_type_problem: attached before that was
- *		checked), which stitch_id_sql reports.
+ *		(the inverse of stitch_key_format).  Only used once the table's
+ *		columns passed stitch_check_columns, which refuses id types whose
+ *		input could run functions of their owner's (stitch_id_type_problem).
  */
 const char *
 stitch_id_format(Oid idtype, bool uuid_keys)
@@ -724,8 +738,6 @@ stitch_id_format(Oid idtype, bool uuid_keys)
 		return "cdp_traits.event_key_uuid(%s)";
 	if (idtype == TEXTOID)
 		return "%s";
-	if (stitch_id_type_problem(idtype) != NULL)
-		return NULL;
 	return psprintf("(%%s)::%s", format_type_be_qualified(idtype));
 }
 
@@ -768,16 +780,6 @@ stitch_key_sql(StitchConfig *cfg, const char *id)
 char *
 stitch_id_sql(StitchConfig *cfg, const char *key)
 {
-	if (cfg->id_of == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("the ids of the events table %s are of type %s, %s",
-						cfg->events_name, format_type_be(cfg->id_type),
-						stitch_id_type_problem(cfg->id_type)),
-				 errdetail("Making such an id runs functions that whoever owns the type chose, "
-						   "which cdp_traits will not run as its owner."),
-				 errhint("Run cdp_traits.detach_events(), change the id column to a base type "
-						 "(text, uuid, bigint, ...) and attach the table again.")));
 	return psprintf(cfg->id_of, key);
 }
 
