@@ -551,7 +551,8 @@ restore_connected(void)
 /*
  * job_worker_start
  *		Before the jobs: take the database's worker lock, check that the
- *		extension is installed (logged once if not), and mark runs left
+ *		extension is installed (logged once if not) and that no pg_restore
+ *		is loading the database (restore_connected), and mark runs left
  *		'running' by a crash as failed.  False if the cycle cannot run.
  */
 static bool
