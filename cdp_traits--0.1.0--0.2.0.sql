@@ -590,6 +590,13 @@ AS 'MODULE_PATHNAME', 'cdp_setting';
 COMMENT ON FUNCTION cdp_traits._setting(text) IS
 	'internal: current_setting() of a cdp_traits.* setting, the library loaded first';
 
+-- (as in 30_context.sql: the time limit of each context query)
+CREATE FUNCTION cdp_traits._context_timer(arm boolean) RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_context_timer';
+COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
+	'internal: arm (true) or disarm (false) the time limit of one context query; disarming returns whether it fired';
+
 -- (as in 10_stitching.sql)
 ALTER TABLE cdp_traits.customer_entities
 	ALTER COLUMN id SET STATISTICS 10, ALTER COLUMN created SET STATISTICS 10,
@@ -2879,19 +2886,34 @@ BEGIN
 		   AND (force OR c.modified IS NULL OR c.modified < LOCALTIMESTAMP - ttl)
 		 ORDER BY c.key
 	LOOP
+		msg := NULL;
 		BEGIN
+			-- each query within cdp_traits.context_timeout (see context.c)
+			PERFORM cdp_traits._context_timer(true);
 			-- first column of the first row; no row gives NULL
 			EXECUTE k.query INTO v;
+			PERFORM cdp_traits._context_timer(false);
 			UPDATE cdp_traits.context
 			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
 			 WHERE key = k.key;
 			n := n + 1;
-		EXCEPTION WHEN OTHERS THEN
-			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+		EXCEPTION
+			WHEN query_canceled THEN
+				-- this key's time limit: its failure; any other cancel
+				-- (a user's, the caller's statement timeout) ends the refresh
+				IF NOT cdp_traits._context_timer(false) THEN
+					RAISE;
+				END IF;
+				msg := pg_catalog.format('query canceled after cdp_traits.context_timeout (%s)',
+										 pg_catalog.current_setting('cdp_traits.context_timeout'));
+			WHEN OTHERS THEN
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+		END;
+		IF msg IS NOT NULL THEN
 			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
 			 WHERE key = k.key;
 			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
-		END;
+		END IF;
 	END LOOP;
 	RETURN n;
 END;
@@ -2949,6 +2971,7 @@ BEGIN
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
+		('_context_timer', 'admin'),
 		('_count_changes', 'admin'),
 		('_deps_stamp', 'admin'),
 		('_dot_quote', 'reader'),

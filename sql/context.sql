@@ -102,3 +102,50 @@ RESET DateStyle;
 RESET TimeZone;
 RESET cdp_traits.context_ttl;
 DELETE FROM cdp_traits.context;
+
+-- Each query runs within cdp_traits.context_timeout: one that runs longer is
+-- canceled and recorded as its key's error; the other keys still refresh,
+-- and the caller goes on (calculate_attributes, which refreshes first, too).
+CREATE TABLE numbers (n int);
+INSERT INTO numbers VALUES (7);
+INSERT INTO cdp_traits.context (key, value, query) VALUES
+  ('a_fast', NULL, 'SELECT sum(n) FROM public.numbers'),
+  ('b_slow', 'old', 'SELECT pg_catalog.pg_sleep(30)::text'),
+  ('c_fast', NULL, 'SELECT count(*) FROM public.numbers');
+SET cdp_traits.context_timeout = '200ms';
+SELECT cdp_traits.refresh_context() AS refreshed;
+SELECT key, value, modified IS NOT NULL AS refreshed, error FROM cdp_traits.context ORDER BY key;
+SELECT cdp_traits.calculate_attributes() AS entities;
+SELECT error FROM cdp_traits.context WHERE key = 'b_slow';
+-- nothing is left armed: a query after a refresh is not canceled by the
+-- timer of a key that ended in time, or of one that failed
+DELETE FROM cdp_traits.context WHERE key = 'b_slow';
+INSERT INTO cdp_traits.context (key, query) VALUES ('d_error', 'SELECT 1 / 0');
+SET cdp_traits.context_timeout = '300ms';
+BEGIN;
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+SELECT pg_sleep(0.6);
+SELECT 'not canceled' AS after_refresh;
+COMMIT;
+-- the caller's statement_timeout, when it comes first, cancels the whole
+-- refresh (its keys keep what they had: the refresh is rolled back)
+INSERT INTO cdp_traits.context (key, value, query) VALUES ('b_slow', 'old', 'SELECT pg_catalog.pg_sleep(30)::text');
+SET cdp_traits.context_timeout = '10s';
+SET statement_timeout = '300ms';
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+RESET statement_timeout;
+SELECT key, value, error FROM cdp_traits.context WHERE key = 'b_slow';
+-- 0: no limit of its own (here the statement timeout ends it)
+SET cdp_traits.context_timeout = 0;
+SET statement_timeout = '300ms';
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+RESET statement_timeout;
+-- a user's cancel is not a timeout either: it ends the refresh
+SET cdp_traits.context_timeout = '10s';
+UPDATE cdp_traits.context SET query = 'SELECT pg_catalog.pg_cancel_backend(pg_catalog.pg_backend_pid())::text || pg_catalog.pg_sleep(5)::text' WHERE key = 'b_slow';
+SELECT cdp_traits.refresh_context(true) AS refreshed;
+SELECT key, value, error FROM cdp_traits.context WHERE key = 'b_slow';
+RESET cdp_traits.context_timeout;
+SHOW cdp_traits.context_timeout;
+DELETE FROM cdp_traits.context;
+DROP TABLE numbers;

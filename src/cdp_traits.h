@@ -35,6 +35,7 @@
 /* guc.c: configuration variables (see README "Configuration") */
 extern int	cdp_recalculate_after;	/* seconds */
 extern int	cdp_context_ttl;		/* seconds */
+extern int	cdp_context_timeout;	/* milliseconds */
 extern char *cdp_worker_databases;
 extern int	cdp_naptime;			/* seconds */
 extern bool cdp_worker_enabled;

@@ -19,6 +19,7 @@
 
 int			cdp_recalculate_after = 48 * 3600;
 int			cdp_context_ttl = 24 * 3600;
+int			cdp_context_timeout = 5 * 60 * 1000;
 char	   *cdp_worker_databases = NULL;
 int			cdp_naptime = 60;
 bool		cdp_worker_enabled = true;
@@ -54,6 +55,15 @@ cdp_define_gucs(void)
 							&cdp_context_ttl,
 							24 * 3600, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.context_timeout",
+							"Time limit of each context query (0 = none).",
+							"A context query that runs longer is canceled and recorded as its key's error; "
+							"the other keys are still refreshed.",
+							&cdp_context_timeout,
+							5 * 60 * 1000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	/*

@@ -314,7 +314,32 @@ like($stderr, qr/job refresh_context failed: canceling statement due to statemen
 	"SET statement_timeout = '500ms'; SELECT cdp_traits.run_jobs()");
 like($stderr, qr/ERROR:  canceling statement due to statement timeout/,
 	'the caller\'s shorter statement_timeout cancels run_jobs() itself');
-set_conf("cdp_traits.job_timeout = '30min'\n");
+
+# a context query over cdp_traits.context_timeout fails alone: its key records
+# the timeout, refresh_context is partial, calculate_attributes runs (partial
+# only for the broken attribute of the tests above) instead of failing (one
+# reload for both settings, so that no cycle refreshes the slow key in between)
+$mark = max_run();
+set_conf("cdp_traits.job_timeout = '30min'\ncdp_traits.context_timeout = '300ms'\n");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM cdp_traits.job_runs
+		  WHERE id > $mark AND job = 'prune_job_runs' AND status = 'succeeded'
+		    AND pid IN (SELECT pid FROM cdp_traits.job_runs
+		                 WHERE id > $mark AND job = 'refresh_context' AND status = 'partial')"),
+	'a cycle with a context query over context_timeout runs to its end');
+is( $node->safe_psql('postgres', "
+SELECT string_agg(r.job || ':' || r.status || ':' || coalesce(r.error, '-'), ',' ORDER BY r.id)
+  FROM cdp_traits.job_runs r
+ WHERE r.id > $mark AND r.job <> 'prune_job_runs'
+   AND r.pid = (SELECT min(pid) FROM cdp_traits.job_runs
+                 WHERE id > $mark AND job = 'refresh_context' AND status = 'partial')"),
+	'refresh_context:partial:context key "slow": query canceled after cdp_traits.context_timeout (300ms),'
+	  . 'calculate_attributes:partial:attribute "broken": division by zero',
+	'... only the slow key fails, and the calculation runs');
+is( $node->safe_psql('postgres', "SELECT error FROM cdp_traits.context WHERE key = 'slow'"),
+	'query canceled after cdp_traits.context_timeout (300ms)',
+	'... and the key says why');
+set_conf("cdp_traits.context_timeout = '5min'\n");
 
 # --- interrupted jobs -----------------------------------------------------
 
