@@ -2162,13 +2162,15 @@ END;
 $$;
 
 CREATE FUNCTION cdp_traits._states_signature(aids text[]) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
-SELECT CASE WHEN pg_catalog.bool_and(k.stateful) THEN
-	pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
-		|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid)) END
-  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (aids)
+BEGIN
+	RETURN (SELECT CASE WHEN pg_catalog.bool_and(k.stateful) THEN
+		pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
+			|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid)) END
+	  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (aids));
+END;
 $$;
 
 CREATE FUNCTION cdp_traits._states_store(sig text) RETURNS void

@@ -307,6 +307,21 @@ SELECT st.n, pg_column_compression(st.states) = m.expected AS state_compressed_a
 SHOW default_toast_compression;
 SELECT pg_temp.differences_from_full() AS differences;
 
+-- Two runs in one transaction (a dbt post-hook that calculates twice, say),
+-- with new events between them: the second run uses the states the first
+-- stored.  (The second failed with "relation with OID ... does not exist":
+-- a function kept a plan of the first run's temporary tables.)
+BEGIN;
+INSERT INTO sev (id, source_id, type, event_time, payload)
+SELECT e.* FROM pg_temp.ev('z', 402) e;
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+INSERT INTO sev (id, source_id, type, event_time, payload)
+SELECT e.* FROM pg_temp.ev('z', 403) e;
+SELECT cdp_traits.calculate_attributes() AS recalculated;
+SELECT * FROM pg_temp.last_run();
+COMMIT;
+SELECT pg_temp.differences_from_full() AS differences;
+
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 DROP TABLE sev CASCADE;

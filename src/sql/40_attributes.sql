@@ -1498,15 +1498,20 @@ $$;
 -- What the stored states of the attributes aids are of: their compiled
 -- form (the aliases are numbered in the order of the ids, the same in every
 -- run that compiles the same definitions); NULL unless there are some and
--- each has a state form.
+-- each has a state form.  (PL/pgSQL, not SQL: the run assigns its result,
+-- and a SQL function called so keeps its plan for the rest of the
+-- transaction, which then names the cdp_compiled of the first run of two in
+-- one transaction, dropped since; PL/pgSQL's plans are invalidated.)
 CREATE FUNCTION cdp_traits._states_signature(aids text[]) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
-SELECT CASE WHEN pg_catalog.bool_and(k.stateful) THEN
-	pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
-		|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid)) END
-  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (aids)
+BEGIN
+	RETURN (SELECT CASE WHEN pg_catalog.bool_and(k.stateful) THEN
+		pg_catalog.md5(pg_catalog.string_agg(k.aid || E'\x01' || k.cond || E'\x01' || k.lat
+			|| E'\x01' || COALESCE(k.inner_sql, '') || E'\x01' || k.st_agg, E'\x02' ORDER BY k.aid)) END
+	  FROM pg_temp.cdp_compiled k WHERE k.aid = ANY (aids));
+END;
 $$;
 
 -- After the predefined steps of the attributes aids with states (sig):
