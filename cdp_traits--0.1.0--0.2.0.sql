@@ -757,6 +757,11 @@ COMMENT ON TABLE cdp_traits.segment_toggles IS
 CREATE FUNCTION cdp_traits._segments_lock_exclusive() RETURNS void
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_segments_lock_exclusive';
+-- a stored profile with the changed entries of a writer merged in (the
+-- trigger's profile writes, under the row lock: see src/segment_trigger.c)
+CREATE FUNCTION cdp_traits._profile_merge(user_id text, stored jsonb, changes jsonb) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'cdp_profile_merge';
 -- wait for the transactions writing toggles at this moment (holds nothing)
 CREATE FUNCTION cdp_traits._toggles_wait() RETURNS void
 LANGUAGE c VOLATILE STRICT
@@ -3097,7 +3102,8 @@ BEGIN
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
-		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner')) v(name, class) LOOP
+		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
+		('_profile_merge', 'owner')) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
 			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);

@@ -74,6 +74,7 @@ PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
 PG_FUNCTION_INFO_V1(cdp_toggles_writer);
 PG_FUNCTION_INFO_V1(cdp_toggles_wait);
 PG_FUNCTION_INFO_V1(cdp_segments_lock_exclusive);
+PG_FUNCTION_INFO_V1(cdp_profile_merge);
 
 /*
  * Lock tags.  Advisory locks in key spaces of their own (cdp_traits.h):
@@ -229,7 +230,6 @@ enum
 	ST_TOGGLES,
 	ST_UPDATE,
 	ST_INSERT,
-	ST_PROFILES_OF,
 	ST_PROFILES,
 	ST_COUNT
 };
@@ -306,14 +306,11 @@ static SegStatement statements[ST_COUNT] = {
 		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10)",
 		10, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID}},
-	[ST_PROFILES_OF] = {"reading the users' profiles",
-		"SELECT p.user_id, p.segments FROM cdp_traits.segment_profiles p "
-		"WHERE p.user_id = ANY ($1 COLLATE \"C\") ORDER BY p.user_id",
-		1, {TEXTARRAYOID}},
 	[ST_PROFILES] = {"writing profiles",
 		"INSERT INTO cdp_traits.segment_profiles AS p (user_id, segments) "
 		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2) "
-		"ON CONFLICT (user_id) DO UPDATE SET segments = EXCLUDED.segments",
+		"ON CONFLICT (user_id) DO UPDATE "
+		"SET segments = cdp_traits._profile_merge(p.user_id, p.segments, EXCLUDED.segments)",
 		2, {TEXTARRAYOID, JSONBARRAYOID}},
 };
 
@@ -1285,12 +1282,19 @@ damaged:
 			 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
 }
 
-/* Profiles being written: users and their new profiles. */
+/*
+ * Profiles are written as changes: for each user of the batch, the entries
+ * of the keys whose memberships changed, sorted by (name, vendor) as a
+ * profile is.  The INSERT makes a new user's profile of them; for a stored
+ * one, ON CONFLICT merges them into the profile (_profile_merge) under the
+ * row's lock, as it is when the lock is granted.  Reading the profile first
+ * and writing it back whole would lose the changes of a concurrent writer:
+ * writers of different segments of one user hold different key locks, so
+ * only the profile row orders them.
+ */
 typedef struct ProfileWriter
 {
 	SegBatch   *b;
-	MemoryContext cxt;			/* the batch's */
-	MemoryContext usercxt;		/* reset per user */
 	int		   *idx;			/* changed keys in user, name, vendor order */
 	int			n;
 	int			pos;			/* next key to write */
@@ -1300,95 +1304,27 @@ typedef struct ProfileWriter
 } ProfileWriter;
 
 /*
- * build_profile
- *		The profile of the user of the keys idx[pos...]: the stored profile
- *		(NULL if none) with those keys' entries replaced or added.  Both are
- *		sorted by (name, vendor), so this is a merge.
+ * build_changes
+ *		The entries of the keys idx[pos...] of one user, in profile order.
  */
 static void
-build_profile(ProfileWriter *pw, Jsonb *stored)
+build_changes(ProfileWriter *pw)
 {
 	SegBatch   *b = pw->b;
 	const SegKeyId *first = &b->states[pw->idx[pw->pos]].id;
-	char	   *user = pnstrdup(first->user, first->userlen);
-	int			end = pw->pos;
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
-	MemoryContext old = MemoryContextSwitchTo(pw->usercxt);
-
-	while (end < pw->n &&
-		   cmp_bytes(b->states[pw->idx[end]].id.user, b->states[pw->idx[end]].id.userlen,
-					 first->user, first->userlen) == 0)
-		end++;
 
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
-	if (stored)
-	{
-		JsonbIterator *it;
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-
-		if (!JB_ROOT_IS_ARRAY(stored) || JB_ROOT_IS_SCALAR(stored))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("segment profile of user \"%s\" is damaged", user),
-					 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
-		it = JsonbIteratorInit(&stored->root);
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			const char *name;
-			int			namelen;
-			int32		vendor;
-			int			r = 1;
-
-			if (tok != WJB_ELEM)
-				continue;
-			entry_key(&v, user, &name, &namelen, &vendor);
-			while (pw->pos < end &&
-				   (r = cmp_entry(name, namelen, vendor, &b->states[pw->idx[pw->pos]].id)) > 0)
-				push_membership(&state, &b->states[pw->idx[pw->pos++]]);
-			if (pw->pos < end && r == 0)
-				push_membership(&state, &b->states[pw->idx[pw->pos++]]);
-			else
-				pushJsonbValue(&state, WJB_ELEM, &v);
-		}
-	}
-	while (pw->pos < end)
+	while (pw->pos < pw->n &&
+		   cmp_bytes(b->states[pw->idx[pw->pos]].id.user, b->states[pw->idx[pw->pos]].id.userlen,
+					 first->user, first->userlen) == 0)
 		push_membership(&state, &b->states[pw->idx[pw->pos++]]);
 	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 
-	MemoryContextSwitchTo(pw->cxt);
 	pw->users[pw->nprofiles] = text_datum(first->user, first->userlen);
 	pw->profiles[pw->nprofiles] = JsonbPGetDatum(JsonbValueToJsonb(res));
 	pw->nprofiles++;
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(pw->usercxt);
-	pfree(user);
-}
-
-/*
- * read_profile
- *		cdp_stream callback for ST_PROFILES_OF (rows in user order): the
- *		users before this one have no stored profile; merge this one's.
- */
-static void
-read_profile(TupleTableSlot *slot, void *arg)
-{
-	ProfileWriter *pw = arg;
-	int			len;
-	const char *user = text_arg(slot->tts_values[0], &len);
-
-	while (pw->pos < pw->n)
-	{
-		const SegKeyId *k = &pw->b->states[pw->idx[pw->pos]].id;
-		int			r = cmp_bytes(k->user, k->userlen, user, len);
-
-		if (r > 0)
-			break;
-		build_profile(pw, r == 0 ? DatumGetJsonbP(slot->tts_values[1]) : NULL);
-		if (r == 0)
-			break;
-	}
 }
 
 /*
@@ -1399,14 +1335,11 @@ static void
 write_profiles(SegBatch *b)
 {
 	ProfileWriter pw;
-	Datum	   *u;
-	int			nusers = 0;
 	int			i;
 	Datum		args[2];
 
 	memset(&pw, 0, sizeof(pw));
 	pw.b = b;
-	pw.cxt = CurrentMemoryContext;
 	pw.idx = palloc(sizeof(int) * Max(b->nstates, 1));
 	for (i = 0; i < b->nstates; i++)
 		if (b->states[i].changed)
@@ -1415,30 +1348,103 @@ write_profiles(SegBatch *b)
 		return;
 	sort_by_profile(pw.idx, pw.n, b);
 
-	u = palloc(sizeof(Datum) * pw.n);
-	for (i = 0; i < pw.n; i++)
-	{
-		const SegKeyId *k = &b->states[pw.idx[i]].id;
-		const SegKeyId *prev = i > 0 ? &b->states[pw.idx[i - 1]].id : NULL;
-
-		if (prev == NULL || cmp_bytes(prev->user, prev->userlen, k->user, k->userlen) != 0)
-			u[nusers++] = text_datum(k->user, k->userlen);
-	}
-	args[0] = make_array(u, NULL, nusers, TEXTOID);
-
-	pw.users = palloc(sizeof(Datum) * nusers);
-	pw.profiles = palloc(sizeof(Datum) * nusers);
-	pw.usercxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits profile",
-									   ALLOCSET_DEFAULT_SIZES);
-	stream(b, ST_PROFILES_OF, param_list(args, statements[ST_PROFILES_OF].argtypes, 1),
-		   read_profile, &pw);
+	pw.users = palloc(sizeof(Datum) * pw.n);
+	pw.profiles = palloc(sizeof(Datum) * pw.n);
 	while (pw.pos < pw.n)
-		build_profile(&pw, NULL);
-	MemoryContextDelete(pw.usercxt);
+		build_changes(&pw);
 
 	args[0] = make_array(pw.users, NULL, pw.nprofiles, TEXTOID);
 	args[1] = make_array(pw.profiles, NULL, pw.nprofiles, JSONBOID);
 	execute(b, ST_PROFILES, args, SPI_OK_INSERT);
+}
+
+/*
+ * profile_array
+ *		The elements of a stored profile or of changes (a JSON array).
+ */
+static JsonbValue *
+profile_array(Jsonb *j, const char *user, int *n)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue *elems;
+	int			cap;
+
+	if (!JB_ROOT_IS_ARRAY(j) || JB_ROOT_IS_SCALAR(j))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("segment profile of user \"%s\" is damaged", user),
+				 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
+	cap = Max(JB_ROOT_COUNT(j), 1);
+	elems = palloc(sizeof(JsonbValue) * cap);
+	*n = 0;
+	it = JsonbIteratorInit(&j->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_ELEM)
+			elems[(*n)++] = v;
+	return elems;
+}
+
+/*
+ * cdp_profile_merge
+ *		SQL-callable _profile_merge(user text, stored jsonb, changes jsonb):
+ *		the stored profile with the entries of changes replacing those of
+ *		the same (name, vendor) and the others added.  Both are sorted by
+ *		(name, vendor), so this is a merge, and so is the result.
+ */
+Datum
+cdp_profile_merge(PG_FUNCTION_ARGS)
+{
+	char	   *user = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *stored = PG_GETARG_JSONB_P(1);
+	Jsonb	   *changes = PG_GETARG_JSONB_P(2);
+	JsonbValue *a,
+			   *c;
+	int			na,
+				nc,
+				i = 0,
+				k = 0;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	a = profile_array(stored, user, &na);
+	c = profile_array(changes, user, &nc);
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	while (i < na || k < nc)
+	{
+		int			r;
+
+		if (i >= na)
+			r = 1;
+		else if (k >= nc)
+			r = -1;
+		else
+		{
+			const char *an,
+					   *cn;
+			int			anl,
+						cnl;
+			int32		av,
+						cv;
+
+			entry_key(&a[i], user, &an, &anl, &av);
+			entry_key(&c[k], user, &cn, &cnl, &cv);
+			r = cmp_bytes(an, anl, cn, cnl);
+			if (r == 0)
+				r = (av > cv) - (av < cv);
+		}
+		if (r < 0)
+			pushJsonbValue(&state, WJB_ELEM, &a[i++]);
+		else
+		{
+			if (r == 0)
+				i++;
+			pushJsonbValue(&state, WJB_ELEM, &c[k++]);
+		}
+	}
+	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }
 
 /* Run one phase of the trigger, timed at DEBUG2. */

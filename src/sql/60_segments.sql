@@ -147,6 +147,11 @@ COMMENT ON TABLE cdp_traits.segment_toggles IS
 CREATE FUNCTION cdp_traits._segments_lock_exclusive() RETURNS void
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_segments_lock_exclusive';
+-- a stored profile with the changed entries of a writer merged in (the
+-- trigger's profile writes, under the row lock: see src/segment_trigger.c)
+CREATE FUNCTION cdp_traits._profile_merge(user_id text, stored jsonb, changes jsonb) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'cdp_profile_merge';
 -- wait for the transactions writing toggles at this moment (holds nothing)
 CREATE FUNCTION cdp_traits._toggles_wait() RETURNS void
 LANGUAGE c VOLATILE STRICT

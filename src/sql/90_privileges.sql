@@ -195,7 +195,7 @@ BEGIN
 		('ingest_segment_event', 'admin'), ('rebuild_segment_profiles', 'admin'),
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
-		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
+		('_segment_events_insert', 'owner'), ('_profile_merge', 'owner'), ('_segment_events_immutable', 'owner'),
 		-- the segment locks: toggles_since() runs as its reader,
 		-- rebuild_segment_profiles() as the owner (SECURITY DEFINER)
 		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
