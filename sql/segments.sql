@@ -196,6 +196,7 @@ SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:0
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') - 'user');
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"user": ""}');
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"user": 7}');
+SELECT cdp_traits.ingest_segment_event(ev(90, repeat('k', 2001), 1, 's', '2021-01-01T00:00:00Z'));
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') - 'segment');
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"segment": "s"}');
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"segment": {"name": "s"}}');
@@ -235,6 +236,8 @@ INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timesta
 VALUES ('00000000-0000-4000-8000-000000000093', 'kim', 1, repeat('é', 33), '2021-01-01T00:00:00Z');
 INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp")
 VALUES ('00000000-0000-4000-8000-000000000093', '', 1, 's', '2021-01-01T00:00:00Z');
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp")
+VALUES ('00000000-0000-4000-8000-000000000093', repeat('é', 1001), 1, 's', '2021-01-01T00:00:00Z');
 INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
 VALUES ('00000000-0000-4000-8000-000000000093', 'kim', 1, 's', '2021-01-01T00:00:00Z', true, 'v');
 INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp")
@@ -249,13 +252,20 @@ not-a-uuid,kim,1,s,2021-01-01T00:00:00Z,false
 \.
 -- 33 characters is too many, 32 multibyte ones are fine
 SELECT ingest(97, 'kim', 1, repeat('é', 32), '2021-01-01T00:00:00Z') > 0 AS stored;
+-- a user of 2000 bytes is fine (one of 2001 is rejected above, not left to
+-- fail in an index with an error that names no field); random, so that the
+-- indexes cannot compress it
+SELECT ingest(100, (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 62) i) || 'abcdefghijklmnop',
+              1, 's', '2021-01-01T00:00:00Z') > 0 AS stored;
+SELECT octet_length(user_id) AS user_bytes, member FROM cdp_traits.segment_memberships
+ WHERE octet_length(user_id) > 100;
 -- unknown keys are ignored (as in the reference schema); a JSON null is
 -- not an absent key
 SELECT cdp_traits.ingest_segment_event(ev(98, 'kim', 1, 's', '2021-01-01T00:00:00Z')
                                        || '{"_meta": {"uuid": "x"}}') > 0 AS stored;
 SELECT cdp_traits.ingest_segment_event(ev(99, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"value": null}');
-SELECT count(*) - :before_events - 2 AS new_events,
-       (SELECT count(*) FROM cdp_traits.segment_event_ids) - :before_ids - 2 AS new_ids
+SELECT count(*) - :before_events - 3 AS new_events,
+       (SELECT count(*) FROM cdp_traits.segment_event_ids) - :before_ids - 3 AS new_ids
   FROM cdp_traits.segment_events;
 
 -- 11. Events are not updated; deleting old ones (retention) keeps the state.
@@ -407,8 +417,13 @@ SELECT count(*) AS stored_twice FROM (SELECT FROM cdp_traits.segment_events GROU
 -- (objsubid 17225: the segments lock, objid 0, and the toggle log, objid 1;
 -- 17226: the key stripes), which pg_advisory_lock() cannot take (isolation
 -- spec segments: holding the old keys blocks nobody).
+-- The toggle log lock is held by writers of toggles only: an add that is
+-- the key's first (no toggle) leaves it alone, the remove after it takes it.
 BEGIN;
 SELECT ingest(190, 'nat', 1, 'locks', '2021-11-01T00:00:00Z') > 0 AS stored;
+SELECT count(*) AS toggle_log_locks FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 17225 AND objid = 1;
+SELECT ingest(191, 'nat', 1, 'locks', '2021-11-02T00:00:00Z', remove => true) > 0 AS stored;
 SELECT cdp_traits.rebuild_segment_profiles() > 0 AS rebuilt;
 SELECT classid, objid, objsubid, mode FROM pg_locks
  WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid <> 17226 ORDER BY objid, mode;

@@ -10,8 +10,7 @@
  *	1. reads the NEW transition table once into memory: the events, and
  *	   each distinct (vendor, segment, user) key in a hash table;
  *
- *	2. locks: the toggle log (shared, until commit: see toggles_since()),
- *	   then either the segments lock shared and the key locks of the batch
+ *	2. locks either the segments lock shared and the key locks of the batch
  *	   (one of 256 per key), in order, or -- for batches of more than
  *	   cdp_traits.max_segment_locks events -- the segments lock exclusively.
  *	   Concurrent writers of one key are thus serialized; the order in which
@@ -52,6 +51,7 @@
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "portability/instr_time.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -579,13 +579,14 @@ cmp_uint32(const void *a, const void *b)
 
 /*
  * lock_batch
- *		The toggle log, then the keys' stripes in order (small batches) or
- *		all keys with the segments lock (large ones).
+ *		The keys' stripes in order (small batches) or all keys with the
+ *		segments lock (large ones).  (The toggle log lock is taken by the
+ *		toggles' insert, only by a batch that writes some: see
+ *		cdp_toggles_wait.)
  */
 static void
 lock_batch(SegBatch *b)
 {
-	lock_pair(SEGMENT_LOCKS, TOGGLE_LOG_LOCK, ShareLock);
 	if (b->small)
 	{
 		uint32	   *h = palloc(sizeof(uint32) * Max(b->nstates, 1));
@@ -1600,8 +1601,12 @@ cdp_toggles_writer(PG_FUNCTION_ARGS)
 /*
  * cdp_toggles_wait
  *		For toggles_since(): wait until the transactions writing toggles at
- *		this moment have ended (take the toggle log lock exclusively and
- *		release it at once).  It holds nothing afterwards.
+ *		this moment have ended, as CREATE INDEX CONCURRENTLY waits for the
+ *		holders of a lock: for each transaction holding the toggle log lock
+ *		now, until it ends.  It requests no lock on the log, so writers that
+ *		start meanwhile are not queued behind the reader (an exclusive
+ *		request would make every later writer wait for it, and so for the
+ *		longest transaction writing toggles).
  */
 Datum
 cdp_toggles_wait(PG_FUNCTION_ARGS)
@@ -1609,8 +1614,7 @@ cdp_toggles_wait(PG_FUNCTION_ARGS)
 	LOCKTAG		tag;
 
 	lock_tag(&tag, SEGMENT_LOCKS, TOGGLE_LOG_LOCK);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-	LockRelease(&tag, ExclusiveLock, false);
+	WaitForLockers(tag, ExclusiveLock, false);
 	PG_RETURN_VOID();
 }
 

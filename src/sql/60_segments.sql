@@ -69,6 +69,9 @@ CREATE TABLE cdp_traits.segment_events (
 	remove boolean NOT NULL DEFAULT false,
 	value text,
 	CONSTRAINT segment_events_user_not_empty CHECK (user_id <> ''),
+	-- (the memberships' and profiles' primary keys hold it: a B-tree entry
+	-- may not exceed 2704 bytes)
+	CONSTRAINT segment_events_user_length CHECK (pg_catalog.octet_length(user_id) <= 2000),
 	CONSTRAINT segment_events_vendor_positive CHECK (vendor >= 1),
 	CONSTRAINT segment_events_segment_length CHECK (pg_catalog.char_length(segment) BETWEEN 1 AND 32),
 	CONSTRAINT segment_events_value_only_on_adds CHECK (value IS NULL OR NOT remove)
@@ -315,6 +318,9 @@ BEGIN
 		PERFORM _segment_event_error('user', 'is missing');
 	ELSIF jsonb_typeof(v) <> 'string' OR v->>0 = '' THEN
 		PERFORM _segment_event_error('user', 'must be a non-empty string', v);
+	ELSIF pg_catalog.octet_length(v->>0) > 2000 THEN
+		PERFORM _segment_event_error('user', pg_catalog.format('must be at most 2000 bytes long (it has %s)',
+																pg_catalog.octet_length(v->>0)));
 	END IF;
 
 	seg := doc->'segment';
