@@ -518,12 +518,14 @@ BEGIN
 	END IF;
 	st_comb := COALESCE(st_comb, CASE WHEN st_read IS NOT NULL THEN 'cdp_traits.agg_state_merge($A, $B)' END);
 	-- whether the expressions are immutable (as written, views not looked
-	-- into: the events' columns are what they are), and what the
-	-- compilation depends on (see compiled_definitions): the relations and
-	-- functions of a statement of every expression of the definition, and
-	-- _compile itself
+	-- into: the events' columns are what they are) and read no relation but
+	-- the events (a subquery of another table: its rows may change under a
+	-- stored state), and what the compilation depends on (see
+	-- compiled_definitions): the relations and functions of a statement of
+	-- every expression of the definition, and _compile itself
 	SELECT d.rels, d.funcs || 'cdp_traits._compile(text, jsonb, text)'::pg_catalog.regprocedure::oid,
 		   st_read IS NOT NULL AND d.immutable
+		   AND d.rels <@ ARRAY['cdp_traits.customer_events'::pg_catalog.regclass::oid]
 	  INTO rels, funcs, stateful
 	  FROM cdp_traits._query_deps(pg_catalog.format(
 			'SELECT %s, %s, %s, (%s) FROM cdp_traits.customer_events e %s',
