@@ -1069,6 +1069,22 @@ BEGIN
 	ELSIF is_audience AND NOT was_audience THEN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
+	-- "history" switched off: the open rows end now (the values are no
+	-- longer followed); switched on: the values the entities hold now
+	-- start their history (a run records only changes, and an unchanged
+	-- value would never get a row)
+	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id
+	   AND COALESCE((OLD.definition->>'history')::boolean, false)
+		   <> COALESCE((NEW.definition->>'history')::boolean, false) THEN
+		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+		 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
+		IF COALESCE((NEW.definition->>'history')::boolean, false) THEN
+			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+			SELECT ea.customer_entity_id, NEW.id, ea.vals -> NEW.id, pg_catalog.now()
+			  FROM cdp_traits.entity_attributes ea
+			 WHERE ea.vals ? NEW.id;
+		END IF;
+	END IF;
 	RETURN NULL;
 END;
 $$;

@@ -454,4 +454,30 @@ SELECT count(*) AS toggles, count(DISTINCT customer_entity_id) AS entities
   FROM cdp_traits.audience_changes WHERE audience_id = 'spender';
 SELECT count(*) AS current_history_rows, count(DISTINCT customer_entity_id) AS entities
   FROM cdp_traits.attribute_history WHERE attribute_id = 'spender' AND valid_to IS NULL;
+
+-- "history" switched on for an attribute that has values: they start its
+-- history at once (a run writes rows for changes only, and an unchanged
+-- value would never get one); switched off, its open rows end; on again
+-- after a change made meanwhile, the current row is the value held now
+CREATE TEMP VIEW spent_history AS
+SELECT count(*) FILTER (WHERE h.valid_to IS NULL) AS open_rows,
+       count(*) AS rows,
+       count(*) FILTER (WHERE h.valid_to IS NULL AND h.value = ea.vals -> 'spent') AS open_as_held,
+       (SELECT count(*) FROM cdp_traits.entity_attributes x WHERE x.vals ? 'spent') AS holding
+  FROM cdp_traits.attribute_history h
+  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = h.customer_entity_id
+ WHERE h.attribute_id = 'spent';
+SELECT * FROM spent_history;
+UPDATE cdp_traits.attributes SET definition = definition || '{"history": true}' WHERE id = 'spent';
+SELECT * FROM spent_history;
+SELECT cdp_traits.calculate_attributes() > 0 AS recalculated;
+SELECT * FROM spent_history;
+UPDATE cdp_traits.attributes SET definition = definition || '{"history": false}' WHERE id = 'spent';
+SELECT * FROM spent_history;
+INSERT INTO ev VALUES (100001, 'pos', 'purchase', '1-0-0', '2025-04-01 10:00+00', '{"user": "bob", "amount": "1000"}');
+SELECT cdp_traits.calculate_attributes() > 0 AS recalculated;
+UPDATE cdp_traits.attributes SET definition = definition || '{"history": true}' WHERE id = 'spent';
+SELECT * FROM spent_history;
+DELETE FROM ev WHERE id = 100001;
+DROP VIEW spent_history;
 DELETE FROM cdp_traits.attributes;
