@@ -1296,6 +1296,8 @@ damaged:
 typedef struct ProfileWriter
 {
 	SegBatch   *b;
+	MemoryContext cxt;			/* the batch's */
+	MemoryContext usercxt;		/* reset per user */
 	int		   *idx;			/* changed keys in user, name, vendor order */
 	int			n;
 	int			pos;			/* next key to write */
@@ -1315,6 +1317,7 @@ build_changes(ProfileWriter *pw)
 	const SegKeyId *first = &b->states[pw->idx[pw->pos]].id;
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
+	MemoryContext old = MemoryContextSwitchTo(pw->usercxt);
 
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 	while (pw->pos < pw->n &&
@@ -1323,9 +1326,13 @@ build_changes(ProfileWriter *pw)
 		push_membership(&state, &b->states[pw->idx[pw->pos++]]);
 	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 
+	/* the result in the batch's context; the parse state goes */
+	MemoryContextSwitchTo(pw->cxt);
 	pw->users[pw->nprofiles] = text_datum(first->user, first->userlen);
 	pw->profiles[pw->nprofiles] = JsonbPGetDatum(JsonbValueToJsonb(res));
 	pw->nprofiles++;
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(pw->usercxt);
 }
 
 /*
@@ -1351,8 +1358,12 @@ write_profiles(SegBatch *b)
 
 	pw.users = palloc(sizeof(Datum) * pw.n);
 	pw.profiles = palloc(sizeof(Datum) * pw.n);
+	pw.cxt = CurrentMemoryContext;
+	pw.usercxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits profile",
+									   ALLOCSET_DEFAULT_SIZES);
 	while (pw.pos < pw.n)
 		build_changes(&pw);
+	MemoryContextDelete(pw.usercxt);
 
 	args[0] = make_array(pw.users, NULL, pw.nprofiles, TEXTOID);
 	args[1] = make_array(pw.profiles, NULL, pw.nprofiles, JSONBOID);
