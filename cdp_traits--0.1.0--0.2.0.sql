@@ -1054,6 +1054,8 @@ AS $$
 DECLARE
 	was_audience boolean;
 	is_audience boolean;
+	had_history boolean;
+	has_history boolean;
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
 		PERFORM cdp_traits._drop_values(pg_catalog.array_agg(a.id),
@@ -1073,12 +1075,13 @@ BEGIN
 	-- longer followed); switched on: the values the entities hold now
 	-- start their history (a run records only changes, and an unchanged
 	-- value would never get a row)
-	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id
-	   AND COALESCE((OLD.definition->>'history')::boolean, false)
-		   <> COALESCE((NEW.definition->>'history')::boolean, false) THEN
+	had_history := COALESCE((OLD.definition->>'history')::boolean, false);
+	has_history := TG_OP = 'UPDATE' AND NEW.id = OLD.id
+		AND COALESCE((NEW.definition->>'history')::boolean, false);
+	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND had_history <> has_history THEN
 		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
 		 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
-		IF COALESCE((NEW.definition->>'history')::boolean, false) THEN
+		IF has_history THEN
 			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
 			SELECT ea.customer_entity_id, NEW.id, ea.vals -> NEW.id, pg_catalog.now()
 			  FROM cdp_traits.entity_attributes ea

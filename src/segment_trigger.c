@@ -1102,13 +1102,13 @@ cmp_key_order(SegBatch *b, int i, int j)
 
 /* Segment entries of a profile are sorted by (name, vendor). */
 static inline int
-cmp_entry(const char *name, int namelen, int32 vendor, const SegKeyId *k)
+cmp_name_vendor(const char *an, int anlen, int32 av, const char *bn, int bnlen, int32 bv)
 {
-	int			r = cmp_bytes(name, namelen, k->segment, k->seglen);
+	int			r = cmp_bytes(an, anlen, bn, bnlen);
 
 	if (r != 0)
 		return r;
-	return (vendor > k->vendor) - (vendor < k->vendor);
+	return (av > bv) - (av < bv);
 }
 
 /* Keys by user, then in profile order. */
@@ -1119,7 +1119,8 @@ cmp_profile_order(SegBatch *b, int i, int j)
 	const SegKeyId *y = &b->states[j].id;
 	int			r = cmp_bytes(x->user, x->userlen, y->user, y->userlen);
 
-	return r != 0 ? r : cmp_entry(x->segment, x->seglen, x->vendor, y);
+	return r != 0 ? r : cmp_name_vendor(x->segment, x->seglen, x->vendor,
+										y->segment, y->seglen, y->vendor);
 }
 
 #define ST_SORT			sort_by_profile
@@ -1253,12 +1254,34 @@ push_membership(JsonbParseState **state, const SegState *s)
 }
 
 /*
+ * profile_damaged
+ *		A stored profile is not what the trigger writes: say how to repair it.
+ */
+static void profile_damaged(const char *user) pg_attribute_noreturn();
+
+static void
+profile_damaged(const char *user)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("segment profile of user \"%s\" is damaged", user),
+			 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
+}
+
+/* The (name, vendor) of a profile entry. */
+typedef struct EntryKey
+{
+	const char *name;
+	int			namelen;
+	int32		vendor;
+} EntryKey;
+
+/*
  * entry_key
- *		The segment name and vendor of an entry of a stored profile.
+ *		The segment name and vendor of an entry of a profile.
  */
 static void
-entry_key(JsonbValue *elem, const char *user, const char **name, int *namelen,
-		  int32 *vendor)
+entry_key(JsonbValue *elem, const char *user, EntryKey *key)
 {
 	JsonbValue	seg,
 				v;
@@ -1267,20 +1290,13 @@ entry_key(JsonbValue *elem, const char *user, const char **name, int *namelen,
 		!getKeyJsonValueFromContainer(elem->val.binary.data, "segment", 7, &seg) ||
 		seg.type != jbvBinary ||
 		!getKeyJsonValueFromContainer(seg.val.binary.data, "name", 4, &v) || v.type != jbvString)
-		goto damaged;
-	*name = v.val.string.val;
-	*namelen = v.val.string.len;
+		profile_damaged(user);
+	key->name = v.val.string.val;
+	key->namelen = v.val.string.len;
 	if (!getKeyJsonValueFromContainer(seg.val.binary.data, "vendor", 6, &v) ||
 		v.type != jbvNumeric)
-		goto damaged;
-	*vendor = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric)));
-	return;
-
-damaged:
-	ereport(ERROR,
-			(errcode(ERRCODE_DATA_CORRUPTED),
-			 errmsg("segment profile of user \"%s\" is damaged", user),
-			 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
+		profile_damaged(user);
+	key->vendor = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric)));
 }
 
 /*
@@ -1384,10 +1400,7 @@ profile_array(Jsonb *j, const char *user, int *n)
 	int			cap;
 
 	if (!JB_ROOT_IS_ARRAY(j) || JB_ROOT_IS_SCALAR(j))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("segment profile of user \"%s\" is damaged", user),
-				 errhint("Rebuild the profiles from the memberships with cdp_traits.rebuild_segment_profiles().")));
+		profile_damaged(user);
 	cap = Max(JB_ROOT_COUNT(j), 1);
 	elems = palloc(sizeof(JsonbValue) * cap);
 	*n = 0;
@@ -1403,7 +1416,8 @@ profile_array(Jsonb *j, const char *user, int *n)
  *		SQL-callable _profile_merge(user text, stored jsonb, changes jsonb):
  *		the stored profile with the entries of changes replacing those of
  *		the same (name, vendor) and the others added.  Both are sorted by
- *		(name, vendor), so this is a merge, and so is the result.
+ *		(name, vendor), so this is a merge, and so is the result; each
+ *		entry's key is read once.
  */
 Datum
 cdp_profile_merge(PG_FUNCTION_ARGS)
@@ -1419,6 +1433,10 @@ cdp_profile_merge(PG_FUNCTION_ARGS)
 				k = 0;
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
+	EntryKey	ak,
+				ck;
+	int			ak_of = -1,		/* the element ak is the key of */
+				ck_of = -1;
 
 	a = profile_array(stored, user, &na);
 	c = profile_array(changes, user, &nc);
@@ -1433,18 +1451,11 @@ cdp_profile_merge(PG_FUNCTION_ARGS)
 			r = -1;
 		else
 		{
-			const char *an,
-					   *cn;
-			int			anl,
-						cnl;
-			int32		av,
-						cv;
-
-			entry_key(&a[i], user, &an, &anl, &av);
-			entry_key(&c[k], user, &cn, &cnl, &cv);
-			r = cmp_bytes(an, anl, cn, cnl);
-			if (r == 0)
-				r = (av > cv) - (av < cv);
+			if (ak_of != i)
+				entry_key(&a[ak_of = i], user, &ak);
+			if (ck_of != k)
+				entry_key(&c[ck_of = k], user, &ck);
+			r = cmp_name_vendor(ak.name, ak.namelen, ak.vendor, ck.name, ck.namelen, ck.vendor);
 		}
 		if (r < 0)
 			pushJsonbValue(&state, WJB_ELEM, &a[i++]);

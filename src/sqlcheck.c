@@ -421,10 +421,11 @@ oid_array(List *oids)
  *		names, as parse analysis resolves them now (the statement is not
  *		run; views are not looked into: a view's columns and definition are
  *		its own catalog rows), and whether it calls only immutable functions,
- *		so that the same rows always give the same result.  An attribute
- *		whose expressions are immutable may be kept up to date from a stored
- *		aggregate state (see entity_states): one that reads the clock or a
- *		context value may not.  What it names is what its compilation depends
+ *		so that the same rows of the relations it reads always give the
+ *		same result.  An attribute whose expressions are immutable and read
+ *		no relation but the events (its caller checks rels) may be kept up
+ *		to date from a stored aggregate state (see entity_states): one that
+ *		reads the clock, a context value or another table may not.  What it names is what its compilation depends
  *		on (see compiled_definitions and src/definition_deps.c).
  */
 Datum

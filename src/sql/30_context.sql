@@ -101,6 +101,14 @@ $$;
 CREATE TRIGGER context_check BEFORE INSERT OR UPDATE ON cdp_traits.context
 	FOR EACH ROW EXECUTE FUNCTION cdp_traits._context_check();
 
+-- The time limit of each context query (cdp_traits.context_timeout; see
+-- src/context.c).
+CREATE FUNCTION cdp_traits._context_timer(arm boolean) RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_context_timer';
+COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
+	'internal: arm (true) or disarm (false) the time limit of one context query; disarming returns whether it fired';
+
 -- Runs in UTC (as calculate_attributes does): modified is a timestamp without
 -- time zone (SPEC section 5), stored and compared as UTC, so that staleness
 -- does not depend on the TimeZone of the session that refreshed or of the
@@ -157,12 +165,6 @@ BEGIN
 	RETURN n;
 END;
 $$;
-CREATE FUNCTION cdp_traits._context_timer(arm boolean) RETURNS boolean
-LANGUAGE c VOLATILE STRICT
-AS 'MODULE_PATHNAME', 'cdp_context_timer';
-COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
-	'internal: arm (true) or disarm (false) the time limit of one context query; disarming returns whether it fired';
-
 COMMENT ON FUNCTION cdp_traits.refresh_context(boolean) IS
 	'run the query of every stale context key (all with force); a failing query keeps the old value and records its error; returns the number refreshed';
 
