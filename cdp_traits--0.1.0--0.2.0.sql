@@ -710,6 +710,7 @@ CREATE TABLE cdp_traits.segment_memberships (
 	last timestamptz NOT NULL,		-- latest event time
 	member boolean NOT NULL,		-- status of the last event in arrival order
 	value text,						-- value of the last add that carried one
+	value_seq bigint,				-- ... that add's segment_events.seq
 	last_event uuid NOT NULL,		-- the last event in arrival order ...
 	last_event_time timestamptz NOT NULL,	-- ... its time
 	last_seq bigint NOT NULL,		-- ... and its segment_events.seq

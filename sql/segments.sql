@@ -360,8 +360,10 @@ SELECT ingest(2160, 'max', 1, 'ov', '2021-10-01T00:00:00Z') AS s2160,
 INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
 OVERRIDING SYSTEM VALUE
 VALUES (:s2160, '00000000-0000-4000-8000-000000002161', 'max', 1, 'ov', '2021-10-03T00:00:00Z', false);
--- a new event with 2160's seq is accepted, then re-delivered with that seq;
--- 2160 and 2161 re-delivered with each other's seqs (the large-batch path)
+-- a new event with 2160's seq is accepted (late: its seq is below 2161's,
+-- so 2161 stays the last event and decides the status; see 17), then
+-- re-delivered with that seq; 2160 and 2161 re-delivered with each other's
+-- seqs (the large-batch path)
 INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
 OVERRIDING SYSTEM VALUE
 VALUES (:s2160, '00000000-0000-4000-8000-000000002162', 'max', 1, 'ov', '2021-10-04T00:00:00Z', false);
@@ -430,3 +432,49 @@ SELECT classid, objid, objsubid, mode FROM pg_locks
 SELECT count(*) AS key_locks FROM pg_locks
  WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 17226 AND mode = 'ExclusiveLock';
 COMMIT;
+
+-- 17. Arrival order is seq order.  An event whose seq is below that of its
+-- key's last event is late (a concurrent writer took its seq first but
+-- locked the key later: isolation spec segments; here the rows carry
+-- explicit seqs): it changes neither the status nor the last event and
+-- toggles nothing; first and last take it in, and so does the value when no
+-- add with a higher seq carried one.
+SELECT coalesce(max(seq), 0) + 1000 AS b FROM cdp_traits.segment_events \gset
+CREATE FUNCTION at_seq(seq bigint, n int, usr text, ts text, remove boolean, val text DEFAULT NULL)
+RETURNS void LANGUAGE sql AS $$
+  INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove, value)
+  OVERRIDING SYSTEM VALUE
+  VALUES (seq, ('0000aaaa-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, usr, 1, 'late', ts::timestamptz, remove, val)
+$$;
+SELECT at_seq(:b + 10, 1701, 'ola', '2021-12-05T00:00:00Z', false, 'A');
+SELECT at_seq(:b + 20, 1702, 'ola', '2021-12-06T00:00:00Z', true);
+-- late add, earlier in time: first moves, the value is its (seq 15 > 10),
+-- the status stays the remove's
+SELECT at_seq(:b + 15, 1703, 'ola', '2021-12-01T00:00:00Z', false, 'C');
+-- late add before that: the value stays (seq 12 < 15)
+SELECT at_seq(:b + 12, 1704, 'ola', '2021-12-09T00:00:00Z', false, 'D');
+SELECT first, last, member, value, last_event FROM ms WHERE user_id = 'ola';
+SELECT value_seq - :b AS value_seq, last_seq - :b AS last_seq FROM cdp_traits.segment_memberships WHERE user_id = 'ola';
+-- the next add in arrival order toggles, after the remove (not the late adds)
+SELECT at_seq(:b + 30, 1705, 'ola', '2021-12-07T00:00:00Z', false);
+SELECT event, member, previous FROM tg WHERE user_id = 'ola';
+SELECT first, last, member, value, last_event FROM ms WHERE user_id = 'ola';
+-- within one statement the rows are applied in seq order, whatever the
+-- order they are written in (small batch and large): pia is added (the
+-- remove comes first, then adds; X has the highest seq), quin's add comes
+-- before its remove (a toggle)
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove, value)
+OVERRIDING SYSTEM VALUE
+VALUES (:b + 50, '0000aaaa-0000-4000-8000-000000001711', 'pia', 1, 'late', '2021-12-01T00:00:00Z', false, 'X'),
+       (:b + 40, '0000aaaa-0000-4000-8000-000000001712', 'pia', 1, 'late', '2021-12-02T00:00:00Z', true, NULL),
+       (:b + 45, '0000aaaa-0000-4000-8000-000000001713', 'pia', 1, 'late', '2021-12-03T00:00:00Z', false, 'Y');
+SET cdp_traits.max_segment_locks = 0;
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove, value)
+OVERRIDING SYSTEM VALUE
+VALUES (:b + 60, '0000aaaa-0000-4000-8000-000000001721', 'quin', 1, 'late', '2021-12-01T00:00:00Z', true, NULL),
+       (:b + 55, '0000aaaa-0000-4000-8000-000000001722', 'quin', 1, 'late', '2021-12-02T00:00:00Z', false, 'Z');
+RESET cdp_traits.max_segment_locks;
+SELECT user_id, first, last, member, value, last_event FROM ms WHERE user_id IN ('pia', 'quin');
+SELECT count(*) AS toggles FROM tg WHERE user_id IN ('pia', 'quin');
+-- the profiles agree with the memberships
+SELECT user_id, segments FROM cdp_traits.segment_profiles WHERE user_id IN ('ola', 'pia', 'quin') ORDER BY 1;

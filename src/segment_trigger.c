@@ -130,6 +130,7 @@ typedef struct SegState
 	int64		last_seq;
 	const char *value;			/* NULL: none */
 	int			valuelen;
+	int64		value_seq;		/* seq of the add that carried value */
 } SegState;
 
 /* One event of the batch. */
@@ -214,7 +215,7 @@ typedef struct SegStatement
 	const char *what;
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[11];
 	SPIPlanPtr	plan;
 } SegStatement;
 
@@ -272,7 +273,7 @@ static SegStatement statements[ST_COUNT] = {
 		2, {INT8ARRAYOID, UUIDARRAYOID}},
 	[ST_STORED] = {"reading stored memberships",
 		"SELECT m.vendor, m.segment, m.user_id, m.first, m.last, m.member, m.value, "
-		"m.last_event, m.last_event_time, m.last_seq "
+		"m.last_event, m.last_event_time, m.last_seq, m.value_seq "
 		"FROM (SELECT pg_catalog.unnest($1) AS vendor, pg_catalog.unnest($2) AS segment, "
 		"pg_catalog.unnest($3) AS user_id) k "
 		"JOIN cdp_traits.segment_memberships m ON m.vendor = k.vendor "
@@ -289,23 +290,25 @@ static SegStatement statements[ST_COUNT] = {
 	[ST_UPDATE] = {"updating memberships",
 		"UPDATE cdp_traits.segment_memberships m SET first = u.first, last = u.last, member = u.member, "
 		"value = u.value, last_event = u.last_event, last_event_time = u.last_event_time, "
-		"last_seq = u.last_seq "
+		"last_seq = u.last_seq, value_seq = u.value_seq "
 		"FROM (SELECT pg_catalog.unnest($1) AS vendor, pg_catalog.unnest($2) AS segment, "
 		"pg_catalog.unnest($3) AS user_id, pg_catalog.unnest($4) AS first, pg_catalog.unnest($5) AS last, "
 		"pg_catalog.unnest($6) AS member, pg_catalog.unnest($7) AS value, pg_catalog.unnest($8) AS last_event, "
-		"pg_catalog.unnest($9) AS last_event_time, pg_catalog.unnest($10) AS last_seq) u "
+		"pg_catalog.unnest($9) AS last_event_time, pg_catalog.unnest($10) AS last_seq, "
+		"pg_catalog.unnest($11) AS value_seq) u "
 		"WHERE m.vendor = u.vendor AND m.segment = u.segment COLLATE \"C\" "
 		"AND m.user_id = u.user_id COLLATE \"C\"",
-		10, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID}},
+		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[ST_INSERT] = {"inserting memberships",
 		"INSERT INTO cdp_traits.segment_memberships (vendor, segment, user_id, first, last, member, "
-		"value, last_event, last_event_time, last_seq) "
+		"value, last_event, last_event_time, last_seq, value_seq) "
 		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
 		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
-		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10)",
-		10, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID}},
+		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
+		"pg_catalog.unnest($11)",
+		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[ST_PROFILES] = {"writing profiles",
 		"INSERT INTO cdp_traits.segment_profiles AS p (user_id, segments) "
 		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2) "
@@ -962,6 +965,9 @@ read_stored(TupleTableSlot *slot, void *arg)
 		s->value = arena_strdup(&b->arena, v, len);
 		s->valuelen = len;
 		MemoryContextSwitchTo(old);
+		/* (a value of unknown origin counts as older than any event) */
+		s->value_seq = slot->tts_isnull[10] ? PG_INT64_MIN :
+			DatumGetInt64(slot->tts_values[10]);
 	}
 	s->last_event = *DatumGetUUIDP(slot->tts_values[7]);
 	s->last_time = DatumGetTimestampTz(slot->tts_values[8]);
@@ -970,11 +976,19 @@ read_stored(TupleTableSlot *slot, void *arg)
 
 /*
  * fold
- *		Apply the accepted events to their keys in arrival order.  An event
- *		is a toggle if its key has a previous event, the status changes, and
- *		the key had been added before (so a first add, repeated adds or
- *		removes, and the first add after a key's initial removes are not).
- *		Instants are compared, never texts.
+ *		Apply the accepted events to their keys in arrival order, which is
+ *		seq order.  An event is a toggle if its key has a previous event, the
+ *		status changes, and the key had been added before (so a first add,
+ *		repeated adds or removes, and the first add after a key's initial
+ *		removes are not).  Instants are compared, never texts.
+ *
+ *		An event whose seq is below that of the key's last event is late: a
+ *		concurrent writer that took its seq later locked the key first (or
+ *		the row was written with an explicit seq).  In arrival order it came
+ *		before that last event, which decides the status, so it changes
+ *		neither the status nor the last event and toggles nothing; first and
+ *		last take it in (they do not depend on order), and so does the value
+ *		when no later add carried one.
  */
 static void
 fold(SegBatch *b)
@@ -989,10 +1003,12 @@ fold(SegBatch *b)
 		SegEvent   *ev = &b->events[i];
 		SegState   *s = &b->states[ev->key];
 		bool		member = !ev->remove;
+		bool		late;
 
 		if (ev->rejected || ev->loaded)
 			continue;
-		if (s->known && s->member != member && s->has_first)
+		late = s->known && ev->seq < s->last_seq;
+		if (!late && s->known && s->member != member && s->has_first)
 		{
 			b->toggles[b->ntoggles] = i;
 			b->toggle_prev[b->ntoggles] = s->last_event;
@@ -1004,18 +1020,22 @@ fold(SegBatch *b)
 			if (!s->has_first || ev->time < s->first)
 				s->first = ev->time;
 			s->has_first = true;
-			if (ev->value)
+			if (ev->value && (s->value == NULL || ev->seq > s->value_seq))
 			{
 				s->value = ev->value;
 				s->valuelen = ev->valuelen;
+				s->value_seq = ev->seq;
 			}
 		}
 		if (!s->known || ev->time > s->last)
 			s->last = ev->time;
-		s->member = member;
-		s->last_event = ev->id;
-		s->last_time = ev->time;
-		s->last_seq = ev->seq;
+		if (!late)
+		{
+			s->member = member;
+			s->last_event = ev->id;
+			s->last_time = ev->time;
+			s->last_seq = ev->seq;
+		}
 		s->known = true;
 		s->changed = true;
 	}
@@ -1142,10 +1162,10 @@ write_memberships(SegBatch *b, bool stored)
 	int		   *idx = palloc(sizeof(int) * Max(b->nstates, 1));
 	int			n = 0;
 	int			i;
-	Datum	   *d[7];
+	Datum	   *d[8];
 	bool	   *firstnull;
 	bool	   *valnull;
-	Datum		args[10];
+	Datum		args[11];
 	int			c;
 
 	for (i = 0; i < b->nstates; i++)
@@ -1156,7 +1176,7 @@ write_memberships(SegBatch *b, bool stored)
 	sort_by_key(idx, n, b);
 
 	key_arrays(b, idx, n, args);
-	for (c = 0; c < 7; c++)
+	for (c = 0; c < 8; c++)
 		d[c] = palloc(sizeof(Datum) * n);
 	firstnull = palloc(sizeof(bool) * n);
 	valnull = palloc(sizeof(bool) * n);
@@ -1173,6 +1193,7 @@ write_memberships(SegBatch *b, bool stored)
 		d[4][i] = UUIDPGetDatum(&s->last_event);
 		d[5][i] = TimestampTzGetDatum(s->last_time);
 		d[6][i] = Int64GetDatum(s->last_seq);
+		d[7][i] = valnull[i] ? (Datum) 0 : Int64GetDatum(s->value_seq);
 	}
 	args[3] = make_array(d[0], firstnull, n, TIMESTAMPTZOID);
 	args[4] = make_array(d[1], NULL, n, TIMESTAMPTZOID);
@@ -1181,6 +1202,7 @@ write_memberships(SegBatch *b, bool stored)
 	args[7] = make_array(d[4], NULL, n, UUIDOID);
 	args[8] = make_array(d[5], NULL, n, TIMESTAMPTZOID);
 	args[9] = make_array(d[6], NULL, n, INT8OID);
+	args[10] = make_array(d[7], valnull, n, INT8OID);
 	if (stored)
 		execute(b, ST_UPDATE, args, SPI_OK_UPDATE);
 	else
