@@ -135,3 +135,59 @@ SELECT audience_id, entered, count(*) AS customers FROM cdp_traits.audience_chan
 \echo '== 9. The background worker''s cycle, run on demand (the worker runs it every cdp_traits.naptime)'
 SELECT cdp_traits.run_jobs();
 SELECT job, status, rows, round(extract(epoch FROM duration) * 1000) AS ms FROM cdp_traits.job_runs ORDER BY id;
+
+\echo
+\echo '== 10. Segments and toggles: who is in which segment, and a log of the real changes'
+-- an activation tool reports adds and removes: 4 events for each of 5,000
+-- customers (by e-mail) over 3 segments, as one INSERT (one trigger call)
+\timing on
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
+SELECT gen_random_uuid(), u.email, 7, s.name,
+       timestamptz '2024-03-01 00:00+00' + u.r * interval '1 second' + n * interval '1 day',
+       n > 1 AND abs(hashtext(u.email || n)) % 3 = 0,
+       CASE WHEN n = 1 THEN 'tier-' || (1 + abs(hashtext(u.email)) % 3) END
+  FROM (SELECT value AS email, row_number() OVER (ORDER BY value) AS r
+          FROM cdp_traits.matching WHERE attribute_id = 'email' ORDER BY value LIMIT 5000) u
+ CROSS JOIN generate_series(1, 4) n
+ CROSS JOIN LATERAL (SELECT (ARRAY['newsletter', 'cart-abandoners', 'high-value'])[1 + abs(hashtext(u.email)) % 3] AS name) s;
+\timing off
+-- one more from a stream, as JSON; delivered twice, applied once
+SELECT min(user_id) AS streamed_user FROM cdp_traits.segment_memberships WHERE segment = 'newsletter' AND member \gset
+SELECT cdp_traits.ingest_segment_event(jsonb_build_object(
+         'event', '0dd1e0a5-0000-4000-8000-000000000001', 'user', :'streamed_user',
+         'segment', jsonb_build_object('vendor', 7, 'name', 'newsletter'),
+         'timestamp', '2024-04-01T09:30:00+02:00', 'remove', true)) IS NOT NULL AS first_delivery_applied,
+       cdp_traits.ingest_segment_event(jsonb_build_object(
+         'event', '0dd1e0a5-0000-4000-8000-000000000001', 'user', :'streamed_user',
+         'segment', jsonb_build_object('vendor', 7, 'name', 'newsletter'),
+         'timestamp', '2024-04-01T09:30:00+02:00', 'remove', true)) IS NOT NULL AS second_delivery_applied;
+\echo 'a malformed event is rejected whole, with the field named:'
+CREATE TEMP TABLE rejected (error text);
+DO $$
+BEGIN
+	PERFORM cdp_traits.ingest_segment_event('{"event": "0dd1e0a5-0000-4000-8000-000000000002", "user": "x",
+	  "segment": {"vendor": 7, "name": "newsletter"}, "timestamp": "2024-04-01 09:30"}');
+EXCEPTION WHEN others THEN
+	INSERT INTO rejected VALUES (SQLERRM);
+END;
+$$;
+SELECT error FROM rejected;
+SELECT segment, count(*) FILTER (WHERE member) AS members, count(*) FILTER (WHERE NOT member) AS removed
+  FROM cdp_traits.segment_memberships GROUP BY 1 ORDER BY 1;
+\echo 'one customer''s segments (cdp_traits.segment_profiles):'
+SELECT jsonb_pretty(segments) AS segments FROM cdp_traits.segment_profiles WHERE user_id = :'streamed_user';
+\echo 'the toggle log that drives activation (segment changes; audiences such as vip are vendor 0):'
+SELECT CASE WHEN vendor = 0 THEN 'audience ' ELSE 'segment ' END || segment AS of,
+       count(*) FILTER (WHERE member) AS entered, count(*) FILTER (WHERE NOT member) AS left
+  FROM cdp_traits.segment_toggles GROUP BY 1 ORDER BY 1;
+SELECT seq, segment, user_id, member, event_time FROM cdp_traits.toggles_since(0, 1000000)
+ WHERE vendor = 7 ORDER BY seq DESC LIMIT 3;
+
+\echo
+\echo '== 11. Published for BI and reverse ETL: plain views in a schema of your choice'
+CREATE SCHEMA mart;
+\o /dev/null
+SELECT cdp_traits.publish('mart');
+\o
+SELECT (SELECT count(*) FROM mart.customer_events) AS "mart.customer_events",
+       (SELECT count(*) FROM mart.pivoted_customer_attributes) AS "mart.pivoted_customer_attributes";
