@@ -440,6 +440,8 @@ COMMIT;
 -- toggles nothing; first and last take it in, and so does the value when no
 -- add with a higher seq carried one.
 SELECT coalesce(max(seq), 0) + 1000 AS b FROM cdp_traits.segment_events \gset
+-- (seqs the sequence has given out: a higher one is from before a restart)
+SELECT setval(pg_get_serial_sequence('cdp_traits.segment_events', 'seq'), :b + 100) > 0 AS seq_set;
 CREATE FUNCTION at_seq(seq bigint, n int, usr text, ts text, remove boolean, val text DEFAULT NULL)
 RETURNS void LANGUAGE sql AS $$
   INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove, value)
@@ -478,3 +480,32 @@ SELECT user_id, first, last, member, value, last_event FROM ms WHERE user_id IN 
 SELECT count(*) AS toggles FROM tg WHERE user_id IN ('pia', 'quin');
 -- the profiles agree with the memberships
 SELECT user_id, segments FROM cdp_traits.segment_profiles WHERE user_id IN ('ola', 'pia', 'quin') ORDER BY 1;
+-- A value of unknown origin (value_seq NULL) counts as older than any
+-- event, and stays NULL when no add with a value comes
+CREATE VIEW late_ms AS
+SELECT member, value, value_seq, last_seq, num(last_event) AS last_event
+  FROM cdp_traits.segment_memberships WHERE user_id = 'ola';
+UPDATE cdp_traits.segment_memberships SET value_seq = NULL WHERE user_id = 'ola';
+SELECT at_seq(:b + 25, 1706, 'ola', '2021-12-08T00:00:00Z', true);
+SELECT at_seq(:b + 22, 1707, 'ola', '2021-12-08T00:00:00Z', false);
+SELECT member, value, value_seq, last_event FROM late_ms;
+SELECT at_seq(:b + 23, 1708, 'ola', '2021-12-08T00:00:00Z', false, 'E');
+SELECT member, value, value_seq - :b AS value_seq, last_event FROM late_ms;
+-- After a restart of the sequence (TRUNCATE ... RESTART IDENTITY; or the
+-- memberships restored without it), stored states whose last seq the
+-- sequence has not given out came before every new event: new events are
+-- not late, they toggle and set the value
+CREATE FUNCTION new_seq(n int, usr text, ts text, remove boolean, val text DEFAULT NULL)
+RETURNS bigint LANGUAGE sql AS $$
+  INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
+  VALUES (('0000aaaa-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, usr, 1, 'late', ts::timestamptz, remove, val)
+  RETURNING seq
+$$;
+SELECT member, value, last_seq > 1000 AS high_seq, last_event FROM late_ms;
+TRUNCATE cdp_traits.segment_events RESTART IDENTITY;
+SELECT new_seq(1709, 'ola', '2021-12-10T00:00:00Z', true) AS seq;
+SELECT new_seq(1710, 'ola', '2021-12-12T00:00:00Z', false, 'G') AS seq;
+-- and lateness is back for seqs the sequence gave out: a remove below 1710's
+SELECT at_seq(1, 1711, 'ola', '2021-12-11T00:00:00Z', true);
+SELECT event, member, previous FROM tg WHERE user_id = 'ola' AND event > 1705;
+SELECT * FROM late_ms;

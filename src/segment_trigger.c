@@ -130,6 +130,7 @@ typedef struct SegState
 	int64		last_seq;
 	const char *value;			/* NULL: none */
 	int			valuelen;
+	bool		has_value_seq;	/* false: no value, or one older than any event */
 	int64		value_seq;		/* seq of the add that carried value */
 } SegState;
 
@@ -202,6 +203,8 @@ typedef struct SegBatch
 	bool		in_order;		/* events arrived in seq order */
 	int64		rejected;
 	int64		loaded;
+	bool		seq_read;		/* seq_last holds the sequence's last value */
+	int64		seq_last;
 	/* toggles found by the fold, in arrival order (indexes into events) */
 	int64	   *toggles;
 	pg_uuid_t  *toggle_prev;
@@ -232,6 +235,7 @@ enum
 	ST_UPDATE,
 	ST_INSERT,
 	ST_PROFILES,
+	ST_SEQ_LAST,
 	ST_COUNT
 };
 
@@ -315,6 +319,9 @@ static SegStatement statements[ST_COUNT] = {
 		"ON CONFLICT (user_id) DO UPDATE "
 		"SET segments = cdp_traits._profile_merge(p.user_id, p.segments, EXCLUDED.segments)",
 		2, {TEXTARRAYOID, JSONBARRAYOID}},
+	[ST_SEQ_LAST] = {"reading the last seq given out",
+		"SELECT pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence("
+		"'cdp_traits.segment_events', 'seq')::pg_catalog.regclass)", 0},
 };
 
 /*
@@ -966,12 +973,44 @@ read_stored(TupleTableSlot *slot, void *arg)
 		s->valuelen = len;
 		MemoryContextSwitchTo(old);
 		/* (a value of unknown origin counts as older than any event) */
-		s->value_seq = slot->tts_isnull[10] ? PG_INT64_MIN :
-			DatumGetInt64(slot->tts_values[10]);
+		s->has_value_seq = !slot->tts_isnull[10];
+		if (s->has_value_seq)
+			s->value_seq = DatumGetInt64(slot->tts_values[10]);
 	}
 	s->last_event = *DatumGetUUIDP(slot->tts_values[7]);
 	s->last_time = DatumGetTimestampTz(slot->tts_values[8]);
 	s->last_seq = DatumGetInt64(slot->tts_values[9]);
+}
+
+/*
+ * read_seq_last
+ *		cdp_stream callback for ST_SEQ_LAST.
+ */
+static void
+read_seq_last(TupleTableSlot *slot, void *arg)
+{
+	SegBatch   *b = arg;
+
+	slot_getallattrs(slot);
+	/* (NULL: nothing given out since the sequence was created or restarted) */
+	b->seq_last = slot->tts_isnull[0] ? PG_INT64_MIN : DatumGetInt64(slot->tts_values[0]);
+}
+
+/*
+ * seq_last
+ *		The last seq the sequence of segment_events has given out (to any
+ *		session), read once per batch and only when an event may be late.
+ */
+static int64
+seq_last(SegBatch *b)
+{
+	if (!b->seq_read)
+	{
+		b->seq_last = PG_INT64_MIN;
+		stream(b, ST_SEQ_LAST, NULL, read_seq_last, b);
+		b->seq_read = true;
+	}
+	return b->seq_last;
 }
 
 /*
@@ -988,7 +1027,10 @@ read_stored(TupleTableSlot *slot, void *arg)
  *		before that last event, which decides the status, so it changes
  *		neither the status nor the last event and toggles nothing; first and
  *		last take it in (they do not depend on order), and so does the value
- *		when no later add carried one.
+ *		when no later add carried one.  A stored last event whose seq the
+ *		sequence has not given out (yet) is from before a restart of the
+ *		sequence (TRUNCATE ... RESTART IDENTITY, memberships restored without
+ *		it): that state came before any event now.
  */
 static void
 fold(SegBatch *b)
@@ -1007,7 +1049,14 @@ fold(SegBatch *b)
 
 		if (ev->rejected || ev->loaded)
 			continue;
-		late = s->known && ev->seq < s->last_seq;
+		late = false;
+		if (s->known && ev->seq < s->last_seq)
+		{
+			if (s->last_seq <= seq_last(b))
+				late = true;
+			else
+				s->has_value_seq = false;	/* before the restart */
+		}
 		if (!late && s->known && s->member != member && s->has_first)
 		{
 			b->toggles[b->ntoggles] = i;
@@ -1020,11 +1069,12 @@ fold(SegBatch *b)
 			if (!s->has_first || ev->time < s->first)
 				s->first = ev->time;
 			s->has_first = true;
-			if (ev->value && (s->value == NULL || ev->seq > s->value_seq))
+			if (ev->value && (!late || !s->has_value_seq || ev->seq > s->value_seq))
 			{
 				s->value = ev->value;
 				s->valuelen = ev->valuelen;
 				s->value_seq = ev->seq;
+				s->has_value_seq = true;
 			}
 		}
 		if (!s->known || ev->time > s->last)
@@ -1165,6 +1215,7 @@ write_memberships(SegBatch *b, bool stored)
 	Datum	   *d[8];
 	bool	   *firstnull;
 	bool	   *valnull;
+	bool	   *seqnull;
 	Datum		args[11];
 	int			c;
 
@@ -1180,6 +1231,7 @@ write_memberships(SegBatch *b, bool stored)
 		d[c] = palloc(sizeof(Datum) * n);
 	firstnull = palloc(sizeof(bool) * n);
 	valnull = palloc(sizeof(bool) * n);
+	seqnull = palloc(sizeof(bool) * n);
 	for (i = 0; i < n; i++)
 	{
 		SegState   *s = &b->states[idx[i]];
@@ -1193,7 +1245,8 @@ write_memberships(SegBatch *b, bool stored)
 		d[4][i] = UUIDPGetDatum(&s->last_event);
 		d[5][i] = TimestampTzGetDatum(s->last_time);
 		d[6][i] = Int64GetDatum(s->last_seq);
-		d[7][i] = valnull[i] ? (Datum) 0 : Int64GetDatum(s->value_seq);
+		seqnull[i] = !s->has_value_seq;
+		d[7][i] = seqnull[i] ? (Datum) 0 : Int64GetDatum(s->value_seq);
 	}
 	args[3] = make_array(d[0], firstnull, n, TIMESTAMPTZOID);
 	args[4] = make_array(d[1], NULL, n, TIMESTAMPTZOID);
@@ -1202,7 +1255,7 @@ write_memberships(SegBatch *b, bool stored)
 	args[7] = make_array(d[4], NULL, n, UUIDOID);
 	args[8] = make_array(d[5], NULL, n, TIMESTAMPTZOID);
 	args[9] = make_array(d[6], NULL, n, INT8OID);
-	args[10] = make_array(d[7], valnull, n, INT8OID);
+	args[10] = make_array(d[7], seqnull, n, INT8OID);
 	if (stored)
 		execute(b, ST_UPDATE, args, SPI_OK_UPDATE);
 	else
