@@ -203,6 +203,7 @@ typedef struct SegBatch
 	bool		in_order;		/* events arrived in seq order */
 	int64		rejected;
 	int64		loaded;
+	int64		late;			/* events that came after a higher seq */
 	bool		seq_read;		/* seq_last holds the sequence's last value */
 	int64		seq_last;
 	/* toggles found by the fold, in arrival order (indexes into events) */
@@ -1053,7 +1054,10 @@ fold(SegBatch *b)
 		if (s->known && ev->seq < s->last_seq)
 		{
 			if (s->last_seq <= seq_last(b))
+			{
 				late = true;
+				b->late++;
+			}
 			else
 				s->has_value_seq = false;	/* before the restart */
 		}
@@ -1661,9 +1665,9 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	INSTR_TIME_SET_CURRENT(duration);
 	INSTR_TIME_SUBTRACT(duration, start);
 	elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events, " INT64_FORMAT
-		 " repeated ids, " INT64_FORMAT " loaded again, %d keys, " INT64_FORMAT
-		 " toggles in %.1f ms, %zu kB of memory",
-		 b.nevents, b.rejected, b.loaded, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration),
+		 " repeated ids, " INT64_FORMAT " loaded again, " INT64_FORMAT " late, %d keys, "
+		 INT64_FORMAT " toggles in %.1f ms, %zu kB of memory",
+		 b.nevents, b.rejected, b.loaded, b.late, b.nstates, b.ntoggles, INSTR_TIME_GET_MILLISEC(duration),
 		 MemoryContextMemAllocated(b.cxt, true) / 1024);
 
 	SPI_finish();
