@@ -440,7 +440,7 @@ COMMIT;
 -- toggles nothing; first and last take it in, and so does the value when no
 -- add with a higher seq carried one.
 SELECT coalesce(max(seq), 0) + 1000 AS b FROM cdp_traits.segment_events \gset
--- (seqs the sequence has given out: a higher one is from before a restart)
+-- (the sequence past the explicit seqs, as after real arrivals)
 SELECT setval(pg_get_serial_sequence('cdp_traits.segment_events', 'seq'), :b + 100) > 0 AS seq_set;
 CREATE FUNCTION at_seq(seq bigint, n int, usr text, ts text, remove boolean, val text DEFAULT NULL)
 RETURNS void LANGUAGE sql AS $$
@@ -491,10 +491,10 @@ SELECT at_seq(:b + 22, 1707, 'ola', '2021-12-08T00:00:00Z', false);
 SELECT member, value, value_seq, last_event FROM late_ms;
 SELECT at_seq(:b + 23, 1708, 'ola', '2021-12-08T00:00:00Z', false, 'E');
 SELECT member, value, value_seq - :b AS value_seq, last_event FROM late_ms;
--- After a restart of the sequence (TRUNCATE ... RESTART IDENTITY; or the
--- memberships restored without it), stored states whose last seq the
--- sequence has not given out came before every new event: new events are
--- not late, they toggle and set the value
+-- TRUNCATE ... RESTART IDENTITY starts the sequence again: the stored seqs
+-- go back to 0 (value_seq to NULL), as every event to come arrives after
+-- them; new events are not late, they toggle and set the value.  A plain
+-- TRUNCATE keeps the seqs.
 CREATE FUNCTION new_seq(n int, usr text, ts text, remove boolean, val text DEFAULT NULL)
 RETURNS bigint LANGUAGE sql AS $$
   INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
@@ -502,7 +502,10 @@ RETURNS bigint LANGUAGE sql AS $$
   RETURNING seq
 $$;
 SELECT member, value, last_seq > 1000 AS high_seq, last_event FROM late_ms;
+TRUNCATE cdp_traits.segment_events;
+SELECT member, value, last_seq > 1000 AS high_seq, value_seq > 1000 AS high_value_seq FROM late_ms;
 TRUNCATE cdp_traits.segment_events RESTART IDENTITY;
+SELECT member, value, last_seq, value_seq FROM late_ms;
 SELECT new_seq(1709, 'ola', '2021-12-10T00:00:00Z', true) AS seq;
 SELECT new_seq(1710, 'ola', '2021-12-12T00:00:00Z', false, 'G') AS seq;
 -- and lateness is back for seqs the sequence gave out: a remove below 1710's

@@ -204,8 +204,6 @@ typedef struct SegBatch
 	int64		rejected;
 	int64		loaded;
 	int64		late;			/* events that came after a higher seq */
-	bool		seq_read;		/* seq_last holds the sequence's last value */
-	int64		seq_last;
 	/* toggles found by the fold, in arrival order (indexes into events) */
 	int64	   *toggles;
 	pg_uuid_t  *toggle_prev;
@@ -236,7 +234,6 @@ enum
 	ST_UPDATE,
 	ST_INSERT,
 	ST_PROFILES,
-	ST_SEQ_LAST,
 	ST_COUNT
 };
 
@@ -320,9 +317,6 @@ static SegStatement statements[ST_COUNT] = {
 		"ON CONFLICT (user_id) DO UPDATE "
 		"SET segments = cdp_traits._profile_merge(p.user_id, p.segments, EXCLUDED.segments)",
 		2, {TEXTARRAYOID, JSONBARRAYOID}},
-	[ST_SEQ_LAST] = {"reading the last seq given out",
-		"SELECT pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence("
-		"'cdp_traits.segment_events', 'seq')::pg_catalog.regclass)", 0},
 };
 
 /*
@@ -984,37 +978,6 @@ read_stored(TupleTableSlot *slot, void *arg)
 }
 
 /*
- * read_seq_last
- *		cdp_stream callback for ST_SEQ_LAST.
- */
-static void
-read_seq_last(TupleTableSlot *slot, void *arg)
-{
-	SegBatch   *b = arg;
-
-	slot_getallattrs(slot);
-	/* (NULL: nothing given out since the sequence was created or restarted) */
-	b->seq_last = slot->tts_isnull[0] ? PG_INT64_MIN : DatumGetInt64(slot->tts_values[0]);
-}
-
-/*
- * seq_last
- *		The last seq the sequence of segment_events has given out (to any
- *		session), read once per batch and only when an event may be late.
- */
-static int64
-seq_last(SegBatch *b)
-{
-	if (!b->seq_read)
-	{
-		b->seq_last = PG_INT64_MIN;
-		stream(b, ST_SEQ_LAST, NULL, read_seq_last, b);
-		b->seq_read = true;
-	}
-	return b->seq_last;
-}
-
-/*
  * fold
  *		Apply the accepted events to their keys in arrival order, which is
  *		seq order.  An event is a toggle if its key has a previous event, the
@@ -1028,10 +991,8 @@ seq_last(SegBatch *b)
  *		before that last event, which decides the status, so it changes
  *		neither the status nor the last event and toggles nothing; first and
  *		last take it in (they do not depend on order), and so does the value
- *		when no later add carried one.  A stored last event whose seq the
- *		sequence has not given out (yet) is from before a restart of the
- *		sequence (TRUNCATE ... RESTART IDENTITY, memberships restored without
- *		it): that state came before any event now.
+ *		when no later add carried one.  (TRUNCATE ... RESTART IDENTITY sets
+ *		the stored seqs back to 0: see _segment_events_truncated.)
  */
 static void
 fold(SegBatch *b)
@@ -1050,17 +1011,9 @@ fold(SegBatch *b)
 
 		if (ev->rejected || ev->loaded)
 			continue;
-		late = false;
-		if (s->known && ev->seq < s->last_seq)
-		{
-			if (s->last_seq <= seq_last(b))
-			{
-				late = true;
-				b->late++;
-			}
-			else
-				s->has_value_seq = false;	/* before the restart */
-		}
+		late = s->known && ev->seq < s->last_seq;
+		if (late)
+			b->late++;
 		if (!late && s->known && s->member != member && s->has_first)
 		{
 			b->toggles[b->ntoggles] = i;

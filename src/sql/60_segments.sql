@@ -412,3 +412,26 @@ END;
 $$;
 CREATE TRIGGER segment_events_immutable BEFORE UPDATE ON cdp_traits.segment_events
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_immutable();
+
+-- Arrival order is seq order: the trigger takes an event whose seq is below
+-- its key's last_seq for a late one.  TRUNCATE ... RESTART IDENTITY starts
+-- the sequence again, and every event to come arrives after the stored
+-- ones: their seqs above the sequence's last value go back to 0 (value_seq
+-- to NULL, older than any event).  A plain TRUNCATE leaves the sequence,
+-- and so the seqs, as they are.
+CREATE FUNCTION cdp_traits._segment_events_truncated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	-- (NULL: nothing given out since the restart)
+	given CONSTANT bigint := COALESCE(pg_catalog.pg_sequence_last_value(
+		pg_catalog.pg_get_serial_sequence('cdp_traits.segment_events', 'seq')::pg_catalog.regclass), 0);
+BEGIN
+	UPDATE cdp_traits.segment_memberships m SET last_seq = 0 WHERE m.last_seq > given;
+	UPDATE cdp_traits.segment_memberships m SET value_seq = NULL WHERE m.value_seq > given;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER segment_events_truncated AFTER TRUNCATE ON cdp_traits.segment_events
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_truncated();
