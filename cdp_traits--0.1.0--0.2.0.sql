@@ -1049,8 +1049,10 @@ DECLARE
 	given CONSTANT bigint := COALESCE(pg_catalog.pg_sequence_last_value(
 		pg_catalog.pg_get_serial_sequence('cdp_traits.segment_events', 'seq')::pg_catalog.regclass), 0);
 BEGIN
-	UPDATE cdp_traits.segment_memberships m SET last_seq = 0 WHERE m.last_seq > given;
-	UPDATE cdp_traits.segment_memberships m SET value_seq = NULL WHERE m.value_seq > given;
+	-- (one pass; value_seq <= last_seq, so only rows with last_seq > given)
+	UPDATE cdp_traits.segment_memberships m
+	   SET last_seq = 0, value_seq = CASE WHEN m.value_seq <= given THEN m.value_seq END
+	 WHERE m.last_seq > given;
 	RETURN NULL;
 END;
 $$;
@@ -2963,7 +2965,7 @@ BEGIN
 					RAISE;
 				END IF;
 				msg := pg_catalog.format('query canceled after cdp_traits.context_timeout (%s)',
-										 pg_catalog.current_setting('cdp_traits.context_timeout'));
+										 cdp_traits._setting('cdp_traits.context_timeout'));
 			WHEN OTHERS THEN
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		END;

@@ -92,8 +92,6 @@ PG_FUNCTION_INFO_V1(cdp_profile_merge);
  * that number (and the lock table it fills) whatever the number of keys.
  * The count is fixed: every backend must map a key to the same lock.
  */
-#define SEGMENT_LOCK_SPACE		CDP_LOCK_SEGMENTS
-#define SEGMENT_KEY_LOCK_SPACE	CDP_LOCK_SEGMENT_KEYS
 #define SEGMENT_LOCKS		0x43534547
 #define SEGMENT_KEY_LOCKS	0x4353454B
 #define SEGMENTS_LOCK		0
@@ -392,13 +390,13 @@ stream(SegBatch *b, int which, ParamListInfo params, SlotCallback callback, void
 
 /*
  * lock_tag
- *		The tag of one of the segment locks (see SEGMENT_LOCK_SPACE).
+ *		The tag of one of the segment locks (see above).
  */
 static void
 lock_tag(LOCKTAG *tag, uint32 key1, uint32 key2)
 {
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, key1, key2,
-						 key1 == SEGMENT_KEY_LOCKS ? SEGMENT_KEY_LOCK_SPACE : SEGMENT_LOCK_SPACE);
+						 key1 == SEGMENT_KEY_LOCKS ? CDP_LOCK_SEGMENT_KEYS : CDP_LOCK_SEGMENTS);
 }
 
 /*

@@ -51,12 +51,6 @@
 
 static int	lock_keys(uint64 *keys, int n, uint16 kind);
 
-/* the kinds of stitching locks (field4 of their tags, see cdp_traits.h) */
-#define LOCK_GLOBAL		CDP_LOCK_STITCH_GLOBAL
-#define LOCK_IDENT		CDP_LOCK_STITCH_IDENT
-#define LOCK_ENTITY		CDP_LOCK_STITCH_ENTITY
-#define LOCK_EVENT		CDP_LOCK_STITCH_EVENT
-
 /*
  * set_tag
  *		The advisory lock tag of a key of some kind in this database.
@@ -77,7 +71,7 @@ stitch_lock_global(bool exclusive)
 {
 	LOCKTAG		tag;
 
-	set_tag(&tag, LOCK_GLOBAL, 0);
+	set_tag(&tag, CDP_LOCK_STITCH_GLOBAL, 0);
 	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
 }
 
@@ -113,7 +107,7 @@ stitch_lock_events(StitchGraph *g)
 		keys[i] = hash_bytes_extended((const unsigned char *) id, strlen(id), 0);
 	}
 	stitch_lock_global(false);
-	(void) lock_keys(keys, n, LOCK_EVENT);
+	(void) lock_keys(keys, n, CDP_LOCK_STITCH_EVENT);
 }
 
 /*
@@ -1323,7 +1317,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 			keys[i] = hash_bytes_extended((const unsigned char *) val, strlen(val),
 										  hash_bytes((const unsigned char *) attr, strlen(attr)));
 		}
-		(void) lock_keys(keys, nidents, LOCK_IDENT);
+		(void) lock_keys(keys, nidents, CDP_LOCK_STITCH_IDENT);
 	}
 	for (;;)
 	{
@@ -1349,8 +1343,8 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 		if (covered)
 			break;
 		/* never wait out of order: drop what we hold, lock the new set */
-		unlock_keys(held, nheld, LOCK_ENTITY);
-		nheld = lock_keys(want, nwant, LOCK_ENTITY);
+		unlock_keys(held, nheld, CDP_LOCK_STITCH_ENTITY);
+		nheld = lock_keys(want, nwant, CDP_LOCK_STITCH_ENTITY);
 		held = want;
 	}
 

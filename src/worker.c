@@ -79,9 +79,6 @@
 /* seconds before the postmaster restarts a launcher that exited */
 #define CDP_LAUNCHER_RESTART	5
 
-/* field4 of the advisory lock a job worker holds on its database */
-#define CDP_WORKER_LOCK			CDP_LOCK_WORKER
-
 /* What the processes share per listed database: messages logged once. */
 typedef struct CdpWorkerSlot
 {
@@ -517,7 +514,7 @@ job_worker_lock(void)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, CDP_WORKER_LOCK);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, CDP_LOCK_WORKER);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 

@@ -152,7 +152,7 @@ BEGIN
 					RAISE;
 				END IF;
 				msg := pg_catalog.format('query canceled after cdp_traits.context_timeout (%s)',
-										 pg_catalog.current_setting('cdp_traits.context_timeout'));
+										 cdp_traits._setting('cdp_traits.context_timeout'));
 			WHEN OTHERS THEN
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		END;

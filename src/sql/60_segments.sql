@@ -428,8 +428,10 @@ DECLARE
 	given CONSTANT bigint := COALESCE(pg_catalog.pg_sequence_last_value(
 		pg_catalog.pg_get_serial_sequence('cdp_traits.segment_events', 'seq')::pg_catalog.regclass), 0);
 BEGIN
-	UPDATE cdp_traits.segment_memberships m SET last_seq = 0 WHERE m.last_seq > given;
-	UPDATE cdp_traits.segment_memberships m SET value_seq = NULL WHERE m.value_seq > given;
+	-- (one pass; value_seq <= last_seq, so only rows with last_seq > given)
+	UPDATE cdp_traits.segment_memberships m
+	   SET last_seq = 0, value_seq = CASE WHEN m.value_seq <= given THEN m.value_seq END
+	 WHERE m.last_seq > given;
 	RETURN NULL;
 END;
 $$;

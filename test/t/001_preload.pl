@@ -37,31 +37,4 @@ is($node->safe_psql('postgres',
 
 $node->stop;
 
-# Without shared_preload_libraries: the extension installs and stitches; the
-# library (and its settings) load with the first call.
-my $plain = PostgreSQL::Test::Cluster->new('no_preload');
-$plain->init;
-$plain->start;
-$plain->safe_psql('postgres', q{
-CREATE EXTENSION cdp_traits;
-CREATE TABLE ev (id int PRIMARY KEY, source_id text, type text, version text,
-                 event_time timestamptz, payload jsonb);
-INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
-VALUES ('email', $$payload->>'email'$$);
-SELECT cdp_traits.attach_events('ev');
-INSERT INTO ev VALUES (1, 'web', 'x', '1', now(), '{"email": "a"}'),
-                      (2, 'crm', 'x', '1', now(), '{"email": "a"}');
-});
-is($plain->safe_psql('postgres',
-	'SELECT count(DISTINCT customer_entity_id) FROM cdp_traits.customer_events'),
-	'1', 'stitching works without shared_preload_libraries');
-is($plain->safe_psql('postgres',
-	"SELECT cdp_traits.version(), current_setting('cdp_traits.naptime')"),
-	'0.2.0|1min', 'settings are defined once the library is loaded');
-$plain->safe_psql('postgres', 'DROP EXTENSION cdp_traits CASCADE');
-is($plain->safe_psql('postgres',
-	"SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdp_traits%'"),
-	'0', 'DROP EXTENSION removes the triggers it installed');
-$plain->stop;
-
 done_testing();

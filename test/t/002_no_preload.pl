@@ -1,9 +1,10 @@
-# Without shared_preload_libraries the library is loaded by the first call of
-# one of its C functions, and only then are the cdp_traits.* settings
-# defined.  The SQL-level entry points that read settings (refresh_context,
-# calculate_attributes) must work as the very first statement of a new
-# session, and must see a setting SET in that session before the library was
-# loaded.  (The regression suites preload the library, which hides this.)
+# Without shared_preload_libraries the extension installs and stitches, and
+# the library is loaded by the first call of one of its C functions; only
+# then are the cdp_traits.* settings defined.  The SQL-level entry points
+# that read settings (refresh_context, calculate_attributes) must work as the
+# very first statement of a new session, and must see a setting SET in that
+# session before the library was loaded.  (The regression suites preload the
+# library, which hides this.)
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -32,6 +33,13 @@ INSERT INTO cdp_traits.attributes VALUES
   ('revenue', '{"type": "sum", "value": "payload->>''amt''"}');
 INSERT INTO cdp_traits.context (key, query) VALUES ('events', 'SELECT count(*) FROM public.ev');
 });
+
+is($node->safe_psql('postgres',
+	'SELECT count(DISTINCT customer_entity_id) FROM cdp_traits.customer_events WHERE id IN (1, 2)'),
+	'1', 'stitching works without shared_preload_libraries');
+is($node->safe_psql('postgres',
+	"SELECT cdp_traits.version(), current_setting('cdp_traits.naptime')"),
+	'0.2.0|1min', 'settings are defined once the library is loaded');
 
 # Each safe_psql below is a new session: nothing of the library has run in it.
 is($node->safe_psql('postgres', 'SELECT cdp_traits.refresh_context()'), '1',
@@ -87,6 +95,11 @@ my ($ret, $out, $err) = $node->psql('postgres',
 	"SELECT cdp_traits._setting('work_mem')");
 isnt($ret, 0, '_setting() refuses other settings');
 like($err, qr/"work_mem" is not a setting of cdp_traits/, '... with a clear error');
+
+$node->safe_psql('postgres', 'DROP EXTENSION cdp_traits CASCADE');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdp_traits%'"),
+	'0', 'DROP EXTENSION removes the triggers it installed');
 
 $node->stop;
 done_testing();
