@@ -2083,6 +2083,22 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._runs_deleted() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		TRUNCATE cdp_traits.calculation_run_attributes;
+	ELSE
+		DELETE FROM cdp_traits.calculation_run_attributes a
+		 USING cdp_old_runs o
+		 WHERE a.run_id = o.id;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION cdp_traits._schema_oid(target name) RETURNS oid
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -3045,6 +3061,7 @@ BEGIN
 		('_merge_values', 'admin'),
 		('_published_views', 'owner'),
 		('_query_deps', 'admin'),
+		('_runs_deleted', 'owner'),
 		('_schema_oid', 'owner'),
 		('_schema_renamed', 'owner'),
 		('_setting', 'admin'),
@@ -3099,6 +3116,16 @@ CREATE TRIGGER attribute_dropped AFTER UPDATE OR DELETE ON cdp_traits.attributes
 CREATE TRIGGER attributes_truncated BEFORE TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
 
+-- A run's rows in calculation_run_attributes go with it by a trigger, not a
+-- foreign key, which pg_restore -j could not load (as in 40_attributes.sql;
+-- the function is among the generated ones above)
+ALTER TABLE cdp_traits.calculation_run_attributes
+	DROP CONSTRAINT calculation_run_attributes_run_id_fkey;
+CREATE TRIGGER runs_deleted AFTER DELETE ON cdp_traits.calculation_runs
+	REFERENCING OLD TABLE AS cdp_old_runs
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._runs_deleted();
+CREATE TRIGGER runs_truncated AFTER TRUNCATE ON cdp_traits.calculation_runs
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._runs_deleted();
 -- A published schema renamed stays published (as in 70_publish.sql; the
 -- function is among the generated ones above)
 CREATE EVENT TRIGGER cdp_traits_schema_renamed ON ddl_command_end

@@ -512,3 +512,32 @@ SELECT new_seq(1710, 'ola', '2021-12-12T00:00:00Z', false, 'G') AS seq;
 SELECT at_seq(1, 1711, 'ola', '2021-12-11T00:00:00Z', true);
 SELECT event, member, previous FROM tg WHERE user_id = 'ola' AND event > 1705;
 SELECT * FROM late_ms;
+
+-- 18. What pg_restore loads (a superuser's session named pg_restore, its
+-- default application_name) is kept as it is: rows of a dump, whose ids,
+-- memberships, profiles and toggles the dump holds too, and which pg_restore
+-- -j may load before or after them.  Nothing is applied, no id stored.  A
+-- session of any other role under that name is an ordinary writer.
+CREATE VIEW restored AS
+SELECT (SELECT count(*) FROM cdp_traits.segment_events WHERE segment = 'restored') AS events,
+       (SELECT count(*) FROM cdp_traits.segment_event_ids i
+         WHERE i.event::text LIKE '0000bbbb-%') AS ids,
+       (SELECT count(*) FROM cdp_traits.segment_memberships WHERE segment = 'restored') AS memberships,
+       (SELECT count(*) FROM cdp_traits.segment_toggles WHERE segment = 'restored') AS toggles;
+SET application_name = 'pg_restore';
+INSERT INTO cdp_traits.segment_events (seq, event, user_id, vendor, segment, "timestamp", remove)
+OVERRIDING SYSTEM VALUE
+VALUES (900001, '0000bbbb-0000-4000-8000-000000000001', 'rex', 1, 'restored', '2022-01-01T00:00:00Z', false),
+       (900002, '0000bbbb-0000-4000-8000-000000000002', 'rex', 1, 'restored', '2022-01-02T00:00:00Z', true);
+SELECT * FROM restored;
+CREATE ROLE seg_restore_admin NOLOGIN IN ROLE cdp_traits_admin;
+SET ROLE seg_restore_admin;
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES ('0000bbbb-0000-4000-8000-000000000003', 'rex', 1, 'restored', '2022-01-03T00:00:00Z', false);
+RESET ROLE;
+RESET application_name;
+SELECT * FROM restored;
+SELECT user_id, member, first, last FROM cdp_traits.segment_memberships WHERE segment = 'restored';
+DELETE FROM cdp_traits.segment_events WHERE segment = 'restored';
+DROP VIEW restored;
+DROP ROLE seg_restore_admin;

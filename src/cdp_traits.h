@@ -51,6 +51,14 @@ extern void cdp_define_gucs(void);
 /* worker.c: the background worker (see README "Background worker") */
 #define CDP_WORKER_APPNAME	"cdp_traits worker"
 
+/*
+ * pg_restore's sessions (its default application_name): the worker skips a
+ * database while one is connected, and the trigger on segment_events takes
+ * what a superuser's pg_restore loads for rows of the dump (README "Backup
+ * and restore").
+ */
+#define CDP_RESTORE_APPNAME	"pg_restore"
+
 extern void cdp_worker_init(void);
 extern PGDLLEXPORT void cdp_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);

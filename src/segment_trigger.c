@@ -19,8 +19,10 @@
  *	3. keeps the new event ids in segment_event_ids (sorted, one INSERT): an
  *	   id seen before, or twice in the batch, is ignored and its row deleted
  *	   from segment_events again -- unless the row is the accepted event
- *	   itself, its id stored with its seq (a restore loads segment_event_ids
- *	   first): that row is kept and not applied again;
+ *	   itself, its id stored with its seq (a serial restore loads
+ *	   segment_event_ids first): that row is kept and not applied again.
+ *	   (What pg_restore loads is kept as it is, whatever the order of the
+ *	   tables: see loaded_by_restore.)
  *
  *	4. reads the stored memberships of the batch's keys and folds the
  *	   accepted events into them in arrival order (seq), collecting toggles;
@@ -1514,6 +1516,25 @@ cdp_profile_merge(PG_FUNCTION_ARGS)
 	} while (0)
 
 /*
+ * loaded_by_restore
+ *		Whether the statement is pg_restore loading a dump of the database:
+ *		a superuser's session (only a superuser can create the extension, so
+ *		only one restores it) named pg_restore.  Every row it loads into
+ *		segment_events is an accepted event of the dump, already folded into
+ *		the memberships, profiles and toggles the dump holds, and its id is
+ *		in the dump's segment_event_ids: the rows are kept as they are.  A
+ *		parallel restore (pg_restore -j) loads those tables in any order, so
+ *		the check of step 3 (an id stored with its own seq) cannot tell a
+ *		loaded row from a new event there: the ids may come later.
+ */
+static bool
+loaded_by_restore(void)
+{
+	return application_name != NULL &&
+		strcmp(application_name, CDP_RESTORE_APPNAME) == 0 && superuser();
+}
+
+/*
  * cdp_segment_events_insert
  *		AFTER INSERT FOR EACH STATEMENT trigger on segment_events, with the
  *		NEW transition table cdp_new_segment_events.
@@ -1547,6 +1568,12 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	nrows = tuplestore_tuple_count(td->tg_newtable);
 	if (nrows == 0)
 		return PointerGetDatum(NULL);
+	if (loaded_by_restore())
+	{
+		elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events loaded by pg_restore, kept as they are",
+			 nrows);
+		return PointerGetDatum(NULL);
+	}
 	INSTR_TIME_SET_CURRENT(start);
 
 	memset(&b, 0, sizeof(b));

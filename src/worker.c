@@ -539,7 +539,7 @@ restore_connected(void)
 
 		if (l != NULL && l->backendStatus.st_databaseid == MyDatabaseId &&
 			l->backendStatus.st_procpid != MyProcPid &&
-			strcmp(l->backendStatus.st_appname, "pg_restore") == 0)
+			strcmp(l->backendStatus.st_appname, CDP_RESTORE_APPNAME) == 0)
 			return true;
 	}
 	return false;

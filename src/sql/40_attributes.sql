@@ -157,7 +157,8 @@ CREATE TABLE cdp_traits.calculation_runs (
 COMMENT ON TABLE cdp_traits.calculation_runs IS 'one row per calculate_attributes() run';
 
 CREATE TABLE cdp_traits.calculation_run_attributes (
-	run_id bigint NOT NULL REFERENCES cdp_traits.calculation_runs ON DELETE CASCADE,
+	-- (a run's rows go with it, by the trigger runs_deleted below)
+	run_id bigint NOT NULL,
 	attribute_id text NOT NULL,
 	definition_version integer,
 	scope text NOT NULL,			-- 'dirty' entities or 'all'
@@ -171,6 +172,32 @@ CREATE TABLE cdp_traits.calculation_run_attributes (
 );
 COMMENT ON TABLE cdp_traits.calculation_run_attributes IS
 	'per run and attribute: scope, values written/removed/skipped, time, error';
+
+-- Deleting runs (to trim old ones) deletes their rows in
+-- calculation_run_attributes.  A trigger, not a foreign key: pg_restore -j
+-- loads the two tables side by side in any order (a dump records no order
+-- between the data of tables), and a key would reject the rows of a run not
+-- loaded yet.  Runs as its caller, who may delete runs and so their rows.
+CREATE FUNCTION cdp_traits._runs_deleted() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		TRUNCATE cdp_traits.calculation_run_attributes;
+	ELSE
+		DELETE FROM cdp_traits.calculation_run_attributes a
+		 USING cdp_old_runs o
+		 WHERE a.run_id = o.id;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER runs_deleted AFTER DELETE ON cdp_traits.calculation_runs
+	REFERENCING OLD TABLE AS cdp_old_runs
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._runs_deleted();
+CREATE TRIGGER runs_truncated AFTER TRUNCATE ON cdp_traits.calculation_runs
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._runs_deleted();
 
 -- Audience enter/exit go to the toggle log (60_segments.sql) as vendor 0;
 -- cdp_traits.audience_changes is a view on it.

@@ -8,6 +8,9 @@
  * customer_events is an ordinary object (pg_dump keeps it, depending on the
  * events table); pivoted_customer_attributes and published views are members,
  * rebuilt from the rows of attributes and publications as they are restored.
+ * pg_restore -j loads these tables in any order (the archive records no order
+ * between the data of tables): no foreign key links them, and the trigger on
+ * segment_events keeps what pg_restore loads as it is (segment_trigger.c).
  */
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_blocklist',

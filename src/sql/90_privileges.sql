@@ -204,7 +204,7 @@ BEGIN
 		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
-		('_attribute_dropped', 'owner'),
+		('_attribute_dropped', 'owner'), ('_runs_deleted', 'owner'),
 		('_context_check', 'owner'), ('_entities_removed', 'owner'),
 		('_published_names', 'owner'), ('_is_published_view', 'owner'),
 		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),

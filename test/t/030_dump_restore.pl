@@ -166,6 +166,54 @@ is($node->safe_psql('dst',
 	"SELECT count(*) FROM cdp_traits.stitching_blocklist GROUP BY attribute_id, lower(value) HAVING count(*) > 1"),
 	'', 'no blocklist row is duplicated');
 
+# pg_restore may load the data of the extension's tables in any order: a
+# dump records no order between the data of tables, and pg_restore -j loads
+# them side by side as its jobs come free.  The same dump restored serially
+# in two adverse orders (from a list, -L), then in parallel, gives the same
+# database: no foreign key between the extension's tables, and the trigger
+# on segment_events keeps what pg_restore loads as it is (neither applied as
+# new events nor taken for re-deliveries, whether their ids, memberships,
+# profiles and toggles are loaded before or after them).  pg_restore is
+# known by its application_name (its default, which this harness's PGAPPNAME
+# would replace).
+$ENV{PGAPPNAME} = 'pg_restore';
+my @list = split /\n/, `pg_restore -l $dump`;
+is($?, 0, 'pg_restore -l lists the dump');
+my @data = grep { /\d+; \d+ \d+ (TABLE DATA|SEQUENCE SET) / } @list;
+cmp_ok(scalar(@data), '>', 20, 'the dump lists the data of the extension\'s tables');
+my %orders = (
+	reversed => [ reverse @data ],
+	segment_events_first => [
+		(grep { / (segment_events|calculation_run_attributes) / } @data),
+		(grep { !/ (segment_events|calculation_run_attributes) / } @data) ]);
+for my $order (sort keys %orders)
+{
+	# the list in full, with the data items in this order in their place
+	my @ordered = @{ $orders{$order} };
+	my $file = $node->basedir . "/$order.list";
+	open my $fh, '>', $file or die "$file: $!";
+	print $fh (/\d+; \d+ \d+ (TABLE DATA|SEQUENCE SET) / ? shift(@ordered) : $_), "\n" for @list;
+	close $fh;
+	$node->safe_psql('postgres', "CREATE DATABASE dst_$order");
+	$node->command_ok([ 'pg_restore', '--exit-on-error', '-L', $file, '-d', $node->connstr("dst_$order"), $dump ],
+		"pg_restore with the data loaded in $order order, without errors");
+	for my $k (sort keys %checks)
+	{
+		is($node->safe_psql("dst_$order", $checks{$k}), $before{$k}, "$k equal after the restore in $order order");
+	}
+}
+$node->safe_psql('postgres', 'CREATE DATABASE dstj');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-j', '4', '-d', $node->connstr('dstj'), $dump ],
+	'pg_restore -j 4, without errors');
+is($node->safe_psql('dstj', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
+	'verify_stitching() is empty after the parallel restore');
+for my $k (sort keys %checks)
+{
+	is($node->safe_psql('dstj', $checks{$k}), $before{$k}, "$k equal after the parallel restore");
+}
+
+$ENV{PGAPPNAME} = '030_dump_restore.pl';
+
 # A plain-format dump restores through psql as well.
 my $plain = $node->basedir . '/src.sql';
 $node->command_ok([ 'pg_dump', '-d', $node->connstr('src'), '-f', $plain ], 'pg_dump (plain)');
@@ -200,36 +248,40 @@ INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timesta
 SELECT md5('x' || i)::uuid, 'u' || (i % 60), 1 + i % 3, 'seg-' || (i % 7),
        '2024-06-01T00:00:00Z'::timestamptz + i * interval '1 minute', i % 13 < 6
   FROM generate_series(1, 700) i;
-}) for ('src', 'dst');
-is($node->safe_psql('dst', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
-	'events written after the restore are stitched consistently');
+}) for ('src', 'dst', 'dstj');
 $checks{toggles} = "SELECT seq, vendor, segment, user_id, member, event, event_time, value, previous_event, previous_time FROM cdp_traits.segment_toggles ORDER BY seq";
-for my $k (qw(segment_events segment_event_ids memberships profiles toggles segment_sequences))
-{
-	is($node->safe_psql('dst', $checks{$k}), $node->safe_psql('src', $checks{$k}),
-		"$k: segment events written after the restore give the same results in both databases");
-}
-for my $k (qw(matching event_entities merges pivot job_runs counts))
-{
-	is($node->safe_psql('dst', $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
-		$node->safe_psql('src', $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
-		"$k: the same changes give the same results in both databases");
-}
 # The runs are the same, but for the entities the first one after the
 # restore recalculated: restored definitions count as new, so it calculated
 # every attribute for every entity (and says so), where the source's run
 # recalculated the entity the new events changed.
 my $runs = "SELECT id, forced, values_written FROM cdp_traits.calculation_runs ORDER BY id";
-is($node->safe_psql('dst', $runs), $node->safe_psql('src', $runs),
-	'runs: the same changes give the same results in both databases');
 my $first_run_after = q{SELECT entities, entities = (SELECT count(*) FROM cdp_traits.customer_entities)
   FROM cdp_traits.calculation_runs ORDER BY id DESC OFFSET 1 LIMIT 1};
 cmp_ok($node->safe_psql('src', 'SELECT count(*) FROM cdp_traits.customer_entities'), '>', 1,
 	'runs: there is more than one entity');
 is($node->safe_psql('src', $first_run_after), '1|f',
 	'runs: the source recalculated the entity the new events changed');
-like($node->safe_psql('dst', $first_run_after), qr/^\d+\|t$/,
-	'runs: the restored database recalculated every entity (its definitions count as new)');
+# the serial and the parallel restore, each against the source
+for my $db ('dst', 'dstj')
+{
+	is($node->safe_psql($db, 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
+		"$db: events written after the restore are stitched consistently");
+	for my $k (qw(segment_events segment_event_ids memberships profiles toggles segment_sequences))
+	{
+		is($node->safe_psql($db, $checks{$k}), $node->safe_psql('src', $checks{$k}),
+			"$db: $k: segment events written after the restore give the same results in both databases");
+	}
+	for my $k (qw(matching event_entities merges pivot job_runs counts))
+	{
+		is($node->safe_psql($db, $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
+			$node->safe_psql('src', $checks{$k}) =~ s/\d{4}-\d\d-\d\d [0-9:.+]+//gr,
+			"$db: $k: the same changes give the same results in both databases");
+	}
+	is($node->safe_psql($db, $runs), $node->safe_psql('src', $runs),
+		"$db: runs: the same changes give the same results in both databases");
+	like($node->safe_psql($db, $first_run_after), qr/^\d+\|t$/,
+		"$db: runs: the restored database recalculated every entity (its definitions count as new)");
+}
 
 $node->stop;
 done_testing();
