@@ -507,6 +507,16 @@ COMMENT ON FUNCTION cdp_traits.rekey_events() IS
 	'store the assignments of uuid events by key, as attach_events does since 0.2.0 (after an update from 0.1.0); returns the rows rewritten';
 COMMENT ON TABLE cdp_traits.event_entities IS
 	'the entity of each event that has an identifier (event id as text; a uuid id as its key, see event_key(uuid))';
+-- Stitching in replica sessions (logical replication), as in
+-- 10_stitching.sql; the triggers go on an attached table at the end.
+CREATE FUNCTION cdp_traits.stitch_event_row() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitch_event_row';
+COMMENT ON FUNCTION cdp_traits.stitch_event_row() IS
+	'row trigger on the attached events table for replica sessions (logical replication): stitches each row';
+CREATE FUNCTION cdp_traits._install_replica_triggers() RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_install_replica_triggers';
 -- (as in 40_attributes.sql)
 CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
 LANGUAGE c STABLE STRICT
@@ -3057,6 +3067,7 @@ BEGIN
 		('_explain_events', 'reader'),
 		('_explain_graph', 'reader'),
 		('_halves', 'admin'),
+		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
 		('_published_views', 'owner'),
@@ -3080,7 +3091,8 @@ BEGIN
 		('event_key_uuid', 'public'),
 		('explain_entity', 'reader'),
 		('import_meiro_config', 'admin'),
-		('rekey_events', 'owner')
+		('rekey_events', 'owner'),
+		('stitch_event_row', 'owner')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
@@ -3198,3 +3210,6 @@ BEGIN
 	END LOOP;
 END;
 $segment_grants$;
+-- The attached events table gets the triggers of replica sessions, as
+-- attach_events installs them now (see 10_stitching.sql).
+SELECT cdp_traits._install_replica_triggers();

@@ -6,7 +6,8 @@
  *
  * attach_events validates the table's columns, installs the statement
  * triggers (on the table and, for a partitioned table, on each existing
- * partition, so that writes addressed to a partition are stitched too),
+ * partition, so that writes addressed to a partition are stitched too) and
+ * those of replica sessions (logical replication: install_replica_triggers),
  * creates the cdp_traits.customer_events view, and stitches the rows already
  * there.  The triggers and the view are not members of the extension (they
  * belong with the user's table and are dumped with it) but depend on it, so
@@ -31,7 +32,10 @@
 #include "commands/trigger.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "tcop/deparse_utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -48,10 +52,19 @@ PG_FUNCTION_INFO_V1(cdp_relation_depends_on_extension);
 PG_FUNCTION_INFO_V1(cdp_detach_events);
 PG_FUNCTION_INFO_V1(cdp_rekey_events);
 PG_FUNCTION_INFO_V1(cdp_new_partition);
+PG_FUNCTION_INFO_V1(cdp_install_replica_triggers);
 
-static const char *TriggerNames[] = {
+/*
+ * The triggers on each table of the events table: the four statement
+ * triggers, then the two enabled for replica sessions only (see
+ * install_replica_triggers).
+ */
+#define NUM_STATEMENT_TRIGGERS 4
+#define NUM_TRIGGERS 6
+static const char *TriggerNames[NUM_TRIGGERS] = {
 	"cdp_traits_stitch_insert", "cdp_traits_stitch_update",
-	"cdp_traits_stitch_delete", "cdp_traits_stitch_truncate"
+	"cdp_traits_stitch_delete", "cdp_traits_stitch_truncate",
+	CDP_REPLICA_TRIGGER_PREFIX, CDP_REPLICA_TRIGGER_PREFIX "_truncate"
 };
 
 /*
@@ -90,8 +103,59 @@ cdp_relation_depends_on_extension(PG_FUNCTION_ARGS)
 }
 
 /*
+ * install_replica_triggers
+ *		The triggers of replica sessions on one table, those it lacks:
+ *		where session_replication_role is replica -- the apply worker of
+ *		logical replication, or a session that sets it -- ordinary triggers
+ *		do not fire, and the apply worker fires row triggers only.  A row
+ *		trigger (stitch_event_row) on each table that holds rows, and a
+ *		TRUNCATE trigger on every table, both enabled for replica sessions
+ *		only (ENABLE REPLICA TRIGGER), so that each change is stitched once
+ *		whatever the session's role.  (A row trigger on a partitioned table
+ *		would be cloned to its partitions: it goes on the partitions only.)
+ */
+static void
+install_replica_triggers(Oid relid)
+{
+	char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid));
+	int			i;
+
+	/* (a database still at 0.1.0 has no stitch_event_row) */
+	if (!OidIsValid(LookupFuncName(list_make2(makeString(CDP_SCHEMA_NAME),
+											  makeString("stitch_event_row")),
+								   0, NULL, true)))
+		return;
+	for (i = NUM_STATEMENT_TRIGGERS; i < NUM_TRIGGERS; i++)
+	{
+		bool		row = (i == NUM_STATEMENT_TRIGGERS);
+		Relation	rel;
+
+		if (OidIsValid(get_trigger_oid(relid, TriggerNames[i], true)) ||
+			(row && get_rel_relkind(relid) != RELKIND_RELATION))
+			continue;
+		cdp_execute_sql(psprintf(row ?
+								 "CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s "
+								 "FOR EACH ROW EXECUTE FUNCTION cdp_traits.stitch_event_row()" :
+								 "CREATE TRIGGER %s AFTER TRUNCATE ON %s "
+								 "FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits.stitch_events()",
+								 TriggerNames[i], name),
+						SPI_OK_UTILITY, "installing a stitching trigger for replica sessions");
+		/* (as ALTER TABLE ... ENABLE REPLICA TRIGGER, without its event triggers) */
+		rel = table_open(relid, ShareRowExclusiveLock);
+		EnableDisableTrigger(rel, TriggerNames[i], TRIGGER_FIRES_ON_REPLICA, false,
+							 ShareRowExclusiveLock);
+		table_close(rel, NoLock);
+		CommandCounterIncrement();
+		depend_on_extension(TriggerRelationId,
+							get_trigger_oid(relid, TriggerNames[i], false));
+	}
+}
+
+/*
  * install_triggers
- *		The four statement triggers on one table.
+ *		The stitching triggers on one table: the four statement triggers and
+ *		those of replica sessions.
  */
 static void
 install_triggers(Oid relid)
@@ -106,7 +170,7 @@ install_triggers(Oid relid)
 	};
 	int			i;
 
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < NUM_STATEMENT_TRIGGERS; i++)
 	{
 		char	   *on = psprintf(events[i], name);
 
@@ -117,6 +181,7 @@ install_triggers(Oid relid)
 		depend_on_extension(TriggerRelationId,
 							get_trigger_oid(relid, TriggerNames[i], false));
 	}
+	install_replica_triggers(relid);
 }
 
 /*
@@ -130,7 +195,7 @@ remove_triggers(Oid relid)
 												  get_rel_name(relid));
 	int			i;
 
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < NUM_TRIGGERS; i++)
 		if (OidIsValid(get_trigger_oid(relid, TriggerNames[i], true)))
 			cdp_execute_sql(psprintf("DROP TRIGGER %s ON %s", TriggerNames[i], name),
 							SPI_OK_UTILITY, "removing a stitching trigger");
@@ -138,7 +203,7 @@ remove_triggers(Oid relid)
 
 /*
  * count_triggers
- *		How many of the four stitching triggers a table carries.
+ *		How many of the four statement triggers a table carries.
  */
 static int
 count_triggers(Oid relid)
@@ -146,7 +211,7 @@ count_triggers(Oid relid)
 	int			i;
 	int			n = 0;
 
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < NUM_STATEMENT_TRIGGERS; i++)
 		if (OidIsValid(get_trigger_oid(relid, TriggerNames[i], true)))
 			n++;
 	return n;
@@ -166,7 +231,8 @@ remove_all_triggers(void)
 	uint64		i;
 
 	cdp_execute_sql("SELECT DISTINCT tgrelid FROM pg_catalog.pg_trigger "
-					"WHERE tgfoid = 'cdp_traits.stitch_events()'::pg_catalog.regprocedure",
+					"WHERE tgfoid = 'cdp_traits.stitch_events()'::pg_catalog.regprocedure "
+					"OR tgfoid = pg_catalog.to_regprocedure('cdp_traits.stitch_event_row()')",
 					SPI_OK_SELECT, "finding the stitching triggers");
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -429,6 +495,28 @@ cdp_detach_events(PG_FUNCTION_ARGS)
 }
 
 /*
+ * cdp_install_replica_triggers
+ *		SQL: _install_replica_triggers(): the triggers of replica sessions
+ *		on the attached events table's tables that lack them (the update
+ *		from 0.1.0, which installed none).
+ */
+Datum
+cdp_install_replica_triggers(PG_FUNCTION_ARGS)
+{
+	StitchConfig *cfg;
+	ListCell   *lc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg && cfg->attached)
+		foreach(lc, tables_of(cfg->events_relid))
+			install_replica_triggers(lfirst_oid(lc));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
  * cdp_rekey_events
  *		SQL: rekey_events() RETURNS bigint.  Under 0.1.0 the assignments of
  *		an events table with uuid ids were stored by the ids' text; an
@@ -663,8 +751,12 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		{
 			Oid			rel = lfirst_oid(lc);
 
-			if (count_triggers(rel) == 4)
+			if (count_triggers(rel) == NUM_STATEMENT_TRIGGERS)
+			{
+				/* (an older version installed no replica triggers) */
+				install_replica_triggers(rel);
 				continue;
+			}
 			remove_triggers(rel);	/* (some, left behind by an older version) */
 			install_triggers(rel);
 			if (get_rel_relkind(rel) == RELKIND_RELATION)

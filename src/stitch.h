@@ -47,6 +47,12 @@
 #define CDP_NEW_TABLE "cdp_new_events"
 #define CDP_OLD_TABLE "cdp_old_events"
 
+/*
+ * The triggers of replica sessions (attach.c): their names begin with this,
+ * those of the statement triggers do not.
+ */
+#define CDP_REPLICA_TRIGGER_PREFIX "cdp_traits_stitch_replica"
+
 /* ---- exec.c ---- */
 typedef struct CdpExecState
 {

@@ -11,20 +11,29 @@
  * the entities of the others are marked for recalculation.  TRUNCATE: all
  * stitching is emptied.
  *
+ * Where session_replication_role is replica (the logical replication apply
+ * worker), statement triggers enabled as usual do not fire, and the apply
+ * worker fires row triggers only: a row trigger enabled for replicas only
+ * stitches each row there, as a statement of one row (and a TRUNCATE
+ * trigger enabled for replicas does the TRUNCATE).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/tuplestore.h"
 
 #include "cdp_traits.h"
 #include "stitch.h"
 
 PG_FUNCTION_INFO_V1(cdp_stitch_events);
+PG_FUNCTION_INFO_V1(cdp_stitch_event_row);
 
 /* One (event, attribute, value) row of the identifier query. */
 typedef struct IdentRow
@@ -316,14 +325,14 @@ stitch_update(StitchGraph *g, Oid relid)
 }
 
 /*
- * cdp_stitch_events
- *		The trigger function: AFTER INSERT/UPDATE/DELETE/TRUNCATE FOR EACH
- *		STATEMENT on the events table (and its partitions).
+ * stitch_statement
+ *		Stitch what one statement did to the events table (or one of its
+ *		partitions): its transition tables are registered with SPI under
+ *		the names the queries read (CDP_NEW_TABLE, CDP_OLD_TABLE).
  */
-Datum
-cdp_stitch_events(PG_FUNCTION_ARGS)
+static void
+stitch_statement(TriggerData *td)
 {
-	TriggerData *td = (TriggerData *) fcinfo->context;
 	CdpExecState es;
 	StitchConfig *cfg;
 	Oid			relid;
@@ -331,11 +340,6 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	StitchGraph *g;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cdp_traits.stitch_events() must be fired AFTER ... FOR EACH STATEMENT")));
 	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
 		((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
 		 td->tg_trigger->tgoldtable == NULL))
@@ -414,5 +418,114 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 	cdp_exec_end(&es);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
+}
+
+/*
+ * not_this_session
+ *		Whether the trigger is not the one to stitch in this session: the
+ *		triggers of replica sessions stitch there only, the others
+ *		everywhere else.  Each is enabled so (ENABLE REPLICA, or as usual);
+ *		this keeps a change from being stitched twice where they were
+ *		enabled otherwise (ALTER TABLE ... ENABLE TRIGGER ALL makes them
+ *		all fire in ordinary sessions).
+ */
+static bool
+not_this_session(TriggerData *td)
+{
+	bool		replica_trigger = strncmp(td->tg_trigger->tgname, CDP_REPLICA_TRIGGER_PREFIX,
+										  strlen(CDP_REPLICA_TRIGGER_PREFIX)) == 0;
+
+	return replica_trigger != (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA);
+}
+
+/*
+ * cdp_stitch_events
+ *		The trigger function: AFTER INSERT/UPDATE/DELETE/TRUNCATE FOR EACH
+ *		STATEMENT on the events table (and its partitions).
+ */
+Datum
+cdp_stitch_events(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_traits.stitch_events() must be fired AFTER ... FOR EACH STATEMENT")));
+	if (not_this_session(td))
+		return PointerGetDatum(NULL);
+	stitch_statement(td);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * one_row
+ *		A transition table of one row.
+ */
+static Tuplestorestate *
+one_row(HeapTuple tuple)
+{
+	Tuplestorestate *ts = tuplestore_begin_heap(false, false, work_mem);
+
+	tuplestore_puttuple(ts, tuple);
+	return ts;
+}
+
+/*
+ * cdp_stitch_event_row
+ *		The trigger function of replica sessions: AFTER INSERT/UPDATE/DELETE
+ *		FOR EACH ROW on the events table's tables, enabled as a replica
+ *		trigger (ALTER TABLE ... ENABLE REPLICA TRIGGER), so that it fires
+ *		only where session_replication_role is replica and the statement
+ *		triggers do not.  That is where logical replication applies changes:
+ *		its apply worker fires row triggers only, one row at a time.  Each
+ *		row is stitched as a statement of that one row would be.
+ */
+Datum
+cdp_stitch_event_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TriggerData stmt;
+	Trigger		trig;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_traits.stitch_event_row() must be fired AFTER INSERT, UPDATE or DELETE FOR EACH ROW")));
+	if (not_this_session(td))
+		return PointerGetDatum(NULL);
+
+	/* the statement of this row: AFTER, the same operation, its tables */
+	memset(&stmt, 0, sizeof(stmt));
+	stmt.type = T_TriggerData;
+	stmt.tg_event = td->tg_event & TRIGGER_EVENT_OPMASK;
+	stmt.tg_relation = td->tg_relation;
+	trig = *td->tg_trigger;
+	trig.tgoldtable = NULL;
+	trig.tgnewtable = NULL;
+	stmt.tg_trigger = &trig;
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	{
+		trig.tgnewtable = (char *) CDP_NEW_TABLE;
+		stmt.tg_newtable = one_row(td->tg_trigtuple);
+	}
+	else
+	{
+		/* (the row before an UPDATE, or the one deleted) */
+		trig.tgoldtable = (char *) CDP_OLD_TABLE;
+		stmt.tg_oldtable = one_row(td->tg_trigtuple);
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		{
+			trig.tgnewtable = (char *) CDP_NEW_TABLE;
+			stmt.tg_newtable = one_row(td->tg_newtuple);
+		}
+	}
+	stitch_statement(&stmt);
+	if (stmt.tg_newtable)
+		tuplestore_end(stmt.tg_newtable);
+	if (stmt.tg_oldtable)
+		tuplestore_end(stmt.tg_oldtable);
 	return PointerGetDatum(NULL);
 }

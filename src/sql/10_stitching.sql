@@ -158,6 +158,21 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitch_events';
 COMMENT ON FUNCTION cdp_traits.stitch_events() IS
 	'statement trigger on the attached events table: keeps stitching current';
 
+-- The trigger function of replica sessions (logical replication's apply
+-- worker fires row triggers only): installed beside stitch_events, enabled
+-- for replica sessions only.
+CREATE FUNCTION cdp_traits.stitch_event_row() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitch_event_row';
+COMMENT ON FUNCTION cdp_traits.stitch_event_row() IS
+	'row trigger on the attached events table for replica sessions (logical replication): stitches each row';
+
+-- Installs those triggers where an attached table lacks them (the update
+-- from 0.1.0).
+CREATE FUNCTION cdp_traits._install_replica_triggers() RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_install_replica_triggers';
+
 CREATE FUNCTION cdp_traits.attach_events(events regclass) RETURNS void
 LANGUAGE c STRICT
 SET search_path = pg_catalog, pg_temp

@@ -201,7 +201,8 @@ BEGIN
 		-- rebuild_segment_profiles() as the owner (SECURITY DEFINER)
 		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
 		('unpublish', 'owner'), ('_grant', 'owner'), ('_relation_depends_on_extension', 'owner'),
-		('stitch_events', 'owner'), ('stitching_rules_check', 'owner'),
+		('stitch_events', 'owner'), ('stitch_event_row', 'owner'), ('_install_replica_triggers', 'owner'),
+		('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
 		('_attribute_dropped', 'owner'), ('_runs_deleted', 'owner'),

@@ -1,0 +1,128 @@
+-- Replica sessions (session_replication_role = replica: the apply worker of
+-- logical replication, or a session that sets it) fire no ordinary trigger,
+-- and the apply worker fires row triggers only.  attach_events installs,
+-- beside the statement triggers, a row trigger and a TRUNCATE trigger
+-- enabled for replica sessions only: each change is stitched once, whatever
+-- the session's role, and to the same entities.
+SET client_min_messages = warning;
+CREATE TABLE ev (id text PRIMARY KEY, source_id text DEFAULT 'web', type text DEFAULT 'x',
+                 version text DEFAULT '1', event_time timestamptz DEFAULT '2025-01-01', payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$lower(payload->>'email')$$), ('cookie', $$payload->>'cookie'$$),
+       ('phone', $$jsonb_array_elements_text(payload->'phones')$$);
+SELECT cdp_traits.attach_events('ev');
+RESET client_min_messages;
+
+-- the triggers: statement triggers as usual (O), the replica ones (R)
+SELECT t.tgname, t.tgenabled, (t.tgtype & 1) = 1 AS for_each_row, t.tgfoid::regproc AS function
+  FROM pg_trigger t WHERE t.tgrelid = 'ev'::regclass ORDER BY 1;
+
+-- the entities as groups of events (ids differ between runs), and what
+-- verify_stitching() finds
+CREATE FUNCTION pg_temp.state() RETURNS text LANGUAGE sql AS $$
+  SELECT coalesce(string_agg(g, ' | ' ORDER BY g), '(none)') || ' [' ||
+         (SELECT count(*) FROM cdp_traits.customer_entities) || ' entities, ' ||
+         (SELECT count(*) FROM cdp_traits.matching) || ' identifiers, ' ||
+         (SELECT count(*) FROM cdp_traits.verify_stitching()) || ' problems]'
+    FROM (SELECT string_agg(c.id, ',' ORDER BY c.id) AS g
+            FROM cdp_traits.customer_events c GROUP BY c.customer_entity_id) s $$;
+CREATE TABLE pg_temp.states (run text, step int, state text);
+-- one script of changes, its state after each step under the name run
+CREATE FUNCTION pg_temp.changes(run text, tab regclass) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	-- 1: separate customers, then an event that links two (a merge)
+	EXECUTE format($q$INSERT INTO %s (id, payload) VALUES
+		('1', '{"email": "A@x"}'), ('2', '{"cookie": "c1"}'), ('3', '{"phones": ["p1", "p2"]}'),
+		('4', '{"email": "b@x"}')$q$, tab);
+	EXECUTE format($q$INSERT INTO %s (id, payload) VALUES ('5', '{"email": "a@x", "cookie": "c1"}')$q$, tab);
+	INSERT INTO pg_temp.states VALUES (run, 1, pg_temp.state());
+	-- 2: several rows in one statement link across (a chain 4-6-3)
+	EXECUTE format($q$INSERT INTO %s (id, payload) VALUES
+		('6', '{"email": "b@x", "phones": ["p2"]}'), ('7', '{"cookie": "c9"}'), ('8', '{}')$q$, tab);
+	INSERT INTO pg_temp.states VALUES (run, 2, pg_temp.state());
+	-- 3: an update that changes the link: 6 leaves, the chain splits
+	EXECUTE format($q$UPDATE %s SET payload = '{"cookie": "c9"}' WHERE id = '6'$q$, tab);
+	INSERT INTO pg_temp.states VALUES (run, 3, pg_temp.state());
+	-- 4: a delete that splits: 5 linked 1 and 2
+	EXECUTE format($q$DELETE FROM %s WHERE id = '5'$q$, tab);
+	INSERT INTO pg_temp.states VALUES (run, 4, pg_temp.state());
+	-- 5: an update that touches no identifier, and one of several rows
+	EXECUTE format($q$UPDATE %s SET type = 'y' WHERE id IN ('1', '3')$q$, tab);
+	INSERT INTO pg_temp.states VALUES (run, 5, pg_temp.state());
+	-- 6: TRUNCATE empties stitching
+	EXECUTE format('TRUNCATE %s', tab);
+	INSERT INTO pg_temp.states VALUES (run, 6, pg_temp.state());
+END;
+$$;
+
+SELECT pg_temp.changes('origin', 'ev');
+SET session_replication_role = replica;
+SELECT pg_temp.changes('replica', 'ev');
+RESET session_replication_role;
+SELECT o.step, o.state, r.state = o.state AS replica_same
+  FROM pg_temp.states o JOIN pg_temp.states r ON r.step = o.step AND r.run = 'replica'
+ WHERE o.run = 'origin' ORDER BY o.step;
+
+-- sessions of both roles write to the same stitching: an event of a
+-- replica session joins the entity of one written as usual, and the next
+-- of an ordinary session joins them both
+INSERT INTO ev (id, payload) VALUES ('d1', '{"email": "d@x"}');
+SET session_replication_role = replica;
+INSERT INTO ev (id, payload) VALUES ('d2', '{"email": "D@x", "cookie": "cd"}');
+RESET session_replication_role;
+INSERT INTO ev (id, payload) VALUES ('d3', '{"cookie": "cd"}');
+SELECT pg_temp.state();
+TRUNCATE ev;
+
+-- triggers that fire in every session (ENABLE ALWAYS, as a DBA may set on
+-- a subscriber) still stitch each change once: the statement triggers leave
+-- replica sessions to the row trigger, which leaves the others to them
+ALTER TABLE ev ENABLE ALWAYS TRIGGER cdp_traits_stitch_insert, ENABLE ALWAYS TRIGGER cdp_traits_stitch_update,
+  ENABLE ALWAYS TRIGGER cdp_traits_stitch_delete, ENABLE ALWAYS TRIGGER cdp_traits_stitch_truncate,
+  ENABLE ALWAYS TRIGGER cdp_traits_stitch_replica, ENABLE ALWAYS TRIGGER cdp_traits_stitch_replica_truncate;
+SELECT pg_temp.changes('always, origin', 'ev');
+SET session_replication_role = replica;
+SELECT pg_temp.changes('always, replica', 'ev');
+RESET session_replication_role;
+SELECT o.step, a.run, a.state = o.state AS same
+  FROM pg_temp.states o JOIN pg_temp.states a ON a.step = o.step AND a.run LIKE 'always%'
+ WHERE o.run = 'origin' ORDER BY o.step, a.run;
+
+-- a partitioned events table: the row trigger goes on each partition (one
+-- on the parent would be cloned to them), rows routed through the parent
+-- or written to a partition are stitched alike; a partition created later
+-- gets the triggers too
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP VIEW cdp_traits.customer_events;
+CREATE TABLE evp (id text, source_id text DEFAULT 'web', type text DEFAULT 'x',
+                  version text DEFAULT '1', event_time timestamptz DEFAULT '2025-01-01', payload jsonb,
+                  PRIMARY KEY (id)) PARTITION BY RANGE (id);
+CREATE TABLE evp_a PARTITION OF evp FOR VALUES FROM (MINVALUE) TO ('4');
+SELECT cdp_traits.attach_events('evp');
+CREATE TABLE evp_b PARTITION OF evp FOR VALUES FROM ('4') TO (MAXVALUE);
+RESET client_min_messages;
+SELECT t.tgrelid::regclass AS tab, t.tgname, t.tgenabled
+  FROM pg_trigger t WHERE t.tgrelid IN ('evp'::regclass, 'evp_a'::regclass, 'evp_b'::regclass)
+   AND t.tgname LIKE 'cdp_traits_stitch_replica%' AND NOT t.tgisinternal ORDER BY 1, 2;
+SET session_replication_role = replica;
+SELECT pg_temp.changes('partitioned', 'evp');
+RESET session_replication_role;
+SELECT o.step, p.state = o.state AS partitioned_same
+  FROM pg_temp.states o JOIN pg_temp.states p ON p.step = o.step AND p.run = 'partitioned'
+ WHERE o.run = 'origin' ORDER BY o.step;
+SET session_replication_role = replica;
+INSERT INTO evp_b (id, payload) VALUES ('7', '{"email": "z@x"}');
+INSERT INTO evp (id, payload) VALUES ('1', '{"email": "z@x"}');
+RESET session_replication_role;
+SELECT pg_temp.state();
+
+-- detaching removes them all
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+RESET client_min_messages;
+SELECT count(*) AS stitching_triggers_left FROM pg_trigger
+ WHERE tgname LIKE 'cdp_traits_stitch%' AND NOT tgisinternal;
+DROP VIEW cdp_traits.customer_events;
+DROP TABLE evp, ev;
+DELETE FROM cdp_traits.stitching_rules;
