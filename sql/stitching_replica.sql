@@ -88,6 +88,46 @@ SELECT o.step, a.run, a.state = o.state AS same
   FROM pg_temp.states o JOIN pg_temp.states a ON a.step = o.step AND a.run LIKE 'always%'
  WHERE o.run = 'origin' ORDER BY o.step, a.run;
 
+-- A transaction of many small statements holds a bounded number of key
+-- locks: past cdp_traits.max_identifier_locks it stitches under the
+-- exclusive stitching lock instead (a subscription's apply worker stitches
+-- a large remote transaction row by row: without a bound the shared lock
+-- table ran out).  The same transaction, as single-row inserts and as one
+-- statement in a replica session (a row trigger each), gives the entities
+-- one statement gives.
+SET cdp_traits.max_identifier_locks = 64;
+CREATE FUNCTION pg_temp.many(first int, last int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN first .. last LOOP
+		INSERT INTO ev (id, payload)
+		VALUES ('m' || i, jsonb_build_object('email', 'p' || (i % 97) || '@x', 'cookie', 'k' || (i % 131)));
+	END LOOP;
+END;
+$$;
+CREATE FUNCTION pg_temp.key_locks() RETURNS bigint LANGUAGE sql AS $$
+  SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' $$;
+INSERT INTO ev (id, payload)
+SELECT 'm' || i, jsonb_build_object('email', 'p' || (i % 97) || '@x', 'cookie', 'k' || (i % 131))
+  FROM generate_series(1, 600) i;
+SELECT pg_temp.state() AS one_statement \gset
+TRUNCATE ev;
+BEGIN;
+SELECT pg_temp.many(1, 600);
+SELECT pg_temp.key_locks() BETWEEN 1 AND 64 + 10 AS bounded_locks;
+COMMIT;
+SELECT pg_temp.state() = :'one_statement' AS single_inserts_same;
+TRUNCATE ev;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+INSERT INTO ev (id, payload)
+SELECT 'm' || i, jsonb_build_object('email', 'p' || (i % 97) || '@x', 'cookie', 'k' || (i % 131))
+  FROM generate_series(1, 600) i;
+SELECT pg_temp.key_locks() BETWEEN 1 AND 64 + 10 AS bounded_locks;
+COMMIT;
+SELECT pg_temp.state() = :'one_statement' AS replica_rows_same;
+TRUNCATE ev;
+RESET cdp_traits.max_identifier_locks;
+
 -- a partitioned events table: the row trigger goes on each partition (one
 -- on the parent would be cloned to them), rows routed through the parent
 -- or written to a partition are stitched alike; a partition created later

@@ -116,6 +116,7 @@ typedef enum StitchSource
 
 extern StitchConfig *stitch_config(bool missing_ok);
 extern SPIPlanPtr stitch_identifier_plan(StitchSource source, Oid relid);
+extern void stitch_replan_if_grown(void);
 extern SPIPlanPtr stitch_cached_plan(const char *key, const char *sql,
 									 int nargs, Oid *argtypes);
 extern void stitch_invalidate(void);

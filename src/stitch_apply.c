@@ -37,6 +37,7 @@
 #include "portability/instr_time.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -60,6 +61,47 @@ set_tag(LOCKTAG *tag, uint16 kind, uint64 key)
 {
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32),
 						 (uint32) key, kind);
+}
+
+/*
+ * The key locks (identifiers, entities, event ids) this backend's current
+ * transaction took.  They are held until it ends, so a transaction of many
+ * small statements -- a loop of single inserts, or a subscription's apply
+ * worker stitching a large remote transaction row by row -- would
+ * accumulate them until the shared lock table ran out ("out of shared
+ * memory").  Past cdp_traits.max_identifier_locks in one transaction, a
+ * batch takes the stitching lock exclusively instead, as a large batch
+ * does, and so does every later one of that transaction (the count never
+ * falls back).
+ */
+static LocalTransactionId keys_lxid = InvalidLocalTransactionId;
+static int64 keys_taken = 0;
+
+/*
+ * keys_held
+ *		The key locks counted for the current transaction.
+ */
+static int64
+keys_held(void)
+{
+	if (keys_lxid != MyProc->lxid)
+	{
+		keys_lxid = MyProc->lxid;
+		keys_taken = 0;
+	}
+	return keys_taken;
+}
+
+/*
+ * over_lock_budget
+ *		Whether n more key locks would take the transaction past its budget
+ *		(see keys_taken): the batch is then stitched under the exclusive
+ *		stitching lock.
+ */
+static bool
+over_lock_budget(int64 n)
+{
+	return n > cdp_max_identifier_locks || keys_held() + n > cdp_max_identifier_locks;
 }
 
 /*
@@ -94,7 +136,7 @@ stitch_lock_events(StitchGraph *g)
 	 * batch: asking for it exclusively later, while holding it shared, could
 	 * deadlock with another writer doing the same.
 	 */
-	if (n > cdp_max_identifier_locks || graph_nidents(g) > cdp_max_identifier_locks)
+	if (n > cdp_max_identifier_locks || over_lock_budget((int64) n + graph_nidents(g)))
 	{
 		stitch_lock_global(true);
 		return;
@@ -147,6 +189,8 @@ lock_keys(uint64 *keys, int n, uint16 kind)
 		set_tag(&tag, kind, keys[i]);
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	}
+	(void) keys_held();
+	keys_taken += m;
 	return m;
 }
 
@@ -943,9 +987,19 @@ stitch_write_changes(StitchChanges *c)
 	if (c->n_touched > 0)
 	{
 		args[0] = cdp_uuid_array(c->touched, c->n_touched);
+		/*
+		 * (not again a row this transaction wrote with these very values:
+		 * the update would change nothing, and each new version of a row
+		 * lengthens the chain every later look-up of it in this transaction
+		 * walks -- the apply worker of a subscription stitches a large
+		 * remote transaction row by row, marking the same entities over and
+		 * over)
+		 */
 		cdp_execute(plan("touch_entities",
 						 "UPDATE cdp_traits.customer_entities "
-						 "SET modified = pg_catalog.now(), calculated = NULL WHERE id = ANY ($1)",
+						 "SET modified = pg_catalog.now(), calculated = NULL WHERE id = ANY ($1) "
+						 "AND (calculated IS NOT NULL OR modified <> pg_catalog.now() "
+						 "OR xmin <> pg_catalog.pg_current_xact_id()::xid)",
 						 1, UUIDARRAYOID, 0, 0),
 					args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
 	}
@@ -1302,7 +1356,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 		return;
 
 	/* 1. locks: identifiers first, then the entities they lead to */
-	exclusive = (nidents + nforget + ntouch) > cdp_max_identifier_locks;
+	exclusive = over_lock_budget((int64) nidents + nforget + ntouch);
 	stitch_lock_global(exclusive);
 	if (!exclusive && nidents > 0)
 	{
@@ -1522,7 +1576,9 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 							 "UPDATE cdp_traits.customer_entities c "
 							 "SET modified = pg_catalog.now(), calculated = NULL "
 							 "FROM cdp_traits.event_entities e "
-							 "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id",
+							 "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id "
+							 "AND (c.calculated IS NOT NULL OR c.modified <> pg_catalog.now() "
+							 "OR c.xmin <> pg_catalog.pg_current_xact_id()::xid)",
 							 1, TEXTARRAYOID, 0, 0),
 						args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
 		}

@@ -104,6 +104,17 @@ COMMIT;
 });
 compare('inserts');
 
+# A large remote transaction, stitched row by row under the exclusive
+# stitching lock once it has taken cdp_traits.max_identifier_locks key locks.
+run(q{
+INSERT INTO ev
+SELECT md5('big' || i)::uuid, 'web', 'view', '1', '2025-02-05'::timestamptz + i * interval '1 second',
+       jsonb_build_object('email', 'big' || (i % 400) || '@x', 'cookie', 'bc' || (i % 700),
+                          'phones', jsonb_build_array('p' || (i % 50)))
+  FROM generate_series(1, 2000) i;
+});
+compare('a large transaction');
+
 # Updates that move events between entities (splits and merges), an update
 # that touches no identifier, deletes that split.
 run(q{
