@@ -42,6 +42,7 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 #include "utils/typcache.h"
 
 #include "cdp_traits.h"
@@ -906,16 +907,24 @@ keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes)
  *		stored until autovacuum analyzes them.  The planner reads a
  *		table's current size, so the plans made again fit it.  Doubling
  *		bounds the re-planning to a few times per backend; the sizes come
- *		from the storage manager, without reading the tables.
+ *		from the storage manager, without reading the tables, at most once a
+ *		second.
  */
 void
 stitch_replan_if_grown(void)
 {
 	static const char *const tables[] = {"matching", "event_entities", "customer_entities"};
-	Oid			nsp = get_namespace_oid(CDP_SCHEMA_NAME, true);
+	static TimestampTz last_check = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			nsp;
 	int64		blocks = 0;
 	int			i;
 
+	/* (at most once a second: single inserts need not pay for it) */
+	if (PlannedBlocks >= 0 && !TimestampDifferenceExceeds(last_check, now, 1000))
+		return;
+	last_check = now;
+	nsp = get_namespace_oid(CDP_SCHEMA_NAME, true);
 	if (!OidIsValid(nsp))
 		return;
 	for (i = 0; i < lengthof(tables); i++)
