@@ -19,10 +19,12 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -145,6 +147,59 @@ cdp_exec_end(CdpExecState *state)
 {
 	AtEOXact_GUC(true, state->save_nestlevel);
 	SetUserIdAndSecContext(state->save_userid, state->save_sec_context);
+}
+
+/*
+ * cdp_growth_generation
+ *		A number that changes whenever the watched tables together have more
+ *		than doubled in size since it last changed: a kept plan made under
+ *		another number is to be made again.
+ *
+ *		A kept plan is generic and lives as long as the backend, or until
+ *		the tables' statistics change.  One made while the tables were nearly
+ *		empty (just created, attached or truncated, and analyzed so) scans
+ *		them whole where it should probe an index, and every statement of a
+ *		long-lived backend -- a subscription's apply worker, a pooled
+ *		connection ingesting events one by one -- grows slower with every
+ *		row stored until autovacuum analyzes them.  The planner reads a
+ *		table's current size, so plans made again fit it.  Doubling bounds
+ *		the re-planning to a few times per backend.  The sizes come from the
+ *		storage manager, without reading the tables, at most once a second.
+ */
+uint64
+cdp_growth_generation(CdpGrowthWatch *watch)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			nsp;
+	int64		blocks = 0;
+	int			i;
+
+	if (watch->planned_blocks >= 0 &&
+		!TimestampDifferenceExceeds(watch->last_check, now, 1000))
+		return watch->generation;
+	watch->last_check = now;
+	nsp = get_namespace_oid(CDP_SCHEMA_NAME, true);
+	if (!OidIsValid(nsp))
+		return watch->generation;
+	for (i = 0; i < watch->ntables; i++)
+	{
+		Oid			relid = get_relname_relid(watch->tables[i], nsp);
+		Relation	rel;
+
+		if (!OidIsValid(relid))
+			continue;
+		rel = table_open(relid, AccessShareLock);
+		blocks += RelationGetNumberOfBlocks(rel);
+		table_close(rel, NoLock);
+	}
+	if (watch->planned_blocks < 0)
+		watch->planned_blocks = blocks;
+	else if (blocks > 2 * watch->planned_blocks + 8)
+	{
+		watch->generation++;
+		watch->planned_blocks = blocks;
+	}
+	return watch->generation;
 }
 
 /*

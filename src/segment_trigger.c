@@ -219,7 +219,14 @@ typedef struct SegStatement
 	int			nargs;
 	Oid			argtypes[11];
 	SPIPlanPtr	plan;
+	uint64		growth;			/* see cdp_growth_generation */
 } SegStatement;
+
+/* the tables the kept plans probe */
+static const char *const planned_tables[] = {
+	"segment_memberships", "segment_profiles", "segment_event_ids"
+};
+static CdpGrowthWatch plan_growth = CDP_GROWTH_WATCH(planned_tables);
 
 enum
 {
@@ -334,7 +341,13 @@ statement(SegBatch *b, int which)
 	SPIPlanPtr	plan;
 
 	if (b->small && st->plan)
-		return st->plan;
+	{
+		/* (made again once the tables have grown: see cdp_growth_generation) */
+		if (st->growth == cdp_growth_generation(&plan_growth))
+			return st->plan;
+		SPI_freeplan(st->plan);
+		st->plan = NULL;
+	}
 	plan = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes,
 							  b->small ? CURSOR_OPT_GENERIC_PLAN : CURSOR_OPT_CUSTOM_PLAN);
 	if (plan == NULL)
@@ -345,6 +358,7 @@ statement(SegBatch *b, int which)
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_keepplan failed");
 		st->plan = plan;
+		st->growth = cdp_growth_generation(&plan_growth);
 	}
 	return plan;
 }

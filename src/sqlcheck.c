@@ -425,8 +425,9 @@ oid_array(List *oids)
  *		same result.  An attribute whose expressions are immutable and read
  *		no relation but the events (its caller checks rels) may be kept up
  *		to date from a stored aggregate state (see entity_states): one that
- *		reads the clock, a context value or another table may not.  What it names is what its compilation depends
- *		on (see compiled_definitions and src/definition_deps.c).
+ *		reads the clock, a context value or another table may not.  What it
+ *		names is what its compilation depends on (see compiled_definitions
+ *		and src/definition_deps.c).
  */
 Datum
 cdp_query_deps(PG_FUNCTION_ARGS)

@@ -28,6 +28,7 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "nodes/params.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
@@ -61,7 +62,23 @@ typedef struct CdpExecState
 	int			save_nestlevel;
 } CdpExecState;
 
+/*
+ * Tables whose size kept plans depend on (see cdp_growth_generation): the
+ * names in the extension's schema, and what the watch last saw.
+ */
+typedef struct CdpGrowthWatch
+{
+	const char *const *tables;
+	int			ntables;
+	int64		planned_blocks; /* -1: not looked at yet */
+	uint64		generation;
+	TimestampTz last_check;
+} CdpGrowthWatch;
+
+#define CDP_GROWTH_WATCH(tables) {tables, lengthof(tables), -1, 1, 0}
+
 extern Oid	cdp_extension_owner(void);
+extern uint64 cdp_growth_generation(CdpGrowthWatch *watch);
 extern void cdp_exec_begin(CdpExecState *state);
 extern void cdp_exec_pin_rule_settings(void);
 extern void cdp_exec_end(CdpExecState *state);
@@ -116,7 +133,6 @@ typedef enum StitchSource
 
 extern StitchConfig *stitch_config(bool missing_ok);
 extern SPIPlanPtr stitch_identifier_plan(StitchSource source, Oid relid);
-extern void stitch_replan_if_grown(void);
 extern SPIPlanPtr stitch_cached_plan(const char *key, const char *sql,
 									 int nargs, Oid *argtypes);
 extern void stitch_invalidate(void);

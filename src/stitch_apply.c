@@ -64,6 +64,19 @@ set_tag(LOCKTAG *tag, uint16 kind, uint64 key)
 }
 
 /*
+ * The condition under which the marking of an entity row (alias c) --
+ * calculated = NULL, modified = now() -- updates it: unless this
+ * transaction wrote it with these very values already.  Such an update
+ * would change nothing, and each new version of a row lengthens the chain
+ * that every later look-up of it in this transaction walks (a
+ * subscription's apply worker stitches a large remote transaction row by
+ * row, marking the same entities over and over).
+ */
+#define NOT_MARKED_YET(c) \
+	"(" c ".calculated IS NOT NULL OR " c ".modified <> pg_catalog.now() " \
+	"OR " c ".xmin <> pg_catalog.pg_current_xact_id()::xid)"
+
+/*
  * The key locks (identifiers, entities, event ids) this backend's current
  * transaction took.  They are held until it ends, so a transaction of many
  * small statements -- a loop of single inserts, or a subscription's apply
@@ -101,7 +114,7 @@ keys_held(void)
 static bool
 over_lock_budget(int64 n)
 {
-	return n > cdp_max_identifier_locks || keys_held() + n > cdp_max_identifier_locks;
+	return keys_held() + n > cdp_max_identifier_locks;
 }
 
 /*
@@ -136,7 +149,7 @@ stitch_lock_events(StitchGraph *g)
 	 * batch: asking for it exclusively later, while holding it shared, could
 	 * deadlock with another writer doing the same.
 	 */
-	if (n > cdp_max_identifier_locks || over_lock_budget((int64) n + graph_nidents(g)))
+	if (over_lock_budget((int64) n + graph_nidents(g)))
 	{
 		stitch_lock_global(true);
 		return;
@@ -987,19 +1000,10 @@ stitch_write_changes(StitchChanges *c)
 	if (c->n_touched > 0)
 	{
 		args[0] = cdp_uuid_array(c->touched, c->n_touched);
-		/*
-		 * (not again a row this transaction wrote with these very values:
-		 * the update would change nothing, and each new version of a row
-		 * lengthens the chain every later look-up of it in this transaction
-		 * walks -- the apply worker of a subscription stitches a large
-		 * remote transaction row by row, marking the same entities over and
-		 * over)
-		 */
 		cdp_execute(plan("touch_entities",
-						 "UPDATE cdp_traits.customer_entities "
-						 "SET modified = pg_catalog.now(), calculated = NULL WHERE id = ANY ($1) "
-						 "AND (calculated IS NOT NULL OR modified <> pg_catalog.now() "
-						 "OR xmin <> pg_catalog.pg_current_xact_id()::xid)",
+						 "UPDATE cdp_traits.customer_entities c "
+						 "SET modified = pg_catalog.now(), calculated = NULL WHERE c.id = ANY ($1) "
+						 "AND " NOT_MARKED_YET("c"),
 						 1, UUIDARRAYOID, 0, 0),
 					args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
 	}
@@ -1577,8 +1581,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 							 "SET modified = pg_catalog.now(), calculated = NULL "
 							 "FROM cdp_traits.event_entities e "
 							 "WHERE e.event_id = ANY ($1) AND c.id = e.customer_entity_id "
-							 "AND (c.calculated IS NOT NULL OR c.modified <> pg_catalog.now() "
-							 "OR c.xmin <> pg_catalog.pg_current_xact_id()::xid)",
+							 "AND " NOT_MARKED_YET("c"),
 							 1, TEXTARRAYOID, 0, 0),
 						args, NULL, SPI_OK_UPDATE, "marking entities for recalculation");
 		}

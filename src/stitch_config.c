@@ -31,7 +31,6 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
-#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -42,7 +41,6 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
-#include "utils/timestamp.h"
 #include "utils/typcache.h"
 
 #include "cdp_traits.h"
@@ -72,9 +70,9 @@ static bool ConfigValid = false;
 static uint64 ConfigGeneration = 1;
 static HTAB *PlanCache = NULL;
 
-/* the kept plans were made while the stitching tables had this many blocks */
-static uint64 SizeGeneration = 1;
-static int64 PlannedBlocks = -1;
+/* the tables the kept plans probe (see cdp_growth_generation) */
+static const char *const PlannedTables[] = {"matching", "event_entities", "customer_entities"};
+static CdpGrowthWatch PlanGrowth = CDP_GROWTH_WATCH(PlannedTables);
 
 /* relations whose change invalidates the cache */
 static Oid	WatchRules = InvalidOid;
@@ -855,7 +853,8 @@ plan_entry(const char *key)
 	if (!found)
 		entry->plan = NULL;
 	else if (entry->plan != NULL &&
-			 (entry->generation != ConfigGeneration || entry->size_generation != SizeGeneration ||
+			 (entry->generation != ConfigGeneration ||
+			  entry->size_generation != cdp_growth_generation(&PlanGrowth) ||
 			  !SPI_plan_is_valid(entry->plan)))
 	{
 		SPI_freeplan(entry->plan);
@@ -890,61 +889,8 @@ keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes)
 		elog(ERROR, "SPI_keepplan failed");
 	entry->plan = plan;
 	entry->generation = ConfigGeneration;
-	entry->size_generation = SizeGeneration;
+	entry->size_generation = cdp_growth_generation(&PlanGrowth);
 	return plan;
-}
-
-/*
- * stitch_replan_if_grown
- *		Drop the kept plans once the stitching tables (matching,
- *		event_entities, customer_entities) have more than doubled since
- *		they were made.  A kept plan is generic and lives as long as the
- *		backend or until the tables' statistics change: one made while the
- *		tables were nearly empty (just attached, or truncated, and analyzed
- *		so) scans them whole where it should probe an index, and every
- *		statement of a long-lived backend -- a subscription's apply worker
- *		catching up, a pooled connection -- grows slower with every event
- *		stored until autovacuum analyzes them.  The planner reads a
- *		table's current size, so the plans made again fit it.  Doubling
- *		bounds the re-planning to a few times per backend; the sizes come
- *		from the storage manager, without reading the tables, at most once a
- *		second.
- */
-void
-stitch_replan_if_grown(void)
-{
-	static const char *const tables[] = {"matching", "event_entities", "customer_entities"};
-	static TimestampTz last_check = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	Oid			nsp;
-	int64		blocks = 0;
-	int			i;
-
-	/* (at most once a second: single inserts need not pay for it) */
-	if (PlannedBlocks >= 0 && !TimestampDifferenceExceeds(last_check, now, 1000))
-		return;
-	last_check = now;
-	nsp = get_namespace_oid(CDP_SCHEMA_NAME, true);
-	if (!OidIsValid(nsp))
-		return;
-	for (i = 0; i < lengthof(tables); i++)
-	{
-		Oid			relid = get_relname_relid(tables[i], nsp);
-		Relation	rel;
-
-		if (!OidIsValid(relid))
-			continue;
-		rel = table_open(relid, AccessShareLock);
-		blocks += RelationGetNumberOfBlocks(rel);
-		table_close(rel, NoLock);
-	}
-	if (PlannedBlocks < 0)
-		PlannedBlocks = blocks;
-	else if (blocks > 2 * PlannedBlocks + 8)
-	{
-		SizeGeneration++;
-		PlannedBlocks = blocks;
-	}
 }
 
 /*

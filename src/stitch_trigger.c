@@ -366,7 +366,6 @@ stitch_statement(TriggerData *td)
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "SPI_register_trigger_data failed");
 	cfg = stitch_config(false);
-	stitch_replan_if_grown();
 
 	if (!stitch_is_events_relation(cfg, relid))
 	{

@@ -1056,17 +1056,18 @@ BEGIN
 	-- longer followed); switched on: the values the entities hold now
 	-- start their history (a run records only changes, and an unchanged
 	-- value would never get a row)
-	had_history := COALESCE((OLD.definition->>'history')::boolean, false);
-	has_history := TG_OP = 'UPDATE' AND NEW.id = OLD.id
-		AND COALESCE((NEW.definition->>'history')::boolean, false);
-	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND had_history <> has_history THEN
-		UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
-		 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
-		IF has_history THEN
-			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-			SELECT ea.customer_entity_id, NEW.id, ea.vals -> NEW.id, pg_catalog.now()
-			  FROM cdp_traits.entity_attributes ea
-			 WHERE ea.vals ? NEW.id;
+	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
+		had_history := COALESCE((OLD.definition->>'history')::boolean, false);
+		has_history := COALESCE((NEW.definition->>'history')::boolean, false);
+		IF had_history <> has_history THEN
+			UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+			 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
+			IF has_history THEN
+				INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+				SELECT ea.customer_entity_id, NEW.id, ea.vals -> NEW.id, pg_catalog.now()
+				  FROM cdp_traits.entity_attributes ea
+				 WHERE ea.vals ? NEW.id;
+			END IF;
 		END IF;
 	END IF;
 	RETURN NULL;
