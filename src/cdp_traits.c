@@ -35,15 +35,16 @@ PG_FUNCTION_INFO_V1(cdp_traits_claim_schema);
 
 /*
  * _PG_init
- *		Define the configuration variables; when preloaded, also set up the
- *		background worker.  Called once per process when the library is
- *		loaded.
+ *		Define the configuration variables and install the planner hook;
+ *		when preloaded, also set up the background worker.  Called once per
+ *		process when the library is loaded.
  */
 void
 _PG_init(void)
 {
 	cdp_define_gucs();
 	stitch_register_callbacks();
+	cdp_plan_estimates_init();
 	if (process_shared_preload_libraries_in_progress)
 		cdp_worker_init();
 }

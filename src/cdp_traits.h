@@ -74,4 +74,7 @@ extern void cdp_job_run_in_worker(int job);
 extern const char *cdp_jobs_installed(void);
 extern int	cdp_jobs_mark_interrupted(void);
 
+/* plan_estimates.c: the planner's view of the extension's tables */
+extern void cdp_plan_estimates_init(void);
+
 #endif							/* CDP_TRAITS_H */

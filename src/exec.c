@@ -29,6 +29,7 @@
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/plancache.h"
 #include "utils/rel.h"
 
 #include "cdp_traits.h"
@@ -151,30 +152,35 @@ cdp_exec_end(CdpExecState *state)
 
 /*
  * cdp_growth_generation
- *		A number that changes whenever the watched tables together have more
+ *		A number that changes whenever one of the watched tables has more
  *		than doubled in size since it last changed: a kept plan made under
  *		another number is to be made again.
  *
  *		A kept plan is generic and lives as long as the backend, or until
- *		the tables' statistics change.  One made while the tables were nearly
+ *		the tables' statistics change.  One made while a table was nearly
  *		empty (just created, attached or truncated, and analyzed so) scans
- *		them whole where it should probe an index, and every statement of a
+ *		it whole where it should probe an index, and every statement of a
  *		long-lived backend -- a subscription's apply worker, a pooled
  *		connection ingesting events one by one -- grows slower with every
- *		row stored until autovacuum analyzes them.  The planner reads a
- *		table's current size, so plans made again fit it.  Doubling bounds
- *		the re-planning to a few times per backend.  The sizes come from the
- *		storage manager, without reading the tables, at most once a second.
+ *		row stored until autovacuum analyzes it.  The planner reads a
+ *		table's current size, so plans made again fit it.  Each table is
+ *		watched on its own: a table emptied by DELETE keeps its pages, and
+ *		summed with the others it would hide their growth.  Doubling bounds
+ *		the re-planning to a few times per backend.  The sizes come from
+ *		the storage manager, without reading the tables, at most once a
+ *		second.
  */
 uint64
 cdp_growth_generation(CdpGrowthWatch *watch)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Oid			nsp;
-	int64		blocks = 0;
+	int64		blocks[CDP_GROWTH_MAX_TABLES];
+	bool		grown = false;
 	int			i;
 
-	if (watch->planned_blocks >= 0 &&
+	Assert(watch->ntables <= CDP_GROWTH_MAX_TABLES);
+	if (watch->looked &&
 		!TimestampDifferenceExceeds(watch->last_check, now, 1000))
 		return watch->generation;
 	watch->last_check = now;
@@ -186,20 +192,80 @@ cdp_growth_generation(CdpGrowthWatch *watch)
 		Oid			relid = get_relname_relid(watch->tables[i], nsp);
 		Relation	rel;
 
+		blocks[i] = 0;
 		if (!OidIsValid(relid))
 			continue;
 		rel = table_open(relid, AccessShareLock);
-		blocks += RelationGetNumberOfBlocks(rel);
+		blocks[i] = RelationGetNumberOfBlocks(rel);
 		table_close(rel, NoLock);
+		if (watch->looked && blocks[i] > 2 * watch->planned_blocks[i] + 8)
+			grown = true;
 	}
-	if (watch->planned_blocks < 0)
-		watch->planned_blocks = blocks;
-	else if (blocks > 2 * watch->planned_blocks + 8)
+	if (!watch->looked || grown)
 	{
-		watch->generation++;
-		watch->planned_blocks = blocks;
+		if (grown)
+			watch->generation++;
+		watch->looked = true;
+		memcpy(watch->planned_blocks, blocks, sizeof(int64) * watch->ntables);
 	}
 	return watch->generation;
+}
+
+/*
+ * cdp_plan_probes
+ *		Make the generic plan of a kept statement now, with sequential
+ *		scans, hash joins and merge joins disabled, so that it reads the
+ *		tables it names by index probes; returns the plan's generation (see
+ *		cdp_plan_generation).
+ *
+ *		For the statements that look rows of the extension's tables up by
+ *		key, a few keys per execution, probes are the best plan; what the
+ *		planner makes of the tables' statistics need not be.  Statistics
+ *		recorded while a long transaction filled a table say it is empty
+ *		(plan_estimates.c corrects its size, but its columns keep default
+ *		selectivities: each key then seems to match hundreds of rows, and a
+ *		hash of the whole table looks cheaper than probing for ten keys);
+ *		a table that grew without doubling (cdp_growth_generation) is
+ *		planned at its old size.  Such a plan reads the whole table at
+ *		every execution: in a subscription's apply worker, at every row.
+ *		With sane statistics these statements are planned as probes anyway.
+ *
+ *		plan must be kept (SPI_keepplan) and hold one statement.
+ */
+int
+cdp_plan_probes(SPIPlanPtr plan)
+{
+	static const char *const off[] = {"enable_seqscan", "enable_hashjoin", "enable_mergejoin"};
+	int			nestlevel = NewGUCNestLevel();
+	CachedPlan *cplan;
+	int			i;
+
+	for (i = 0; i < lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	cplan = SPI_plan_get_cached_plan(plan);
+	if (cplan == NULL)
+		elog(ERROR, "could not make the generic plan of a kept statement");
+	ReleaseCachedPlan(cplan, CurrentResourceOwner);
+	AtEOXact_GUC(true, nestlevel);
+	return cdp_plan_generation(plan);
+}
+
+/*
+ * cdp_plan_generation
+ *		How many plans the plan cache has made for a kept statement: the plan
+ *		made by cdp_plan_probes is still the one in use while this returns
+ *		what cdp_plan_probes returned.  (The plan cache makes a plan again by
+ *		itself, under the session's settings, when an invalidation reaches
+ *		it while it takes its locks.)
+ */
+int
+cdp_plan_generation(SPIPlanPtr plan)
+{
+	List	   *sources = SPI_plan_get_plan_sources(plan);
+
+	Assert(list_length(sources) == 1);
+	return ((CachedPlanSource *) linitial(sources))->generation;
 }
 
 /*

@@ -66,19 +66,24 @@ typedef struct CdpExecState
  * Tables whose size kept plans depend on (see cdp_growth_generation): the
  * names in the extension's schema, and what the watch last saw.
  */
+#define CDP_GROWTH_MAX_TABLES 4
+
 typedef struct CdpGrowthWatch
 {
 	const char *const *tables;
-	int			ntables;
-	int64		planned_blocks; /* -1: not looked at yet */
+	int			ntables;		/* at most CDP_GROWTH_MAX_TABLES */
+	bool		looked;			/* planned_blocks filled */
+	int64		planned_blocks[CDP_GROWTH_MAX_TABLES];
 	uint64		generation;
 	TimestampTz last_check;
 } CdpGrowthWatch;
 
-#define CDP_GROWTH_WATCH(tables) {tables, lengthof(tables), -1, 1, 0}
+#define CDP_GROWTH_WATCH(tables) {tables, lengthof(tables), false, {0}, 1, 0}
 
 extern Oid	cdp_extension_owner(void);
 extern uint64 cdp_growth_generation(CdpGrowthWatch *watch);
+extern int	cdp_plan_probes(SPIPlanPtr plan);
+extern int	cdp_plan_generation(SPIPlanPtr plan);
 extern void cdp_exec_begin(CdpExecState *state);
 extern void cdp_exec_pin_rule_settings(void);
 extern void cdp_exec_end(CdpExecState *state);
@@ -135,6 +140,8 @@ extern StitchConfig *stitch_config(bool missing_ok);
 extern SPIPlanPtr stitch_identifier_plan(StitchSource source, Oid relid);
 extern SPIPlanPtr stitch_cached_plan(const char *key, const char *sql,
 									 int nargs, Oid *argtypes);
+extern SPIPlanPtr stitch_probe_plan(const char *key, const char *sql, int nargs,
+									Oid *argtypes);
 extern void stitch_invalidate(void);
 extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);

@@ -305,13 +305,18 @@ cdp_uuid_array(const pg_uuid_t *vals, int n)
 	return PointerGetDatum(construct_array(d, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 }
 
-/* A statement of this file, prepared once per backend. */
+/*
+ * plan
+ *		A statement of this file, prepared once per backend.  They read and
+ *		write the stitching tables by key (arrays of keys from the events of
+ *		a statement), so their plans are index probes (stitch_probe_plan).
+ */
 static SPIPlanPtr
 plan(const char *key, const char *sql, int nargs, Oid t1, Oid t2, Oid t3)
 {
 	Oid			types[3] = {t1, t2, t3};
 
-	return stitch_cached_plan(key, sql, nargs, types);
+	return stitch_probe_plan(key, sql, nargs, types);
 }
 
 /*
@@ -1128,9 +1133,9 @@ lookup_identifiers(StitchGraph *g, int *nfound)
 			fs.maxfound = Max(n, 64);
 			fs.found = palloc_extended(sizeof(Found) * fs.maxfound, MCXT_ALLOC_HUGE);
 			fs.nfound = 0;
-			cdp_stream(plan("scan_matching",
-							"SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching",
-							0, 0, 0, 0),
+			cdp_stream(stitch_cached_plan("scan_matching",
+										  "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching",
+										  0, NULL),
 					   NULL, false, found_row, &fs);
 			*nfound = fs.nfound;
 			return fs.found;
@@ -1305,8 +1310,8 @@ follow_states(const StitchChanges *c, const pg_uuid_t *drop, int ndrop)
 					 " DELETE FROM cdp_traits.entity_states s WHERE s.customer_entity_id = ANY ($3)"
 					 " RETURNING s.customer_entity_id"
 					 "), emptied AS ("
-					 " DELETE FROM cdp_traits.entity_state_events q USING gone"
-					 " WHERE q.customer_entity_id = gone.customer_entity_id"
+					 " DELETE FROM cdp_traits.entity_state_events q"
+					 " WHERE q.customer_entity_id = ANY ($3)"
 					 ") "
 					 "INSERT INTO cdp_traits.entity_state_events (customer_entity_id, event_id) "
 					 "SELECT u.e, u.id FROM unnest($1, $2) u(id, e) "

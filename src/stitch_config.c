@@ -62,6 +62,8 @@ typedef struct PlanEntry
 	SPIPlanPtr	plan;
 	uint64		generation;
 	uint64		size_generation;
+	bool		probes;			/* planned by cdp_plan_probes */
+	int			plan_generation;	/* what cdp_plan_probes returned */
 } PlanEntry;
 
 static MemoryContext ConfigContext = NULL;
@@ -855,7 +857,9 @@ plan_entry(const char *key)
 	else if (entry->plan != NULL &&
 			 (entry->generation != ConfigGeneration ||
 			  entry->size_generation != cdp_growth_generation(&PlanGrowth) ||
-			  !SPI_plan_is_valid(entry->plan)))
+			  !SPI_plan_is_valid(entry->plan) ||
+			  (entry->probes &&
+			   cdp_plan_generation(entry->plan) != entry->plan_generation)))
 	{
 		SPI_freeplan(entry->plan);
 		entry->plan = NULL;
@@ -872,10 +876,12 @@ plan_entry(const char *key)
  *		a custom plan's estimate for a short array is always lower) would cost
  *		more than the statement itself.  Reading statements may run as
  *		parallel plans: the rule expressions are then evaluated by workers
- *		while this process unites.
+ *		while this process unites.  With probes, the plan is made at once, as
+ *		index probes (cdp_plan_probes).
  */
 static SPIPlanPtr
-keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes)
+keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes,
+		  bool probes)
 {
 	SPIPlanPtr	plan;
 
@@ -890,6 +896,9 @@ keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes)
 	entry->plan = plan;
 	entry->generation = ConfigGeneration;
 	entry->size_generation = cdp_growth_generation(&PlanGrowth);
+	entry->probes = probes;
+	if (probes)
+		entry->plan_generation = cdp_plan_probes(plan);
 	return plan;
 }
 
@@ -903,7 +912,21 @@ stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 {
 	PlanEntry  *entry = plan_entry(key);
 
-	return entry->plan ? entry->plan : keep_plan(entry, sql, nargs, argtypes);
+	return entry->plan ? entry->plan : keep_plan(entry, sql, nargs, argtypes, false);
+}
+
+/*
+ * stitch_probe_plan
+ *		stitch_cached_plan for a statement that reads and writes the
+ *		stitching tables by key: its plan probes their indexes whatever
+ *		their statistics say (cdp_plan_probes).
+ */
+SPIPlanPtr
+stitch_probe_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
+{
+	PlanEntry  *entry = plan_entry(key);
+
+	return entry->plan ? entry->plan : keep_plan(entry, sql, nargs, argtypes, true);
 }
 
 /*
@@ -911,7 +934,10 @@ stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
  *		The kept plan of the identifier query over source (its SQL is built
  *		only when the plan must be made).  For transition tables the plan is
  *		kept per relation that fired (partitions may have a different row
- *		layout than their parent).
+ *		layout than their parent).  The events of given entities are read by
+ *		index probes (stitch_probe_plan) when a unique index on the events
+ *		table's id guarantees an index to probe; probing a table without one
+ *		would read it whole once per event.
  */
 SPIPlanPtr
 stitch_identifier_plan(StitchSource source, Oid relid)
@@ -920,13 +946,16 @@ stitch_identifier_plan(StitchSource source, Oid relid)
 	char		key[48];
 	Oid			argtypes[1] = {UUIDARRAYOID};
 	PlanEntry  *entry;
+	StitchConfig *cfg;
 
 	snprintf(key, sizeof(key), "%s:%u", names[source], relid);
 	entry = plan_entry(key);
 	if (entry->plan)
 		return entry->plan;
+	cfg = stitch_config(true);
 	return keep_plan(entry, stitch_identifier_sql(source),
-					 source == SRC_ENTITY_EVENTS ? 1 : 0, argtypes);
+					 source == SRC_ENTITY_EVENTS ? 1 : 0, argtypes,
+					 source == SRC_ENTITY_EVENTS && cfg != NULL && cfg->unique_id);
 }
 
 /*

@@ -502,10 +502,10 @@ foreign_identifiers(ScopePass *p)
 		return false;
 	args[0] = PointerGetDatum(construct_array(attrs, n, TEXTOID, -1, false, TYPALIGN_INT));
 	args[1] = PointerGetDatum(construct_array(vals, n, TEXTOID, -1, false, TYPALIGN_INT));
-	cdp_execute(stitch_cached_plan("foreign_idents",
-								   "SELECT EXISTS (SELECT FROM unnest($1, $2) u(attr, val) "
-								   "JOIN cdp_traits.matching m ON m.attribute_id = u.attr AND m.value = u.val)",
-								   2, types),
+	cdp_execute(stitch_probe_plan("foreign_idents",
+								  "SELECT EXISTS (SELECT FROM unnest($1, $2) u(attr, val) "
+								  "JOIN cdp_traits.matching m ON m.attribute_id = u.attr AND m.value = u.val)",
+								  2, types),
 				args, NULL, SPI_OK_SELECT, "looking up identifiers of other entities");
 	return SPI_processed == 1 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -610,9 +610,9 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			   stitch_cached_plan("matching:all",
 								  "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching",
 								  0, NULL) :
-			   stitch_cached_plan("matching:scope",
-								  "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching "
-								  "WHERE customer_entity_id = ANY ($1)", 1, types),
+			   stitch_probe_plan("matching:scope",
+								 "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching "
+								 "WHERE customer_entity_id = ANY ($1)", 1, types),
 			   params, !write, matching_row, &p);
 
 	PHASE("reading identifiers");
@@ -629,9 +629,9 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	cdp_stream(all ?
 			   stitch_cached_plan("entities:all",
 								  "SELECT id, created FROM cdp_traits.customer_entities", 0, NULL) :
-			   stitch_cached_plan("entities:scope",
-								  "SELECT id, created FROM cdp_traits.customer_entities "
-								  "WHERE id = ANY ($1)", 1, types),
+			   stitch_probe_plan("entities:scope",
+								 "SELECT id, created FROM cdp_traits.customer_entities "
+								 "WHERE id = ANY ($1)", 1, types),
 			   params, !write, entity_row, &p);
 	/* each event's stored entity, as its number among them (-1: none) */
 	ev_ent = palloc_extended(sizeof(int32) * Max(nevents, 1), MCXT_ALLOC_HUGE);
