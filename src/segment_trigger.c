@@ -220,7 +220,6 @@ typedef struct SegStatement
 	Oid			argtypes[11];
 	SPIPlanPtr	plan;
 	uint64		growth;			/* see cdp_growth_generation */
-	int			plan_generation;	/* see cdp_plan_probes */
 } SegStatement;
 
 /* the tables the kept plans probe */
@@ -330,11 +329,10 @@ static SegStatement statements[ST_COUNT] = {
 /*
  * statement
  *		The plan of one of the statements above.  For a small batch, a
- *		generic plan kept for the backend, made as index probes whatever the
- *		tables' statistics say (cdp_plan_probes): a custom plan per
- *		execution would cost more than the statement itself.  For a large
- *		one, a plan made for this execution's arrays (hash joins rather than
- *		a probe per key), freed with the SPI connection.
+ *		generic plan kept for the backend: a custom plan per execution
+ *		would cost more than the statement itself.  For a large one, a plan
+ *		made for this execution's arrays (hash joins rather than a probe per
+ *		key), freed with the SPI connection.
  */
 static SPIPlanPtr
 statement(SegBatch *b, int which)
@@ -345,8 +343,7 @@ statement(SegBatch *b, int which)
 	if (b->small && st->plan)
 	{
 		/* (made again once the tables have grown: see cdp_growth_generation) */
-		if (st->growth == cdp_growth_generation(&plan_growth) &&
-			(which == ST_READ || cdp_plan_generation(st->plan) == st->plan_generation))
+		if (st->growth == cdp_growth_generation(&plan_growth))
 			return st->plan;
 		SPI_freeplan(st->plan);
 		st->plan = NULL;
@@ -362,9 +359,6 @@ statement(SegBatch *b, int which)
 			elog(ERROR, "SPI_keepplan failed");
 		st->plan = plan;
 		st->growth = cdp_growth_generation(&plan_growth);
-		/* (the statement reading the new events reads them all) */
-		if (which != ST_READ)
-			st->plan_generation = cdp_plan_probes(plan);
 	}
 	return plan;
 }
