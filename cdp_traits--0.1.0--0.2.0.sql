@@ -1069,6 +1069,27 @@ $$;
 CREATE TRIGGER segment_events_truncated AFTER TRUNCATE ON cdp_traits.segment_events
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_truncated();
 
+-- Events that arrive by logical replication.  The apply worker runs as a
+-- replica session, where ordinary triggers do not fire, and fires row
+-- triggers only.  Triggers enabled for replica sessions only: a row trigger
+-- that applies each replicated event as an INSERT of that one row would be
+-- (the statement trigger and it each act only in their kind of session, so
+-- ENABLE ALWAYS does not apply an event twice), and the UPDATE and TRUNCATE
+-- triggers above again.
+CREATE FUNCTION cdp_traits._segment_event_row() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_segment_event_row';
+CREATE TRIGGER segment_events_replica AFTER INSERT ON cdp_traits.segment_events
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._segment_event_row();
+CREATE TRIGGER segment_events_replica_update BEFORE UPDATE ON cdp_traits.segment_events
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._segment_events_immutable();
+CREATE TRIGGER segment_events_replica_truncate AFTER TRUNCATE ON cdp_traits.segment_events
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._segment_events_truncated();
+ALTER TABLE cdp_traits.segment_events
+	ENABLE REPLICA TRIGGER segment_events_replica,
+	ENABLE REPLICA TRIGGER segment_events_replica_update,
+	ENABLE REPLICA TRIGGER segment_events_replica_truncate;
+
 -- BEGIN generated: functions changed since 0.1.0
 CREATE FUNCTION cdp_traits._analyze_temp(tab text, cols text[]) RETURNS void
 LANGUAGE plpgsql
@@ -3196,7 +3217,8 @@ BEGIN
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
 		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
-		('_profile_merge', 'owner'), ('_segment_events_truncated', 'owner')) v(name, class) LOOP
+		('_profile_merge', 'owner'), ('_segment_events_truncated', 'owner'),
+		('_segment_event_row', 'owner')) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
 			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);

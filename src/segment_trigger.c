@@ -73,6 +73,7 @@
 #include "stitch.h"
 
 PG_FUNCTION_INFO_V1(cdp_segment_events_insert);
+PG_FUNCTION_INFO_V1(cdp_segment_event_row);
 PG_FUNCTION_INFO_V1(cdp_toggles_writer);
 PG_FUNCTION_INFO_V1(cdp_toggles_wait);
 PG_FUNCTION_INFO_V1(cdp_segments_lock_exclusive);
@@ -102,6 +103,8 @@ PG_FUNCTION_INFO_V1(cdp_profile_merge);
 
 /* name of the NEW transition table of the trigger */
 #define SEGMENT_NEW_TABLE	"cdp_new_segment_events"
+/* the row trigger of replica sessions (see not_this_session) */
+#define SEGMENT_REPLICA_TRIGGER "segment_events_replica"
 
 /* A (vendor, segment, user) key; the strings are not NUL-terminated. */
 typedef struct SegKeyId
@@ -1549,14 +1552,13 @@ loaded_by_restore(void)
 }
 
 /*
- * cdp_segment_events_insert
- *		AFTER INSERT FOR EACH STATEMENT trigger on segment_events, with the
- *		NEW transition table cdp_new_segment_events.
+ * segment_statement
+ *		Apply the events of one INSERT into segment_events, given as its
+ *		trigger data with the NEW transition table cdp_new_segment_events.
  */
-Datum
-cdp_segment_events_insert(PG_FUNCTION_ARGS)
+static void
+segment_statement(TriggerData *td)
 {
-	TriggerData *td = (TriggerData *) fcinfo->context;
 	int64		nrows;
 	CdpExecState es;
 	SegBatch	b;
@@ -1567,26 +1569,14 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	instr_time	start,
 				duration;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("_segment_events_insert() must be fired AFTER INSERT FOR EACH STATEMENT")));
-	if (td->tg_trigger->tgnewtable == NULL ||
-		strcmp(td->tg_trigger->tgnewtable, SEGMENT_NEW_TABLE) != 0 || td->tg_newtable == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("trigger \"%s\" must have the transition table NEW TABLE AS %s",
-						td->tg_trigger->tgname, SEGMENT_NEW_TABLE)));
-
 	nrows = tuplestore_tuple_count(td->tg_newtable);
 	if (nrows == 0)
-		return PointerGetDatum(NULL);
+		return;
 	if (loaded_by_restore())
 	{
 		elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events loaded by pg_restore, kept as they are",
 			 nrows);
-		return PointerGetDatum(NULL);
+		return;
 	}
 	INSTR_TIME_SET_CURRENT(start);
 
@@ -1666,6 +1656,87 @@ cdp_segment_events_insert(PG_FUNCTION_ARGS)
 	cdp_exec_end(&es);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(b.cxt);
+}
+
+/*
+ * not_this_session
+ *		Whether the trigger is not the one to apply events in this session:
+ *		the replica trigger applies them in replica sessions only, the
+ *		statement trigger everywhere else.  Each is enabled so (ENABLE
+ *		REPLICA, or as usual); this keeps events from being applied twice
+ *		where they were enabled otherwise (ALTER TABLE ... ENABLE TRIGGER ALL
+ *		makes both fire in ordinary sessions).
+ */
+static bool
+not_this_session(TriggerData *td)
+{
+	bool		replica_trigger = strcmp(td->tg_trigger->tgname, SEGMENT_REPLICA_TRIGGER) == 0;
+
+	return replica_trigger != (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA);
+}
+
+/*
+ * cdp_segment_events_insert
+ *		AFTER INSERT FOR EACH STATEMENT trigger on segment_events, with the
+ *		NEW transition table cdp_new_segment_events.
+ */
+Datum
+cdp_segment_events_insert(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_segment_events_insert() must be fired AFTER INSERT FOR EACH STATEMENT")));
+	if (td->tg_trigger->tgnewtable == NULL ||
+		strcmp(td->tg_trigger->tgnewtable, SEGMENT_NEW_TABLE) != 0 || td->tg_newtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("trigger \"%s\" must have the transition table NEW TABLE AS %s",
+						td->tg_trigger->tgname, SEGMENT_NEW_TABLE)));
+	if (!not_this_session(td))
+		segment_statement(td);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * cdp_segment_event_row
+ *		AFTER INSERT FOR EACH ROW trigger on segment_events, enabled for
+ *		replica sessions only (ENABLE REPLICA TRIGGER): logical
+ *		replication's apply worker runs as one and fires row triggers only,
+ *		one row at a time.  Each row is applied as an INSERT of that one row
+ *		would be.
+ */
+Datum
+cdp_segment_event_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TriggerData stmt;
+	Trigger		trig;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("_segment_event_row() must be fired AFTER INSERT FOR EACH ROW")));
+	if (not_this_session(td))
+		return PointerGetDatum(NULL);
+
+	/* the statement of this row: AFTER INSERT, its one-row NEW table */
+	memset(&stmt, 0, sizeof(stmt));
+	stmt.type = T_TriggerData;
+	stmt.tg_event = td->tg_event & TRIGGER_EVENT_OPMASK;
+	stmt.tg_relation = td->tg_relation;
+	trig = *td->tg_trigger;
+	trig.tgoldtable = NULL;
+	trig.tgnewtable = (char *) SEGMENT_NEW_TABLE;
+	stmt.tg_trigger = &trig;
+	stmt.tg_newtable = tuplestore_begin_heap(false, false, work_mem);
+	tuplestore_puttuple(stmt.tg_newtable, td->tg_trigtuple);
+	segment_statement(&stmt);
+	tuplestore_end(stmt.tg_newtable);
 	return PointerGetDatum(NULL);
 }
 

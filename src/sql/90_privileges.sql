@@ -196,7 +196,7 @@ BEGIN
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_profile_merge', 'owner'), ('_segment_events_immutable', 'owner'),
-		('_segment_events_truncated', 'owner'),
+		('_segment_events_truncated', 'owner'), ('_segment_event_row', 'owner'),
 		-- the segment locks: toggles_since() runs as its reader,
 		-- rebuild_segment_profiles() as the owner (SECURITY DEFINER)
 		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),

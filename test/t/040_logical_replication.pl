@@ -5,7 +5,9 @@
 # events table to a subscriber that has it attached: the initial copy,
 # inserts that merge entities, updates and deletes that split them, and a
 # TRUNCATE give the subscriber the same entities as a database where the
-# same statements ran directly.
+# same statements ran directly.  Segment events streamed into
+# cdp_traits.segment_events are applied by its replica row trigger: the same
+# memberships, toggles and profiles as the same events ingested directly.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -27,6 +29,15 @@ $sub->start;
 my $table = q{CREATE TABLE ev (id uuid PRIMARY KEY, source_id text, type text, version text,
                               event_time timestamptz, payload jsonb)};
 $pub->safe_psql('postgres', "$table; CREATE PUBLICATION cdp_pub FOR TABLE ev;");
+
+# Segment events too: the publisher has a plain table of that name (a
+# staging database), without seq: the subscriber numbers what it receives.
+$pub->safe_psql('postgres', q{
+CREATE SCHEMA cdp_traits;
+CREATE TABLE cdp_traits.segment_events (event uuid, user_id text, vendor integer, segment text,
+                                        "timestamp" text, remove boolean, value text);
+ALTER PUBLICATION cdp_pub ADD TABLE cdp_traits.segment_events;
+});
 
 # the subscriber's database, and a control database on the same node where
 # the statements run directly
@@ -73,6 +84,27 @@ sub compare
 	return $ctl;
 }
 
+# The segment memberships, the toggle log (in order) and profiles, and the
+# events kept.
+my $segments = q{
+SELECT coalesce((SELECT string_agg(format('%s/%s/%s:%s%s', vendor, segment, user_id, member,
+                                          coalesce('=' || value, '')),
+                                   ' ' ORDER BY vendor, segment, user_id)
+                   FROM cdp_traits.segment_memberships), '(none)') || ' | toggles ' ||
+       coalesce((SELECT string_agg(format('%s/%s:%s', segment, user_id, member), ' ' ORDER BY seq)
+                   FROM cdp_traits.segment_toggles WHERE vendor > 0), '-') || ' | profiles ' ||
+       (SELECT count(*) FROM cdp_traits.segment_profiles) || ' | events ' ||
+       (SELECT count(*) FROM cdp_traits.segment_events)};
+
+sub compare_segments
+{
+	my ($what) = @_;
+	$pub->wait_for_catchup('cdp_sub');
+	my $ctl = $sub->safe_psql('ctl', $segments);
+	is($sub->safe_psql('cdp', $segments), $ctl, "$what: the subscriber has the same segments");
+	return $ctl;
+}
+
 # Events before the subscription: the initial copy.
 run(q{
 INSERT INTO ev
@@ -86,6 +118,11 @@ $sub->safe_psql('cdp', "CREATE SUBSCRIPTION cdp_sub CONNECTION '$conn' PUBLICATI
 $sub->poll_query_until('cdp',
 	"SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')")
   or die 'the initial copy did not finish';
+run(q{
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+SELECT md5('s' || i)::uuid, 'u' || (i % 7), 1, 'seg' || (i % 3), '2025-01-01T10:00:00Z', i % 5 = 0
+  FROM generate_series(1, 60) i;
+});
 my $first = compare('initial copy');
 like($first, qr/\[\d+ entities, \d+ identifiers, 0 problems\]$/, 'initial copy: stitched, no problems');
 cmp_ok(scalar(() = $first =~ /,/g), '>', 100, 'initial copy: events were linked');
@@ -103,6 +140,31 @@ INSERT INTO ev VALUES (md5('b42')::uuid, 'pos', 'buy', '1', '2025-02-03', '{"pho
 COMMIT;
 });
 compare('inserts');
+like(compare_segments('initial copy of segment events'), qr/ \| events 60$/,
+	'segment events of the initial copy applied');
+
+# Segment events streamed: single events that add and remove, several in
+# one statement and in one transaction, an event whose id was seen (dropped
+# on both).
+run(q{
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES (md5('t1')::uuid, 'u1', 1, 'seg1', '2025-02-01T10:00:00Z', true);
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
+VALUES (md5('t2')::uuid, 'new', 2, 'vip', '2025-02-01T10:00:00Z', false, 'gold');
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES (md5('t3')::uuid, 'u1', 1, 'seg1', '2025-02-01T11:00:00Z', false),
+       (md5('t4')::uuid, 'u2', 1, 'seg2', '2025-02-01T11:00:00Z', true),
+       (md5('s7')::uuid, 'u2', 1, 'seg2', '2025-02-01T11:01:00Z', false);
+BEGIN;
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES (md5('t5')::uuid, 'new', 2, 'vip', '2025-02-02T10:00:00Z', true);
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES (md5('t6')::uuid, 'new', 2, 'vip', '2025-02-02T11:00:00Z', false);
+COMMIT;
+});
+my $seg = compare_segments('streamed segment events');
+like($seg, qr{ 2/vip/new:t=gold \|.* vip/new:f vip/new:t \|}, 'streamed segment events: toggles logged');
+like($seg, qr/ \| events 66$/, 'streamed segment events: the repeated id dropped');
 
 # A large remote transaction, stitched row by row under the exclusive
 # stitching lock once it has taken cdp_traits.max_identifier_locks key locks.
@@ -135,7 +197,13 @@ compare('a local insert');
 
 # TRUNCATE (the subscriber's own rows go too) empties stitching, and
 # streaming goes on.
-run('TRUNCATE ev');
+run('TRUNCATE ev, cdp_traits.segment_events');
+run(q{
+INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove)
+VALUES (md5('t7')::uuid, 'u1', 1, 'seg1', '2025-03-01T10:00:00Z', true);
+});
+like(compare_segments('segment events after a truncate'), qr/ \| events 1$/,
+	'segment events after a truncate: memberships kept, the new event applied');
 is(compare('truncate'), '(none) [0 entities, 0 identifiers, 0 problems]', 'truncate: nothing left');
 run(q{
 INSERT INTO ev VALUES (md5('c1')::uuid, 'web', 'view', '1', '2025-04-01', '{"email": "again@x"}'),
