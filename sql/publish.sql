@@ -61,6 +61,30 @@ SELECT cdp_traits.detach_events();
 SELECT cdp_traits.attach_events('cdp_ce.customer_events');
 SELECT count(*) FROM crm.customer_events;
 
+-- a column added to the events table joins customer_events at once (after
+-- customer_entity_id: a view can only grow at its end), published copies
+-- too; a view of one's own over customer_events keeps working
+CREATE VIEW pg_temp.mine AS SELECT id, customer_entity_id FROM cdp_traits.customer_events;
+ALTER TABLE cdp_ce.customer_events ADD COLUMN campaign text, ADD COLUMN "Score" numeric;
+UPDATE cdp_ce.customer_events SET campaign = 'spring' WHERE id = 'e1';
+SELECT attname FROM pg_attribute WHERE attrelid = 'cdp_traits.customer_events'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT id, campaign, "Score", customer_entity_id IS NOT NULL AS stitched FROM crm.customer_events ORDER BY id;
+SELECT count(*) FROM pg_temp.mine;
+-- a change that adds no column changes nothing
+ALTER TABLE cdp_ce.customer_events ALTER COLUMN campaign SET DEFAULT 'none';
+SELECT count(*) AS columns FROM pg_attribute WHERE attrelid = 'crm.customer_events'::regclass AND attnum > 0;
+-- a published copy that a view of one's own depends on is replaced in
+-- place (it could not be dropped and made again)
+CREATE VIEW crm.mine AS SELECT id, campaign FROM crm.customer_events;
+ALTER TABLE cdp_ce.customer_events ADD COLUMN channel text;
+SELECT attname FROM pg_attribute WHERE attrelid = 'crm.customer_events'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT * FROM crm.mine ORDER BY id;
+-- a column renamed: the views keep reading it under its old name, and no
+-- column is added by that ALTER TABLE
+ALTER TABLE cdp_ce.customer_events RENAME COLUMN channel TO medium;
+SELECT attname FROM pg_attribute WHERE attrelid = 'cdp_traits.customer_events'::regclass AND attnum > 9 ORDER BY attnum;
+DROP VIEW crm.mine;
+
 -- transactional: a failing publish leaves nothing behind
 CREATE SCHEMA mart;
 CREATE TABLE mart.customer_events (x int);

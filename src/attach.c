@@ -17,7 +17,9 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaddress.h"
@@ -41,6 +43,7 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/rel.h"
 #include "utils/typcache.h"
 
@@ -670,6 +673,141 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 }
 
 /*
+ * replace_published_copies
+ *		CREATE OR REPLACE each published copy of customer_events (see
+ *		publish()): SELECT * from the view again, which takes the columns it
+ *		gained.
+ */
+static void
+replace_published_copies(void)
+{
+	List	   *views = NIL;
+	ListCell   *lc;
+	uint64		i;
+
+	cdp_execute_sql("SELECT p.view::pg_catalog.text FROM cdp_traits._published_views() p "
+					"WHERE p.rel = 'customer_events'",
+					SPI_OK_SELECT, "listing the published customer_events");
+	for (i = 0; i < SPI_processed; i++)
+		views = lappend(views, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	foreach(lc, views)
+		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW %s AS SELECT * FROM cdp_traits.customer_events",
+								 (char *) lfirst(lc)),
+						SPI_OK_UTILITY, "replacing a published customer_events");
+}
+
+/*
+ * refresh_events_view
+ *		Columns added to the attached events table join customer_events:
+ *		the view keeps its columns, in their order (PostgreSQL can only add
+ *		columns to a view at its end), and gets the new ones after them --
+ *		after customer_entity_id, where attach_events puts them before it.
+ *		Published copies follow, replaced in place so that views of one's
+ *		own over them stay (publish() would drop and make them again).
+ *		Nothing is done when a column of the view is no longer in the table
+ *		by its name (renamed: the view still reads it under its old name).
+ *		A failure is a warning: the ALTER TABLE goes through, and detaching
+ *		and attaching again recreates the view.
+ */
+static void
+refresh_events_view(StitchConfig *cfg)
+{
+	Oid			viewid = get_relname_relid("customer_events",
+										   get_namespace_oid(CDP_SCHEMA_NAME, false));
+	Relation	view;
+	Relation	table;
+	TupleDesc	vdesc;
+	TupleDesc	tdesc;
+	StringInfoData cols;
+	int			added = 0;
+	int			i;
+	char	   *sql;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (!OidIsValid(viewid))
+		return;
+	view = relation_open(viewid, AccessShareLock);
+	table = relation_open(cfg->events_relid, AccessShareLock);
+	vdesc = RelationGetDescr(view);
+	tdesc = RelationGetDescr(table);
+	initStringInfo(&cols);
+	for (i = 0; i < vdesc->natts; i++)
+	{
+		const char *name = NameStr(TupleDescAttr(vdesc, i)->attname);
+
+		if (TupleDescAttr(vdesc, i)->attisdropped)
+			continue;
+		if (strcmp(name, "customer_entity_id") == 0)
+			appendStringInfoString(&cols, i > 0 ? ", ee.customer_entity_id" : "ee.customer_entity_id");
+		else if (get_attnum(cfg->events_relid, name) == InvalidAttrNumber)
+		{
+			/* (renamed: the view still reads it, under the old name) */
+			relation_close(table, AccessShareLock);
+			relation_close(view, AccessShareLock);
+			return;
+		}
+		else
+			appendStringInfo(&cols, "%sev.%s", i > 0 ? ", " : "", quote_identifier(name));
+	}
+	for (i = 0; i < tdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tdesc, i);
+		const char *name = NameStr(att->attname);
+		int			j;
+		bool		listed = false;
+
+		if (att->attisdropped)
+			continue;
+		for (j = 0; j < vdesc->natts && !listed; j++)
+			listed = strcmp(NameStr(TupleDescAttr(vdesc, j)->attname), name) == 0;
+		if (!listed)
+		{
+			appendStringInfo(&cols, ", ev.%s", quote_identifier(name));
+			added++;
+		}
+	}
+	relation_close(table, AccessShareLock);
+	relation_close(view, AccessShareLock);
+	if (added == 0)
+		return;
+
+	sql = psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS SELECT %s FROM %s ev "
+				   "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
+				   cols.data, cfg->events_name, stitch_key_sql(cfg, "ev.id"));
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		cdp_execute_sql(sql, SPI_OK_UTILITY, "adding columns to customer_events");
+		replace_published_copies();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errmsg("cdp_traits.customer_events does not show the columns added to %s",
+						cfg->events_name),
+				 errdetail("%s", edata->message),
+				 errhint("Once the cause is gone, detach and attach the events table again: "
+						 "SELECT cdp_traits.detach_events(); SELECT cdp_traits.attach_events('%s');",
+						 cfg->events_name)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
  * cdp_new_partition
  *		Event trigger (CREATE TABLE, ALTER TABLE): partitions of the attached
  *		events table that have no stitching triggers yet get them, and the
@@ -723,6 +861,10 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	 */
 	if (relevant)
 		stitch_check_columns(cfg, true);
+
+	/* columns added to the events table itself */
+	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))
+		refresh_events_view(cfg);
 
 	/* a detached partition (and its own partitions) is no longer stitched */
 	foreach(lc, detached)
