@@ -21,6 +21,7 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
+#include "commands/trigger.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
@@ -31,6 +32,7 @@
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/tuplestore.h"
 
 #include "cdp_traits.h"
 #include "stitch.h"
@@ -266,6 +268,88 @@ cdp_plan_generation(SPIPlanPtr plan)
 
 	Assert(list_length(sources) == 1);
 	return ((CachedPlanSource *) linitial(sources))->generation;
+}
+
+/*
+ * cdp_trigger_not_this_session
+ *		Whether a trigger is not the one to act in this session: the
+ *		triggers of replica sessions (their names begin with
+ *		replica_prefix, enabled with ENABLE REPLICA TRIGGER) act where
+ *		session_replication_role is replica -- logical replication's apply
+ *		worker -- and the others everywhere else.  This keeps a change from
+ *		being applied twice where they were enabled otherwise (ALTER TABLE
+ *		... ENABLE TRIGGER ALL makes them all fire in ordinary sessions).
+ */
+bool
+cdp_trigger_not_this_session(TriggerData *td, const char *replica_prefix)
+{
+	bool		replica_trigger = strncmp(td->tg_trigger->tgname, replica_prefix,
+										  strlen(replica_prefix)) == 0;
+
+	return replica_trigger != (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA);
+}
+
+/*
+ * one_row
+ *		A transition table of one row.
+ */
+static Tuplestorestate *
+one_row(HeapTuple tuple)
+{
+	Tuplestorestate *ts = tuplestore_begin_heap(false, false, work_mem);
+
+	tuplestore_puttuple(ts, tuple);
+	return ts;
+}
+
+/*
+ * cdp_row_as_statement
+ *		The trigger data of the statement that a row trigger's row would be
+ *		alone: AFTER, the same operation, one-row transition tables named
+ *		newtable (the row inserted, or an UPDATE's new version) and oldtable
+ *		(the row deleted, or an UPDATE's old version).  Logical
+ *		replication's apply worker fires row triggers only; the statement
+ *		triggers' code takes each row this way.  trig holds the statement's
+ *		trigger; free the tables with cdp_row_statement_end.
+ */
+void
+cdp_row_as_statement(TriggerData *row, const char *newtable, const char *oldtable,
+					 TriggerData *stmt, Trigger *trig)
+{
+	memset(stmt, 0, sizeof(*stmt));
+	stmt->type = T_TriggerData;
+	stmt->tg_event = row->tg_event & TRIGGER_EVENT_OPMASK;
+	stmt->tg_relation = row->tg_relation;
+	*trig = *row->tg_trigger;
+	trig->tgoldtable = NULL;
+	trig->tgnewtable = NULL;
+	stmt->tg_trigger = trig;
+	if (TRIGGER_FIRED_BY_INSERT(row->tg_event))
+	{
+		trig->tgnewtable = (char *) newtable;
+		stmt->tg_newtable = one_row(row->tg_trigtuple);
+		return;
+	}
+	trig->tgoldtable = (char *) oldtable;
+	stmt->tg_oldtable = one_row(row->tg_trigtuple);
+	if (TRIGGER_FIRED_BY_UPDATE(row->tg_event))
+	{
+		trig->tgnewtable = (char *) newtable;
+		stmt->tg_newtable = one_row(row->tg_newtuple);
+	}
+}
+
+/*
+ * cdp_row_statement_end
+ *		Free the transition tables of cdp_row_as_statement.
+ */
+void
+cdp_row_statement_end(TriggerData *stmt)
+{
+	if (stmt->tg_newtable)
+		tuplestore_end(stmt->tg_newtable);
+	if (stmt->tg_oldtable)
+		tuplestore_end(stmt->tg_oldtable);
 }
 
 /*

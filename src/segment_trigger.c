@@ -103,7 +103,7 @@ PG_FUNCTION_INFO_V1(cdp_profile_merge);
 
 /* name of the NEW transition table of the trigger */
 #define SEGMENT_NEW_TABLE	"cdp_new_segment_events"
-/* the row trigger of replica sessions (see not_this_session) */
+/* the row trigger of replica sessions (see cdp_trigger_not_this_session) */
 #define SEGMENT_REPLICA_TRIGGER "segment_events_replica"
 
 /* A (vendor, segment, user) key; the strings are not NUL-terminated. */
@@ -1659,21 +1659,11 @@ segment_statement(TriggerData *td)
 }
 
 /*
- * not_this_session
- *		Whether the trigger is not the one to apply events in this session:
- *		the replica trigger applies them in replica sessions only, the
- *		statement trigger everywhere else.  Each is enabled so (ENABLE
- *		REPLICA, or as usual); this keeps events from being applied twice
- *		where they were enabled otherwise (ALTER TABLE ... ENABLE TRIGGER ALL
- *		makes both fire in ordinary sessions).
+ * whether the trigger is not the one to apply events in this session: the
+ * replica trigger applies them in replica sessions only, the statement
+ * trigger everywhere else
  */
-static bool
-not_this_session(TriggerData *td)
-{
-	bool		replica_trigger = strcmp(td->tg_trigger->tgname, SEGMENT_REPLICA_TRIGGER) == 0;
-
-	return replica_trigger != (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA);
-}
+#define not_this_session(td) cdp_trigger_not_this_session(td, SEGMENT_REPLICA_TRIGGER)
 
 /*
  * cdp_segment_events_insert
@@ -1725,18 +1715,9 @@ cdp_segment_event_row(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	/* the statement of this row: AFTER INSERT, its one-row NEW table */
-	memset(&stmt, 0, sizeof(stmt));
-	stmt.type = T_TriggerData;
-	stmt.tg_event = td->tg_event & TRIGGER_EVENT_OPMASK;
-	stmt.tg_relation = td->tg_relation;
-	trig = *td->tg_trigger;
-	trig.tgoldtable = NULL;
-	trig.tgnewtable = (char *) SEGMENT_NEW_TABLE;
-	stmt.tg_trigger = &trig;
-	stmt.tg_newtable = tuplestore_begin_heap(false, false, work_mem);
-	tuplestore_puttuple(stmt.tg_newtable, td->tg_trigtuple);
+	cdp_row_as_statement(td, SEGMENT_NEW_TABLE, NULL, &stmt, &trig);
 	segment_statement(&stmt);
-	tuplestore_end(stmt.tg_newtable);
+	cdp_row_statement_end(&stmt);
 	return PointerGetDatum(NULL);
 }
 

@@ -83,6 +83,13 @@ typedef struct CdpGrowthWatch
 extern Oid	cdp_extension_owner(void);
 extern uint64 cdp_growth_generation(CdpGrowthWatch *watch);
 extern int	cdp_plan_probes(SPIPlanPtr plan);
+struct TriggerData;
+struct Trigger;
+extern bool cdp_trigger_not_this_session(struct TriggerData *td, const char *replica_prefix);
+extern void cdp_row_as_statement(struct TriggerData *row, const char *newtable,
+								 const char *oldtable, struct TriggerData *stmt,
+								 struct Trigger *trig);
+extern void cdp_row_statement_end(struct TriggerData *stmt);
 extern int	cdp_plan_generation(SPIPlanPtr plan);
 extern void cdp_exec_begin(CdpExecState *state);
 extern void cdp_exec_pin_rule_settings(void);

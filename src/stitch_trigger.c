@@ -420,23 +420,8 @@ stitch_statement(TriggerData *td)
 	MemoryContextDelete(cxt);
 }
 
-/*
- * not_this_session
- *		Whether the trigger is not the one to stitch in this session: the
- *		triggers of replica sessions stitch there only, the others
- *		everywhere else.  Each is enabled so (ENABLE REPLICA, or as usual);
- *		this keeps a change from being stitched twice where they were
- *		enabled otherwise (ALTER TABLE ... ENABLE TRIGGER ALL makes them
- *		all fire in ordinary sessions).
- */
-static bool
-not_this_session(TriggerData *td)
-{
-	bool		replica_trigger = strncmp(td->tg_trigger->tgname, CDP_REPLICA_TRIGGER_PREFIX,
-										  strlen(CDP_REPLICA_TRIGGER_PREFIX)) == 0;
-
-	return replica_trigger != (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA);
-}
+/* whether the trigger is not the one to stitch in this session */
+#define not_this_session(td) cdp_trigger_not_this_session(td, CDP_REPLICA_TRIGGER_PREFIX)
 
 /*
  * cdp_stitch_events
@@ -457,19 +442,6 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	stitch_statement(td);
 	return PointerGetDatum(NULL);
-}
-
-/*
- * one_row
- *		A transition table of one row.
- */
-static Tuplestorestate *
-one_row(HeapTuple tuple)
-{
-	Tuplestorestate *ts = tuplestore_begin_heap(false, false, work_mem);
-
-	tuplestore_puttuple(ts, tuple);
-	return ts;
 }
 
 /*
@@ -498,34 +470,8 @@ cdp_stitch_event_row(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	/* the statement of this row: AFTER, the same operation, its tables */
-	memset(&stmt, 0, sizeof(stmt));
-	stmt.type = T_TriggerData;
-	stmt.tg_event = td->tg_event & TRIGGER_EVENT_OPMASK;
-	stmt.tg_relation = td->tg_relation;
-	trig = *td->tg_trigger;
-	trig.tgoldtable = NULL;
-	trig.tgnewtable = NULL;
-	stmt.tg_trigger = &trig;
-	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-	{
-		trig.tgnewtable = (char *) CDP_NEW_TABLE;
-		stmt.tg_newtable = one_row(td->tg_trigtuple);
-	}
-	else
-	{
-		/* (the row before an UPDATE, or the one deleted) */
-		trig.tgoldtable = (char *) CDP_OLD_TABLE;
-		stmt.tg_oldtable = one_row(td->tg_trigtuple);
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		{
-			trig.tgnewtable = (char *) CDP_NEW_TABLE;
-			stmt.tg_newtable = one_row(td->tg_newtuple);
-		}
-	}
+	cdp_row_as_statement(td, CDP_NEW_TABLE, CDP_OLD_TABLE, &stmt, &trig);
 	stitch_statement(&stmt);
-	if (stmt.tg_newtable)
-		tuplestore_end(stmt.tg_newtable);
-	if (stmt.tg_oldtable)
-		tuplestore_end(stmt.tg_oldtable);
+	cdp_row_statement_end(&stmt);
 	return PointerGetDatum(NULL);
 }
