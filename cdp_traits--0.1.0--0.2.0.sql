@@ -517,6 +517,19 @@ CREATE FUNCTION cdp_traits._install_replica_triggers() RETURNS void
 LANGUAGE c
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'cdp_install_replica_triggers';
+-- Around every DDL command (as in 10_stitching.sql)
+CREATE FUNCTION cdp_traits._ddl_start() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_start';
+COMMENT ON FUNCTION cdp_traits._ddl_start() IS
+	'event trigger: before a CASCADE drop, release the published views it reaches from the extension; before a column of the events table is dropped or retyped, drop customer_events';
+CREATE FUNCTION cdp_traits._ddl_end() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_end';
+COMMENT ON FUNCTION cdp_traits._ddl_end() IS
+	'event trigger: published views released by _ddl_start() that are still there join the extension again';
+CREATE EVENT TRIGGER cdp_traits_ddl_start ON ddl_command_start
+	EXECUTE FUNCTION cdp_traits._ddl_start();
+CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
+	EXECUTE FUNCTION cdp_traits._ddl_end();
 -- (as in 40_attributes.sql)
 CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
 LANGUAGE c STABLE STRICT
@@ -3081,6 +3094,8 @@ BEGIN
 		('_clear_new', 'admin'),
 		('_context_timer', 'admin'),
 		('_count_changes', 'admin'),
+		('_ddl_end', 'owner'),
+		('_ddl_start', 'owner'),
 		('_deps_stamp', 'admin'),
 		('_dot_quote', 'reader'),
 		('_drop_run_tables', 'admin'),

@@ -71,12 +71,12 @@ static const char *TriggerNames[NUM_TRIGGERS] = {
 };
 
 /*
- * depend_on_extension
+ * cdp_depend_on_extension
  *		Record that an object goes away with the extension (without making it
  *		a member, so pg_dump still dumps it).
  */
-static void
-depend_on_extension(Oid classid, Oid objid)
+void
+cdp_depend_on_extension(Oid classid, Oid objid)
 {
 	ObjectAddress obj;
 	ObjectAddress ext;
@@ -101,7 +101,7 @@ cdp_relation_depends_on_extension(PG_FUNCTION_ARGS)
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
 					   get_rel_name(relid));
 	if (getExtensionOfObject(RelationRelationId, relid) == InvalidOid)
-		depend_on_extension(RelationRelationId, relid);
+		cdp_depend_on_extension(RelationRelationId, relid);
 	PG_RETURN_VOID();
 }
 
@@ -150,7 +150,7 @@ install_replica_triggers(Oid relid)
 							 ShareRowExclusiveLock);
 		table_close(rel, NoLock);
 		CommandCounterIncrement();
-		depend_on_extension(TriggerRelationId,
+		cdp_depend_on_extension(TriggerRelationId,
 							get_trigger_oid(relid, TriggerNames[i], false));
 	}
 }
@@ -181,7 +181,7 @@ install_triggers(Oid relid)
 								 "EXECUTE FUNCTION cdp_traits.stitch_events()",
 								 TriggerNames[i], on),
 						SPI_OK_UTILITY, "installing a stitching trigger");
-		depend_on_extension(TriggerRelationId,
+		cdp_depend_on_extension(TriggerRelationId,
 							get_trigger_oid(relid, TriggerNames[i], false));
 	}
 	install_replica_triggers(relid);
@@ -287,19 +287,6 @@ invalidate_config(void)
 }
 
 /*
- * events_view_sql
- *		The definition of customer_events over the events table name, joined
- *		to event_entities by the events' keys (see stitch_key_format).
- */
-static char *
-events_view_sql(const char *name, Oid idtype, bool uuid_keys)
-{
-	return psprintf("SELECT ev.*, ee.customer_entity_id FROM %s ev "
-					"LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
-					name, psprintf(stitch_key_format(idtype, uuid_keys), "ev.id"));
-}
-
-/*
  * rekey
  *		Rewrite the stored event assignments from one form of their ids to
  *		the other (text to a uuid's key, or back; see event_key.c).  Keys
@@ -364,7 +351,6 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	bool		keyed_schema;
 	bool		keys;
 	ListCell   *lc;
-	Oid			viewid;
 
 	/* lock the table against concurrent writes while we set up */
 	rel = table_open(relid, ShareRowExclusiveLock);
@@ -424,19 +410,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
 		cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
 						SPI_OK_UTILITY, "replacing customer_events");
-	cdp_execute_sql(psprintf("CREATE VIEW cdp_traits.customer_events AS %s",
-							 events_view_sql(name, idtype, keys)),
-					SPI_OK_UTILITY, "creating customer_events");
-	viewid = get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false));
-	depend_on_extension(RelationRelationId, viewid);
-	cdp_execute_sql("COMMENT ON VIEW cdp_traits.customer_events IS "
-					"'the attached events with the customer entity each belongs to'",
-					SPI_OK_UTILITY, "commenting customer_events");
-	/* readers and admins may read it (see src/sql/90_privileges.sql) */
-	cdp_execute_sql("SELECT cdp_traits._grant('cdp_traits.customer_events', 'result')",
-					SPI_OK_SELECT, "granting customer_events");
-	cdp_execute_sql("SELECT cdp_traits._republish_view('customer_events')",
-					SPI_OK_SELECT, "publishing customer_events");
+	events_view_create(events_view_select(name, stitch_key_format(idtype, keys)));
 
 	/*
 	 * Admins calculate attributes, and a run over a few entities reads the
@@ -552,7 +526,7 @@ cdp_rekey_events(PG_FUNCTION_ARGS)
 		stitch_lock_global(true);
 		n = rekey(true);
 		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS %s",
-								 events_view_sql(name, UUIDOID, true)),
+								 events_view_select(name, stitch_key_format(UUIDOID, true))),
 						SPI_OK_UTILITY, "joining customer_events by key");
 		cdp_execute_sql("UPDATE cdp_traits.events_source SET uuid_keys = true",
 						SPI_OK_UPDATE, "recording the form of stored event ids");
@@ -673,141 +647,6 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 }
 
 /*
- * replace_published_copies
- *		CREATE OR REPLACE each published copy of customer_events (see
- *		publish()): SELECT * from the view again, which takes the columns it
- *		gained.
- */
-static void
-replace_published_copies(void)
-{
-	List	   *views = NIL;
-	ListCell   *lc;
-	uint64		i;
-
-	cdp_execute_sql("SELECT p.view::pg_catalog.text FROM cdp_traits._published_views() p "
-					"WHERE p.rel = 'customer_events'",
-					SPI_OK_SELECT, "listing the published customer_events");
-	for (i = 0; i < SPI_processed; i++)
-		views = lappend(views, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-	foreach(lc, views)
-		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW %s AS SELECT * FROM cdp_traits.customer_events",
-								 (char *) lfirst(lc)),
-						SPI_OK_UTILITY, "replacing a published customer_events");
-}
-
-/*
- * refresh_events_view
- *		Columns added to the attached events table join customer_events:
- *		the view keeps its columns, in their order (PostgreSQL can only add
- *		columns to a view at its end), and gets the new ones after them --
- *		after customer_entity_id, where attach_events puts them before it.
- *		Published copies follow, replaced in place so that views of one's
- *		own over them stay (publish() would drop and make them again).
- *		Nothing is done when a column of the view is no longer in the table
- *		by its name (renamed: the view still reads it under its old name).
- *		A failure is a warning: the ALTER TABLE goes through, and detaching
- *		and attaching again recreates the view.
- */
-static void
-refresh_events_view(StitchConfig *cfg)
-{
-	Oid			viewid = get_relname_relid("customer_events",
-										   get_namespace_oid(CDP_SCHEMA_NAME, false));
-	Relation	view;
-	Relation	table;
-	TupleDesc	vdesc;
-	TupleDesc	tdesc;
-	StringInfoData cols;
-	int			added = 0;
-	int			i;
-	char	   *sql;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-
-	if (!OidIsValid(viewid))
-		return;
-	view = relation_open(viewid, AccessShareLock);
-	table = relation_open(cfg->events_relid, AccessShareLock);
-	vdesc = RelationGetDescr(view);
-	tdesc = RelationGetDescr(table);
-	initStringInfo(&cols);
-	for (i = 0; i < vdesc->natts; i++)
-	{
-		const char *name = NameStr(TupleDescAttr(vdesc, i)->attname);
-
-		if (TupleDescAttr(vdesc, i)->attisdropped)
-			continue;
-		if (strcmp(name, "customer_entity_id") == 0)
-			appendStringInfoString(&cols, i > 0 ? ", ee.customer_entity_id" : "ee.customer_entity_id");
-		else if (get_attnum(cfg->events_relid, name) == InvalidAttrNumber)
-		{
-			/* (renamed: the view still reads it, under the old name) */
-			relation_close(table, AccessShareLock);
-			relation_close(view, AccessShareLock);
-			return;
-		}
-		else
-			appendStringInfo(&cols, "%sev.%s", i > 0 ? ", " : "", quote_identifier(name));
-	}
-	for (i = 0; i < tdesc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(tdesc, i);
-		const char *name = NameStr(att->attname);
-		int			j;
-		bool		listed = false;
-
-		if (att->attisdropped)
-			continue;
-		for (j = 0; j < vdesc->natts && !listed; j++)
-			listed = strcmp(NameStr(TupleDescAttr(vdesc, j)->attname), name) == 0;
-		if (!listed)
-		{
-			appendStringInfo(&cols, ", ev.%s", quote_identifier(name));
-			added++;
-		}
-	}
-	relation_close(table, AccessShareLock);
-	relation_close(view, AccessShareLock);
-	if (added == 0)
-		return;
-
-	sql = psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS SELECT %s FROM %s ev "
-				   "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
-				   cols.data, cfg->events_name, stitch_key_sql(cfg, "ev.id"));
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		cdp_execute_sql(sql, SPI_OK_UTILITY, "adding columns to customer_events");
-		replace_published_copies();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ereport(WARNING,
-				(errmsg("cdp_traits.customer_events does not show the columns added to %s",
-						cfg->events_name),
-				 errdetail("%s", edata->message),
-				 errhint("Once the cause is gone, detach and attach the events table again: "
-						 "SELECT cdp_traits.detach_events(); SELECT cdp_traits.attach_events('%s');",
-						 cfg->events_name)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-}
-
-/*
  * cdp_new_partition
  *		Event trigger (CREATE TABLE, ALTER TABLE): partitions of the attached
  *		events table that have no stitching triggers yet get them, and the
@@ -862,9 +701,9 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	if (relevant)
 		stitch_check_columns(cfg, true);
 
-	/* columns added to the events table itself */
+	/* customer_events follows the columns of the events table itself */
 	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))
-		refresh_events_view(cfg);
+		events_view_follow(cfg);
 
 	/* a detached partition (and its own partitions) is no longer stitched */
 	foreach(lc, detached)

@@ -13,6 +13,9 @@
  * stitch_full.c    restitch() and verify_stitching()
  * explain.c        the identifiers behind one entity (explain_entity)
  * attach.c         attach_events() and detach_events()
+ * events_view.c    customer_events, following the events table's columns
+ * ddl_guard.c      event triggers around DDL: CASCADE drops keep the
+ *                  extension
  * event_key.c      the stored form of uuid event ids
  * exec.c           running SQL as the extension owner with a pinned
  *                  search_path, and SPI helpers
@@ -308,6 +311,15 @@ extern void cdp_random_uuids(pg_uuid_t *uuids, int n);
 extern int	uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b);
 extern int	sort_unique_uuids(pg_uuid_t *ids, int n);
 extern Datum cdp_uuid_array(const pg_uuid_t *vals, int n);
+
+/* ---- attach.c, events_view.c ---- */
+extern void cdp_depend_on_extension(Oid classid, Oid objid);
+extern char *events_view_select(const char *events_name, const char *key_of);
+extern void events_view_create(const char *select_sql);
+extern void events_view_follow(StitchConfig *cfg);
+struct AlterTableStmt;
+extern bool events_view_changes_columns(struct AlterTableStmt *stmt);
+extern void events_view_before_alter(Oid relid, struct AlterTableStmt *stmt);
 
 /* ---- stitch_full.c ---- */
 extern void stitch_scope(const pg_uuid_t *entities, int nentities, bool write,

@@ -220,3 +220,21 @@ COMMENT ON FUNCTION cdp_traits.new_partition() IS
 CREATE EVENT TRIGGER cdp_traits_new_partition ON ddl_command_end
 	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
 	EXECUTE FUNCTION cdp_traits.new_partition();
+
+-- Around every DDL command (see src/ddl_guard.c): a CASCADE drop that
+-- reaches a published view must not drop the extension (PostgreSQL drops
+-- the extension of a member a cascade reaches), and a column of the events
+-- table dropped or retyped takes customer_events out first (when nothing
+-- else depends on it); new_partition() makes it again.
+CREATE FUNCTION cdp_traits._ddl_start() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_start';
+COMMENT ON FUNCTION cdp_traits._ddl_start() IS
+	'event trigger: before a CASCADE drop, release the published views it reaches from the extension; before a column of the events table is dropped or retyped, drop customer_events';
+CREATE FUNCTION cdp_traits._ddl_end() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_end';
+COMMENT ON FUNCTION cdp_traits._ddl_end() IS
+	'event trigger: published views released by _ddl_start() that are still there join the extension again';
+CREATE EVENT TRIGGER cdp_traits_ddl_start ON ddl_command_start
+	EXECUTE FUNCTION cdp_traits._ddl_start();
+CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
+	EXECUTE FUNCTION cdp_traits._ddl_end();
