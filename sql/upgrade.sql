@@ -282,7 +282,7 @@ DROP TABLE up_events CASCADE;
 DROP EXTENSION cdp_traits CASCADE;
 CREATE EXTENSION cdp_traits VERSION '0.1.0';
 CREATE TABLE uu_events (id uuid PRIMARY KEY, source_id text, type text, version text,
-						event_time timestamptz, payload jsonb);
+						event_time timestamptz, payload jsonb, origin text);
 INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
 	('email', $r$lower(payload->>'email')$r$), ('cookie', $r$payload->>'cookie'$r$);
 INSERT INTO uu_events VALUES
@@ -293,8 +293,14 @@ INSERT INTO uu_events VALUES
 SELECT cdp_traits.attach_events('uu_events');
 CREATE VIEW uu_user_view AS SELECT id, customer_entity_id FROM cdp_traits.customer_events;
 CREATE TEMP TABLE uu_before AS SELECT * FROM uu_user_view;
+-- (0.1.0's customer_events keeps a renamed column's old name)
+ALTER TABLE uu_events RENAME COLUMN origin TO channel_origin;
 ALTER EXTENSION cdp_traits UPDATE;
 RESET client_min_messages;
+CREATE FUNCTION pg_temp.uu_columns() RETURNS text LANGUAGE sql AS $$
+SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
+ WHERE attrelid = 'cdp_traits.customer_events'::regclass AND attnum > 0 $$;
+SELECT pg_temp.uu_columns() AS updated_columns;
 CREATE FUNCTION pg_temp.uu_state() RETURNS TABLE(assignments bigint, keyed bigint, entities_changed bigint,
                                                  problems bigint, joins_by_key boolean)
 LANGUAGE sql AS $$
@@ -315,7 +321,12 @@ INSERT INTO uu_before SELECT * FROM uu_user_view WHERE id = '00000000-0000-0000-
 SELECT 'new event' AS step, * FROM pg_temp.uu_state();
 SELECT cdp_traits.calculate_attributes() AS recalculated;
 CREATE TEMP TABLE uu_values AS SELECT customer_entity_id, attribute_id, value FROM cdp_traits.customer_attributes;
+-- 0.2.0 follows the table's columns: the rename, and an added column after
+-- customer_entity_id; rekeying keeps them as they are
+ALTER TABLE uu_events ADD COLUMN channel text;
+SELECT pg_temp.uu_columns() AS followed_columns;
 SELECT cdp_traits.rekey_events() AS rekeyed;
+SELECT pg_temp.uu_columns() AS rekeyed_columns;
 SELECT 'rekeyed' AS step, * FROM pg_temp.uu_state();
 SELECT cdp_traits.calculate_attributes(force => true) AS recalculated,
        (SELECT count(*) FROM uu_values) AS values_before,

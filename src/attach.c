@@ -525,9 +525,7 @@ cdp_rekey_events(PG_FUNCTION_ARGS)
 						SPI_OK_UTILITY, "locking the events table");
 		stitch_lock_global(true);
 		n = rekey(true);
-		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS %s",
-								 events_view_select(name, stitch_key_format(UUIDOID, true))),
-						SPI_OK_UTILITY, "joining customer_events by key");
+		events_view_rejoin(cfg, stitch_key_format(UUIDOID, true));
 		cdp_execute_sql("UPDATE cdp_traits.events_source SET uuid_keys = true",
 						SPI_OK_UPDATE, "recording the form of stored event ids");
 		invalidate_config();

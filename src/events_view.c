@@ -26,6 +26,9 @@
  * alone: stitching refuses to lose them, and their types are those it was
  * attached with.
  *
+ * rekey_events() joins the view through the stored keys instead
+ * (events_view_rejoin), in place too: its columns stay as they are.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -346,15 +349,19 @@ events_view_before_alter(Oid relid, AlterTableStmt *stmt)
 }
 
 /*
- * follow_in_place
- *		Columns renamed in the events table are renamed in the view and its
- *		copies, and columns added join them (after customer_entity_id, where
- *		a view can grow); the copies are replaced in place, so views of one's
- *		own over them stay.  A failure is a warning: the ALTER TABLE goes
- *		through, and detaching and attaching again makes the view anew.
+ * view_columns
+ *		The select list of the view's columns as they read the events table
+ *		now (its current names, or, with keep_names, each aliased to the
+ *		view's own name), then customer_entity_id where the view has it;
+ *		with add, the table's columns the view does not list are appended
+ *		(*added counts them).  Columns the table calls otherwise than the
+ *		view are listed in *renames (old and new names, in pairs).  Returns
+ *		NULL when a column of the view does not read the table (a view made
+ *		by hand).
  */
-static void
-follow_in_place(StitchConfig *cfg, Oid viewid)
+static char *
+view_columns(StitchConfig *cfg, Oid viewid, bool keep_names, bool add,
+			 List **renames, int *added)
 {
 	Relation	view;
 	Relation	table;
@@ -363,13 +370,12 @@ follow_in_place(StitchConfig *cfg, Oid viewid)
 	TupleDesc	tdesc;
 	AttrNumber *reads;
 	StringInfoData cols;
-	List	   *renames = NIL;	/* old and new names, in pairs */
-	int			added = 0;
+	char	   *result = NULL;
 	int			i;
 	ListCell   *lc;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
 
+	*renames = NIL;
+	*added = 0;
 	view = relation_open(viewid, AccessShareLock);
 	table = relation_open(cfg->events_relid, AccessShareLock);
 	vdesc = RelationGetDescr(view);
@@ -402,21 +408,20 @@ follow_in_place(StitchConfig *cfg, Oid viewid)
 			appendStringInfoString(&cols, ", ");
 		if (tname != NULL)
 		{
-			if (strcmp(vname, tname) != 0)
-				renames = lappend(lappend(renames, pstrdup(vname)), tname);
+			bool		renamed = strcmp(vname, tname) != 0;
+
+			if (renamed)
+				*renames = lappend(lappend(*renames, pstrdup(vname)), tname);
 			appendStringInfo(&cols, "ev.%s", quote_identifier(tname));
+			if (renamed && keep_names)
+				appendStringInfo(&cols, " AS %s", quote_identifier(vname));
 		}
 		else if (strcmp(vname, "customer_entity_id") == 0)
 			appendStringInfoString(&cols, "ee.customer_entity_id");
 		else
-		{
-			/* (not a column of the table: made by hand, left alone) */
-			relation_close(table, AccessShareLock);
-			relation_close(view, AccessShareLock);
-			return;
-		}
+			goto done;			/* (made by hand: left alone) */
 	}
-	for (i = 0; i < tdesc->natts; i++)
+	for (i = 0; add && i < tdesc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tdesc, i);
 		int			j;
@@ -429,12 +434,37 @@ follow_in_place(StitchConfig *cfg, Oid viewid)
 		if (!listed)
 		{
 			appendStringInfo(&cols, ", ev.%s", quote_identifier(NameStr(att->attname)));
-			added++;
+			(*added)++;
 		}
 	}
+	result = cols.data;
+done:
 	relation_close(table, AccessShareLock);
 	relation_close(view, AccessShareLock);
-	if (added == 0 && renames == NIL)
+	return result;
+}
+
+/*
+ * follow_in_place
+ *		Columns renamed in the events table are renamed in the view and its
+ *		copies, and columns added join them (after customer_entity_id, where
+ *		a view can grow); the copies are replaced in place, so views of one's
+ *		own over them stay.  A failure is a warning: the ALTER TABLE goes
+ *		through, and detaching and attaching again makes the view anew.
+ */
+static void
+follow_in_place(StitchConfig *cfg, Oid viewid)
+{
+	char	   *cols;
+	List	   *renames;
+	int			added;
+	int			i;
+	ListCell   *lc;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	cols = view_columns(cfg, viewid, false, true, &renames, &added);
+	if (cols == NULL || (added == 0 && renames == NIL))
 		return;
 
 	BeginInternalSubTransaction(NULL);
@@ -462,7 +492,7 @@ follow_in_place(StitchConfig *cfg, Oid viewid)
 			cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS "
 									 "SELECT %s FROM %s ev "
 									 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
-									 cols.data, cfg->events_name, stitch_key_sql(cfg, "ev.id")),
+									 cols, cfg->events_name, stitch_key_sql(cfg, "ev.id")),
 							SPI_OK_UTILITY, "adding columns to customer_events");
 			foreach(lc, copies)
 				cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW %s AS "
@@ -508,6 +538,9 @@ events_view_follow(StitchConfig *cfg)
 {
 	Oid			viewid = events_view_oid();
 
+	/* (a database still at 0.1.0 keeps its view as 0.1.0 did) */
+	if (!stitch_keys_recorded())
+		return;
 	if (OidIsValid(viewid))
 	{
 		follow_in_place(cfg, viewid);
@@ -515,4 +548,39 @@ events_view_follow(StitchConfig *cfg)
 	}
 	events_view_create(events_view_select(cfg->events_name, cfg->key_of));
 	restore_grants();
+}
+
+/*
+ * events_view_rejoin
+ *		Join the view to event_entities by key_of (see stitch_key_format)
+ *		instead, in place: its columns, their names and order stay, so views
+ *		of one's own over it stay too (rekey_events).  A view made by hand
+ *		is made again as attaching makes it.
+ */
+void
+events_view_rejoin(StitchConfig *cfg, const char *key_of)
+{
+	Oid			viewid = events_view_oid();
+	char	   *cols = NULL;
+	List	   *renames;
+	int			added;
+
+	if (!OidIsValid(viewid))
+	{
+		events_view_create(events_view_select(cfg->events_name, key_of));
+		return;
+	}
+	cols = view_columns(cfg, viewid, true, false, &renames, &added);
+	if (cols == NULL)
+	{
+		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS %s",
+								 events_view_select(cfg->events_name, key_of)),
+						SPI_OK_UTILITY, "joining customer_events by key");
+		return;
+	}
+	cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS "
+							 "SELECT %s FROM %s ev "
+							 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
+							 cols, cfg->events_name, psprintf(key_of, "ev.id")),
+					SPI_OK_UTILITY, "joining customer_events by key");
 }

@@ -317,6 +317,7 @@ extern void cdp_depend_on_extension(Oid classid, Oid objid);
 extern char *events_view_select(const char *events_name, const char *key_of);
 extern void events_view_create(const char *select_sql);
 extern void events_view_follow(StitchConfig *cfg);
+extern void events_view_rejoin(StitchConfig *cfg, const char *key_of);
 struct AlterTableStmt;
 extern bool events_view_changes_columns(struct AlterTableStmt *stmt);
 extern void events_view_before_alter(Oid relid, struct AlterTableStmt *stmt);
