@@ -530,6 +530,10 @@ CREATE EVENT TRIGGER cdp_traits_ddl_start ON ddl_command_start
 	EXECUTE FUNCTION cdp_traits._ddl_start();
 CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
 	EXECUTE FUNCTION cdp_traits._ddl_end();
+-- (all four event triggers fire in replica sessions too, as in 10_stitching.sql)
+ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE ALWAYS;
 -- (as in 40_attributes.sql)
 CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
 LANGUAGE c STABLE STRICT
@@ -3180,6 +3184,7 @@ CREATE TRIGGER runs_truncated AFTER TRUNCATE ON cdp_traits.calculation_runs
 CREATE EVENT TRIGGER cdp_traits_schema_renamed ON ddl_command_end
 	WHEN TAG IN ('ALTER SCHEMA')
 	EXECUTE FUNCTION cdp_traits._schema_renamed();
+ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE ALWAYS;
 
 -- pg_dump (as in 80_dump.sql)
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events', '');

@@ -241,17 +241,72 @@ SELECT cdp_traits.run_jobs();
 RESET search_path;
 SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
 
--- An events table owned by the ingest role: a row-level security policy of
--- its own would run its function as whoever reads the table.  The triggers
--- read it as the extension owner (no policy applies); the calculation reads
--- it directly for a few entities and refuses to have a policy applied,
--- rather than run the function with the admin's rights.
+-- An events table owned by a role that may not act as the extension owner
+-- (the ingest role): the owner of a table can make any query of it run a
+-- function of its own as whoever runs the query (an index predicate that
+-- the planner folds, a rule that turns it into a view), and stitching, the
+-- worker, admins and readers all query the events table.  Such a role may
+-- not be given the attached table; one that loses its trust after (a
+-- member of cdp_traits_admin no longer) leaves the table unread: stitching,
+-- its checks and the calculation fail with the reason until it is given
+-- back.  Only the function's owner ever ran it.
 ALTER TABLE shop.events OWNER TO ingest;
+GRANT cdp_traits_admin TO ingest;
+ALTER TABLE shop.events OWNER TO ingest;
+REVOKE cdp_traits_admin FROM ingest;
 SET ROLE ingest;
+CREATE FUNCTION shop.noisy() RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'index predicate'); RETURN true; END $$;
+CREATE FUNCTION shop.folded(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+$$ BEGIN RETURN shop.noisy(); END $$;
+CREATE INDEX events_folded ON shop.events (id) WHERE shop.folded(1);
+INSERT INTO shop.events VALUES (7, 'web', 'view', '1', '2024-01-07', '{"email": "b@x.org"}');
+RESET ROLE;
+SET ROLE cdp_admin;
+SELECT cdp_traits.restitch();
+SELECT cdp_traits.calculate_attributes(force => true);
+RESET ROLE;
+SELECT count(*) FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.run_jobs();
+SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
+-- given back (and the index gone), all is read again
+DROP INDEX shop.events_folded;
+ALTER TABLE shop.events OWNER TO CURRENT_USER;
+GRANT INSERT ON shop.events TO ingest;
+SELECT count(*) FROM cdp_traits.verify_stitching();
+-- a partition of another owner is refused in the same way
+CREATE TABLE shop.pevents (id bigint, source_id text, type text, version text,
+                           event_time timestamptz, payload jsonb) PARTITION BY RANGE (id);
+CREATE TABLE shop.pevents_1 PARTITION OF shop.pevents FOR VALUES FROM (0) TO (100);
+ALTER TABLE shop.pevents_1 OWNER TO ingest;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+RESET client_min_messages;
+SELECT cdp_traits.attach_events('shop.pevents');
+ALTER TABLE shop.pevents_1 OWNER TO CURRENT_USER;
+SET client_min_messages = warning;
+SELECT cdp_traits.attach_events('shop.pevents');
+RESET client_min_messages;
+CREATE TABLE shop.pevents_2 (LIKE shop.pevents);
+ALTER TABLE shop.pevents_2 OWNER TO ingest;
+ALTER TABLE shop.pevents ATTACH PARTITION shop.pevents_2 FOR VALUES FROM (100) TO (200);
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP VIEW cdp_traits.customer_events;
+SELECT cdp_traits.attach_events('shop.events');
+RESET client_min_messages;
+
+-- A row-level security policy on the events table would run its function
+-- as whoever reads the table.  The triggers read it as the extension owner
+-- (no policy applies); the calculation reads it directly for a few entities
+-- and refuses to have a policy applied, rather than run the function with
+-- the admin's rights.
 CREATE FUNCTION shop.watch() RETURNS boolean LANGUAGE plpgsql AS
 $$ BEGIN INSERT INTO shop.pwned VALUES (current_user, 'policy'); RETURN true; END $$;
 ALTER TABLE shop.events ENABLE ROW LEVEL SECURITY;
-CREATE POLICY watch ON shop.events USING (shop.watch());
+CREATE POLICY watch ON shop.events FOR SELECT USING (shop.watch());
+CREATE POLICY ingest ON shop.events FOR INSERT WITH CHECK (true);
+SET ROLE ingest;
 INSERT INTO shop.events VALUES (6, 'web', 'view', '1', '2024-01-06', '{"email": "b@x.org", "page": "faq"}');
 RESET ROLE;
 SET ROLE cdp_admin;
@@ -259,7 +314,9 @@ SELECT cdp_traits.calculate_attributes();
 RESET ROLE;
 SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
 
+SET client_min_messages = warning;
 DROP SCHEMA shop CASCADE;
+RESET client_min_messages;
 DROP OWNED BY ingest, cdp_admin, cdp_reader;
 DROP ROLE ingest, cdp_admin, cdp_reader;
 DROP EXTENSION cdp_traits;

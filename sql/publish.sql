@@ -155,7 +155,7 @@ CREATE SCHEMA lost;
 SELECT cdp_traits.publish('lost');
 ALTER EVENT TRIGGER cdp_traits_schema_renamed DISABLE;
 ALTER SCHEMA lost RENAME TO found;
-ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE;
+ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE ALWAYS;
 SELECT target_schema FROM cdp_traits.publications;
 -- (a change that changes the pivot's columns: one that leaves them as they
 -- are does not replace the view, see the attributes test)

@@ -179,9 +179,11 @@ ALTER TABLE swap_ev ADD COLUMN note text;
 ALTER TABLE swap_ev RENAME COLUMN source_id TO source_old;
 ALTER TABLE swap_ev RENAME COLUMN payload TO body;
 ALTER EVENT TRIGGER cdp_traits_new_partition DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_end DISABLE;
 ALTER TABLE swap_ev RENAME COLUMN source_id TO source_old;
 ALTER TABLE swap_ev ADD COLUMN source_id their_code;
-ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE;
+ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
 INSERT INTO swap_ev (id, source_id, type, version, event_time, payload)
 VALUES ('s1', 'e1', 'view', '1', now(), '{"email": "s@x"}');
 SELECT * FROM cdp_traits.verify_stitching();

@@ -373,6 +373,13 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 				 errdetail("%s.", problems.data),
 				 errhint("The events table needs columns id, source_id text, type text, version text, "
 						 "event_time timestamptz and payload jsonb; other columns are ignored.")));
+	(void) stitch_owner_problems(relid, &problems);
+	if (problems.len > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot attach \"%s\" as the events table", name),
+				 errdetail("%s.", problems.data),
+				 errhint("%s", STITCH_OWNER_HINT)));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -408,8 +415,20 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 	cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
 					SPI_OK_SELECT, "unpublishing customer_events");
 	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
-		cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
-						SPI_OK_UTILITY, "replacing customer_events");
+	{
+		/* (the end of the DROP must not make it again: see ddl_guard.c) */
+		ddl_guard_pause(true);
+		PG_TRY();
+		{
+			cdp_execute_sql("DROP VIEW cdp_traits.customer_events",
+							SPI_OK_UTILITY, "replacing customer_events");
+		}
+		PG_FINALLY();
+		{
+			ddl_guard_pause(false);
+		}
+		PG_END_TRY();
+	}
 	events_view_create(events_view_select(name, stitch_key_format(idtype, keys)));
 
 	/*

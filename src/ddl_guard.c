@@ -31,6 +31,7 @@
 #include "catalog/objectaddress.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "commands/event_trigger.h"
 #include "commands/extension.h"
@@ -43,6 +44,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/syscache.h"
 
 #include "cdp_traits.h"
@@ -55,12 +57,28 @@ PG_FUNCTION_INFO_V1(cdp_ddl_end);
 static bool Busy = false;
 
 /*
- * The published views released from the extension at the start of the
- * command, to be members again at its end (OIDs, in TopTransactionContext,
- * for the transaction ReleasedXid names).
+ * A published view released from the extension at the start of a command,
+ * to be a member again at the end of that same command (commands that the
+ * command runs, a CHECK constraint's function say, have ends of their own).
  */
+typedef struct ReleasedView
+{
+	Oid			view;
+	char	   *name;			/* qualified, as it was */
+	Node	   *command;		/* the releasing command's parse tree */
+} ReleasedView;
+
+/* (in TopTransactionContext, for the transaction ReleasedXid names) */
 static List *Released = NIL;
 static LocalTransactionId ReleasedXid = InvalidLocalTransactionId;
+
+/*
+ * Set at the start of a command that may drop customer_events (a CASCADE
+ * drop, or columns of a table dropped or retyped), for the transaction
+ * CheckViewXid names: the end of the command makes the view again if it
+ * is gone while a table is attached.
+ */
+static LocalTransactionId CheckViewXid = InvalidLocalTransactionId;
 
 /*
  * Objects a command names, as the addresses a CASCADE drop starts from
@@ -88,8 +106,10 @@ add_target(Targets *t, Oid classid, Oid objid)
 /*
  * drop_targets
  *		The objects a DROP ... CASCADE names, resolved as the command will
- *		resolve them (the caller's search_path), without locks and without
- *		errors for those missing.
+ *		resolve them (the caller's search_path), without errors for those
+ *		missing.  Relations and schemas are looked up without a lock; any
+ *		other object is locked as the drop itself locks it, a moment
+ *		early (get_object_address cannot look up without a lock).
  */
 static void
 drop_targets(DropStmt *stmt, Targets *t)
@@ -119,7 +139,7 @@ drop_targets(DropStmt *stmt, Targets *t)
 				{
 					Relation	rel = NULL;
 					ObjectAddress addr = get_object_address(stmt->removeType, object, &rel,
-															NoLock, true);
+															AccessExclusiveLock, true);
 
 					if (rel != NULL)
 						relation_close(rel, NoLock);
@@ -134,10 +154,11 @@ drop_targets(DropStmt *stmt, Targets *t)
  * reached_published_views
  *		The published views that depend, directly or not, on the targets or
  *		on what their roles own in this database (run as the extension
- *		owner, SPI connected).
+ *		owner, SPI connected); *view says whether customer_events is reached
+ *		too.
  */
 static List *
-reached_published_views(Targets *t)
+reached_published_views(Targets *t, bool *view)
 {
 	int			n = list_length(t->objids);
 	Datum	   *classids = palloc(sizeof(Datum) * n);
@@ -148,8 +169,11 @@ reached_published_views(Targets *t)
 	int			i;
 	uint64		k;
 
+	*view = false;
 	/* (nothing to look for: the usual case) */
-	if (cdp_execute_sql("SELECT FROM cdp_traits._published_views() LIMIT 1",
+	if (cdp_execute_sql("SELECT FROM cdp_traits._published_views() UNION ALL "
+						"SELECT FROM pg_catalog.pg_class WHERE oid = "
+						"pg_catalog.to_regclass('cdp_traits.customer_events') LIMIT 1",
 						SPI_OK_SELECT, "looking for published views") == 0)
 		return NIL;
 	for (i = 0; i < n; i++)
@@ -162,15 +186,20 @@ reached_published_views(Targets *t)
 
 	/*
 	 * A view depends on what it reads through its rule: from the rule, go on
-	 * from the view.  Roles (DROP OWNED) lead to what they own here.
+	 * from the view.  A column's default leads to its table (a generated
+	 * column is dropped with a function its expression calls).  Roles (DROP
+	 * OWNED) lead to what they own here.
 	 */
 	cdp_execute(cdp_prepare("WITH RECURSIVE reach(classid, objid) AS ("
 							"SELECT t.c, t.o FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) t(c, o) "
 							"UNION "
-							"SELECT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass "
+							"SELECT CASE WHEN d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass, "
+							"'pg_catalog.pg_attrdef'::pg_catalog.regclass) "
 							"THEN 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid ELSE d.classid END, "
 							"CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass "
 							"THEN (SELECT r.ev_class FROM pg_catalog.pg_rewrite r WHERE r.oid = d.objid) "
+							"WHEN d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass "
+							"THEN (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid) "
 							"ELSE d.objid END "
 							"FROM reach JOIN ("
 							"SELECT classid, objid, refclassid, refobjid FROM pg_catalog.pg_depend "
@@ -179,19 +208,26 @@ reached_published_views(Targets *t)
 							"WHERE deptype = 'o' AND dbid = (SELECT oid FROM pg_catalog.pg_database "
 							"WHERE datname = pg_catalog.current_database())) d "
 							"ON d.refclassid = reach.classid AND d.refobjid = reach.objid) "
-							"SELECT p.view::pg_catalog.oid FROM cdp_traits._published_views() p "
+							"SELECT v.oid FROM (SELECT p.view::pg_catalog.oid, false "
+							"FROM cdp_traits._published_views() p UNION ALL "
+							"SELECT pg_catalog.to_regclass('cdp_traits.customer_events'), true) v(oid, events) "
 							"WHERE EXISTS (SELECT FROM reach "
 							"WHERE reach.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "
-							"AND reach.objid = p.view::pg_catalog.oid)",
+							"AND reach.objid = v.oid)",
 							2, types),
 				values, NULL, SPI_OK_SELECT, "finding the published views a drop reaches");
 	for (k = 0; k < SPI_processed; k++)
 	{
 		bool		isnull;
+		Oid			oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[k],
+														 SPI_tuptable->tupdesc, 1, &isnull));
 
-		views = lappend_oid(views, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[k],
-																  SPI_tuptable->tupdesc, 1,
-																  &isnull)));
+		(void) isnull;			/* (the query returns no null) */
+
+		if (oid == get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false)))
+			*view = true;
+		else
+			views = lappend_oid(views, oid);
 	}
 	return views;
 }
@@ -202,7 +238,7 @@ reached_published_views(Targets *t)
  *		the command.
  */
 static void
-release_views(List *views)
+release_views(List *views, Node *command)
 {
 	ListCell   *lc;
 	MemoryContext old;
@@ -220,7 +256,16 @@ release_views(List *views)
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	if (ReleasedXid != MyProc->lxid)
 		Released = NIL;
-	Released = list_concat(Released, views);
+	foreach(lc, views)
+	{
+		ReleasedView *r = palloc(sizeof(ReleasedView));
+
+		r->view = lfirst_oid(lc);
+		r->name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->view)),
+											 get_rel_name(r->view));
+		r->command = command;
+		Released = lappend(Released, r);
+	}
 	ReleasedXid = MyProc->lxid;
 	MemoryContextSwitchTo(old);
 }
@@ -267,6 +312,53 @@ is_cascade_drop(Node *parsetree)
 }
 
 /*
+ * ddl_guard_pause
+ *		Pause (or resume) both event triggers, for DDL of the extension's
+ *		own that they must leave alone (attach_events replacing
+ *		customer_events).
+ */
+void
+ddl_guard_pause(bool pause)
+{
+	Busy = pause;
+}
+
+/*
+ * altered_events_table
+ *		The attached events table, when an ALTER of relid changes its
+ *		columns: relid is the table, a table it inherits from (its columns
+ *		are dropped with the parent's), or the composite type it is a typed
+ *		table of (ALTER TYPE ... DROP ATTRIBUTE ... CASCADE).  InvalidOid
+ *		otherwise.
+ */
+static Oid
+altered_events_table(Oid relid)
+{
+	StitchConfig *cfg = stitch_config(true);
+	HeapTuple	tup;
+	Oid			oftype = InvalidOid;
+
+	if (cfg == NULL || !cfg->attached)
+		return InvalidOid;
+	if (relid == cfg->events_relid)
+		return relid;
+	if (get_rel_relkind(relid) == RELKIND_COMPOSITE_TYPE)
+	{
+		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(cfg->events_relid));
+		if (HeapTupleIsValid(tup))
+		{
+			oftype = ((Form_pg_class) GETSTRUCT(tup))->reloftype;
+			ReleaseSysCache(tup);
+		}
+		return OidIsValid(oftype) && oftype == get_rel_type_id(relid) ? cfg->events_relid : InvalidOid;
+	}
+	if (has_subclass(relid) &&
+		list_member_oid(find_all_inheritors(relid, NoLock, NULL), cfg->events_relid))
+		return cfg->events_relid;
+	return InvalidOid;
+}
+
+/*
  * cdp_ddl_start
  *		Event trigger at the start of every DDL command (see the top of this
  *		file).
@@ -277,6 +369,7 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	Node	   *parsetree;
 	bool		cascade;
 	AlterTableStmt *alter = NULL;
+	bool		columns = false;
 	Oid			altered = InvalidOid;
 	Targets		targets = {NIL, NIL};
 
@@ -290,24 +383,38 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	if (parsetree == NULL)
 		PG_RETURN_NULL();
 	cascade = is_cascade_drop(parsetree);
-	if (IsA(parsetree, AlterTableStmt) &&
-		((AlterTableStmt *) parsetree)->objtype == OBJECT_TABLE &&
-		(cascade || events_view_changes_columns((AlterTableStmt *) parsetree)))
-		alter = (AlterTableStmt *) parsetree;
-	if (!cascade && alter == NULL)
-		PG_RETURN_NULL();
 
-	/* what the command names, as it will resolve it */
-	if (alter != NULL)
+	/*
+	 * What the command names, as it will resolve it: the relation an ALTER
+	 * TABLE, ALTER FOREIGN TABLE or ALTER TYPE (of a composite type, whose
+	 * relation has its name) changes; the objects a DROP names; the roles
+	 * of a DROP OWNED.
+	 */
+	if (IsA(parsetree, AlterTableStmt))
 	{
-		altered = RangeVarGetRelid(alter->relation, NoLock, true);
-		if (!OidIsValid(altered))
+		/*
+		 * (any ALTER TABLE or ALTER TYPE may change the events table's
+		 * columns, through a parent or a composite type too: the end of
+		 * the command follows them)
+		 */
+		CheckViewXid = MyProc->lxid;
+		alter = (AlterTableStmt *) parsetree;
+		columns = events_view_changes_columns(alter);
+		if (!cascade && !columns)
 			PG_RETURN_NULL();
+		altered = RangeVarGetRelid(alter->relation, NoLock, true);
 		add_target(&targets, RelationRelationId, altered);
+	}
+	else if (!cascade)
+	{
+		/* (a view dropped: customer_events is made again if it was that) */
+		if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_VIEW)
+			CheckViewXid = MyProc->lxid;
+		PG_RETURN_NULL();
 	}
 	else if (IsA(parsetree, DropStmt))
 		drop_targets((DropStmt *) parsetree, &targets);
-	else
+	else if (IsA(parsetree, DropOwnedStmt))
 	{
 		ListCell   *lc;
 
@@ -317,27 +424,38 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	if (targets.objids == NIL)
 		PG_RETURN_NULL();
 
+	/* (the end of the command looks for customer_events) */
+	CheckViewXid = MyProc->lxid;
+
 	Busy = true;
 	PG_TRY();
 	{
 		CdpExecState es;
+		Oid			events = InvalidOid;
 
 		cdp_exec_begin(&es);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 
 		/*
-		 * Only the table's owner may drop or retype its columns: another
-		 * role's command fails anyway, and must not drop the views first.
+		 * Only the owner of what is altered may drop or retype its columns:
+		 * another role's command fails anyway, and must not drop the views
+		 * first.
 		 */
-		if (alter != NULL && pg_class_ownercheck(altered, es.save_userid))
-			events_view_before_alter(altered, alter);
+		if (columns)
+			events = altered_events_table(altered);
+		if (OidIsValid(events) && pg_class_ownercheck(altered, es.save_userid))
+			events_view_before_alter(events, alter);
 		if (cascade)
 		{
-			List	   *views = reached_published_views(&targets);
+			bool		view;
+			List	   *views = reached_published_views(&targets, &view);
 
+			/* (what was granted on customer_events is granted again) */
+			if (view && !OidIsValid(events))
+				events_view_save_grants();
 			if (views != NIL)
-				release_views(views);
+				release_views(views, parsetree);
 		}
 		SPI_finish();
 		cdp_exec_end(&es);
@@ -354,44 +472,91 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
  * cdp_ddl_end
  *		Event trigger at the end of every DDL command: the published views
  *		released at its start that are still there are members of the
- *		extension again.
+ *		extension again, and after a command that may have changed the
+ *		events table's columns or dropped customer_events (an ALTER TABLE or
+ *		ALTER TYPE, a CASCADE drop that reached it through a type, a
+ *		function or a parent table, a DROP VIEW), customer_events follows the
+ *		table's columns, made again if it is gone (events_view_follow).  A released view
+ *		dropped and replaced by another relation of its name during the
+ *		command is an error: that relation is not the extension's.
  */
 Datum
 cdp_ddl_end(PG_FUNCTION_ARGS)
 {
-	List	   *views;
+	Node	   *parsetree;
+	List	   *views = NIL;
+	bool		check_view;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp_traits._ddl_end() must be called as an event trigger")));
-	if (Busy || Released == NIL || ReleasedXid != MyProc->lxid)
+	if (Busy)
 		PG_RETURN_NULL();
-	views = Released;
-	Released = NIL;
-	ReleasedXid = InvalidLocalTransactionId;
+	parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
+	check_view = CheckViewXid == MyProc->lxid;
+	CheckViewXid = InvalidLocalTransactionId;
+	if (ReleasedXid != MyProc->lxid)
+		Released = NIL;
+	else
+	{
+		/* (this command's; those of commands it runs stay for theirs) */
+		ListCell   *lc;
+
+		foreach(lc, Released)
+		{
+			ReleasedView *r = lfirst(lc);
+
+			if (r->command == parsetree)
+			{
+				views = lappend(views, r);
+				Released = foreach_delete_current(Released, lc);
+			}
+		}
+	}
+	if (views == NIL && !check_view)
+		PG_RETURN_NULL();
 
 	Busy = true;
 	PG_TRY();
 	{
 		CdpExecState es;
 		ListCell   *lc;
+		StitchConfig *cfg;
 
 		cdp_exec_begin(&es);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		foreach(lc, views)
 		{
-			Oid			view = lfirst_oid(lc);
+			ReleasedView *r = lfirst(lc);
+			Oid			view = r->view;
 
-			if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(view)) ||
-				OidIsValid(getExtensionOfObject(RelationRelationId, view)))
+			if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(view)))
+			{
+				Oid			now = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(r->name)),
+												   NoLock, true);
+
+				if (OidIsValid(now))
+					ereport(ERROR,
+							(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+							 errmsg("published view %s was replaced during the command", r->name),
+							 errdetail("The command dropped the view that cdp_traits.publish() made, "
+									   "and another relation of that name was created in its place."),
+							 errhint("Run the command without replacing the view; "
+									 "cdp_traits.publish() makes the published views.")));
+				continue;
+			}
+			if (OidIsValid(getExtensionOfObject(RelationRelationId, view)))
 				continue;
 			cdp_execute_sql(psprintf("ALTER EXTENSION %s ADD VIEW %s", CDP_EXTENSION_NAME,
 									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(view)),
 																get_rel_name(view))),
 							SPI_OK_UTILITY, "publishing a view again");
 		}
+		cfg = check_view ? stitch_config(true) : NULL;
+		if (cfg != NULL && cfg->attached && get_rel_name(cfg->events_relid) != NULL)
+			events_view_follow(cfg);
 		SPI_finish();
 		cdp_exec_end(&es);
 	}

@@ -137,13 +137,13 @@ published_copies(void)
 }
 
 /*
- * save_grants
+ * events_view_save_grants
  *		Keep, for the end of this command, the GRANT statements that give
  *		back what is granted on the view and its copies to roles other than
  *		their owner.
  */
-static void
-save_grants(void)
+void
+events_view_save_grants(void)
 {
 	uint64		i;
 	MemoryContext old;
@@ -176,8 +176,8 @@ save_grants(void)
 
 /*
  * restore_grants
- *		Run the GRANT statements kept by save_grants in this transaction, on
- *		the views that exist again.
+ *		Run the GRANT statements kept by events_view_save_grants in this
+ *		transaction, on the views that exist again.
  */
 static void
 restore_grants(void)
@@ -322,7 +322,7 @@ events_view_before_alter(Oid relid, AlterTableStmt *stmt)
 	column = changed_column(stmt, false, &cascade, &retype);
 	if (column == NULL || !OidIsValid(events_view_oid()))
 		return;
-	save_grants();
+	events_view_save_grants();
 	others = foreign_dependents();
 	if (others == NULL)
 	{

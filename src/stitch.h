@@ -128,6 +128,9 @@ typedef struct StitchConfig
 	char	   *cols_sql;		/* ", col1, col2 ..." over the event "ev" */
 	char	   *columns_problem;	/* what is wrong with the table's columns
 									 * (stitch_columns_problems), or NULL */
+	char	   *owner_problem;	/* who owns it or its partitions, or what
+								 * they are (stitch_owner_problems), or NULL */
+	List	   *members;		/* the table and its inheritors */
 	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
@@ -164,6 +167,14 @@ extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_type_problem(Oid idtype);
 extern Oid	stitch_columns_problems(Oid relid, StringInfo buf);
+extern List *stitch_owner_problems(Oid relid, StringInfo buf);
+
+/* what to do when the events table's owner is not trusted */
+#define STITCH_OWNER_HINT \
+	"Stitching, the worker and readers query the events table as other roles, the extension's " \
+	"owner among them, and its owner can make their queries run functions of its own. Give the " \
+	"table and its partitions to a role that may act as the extension's owner (ALTER TABLE ... " \
+	"OWNER TO ...), or make their owner a member of cdp_traits_admin."
 extern void stitch_check_columns(StitchConfig *cfg, bool ddl);
 extern char *stitch_key_sql(StitchConfig *cfg, const char *id);
 extern char *stitch_id_sql(StitchConfig *cfg, const char *key);
@@ -318,6 +329,10 @@ extern char *events_view_select(const char *events_name, const char *key_of);
 extern void events_view_create(const char *select_sql);
 extern void events_view_follow(StitchConfig *cfg);
 extern void events_view_rejoin(StitchConfig *cfg, const char *key_of);
+extern void events_view_save_grants(void);
+
+/* ddl_guard.c */
+extern void ddl_guard_pause(bool pause);
 struct AlterTableStmt;
 extern bool events_view_changes_columns(struct AlterTableStmt *stmt);
 extern void events_view_before_alter(Oid relid, struct AlterTableStmt *stmt);

@@ -24,6 +24,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -31,6 +32,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -112,18 +114,32 @@ static void
 relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == WatchRules ||
-		relid == WatchSource || relid == WatchEvents)
+		relid == WatchSource || relid == WatchEvents ||
+		list_member_oid(Config.members, relid))
 		stitch_invalidate();
 }
 
 /*
+ * role_callback
+ *		Syscache invalidation hook for roles and their memberships: whether
+ *		the events table's owner is trusted may have changed.
+ */
+static void
+role_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	stitch_invalidate();
+}
+
+/*
  * stitch_register_callbacks
- *		Register the invalidation hook; once per process, from _PG_init.
+ *		Register the invalidation hooks; once per process, from _PG_init.
  */
 void
 stitch_register_callbacks(void)
 {
 	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, role_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, role_callback, (Datum) 0);
 }
 
 /*
@@ -468,6 +484,9 @@ stitch_config(bool missing_ok)
 									 problems.len ? "; " : "", format_type_be(column_idtype),
 									 format_type_be(idtype));
 				Config.columns_problem = problems.len > 0 ? problems.data : NULL;
+				initStringInfo(&problems);
+				Config.members = stitch_owner_problems(relid, &problems);
+				Config.owner_problem = problems.len > 0 ? problems.data : NULL;
 			}
 			MemoryContextSwitchTo(old);
 			{
@@ -512,7 +531,17 @@ done:
 void
 stitch_check_columns(StitchConfig *cfg, bool ddl)
 {
-	if (!cfg->attached || cfg->columns_problem == NULL)
+	if (!cfg->attached)
+		return;
+	if (cfg->owner_problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 ddl ?
+				 errmsg("cannot change the events table %s that way while it is attached", cfg->events_name) :
+				 errmsg("the events table %s can no longer be read by cdp_traits", cfg->events_name),
+				 errdetail("%s.", cfg->owner_problem),
+				 errhint("%s", STITCH_OWNER_HINT)));
+	if (cfg->columns_problem == NULL)
 		return;
 	if (ddl)
 		ereport(ERROR,
@@ -729,6 +758,65 @@ stitch_columns_problems(Oid relid, StringInfo buf)
 	check_column(relid, "event_time", time_types, 2, "timestamptz", buf);
 	check_column(relid, "payload", payload_types, 2, "jsonb", buf);
 	return idtype;
+}
+
+/*
+ * trusted_owner
+ *		Whether a role may own the events table: it could act as the
+ *		extension owner anyway (a superuser, a member of the owner, or of
+ *		cdp_traits_admin, which is as trusted: see README, Privileges).
+ */
+static bool
+trusted_owner(Oid role)
+{
+	Oid			admin = get_role_oid("cdp_traits_admin", true);
+
+	return superuser_arg(role) || has_privs_of_role(role, cdp_extension_owner()) ||
+		(OidIsValid(admin) && has_privs_of_role(role, admin));
+}
+
+/*
+ * stitch_owner_problems
+ *		Append to buf ("; "-separated) what keeps relid and the tables that
+ *		inherit from it (its partitions) from being read as the events
+ *		table: an owner not trusted, or a relation that is not a table.
+ *		Stitching, the worker, admins and readers query the events table as
+ *		roles other than its owner (the extension owner among them), and the
+ *		owner of a table can make any query of it run functions of its own
+ *		(an index predicate the planner folds, a rule that makes it a view):
+ *		only a role that could act as the extension owner anyway may own it.
+ *		Returns relid and its inheritors (to watch for changes).
+ */
+List *
+stitch_owner_problems(Oid relid, StringInfo buf)
+{
+	List	   *members = find_all_inheritors(relid, NoLock, NULL);
+	ListCell   *lc;
+
+	foreach(lc, members)
+	{
+		Oid			member = lfirst_oid(lc);
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(member));
+		Form_pg_class form;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		form = (Form_pg_class) GETSTRUCT(tup);
+		if (form->relkind != RELKIND_RELATION && form->relkind != RELKIND_PARTITIONED_TABLE &&
+			(member == relid || form->relkind != RELKIND_FOREIGN_TABLE))
+			appendStringInfo(buf, "%s%s is not a table", buf->len ? "; " : "",
+							 quote_qualified_identifier(get_namespace_name(form->relnamespace),
+														NameStr(form->relname)));
+		else if (!trusted_owner(form->relowner))
+			appendStringInfo(buf, "%s%s is owned by role %s, which is neither a superuser nor "
+							 "a member of cdp_traits_admin or of the extension's owner",
+							 buf->len ? "; " : "",
+							 quote_qualified_identifier(get_namespace_name(form->relnamespace),
+														NameStr(form->relname)),
+							 GetUserNameFromId(form->relowner, false));
+		ReleaseSysCache(tup);
+	}
+	return members;
 }
 
 /*

@@ -220,6 +220,9 @@ COMMENT ON FUNCTION cdp_traits.new_partition() IS
 CREATE EVENT TRIGGER cdp_traits_new_partition ON ddl_command_end
 	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
 	EXECUTE FUNCTION cdp_traits.new_partition();
+-- (ENABLE ALWAYS: also in sessions with session_replication_role = replica,
+-- which DBAs and loading tools set to skip triggers)
+ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE ALWAYS;
 
 -- Around every DDL command (see src/ddl_guard.c): a CASCADE drop that
 -- reaches a published view must not drop the extension (PostgreSQL drops
@@ -238,3 +241,5 @@ CREATE EVENT TRIGGER cdp_traits_ddl_start ON ddl_command_start
 	EXECUTE FUNCTION cdp_traits._ddl_start();
 CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
 	EXECUTE FUNCTION cdp_traits._ddl_end();
+ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;

@@ -274,3 +274,4 @@ $$;
 CREATE EVENT TRIGGER cdp_traits_schema_renamed ON ddl_command_end
 	WHEN TAG IN ('ALTER SCHEMA')
 	EXECUTE FUNCTION cdp_traits._schema_renamed();
+ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE ALWAYS;
