@@ -103,3 +103,16 @@ SELECT count(*) FROM cdp_traits.attributes WHERE id NOT IN ('total', 'aud1', 'au
 SELECT attname FROM pg_attribute WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass
    AND attnum > 0 ORDER BY attnum;
 
+
+-- a view over the pivot keeps an attribute from being removed (its column
+-- would go), and the error names it with its owner: any role may create
+-- one, even without the right to read the pivot
+CREATE ROLE cdp_pivot_viewer;
+CREATE SCHEMA pivot_space AUTHORIZATION cdp_pivot_viewer;
+SET ROLE cdp_pivot_viewer;
+CREATE VIEW pivot_space.mine AS SELECT * FROM cdp_traits.pivoted_customer_attributes;
+RESET ROLE;
+DELETE FROM cdp_traits.attributes WHERE id = 'aud2';
+SELECT count(*) AS kept FROM cdp_traits.attributes WHERE id = 'aud2';
+DROP SCHEMA pivot_space CASCADE;
+DROP ROLE cdp_pivot_viewer;

@@ -876,6 +876,7 @@ DECLARE
 	ex text;
 	sql text;
 	published boolean;
+	users text;
 BEGIN
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
 		ex := pg_catalog.format('ea.vals -> %L', a.id);
@@ -920,9 +921,20 @@ BEGIN
 		BEGIN
 			DROP VIEW cdp_traits.pivoted_customer_attributes;
 		EXCEPTION WHEN dependent_objects_still_exist THEN
+			-- (named: any role may create a view over it)
+			SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (owner %s)',
+						r.ev_class::regclass, pg_catalog.pg_get_userbyid(c.relowner)), ', ')
+			  INTO users
+			  FROM pg_catalog.pg_depend d
+			  JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
+			  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+			 WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
+			   AND d.refobjid = 'cdp_traits.pivoted_customer_attributes'::regclass
+			   AND r.ev_class <> 'cdp_traits.pivoted_customer_attributes'::regclass;
 			RAISE EXCEPTION 'cannot rebuild cdp_traits.pivoted_customer_attributes: other objects depend on it'
 				USING ERRCODE = 'dependent_objects_still_exist',
-					  DETAIL = 'Removing, renaming or retyping an attribute changes the view''s columns.',
+					  DETAIL = 'Removing, renaming or retyping an attribute changes the view''s columns. '
+						|| 'These use it: ' || COALESCE(users, 'objects other than views') || '.',
 					  HINT = 'Drop the views that use pivoted_customer_attributes (or cdp_traits.unpublish()), change the attribute, then recreate them.';
 		END;
 		EXECUTE 'CREATE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
