@@ -561,11 +561,23 @@ cdp_rekey_events(PG_FUNCTION_ARGS)
 bool
 stitch_is_events_relation(StitchConfig *cfg, Oid relid)
 {
-	if (relid == cfg->events_relid)
+	return stitch_is_events_relid(cfg->events_relid, relid);
+}
+
+/*
+ * stitch_is_events_relid
+ *		stitch_is_events_relation for the events table events_relid.
+ */
+bool
+stitch_is_events_relid(Oid events_relid, Oid relid)
+{
+	if (!OidIsValid(events_relid))
+		return false;
+	if (relid == events_relid)
 		return true;
 	if (!get_rel_relispartition(relid))
 		return false;
-	return list_member_oid(get_partition_ancestors(relid), cfg->events_relid);
+	return list_member_oid(get_partition_ancestors(relid), events_relid);
 }
 
 /*
@@ -581,6 +593,7 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 	const char **ids;
 	int			n;
 
+	stitch_check_rules(cfg);
 	ids = stitch_read_ids(cdp_prepare(psprintf("SELECT %s FROM %s", stitch_key_sql(cfg, "id"), name),
 									  0, NULL), &n);
 	if (n > 0)
@@ -675,7 +688,8 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 Datum
 cdp_new_partition(PG_FUNCTION_ARGS)
 {
-	StitchConfig *cfg;
+	StitchConfig *cfg = NULL;
+	Oid			events;
 	CdpExecState es;
 	bool		relevant = false;
 	List	   *objids;
@@ -703,12 +717,18 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	cfg = stitch_config(true);
-	if (cfg)
-		foreach(lc, objids)
-			if (get_rel_name(lfirst_oid(lc)) != NULL &&
-				stitch_is_events_relation(cfg, lfirst_oid(lc)))
-				relevant = true;
+	events = stitch_source(NULL, NULL);
+	foreach(lc, objids)
+		if (get_rel_name(lfirst_oid(lc)) != NULL &&
+			stitch_is_events_relid(events, lfirst_oid(lc)))
+			relevant = true;
+
+	/*
+	 * The configuration (and its rules) is loaded only for a command on the
+	 * events table: DDL of other tables never depends on the rules.
+	 */
+	if (relevant)
+		cfg = stitch_config(true);
 
 	/*
 	 * A change of the events table that stitching could not read any more
@@ -728,7 +748,8 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		Oid			part = lfirst_oid(lc);
 		ListCell   *lc2;
 
-		if (cfg == NULL || get_rel_name(part) == NULL || stitch_is_events_relation(cfg, part))
+		if (!OidIsValid(events) || get_rel_name(part) == NULL ||
+			stitch_is_events_relid(events, part))
 			continue;
 		foreach(lc2, tables_of(part))
 			remove_triggers(lfirst_oid(lc2));

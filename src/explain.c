@@ -128,7 +128,6 @@ cdp_explain_events(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		entity = PG_GETARG_DATUM(0);
-	Oid			argtypes[1] = {UUIDOID};
 	CdpExecState es;
 	ExplainReader r;
 	SPIPlanPtr	plan;
@@ -143,11 +142,11 @@ cdp_explain_events(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	memset(&r, 0, sizeof(r));
-	r.cfg = stitch_config(false);
+	r.cfg = stitch_rules_config();
 	r.ts = rsinfo->setResult;
 	r.desc = rsinfo->setDesc;
 
-	plan = stitch_cached_plan("explain", stitch_explain_sql(), 1, argtypes);
+	plan = stitch_explain_plan();
 	params = makeParamList(1);
 	params->params[0].value = entity;
 	params->params[0].isnull = false;

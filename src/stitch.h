@@ -16,6 +16,8 @@
  * events_view.c    customer_events, following the events table's columns
  * ddl_guard.c      event triggers around DDL: CASCADE drops keep the
  *                  extension
+ * rule_guard.c     event triggers around DDL: a drop or rename that would
+ *                  leave a stitching rule unable to compile is refused
  * event_key.c      the stored form of uuid event ids
  * exec.c           running SQL as the extension owner with a pinned
  *                  search_path, and SPI helpers
@@ -131,6 +133,13 @@ typedef struct StitchConfig
 	char	   *owner_problem;	/* who owns it or its partitions, or what
 								 * they are (stitch_owner_problems), or NULL */
 	List	   *members;		/* the table and its inheritors */
+	/* rules that do not compile (left out; see stitch_check_rules) */
+	int			nbroken;
+	const char *broken_attr;	/* the first one's attribute id, */
+	const char *broken_expr;	/* value_expression, */
+	const char *broken_problem; /* error message */
+	int			broken_code;	/* and SQLSTATE */
+	char	   *broken_list;	/* every one, a line each */
 	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
@@ -150,6 +159,11 @@ typedef enum StitchSource
 } StitchSource;
 
 extern StitchConfig *stitch_config(bool missing_ok);
+extern StitchConfig *stitch_rules_config(void);
+extern void stitch_check_rules(StitchConfig *cfg);
+extern Oid	stitch_source(Oid *idtype, bool *attached);
+extern char *stitch_rule_problem(const char *expr, Oid idtype);
+extern SPIPlanPtr stitch_explain_plan(void);
 extern SPIPlanPtr stitch_identifier_plan(StitchSource source, Oid relid);
 extern SPIPlanPtr stitch_cached_plan(const char *key, const char *sql,
 									 int nargs, Oid *argtypes);
@@ -217,6 +231,7 @@ extern void stitch_read_events(StitchSource source, Oid relid, Datum entities,
 extern void stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
 							 bool read_only, EventRowCallback callback, void *arg);
 extern bool stitch_is_events_relation(StitchConfig *cfg, Oid relid);
+extern bool stitch_is_events_relid(Oid events_relid, Oid relid);
 extern const char **stitch_read_ids(SPIPlanPtr plan, int *n);
 extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,
 							  int len);

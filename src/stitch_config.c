@@ -247,7 +247,7 @@ append_condition(StringInfo buf, const char *col, HeapTuple tup, TupleDesc desc,
 }
 
 /*
- * expression_returns_set
+ * rule_returns_set
  *		Whether a (validated) rule expression is set-returning.
  */
 static bool
@@ -274,15 +274,100 @@ rule_returns_set(const char *expr, Oid idtype)
 }
 
 /*
+ * rule_error_context
+ *		Error context callback of a rule compiled without a subtransaction
+ *		(compile_rule): names the rule.
+ */
+static void
+rule_error_context(void *arg)
+{
+	const char *const *rule = (const char *const *) arg;
+
+	errcontext("stitching rule for attribute \"%s\", value_expression: %s", rule[0], rule[1]);
+}
+
+/*
+ * compile_rule
+ *		Whether the rule (attr, expr) is set-returning; if it does not
+ *		compile, *problem is set to the error's message and *sqlstate to its
+ *		code, and it is left out.  Each rule is compiled in a subtransaction
+ *		of its own, so that one that no longer compiles (an object it uses
+ *		dropped where the guard of rule_guard.c could not see it) is named
+ *		where stitching needs it (stitch_check_rules) and nothing else that
+ *		reads the configuration fails.  (In parallel mode, where no
+ *		subtransaction may start, an error is raised, naming the rule.)
+ */
+static bool
+compile_rule(const char *attr, const char *expr, Oid idtype, char **problem,
+			 int *sqlstate)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool is_set = false;
+
+	*problem = NULL;
+	if (IsInParallelMode())
+	{
+		ErrorContextCallback cb;
+		const char *rule[2];
+
+		rule[0] = attr;
+		rule[1] = expr;
+		cb.callback = rule_error_context;
+		cb.arg = rule;
+		cb.previous = error_context_stack;
+		error_context_stack = &cb;
+		is_set = rule_returns_set(expr, idtype);
+		error_context_stack = cb.previous;
+		return is_set;
+	}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		is_set = rule_returns_set(expr, idtype);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		/* (a cancel is not the rule's fault) */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
+			ReThrowError(edata);
+		*problem = edata->message;
+		*sqlstate = edata->sqlerrcode;
+	}
+	PG_END_TRY();
+	return is_set;
+}
+
+/*
  * compile_rules
  *		Turn the rules into the rule columns of the identifier query: rules
  *		with the same attribute id and expression share one column, guarded
- *		by the OR of their source/type/version filters.
+ *		by the OR of their source/type/version filters.  Rules that do not
+ *		compile are left out and recorded (nbroken): stitching refuses to
+ *		run without them (stitch_check_rules).
  */
 static void
 compile_rules(StitchConfig *cfg, MemoryContext cxt)
 {
 	StringInfoData cols;
+	StringInfoData broken;
 	SPITupleTable *rules;
 	uint64		nrules,
 				i;
@@ -304,6 +389,7 @@ compile_rules(StitchConfig *cfg, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 	cfg->nrules = (int) nrules;
 	initStringInfo(&cols);
+	initStringInfo(&broken);
 
 	for (i = 0; i < nrules;)
 	{
@@ -316,6 +402,8 @@ compile_rules(StitchConfig *cfg, MemoryContext cxt)
 		uint64		j;
 		int			a;
 		bool		is_set;
+		char	   *problem;
+		int			sqlstate;
 
 		/* the rules of this (attribute, expression) group */
 		initStringInfo(&cond);
@@ -339,13 +427,32 @@ compile_rules(StitchConfig *cfg, MemoryContext cxt)
 		}
 		i = j;
 
+		/*
+		 * (the attribute ids are those of all rules, whether or not they
+		 * compile: a stitching pass that read them before the rules were
+		 * compiled again indexes them as the rule columns do)
+		 */
 		for (a = 0; a < cfg->nattrs; a++)
 			if (strcmp(cfg->attrs[a], attr) == 0)
 				break;
 		if (a == cfg->nattrs)
 			cfg->attrs[cfg->nattrs++] = MemoryContextStrdup(cxt, attr);
 
-		is_set = rule_returns_set(expr, cfg->id_type);
+		is_set = compile_rule(attr, expr, cfg->id_type, &problem, &sqlstate);
+		if (problem != NULL)
+		{
+			if (cfg->nbroken++ == 0)
+			{
+				cfg->broken_attr = MemoryContextStrdup(cxt, attr);
+				cfg->broken_expr = MemoryContextStrdup(cxt, expr);
+				cfg->broken_problem = MemoryContextStrdup(cxt, problem);
+				cfg->broken_code = sqlstate;
+			}
+			appendStringInfo(&broken, "%sthe rule for attribute \"%s\", value_expression %s: %s",
+							 broken.len ? "\n" : "", attr, expr, problem);
+			continue;
+		}
+
 		cfg->col_attr[cfg->ncols] = a;
 		cfg->col_is_set[cfg->ncols] = is_set;
 		cfg->ncols++;
@@ -361,6 +468,8 @@ compile_rules(StitchConfig *cfg, MemoryContext cxt)
 			appendStringInfoString(&cols, " END");
 	}
 	cfg->cols_sql = MemoryContextStrdup(cxt, cols.data);
+	if (cfg->nbroken > 0)
+		cfg->broken_list = MemoryContextStrdup(cxt, broken.data);
 }
 
 /*
@@ -521,6 +630,109 @@ done:
 }
 
 /*
+ * stitch_rules_config
+ *		The configuration for a stitching pass: stitch_config(false), and an
+ *		error naming the rules that do not compile, if any do (stitching
+ *		without one of them would unlink what it links).  Rules found not
+ *		to compile are compiled again first: what they use may be back
+ *		(nothing invalidates the configuration then), and they may have
+ *		been compiled as another role.
+ */
+StitchConfig *
+stitch_rules_config(void)
+{
+	StitchConfig *cfg = stitch_config(false);
+
+	if (cfg->nbroken > 0)
+	{
+		stitch_invalidate();
+		cfg = stitch_config(false);
+	}
+	stitch_check_rules(cfg);
+	return cfg;
+}
+
+/*
+ * stitch_check_rules
+ *		Error if a stitching rule does not compile (compile_rules), naming
+ *		it and how to fix it.  Rules are checked when they are written and
+ *		the objects they use cannot be dropped or renamed from under them
+ *		(rule_guard.c), but a database may get there anyway (event triggers
+ *		disabled, a drop in single-user mode).
+ */
+void
+stitch_check_rules(StitchConfig *cfg)
+{
+	if (cfg->nbroken == 0)
+		return;
+	if (cfg->nbroken == 1)
+		ereport(ERROR,
+				(errcode(cfg->broken_code),
+				 errmsg("stitching rule for attribute \"%s\" does not compile: %s",
+						cfg->broken_attr, cfg->broken_problem),
+				 errdetail("The rule's value_expression is: %s", cfg->broken_expr),
+				 errhint("Change the rule's value_expression in cdp_traits.stitching_rules, or delete "
+						 "the rule; events are stitched again once every rule compiles.")));
+	ereport(ERROR,
+			(errcode(cfg->broken_code),
+			 errmsg("%d stitching rules do not compile", cfg->nbroken),
+			 errdetail("%s.", cfg->broken_list),
+			 errhint("Change those rules' value_expression in cdp_traits.stitching_rules, or delete "
+					 "them; events are stitched again once every rule compiles.")));
+}
+
+/*
+ * stitch_source
+ *		The attached events table (InvalidOid if none is known, or it was
+ *		dropped), read without compiling the rules; *idtype (if given) is
+ *		the type of its ids (text when there is no table), *attached (if
+ *		given) whether it is attached.  The caller must be connected to SPI.
+ */
+Oid
+stitch_source(Oid *idtype, bool *attached)
+{
+	Oid			relid = InvalidOid;
+	Oid			type = TEXTOID;
+	bool		att = false;
+
+	if (ConfigValid)
+	{
+		/* (kept current by the invalidation of events_source) */
+		relid = Config.events_relid;
+		if (OidIsValid(relid))
+		{
+			type = Config.id_type;
+			att = Config.attached;
+		}
+	}
+	else
+	{
+		cdp_execute_sql("SELECT events::oid, id_type::oid, attached FROM cdp_traits.events_source",
+						SPI_OK_SELECT, "reading the attached events table");
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+			if (get_rel_name(relid) == NULL)
+				relid = InvalidOid;
+			else
+			{
+				type = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+				att = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+			}
+		}
+	}
+	if (idtype)
+		*idtype = type;
+	if (attached)
+		*attached = att;
+	return relid;
+}
+
+/*
  * stitch_check_columns
  *		Error if the attached events table's columns are no longer what
  *		attach_events accepted (see stitch_columns_problems): nothing reads
@@ -569,7 +781,7 @@ stitch_check_columns(StitchConfig *cfg, bool ddl)
 char *
 stitch_identifier_sql(StitchSource source)
 {
-	StitchConfig *cfg = stitch_config(false);
+	StitchConfig *cfg = stitch_rules_config();
 	char	   *cols = normalized_columns(cfg->events_relid);
 	const char *id = cfg->id_is_uuid ? "ev.id" : "ev.id::text";
 
@@ -604,7 +816,7 @@ stitch_identifier_sql(StitchSource source)
 char *
 stitch_explain_sql(void)
 {
-	StitchConfig *cfg = stitch_config(false);
+	StitchConfig *cfg = stitch_rules_config();
 
 	return psprintf("SELECT ev.id::text, ev.source_id, ev.type, ev.version, ev.event_time%s "
 					"FROM cdp_traits.event_entities ee "
@@ -904,7 +1116,7 @@ stitch_display_id(StitchConfig *cfg, const char *key)
 char *
 stitch_relation_sql(Oid relid)
 {
-	StitchConfig *cfg = stitch_config(false);
+	StitchConfig *cfg = stitch_rules_config();
 
 	return psprintf("SELECT %s%s FROM (SELECT %s FROM %s) ev",
 					cfg->id_is_uuid ? "ev.id" : "ev.id::text", cfg->cols_sql,
@@ -916,10 +1128,14 @@ stitch_relation_sql(Oid relid)
 /*
  * plan_entry
  *		The plan cache's entry for (key, current events table), its plan
- *		dropped (NULL) if an invalidation made it stale.
+ *		dropped (NULL) if an invalidation made it stale.  When the plan of a
+ *		statement that evaluates the rules (rules) went stale while the
+ *		configuration did not, an object a rule uses may have changed: the
+ *		rules are compiled again, so that one that no longer compiles is
+ *		named (stitch_check_rules) rather than failing to plan.
  */
 static PlanEntry *
-plan_entry(const char *key)
+plan_entry(const char *key, bool rules)
 {
 	PlanKey		pk;
 	PlanEntry  *entry;
@@ -949,6 +1165,12 @@ plan_entry(const char *key)
 			  (entry->probes &&
 			   cdp_plan_generation(entry->plan) != entry->plan_generation)))
 	{
+		if (rules && entry->generation == ConfigGeneration &&
+			!SPI_plan_is_valid(entry->plan))
+		{
+			stitch_invalidate();
+			(void) stitch_config(true);
+		}
 		SPI_freeplan(entry->plan);
 		entry->plan = NULL;
 	}
@@ -998,7 +1220,7 @@ keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes,
 SPIPlanPtr
 stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 {
-	PlanEntry  *entry = plan_entry(key);
+	PlanEntry  *entry = plan_entry(key, false);
 
 	return entry->plan ? entry->plan : keep_plan(entry, sql, nargs, argtypes, false);
 }
@@ -1012,7 +1234,7 @@ stitch_cached_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 SPIPlanPtr
 stitch_probe_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 {
-	PlanEntry  *entry = plan_entry(key);
+	PlanEntry  *entry = plan_entry(key, false);
 
 	return entry->plan ? entry->plan : keep_plan(entry, sql, nargs, argtypes, true);
 }
@@ -1037,13 +1259,27 @@ stitch_identifier_plan(StitchSource source, Oid relid)
 	StitchConfig *cfg;
 
 	snprintf(key, sizeof(key), "%s:%u", names[source], relid);
-	entry = plan_entry(key);
+	entry = plan_entry(key, true);
 	if (entry->plan)
 		return entry->plan;
 	cfg = stitch_config(true);
 	return keep_plan(entry, stitch_identifier_sql(source),
 					 source == SRC_ENTITY_EVENTS ? 1 : 0, argtypes,
 					 source == SRC_ENTITY_EVENTS && cfg != NULL && cfg->unique_id);
+}
+
+/*
+ * stitch_explain_plan
+ *		The kept plan of stitch_explain_sql() (explain_entity).
+ */
+SPIPlanPtr
+stitch_explain_plan(void)
+{
+	Oid			argtypes[1] = {UUIDOID};
+	PlanEntry  *entry = plan_entry("explain", true);
+
+	return entry->plan ? entry->plan :
+		keep_plan(entry, stitch_explain_sql(), 1, argtypes, false);
 }
 
 /*
@@ -1126,6 +1362,19 @@ validate_rule_sql(const char *expr, Oid idtype)
 }
 
 /*
+ * stitch_rule_problem
+ *		NULL if the rule expression expr compiles as rules are checked when
+ *		they are written, over events with ids of type idtype; else the
+ *		problem.  The caller runs it as the triggers do (cdp_exec_begin,
+ *		cdp_exec_pin_rule_settings).
+ */
+char *
+stitch_rule_problem(const char *expr, Oid idtype)
+{
+	return validate_rule_sql(expr, idtype);
+}
+
+/*
  * cdp_stitching_rules_check
  *		BEFORE INSERT OR UPDATE row trigger on stitching_rules: a rule whose
  *		expression does not parse or type-check is rejected, naming the rule.
@@ -1141,7 +1390,7 @@ cdp_stitching_rules_check(PG_FUNCTION_ARGS)
 	char	   *attr;
 	char	   *expr;
 	char	   *problem;
-	Oid			idtype = TEXTOID;
+	Oid			idtype;
 	CdpExecState es;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
@@ -1163,15 +1412,14 @@ cdp_stitching_rules_check(PG_FUNCTION_ARGS)
 	d = heap_getattr(tup, 5, desc, &isnull);
 	expr = isnull ? "" : TextDatumGetCString(d);
 
-	/* type-check against the attached table's id type when there is one */
+	/*
+	 * Type-check against the attached table's id type when there is one.
+	 * Only this rule is checked: the others are not compiled here, so that a
+	 * rule that no longer compiles can be changed.
+	 */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	{
-		StitchConfig *cfg = stitch_config(true);
-
-		if (cfg)
-			idtype = cfg->id_type;
-	}
+	(void) stitch_source(&idtype, NULL);
 	SPI_finish();
 
 	cdp_exec_begin(&es);
@@ -1200,7 +1448,7 @@ Datum
 cdp_stitching_config_changed(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	StitchConfig *cfg;
+	bool		attached;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
@@ -1213,10 +1461,11 @@ cdp_stitching_config_changed(PG_FUNCTION_ARGS)
 													 RelationGetNamespace(td->tg_relation)));
 	stitch_invalidate();
 
+	/* (the rules are not compiled here: see cdp_stitching_rules_check) */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	cfg = stitch_config(true);
-	if (cfg && cfg->attached)
+	(void) stitch_source(NULL, &attached);
+	if (attached)
 		ereport(NOTICE,
 				(errmsg("stitching configuration changed"),
 				 errdetail("New and changed events are stitched with it at once; events stored before keep their stitching."),

@@ -555,7 +555,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	memset(&p, 0, sizeof(p));
 	p.cxt = cxt;
 	p.arena.cxt = cxt;
-	cfg = stitch_config(false);
+	cfg = stitch_rules_config();
 	if (problems)
 	{
 		pdesc = CreateTemplateTupleDesc(2);
@@ -923,7 +923,7 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	(void) stitch_config(false);
+	(void) stitch_rules_config();
 	stitch_lock_global(true);
 	stitch_scope(NULL, 0, true, NULL, &res);
 	stitch_analyze_after(&res);
@@ -951,7 +951,7 @@ cdp_verify_stitching(PG_FUNCTION_ARGS)
 	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	(void) stitch_config(false);
+	(void) stitch_rules_config();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	stitch_scope(NULL, 0, false, ts, NULL);
 	PopActiveSnapshot();

@@ -338,7 +338,7 @@ stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
 	EventReader r;
 
 	memset(&r, 0, sizeof(r));
-	r.cfg = stitch_config(false);
+	r.cfg = stitch_rules_config();
 	r.with_stored = with_stored;
 	r.callback = callback;
 	r.arg = arg;
