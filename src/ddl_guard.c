@@ -289,6 +289,7 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
 	if (parsetree == NULL)
 		PG_RETURN_NULL();
+	stitch_drop_start(parsetree);	/* (dropped partitions: partition_drop.c) */
 	cascade = is_cascade_drop(parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		((AlterTableStmt *) parsetree)->objtype == OBJECT_TABLE &&
@@ -365,6 +366,7 @@ cdp_ddl_end(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp_traits._ddl_end() must be called as an event trigger")));
+	stitch_drop_end(((EventTriggerData *) fcinfo->context)->parsetree);	/* (partition_drop.c) */
 	if (Busy || Released == NIL || ReleasedXid != MyProc->lxid)
 		PG_RETURN_NULL();
 	views = Released;
