@@ -45,7 +45,7 @@ INSERT INTO pev_2023 VALUES ('e1', 'pos', 'x', '1', '2023-02-01', '{"phone": "r"
                             ('e2', 'pos', 'x', '1', '2023-03-01', '{"phone": "z"}');
 ALTER TABLE pev ATTACH PARTITION pev_2023 FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
 SELECT pg_temp.groups() AS with_new_partitions, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
--- a detached partition is not stitched any more (its events leave: restitch() cleans up)
+-- a detached partition is not stitched any more (its events leave at once)
 ALTER TABLE pev DETACH PARTITION pev_2023;
 INSERT INTO pev_2023 VALUES ('e3', 'pos', 'x', '1', '2023-04-01', '{"phone": "z"}');
 SELECT count(*) AS detached_rows_stitched FROM cdp_traits.event_entities WHERE event_id = 'e3';

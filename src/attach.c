@@ -610,14 +610,16 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 /*
  * partition_commands
  *		The relations that the DDL being reported names (objids), and the
- *		partitions its ALTER TABLE commands attached and detached.  Those
- *		are named in the commands' parse trees (the addresses of the
- *		subcommands do not say), so this runs before the search_path is
- *		pinned: the names resolve as they did for the command.  The lists
- *		are made in cxt (they outlive the SPI connection).
+ *		partitions its ALTER TABLE commands attached and detached (with, in
+ *		detached_from, the table each was detached from).  Those are named
+ *		in the commands' parse trees (the addresses of the subcommands do
+ *		not say), so this runs before the search_path is pinned: the names
+ *		resolve as they did for the command.  The lists are made in cxt
+ *		(they outlive the SPI connection).
  */
 static void
-partition_commands(MemoryContext cxt, List **objids, List **attached, List **detached)
+partition_commands(MemoryContext cxt, List **objids, List **attached, List **detached,
+				   List **detached_from)
 {
 	uint64		i;
 	MemoryContext old;
@@ -625,6 +627,7 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 	*objids = NIL;
 	*attached = NIL;
 	*detached = NIL;
+	*detached_from = NIL;
 	/*
 	 * (no operator, cast or type name in it: under the caller's search_path
 	 * they could resolve to objects of whoever may create objects in a
@@ -670,7 +673,10 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 			if (at->subtype == AT_AttachPartition)
 				*attached = lappend_oid(*attached, part);
 			else
+			{
 				*detached = lappend_oid(*detached, part);
+				*detached_from = lappend_oid(*detached_from, cmd->d.alterTable.objectId);
+			}
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -682,8 +688,9 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
  *		events table that have no stitching triggers yet get them, and the
  *		rows they already hold are stitched; so are the rows of a partition
  *		just attached that carried the triggers already.  A partition just
- *		detached from the events table loses its triggers (its rows are no
- *		longer events; attaching it again stitches them again).
+ *		detached from the events table loses its triggers, and its rows
+ *		leave stitching (they are no longer events; attaching it again
+ *		stitches them again).
  */
 Datum
 cdp_new_partition(PG_FUNCTION_ARGS)
@@ -695,7 +702,10 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	List	   *objids;
 	List	   *attached;
 	List	   *detached;
+	List	   *detached_from;
+	bool		events_left = false;
 	ListCell   *lc;
+	ListCell   *lcf;
 	MemoryContext outer = CurrentMemoryContext;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
@@ -706,7 +716,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	/* the commands, read as the caller (see partition_commands) */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	partition_commands(outer, &objids, &attached, &detached);
+	partition_commands(outer, &objids, &attached, &detached, &detached_from);
 	SPI_finish();
 
 	/*
@@ -742,17 +752,35 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))
 		events_view_follow(cfg);
 
-	/* a detached partition (and its own partitions) is no longer stitched */
-	foreach(lc, detached)
+	/*
+	 * A detached partition (and its own partitions) is no longer stitched.
+	 * If it was detached from the events table and holds rows, those have
+	 * left the events table: what is left is stitched again, as after a
+	 * TRUNCATE of the partition.
+	 */
+	forboth(lc, detached, lcf, detached_from)
 	{
 		Oid			part = lfirst_oid(lc);
-		ListCell   *lc2;
+		Oid			parent = lfirst_oid(lcf);
+		ListCell   *lc3;
 
 		if (!OidIsValid(events) || get_rel_name(part) == NULL ||
 			stitch_is_events_relid(events, part))
 			continue;
-		foreach(lc2, tables_of(part))
-			remove_triggers(lfirst_oid(lc2));
+		foreach(lc3, tables_of(part))
+			remove_triggers(lfirst_oid(lc3));
+		if (cfg->attached && get_rel_name(parent) != NULL &&
+			stitch_is_events_relation(cfg, parent) &&
+			cdp_execute_sql(psprintf("SELECT FROM %s LIMIT 1",
+									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(part)),
+																get_rel_name(part))),
+							SPI_OK_SELECT, "looking for rows of a detached partition") > 0)
+			events_left = true;
+	}
+	if (events_left)
+	{
+		(void) stitch_config(false);
+		stitch_partitions_left();
 	}
 
 	/*

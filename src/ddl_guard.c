@@ -382,6 +382,7 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
 	if (parsetree == NULL)
 		PG_RETURN_NULL();
+	stitch_drop_start(parsetree);	/* (dropped partitions: partition_drop.c) */
 	cascade = is_cascade_drop(parsetree);
 
 	/*
@@ -494,6 +495,7 @@ cdp_ddl_end(PG_FUNCTION_ARGS)
 	if (Busy)
 		PG_RETURN_NULL();
 	parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
+	stitch_drop_end(parsetree);	/* (partition_drop.c) */
 	check_view = CheckViewXid == MyProc->lxid;
 	CheckViewXid = InvalidLocalTransactionId;
 	if (ReleasedXid != MyProc->lxid)

@@ -18,6 +18,7 @@
  *                  extension
  * rule_guard.c     event triggers around DDL: a drop or rename that would
  *                  leave a stitching rule unable to compile is refused
+ * partition_drop.c dropped partitions of the events table leave stitching
  * event_key.c      the stored form of uuid event ids
  * exec.c           running SQL as the extension owner with a pinned
  *                  search_path, and SPI helpers
@@ -356,5 +357,11 @@ extern void events_view_before_alter(Oid relid, struct AlterTableStmt *stmt);
 extern void stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 						 Tuplestorestate *problems, StitchResult *result);
 extern void stitch_truncate(void);
+extern void stitch_partitions_left(void);
+
+/* ---- partition_drop.c ---- */
+struct Node;
+extern void stitch_drop_start(struct Node *parsetree);
+extern void stitch_drop_end(struct Node *parsetree);
 
 #endif							/* CDP_STITCH_H */

@@ -14,7 +14,8 @@
  * rules, the blocklist, the attached table or its definition change: a
  * statement trigger on the rule tables broadcasts a relcache invalidation
  * of the rules table, which the callback registered in _PG_init turns into
- * a new generation of the cache.
+ * a new generation of the cache.  A change of the events table's schema (a
+ * rename) does the same, through a syscache callback.
  *
  *-------------------------------------------------------------------------
  */
@@ -82,6 +83,7 @@ static CdpGrowthWatch PlanGrowth = CDP_GROWTH_WATCH(PlannedTables);
 static Oid	WatchRules = InvalidOid;
 static Oid	WatchSource = InvalidOid;
 static Oid	WatchEvents = InvalidOid;
+static uint32 WatchNamespace = 0;	/* syscache hash of the events' schema */
 
 /*
  * stitch_invalidate
@@ -131,6 +133,22 @@ role_callback(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 /*
+ * namespace_callback
+ *		Syscache invalidation hook for schemas: the configuration holds the
+ *		events table's name with its schema's (events_name, and the SQL
+ *		compiled from it), and ALTER SCHEMA ... RENAME TO sends no relcache
+ *		invalidation for the tables in the schema.  A change of the events
+ *		table's schema (or of one with the same hash, or of all) marks the
+ *		cache stale, in every session.
+ */
+static void
+namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (hashvalue == 0 || hashvalue == WatchNamespace)
+		stitch_invalidate();
+}
+
+/*
  * stitch_register_callbacks
  *		Register the invalidation hooks; once per process, from _PG_init.
  */
@@ -140,6 +158,7 @@ stitch_register_callbacks(void)
 	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHOID, role_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, role_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, namespace_callback, (Datum) 0);
 }
 
 /*
@@ -541,6 +560,7 @@ stitch_config(bool missing_ok)
 		WatchSource = get_relname_relid("events_source",
 										get_namespace_oid(CDP_SCHEMA_NAME, false));
 		WatchEvents = InvalidOid;
+		WatchNamespace = 0;
 
 		/* (uuid_keys: a column since 0.2.0; see stitch_keys_recorded) */
 		cdp_execute_sql(stitch_keys_recorded() ?
@@ -610,6 +630,8 @@ stitch_config(bool missing_ok)
 				AtEOXact_GUC(true, nest);
 			}
 			WatchEvents = relid;
+			WatchNamespace = GetSysCacheHashValue1(NAMESPACEOID,
+												   ObjectIdGetDatum(get_rel_namespace(relid)));
 		}
 		Config.generation = ConfigGeneration;
 		ConfigValid = true;

@@ -887,6 +887,21 @@ stitch_truncate(void)
 }
 
 /*
+ * stitch_partitions_left
+ *		Partitions of the events table have left it (truncated, dropped or
+ *		detached): their events have no entity any more, and the entities
+ *		they were in may split or vanish.  Stitch what is left again, in one
+ *		pass over all remaining events (the caller is SPI connected, as the
+ *		extension owner with the rule settings pinned).
+ */
+void
+stitch_partitions_left(void)
+{
+	stitch_lock_global(true);
+	stitch_scope(NULL, 0, true, NULL, NULL);
+}
+
+/*
  * stitch_analyze_after
  *		After a pass that rewrote much of the stitching tables (the first
  *		stitch of an attached table, a restitch after a rule change), refresh

@@ -378,8 +378,7 @@ stitch_statement(TriggerData *td)
 		else
 		{
 			/* one partition emptied: re-stitch everything that is left */
-			stitch_lock_global(true);
-			stitch_scope(NULL, 0, true, NULL, NULL);
+			stitch_partitions_left();
 		}
 	}
 	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
