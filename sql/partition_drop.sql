@@ -154,6 +154,15 @@ DROP TABLE pev_2019, pev_2018, not_events;
 SELECT * FROM pg_temp.passes();
 COMMIT;
 SELECT * FROM pg_temp.state();
+-- nor does a partition detached from another table (this crashed the
+-- backend: the configuration is not loaded for another table's DDL)
+CREATE TABLE other_parent (x int) PARTITION BY RANGE (x);
+CREATE TABLE other_child PARTITION OF other_parent FOR VALUES FROM (0) TO (10);
+INSERT INTO other_parent VALUES (1);
+ALTER TABLE other_parent DETACH PARTITION other_child;
+SELECT count(*) AS other_rows FROM other_child;
+SELECT * FROM pg_temp.state();
+DROP TABLE other_parent, other_child;
 
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();

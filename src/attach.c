@@ -769,7 +769,8 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 			continue;
 		foreach(lc3, tables_of(part))
 			remove_triggers(lfirst_oid(lc3));
-		if (cfg->attached && get_rel_name(parent) != NULL &&
+		/* (cfg is loaded only when the command names the events table) */
+		if (cfg != NULL && cfg->attached && get_rel_name(parent) != NULL &&
 			stitch_is_events_relation(cfg, parent) &&
 			cdp_execute_sql(psprintf("SELECT FROM %s LIMIT 1",
 									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(part)),
