@@ -521,61 +521,19 @@ AS 'MODULE_PATHNAME', 'cdp_install_replica_triggers';
 CREATE FUNCTION cdp_traits._ddl_start() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_start';
 COMMENT ON FUNCTION cdp_traits._ddl_start() IS
-	'event trigger: before a CASCADE drop, release the published views it reaches from the extension; before a column of the events table is dropped or retyped, drop customer_events';
+	'event trigger: before a CASCADE drop, release the published views it reaches from the extension; before a column of the events table is dropped or retyped, drop customer_events; before a drop or rename, note the stitching rules that compile and the events table''s partitions';
 CREATE FUNCTION cdp_traits._ddl_end() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_end';
 COMMENT ON FUNCTION cdp_traits._ddl_end() IS
-	'event trigger: published views released by _ddl_start() that are still there join the extension again';
+	'event trigger: published views released by _ddl_start() that are still there join the extension again, customer_events follows the events table, a drop or rename that broke a stitching rule fails, and dropped partitions'' events leave stitching';
 CREATE EVENT TRIGGER cdp_traits_ddl_start ON ddl_command_start
 	EXECUTE FUNCTION cdp_traits._ddl_start();
 CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
 	EXECUTE FUNCTION cdp_traits._ddl_end();
--- Around drops and renames (as in 10_stitching.sql): a command that would
--- leave a stitching rule unable to compile is refused.
-CREATE FUNCTION cdp_traits._rules_ddl_start() RETURNS event_trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_rules_ddl_start';
-COMMENT ON FUNCTION cdp_traits._rules_ddl_start() IS
-	'event trigger: before a drop or rename, note which stitching rules compile';
-CREATE FUNCTION cdp_traits._rules_ddl_end() RETURNS event_trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_rules_ddl_end';
-COMMENT ON FUNCTION cdp_traits._rules_ddl_end() IS
-	'event trigger: refuse a drop or rename after which a stitching rule that compiled before no longer does';
-CREATE EVENT TRIGGER cdp_traits_rules_start ON ddl_command_start
-	WHEN TAG IN ('DROP ACCESS METHOD', 'DROP AGGREGATE', 'DROP CAST', 'DROP COLLATION',
-		'DROP CONVERSION', 'DROP DOMAIN', 'DROP EXTENSION', 'DROP FOREIGN DATA WRAPPER',
-		'DROP FOREIGN TABLE', 'DROP FUNCTION', 'DROP LANGUAGE', 'DROP MATERIALIZED VIEW',
-		'DROP OPERATOR', 'DROP OPERATOR CLASS', 'DROP OPERATOR FAMILY', 'DROP OWNED',
-		'DROP ROUTINE', 'DROP SCHEMA', 'DROP SEQUENCE', 'DROP SERVER', 'DROP TABLE',
-		'DROP TEXT SEARCH CONFIGURATION', 'DROP TEXT SEARCH DICTIONARY',
-		'DROP TEXT SEARCH PARSER', 'DROP TEXT SEARCH TEMPLATE', 'DROP TRANSFORM',
-		'DROP TYPE', 'DROP VIEW',
-		'ALTER AGGREGATE', 'ALTER COLLATION', 'ALTER CONVERSION', 'ALTER DOMAIN',
-		'ALTER EXTENSION', 'ALTER FOREIGN TABLE', 'ALTER FUNCTION',
-		'ALTER MATERIALIZED VIEW', 'ALTER OPERATOR', 'ALTER ROUTINE', 'ALTER SCHEMA',
-		'ALTER SEQUENCE', 'ALTER TABLE', 'ALTER TEXT SEARCH CONFIGURATION',
-		'ALTER TEXT SEARCH DICTIONARY', 'ALTER TYPE', 'ALTER VIEW')
-	EXECUTE FUNCTION cdp_traits._rules_ddl_start();
-CREATE EVENT TRIGGER cdp_traits_rules_end ON ddl_command_end
-	WHEN TAG IN ('DROP ACCESS METHOD', 'DROP AGGREGATE', 'DROP CAST', 'DROP COLLATION',
-		'DROP CONVERSION', 'DROP DOMAIN', 'DROP EXTENSION', 'DROP FOREIGN DATA WRAPPER',
-		'DROP FOREIGN TABLE', 'DROP FUNCTION', 'DROP LANGUAGE', 'DROP MATERIALIZED VIEW',
-		'DROP OPERATOR', 'DROP OPERATOR CLASS', 'DROP OPERATOR FAMILY', 'DROP OWNED',
-		'DROP ROUTINE', 'DROP SCHEMA', 'DROP SEQUENCE', 'DROP SERVER', 'DROP TABLE',
-		'DROP TEXT SEARCH CONFIGURATION', 'DROP TEXT SEARCH DICTIONARY',
-		'DROP TEXT SEARCH PARSER', 'DROP TEXT SEARCH TEMPLATE', 'DROP TRANSFORM',
-		'DROP TYPE', 'DROP VIEW',
-		'ALTER AGGREGATE', 'ALTER COLLATION', 'ALTER CONVERSION', 'ALTER DOMAIN',
-		'ALTER EXTENSION', 'ALTER FOREIGN TABLE', 'ALTER FUNCTION',
-		'ALTER MATERIALIZED VIEW', 'ALTER OPERATOR', 'ALTER ROUTINE', 'ALTER SCHEMA',
-		'ALTER SEQUENCE', 'ALTER TABLE', 'ALTER TEXT SEARCH CONFIGURATION',
-		'ALTER TEXT SEARCH DICTIONARY', 'ALTER TYPE', 'ALTER VIEW')
-	EXECUTE FUNCTION cdp_traits._rules_ddl_end();
 -- (the event triggers fire in replica sessions too, as in 10_stitching.sql)
 ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
 ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE ALWAYS;
-ALTER EVENT TRIGGER cdp_traits_rules_start ENABLE ALWAYS;
-ALTER EVENT TRIGGER cdp_traits_rules_end ENABLE ALWAYS;
 -- (as in 40_attributes.sql)
 CREATE FUNCTION cdp_traits._event_id_of_key(key_sql text) RETURNS text
 LANGUAGE c STABLE STRICT
@@ -3167,8 +3125,6 @@ BEGIN
 		('_merge_values', 'admin'),
 		('_published_views', 'owner'),
 		('_query_deps', 'admin'),
-		('_rules_ddl_end', 'owner'),
-		('_rules_ddl_start', 'owner'),
 		('_runs_deleted', 'owner'),
 		('_schema_oid', 'owner'),
 		('_schema_renamed', 'owner'),

@@ -113,11 +113,11 @@ SELECT count(*) AS identifiers FROM cdp_traits.matching;
 
 -- 2. A rule that does not compile anyway (the guard switched off): stitching
 -- names it, and nothing else fails because of it.
-ALTER EVENT TRIGGER cdp_traits_rules_start DISABLE;
-ALTER EVENT TRIGGER cdp_traits_rules_end DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_start DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_end DISABLE;
 DROP FUNCTION rd_analytics.f(jsonb);
-ALTER EVENT TRIGGER cdp_traits_rules_start ENABLE ALWAYS;
-ALTER EVENT TRIGGER cdp_traits_rules_end ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
 -- (the plans kept from the inserts above went stale: the rules are compiled again)
 INSERT INTO rd.events VALUES (4, 'web', 'visit', '1', '2025-01-04', '{"email": "cy@x.org"}');
 UPDATE rd.events SET payload = '{"email": "ann@x.org"}' WHERE id = 3;
@@ -150,11 +150,11 @@ DELETE FROM cdp_traits.attributes WHERE id = 'rd_email';
 -- but a drop that breaks another rule is still refused
 DROP FUNCTION rd_analytics.g(jsonb);
 -- two rules that do not compile are named together
-ALTER EVENT TRIGGER cdp_traits_rules_start DISABLE;
-ALTER EVENT TRIGGER cdp_traits_rules_end DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_start DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_end DISABLE;
 DROP COLLATION public.rd_coll;
-ALTER EVENT TRIGGER cdp_traits_rules_start ENABLE ALWAYS;
-ALTER EVENT TRIGGER cdp_traits_rules_end ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
 INSERT INTO rd.events VALUES (4, 'web', 'visit', '1', '2025-01-04', '{"email": "cy@x.org"}');
 
 -- 3. The broken rules can be changed and deleted (a bad replacement is
@@ -166,11 +166,11 @@ UPDATE cdp_traits.stitching_rules SET value_expression = $$payload->>'phone'$$
 SELECT cdp_traits.restitch();
 DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'coll';
 -- a rule whose object comes back compiles again
-ALTER EVENT TRIGGER cdp_traits_rules_start DISABLE;
-ALTER EVENT TRIGGER cdp_traits_rules_end DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_start DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_end DISABLE;
 DROP FUNCTION rd_analytics.g(jsonb);
-ALTER EVENT TRIGGER cdp_traits_rules_start ENABLE ALWAYS;
-ALTER EVENT TRIGGER cdp_traits_rules_end ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
 INSERT INTO rd.events VALUES (4, 'web', 'visit', '1', '2025-01-04', '{"email": "Ann@x.org", "phone": "9"}');
 CREATE FUNCTION rd_analytics.g(jsonb) RETURNS text LANGUAGE sql IMMUTABLE AS $$SELECT $1->>'fax'$$;
 INSERT INTO rd.events VALUES (4, 'web', 'visit', '1', '2025-01-04', '{"email": "Ann@x.org", "phone": "9"}');

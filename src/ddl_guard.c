@@ -56,29 +56,32 @@ PG_FUNCTION_INFO_V1(cdp_ddl_end);
 /* set while the guard runs DDL of its own */
 static bool Busy = false;
 
-/*
- * A published view released from the extension at the start of a command,
- * to be a member again at the end of that same command (commands that the
- * command runs, a CHECK constraint's function say, have ends of their own).
- */
+/* A published view released from the extension at the start of a command. */
 typedef struct ReleasedView
 {
 	Oid			view;
 	char	   *name;			/* qualified, as it was */
-	Node	   *command;		/* the releasing command's parse tree */
 } ReleasedView;
 
-/* (in TopTransactionContext, for the transaction ReleasedXid names) */
-static List *Released = NIL;
-static LocalTransactionId ReleasedXid = InvalidLocalTransactionId;
-
 /*
- * Set at the start of a command that may drop customer_events (a CASCADE
- * drop, or columns of a table dropped or retyped), for the transaction
- * CheckViewXid names: the end of the command makes the view again if it
- * is gone while a table is attached.
+ * What the start of a command left for its end.  Kept per command, by its
+ * parse tree (the same pointer at both ends): commands that it runs (a
+ * CHECK constraint's function, another event trigger) have ends of their
+ * own, which run first.
  */
-static LocalTransactionId CheckViewXid = InvalidLocalTransactionId;
+typedef struct DdlCommand
+{
+	Node	   *parsetree;
+	List	   *released;		/* ReleasedView: members again at the end */
+	bool		check_view;		/* customer_events may be gone or stale */
+	void	   *rules;			/* the rules' state before (rule_guard.c) */
+	void	   *partitions;		/* the events table's partitions
+								 * (partition_drop.c) */
+} DdlCommand;
+
+/* (in TopTransactionContext, for the transaction CommandsXid names) */
+static List *Commands = NIL;
+static LocalTransactionId CommandsXid = InvalidLocalTransactionId;
 
 /*
  * Objects a command names, as the addresses a CASCADE drop starts from
@@ -234,40 +237,109 @@ reached_published_views(Targets *t, bool *view)
 
 /*
  * release_views
- *		Take the views out of the extension, and keep them for the end of
- *		the command.
+ *		Take the views out of the extension; returns them (ReleasedView),
+ *		for the end of the command, made in TopTransactionContext.
  */
-static void
-release_views(List *views, Node *command)
+static List *
+release_views(List *views)
 {
 	ListCell   *lc;
+	List	   *released = NIL;
 	MemoryContext old;
 
 	foreach(lc, views)
-		cdp_execute_sql(psprintf("ALTER EXTENSION %s DROP VIEW %s", CDP_EXTENSION_NAME,
-								 quote_qualified_identifier(get_namespace_name(get_rel_namespace(lfirst_oid(lc))),
-															get_rel_name(lfirst_oid(lc)))),
-						SPI_OK_UTILITY, "releasing a published view");
-	/*
-	 * (added to what a command that runs this one, or one that failed in a
-	 * subtransaction, released: the end of any command adds back those
-	 * still there and not members)
-	 */
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	if (ReleasedXid != MyProc->lxid)
-		Released = NIL;
-	foreach(lc, views)
 	{
-		ReleasedView *r = palloc(sizeof(ReleasedView));
+		char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(lfirst_oid(lc))),
+													  get_rel_name(lfirst_oid(lc)));
+		ReleasedView *r;
 
+		cdp_execute_sql(psprintf("ALTER EXTENSION %s DROP VIEW %s", CDP_EXTENSION_NAME, name),
+						SPI_OK_UTILITY, "releasing a published view");
+		old = MemoryContextSwitchTo(TopTransactionContext);
+		r = palloc(sizeof(ReleasedView));
 		r->view = lfirst_oid(lc);
-		r->name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->view)),
-											 get_rel_name(r->view));
-		r->command = command;
-		Released = lappend(Released, r);
+		r->name = pstrdup(name);
+		released = lappend(released, r);
+		MemoryContextSwitchTo(old);
 	}
-	ReleasedXid = MyProc->lxid;
+	return released;
+}
+
+/*
+ * remember_command
+ *		Keep what the start of a command left for its end (nothing is kept
+ *		when it left nothing).  An entry of an earlier command that failed
+ *		before its end, whose parse tree had the same address, goes.
+ */
+static void
+remember_command(DdlCommand *cmd)
+{
+	MemoryContext old;
+	DdlCommand *kept;
+
+	if (CommandsXid != MyProc->lxid)
+	{
+		/* (the list of an earlier transaction went with its memory) */
+		Commands = NIL;
+		CommandsXid = MyProc->lxid;
+	}
+	{
+		ListCell   *lc;
+
+		foreach(lc, Commands)
+			if (((DdlCommand *) lfirst(lc))->parsetree == cmd->parsetree)
+				Commands = foreach_delete_current(Commands, lc);
+	}
+	if (cmd->released == NIL && !cmd->check_view && cmd->rules == NULL &&
+		cmd->partitions == NULL)
+		return;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	kept = palloc(sizeof(DdlCommand));
+	*kept = *cmd;
+	Commands = lappend(Commands, kept);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * take_command
+ *		What the start of the command parsetree left for its end, forgotten
+ *		here; NULL if nothing.
+ */
+static DdlCommand *
+take_command(Node *parsetree)
+{
+	ListCell   *lc;
+
+	if (CommandsXid != MyProc->lxid)
+		return NULL;
+	foreach(lc, Commands)
+	{
+		DdlCommand *cmd = lfirst(lc);
+
+		if (cmd->parsetree == parsetree)
+		{
+			Commands = foreach_delete_current(Commands, lc);
+			return cmd;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * cdp_drops_extension
+ *		Whether a DROP statement drops the cdp_traits extension itself.
+ */
+bool
+cdp_drops_extension(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, stmt->objects)
+		if (strcmp(strVal(lfirst(lc)), CDP_EXTENSION_NAME) == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -282,17 +354,7 @@ is_cascade_drop(Node *parsetree)
 	{
 		DropStmt   *stmt = (DropStmt *) parsetree;
 
-		if (stmt->behavior != DROP_CASCADE)
-			return false;
-		if (stmt->removeType == OBJECT_EXTENSION)
-		{
-			ListCell   *lc;
-
-			foreach(lc, stmt->objects)
-				if (strcmp(strVal(lfirst(lc)), CDP_EXTENSION_NAME) == 0)
-					return false;
-		}
-		return true;
+		return stmt->behavior == DROP_CASCADE && !cdp_drops_extension(stmt);
 	}
 	if (IsA(parsetree, DropOwnedStmt))
 		return ((DropOwnedStmt *) parsetree)->behavior == DROP_CASCADE;
@@ -334,56 +396,45 @@ ddl_guard_pause(bool pause)
 static Oid
 altered_events_table(Oid relid)
 {
-	StitchConfig *cfg = stitch_config(true);
+	bool		attached;
+	Oid			events = stitch_source(NULL, &attached);
 	HeapTuple	tup;
 	Oid			oftype = InvalidOid;
 
-	if (cfg == NULL || !cfg->attached)
+	if (!OidIsValid(events) || !attached)
 		return InvalidOid;
-	if (relid == cfg->events_relid)
+	if (relid == events)
 		return relid;
 	if (get_rel_relkind(relid) == RELKIND_COMPOSITE_TYPE)
 	{
-		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(cfg->events_relid));
+		tup = SearchSysCache1(RELOID, ObjectIdGetDatum(events));
 		if (HeapTupleIsValid(tup))
 		{
 			oftype = ((Form_pg_class) GETSTRUCT(tup))->reloftype;
 			ReleaseSysCache(tup);
 		}
-		return OidIsValid(oftype) && oftype == get_rel_type_id(relid) ? cfg->events_relid : InvalidOid;
+		return OidIsValid(oftype) && oftype == get_rel_type_id(relid) ? events : InvalidOid;
 	}
 	if (has_subclass(relid) &&
-		list_member_oid(find_all_inheritors(relid, NoLock, NULL), cfg->events_relid))
-		return cfg->events_relid;
+		list_member_oid(find_all_inheritors(relid, NoLock, NULL), events))
+		return events;
 	return InvalidOid;
 }
 
 /*
- * cdp_ddl_start
- *		Event trigger at the start of every DDL command (see the top of this
- *		file).
+ * guard_start
+ *		The guard's part of the start of a command (see the top of this
+ *		file), filling cmd: published views released, and whether the end
+ *		must look at customer_events.
  */
-Datum
-cdp_ddl_start(PG_FUNCTION_ARGS)
+static void
+guard_start(Node *parsetree, DdlCommand *cmd)
 {
-	Node	   *parsetree;
-	bool		cascade;
+	bool		cascade = is_cascade_drop(parsetree);
 	AlterTableStmt *alter = NULL;
 	bool		columns = false;
 	Oid			altered = InvalidOid;
 	Targets		targets = {NIL, NIL};
-
-	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cdp_traits._ddl_start() must be called as an event trigger")));
-	if (Busy || creating_extension || IsBinaryUpgrade)
-		PG_RETURN_NULL();
-	parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
-	if (parsetree == NULL)
-		PG_RETURN_NULL();
-	stitch_drop_start(parsetree);	/* (dropped partitions: partition_drop.c) */
-	cascade = is_cascade_drop(parsetree);
 
 	/*
 	 * What the command names, as it will resolve it: the relation an ALTER
@@ -398,11 +449,11 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 		 * columns, through a parent or a composite type too: the end of
 		 * the command follows them)
 		 */
-		CheckViewXid = MyProc->lxid;
+		cmd->check_view = true;
 		alter = (AlterTableStmt *) parsetree;
 		columns = events_view_changes_columns(alter);
 		if (!cascade && !columns)
-			PG_RETURN_NULL();
+			return;
 		altered = RangeVarGetRelid(alter->relation, NoLock, true);
 		add_target(&targets, RelationRelationId, altered);
 	}
@@ -410,8 +461,8 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	{
 		/* (a view dropped: customer_events is made again if it was that) */
 		if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_VIEW)
-			CheckViewXid = MyProc->lxid;
-		PG_RETURN_NULL();
+			cmd->check_view = true;
+		return;
 	}
 	else if (IsA(parsetree, DropStmt))
 		drop_targets((DropStmt *) parsetree, &targets);
@@ -423,10 +474,8 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 			add_target(&targets, AuthIdRelationId, get_rolespec_oid(lfirst(lc), true));
 	}
 	if (targets.objids == NIL)
-		PG_RETURN_NULL();
-
-	/* (the end of the command looks for customer_events) */
-	CheckViewXid = MyProc->lxid;
+		return;
+	cmd->check_view = true;
 
 	Busy = true;
 	PG_TRY();
@@ -455,8 +504,7 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 			/* (what was granted on customer_events is granted again) */
 			if (view && !OidIsValid(events))
 				events_view_save_grants();
-			if (views != NIL)
-				release_views(views, parsetree);
+			cmd->released = release_views(views);
 		}
 		SPI_finish();
 		cdp_exec_end(&es);
@@ -466,70 +514,66 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 		Busy = false;
 	}
 	PG_END_TRY();
-	PG_RETURN_NULL();
 }
 
 /*
- * cdp_ddl_end
- *		Event trigger at the end of every DDL command: the published views
- *		released at its start that are still there are members of the
- *		extension again, and after a command that may have changed the
- *		events table's columns or dropped customer_events (an ALTER TABLE or
- *		ALTER TYPE, a CASCADE drop that reached it through a type, a
- *		function or a parent table, a DROP VIEW), customer_events follows the
- *		table's columns, made again if it is gone (events_view_follow).  A released view
- *		dropped and replaced by another relation of its name during the
- *		command is an error: that relation is not the extension's.
+ * cdp_ddl_start
+ *		Event trigger at the start of every DDL command: the rules' state
+ *		before a drop or rename (rule_guard.c), the events table's
+ *		partitions before a drop (partition_drop.c), and the guard of this
+ *		file; what they leave for the end of the command is kept.
  */
 Datum
-cdp_ddl_end(PG_FUNCTION_ARGS)
+cdp_ddl_start(PG_FUNCTION_ARGS)
 {
-	Node	   *parsetree;
-	List	   *views = NIL;
-	bool		check_view;
+	DdlCommand	cmd;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cdp_traits._ddl_end() must be called as an event trigger")));
-	if (Busy)
+				 errmsg("cdp_traits._ddl_start() must be called as an event trigger")));
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
+	if (Busy || IsBinaryUpgrade || cmd.parsetree == NULL)
 		PG_RETURN_NULL();
-	parsetree = ((EventTriggerData *) fcinfo->context)->parsetree;
-	stitch_drop_end(parsetree);	/* (partition_drop.c) */
-	check_view = CheckViewXid == MyProc->lxid;
-	CheckViewXid = InvalidLocalTransactionId;
-	if (ReleasedXid != MyProc->lxid)
-		Released = NIL;
-	else
+	/* (also in other extensions' scripts: they may drop what a rule uses) */
+	cmd.rules = rules_ddl_start(cmd.parsetree);
+	if (!creating_extension)
 	{
-		/* (this command's; those of commands it runs stay for theirs) */
-		ListCell   *lc;
-
-		foreach(lc, Released)
-		{
-			ReleasedView *r = lfirst(lc);
-
-			if (r->command == parsetree)
-			{
-				views = lappend(views, r);
-				Released = foreach_delete_current(Released, lc);
-			}
-		}
+		cmd.partitions = stitch_drop_start(cmd.parsetree);
+		guard_start(cmd.parsetree, &cmd);
 	}
-	if (views == NIL && !check_view)
-		PG_RETURN_NULL();
+	remember_command(&cmd);
+	PG_RETURN_NULL();
+}
 
+/*
+ * guard_end
+ *		The guard's part of the end of a command: the published views
+ *		released at its start that are still there are members of the
+ *		extension again, and after a command that may have changed the
+ *		events table's columns or dropped customer_events (an ALTER TABLE or
+ *		ALTER TYPE, a CASCADE drop that reached it through a type, a
+ *		function or a parent table, a DROP VIEW), customer_events follows
+ *		the table's columns, made again if it is gone (events_view_follow).
+ *		A released view dropped and replaced by another relation of its name
+ *		during the command is an error: that relation is not the
+ *		extension's.
+ */
+static void
+guard_end(DdlCommand *cmd)
+{
 	Busy = true;
 	PG_TRY();
 	{
 		CdpExecState es;
 		ListCell   *lc;
-		StitchConfig *cfg;
+		bool		attached = false;
 
 		cdp_exec_begin(&es);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		foreach(lc, views)
+		foreach(lc, cmd->released)
 		{
 			ReleasedView *r = lfirst(lc);
 			Oid			view = r->view;
@@ -551,14 +595,12 @@ cdp_ddl_end(PG_FUNCTION_ARGS)
 			}
 			if (OidIsValid(getExtensionOfObject(RelationRelationId, view)))
 				continue;
-			cdp_execute_sql(psprintf("ALTER EXTENSION %s ADD VIEW %s", CDP_EXTENSION_NAME,
-									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(view)),
-																get_rel_name(view))),
+			cdp_execute_sql(psprintf("ALTER EXTENSION %s ADD VIEW %s", CDP_EXTENSION_NAME, r->name),
 							SPI_OK_UTILITY, "publishing a view again");
 		}
-		cfg = check_view ? stitch_config(true) : NULL;
-		if (cfg != NULL && cfg->attached && get_rel_name(cfg->events_relid) != NULL)
-			events_view_follow(cfg);
+		/* (the configuration, and its rules, only while a table is attached) */
+		if (cmd->check_view && OidIsValid(stitch_source(NULL, &attached)) && attached)
+			events_view_follow(stitch_config(true));
 		SPI_finish();
 		cdp_exec_end(&es);
 	}
@@ -567,5 +609,31 @@ cdp_ddl_end(PG_FUNCTION_ARGS)
 		Busy = false;
 	}
 	PG_END_TRY();
+}
+
+/*
+ * cdp_ddl_end
+ *		Event trigger at the end of every DDL command: what its start left
+ *		(see cdp_ddl_start) is acted on.  A rule the command broke fails it
+ *		first; a pass over the events after dropped partitions comes last.
+ */
+Datum
+cdp_ddl_end(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trig = (EventTriggerData *) fcinfo->context;
+	DdlCommand *cmd;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_traits._ddl_end() must be called as an event trigger")));
+	if (Busy || (cmd = take_command(trig->parsetree)) == NULL)
+		PG_RETURN_NULL();
+	if (cmd->rules != NULL)
+		rules_ddl_end(cmd->rules, trig->tag);
+	if (cmd->released != NIL || cmd->check_view)
+		guard_end(cmd);
+	if (cmd->partitions != NULL)
+		stitch_drop_end(cmd->partitions);
 	PG_RETURN_NULL();
 }

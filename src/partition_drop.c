@@ -9,10 +9,11 @@
  * partition that is itself partitioned), and the CASCADE drops that reach
  * one (DROP SCHEMA ... CASCADE, DROP OWNED, DROP SERVER ... CASCADE of a
  * foreign partition) would leave its events stitched.  So, from the event
- * triggers around DDL (ddl_guard.c calls in here): at the start of a drop
- * that may remove tables, the partitions of the attached events table are
- * noted (OIDs and the files of their rows; no lock is taken, nothing is
- * read from them); at the end of the same command, if one of them is gone
+ * triggers around DDL (ddl_guard.c calls in here, and keeps the note for
+ * the end of the command): at the start of a drop that may remove tables,
+ * the partitions of the attached events table are noted (OIDs and the
+ * files of their rows; no lock is taken, nothing is read from them); at
+ * the end of the same command, if one of them is gone
  * and the events table itself is still there, what is left is stitched
  * again, as after TRUNCATE of one partition (stitch_partitions_left: one
  * pass over all remaining events).  That pass is skipped when every table
@@ -31,7 +32,6 @@
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "storage/proc.h"
 #include "storage/smgr.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -49,25 +49,15 @@ typedef struct Partition
 } Partition;
 
 /*
- * One drop command under way: its parse tree (the same pointer at the start
- * and at the end of the command) and the partitions of the events table
- * when it started.
+ * The partitions of the events table when a drop started, kept for its end
+ * (by ddl_guard.c, with the rest of what the command's start noted).
  */
 typedef struct DropWatch
 {
-	Node	   *parsetree;
 	Oid			events;
 	int			npartitions;
 	Partition  *partitions;
 } DropWatch;
-
-/*
- * The drops under way in this transaction (a drop run by an event trigger
- * of another nests), in TopTransactionContext, for the transaction
- * WatchXid names.
- */
-static List *Watches = NIL;
-static LocalTransactionId WatchXid = InvalidLocalTransactionId;
 
 /*
  * may_drop_tables
@@ -85,14 +75,8 @@ may_drop_tables(Node *parsetree)
 	if (!IsA(parsetree, DropStmt))
 		return false;
 	stmt = (DropStmt *) parsetree;
-	if (stmt->removeType == OBJECT_EXTENSION)
-	{
-		ListCell   *lc;
-
-		foreach(lc, stmt->objects)
-			if (strcmp(strVal(lfirst(lc)), CDP_EXTENSION_NAME) == 0)
-				return false;
-	}
+	if (cdp_drops_extension(stmt))
+		return false;
 	return stmt->removeType == OBJECT_TABLE ||
 		stmt->removeType == OBJECT_FOREIGN_TABLE ||
 		stmt->removeType == OBJECT_SCHEMA ||
@@ -102,46 +86,41 @@ may_drop_tables(Node *parsetree)
 /*
  * stitch_drop_start
  *		At the start of a DDL command: if it may drop tables while a
- *		partitioned events table is attached, note the table's partitions.
+ *		partitioned events table is attached, the table's partitions, noted
+ *		in TopTransactionContext for stitch_drop_end; else NULL.
  */
-void
+void *
 stitch_drop_start(Node *parsetree)
 {
 	CdpExecState es;
-	StitchConfig *cfg;
-	Oid			events = InvalidOid;
+	Oid			events;
+	bool		attached;
 	List	   *partitions = NIL;
 
 	if (!may_drop_tables(parsetree))
-		return;
+		return NULL;
 
 	/* (read as the extension owner: this fires for every role's drop) */
 	cdp_exec_begin(&es);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	cfg = stitch_config(true);
-	if (cfg != NULL && cfg->attached &&
-		get_rel_relkind(cfg->events_relid) == RELKIND_PARTITIONED_TABLE)
-		events = cfg->events_relid;
+	events = stitch_source(NULL, &attached);
 	SPI_finish();
 	cdp_exec_end(&es);
-	if (!OidIsValid(events))
-		return;
+	if (!OidIsValid(events) || !attached ||
+		get_rel_relkind(events) != RELKIND_PARTITIONED_TABLE)
+		return NULL;
 
 	/* (without locks: a drop that fails leaves them all there) */
 	partitions = list_delete_first(find_all_inheritors(events, NoLock, NULL));
 	if (partitions == NIL)
-		return;
+		return NULL;
 
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 		DropWatch  *w = palloc(sizeof(DropWatch));
 		ListCell   *lc;
 
-		if (WatchXid != MyProc->lxid)
-			Watches = NIL;
-		WatchXid = MyProc->lxid;
-		w->parsetree = parsetree;
 		w->events = events;
 		w->npartitions = 0;
 		w->partitions = palloc0(sizeof(Partition) * list_length(partitions));
@@ -163,8 +142,8 @@ stitch_drop_start(Node *parsetree)
 			part->file.relNode = form->relfilenode;
 			ReleaseSysCache(tup);
 		}
-		Watches = lappend(Watches, w);
 		MemoryContextSwitchTo(old);
+		return w;
 	}
 }
 
@@ -196,30 +175,19 @@ dropped_empty(Partition *part, RelFileNode *deleted, int ndeleted)
 
 /*
  * stitch_drop_end
- *		At the end of a DDL command: if it is a drop whose start noted the
- *		events table's partitions, and one of them that held rows is gone
- *		while the events table is still there and attached, the events of
- *		the dropped partitions have left: stitch what is left again.
+ *		At the end of a drop whose start noted the events table's
+ *		partitions (watch, from stitch_drop_start): if one of them that held
+ *		rows is gone while the events table is still there and attached,
+ *		the events of the dropped partitions have left: stitch what is left
+ *		again.
  */
 void
-stitch_drop_end(Node *parsetree)
+stitch_drop_end(void *watch)
 {
-	DropWatch  *w = NULL;
-	ListCell   *lc;
+	DropWatch  *w = (DropWatch *) watch;
 	bool		rows_gone = false;
 
-	if (Watches == NIL || WatchXid != MyProc->lxid || creating_extension)
-		return;
-	foreach(lc, Watches)
-	{
-		if (((DropWatch *) lfirst(lc))->parsetree == parsetree)
-		{
-			w = lfirst(lc);
-			Watches = foreach_delete_current(Watches, lc);
-			break;
-		}
-	}
-	if (w == NULL)
+	if (creating_extension)
 		return;
 	{
 		RelFileNode *deleted = NULL;

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * rule_guard.c
- *		Event triggers around DDL that drops or renames objects: a command
- *		that would leave a stitching rule unable to compile is refused.
+ *		Around DDL that drops or renames objects (called from the event
+ *		triggers of ddl_guard.c): a command that would leave a stitching
+ *		rule unable to compile is refused.
  *
  * A rule's value_expression is SQL text (stitching_rules), so PostgreSQL
  * records no dependency on the functions, types, operators, casts,
@@ -17,23 +18,20 @@
  * (stitch_check_rules).
  *
  * Only drops (DROP ..., DROP OWNED, DROP EXTENSION) and renames (... RENAME,
- * ... SET SCHEMA) are checked, and only when rules exist: the event
- * triggers fire for the tags listed in 10_stitching.sql, and return at once
- * for any other statement.  Each check compiles every rule expression once,
- * as the extension owner with the rules' settings.
+ * ... SET SCHEMA) are checked, and only when rules exist; any other
+ * statement returns at once.  Each check compiles every rule expression
+ * once, as the extension owner with the rules' settings.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
-#include "commands/event_trigger.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "storage/proc.h"
 #include "tcop/cmdtag.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -43,23 +41,14 @@
 #include "cdp_traits.h"
 #include "stitch.h"
 
-PG_FUNCTION_INFO_V1(cdp_rules_ddl_start);
-PG_FUNCTION_INFO_V1(cdp_rules_ddl_end);
-
 /*
- * What the start of a command found: whether rules exist, and the
- * expressions that did not compile then.  Kept per command (its parse tree)
- * in TopTransactionContext, for the transaction BaselineXid names.
+ * What the start of a command found: the expressions that did not compile
+ * then (kept by ddl_guard.c for the end of the command).
  */
 typedef struct Baseline
 {
-	Node	   *parsetree;
-	bool		rules;
 	List	   *broken;			/* value_expressions (char *) */
 } Baseline;
-
-static List *Baselines = NIL;
-static LocalTransactionId BaselineXid = InvalidLocalTransactionId;
 
 /* a rule that does not compile */
 typedef struct BrokenRule
@@ -193,101 +182,53 @@ check_rules(MemoryContext cxt, bool *any)
 }
 
 /*
- * baseline_of
- *		The baseline recorded for the command parsetree in this transaction,
- *		NULL if none; with remove, it is forgotten.
+ * rules_ddl_start
+ *		At the start of a command that may drop or rename an object a rule
+ *		uses (see the top of this file), while rules exist: which rules do
+ *		not compile before it, in TopTransactionContext for rules_ddl_end.
+ *		NULL for any other command.
  */
-static Baseline *
-baseline_of(Node *parsetree, bool remove)
+void *
+rules_ddl_start(Node *parsetree)
 {
-	ListCell   *lc;
-
-	if (BaselineXid != MyProc->lxid)
-	{
-		/* (the list of an earlier transaction went with its memory) */
-		Baselines = NIL;
-		BaselineXid = MyProc->lxid;
-	}
-	foreach(lc, Baselines)
-	{
-		Baseline   *b = lfirst(lc);
-
-		if (b->parsetree == parsetree)
-		{
-			if (remove)
-				Baselines = foreach_delete_current(Baselines, lc);
-			return b;
-		}
-	}
-	return NULL;
-}
-
-/*
- * cdp_rules_ddl_start
- *		Event trigger at the start of the commands that may drop or rename
- *		an object a rule uses (see the top of this file): records which
- *		rules do not compile before the command.
- */
-Datum
-cdp_rules_ddl_start(PG_FUNCTION_ARGS)
-{
-	EventTriggerData *trig;
 	Baseline   *b;
 	List	   *broken;
 	bool		any;
 	ListCell   *lc;
 	MemoryContext old;
 
-	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cdp_traits._rules_ddl_start() must be called as an event trigger")));
-	trig = (EventTriggerData *) fcinfo->context;
-	if (!drops_or_renames(trig->parsetree) || !guard_applies())
-		PG_RETURN_NULL();
-
+	if (!drops_or_renames(parsetree) || !guard_applies())
+		return NULL;
 	broken = check_rules(TopTransactionContext, &any);
-
-	(void) baseline_of(trig->parsetree, true);
+	if (!any)
+		return NULL;
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	b = palloc0(sizeof(Baseline));
-	b->parsetree = trig->parsetree;
-	b->rules = any;
 	foreach(lc, broken)
 		b->broken = lappend(b->broken, ((BrokenRule *) lfirst(lc))->expr);
-	Baselines = lappend(Baselines, b);
 	MemoryContextSwitchTo(old);
-	PG_RETURN_NULL();
+	return b;
 }
 
 /*
- * cdp_rules_ddl_end
- *		Event trigger at the end of the same commands: a rule that compiled
- *		at the start and does not now fails the command, naming the rule.
+ * rules_ddl_end
+ *		At the end of the same command (tag): a rule that compiled at its
+ *		start (baseline) and does not now fails the command, naming the
+ *		rule.
  */
-Datum
-cdp_rules_ddl_end(PG_FUNCTION_ARGS)
+void
+rules_ddl_end(void *baseline, CommandTag tag)
 {
-	EventTriggerData *trig;
-	Baseline   *b;
+	Baseline   *b = (Baseline *) baseline;
 	List	   *broken;
 	List	   *now_broken = NIL;
 	bool		any;
 	ListCell   *lc;
 	StringInfoData detail;
-	const char *tag;
+	const char *tagname;
 
-	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("cdp_traits._rules_ddl_end() must be called as an event trigger")));
-	trig = (EventTriggerData *) fcinfo->context;
-	if (!drops_or_renames(trig->parsetree))
-		PG_RETURN_NULL();
-	b = baseline_of(trig->parsetree, true);
-	if (b == NULL || !b->rules || !guard_applies())
-		PG_RETURN_NULL();
-
+	if (!guard_applies())
+		return;
 	broken = check_rules(CurrentMemoryContext, &any);
 	foreach(lc, broken)
 	{
@@ -302,16 +243,16 @@ cdp_rules_ddl_end(PG_FUNCTION_ARGS)
 			now_broken = lappend(now_broken, r);
 	}
 	if (now_broken == NIL)
-		PG_RETURN_NULL();
+		return;
 
-	tag = GetCommandTagName(trig->tag);
+	tagname = GetCommandTagName(tag);
 	if (list_length(now_broken) == 1)
 	{
 		BrokenRule *r = linitial(now_broken);
 
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("stitching rule for attribute \"%s\" would no longer compile after %s", r->attr, tag),
+				 errmsg("stitching rule for attribute \"%s\" would no longer compile after %s", r->attr, tagname),
 				 errdetail("After the command, its value_expression %s fails: %s.", r->expr, r->problem),
 				 errhint("Change the rule's value_expression in cdp_traits.stitching_rules, or delete the rule, "
 						 "then run the command again.")));
@@ -321,14 +262,12 @@ cdp_rules_ddl_end(PG_FUNCTION_ARGS)
 	{
 		BrokenRule *r = lfirst(lc);
 
-		appendStringInfo(&detail, "%sthe rule for attribute \"%s\", value_expression %s: %s",
-						 detail.len ? "\n" : "", r->attr, r->expr, r->problem);
+		stitch_append_broken_rule(&detail, r->attr, r->expr, r->problem);
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-			 errmsg("%d stitching rules would no longer compile after %s", list_length(now_broken), tag),
+			 errmsg("%d stitching rules would no longer compile after %s", list_length(now_broken), tagname),
 			 errdetail("After the command, these fail: %s.", detail.data),
 			 errhint("Change those rules' value_expression in cdp_traits.stitching_rules, or delete them, "
 					 "then run the command again.")));
-	PG_RETURN_NULL();			/* keep compiler quiet */
 }

@@ -15,9 +15,9 @@
  * attach.c         attach_events() and detach_events()
  * events_view.c    customer_events, following the events table's columns
  * ddl_guard.c      event triggers around DDL: CASCADE drops keep the
- *                  extension
- * rule_guard.c     event triggers around DDL: a drop or rename that would
- *                  leave a stitching rule unable to compile is refused
+ *                  extension; calls the two below
+ * rule_guard.c     a drop or rename that would leave a stitching rule
+ *                  unable to compile is refused
  * partition_drop.c dropped partitions of the events table leave stitching
  * event_key.c      the stored form of uuid event ids
  * exec.c           running SQL as the extension owner with a pinned
@@ -34,6 +34,7 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "nodes/params.h"
+#include "tcop/cmdtag.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
@@ -162,6 +163,8 @@ typedef enum StitchSource
 extern StitchConfig *stitch_config(bool missing_ok);
 extern StitchConfig *stitch_rules_config(void);
 extern void stitch_check_rules(StitchConfig *cfg);
+extern void stitch_append_broken_rule(StringInfo buf, const char *attr, const char *expr,
+									  const char *problem);
 extern Oid	stitch_source(Oid *idtype, bool *attached);
 extern char *stitch_rule_problem(const char *expr, Oid idtype);
 extern SPIPlanPtr stitch_explain_plan(void);
@@ -346,12 +349,17 @@ extern void events_view_create(const char *select_sql);
 extern void events_view_follow(StitchConfig *cfg);
 extern void events_view_rejoin(StitchConfig *cfg, const char *key_of);
 extern void events_view_save_grants(void);
-
-/* ddl_guard.c */
-extern void ddl_guard_pause(bool pause);
 struct AlterTableStmt;
 extern bool events_view_changes_columns(struct AlterTableStmt *stmt);
 extern void events_view_before_alter(Oid relid, struct AlterTableStmt *stmt);
+
+/* ---- ddl_guard.c, rule_guard.c ---- */
+struct DropStmt;
+extern void ddl_guard_pause(bool pause);
+extern bool cdp_drops_extension(struct DropStmt *stmt);
+struct Node;
+extern void *rules_ddl_start(struct Node *parsetree);
+extern void rules_ddl_end(void *baseline, CommandTag tag);
 
 /* ---- stitch_full.c ---- */
 extern void stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
@@ -360,8 +368,7 @@ extern void stitch_truncate(void);
 extern void stitch_partitions_left(void);
 
 /* ---- partition_drop.c ---- */
-struct Node;
-extern void stitch_drop_start(struct Node *parsetree);
-extern void stitch_drop_end(struct Node *parsetree);
+extern void *stitch_drop_start(struct Node *parsetree);
+extern void stitch_drop_end(void *watch);
 
 #endif							/* CDP_STITCH_H */

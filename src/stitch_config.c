@@ -375,6 +375,19 @@ compile_rule(const char *attr, const char *expr, Oid idtype, char **problem,
 }
 
 /*
+ * stitch_append_broken_rule
+ *		Append to buf (a line each) a rule that does not compile, as error
+ *		details list them.
+ */
+void
+stitch_append_broken_rule(StringInfo buf, const char *attr, const char *expr,
+						  const char *problem)
+{
+	appendStringInfo(buf, "%sthe rule for attribute \"%s\", value_expression %s: %s",
+					 buf->len ? "\n" : "", attr, expr, problem);
+}
+
+/*
  * compile_rules
  *		Turn the rules into the rule columns of the identifier query: rules
  *		with the same attribute id and expression share one column, guarded
@@ -467,8 +480,7 @@ compile_rules(StitchConfig *cfg, MemoryContext cxt)
 				cfg->broken_problem = MemoryContextStrdup(cxt, problem);
 				cfg->broken_code = sqlstate;
 			}
-			appendStringInfo(&broken, "%sthe rule for attribute \"%s\", value_expression %s: %s",
-							 broken.len ? "\n" : "", attr, expr, problem);
+			stitch_append_broken_rule(&broken, attr, expr, problem);
 			continue;
 		}
 

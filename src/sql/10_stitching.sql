@@ -228,15 +228,18 @@ ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE ALWAYS;
 -- reaches a published view must not drop the extension (PostgreSQL drops
 -- the extension of a member a cascade reaches), and a column of the events
 -- table dropped or retyped takes customer_events out first (when nothing
--- else depends on it); new_partition() makes it again.
+-- else depends on it), made again at the end; a drop or rename that would
+-- leave a stitching rule unable to compile is refused, naming the rule
+-- (src/rule_guard.c); a dropped partition's events leave stitching
+-- (src/partition_drop.c).
 CREATE FUNCTION cdp_traits._ddl_start() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_start';
 COMMENT ON FUNCTION cdp_traits._ddl_start() IS
-	'event trigger: before a CASCADE drop, release the published views it reaches from the extension; before a column of the events table is dropped or retyped, drop customer_events';
+	'event trigger: before a CASCADE drop, release the published views it reaches from the extension; before a column of the events table is dropped or retyped, drop customer_events; before a drop or rename, note the stitching rules that compile and the events table''s partitions';
 CREATE FUNCTION cdp_traits._ddl_end() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_ddl_end';
 COMMENT ON FUNCTION cdp_traits._ddl_end() IS
-	'event trigger: published views released by _ddl_start() that are still there join the extension again';
+	'event trigger: published views released by _ddl_start() that are still there join the extension again, customer_events follows the events table, a drop or rename that broke a stitching rule fails, and dropped partitions'' events leave stitching';
 CREATE EVENT TRIGGER cdp_traits_ddl_start ON ddl_command_start
 	EXECUTE FUNCTION cdp_traits._ddl_start();
 CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
@@ -244,47 +247,3 @@ CREATE EVENT TRIGGER cdp_traits_ddl_end ON ddl_command_end
 ALTER EVENT TRIGGER cdp_traits_ddl_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
 
--- Around drops and renames (see src/rule_guard.c): a command that would
--- leave a stitching rule unable to compile (a function, type, operator,
--- cast, collation, schema or table it uses dropped or renamed) is refused,
--- naming the rule.
-CREATE FUNCTION cdp_traits._rules_ddl_start() RETURNS event_trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_rules_ddl_start';
-COMMENT ON FUNCTION cdp_traits._rules_ddl_start() IS
-	'event trigger: before a drop or rename, note which stitching rules compile';
-CREATE FUNCTION cdp_traits._rules_ddl_end() RETURNS event_trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_rules_ddl_end';
-COMMENT ON FUNCTION cdp_traits._rules_ddl_end() IS
-	'event trigger: refuse a drop or rename after which a stitching rule that compiled before no longer does';
-CREATE EVENT TRIGGER cdp_traits_rules_start ON ddl_command_start
-	WHEN TAG IN ('DROP ACCESS METHOD', 'DROP AGGREGATE', 'DROP CAST', 'DROP COLLATION',
-		'DROP CONVERSION', 'DROP DOMAIN', 'DROP EXTENSION', 'DROP FOREIGN DATA WRAPPER',
-		'DROP FOREIGN TABLE', 'DROP FUNCTION', 'DROP LANGUAGE', 'DROP MATERIALIZED VIEW',
-		'DROP OPERATOR', 'DROP OPERATOR CLASS', 'DROP OPERATOR FAMILY', 'DROP OWNED',
-		'DROP ROUTINE', 'DROP SCHEMA', 'DROP SEQUENCE', 'DROP SERVER', 'DROP TABLE',
-		'DROP TEXT SEARCH CONFIGURATION', 'DROP TEXT SEARCH DICTIONARY',
-		'DROP TEXT SEARCH PARSER', 'DROP TEXT SEARCH TEMPLATE', 'DROP TRANSFORM',
-		'DROP TYPE', 'DROP VIEW',
-		'ALTER AGGREGATE', 'ALTER COLLATION', 'ALTER CONVERSION', 'ALTER DOMAIN',
-		'ALTER EXTENSION', 'ALTER FOREIGN TABLE', 'ALTER FUNCTION',
-		'ALTER MATERIALIZED VIEW', 'ALTER OPERATOR', 'ALTER ROUTINE', 'ALTER SCHEMA',
-		'ALTER SEQUENCE', 'ALTER TABLE', 'ALTER TEXT SEARCH CONFIGURATION',
-		'ALTER TEXT SEARCH DICTIONARY', 'ALTER TYPE', 'ALTER VIEW')
-	EXECUTE FUNCTION cdp_traits._rules_ddl_start();
-CREATE EVENT TRIGGER cdp_traits_rules_end ON ddl_command_end
-	WHEN TAG IN ('DROP ACCESS METHOD', 'DROP AGGREGATE', 'DROP CAST', 'DROP COLLATION',
-		'DROP CONVERSION', 'DROP DOMAIN', 'DROP EXTENSION', 'DROP FOREIGN DATA WRAPPER',
-		'DROP FOREIGN TABLE', 'DROP FUNCTION', 'DROP LANGUAGE', 'DROP MATERIALIZED VIEW',
-		'DROP OPERATOR', 'DROP OPERATOR CLASS', 'DROP OPERATOR FAMILY', 'DROP OWNED',
-		'DROP ROUTINE', 'DROP SCHEMA', 'DROP SEQUENCE', 'DROP SERVER', 'DROP TABLE',
-		'DROP TEXT SEARCH CONFIGURATION', 'DROP TEXT SEARCH DICTIONARY',
-		'DROP TEXT SEARCH PARSER', 'DROP TEXT SEARCH TEMPLATE', 'DROP TRANSFORM',
-		'DROP TYPE', 'DROP VIEW',
-		'ALTER AGGREGATE', 'ALTER COLLATION', 'ALTER CONVERSION', 'ALTER DOMAIN',
-		'ALTER EXTENSION', 'ALTER FOREIGN TABLE', 'ALTER FUNCTION',
-		'ALTER MATERIALIZED VIEW', 'ALTER OPERATOR', 'ALTER ROUTINE', 'ALTER SCHEMA',
-		'ALTER SEQUENCE', 'ALTER TABLE', 'ALTER TEXT SEARCH CONFIGURATION',
-		'ALTER TEXT SEARCH DICTIONARY', 'ALTER TYPE', 'ALTER VIEW')
-	EXECUTE FUNCTION cdp_traits._rules_ddl_end();
-ALTER EVENT TRIGGER cdp_traits_rules_start ENABLE ALWAYS;
-ALTER EVENT TRIGGER cdp_traits_rules_end ENABLE ALWAYS;

@@ -204,7 +204,6 @@ BEGIN
 		('stitch_events', 'owner'), ('stitch_event_row', 'owner'), ('_install_replica_triggers', 'owner'),
 		('stitching_rules_check', 'owner'),
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'), ('_ddl_start', 'owner'), ('_ddl_end', 'owner'),
-		('_rules_ddl_start', 'owner'), ('_rules_ddl_end', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
 		('_attribute_dropped', 'owner'), ('_runs_deleted', 'owner'),
 		('_context_check', 'owner'), ('_entities_removed', 'owner'),
