@@ -266,11 +266,70 @@ append_condition(StringInfo buf, const char *col, HeapTuple tup, TupleDesc desc,
 }
 
 /*
- * rule_returns_set
- *		Whether a (validated) rule expression is set-returning.
+ * rule_event_row
+ *		One event of no values, with ids of type idtype, as "ev": what a rule
+ *		expression is compiled over.
  */
-static bool
-rule_returns_set(const char *expr, Oid idtype)
+static char *
+rule_event_row(Oid idtype)
+{
+	return psprintf("(SELECT NULL::%s AS id, NULL::text AS source_id, "
+					"NULL::text AS type, NULL::text AS version, "
+					"NULL::timestamptz AS event_time, NULL::jsonb AS payload) ev",
+					format_type_be_qualified(idtype));
+}
+
+/* a check of a rule expression, run by rule_in_subtransaction */
+typedef void (*RuleCheck) (const char *expr, Oid idtype, bool *is_set);
+
+/*
+ * rule_in_subtransaction
+ *		Run check (SPI connected) in a subtransaction of its own; NULL if it
+ *		succeeded, else its error, caught.  A cancel or a lack of resources
+ *		is not the rule's fault: raised again.
+ */
+static ErrorData *
+rule_in_subtransaction(RuleCheck check, const char *expr, Oid idtype, bool *is_set)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		check(expr, idtype, is_set);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/*
+ * rule_returns_set
+ *		Whether a (validated) rule expression is set-returning (*is_set; a
+ *		RuleCheck).
+ */
+static void
+rule_returns_set(const char *expr, Oid idtype, bool *is_set)
 {
 	char	   *sql;
 	SPIPlanPtr	plan;
@@ -279,17 +338,14 @@ rule_returns_set(const char *expr, Oid idtype)
 	bool		result = false;
 	ListCell   *lc;
 
-	sql = psprintf("SELECT (%s)::text FROM (SELECT NULL::%s AS id, NULL::text AS source_id, "
-				   "NULL::text AS type, NULL::text AS version, "
-				   "NULL::timestamptz AS event_time, NULL::jsonb AS payload) ev",
-				   expr, format_type_be_qualified(idtype));
+	sql = psprintf("SELECT (%s)::text FROM %s", expr, rule_event_row(idtype));
 	plan = cdp_prepare(sql, 0, NULL);
 	sources = SPI_plan_get_plan_sources(plan);
 	src = linitial(sources);
 	foreach(lc, src->query_list)
 		result |= ((Query *) lfirst(lc))->hasTargetSRFs;
 	SPI_freeplan(plan);
-	return result;
+	*is_set = result;
 }
 
 /*
@@ -320,9 +376,8 @@ static bool
 compile_rule(const char *attr, const char *expr, Oid idtype, char **problem,
 			 int *sqlstate)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool is_set = false;
+	bool		is_set = false;
+	ErrorData  *edata;
 
 	*problem = NULL;
 	if (IsInParallelMode())
@@ -336,41 +391,16 @@ compile_rule(const char *attr, const char *expr, Oid idtype, char **problem,
 		cb.arg = rule;
 		cb.previous = error_context_stack;
 		error_context_stack = &cb;
-		is_set = rule_returns_set(expr, idtype);
+		rule_returns_set(expr, idtype, &is_set);
 		error_context_stack = cb.previous;
 		return is_set;
 	}
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
+	edata = rule_in_subtransaction(rule_returns_set, expr, idtype, &is_set);
+	if (edata != NULL)
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		is_set = rule_returns_set(expr, idtype);
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		/* (a cancel is not the rule's fault) */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
-			ReThrowError(edata);
 		*problem = edata->message;
 		*sqlstate = edata->sqlerrcode;
 	}
-	PG_END_TRY();
 	return is_set;
 }
 
@@ -1317,6 +1347,19 @@ stitch_explain_plan(void)
 }
 
 /*
+ * rule_type_checks
+ *		Prepare a rule expression in the shape the triggers run it (a
+ *		RuleCheck: an error if it does not type-check).
+ */
+static void
+rule_type_checks(const char *expr, Oid idtype, bool *is_set)
+{
+	(void) cdp_prepare(psprintf("SELECT x.val FROM %s CROSS JOIN LATERAL (SELECT (%s)::text) x(val)",
+								rule_event_row(idtype), expr),
+					   0, NULL);
+}
+
+/*
  * validate_rule_sql
  *		Check that expr is one SQL expression that type-checks over an event
  *		and can be turned into text; returns NULL if so, else the problem.
@@ -1325,9 +1368,8 @@ static char *
 validate_rule_sql(const char *expr, Oid idtype)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	char	   *problem = NULL;
 	List	   *parsed;
+	ErrorData  *edata;
 
 	/* 1. exactly one expression, nothing around it */
 	PG_TRY();
@@ -1336,8 +1378,6 @@ validate_rule_sql(const char *expr, Oid idtype)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -1360,39 +1400,8 @@ validate_rule_sql(const char *expr, Oid idtype)
 	}
 
 	/* 2. it type-checks in the shape the triggers run it */
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		char	   *sql;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		sql = psprintf("SELECT x.val FROM (SELECT NULL::%s AS id, NULL::text AS source_id, "
-					   "NULL::text AS type, NULL::text AS version, "
-					   "NULL::timestamptz AS event_time, NULL::jsonb AS payload) ev "
-					   "CROSS JOIN LATERAL (SELECT (%s)::text) x(val)",
-					   format_type_be_qualified(idtype), expr);
-		(void) cdp_prepare(sql, 0, NULL);
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		problem = edata->message;
-	}
-	PG_END_TRY();
-	return problem;
+	edata = rule_in_subtransaction(rule_type_checks, expr, idtype, NULL);
+	return edata != NULL ? edata->message : NULL;
 }
 
 /*
