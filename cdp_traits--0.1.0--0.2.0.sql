@@ -2632,6 +2632,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
@@ -3009,6 +3012,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET plpgsql.extra_errors = 'none'
+SET plpgsql.extra_warnings = 'none'
 AS $$
 DECLARE
 	k record;

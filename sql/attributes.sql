@@ -500,3 +500,25 @@ TRUNCATE cdp_traits.calculation_runs;
 SELECT count(*) AS run_attribute_rows FROM cdp_traits.calculation_run_attributes;
 DROP TABLE run_rows;
 DELETE FROM cdp_traits.attributes;
+
+-- The values do not depend on the settings of the session that calculates
+-- (the worker's, or an admin's with other ones): a float8 made a number or
+-- text, a custom query's float8 and interval, text read as a date
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('f_number', '{"type": "max", "value": "(payload->>''amount'')::float8 / 7", "data_type": "number", "filter": "payload->>''amount'' ~ ''^[0-9.]+$''"}'),
+  ('f_text',   '{"type": "max", "value": "(payload->>''amount'')::float8 / 7", "filter": "payload->>''amount'' ~ ''^[0-9.]+$''"}'),
+  ('f_custom', '{"type": "custom", "query": "SELECT max((payload->>''amount'')::float8) / 7 AS value FROM base WHERE payload->>''amount'' ~ ''^[0-9.]+$''"}'),
+  ('span',     '{"type": "custom", "query": "SELECT max(event_time) - min(event_time) AS value FROM base"}'),
+  ('day',      '{"type": "min", "value": "''03/04/2025''", "data_type": "date"}');
+SET extra_float_digits = -10;
+SET IntervalStyle = iso_8601;
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'Asia/Tokyo';
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+RESET extra_float_digits;
+RESET IntervalStyle;
+RESET DateStyle;
+RESET TimeZone;
+SELECT attribute_id, value FROM cdp_traits.customer_attributes
+ WHERE customer_entity_id = pg_temp.who('ann@x') ORDER BY 1;
+DELETE FROM cdp_traits.attributes;

@@ -2054,11 +2054,19 @@ $$;
 -- reads (the events table, read directly for a few entities) would run its
 -- functions as the caller, with the admin's rights, although whoever owns
 -- that table wrote them; such a read is an error instead.
+-- TimeZone, DateStyle, IntervalStyle, extra_float_digits and bytea_output:
+-- values are made text (a float8 converted to a number or read as text, a
+-- custom query's interval or float8 made jsonb) and text is read as dates
+-- the same way whoever calls the run, so that a run by the worker and one
+-- by a session with other settings give the same values.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
