@@ -1144,6 +1144,14 @@ BEGIN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
 	ELSIF is_audience AND NOT was_audience THEN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	ELSIF TG_OP = 'UPDATE' AND NEW.id = OLD.id
+		  AND cdp_traits._pivot_type(NEW.definition) <> cdp_traits._pivot_type(OLD.definition) THEN
+		-- another kind of value (a data_type or type that changes the
+		-- pivot's column: text to number, a value to a list): the values
+		-- held are not of it, and the pivot would fail to read them (or
+		-- read a list as text) until the next run; nor would their counts
+		-- per value be taken back (those of text only)
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
 	-- longer followed); switched on: the values the entities hold now

@@ -1038,8 +1038,9 @@ $$;
 -- AFTER UPDATE OR DELETE row trigger and BEFORE TRUNCATE trigger on
 -- attributes: the values of an audience that goes (deleted, renamed, of
 -- another type now, truncated) go with its members' exits; those of an
--- attribute that becomes an audience go; history switched on or off starts
--- or ends with the values held.
+-- attribute that becomes an audience, or whose values become of another
+-- kind (its pivot column's type changes), go; history switched on or off
+-- starts or ends with the values held.
 CREATE FUNCTION cdp_traits._attribute_dropped() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1062,6 +1063,14 @@ BEGIN
 	IF was_audience AND NOT is_audience THEN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
 	ELSIF is_audience AND NOT was_audience THEN
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	ELSIF TG_OP = 'UPDATE' AND NEW.id = OLD.id
+		  AND cdp_traits._pivot_type(NEW.definition) <> cdp_traits._pivot_type(OLD.definition) THEN
+		-- another kind of value (a data_type or type that changes the
+		-- pivot's column: text to number, a value to a list): the values
+		-- held are not of it, and the pivot would fail to read them (or
+		-- read a list as text) until the next run; nor would their counts
+		-- per value be taken back (those of text only)
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
