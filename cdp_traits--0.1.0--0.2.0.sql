@@ -2643,6 +2643,8 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
@@ -3023,6 +3025,8 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
 AS $$

@@ -544,16 +544,24 @@ INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('f_text',   '{"type": "max", "value": "(payload->>''amount'')::float8 / 7", "filter": "payload->>''amount'' ~ ''^[0-9.]+$''"}'),
   ('f_custom', '{"type": "custom", "query": "SELECT max((payload->>''amount'')::float8) / 7 AS value FROM base WHERE payload->>''amount'' ~ ''^[0-9.]+$''"}'),
   ('span',     '{"type": "custom", "query": "SELECT max(event_time) - min(event_time) AS value FROM base"}'),
-  ('day',      '{"type": "min", "value": "''03/04/2025''", "data_type": "date"}');
+  ('day',      '{"type": "min", "value": "''03/04/2025''", "data_type": "date"}'),
+  ('numeric_amounts', '{"type": "list", "value": "payload->>''amount''", "filter": "payload->>''amount'' ~ ''^[\\d.]+$''"}'),
+  ('no_device', '{"type": "num_of_unique", "value": "id", "filter": "(payload->>''device'' = NULL) IS NULL"}');
 SET extra_float_digits = -10;
 SET IntervalStyle = iso_8601;
 SET DateStyle = 'SQL, DMY';
 SET TimeZone = 'Asia/Tokyo';
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+SET transform_null_equals = on;
 SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
 RESET extra_float_digits;
 RESET IntervalStyle;
 RESET DateStyle;
 RESET TimeZone;
+RESET standard_conforming_strings;
+RESET escape_string_warning;
+RESET transform_null_equals;
 SELECT attribute_id, value FROM cdp_traits.customer_attributes
  WHERE customer_entity_id = pg_temp.who('ann@x') ORDER BY 1;
 DELETE FROM cdp_traits.attributes;

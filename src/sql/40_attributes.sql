@@ -2067,7 +2067,9 @@ $$;
 -- values are made text (a float8 converted to a number or read as text, a
 -- custom query's interval or float8 made jsonb) and text is read as dates
 -- the same way whoever calls the run, so that a run by the worker and one
--- by a session with other settings give the same values.
+-- by a session with other settings give the same values.  So is the
+-- definitions' SQL: standard_conforming_strings on (with it off, a filter
+-- payload->>'code' ~ '^\d+$' matched "ddd"), transform_null_equals off.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -2076,6 +2078,8 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
