@@ -1144,6 +1144,14 @@ BEGIN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
 	ELSIF is_audience AND NOT was_audience THEN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	ELSIF TG_OP = 'UPDATE' AND NEW.id = OLD.id
+		  AND cdp_traits._pivot_type(NEW.definition) <> cdp_traits._pivot_type(OLD.definition) THEN
+		-- another kind of value (a data_type or type that changes the
+		-- pivot's column: text to number, a value to a list): the values
+		-- held are not of it, and the pivot would fail to read them (or
+		-- read a list as text) until the next run; nor would their counts
+		-- per value be taken back (those of text only)
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
 	-- longer followed); switched on: the values the entities hold now
@@ -2632,6 +2640,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
@@ -3009,6 +3022,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
+SET plpgsql.extra_errors = 'none'
+SET plpgsql.extra_warnings = 'none'
 AS $$
 DECLARE
 	k record;

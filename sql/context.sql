@@ -148,4 +148,32 @@ SELECT key, value, error FROM cdp_traits.context WHERE key = 'b_slow';
 RESET cdp_traits.context_timeout;
 SHOW cdp_traits.context_timeout;
 DELETE FROM cdp_traits.context;
+
+-- the text stored does not depend on the session's settings: a float8, an
+-- interval, a bytea; and a query of more rows or columns gives its first
+-- column of the first row even where plpgsql's extra checks are errors
+INSERT INTO cdp_traits.context (key, query) VALUES
+  ('float', 'SELECT 0.1::float8 + 0.2'),
+  ('interval', 'SELECT interval ''1 day 2 hours'''),
+  ('bytes', 'SELECT ''\x0102''::bytea'),
+  ('rows', 'SELECT x, x * 10 FROM pg_catalog.generate_series(7, 9) x ORDER BY x'),
+  ('backslash', 'SELECT ''a\b'''),
+  ('null_equals', 'SELECT (NULL = NULL) IS NULL');
+SET extra_float_digits = -10;
+SET IntervalStyle = iso_8601;
+SET bytea_output = escape;
+SET plpgsql.extra_errors = 'all';
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+SET transform_null_equals = on;
+SELECT cdp_traits.refresh_context() AS refreshed;
+RESET extra_float_digits;
+RESET IntervalStyle;
+RESET bytea_output;
+RESET plpgsql.extra_errors;
+RESET standard_conforming_strings;
+RESET escape_string_warning;
+RESET transform_null_equals;
+SELECT key, value, error FROM cdp_traits.context ORDER BY key;
+DELETE FROM cdp_traits.context;
 DROP TABLE numbers;

@@ -113,12 +113,26 @@ COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
 -- time zone (SPEC section 5), stored and compared as UTC, so that staleness
 -- does not depend on the TimeZone of the session that refreshed or of the
 -- one that refreshes now; and the text stored of a query's time (a
--- timestamptz, a date_trunc) does not depend on them either.
+-- timestamptz, a date_trunc) does not depend on them either; nor does the
+-- text of an interval, a float8 or a bytea (IntervalStyle,
+-- extra_float_digits, bytea_output); and the queries are read as SQL
+-- reads them by default (standard_conforming_strings on: '\d' is a
+-- backslash and a d; transform_null_equals off).  plpgsql.extra_errors and
+-- extra_warnings off: the value is the first column of the first row,
+-- which their checks too_many_rows and strict_multi_assignment would make
+-- an error (or a warning per refresh) for a query of more rows or columns.
 CREATE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
+SET plpgsql.extra_errors = 'none'
+SET plpgsql.extra_warnings = 'none'
 AS $$
 DECLARE
 	k record;

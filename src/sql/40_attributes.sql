@@ -1038,8 +1038,9 @@ $$;
 -- AFTER UPDATE OR DELETE row trigger and BEFORE TRUNCATE trigger on
 -- attributes: the values of an audience that goes (deleted, renamed, of
 -- another type now, truncated) go with its members' exits; those of an
--- attribute that becomes an audience go; history switched on or off starts
--- or ends with the values held.
+-- attribute that becomes an audience, or whose values become of another
+-- kind (its pivot column's type changes), go; history switched on or off
+-- starts or ends with the values held.
 CREATE FUNCTION cdp_traits._attribute_dropped() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1062,6 +1063,14 @@ BEGIN
 	IF was_audience AND NOT is_audience THEN
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
 	ELSIF is_audience AND NOT was_audience THEN
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	ELSIF TG_OP = 'UPDATE' AND NEW.id = OLD.id
+		  AND cdp_traits._pivot_type(NEW.definition) <> cdp_traits._pivot_type(OLD.definition) THEN
+		-- another kind of value (a data_type or type that changes the
+		-- pivot's column: text to number, a value to a list): the values
+		-- held are not of it, and the pivot would fail to read them (or
+		-- read a list as text) until the next run; nor would their counts
+		-- per value be taken back (those of text only)
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
@@ -2054,11 +2063,23 @@ $$;
 -- reads (the events table, read directly for a few entities) would run its
 -- functions as the caller, with the admin's rights, although whoever owns
 -- that table wrote them; such a read is an error instead.
+-- TimeZone, DateStyle, IntervalStyle, extra_float_digits and bytea_output:
+-- values are made text (a float8 converted to a number or read as text, a
+-- custom query's interval or float8 made jsonb) and text is read as dates
+-- the same way whoever calls the run, so that a run by the worker and one
+-- by a session with other settings give the same values.  So is the
+-- definitions' SQL: standard_conforming_strings on (with it off, a filter
+-- payload->>'code' ~ '^\d+$' matched "ddd"), transform_null_equals off.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
