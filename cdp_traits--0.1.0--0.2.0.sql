@@ -2645,6 +2645,8 @@ SET extra_float_digits = 1
 SET bytea_output = 'hex'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
+SET array_nulls = on
+SET quote_all_identifiers = off
 SET client_min_messages = warning
 SET jit = off
 SET row_security = off
@@ -3027,6 +3029,8 @@ SET extra_float_digits = 1
 SET bytea_output = 'hex'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
+SET array_nulls = on
+SET quote_all_identifiers = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
 AS $$

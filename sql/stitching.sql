@@ -217,7 +217,9 @@ CREATE TABLE ev4 (id bigint PRIMARY KEY, source_id text, type text, version text
 INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
   ('name_dob', $$lower(payload->>'name') || '|' || (payload->>'dob')::date$$),
   ('store_day', $$(payload->>'store') || '@' || event_time::date$$),
-  ('amount', $$(payload->>'amount')::float8 || '/' || (payload->>'wait')::interval$$);
+  ('amount', $$(payload->>'amount')::float8 || '/' || (payload->>'wait')::interval$$),
+  ('phone', $$regexp_replace(payload->>'phone', '\D', '', 'g')$$),
+  ('tags', $$quote_ident(payload->>'tag') || (CASE WHEN payload->>'tier' = NULL THEN '?' ELSE '' END)$$);
 SELECT cdp_traits.attach_events('ev4');
 RESET client_min_messages;
 SET DateStyle = 'ISO, MDY';
@@ -234,6 +236,23 @@ INSERT INTO ev4 VALUES (5, 'pos', 'pay', '1', '2025-03-02', '{"amount": "0.12345
 RESET extra_float_digits;
 RESET IntervalStyle;
 INSERT INTO ev4 VALUES (6, 'pos', 'pay', '1', '2025-03-02', '{"amount": "0.1234567890123", "wait": "01:30:00"}');
+-- rules are read as SQL reads them by default, whoever writes: '\D' is a
+-- backslash and a D, "= NULL" is NULL, quote_ident() quotes only as needed
+-- (a new session, whose triggers read the rules under its own settings)
+\c
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+SET transform_null_equals = on;
+SET quote_all_identifiers = on;
+INSERT INTO ev4 VALUES (7, 'app', 'open', '1', '2025-03-03', '{"phone": "+1 (555) 0100", "tag": "vip"}');
+RESET standard_conforming_strings;
+RESET escape_string_warning;
+RESET transform_null_equals;
+RESET quote_all_identifiers;
+INSERT INTO ev4 VALUES (8, 'crm', 'call', '1', '2025-03-04', '{"phone": "15550100"}');
+INSERT INTO ev4 VALUES (9, 'crm', 'call', '1', '2025-03-05', '{"tag": "vip"}');
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'Asia/Tokyo';
 SELECT attribute_id, value FROM cdp_traits.matching ORDER BY 1, 2;
 SELECT string_agg(id::text, ',' ORDER BY id) AS events FROM cdp_traits.customer_events
  GROUP BY customer_entity_id ORDER BY 1;

@@ -101,9 +101,13 @@ cdp_exec_begin(CdpExecState *state)
  * Settings that change how values read as text, or how text reads as dates
  * and times: the stitching rules turn values into identifiers by casts to
  * text ((payload->>'dob')::date, event_time::date), which must not depend
- * on the session that happens to write the event.  The values are those of
- * a default server in the C locale; calculate_attributes pins TimeZone and
- * DateStyle to the same.
+ * on the session that happens to write the event.  Nor must the way a rule
+ * is read as SQL: with standard_conforming_strings off the literal '\D' of
+ * regexp_replace(payload->>'phone', '\D', '', 'g') is a plain D, and
+ * transform_null_equals, array_nulls and quote_all_identifiers change what
+ * "= NULL", an array literal and quote_ident() yield.  The values are those
+ * of a default server in the C locale; calculate_attributes pins the same
+ * but for the locale's.
  */
 static const char *const RuleSettings[][2] = {
 	{"TimeZone", "UTC"},
@@ -116,6 +120,10 @@ static const char *const RuleSettings[][2] = {
 	{"lc_monetary", "C"},
 	{"lc_numeric", "C"},
 	{"lc_time", "C"},
+	{"standard_conforming_strings", "on"},
+	{"transform_null_equals", "off"},
+	{"array_nulls", "on"},
+	{"quote_all_identifiers", "off"},
 };
 
 /*

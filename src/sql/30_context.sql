@@ -131,6 +131,8 @@ SET extra_float_digits = 1
 SET bytea_output = 'hex'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
+SET array_nulls = on
+SET quote_all_identifiers = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
 AS $$
