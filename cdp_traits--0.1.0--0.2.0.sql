@@ -1433,6 +1433,8 @@ $$;
 CREATE OR REPLACE FUNCTION cdp_traits._check_definition(id text, def jsonb) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 AS $$
 DECLARE
 	typ text;
@@ -1782,6 +1784,45 @@ BEGIN
 	IF NOT stateful THEN
 		st_agg := NULL; st_comb := NULL; st_fin := NULL; st_read := NULL;
 	END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._context_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+SET standard_conforming_strings = on
+SET transform_null_equals = off
+AS $$
+DECLARE
+	problem text;
+BEGIN
+	IF NEW.query IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.query IS DISTINCT FROM OLD.query) THEN
+		problem := cdp_traits._sql_problem(NEW.query, 'query');
+		IF problem IS NOT NULL THEN
+			RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, problem
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('Query: %s', NEW.query),
+					  HINT = 'A context query is one SELECT; its first column of the first row becomes the value.';
+		END IF;
+		BEGIN
+			PERFORM cdp_traits._query_columns(NEW.query);
+		EXCEPTION WHEN OTHERS THEN
+			DECLARE
+				msg text;
+			BEGIN
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+				RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = format('Query: %s', NEW.query);
+			END;
+		END;
+		-- a new or changed query runs at the next refresh, unless the row comes
+		-- with its value and refresh time (as a restore from pg_dump does)
+		IF TG_OP = 'UPDATE' OR NEW.value IS NULL THEN
+			NEW.modified := NULL;
+		END IF;
+	END IF;
+	RETURN NEW;
 END;
 $$;
 

@@ -564,4 +564,14 @@ RESET escape_string_warning;
 RESET transform_null_equals;
 SELECT attribute_id, value FROM cdp_traits.customer_attributes
  WHERE customer_entity_id = pg_temp.who('ann@x') ORDER BY 1;
+-- definitions are checked as the calculation reads them: with
+-- standard_conforming_strings off in the writer's session, 'it\'s' would
+-- parse there and never in a run
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+INSERT INTO cdp_traits.attributes VALUES ('quoted',
+  $j${"type": "list", "value": "payload->>'amount'", "filter": "payload->>'amount' <> 'it\\'s'"}$j$);
+RESET standard_conforming_strings;
+RESET escape_string_warning;
+SELECT count(*) AS quoted_stored FROM cdp_traits.attributes WHERE id = 'quoted';
 DELETE FROM cdp_traits.attributes;

@@ -176,4 +176,12 @@ RESET escape_string_warning;
 RESET transform_null_equals;
 SELECT key, value, error FROM cdp_traits.context ORDER BY key;
 DELETE FROM cdp_traits.context;
+-- a query is checked as refresh_context reads it, whatever the writer's
+-- standard_conforming_strings
+SET standard_conforming_strings = off;
+SET escape_string_warning = off;
+INSERT INTO cdp_traits.context (key, query) VALUES ('quoted', $q$SELECT 'it\'s'$q$);
+RESET standard_conforming_strings;
+RESET escape_string_warning;
+SELECT count(*) AS quoted_stored FROM cdp_traits.context;
 DROP TABLE numbers;

@@ -61,10 +61,14 @@ CREATE TABLE cdp_traits.context (
 COMMENT ON TABLE cdp_traits.context IS
 	'whole-customer-base figures: value is the first column of the first row of query, refreshed when older than cdp_traits.context_ttl';
 
--- A context query must be one SELECT; checked when written, nothing stored otherwise.
+-- A context query must be one SELECT; checked when written, nothing stored
+-- otherwise.  It is read as refresh_context reads it (standard_conforming
+-- strings on), whatever the writer's session has.
 CREATE FUNCTION cdp_traits._context_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 AS $$
 DECLARE
 	problem text;

@@ -662,11 +662,16 @@ $$;
 
 /*
  * _check_definition: everything about one definition that can be checked
- * on its own.  Raises an error naming the attribute.
+ * on its own.  Raises an error naming the attribute.  Its SQL is read as
+ * calculate_attributes reads it (standard_conforming_strings on,
+ * transform_null_equals off), whatever the writer's session has: a filter
+ * that parses only with escapes in plain literals is not stored.
  */
 CREATE FUNCTION cdp_traits._check_definition(id text, def jsonb) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
+SET standard_conforming_strings = on
+SET transform_null_equals = off
 AS $$
 DECLARE
 	typ text;
