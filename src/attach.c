@@ -777,13 +777,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		 * stitched since, if any, are left.)
 		 */
 		if (cfg != NULL && cfg->attached && get_rel_name(parent) != NULL &&
-			stitch_is_events_relation(cfg, parent) &&
-			cdp_execute_sql(psprintf("SELECT FROM %s p WHERE EXISTS (SELECT FROM cdp_traits.event_entities ee "
-									 "WHERE ee.event_id = %s) LIMIT 1",
-									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(part)),
-																get_rel_name(part)),
-									 stitch_key_sql(cfg, "p.id")),
-							SPI_OK_SELECT, "looking for stitched rows of a detached partition") > 0)
+			stitch_is_events_relation(cfg, parent) && stitch_rows_stitched(cfg, part))
 			events_left = true;
 	}
 	if (events_left)

@@ -288,11 +288,28 @@ concurrent_detach(Node *parsetree, Oid *parent)
 }
 
 /*
+ * stitch_rows_stitched
+ *		Whether a row of table relid (a partition leaving the events table,
+ *		or one that left it) has an entity (caller SPI connected, as the
+ *		extension owner).
+ */
+bool
+stitch_rows_stitched(StitchConfig *cfg, Oid relid)
+{
+	return cdp_execute_sql(psprintf("SELECT FROM %s p WHERE EXISTS (SELECT FROM cdp_traits.event_entities ee "
+									"WHERE ee.event_id = %s) LIMIT 1",
+									quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+															   get_rel_name(relid)),
+									stitch_key_sql(cfg, "p.id")),
+						   SPI_OK_SELECT, "looking for stitched rows of a detached partition") > 0;
+}
+
+/*
  * detach_pre_commit
  *		Just before the first transaction of the DETACH ... CONCURRENTLY
  *		noted by stitch_detach_start commits: if the partition has left the
- *		events table (it is detach pending now), still attached, and its
- *		rows were stitched, stitch what is left again.  An error here aborts
+ *		events table (it is detach pending now), still attached, and one
+ *		of its rows has an entity, stitch what is left again.  An error here aborts
  *		that transaction, and the command fails with the partition attached.
  */
 static void
@@ -321,10 +338,7 @@ detach_pre_commit(Oid events, Oid part)
 		elog(ERROR, "SPI_connect failed");
 	cfg = stitch_config(true);
 	if (cfg != NULL && cfg->attached && cfg->events_relid == events &&
-		cdp_execute_sql(psprintf("SELECT FROM %s LIMIT 1",
-								 quote_qualified_identifier(get_namespace_name(get_rel_namespace(part)),
-															get_rel_name(part))),
-						SPI_OK_SELECT, "looking for rows of a detached partition") > 0)
+		stitch_rows_stitched(cfg, part))
 	{
 		(void) stitch_config(false);
 		stitch_read_skip(find_all_inheritors(part, NoLock, NULL));

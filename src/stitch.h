@@ -373,5 +373,6 @@ extern void stitch_partitions_left(void);
 extern void *stitch_drop_start(struct Node *parsetree);
 extern void stitch_drop_end(void *watch);
 extern void stitch_detach_start(struct Node *parsetree);
+extern bool stitch_rows_stitched(StitchConfig *cfg, Oid relid);
 
 #endif							/* CDP_STITCH_H */
