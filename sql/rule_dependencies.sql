@@ -89,6 +89,38 @@ SELECT to_regprocedure('public.rd_norm(text)') IS NOT NULL AS norm,
        to_regprocedure('public.rd_owned(text)') IS NOT NULL AS owned,
        to_regprocedure('public.rd_unused(text)') IS NOT NULL AS unused;
 
+-- ... and so is an ALTER TABLE or ALTER TYPE that drops or retypes a column
+-- a rule's subquery reads, or an attribute of a composite type it reads, or
+-- that renames an enum label a literal of a rule names
+ALTER TABLE public.rd_map DROP COLUMN canon;
+ALTER TABLE public.rd_map ADD COLUMN note text, DROP COLUMN canon;
+ALTER TABLE public.rd_map ALTER COLUMN alias TYPE int USING 0;
+ALTER TYPE public.rd_pair DROP ATTRIBUTE a;
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+  ('tier', $$CASE WHEN (payload->>'kind')::public.rd_kind = 'gold' THEN payload->>'email' END$$);
+RESET client_min_messages;
+ALTER TYPE public.rd_kind RENAME VALUE 'gold' TO 'golden';
+SELECT (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
+         WHERE attrelid = 'public.rd_map'::regclass AND attnum > 0 AND NOT attisdropped) AS map_columns,
+       (SELECT format_type(atttypid, NULL) FROM pg_attribute
+         WHERE attrelid = 'public.rd_map'::regclass AND attname = 'alias') AS alias_type,
+       (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
+         WHERE attrelid = (SELECT typrelid FROM pg_type WHERE oid = 'public.rd_pair'::regtype) AND attnum > 0 AND NOT attisdropped) AS pair_attributes,
+       enum_range(NULL::public.rd_kind) AS labels;
+-- what no rule reads may change
+ALTER TABLE public.rd_map ADD COLUMN note text;
+ALTER TABLE public.rd_map ALTER COLUMN note TYPE varchar, ALTER COLUMN canon TYPE varchar;
+ALTER TABLE public.rd_map DROP COLUMN note;
+ALTER TYPE public.rd_pair ALTER ATTRIBUTE b TYPE bigint;
+ALTER TYPE public.rd_kind RENAME VALUE 'silver' TO 'argent';
+ALTER TYPE public.rd_kind RENAME VALUE 'argent' TO 'silver';
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'tier';
+RESET client_min_messages;
+ALTER TYPE public.rd_kind RENAME VALUE 'gold' TO 'golden';
+ALTER TYPE public.rd_kind RENAME VALUE 'golden' TO 'gold';
+
 -- Unrelated DDL is not held up
 CREATE FUNCTION public.rd_other(int) RETURNS int LANGUAGE sql AS $$SELECT $1$$;
 ALTER FUNCTION public.rd_other(int) RENAME TO rd_other2;

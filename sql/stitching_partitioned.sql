@@ -34,6 +34,19 @@ SELECT customer_entity_id AS e FROM cdp_traits.customer_events WHERE id = 'b1' \
 UPDATE pev SET event_time = '2025-06-01' WHERE id = 'b1';
 SELECT customer_entity_id = :'e' AS same_entity, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems
   FROM cdp_traits.customer_events WHERE id = 'b1';
+-- so is one that a MERGE moves, when the MERGE has a DELETE and an INSERT
+-- action (PostgreSQL 15 passes the rows a MERGE moves to the statement
+-- triggers only as deleted and inserted rows, see README)
+BEGIN;
+MERGE INTO pev t USING (VALUES ('b1', '{"phone": "q", "email": "m"}'::jsonb)) s(id, p) ON t.id = s.id
+  WHEN MATCHED AND false THEN DELETE
+  WHEN MATCHED THEN UPDATE SET event_time = '2024-06-01', payload = s.p
+  WHEN NOT MATCHED THEN INSERT VALUES (s.id, 'web', 'x', '1', '2024-06-01', s.p);
+SELECT (SELECT tableoid::regclass FROM pev WHERE id = 'b1') AS moved_to, customer_entity_id = :'e' AS same_entity,
+       (SELECT count(*) FROM cdp_traits.matching WHERE value = 'm') AS new_identifier,
+       (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems
+  FROM cdp_traits.customer_events WHERE id = 'b1';
+ROLLBACK;
 
 -- a partition created after attach gets the triggers; writes straight into it are stitched
 CREATE TABLE pev_2026 PARTITION OF pev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');

@@ -690,7 +690,8 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
  *		just attached that carried the triggers already.  A partition just
  *		detached from the events table loses its triggers, and its rows
  *		leave stitching (they are no longer events; attaching it again
- *		stitches them again).
+ *		stitches them again): what is left is stitched again if one of them
+ *		was stitched.
  */
 Datum
 cdp_new_partition(PG_FUNCTION_ARGS)
@@ -769,13 +770,14 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 			continue;
 		foreach(lc3, tables_of(part))
 			remove_triggers(lfirst_oid(lc3));
-		/* (cfg is loaded only when the command names the events table) */
+		/*
+		 * (cfg is loaded only when the command names the events table.  The
+		 * first transaction of DETACH ... CONCURRENTLY took the events of
+		 * the partition out already, see partition_drop.c: only those
+		 * stitched since, if any, are left.)
+		 */
 		if (cfg != NULL && cfg->attached && get_rel_name(parent) != NULL &&
-			stitch_is_events_relation(cfg, parent) &&
-			cdp_execute_sql(psprintf("SELECT FROM %s LIMIT 1",
-									 quote_qualified_identifier(get_namespace_name(get_rel_namespace(part)),
-																get_rel_name(part))),
-							SPI_OK_SELECT, "looking for rows of a detached partition") > 0)
+			stitch_is_events_relation(cfg, parent) && stitch_rows_stitched(cfg, part))
 			events_left = true;
 	}
 	if (events_left)

@@ -520,8 +520,9 @@ guard_start(Node *parsetree, DdlCommand *cmd)
  * cdp_ddl_start
  *		Event trigger at the start of every DDL command: the rules' state
  *		before a drop or rename (rule_guard.c), the events table's
- *		partitions before a drop (partition_drop.c), and the guard of this
- *		file; what they leave for the end of the command is kept.
+ *		partitions before a drop and a partition detached concurrently
+ *		(partition_drop.c), and the guard of this file; what they leave for
+ *		the end of the command is kept.
  */
 Datum
 cdp_ddl_start(PG_FUNCTION_ARGS)
@@ -541,6 +542,7 @@ cdp_ddl_start(PG_FUNCTION_ARGS)
 	if (!creating_extension)
 	{
 		cmd.partitions = stitch_drop_start(cmd.parsetree);
+		stitch_detach_start(cmd.parsetree);
 		guard_start(cmd.parsetree, &cmd);
 	}
 	remember_command(&cmd);

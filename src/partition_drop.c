@@ -21,20 +21,37 @@
  * has no block (the drop holds it exclusively: no row can come in after).
  * A drop of the events table itself is left alone (see README).
  *
+ * DETACH PARTITION ... CONCURRENTLY commits its first transaction in the
+ * middle of the command: from then on the partition is "detach pending",
+ * its rows are no longer read through the events table and its triggers
+ * leave it alone (stitch_is_events_relid), but the end of the command, where
+ * cdp_new_partition makes its events leave, comes only in the second
+ * transaction, which may be cancelled (leaving the partition pending until
+ * DETACH ... FINALIZE).  So the start of such a command notes the partition
+ * (stitch_detach_start), and the first transaction, just before it commits,
+ * stitches what is left (detach_pre_commit): stitching commits with the
+ * catalog change that took the events out.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/storage.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/proc.h"
 #include "storage/smgr.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "cdp_traits.h"
@@ -226,4 +243,182 @@ stitch_drop_end(void *watch)
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(cxt);
 	}
+}
+
+/*
+ * The partition of the events table that a DETACH PARTITION ...
+ * CONCURRENTLY is taking out, noted at the start of the command for the
+ * end of its first transaction (DetachLxid: that transaction).
+ */
+static Oid	DetachEvents = InvalidOid;
+static Oid	DetachPartition = InvalidOid;
+static LocalTransactionId DetachLxid = InvalidLocalTransactionId;
+static bool DetachCallbackRegistered = false;
+
+/*
+ * concurrent_detach
+ *		The partition that an ALTER TABLE ... DETACH PARTITION ...
+ *		CONCURRENTLY names, and (*parent) the table it is detached from,
+ *		resolved as the command resolves them; InvalidOid for any other
+ *		command.
+ */
+static Oid
+concurrent_detach(Node *parsetree, Oid *parent)
+{
+	AlterTableStmt *stmt;
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterTableStmt))
+		return InvalidOid;
+	stmt = (AlterTableStmt *) parsetree;
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+		PartitionCmd *pc = (PartitionCmd *) cmd->def;
+
+		/* (CONCURRENTLY is alone in its command) */
+		if (cmd->subtype == AT_DetachPartition && pc != NULL && IsA(pc, PartitionCmd) &&
+			pc->concurrent)
+		{
+			*parent = RangeVarGetRelid(stmt->relation, NoLock, true);
+			return OidIsValid(*parent) ? RangeVarGetRelid(pc->name, NoLock, true) : InvalidOid;
+		}
+	}
+	return InvalidOid;
+}
+
+/*
+ * stitch_rows_stitched
+ *		Whether a row of table relid (a partition leaving the events table,
+ *		or one that left it) has an entity (caller SPI connected, as the
+ *		extension owner).
+ */
+bool
+stitch_rows_stitched(StitchConfig *cfg, Oid relid)
+{
+	return cdp_execute_sql(psprintf("SELECT FROM %s p WHERE EXISTS (SELECT FROM cdp_traits.event_entities ee "
+									"WHERE ee.event_id = %s) LIMIT 1",
+									quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+															   get_rel_name(relid)),
+									stitch_key_sql(cfg, "p.id")),
+						   SPI_OK_SELECT, "looking for stitched rows of a detached partition") > 0;
+}
+
+/*
+ * detach_pre_commit
+ *		Just before the first transaction of the DETACH ... CONCURRENTLY
+ *		noted by stitch_detach_start commits: if the partition has left the
+ *		events table (it is detach pending now), still attached, and one
+ *		of its rows has an entity, stitch what is left again.  An error here aborts
+ *		that transaction, and the command fails with the partition attached.
+ */
+static void
+detach_pre_commit(Oid events, Oid part)
+{
+	CdpExecState es;
+	StitchConfig *cfg;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	/* (the command's last catalog changes are not visible yet) */
+	CommandCounterIncrement();
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(events)) ||
+		get_rel_name(part) == NULL || stitch_is_events_relid(events, part) ||
+		!OidIsValid(get_extension_oid(CDP_EXTENSION_NAME, true)))
+		return;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits detached partition",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	/* (the command popped its snapshot before committing) */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg != NULL && cfg->attached && cfg->events_relid == events &&
+		stitch_rows_stitched(cfg, part))
+	{
+		(void) stitch_config(false);
+		stitch_read_skip(find_all_inheritors(part, NoLock, NULL));
+		PG_TRY();
+		{
+			stitch_partitions_left();
+		}
+		PG_FINALLY();
+		{
+			stitch_read_skip(NIL);
+		}
+		PG_END_TRY();
+	}
+	SPI_finish();
+	cdp_exec_end(&es);
+	PopActiveSnapshot();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+}
+
+/*
+ * detach_xact_callback
+ *		Transaction callback: the first transaction of a DETACH ...
+ *		CONCURRENTLY that stitch_detach_start noted is about to commit (see
+ *		detach_pre_commit); any end of a transaction forgets the note.
+ */
+static void
+detach_xact_callback(XactEvent event, void *arg)
+{
+	Oid			events = DetachEvents;
+	Oid			part = DetachPartition;
+	bool		ours = OidIsValid(part) && DetachLxid == MyProc->lxid;
+
+	if (event != XACT_EVENT_PRE_COMMIT || !ours)
+	{
+		if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PARALLEL_PRE_COMMIT &&
+			event != XACT_EVENT_PRE_PREPARE)
+			DetachPartition = InvalidOid;
+		return;
+	}
+	DetachPartition = InvalidOid;
+	detach_pre_commit(events, part);
+}
+
+/*
+ * stitch_detach_start
+ *		At the start of a DDL command: if it is ALTER TABLE ... DETACH
+ *		PARTITION ... CONCURRENTLY of a partition of the attached events
+ *		table, note it for the end of the command's first transaction (see
+ *		the top of this file).
+ */
+void
+stitch_detach_start(Node *parsetree)
+{
+	CdpExecState es;
+	Oid			parent = InvalidOid;
+	Oid			part = concurrent_detach(parsetree, &parent);
+	Oid			events;
+	bool		attached;
+
+	if (!OidIsValid(part))
+		return;
+
+	/* (read as the extension owner: this fires for every role's command) */
+	cdp_exec_begin(&es);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	events = stitch_source(NULL, &attached);
+	SPI_finish();
+	cdp_exec_end(&es);
+	if (!OidIsValid(events) || !attached || !stitch_is_events_relid(events, parent) ||
+		!stitch_is_events_relid(events, part))
+		return;
+
+	if (!DetachCallbackRegistered)
+	{
+		RegisterXactCallback(detach_xact_callback, NULL);
+		DetachCallbackRegistered = true;
+	}
+	DetachEvents = events;
+	DetachPartition = part;
+	DetachLxid = MyProc->lxid;
 }

@@ -17,10 +17,12 @@
  * event triggers disabled, say) do not stop it: stitching names them
  * (stitch_check_rules).
  *
- * Only drops (DROP ..., DROP OWNED, DROP EXTENSION) and renames (... RENAME,
- * ... SET SCHEMA) are checked, and only when rules exist; any other
- * statement returns at once.  Each check compiles every rule expression
- * once, as the extension owner with the rules' settings.
+ * Only drops (DROP ..., DROP OWNED, DROP EXTENSION), renames (... RENAME,
+ * ... SET SCHEMA, ALTER TYPE ... RENAME VALUE) and the ALTER TABLE / ALTER
+ * TYPE commands that drop or retype a column or attribute are checked, and
+ * only when rules exist; any other statement returns at once.  Each check
+ * compiles every rule expression once, as the extension owner with the
+ * rules' settings.
  *
  *-------------------------------------------------------------------------
  */
@@ -90,6 +92,27 @@ drops_or_renames(Node *parsetree)
 		case T_RenameStmt:
 		case T_AlterObjectSchemaStmt:
 			return true;
+		case T_AlterTableStmt:
+			{
+				ListCell   *lc;
+
+				/*
+				 * A column (or a composite type's attribute) that a rule's
+				 * subquery or row type reads, dropped or retyped
+				 */
+				foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
+				{
+					AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+					if (cmd->subtype == AT_DropColumn ||
+						cmd->subtype == AT_AlterColumnType)
+						return true;
+				}
+				return false;
+			}
+		case T_AlterEnumStmt:
+			/* a label a rule's literal names, renamed (not ADD VALUE) */
+			return ((AlterEnumStmt *) parsetree)->oldVal != NULL;
 		default:
 			return false;
 	}

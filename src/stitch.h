@@ -177,6 +177,7 @@ extern void stitch_invalidate(void);
 extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
+extern char *stitch_all_events_sql_except(List *leaves);
 extern char *stitch_relation_sql(Oid relid);
 extern char *stitch_explain_sql(void);
 extern bool stitch_keys_recorded(void);
@@ -229,6 +230,7 @@ extern void cdp_uuid_to_text(const pg_uuid_t *u, char *buf);
 /* ---- event_key.c ---- */
 extern void cdp_uuid_to_key(const pg_uuid_t *u, char *buf);
 extern bool cdp_key_to_uuid(const char *s, int len, pg_uuid_t *u);
+extern void stitch_read_skip(List *leaves);
 extern void stitch_read_events(StitchSource source, Oid relid, Datum entities,
 							   bool read_only, EventRowCallback callback,
 							   void *arg);
@@ -370,5 +372,7 @@ extern void stitch_partitions_left(void);
 /* ---- partition_drop.c ---- */
 extern void *stitch_drop_start(struct Node *parsetree);
 extern void stitch_drop_end(void *watch);
+extern void stitch_detach_start(struct Node *parsetree);
+extern bool stitch_rows_stitched(StitchConfig *cfg, Oid relid);
 
 #endif							/* CDP_STITCH_H */

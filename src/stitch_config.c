@@ -871,6 +871,30 @@ stitch_identifier_sql(StitchSource source)
 }
 
 /*
+ * stitch_all_events_sql_except
+ *		stitch_identifier_sql(SRC_ALL_EVENTS) without the rows of the tables
+ *		in leaves (OIDs): the partitions of a DETACH ... CONCURRENTLY, whose
+ *		rows the transaction that marks them detached still reads through
+ *		the events table (see partition_drop.c).
+ */
+char *
+stitch_all_events_sql_except(List *leaves)
+{
+	StitchConfig *cfg = stitch_rules_config();
+	const char *id = cfg->id_is_uuid ? "ev.id" : "ev.id::text";
+	StringInfoData oids;
+	ListCell   *lc;
+
+	initStringInfo(&oids);
+	foreach(lc, leaves)
+		appendStringInfo(&oids, "%s%u", oids.len > 0 ? "," : "", lfirst_oid(lc));
+	return psprintf("SELECT %s%s FROM (SELECT %s FROM %s "
+					"WHERE tableoid OPERATOR(pg_catalog.<>) ALL ('{%s}'::pg_catalog.oid[])) ev",
+					id, cfg->cols_sql, normalized_columns(cfg->events_relid), cfg->events_name,
+					oids.data);
+}
+
+/*
  * stitch_explain_sql
  *		SQL yielding, for the stored events of one entity ($1 uuid), the
  *		event id as text, source_id, type, version, event_time (normalized as

@@ -372,6 +372,20 @@ planned_workers(SPIPlanPtr plan)
 	return 0;
 }
 
+/* tables whose rows a read of every event skips (stitch_read_skip) */
+static List *SkippedLeaves = NIL;
+
+/*
+ * stitch_read_skip
+ *		From now on, reads of every event (SRC_ALL_EVENTS) skip the rows of
+ *		the tables in leaves (OIDs), until called again with NIL.
+ */
+void
+stitch_read_skip(List *leaves)
+{
+	SkippedLeaves = leaves;
+}
+
 /*
  * stitch_read_events
  *		Run the identifier query over source and call callback for every
@@ -382,8 +396,14 @@ void
 stitch_read_events(StitchSource source, Oid relid, Datum entities,
 				   bool read_only, EventRowCallback callback, void *arg)
 {
-	SPIPlanPtr	plan = stitch_identifier_plan(source, relid);
+	SPIPlanPtr	plan;
 	int			nest = -1;
+
+	/* (a plan of its own, not kept, when tables are skipped) */
+	if (source == SRC_ALL_EVENTS && SkippedLeaves != NIL)
+		plan = cdp_prepare(stitch_all_events_sql_except(SkippedLeaves), 0, NULL);
+	else
+		plan = stitch_identifier_plan(source, relid);
 
 	if (source == SRC_ALL_EVENTS)
 	{
