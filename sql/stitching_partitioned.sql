@@ -93,6 +93,32 @@ SELECT cdp_traits.restitch() > 0 AS restitched;
 DROP TABLE pev_2023;
 DELETE FROM pev_2026;
 
+-- without a unique index on id, a partition that would give an id to a
+-- second event is refused, as such an insert is, and nothing changes
+CREATE TABLE pev_2022 (LIKE pev INCLUDING ALL);
+INSERT INTO pev_2022 VALUES ('c1', 'pos', 'x', '1', '2022-02-01', '{"phone": "q"}');
+ALTER TABLE pev ATTACH PARTITION pev_2022 FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+UPDATE pev_2022 SET id = 'f1';
+INSERT INTO pev_2022 VALUES ('f1', 'pos', 'x', '1', '2022-03-01', '{"phone": "q2"}');
+ALTER TABLE pev ATTACH PARTITION pev_2022 FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+SELECT count(*) AS partitions, pg_temp.groups() AS after_refused,
+       (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems
+  FROM pg_inherits WHERE inhparent = 'pev'::regclass;
+-- a partition whose rows are stitched already (one detached while the
+-- event triggers were off, as under 0.1.0) is no duplicate of itself
+DELETE FROM pev_2022 WHERE id = 'f1' AND payload->>'phone' = 'q2';
+ALTER TABLE pev ATTACH PARTITION pev_2022 FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+ALTER EVENT TRIGGER cdp_traits_new_partition DISABLE;
+ALTER EVENT TRIGGER cdp_traits_ddl_end DISABLE;
+ALTER TABLE pev DETACH PARTITION pev_2022;
+ALTER EVENT TRIGGER cdp_traits_new_partition ENABLE ALWAYS;
+ALTER EVENT TRIGGER cdp_traits_ddl_end ENABLE ALWAYS;
+SELECT count(*) AS still_stitched FROM cdp_traits.event_entities WHERE event_id = 'f1';
+ALTER TABLE pev ATTACH PARTITION pev_2022 FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+SELECT pg_temp.groups() AS attached_stitched, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;
+ALTER TABLE pev DETACH PARTITION pev_2022;
+DROP TABLE pev_2022;
+
 -- deleting from a partition splits
 DELETE FROM pev_2024 WHERE id = 'c1';
 SELECT pg_temp.groups() AS after_delete, (SELECT count(*) FROM cdp_traits.verify_stitching()) AS problems;

@@ -581,9 +581,51 @@ stitch_is_events_relid(Oid events_relid, Oid relid)
 }
 
 /*
+ * partition_duplicate_id
+ *		An id that a partition joining the events table (relid, quoted as
+ *		name) would give to a second event: one repeated within it, or one
+ *		of an event already stitched from another of the events table's
+ *		tables; NULL if none.  Its rows may be stitched themselves (a
+ *		partition detached under 0.1.0 kept its assignments): only when one
+ *		is, is the rest of the events table read, once.
+ */
+static char *
+partition_duplicate_id(StitchConfig *cfg, Oid relid, const char *name)
+{
+	StringInfoData leaves;
+	ListCell   *lc;
+
+	cdp_execute_sql(psprintf("SELECT id::text FROM %s WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1 LIMIT 1", name),
+					SPI_OK_SELECT, "checking the ids of an attached partition");
+	if (SPI_processed > 0)
+		return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (cdp_execute_sql(psprintf("SELECT FROM %s p JOIN cdp_traits.event_entities ee "
+								 "ON ee.event_id = %s LIMIT 1",
+								 name, stitch_key_sql(cfg, "p.id")),
+						SPI_OK_SELECT, "checking the ids of an attached partition") == 0)
+		return NULL;
+
+	initStringInfo(&leaves);
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		appendStringInfo(&leaves, "%s%u", leaves.len > 0 ? "," : "", lfirst_oid(lc));
+	cdp_execute_sql(psprintf("SELECT p.id::text FROM %s p "
+							 "JOIN cdp_traits.event_entities ee ON ee.event_id = %s "
+							 "JOIN (SELECT %s AS k FROM %s e "
+							 "WHERE e.tableoid OPERATOR(pg_catalog.<>) ALL ('{%s}'::pg_catalog.oid[])) o "
+							 "ON o.k = ee.event_id LIMIT 1",
+							 name, stitch_key_sql(cfg, "p.id"), stitch_key_sql(cfg, "e.id"),
+							 cfg->events_name, leaves.data),
+					SPI_OK_SELECT, "checking the ids of an attached partition");
+	return SPI_processed > 0 ?
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+}
+
+/*
  * stitch_partition_rows
  *		Stitch the rows already in a partition that just joined the events
  *		table (as if inserted; assignments they had before are replaced).
+ *		Without a unique index on id, a partition that would give an id to
+ *		a second event is refused, as such an insert is.
  */
 static void
 stitch_partition_rows(StitchConfig *cfg, Oid relid)
@@ -603,6 +645,20 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 		stitch_read_plan(cdp_prepare(stitch_relation_sql(relid), 0, NULL), false, NULL,
 						 false, partition_row, g);
+		if (!cfg->unique_id)
+		{
+			char	   *dup;
+
+			stitch_lock_events(g);
+			dup = partition_duplicate_id(cfg, relid, name);
+			if (dup != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("duplicate event id \"%s\"", dup),
+						 errdetail("Another event of the events table, or of partition %s itself, has this id; the partition was not attached.",
+								   name),
+						 errhint("Give every event an id of its own, then attach the partition again.")));
+		}
 		stitch_batch(g, ids, n, NULL, 0);
 	}
 }
