@@ -478,10 +478,15 @@ worker_record_start(const CdpJob *job, TimestampTz started_at)
  * worker_execute
  *		Run a job in a transaction of its own, with cdp_traits.job_timeout as
  *		statement timeout.  Its failure is logged and becomes its outcome.
+ *		Only here does the job worker act on a query cancel (the caller holds
+ *		cancel interrupts off): one that came before the job is void, one
+ *		that comes during it fails the job.
  */
 static void
 worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 {
+	QueryCancelPending = false;
+	RESUME_CANCEL_INTERRUPTS();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PG_TRY();
@@ -496,6 +501,7 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		HOLD_CANCEL_INTERRUPTS();
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		/* a timeout or cancel that came after the job is void */
 		QueryCancelPending = false;
@@ -507,6 +513,7 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 	{
 		ErrorData  *edata;
 
+		HOLD_CANCEL_INTERRUPTS();
 		worker_transaction_failed(cxt, &edata);
 		outcome_from_error(out, edata);
 	}
@@ -517,7 +524,9 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
  * cdp_job_run_in_worker
  *		The worker's way of running a job: record its start, run it, record
  *		its outcome, each in a transaction of its own.  Never throws (but
- *		exits on termination, like any backend).
+ *		exits on termination, like any backend).  Called with cancel
+ *		interrupts held off: a cancel only reaches the job (worker_execute),
+ *		never the recording of its start or outcome.
  */
 void
 cdp_job_run_in_worker(int jobno)

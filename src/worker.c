@@ -16,7 +16,8 @@
  *					SIGTERM, so that pg_terminate_backend() gets it restarted
  *					after CDP_LAUNCHER_RESTART seconds while a shutdown stops
  *					it; a crash (kill -9) makes the postmaster reinitialize and
- *					restart it as well.
+ *					restart it as well.  It runs no query, so it ignores a
+ *					query cancel (pg_cancel_backend).
  *
  *	job worker		backend_type "cdp_traits worker", a dynamic background
  *					worker that is never restarted: connects to one database,
@@ -29,8 +30,13 @@
  * worker takes a session advisory lock on its database and leaves at once
  * if another holds it (one left running by a previous launcher).
  *
- * A job worker is an ordinary backend while it runs: it acts on SIGTERM,
- * query cancel and ProcSignalBarriers at every CHECK_FOR_INTERRUPTS.  Before
+ * A job worker is an ordinary backend while it runs: it acts on SIGTERM
+ * and ProcSignalBarriers at every CHECK_FOR_INTERRUPTS, and on a query
+ * cancel while it runs a job (jobs.c): the cancel fails that job, the cycle
+ * goes on.  Outside a job (its connection, the bookkeeping in job_runs,
+ * between jobs) there is nothing to cancel: cancel interrupts are held off
+ * there and a cancel that comes then is void, so that it neither ends the
+ * cycle nor loses the outcome of a job that has committed.  Before
  * each job it also tries a lock on its database that DROP DATABASE, ALTER
  * DATABASE RENAME/SET TABLESPACE and CREATE DATABASE ... TEMPLATE conflict
  * with; if one of those waits, it ends its cycle and disconnects so that the
@@ -415,6 +421,8 @@ cdp_launcher_main(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+	/* no query to cancel: a cancel must not make it exit */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 
 	/* no database: shared catalogs only */
@@ -676,6 +684,8 @@ cdp_worker_main(Datum main_arg)
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+	/* a query cancel only acts while a job runs (cdp_job_run_in_worker) */
+	HOLD_CANCEL_INTERRUPTS();
 	BackgroundWorkerUnblockSignals();
 
 	/* as the bootstrap superuser; each job switches to its role */

@@ -358,6 +358,45 @@ ok( $node->poll_query_until('postgres',
 ok($node->log_contains(qr/marked 1 interrupted job run\(s\) in database "postgres" as failed/),
 	'... and that is logged');
 
+# --- query cancel ---------------------------------------------------------
+
+# The launcher runs no query: pg_cancel_backend() leaves it running (it used
+# to exit with "canceling statement due to user request").
+$launcher = launcher_pid();
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($launcher)");
+$mark = max_run();
+ok(wait_for_cycle($mark), 'after a cancel of the launcher cycles go on');
+is(launcher_pid(), $launcher, '... and the launcher is the same process');
+
+# A cancel that comes while a job worker records the outcome of a job (here
+# it waits for a lock on job_runs) has no job to cancel: the job committed,
+# its outcome is recorded, the cycle goes on.  (The cancel used to abort the
+# recording: the row stayed 'running' and the next cycle marked the job
+# failed, "the worker stopped", although it had succeeded.)
+$node->safe_psql('postgres',
+	q{INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(2.5)::text')});
+$pid = job_worker_in('refresh_context');
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE cdp_traits.job_runs IN SHARE MODE');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE pid = $pid AND wait_event_type = 'Lock' AND query LIKE 'UPDATE cdp_traits.job_runs%'"),
+	'the job worker waits to record the outcome of its job');
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+usleep(200_000);
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->safe_psql('postgres', "DELETE FROM cdp_traits.context WHERE key = 'slow'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM cdp_traits.job_runs WHERE pid = $pid AND job = 'prune_job_runs'
+		    AND status <> 'running'"),
+	'a cancel while the outcome is recorded does not end the cycle');
+is( $node->safe_psql('postgres',
+		"SELECT status || ':' || (finished_at IS NOT NULL) || ':' || coalesce(error, '-')
+		   FROM cdp_traits.job_runs WHERE pid = $pid AND job = 'refresh_context'"),
+	'succeeded:true:-',
+	'... and the job that was done is recorded as it ended');
+
 # --- DROP DATABASE of a served database -----------------------------------
 
 ok(wait_for_cycle(0, 'dropme'), 'the worker serves database dropme');
