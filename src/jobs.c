@@ -66,6 +66,8 @@ typedef struct CdpJob
 	const char *detail_sql;
 	/* housekeeping of the extension's own tables: run as its owner */
 	bool		as_owner;
+	/* run_jobs() takes the calculation lock before it (see cdp_run_jobs) */
+	bool		calc_lock_first;
 } CdpJob;
 
 static const CdpJob cdp_jobs[] = {
@@ -80,7 +82,8 @@ static const CdpJob cdp_jobs[] = {
 		" FROM cdp_traits.context c"
 		" WHERE c.error IS NOT NULL AND c.error_at = pg_catalog.now()"
 		" HAVING count(*) > 0",
-		false
+		false,
+		true
 	},
 	{
 		"calculate_attributes",
@@ -99,6 +102,7 @@ static const CdpJob cdp_jobs[] = {
 		"  WHERE a.run_id = r.id AND a.error IS NOT NULL)"
 		" FROM cdp_traits.calculation_runs r"
 		" WHERE r.id = pg_catalog.currval('cdp_traits.calculation_runs_id_seq')",
+		false,
 		false
 	},
 	{
@@ -113,7 +117,8 @@ static const CdpJob cdp_jobs[] = {
 		" SELECT count(*) FROM pruned",
 		"SELECT pg_catalog.jsonb_build_object('retention',"
 		" pg_catalog.current_setting('cdp_traits.job_runs_retention')), NULL::text",
-		true
+		true,
+		false
 	},
 };
 
@@ -631,6 +636,17 @@ cdp_jobs_mark_interrupted(void)
  *		warning).  cdp_traits.job_timeout bounds each job unless the
  *		caller's statement_timeout ends sooner; a cancel or the caller's own
  *		timeout ends run_jobs() with the error.
+ *
+ *		The context rows refresh_context updates stay locked until the
+ *		caller's transaction ends, and calculate_attributes then takes the
+ *		calculation lock.  calculate_attributes() itself takes that lock
+ *		first and then refreshes the context: had run_jobs() the other order,
+ *		a calculation starting between its two jobs (the worker's) would wait
+ *		for a context row while holding the lock run_jobs() waits for, and
+ *		one of them would fail with a deadlock.  So the refresh_context job
+ *		takes the calculation lock first (within the job's subtransaction:
+ *		released if the job fails, kept to the end of the transaction if not,
+ *		as the next job would).
  */
 Datum
 cdp_run_jobs(PG_FUNCTION_ARGS)
@@ -666,6 +682,8 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
+			if (job->calc_lock_first)
+				cdp_calculation_lock_acquire();
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			job_execute(job, false, cxt, &out);
