@@ -40,6 +40,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
@@ -653,6 +654,10 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	int			jobno;
+
+	/* every job writes, and so does their record: say so before any runs */
+	PreventCommandDuringRecovery("run_jobs()");
+	PreventCommandIfReadOnly("run_jobs()");
 
 	for (jobno = 0; jobno < (int) CDP_NJOBS; jobno++)
 	{

@@ -45,7 +45,10 @@
  * Missing pieces are logged once each (until they appear) and checked again
  * at the next naptime: a listed database that does not exist or does not
  * accept connections (launcher), the extension not installed in it (job
- * worker), no free background worker slot (launcher).  The "logged" flags
+ * worker), the database read-only by default_transaction_read_only (job
+ * worker: a DBA's way of stopping writes, say when the disk fills up; the
+ * jobs would only fail, one error per statement), no free background worker
+ * slot (launcher).  The "logged" flags
  * live in shared memory, one slot per listed database, so they survive
  * launcher restarts and are shared with the job workers.
  *
@@ -92,6 +95,7 @@ typedef struct CdpWorkerSlot
 	bool		no_bgworker_logged; /* launcher */
 	bool		extension_missing_logged;	/* job workers: no extension or
 											 * no job_runs */
+	bool		read_only_logged;	/* job workers: read-only database */
 } CdpWorkerSlot;
 
 typedef struct CdpWorkerShared
@@ -556,9 +560,11 @@ restore_connected(void)
 /*
  * job_worker_start
  *		Before the jobs: take the database's worker lock, check that the
- *		extension is installed (logged once if not) and that no pg_restore
- *		is loading the database (restore_connected), and mark runs left
- *		'running' by a crash as failed.  False if the cycle cannot run.
+ *		extension is installed and that the database is not read-only
+ *		(default_transaction_read_only; each logged once if not) and that no
+ *		pg_restore is loading the database (restore_connected), and mark
+ *		runs left 'running' by a crash as failed.  False if the cycle cannot
+ *		run.
  */
 static bool
 job_worker_start(int slotno)
@@ -590,6 +596,17 @@ job_worker_start(int slotno)
 								 CDP_EXTENSION_NAME)));
 			slot->extension_missing_logged = true;
 		}
+		else if (XactReadOnly)
+		{
+			if (!slot->read_only_logged)
+				ereport(LOG,
+						(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+						 errmsg("cdp_traits: database \"%s\" is read-only (default_transaction_read_only), no jobs run there",
+								JobDatabaseName),
+						 errdetail("The jobs write attributes, context values and cdp_traits.job_runs."),
+						 errhint("Turn default_transaction_read_only off for the database; the worker checks again every cdp_traits.naptime.")));
+			slot->read_only_logged = true;
+		}
 		else if (restore_connected())
 			ereport(LOG,
 					(errmsg("cdp_traits: pg_restore is connected to database \"%s\", no jobs run there until it ends",
@@ -604,6 +621,11 @@ job_worker_start(int slotno)
 						(errmsg("cdp_traits: extension \"%s\" is installed in database \"%s\", jobs run there",
 								CDP_EXTENSION_NAME, JobDatabaseName)));
 			slot->extension_missing_logged = false;
+			if (slot->read_only_logged)
+				ereport(LOG,
+						(errmsg("cdp_traits: database \"%s\" accepts writes again, jobs run there",
+								JobDatabaseName)));
+			slot->read_only_logged = false;
 
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
@@ -635,8 +657,9 @@ job_worker_start(int slotno)
 /*
  * job_worker_keep_going
  *		Between jobs: act on signals, and end the cycle if the jobs were
- *		turned off or a command on the database itself (DROP DATABASE, say)
- *		waits for us to leave.
+ *		turned off, the database was made read-only (the next cycle logs
+ *		it) or a command on the database itself (DROP DATABASE, say) waits
+ *		for us to leave.
  */
 static bool
 job_worker_keep_going(void)
@@ -650,7 +673,7 @@ job_worker_keep_going(void)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 	}
-	if (!cdp_worker_enabled)
+	if (!cdp_worker_enabled || DefaultXactReadOnly)
 		return false;
 
 	/* the lock every backend takes while connecting, held to commit */
