@@ -657,15 +657,16 @@ job_worker_start(int slotno)
 /*
  * job_worker_keep_going
  *		Between jobs: act on signals, and end the cycle if the jobs were
- *		turned off, the database was made read-only (the next cycle logs
- *		it) or a command on the database itself (DROP DATABASE, say) waits
- *		for us to leave.
+ *		turned off, the database was made read-only or the extension was
+ *		dropped (the next cycle logs either, once), or a command on the
+ *		database itself (DROP DATABASE, say) waits for us to leave.
  */
 static bool
 job_worker_keep_going(void)
 {
 	LOCKTAG		tag;
 	LockAcquireResult res;
+	bool		installed;
 
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
@@ -681,7 +682,11 @@ job_worker_keep_going(void)
 	StartTransactionCommand();
 	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
 	res = LockAcquire(&tag, RowExclusiveLock, false, true);
+	/* DROP EXTENSION during the last job: the next would fail at each step */
+	installed = cdp_jobs_installed() == NULL;
 	CommitTransactionCommand();
+	if (!installed)
+		return false;
 	if (res == LOCKACQUIRE_NOT_AVAIL)
 	{
 		ereport(LOG,

@@ -278,6 +278,28 @@ ok(wait_for_cycle($before, 'noext'), 'writable again, the jobs run');
 ok($node->log_contains(qr/database "noext" accepts writes again, jobs run there/),
 	'... and that is logged');
 
+# --- DROP EXTENSION during a cycle ----------------------------------------
+
+# The job under way ends (DROP EXTENSION waits for it; the next job may start
+# before the drop commits, and fail); the cycle then stops instead of failing
+# at every step of the jobs left (recording its start, the job, its outcome:
+# relation "cdp_traits.job_runs" does not exist, three ERRORs a job, up to
+# prune_job_runs); the next cycle logs the missing extension once.
+$node->safe_psql('noext',
+	q{INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(2)::text')});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'noext'
+	    AND backend_type = 'cdp_traits worker' AND query LIKE '%refresh_context%'")
+  or die 'no job worker in noext';
+$node->safe_psql('noext', 'DROP EXTENSION cdp_traits CASCADE');
+my $deadline = time + 60;
+usleep(100_000)
+  while log_count(qr/extension "cdp_traits" is missing in database "noext"/) < 2 && time < $deadline;
+is(log_count(qr/extension "cdp_traits" is missing in database "noext"/), 2,
+	'after DROP EXTENSION during a job the next cycle logs the missing extension');
+is(log_count(qr/QUERY:  WITH pruned AS \(DELETE FROM cdp_traits\.job_runs/), 0,
+	'... and the cycle under way ran no job once the extension was gone');
+
 # --- a restore under way --------------------------------------------------
 
 # While pg_restore is connected to a database the worker serves, no cycle
