@@ -441,7 +441,7 @@ cdp_launcher_main(Datum main_arg)
 		ereport(LOG,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cdp_traits: invalid list syntax in cdp_traits.database, no jobs run"),
-				 errhint("List database names separated by commas; double-quote a name that contains a comma.")));
+				 errhint("List database names separated by commas; double-quote a name that contains a comma or white space.")));
 	else
 	{
 		dbs = palloc0(sizeof(LauncherDb) * Max(list_length(names), 1));
