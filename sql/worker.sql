@@ -90,6 +90,16 @@ SELECT count(*) AS rows_in_transaction FROM cdp_traits.job_runs WHERE id > 15;
 ROLLBACK;
 SELECT count(*) AS rows_after_rollback FROM cdp_traits.job_runs WHERE id > 15;
 
+-- every job writes, and so does their record: a read-only transaction is
+-- refused before any job runs (it used to run them and then fail on the
+-- INSERT into job_runs); so is a hot standby ("during recovery")
+BEGIN READ ONLY;
+SELECT cdp_traits.run_jobs();
+ROLLBACK;
+SET default_transaction_read_only = on;
+SELECT cdp_traits.run_jobs();
+RESET default_transaction_read_only;
+
 REVOKE ALL ON SCHEMA cdp_traits FROM regress_cdp_jobs;
 REVOKE ALL ON FUNCTION cdp_traits.run_jobs() FROM regress_cdp_jobs;
 DROP ROLE regress_cdp_jobs;

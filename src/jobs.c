@@ -40,6 +40,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
@@ -66,6 +67,8 @@ typedef struct CdpJob
 	const char *detail_sql;
 	/* housekeeping of the extension's own tables: run as its owner */
 	bool		as_owner;
+	/* run_jobs() takes the calculation lock before it (see cdp_run_jobs) */
+	bool		calc_lock_first;
 } CdpJob;
 
 static const CdpJob cdp_jobs[] = {
@@ -80,7 +83,8 @@ static const CdpJob cdp_jobs[] = {
 		" FROM cdp_traits.context c"
 		" WHERE c.error IS NOT NULL AND c.error_at = pg_catalog.now()"
 		" HAVING count(*) > 0",
-		false
+		false,
+		true
 	},
 	{
 		"calculate_attributes",
@@ -99,6 +103,7 @@ static const CdpJob cdp_jobs[] = {
 		"  WHERE a.run_id = r.id AND a.error IS NOT NULL)"
 		" FROM cdp_traits.calculation_runs r"
 		" WHERE r.id = pg_catalog.currval('cdp_traits.calculation_runs_id_seq')",
+		false,
 		false
 	},
 	{
@@ -113,7 +118,8 @@ static const CdpJob cdp_jobs[] = {
 		" SELECT count(*) FROM pruned",
 		"SELECT pg_catalog.jsonb_build_object('retention',"
 		" pg_catalog.current_setting('cdp_traits.job_runs_retention')), NULL::text",
-		true
+		true,
+		false
 	},
 };
 
@@ -478,10 +484,15 @@ worker_record_start(const CdpJob *job, TimestampTz started_at)
  * worker_execute
  *		Run a job in a transaction of its own, with cdp_traits.job_timeout as
  *		statement timeout.  Its failure is logged and becomes its outcome.
+ *		Only here does the job worker act on a query cancel (the caller holds
+ *		cancel interrupts off): one that came before the job is void, one
+ *		that comes during it fails the job.
  */
 static void
 worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 {
+	QueryCancelPending = false;
+	RESUME_CANCEL_INTERRUPTS();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PG_TRY();
@@ -496,6 +507,7 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		HOLD_CANCEL_INTERRUPTS();
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		/* a timeout or cancel that came after the job is void */
 		QueryCancelPending = false;
@@ -507,6 +519,7 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 	{
 		ErrorData  *edata;
 
+		HOLD_CANCEL_INTERRUPTS();
 		worker_transaction_failed(cxt, &edata);
 		outcome_from_error(out, edata);
 	}
@@ -517,7 +530,9 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
  * cdp_job_run_in_worker
  *		The worker's way of running a job: record its start, run it, record
  *		its outcome, each in a transaction of its own.  Never throws (but
- *		exits on termination, like any backend).
+ *		exits on termination, like any backend).  Called with cancel
+ *		interrupts held off: a cancel only reaches the job (worker_execute),
+ *		never the recording of its start or outcome.
  */
 void
 cdp_job_run_in_worker(int jobno)
@@ -622,12 +637,27 @@ cdp_jobs_mark_interrupted(void)
  *		warning).  cdp_traits.job_timeout bounds each job unless the
  *		caller's statement_timeout ends sooner; a cancel or the caller's own
  *		timeout ends run_jobs() with the error.
+ *
+ *		The context rows refresh_context updates stay locked until the
+ *		caller's transaction ends, and calculate_attributes then takes the
+ *		calculation lock.  calculate_attributes() itself takes that lock
+ *		first and then refreshes the context: had run_jobs() the other order,
+ *		a calculation starting between its two jobs (the worker's) would wait
+ *		for a context row while holding the lock run_jobs() waits for, and
+ *		one of them would fail with a deadlock.  So the refresh_context job
+ *		takes the calculation lock first (within the job's subtransaction:
+ *		released if the job fails, kept to the end of the transaction if not,
+ *		as the next job would).
  */
 Datum
 cdp_run_jobs(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	int			jobno;
+
+	/* every job writes, and so does their record: say so before any runs */
+	PreventCommandDuringRecovery("run_jobs()");
+	PreventCommandIfReadOnly("run_jobs()");
 
 	for (jobno = 0; jobno < (int) CDP_NJOBS; jobno++)
 	{
@@ -657,6 +687,8 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
+			if (job->calc_lock_first)
+				cdp_calculation_lock_acquire();
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			job_execute(job, false, cxt, &out);

@@ -16,7 +16,8 @@
  *					SIGTERM, so that pg_terminate_backend() gets it restarted
  *					after CDP_LAUNCHER_RESTART seconds while a shutdown stops
  *					it; a crash (kill -9) makes the postmaster reinitialize and
- *					restart it as well.
+ *					restart it as well.  It runs no query, so it ignores a
+ *					query cancel (pg_cancel_backend).
  *
  *	job worker		backend_type "cdp_traits worker", a dynamic background
  *					worker that is never restarted: connects to one database,
@@ -29,8 +30,13 @@
  * worker takes a session advisory lock on its database and leaves at once
  * if another holds it (one left running by a previous launcher).
  *
- * A job worker is an ordinary backend while it runs: it acts on SIGTERM,
- * query cancel and ProcSignalBarriers at every CHECK_FOR_INTERRUPTS.  Before
+ * A job worker is an ordinary backend while it runs: it acts on SIGTERM
+ * and ProcSignalBarriers at every CHECK_FOR_INTERRUPTS, and on a query
+ * cancel while it runs a job (jobs.c): the cancel fails that job, the cycle
+ * goes on.  Outside a job (its connection, the bookkeeping in job_runs,
+ * between jobs) there is nothing to cancel: cancel interrupts are held off
+ * there and a cancel that comes then is void, so that it neither ends the
+ * cycle nor loses the outcome of a job that has committed.  Before
  * each job it also tries a lock on its database that DROP DATABASE, ALTER
  * DATABASE RENAME/SET TABLESPACE and CREATE DATABASE ... TEMPLATE conflict
  * with; if one of those waits, it ends its cycle and disconnects so that the
@@ -39,7 +45,10 @@
  * Missing pieces are logged once each (until they appear) and checked again
  * at the next naptime: a listed database that does not exist or does not
  * accept connections (launcher), the extension not installed in it (job
- * worker), no free background worker slot (launcher).  The "logged" flags
+ * worker), the database read-only by default_transaction_read_only (job
+ * worker: a DBA's way of stopping writes, say when the disk fills up; the
+ * jobs would only fail, one error per statement), no free background worker
+ * slot (launcher).  The "logged" flags
  * live in shared memory, one slot per listed database, so they survive
  * launcher restarts and are shared with the job workers.
  *
@@ -86,6 +95,7 @@ typedef struct CdpWorkerSlot
 	bool		no_bgworker_logged; /* launcher */
 	bool		extension_missing_logged;	/* job workers: no extension or
 											 * no job_runs */
+	bool		read_only_logged;	/* job workers: read-only database */
 } CdpWorkerSlot;
 
 typedef struct CdpWorkerShared
@@ -415,6 +425,8 @@ cdp_launcher_main(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+	/* no query to cancel: a cancel must not make it exit */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 
 	/* no database: shared catalogs only */
@@ -429,7 +441,7 @@ cdp_launcher_main(Datum main_arg)
 		ereport(LOG,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cdp_traits: invalid list syntax in cdp_traits.database, no jobs run"),
-				 errhint("List database names separated by commas; double-quote a name that contains a comma.")));
+				 errhint("List database names separated by commas; double-quote a name that contains a comma or white space.")));
 	else
 	{
 		dbs = palloc0(sizeof(LauncherDb) * Max(list_length(names), 1));
@@ -548,9 +560,11 @@ restore_connected(void)
 /*
  * job_worker_start
  *		Before the jobs: take the database's worker lock, check that the
- *		extension is installed (logged once if not) and that no pg_restore
- *		is loading the database (restore_connected), and mark runs left
- *		'running' by a crash as failed.  False if the cycle cannot run.
+ *		extension is installed and that the database is not read-only
+ *		(default_transaction_read_only; each logged once if not) and that no
+ *		pg_restore is loading the database (restore_connected), and mark
+ *		runs left 'running' by a crash as failed.  False if the cycle cannot
+ *		run.
  */
 static bool
 job_worker_start(int slotno)
@@ -582,6 +596,17 @@ job_worker_start(int slotno)
 								 CDP_EXTENSION_NAME)));
 			slot->extension_missing_logged = true;
 		}
+		else if (XactReadOnly)
+		{
+			if (!slot->read_only_logged)
+				ereport(LOG,
+						(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+						 errmsg("cdp_traits: database \"%s\" is read-only (default_transaction_read_only), no jobs run there",
+								JobDatabaseName),
+						 errdetail("The jobs write attributes, context values and cdp_traits.job_runs."),
+						 errhint("Turn default_transaction_read_only off for the database; the worker checks again every cdp_traits.naptime.")));
+			slot->read_only_logged = true;
+		}
 		else if (restore_connected())
 			ereport(LOG,
 					(errmsg("cdp_traits: pg_restore is connected to database \"%s\", no jobs run there until it ends",
@@ -596,6 +621,11 @@ job_worker_start(int slotno)
 						(errmsg("cdp_traits: extension \"%s\" is installed in database \"%s\", jobs run there",
 								CDP_EXTENSION_NAME, JobDatabaseName)));
 			slot->extension_missing_logged = false;
+			if (slot->read_only_logged)
+				ereport(LOG,
+						(errmsg("cdp_traits: database \"%s\" accepts writes again, jobs run there",
+								JobDatabaseName)));
+			slot->read_only_logged = false;
 
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
@@ -627,14 +657,16 @@ job_worker_start(int slotno)
 /*
  * job_worker_keep_going
  *		Between jobs: act on signals, and end the cycle if the jobs were
- *		turned off or a command on the database itself (DROP DATABASE, say)
- *		waits for us to leave.
+ *		turned off, the database was made read-only or the extension was
+ *		dropped (the next cycle logs either, once), or a command on the
+ *		database itself (DROP DATABASE, say) waits for us to leave.
  */
 static bool
 job_worker_keep_going(void)
 {
 	LOCKTAG		tag;
 	LockAcquireResult res;
+	bool		installed;
 
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
@@ -642,7 +674,7 @@ job_worker_keep_going(void)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 	}
-	if (!cdp_worker_enabled)
+	if (!cdp_worker_enabled || DefaultXactReadOnly)
 		return false;
 
 	/* the lock every backend takes while connecting, held to commit */
@@ -650,7 +682,11 @@ job_worker_keep_going(void)
 	StartTransactionCommand();
 	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
 	res = LockAcquire(&tag, RowExclusiveLock, false, true);
+	/* DROP EXTENSION during the last job: the next would fail at each step */
+	installed = cdp_jobs_installed() == NULL;
 	CommitTransactionCommand();
+	if (!installed)
+		return false;
 	if (res == LOCKACQUIRE_NOT_AVAIL)
 	{
 		ereport(LOG,
@@ -676,6 +712,8 @@ cdp_worker_main(Datum main_arg)
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+	/* a query cancel only acts while a job runs (cdp_job_run_in_worker) */
+	HOLD_CANCEL_INTERRUPTS();
 	BackgroundWorkerUnblockSignals();
 
 	/* as the bootstrap superuser; each job switches to its role */

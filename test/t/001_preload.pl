@@ -30,6 +30,17 @@ $node->reload;
 ok($node->wait_for_log(qr/invalid configuration parameter name "cdp_traits.naptyme"/, $log_offset),
 	'misspelt setting is reported on reload');
 
+# A database name with a space must be double-quoted in cdp_traits.database;
+# unquoted, the list does not parse, and the hint says what to do (it spoke
+# of commas only).
+$node->append_conf('postgresql.conf', "cdp_traits.database = 'postgres, My Shop'\ncdp_traits.enabled = on\n");
+$log_offset = -s $node->logfile;
+$node->restart;
+ok( $node->wait_for_log(
+		qr/invalid list syntax in cdp_traits.database, no jobs run\n.*HINT:  .*double-quote a name that contains a comma or white space/,
+		$log_offset),
+	'a list with an unquoted name with a space is reported, with the way out');
+
 $node->safe_psql('postgres', 'DROP EXTENSION cdp_traits');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_namespace WHERE nspname = 'cdp_traits'"),

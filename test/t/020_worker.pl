@@ -161,7 +161,7 @@ SELECT status, rows, error, run_by,
 	'a job_runs row says the entities were calculated, and carries the failing attribute\'s error');
 is( $node->safe_psql('postgres',
 		"SELECT string_agg(DISTINCT job || ':' || status, ',') FROM cdp_traits.job_runs
-		  WHERE id > $mark AND job <> 'calculate_attributes'"),
+		  WHERE id > $mark AND job <> 'calculate_attributes' AND status <> 'running'"),
 	'prune_job_runs:succeeded,refresh_context:succeeded',
 	'the other jobs of the cycle succeed');
 
@@ -258,6 +258,47 @@ is(max_run(), $before, 'cdp_traits.enabled = off: no jobs run');
 is(launcher_pid(), $launcher, '... and the worker stays');
 set_conf("cdp_traits.enabled = on\n");
 ok(wait_for_cycle($before), 'cdp_traits.enabled = on: jobs run again');
+
+# --- a read-only database -------------------------------------------------
+
+# default_transaction_read_only = on (how some services stop writes when the
+# disk fills up): no jobs run, and that is logged once -- not an error per
+# statement every naptime, as it was ("cannot execute UPDATE in a read-only
+# transaction").  Turned off, the jobs run again.
+$node->safe_psql('postgres', 'ALTER DATABASE noext SET default_transaction_read_only = on');
+sleep(2);    # a cycle under way (connected before) ends
+$before = max_run('noext');
+sleep(3 * $naptime);
+is(max_run('noext'), $before, 'in a read-only database no jobs run');
+is(log_count(qr/database "noext" is read-only \(default_transaction_read_only\), no jobs run there/),
+	1, '... and that is logged once');
+is(log_count(qr/in a read-only transaction/), 0, '... with no errors');
+$node->safe_psql('postgres', 'ALTER DATABASE noext RESET default_transaction_read_only');
+ok(wait_for_cycle($before, 'noext'), 'writable again, the jobs run');
+ok($node->log_contains(qr/database "noext" accepts writes again, jobs run there/),
+	'... and that is logged');
+
+# --- DROP EXTENSION during a cycle ----------------------------------------
+
+# The job under way ends (DROP EXTENSION waits for it; the next job may start
+# before the drop commits, and fail); the cycle then stops instead of failing
+# at every step of the jobs left (recording its start, the job, its outcome:
+# relation "cdp_traits.job_runs" does not exist, three ERRORs a job, up to
+# prune_job_runs); the next cycle logs the missing extension once.
+$node->safe_psql('noext',
+	q{INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(2)::text')});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'noext'
+	    AND backend_type = 'cdp_traits worker' AND query LIKE '%refresh_context%'")
+  or die 'no job worker in noext';
+$node->safe_psql('noext', 'DROP EXTENSION cdp_traits CASCADE');
+my $deadline = time + 60;
+usleep(100_000)
+  while log_count(qr/extension "cdp_traits" is missing in database "noext"/) < 2 && time < $deadline;
+is(log_count(qr/extension "cdp_traits" is missing in database "noext"/), 2,
+	'after DROP EXTENSION during a job the next cycle logs the missing extension');
+is(log_count(qr/QUERY:  WITH pruned AS \(DELETE FROM cdp_traits\.job_runs/), 0,
+	'... and the cycle under way ran no job once the extension was gone');
 
 # --- a restore under way --------------------------------------------------
 
@@ -357,6 +398,45 @@ ok( $node->poll_query_until('postgres',
 	'a job whose worker was terminated is marked failed by the next cycle');
 ok($node->log_contains(qr/marked 1 interrupted job run\(s\) in database "postgres" as failed/),
 	'... and that is logged');
+
+# --- query cancel ---------------------------------------------------------
+
+# The launcher runs no query: pg_cancel_backend() leaves it running (it used
+# to exit with "canceling statement due to user request").
+$launcher = launcher_pid();
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($launcher)");
+$mark = max_run();
+ok(wait_for_cycle($mark), 'after a cancel of the launcher cycles go on');
+is(launcher_pid(), $launcher, '... and the launcher is the same process');
+
+# A cancel that comes while a job worker records the outcome of a job (here
+# it waits for a lock on job_runs) has no job to cancel: the job committed,
+# its outcome is recorded, the cycle goes on.  (The cancel used to abort the
+# recording: the row stayed 'running' and the next cycle marked the job
+# failed, "the worker stopped", although it had succeeded.)
+$node->safe_psql('postgres',
+	q{INSERT INTO cdp_traits.context (key, query) VALUES ('slow', 'SELECT pg_catalog.pg_sleep(2.5)::text')});
+$pid = job_worker_in('refresh_context');
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE cdp_traits.job_runs IN SHARE MODE');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE pid = $pid AND wait_event_type = 'Lock' AND query LIKE 'UPDATE cdp_traits.job_runs%'"),
+	'the job worker waits to record the outcome of its job');
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+usleep(200_000);
+$locker->query_safe('COMMIT');
+$locker->quit;
+$node->safe_psql('postgres', "DELETE FROM cdp_traits.context WHERE key = 'slow'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM cdp_traits.job_runs WHERE pid = $pid AND job = 'prune_job_runs'
+		    AND status <> 'running'"),
+	'a cancel while the outcome is recorded does not end the cycle');
+is( $node->safe_psql('postgres',
+		"SELECT status || ':' || (finished_at IS NOT NULL) || ':' || coalesce(error, '-')
+		   FROM cdp_traits.job_runs WHERE pid = $pid AND job = 'refresh_context'"),
+	'succeeded:true:-',
+	'... and the job that was done is recorded as it ended');
 
 # --- DROP DATABASE of a served database -----------------------------------
 
