@@ -3082,6 +3082,12 @@ DECLARE
 	msg text;
 	ttl interval := cdp_traits._setting('cdp_traits.context_ttl')::interval;
 BEGIN
+	-- the calculation lock, as calculate_attributes takes it before it
+	-- refreshes: the context rows updated here stay locked to the end of
+	-- the caller's transaction, so a caller that refreshes and then
+	-- calculates (run_jobs(), or by hand) would otherwise wait for a
+	-- calculation that waits for those rows (a deadlock)
+	PERFORM cdp_traits._calculation_lock();
 	FOR k IN
 		SELECT c.key, c.query FROM cdp_traits.context c
 		 WHERE c.query IS NOT NULL

@@ -25,21 +25,6 @@ PG_FUNCTION_INFO_V1(cdp_calculation_lock);
 #define CALCULATION_LOCK		0x43414C43	/* 'CALC' */
 
 /*
- * cdp_calculation_lock_acquire
- *		Wait for the calculation lock and hold it until the end of the
- *		(sub)transaction: a subtransaction that commits passes it on to its
- *		parent, one that aborts releases it.
- */
-void
-cdp_calculation_lock_acquire(void)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CALCULATION_LOCK, 0, CDP_LOCK_CALCULATION);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
-
-/*
  * cdp_calculation_lock
  *		SQL: _calculation_lock() RETURNS void.  Wait for the calculation lock
  *		and hold it until the end of the transaction.
@@ -47,6 +32,9 @@ cdp_calculation_lock_acquire(void)
 Datum
 cdp_calculation_lock(PG_FUNCTION_ARGS)
 {
-	cdp_calculation_lock_acquire();
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CALCULATION_LOCK, 0, CDP_LOCK_CALCULATION);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	PG_RETURN_VOID();
 }

@@ -74,9 +74,6 @@ extern void cdp_job_run_in_worker(int job);
 extern const char *cdp_jobs_installed(void);
 extern int	cdp_jobs_mark_interrupted(void);
 
-/* calc_lock.c: one attribute calculation at a time per database */
-extern void cdp_calculation_lock_acquire(void);
-
 /* plan_estimates.c: the planner's view of the extension's tables */
 extern void cdp_plan_estimates_init(void);
 

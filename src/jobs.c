@@ -67,8 +67,6 @@ typedef struct CdpJob
 	const char *detail_sql;
 	/* housekeeping of the extension's own tables: run as its owner */
 	bool		as_owner;
-	/* run_jobs() takes the calculation lock before it (see cdp_run_jobs) */
-	bool		calc_lock_first;
 } CdpJob;
 
 static const CdpJob cdp_jobs[] = {
@@ -83,8 +81,7 @@ static const CdpJob cdp_jobs[] = {
 		" FROM cdp_traits.context c"
 		" WHERE c.error IS NOT NULL AND c.error_at = pg_catalog.now()"
 		" HAVING count(*) > 0",
-		false,
-		true
+		false
 	},
 	{
 		"calculate_attributes",
@@ -103,7 +100,6 @@ static const CdpJob cdp_jobs[] = {
 		"  WHERE a.run_id = r.id AND a.error IS NOT NULL)"
 		" FROM cdp_traits.calculation_runs r"
 		" WHERE r.id = pg_catalog.currval('cdp_traits.calculation_runs_id_seq')",
-		false,
 		false
 	},
 	{
@@ -118,8 +114,7 @@ static const CdpJob cdp_jobs[] = {
 		" SELECT count(*) FROM pruned",
 		"SELECT pg_catalog.jsonb_build_object('retention',"
 		" pg_catalog.current_setting('cdp_traits.job_runs_retention')), NULL::text",
-		true,
-		false
+		true
 	},
 };
 
@@ -519,7 +514,11 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 	{
 		ErrorData  *edata;
 
-		HOLD_CANCEL_INTERRUPTS();
+		/*
+		 * held off again, as outside a job (set, not counted: the error may
+		 * have come from inside a region that held them off too)
+		 */
+		QueryCancelHoldoffCount = 1;
 		worker_transaction_failed(cxt, &edata);
 		outcome_from_error(out, edata);
 	}
@@ -638,16 +637,9 @@ cdp_jobs_mark_interrupted(void)
  *		caller's statement_timeout ends sooner; a cancel or the caller's own
  *		timeout ends run_jobs() with the error.
  *
- *		The context rows refresh_context updates stay locked until the
- *		caller's transaction ends, and calculate_attributes then takes the
- *		calculation lock.  calculate_attributes() itself takes that lock
- *		first and then refreshes the context: had run_jobs() the other order,
- *		a calculation starting between its two jobs (the worker's) would wait
- *		for a context row while holding the lock run_jobs() waits for, and
- *		one of them would fail with a deadlock.  So the refresh_context job
- *		takes the calculation lock first (within the job's subtransaction:
- *		released if the job fails, kept to the end of the transaction if not,
- *		as the next job would).
+ *		The jobs take the calculation lock (refresh_context does, see there)
+ *		in their subtransactions: a job that fails releases it, one that
+ *		commits keeps it to the end of the caller's transaction.
  */
 Datum
 cdp_run_jobs(PG_FUNCTION_ARGS)
@@ -687,8 +679,6 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
-			if (job->calc_lock_first)
-				cdp_calculation_lock_acquire();
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			job_execute(job, false, cxt, &out);
