@@ -101,6 +101,27 @@ may_drop_tables(Node *parsetree)
 }
 
 /*
+ * attached_events
+ *		The attached events table, or InvalidOid.  Read as the extension
+ *		owner: the DDL triggers that ask fire for every role's commands.
+ */
+static Oid
+attached_events(void)
+{
+	CdpExecState es;
+	Oid			events;
+	bool		attached;
+
+	cdp_exec_begin(&es);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	events = stitch_source(NULL, &attached);
+	SPI_finish();
+	cdp_exec_end(&es);
+	return attached ? events : InvalidOid;
+}
+
+/*
  * stitch_drop_start
  *		At the start of a DDL command: if it may drop tables while a
  *		partitioned events table is attached, the table's partitions, noted
@@ -109,23 +130,14 @@ may_drop_tables(Node *parsetree)
 void *
 stitch_drop_start(Node *parsetree)
 {
-	CdpExecState es;
 	Oid			events;
-	bool		attached;
 	List	   *partitions = NIL;
 
 	if (!may_drop_tables(parsetree))
 		return NULL;
 
-	/* (read as the extension owner: this fires for every role's drop) */
-	cdp_exec_begin(&es);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	events = stitch_source(NULL, &attached);
-	SPI_finish();
-	cdp_exec_end(&es);
-	if (!OidIsValid(events) || !attached ||
-		get_rel_relkind(events) != RELKIND_PARTITIONED_TABLE)
+	events = attached_events();
+	if (!OidIsValid(events) || get_rel_relkind(events) != RELKIND_PARTITIONED_TABLE)
 		return NULL;
 
 	/* (without locks: a drop that fails leaves them all there) */
@@ -393,24 +405,15 @@ detach_xact_callback(XactEvent event, void *arg)
 void
 stitch_detach_start(Node *parsetree)
 {
-	CdpExecState es;
 	Oid			parent = InvalidOid;
 	Oid			part = concurrent_detach(parsetree, &parent);
 	Oid			events;
-	bool		attached;
 
 	if (!OidIsValid(part))
 		return;
 
-	/* (read as the extension owner: this fires for every role's command) */
-	cdp_exec_begin(&es);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	events = stitch_source(NULL, &attached);
-	SPI_finish();
-	cdp_exec_end(&es);
-	if (!OidIsValid(events) || !attached || !stitch_is_events_relid(events, parent) ||
-		!stitch_is_events_relid(events, part))
+	events = attached_events();
+	if (!stitch_is_events_relid(events, parent) || !stitch_is_events_relid(events, part))
 		return;
 
 	if (!DetachCallbackRegistered)
