@@ -210,6 +210,14 @@ SELECT n, len,
          WHERE name IN ('ExecutorState', 'cdp_traits aggregate type')) < 8 * 1024 * 1024 AS bounded
   FROM x;
 
+-- No state of anonymous records: their row type is known to this session
+-- only (a state stored and read in another one decoded its values with
+-- another row type: wrong values).  The aggregates themselves take them.
+SELECT unique_state(r) FROM (VALUES (row(1, 'a')), (row(2, 'b'))) v(r);
+SELECT frequency_state(r, 1) FROM (VALUES (row(1, 'a'))) v(r);
+SELECT first_state(r, now()) FROM (VALUES (array[row(1, 'a')])) v(r);
+SELECT state_unique_list(unique_state(row(i, 'x')::agg_pair), NULL::agg_pair) FROM generate_series(1, 2) i;
+SELECT unique_list(r), most_frequent(r), last(r, '2024-01-01') FROM (VALUES (row(1, 'a')), (row(2, 'b'))) v(r);
 
 RESET search_path;
 SET client_min_messages = warning;

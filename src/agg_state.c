@@ -739,6 +739,19 @@ cdp_agg_state_pack(PG_FUNCTION_ARGS)
 	CdpAggState *state = agg_state_arg(fcinfo, 0);
 	AggTypeInfo *info = agg_type_info(fcinfo, state->typid, state->collid);
 
+	/*
+	 * Values of an anonymous record type (ROW(...), record[]) carry a
+	 * typmod that means something only in this session: a state of them,
+	 * stored and read elsewhere, would decode its values with another row
+	 * type, and its text form names a type no input accepts.
+	 */
+	if (get_typtype(state->typid) == TYPTYPE_PSEUDO)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot make a cdp_traits.agg_state of values of type %s",
+						format_type_be(state->typid)),
+				 errdetail("A state may be stored and read in another session; values of an anonymous record type mean nothing there."),
+				 errhint("Cast the values to a composite type made with CREATE TYPE, or use the aggregate itself (most_frequent, unique_list, first, ...) instead of its state.")));
 	PG_RETURN_POINTER(agg_state_pack_copy(info, state));
 }
 
