@@ -134,7 +134,8 @@ typedef struct AggRankCache AggRankCache;
 
 /*
  * How values of one type are stored and compared, cached in fn_extra of the
- * calling function, with scratch space reused between calls.
+ * calling function (a short list, most recently used first: see
+ * agg_type_info), with scratch space reused between calls.
  */
 typedef struct AggTypeInfo
 {
@@ -160,7 +161,9 @@ typedef struct AggTypeInfo
 	uint32		states_made;	/* multisets begun since start_size was set */
 	uint32		states_grown;	/* ... and how often small ones grew */
 	Size		start_size;		/* bytes a new multiset starts with, or 0 */
-	MemoryContext cxt;			/* fn_mcxt: where the scratch lives */
+	MemoryContext cxt;			/* this entry's own context (under fn_mcxt):
+								 * the scratch, ranks, I/O lookups */
+	struct AggTypeInfo *next;	/* next entry of fn_extra's list (agg_state.c) */
 	AggItem    *items;
 	Size		items_cap;
 	char	   *scratch;

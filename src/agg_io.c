@@ -214,6 +214,8 @@ recv_value(StringInfo buf, AggTypeInfo *info)
 static void
 remember_names(AggTypeInfo *info, const char *bytes, int len)
 {
+	if (info->io_names != NULL)
+		pfree(info->io_names);
 	info->io_names = MemoryContextAlloc(info->cxt, len);
 	memcpy(info->io_names, bytes, len);
 	info->io_names_len = len;

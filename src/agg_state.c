@@ -58,39 +58,29 @@ type_equalimage(TypeCacheEntry *typentry, Oid collid)
 }
 
 /*
- * agg_type_info
- *		The storage and ordering of values of type typid compared with
- *		collation collid, cached in the calling function's fn_extra.
- *		Raises the error for a type without a default btree ordering.
+ * How many types (with collations) one function call site keeps the info
+ * of.  A column of stored states may hold states of several types or
+ * collations (a rollup of many attributes); a call site that met more
+ * types than this forgets the least recently used one, and frees
+ * everything it had allocated for it.
  */
-AggTypeInfo *
-agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
+#define AGG_TYPE_CACHE_SIZE	8
+
+/*
+ * type_info_init
+ *		Fill info (its memory context empty) for type typid, whose base type
+ *		basetypid has the ordering typentry, compared with collation collid.
+ */
+static void
+type_info_init(AggTypeInfo *info, Oid typid, Oid basetypid, Oid collid,
+			   TypeCacheEntry *typentry)
 {
-	AggTypeInfo *info = (AggTypeInfo *) fcinfo->flinfo->fn_extra;
-	TypeCacheEntry *typentry;
-	Oid			basetypid;
+	MemoryContext cxt = info->cxt;
+	AggTypeInfo *next = info->next;
 
-	if (info != NULL && info->typid == typid && info->collid == collid)
-		return info;
-	if (!OidIsValid(typid))
-		elog(ERROR, "could not determine the type of the aggregated values");
-
-	basetypid = getBaseType(typid);
-	typentry = lookup_type_cache(basetypid, TYPECACHE_LT_OPR |
-								 TYPECACHE_BTREE_OPFAMILY);
-	if (!OidIsValid(typentry->lt_opr))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("could not identify an ordering operator for type %s",
-						format_type_be(typid)),
-				 errdetail("The cdp_traits aggregates compare values with the default btree operator class of their type."),
-				 errhint("Cast the values to a type that has one, text for example.")));
-
-	if (info == NULL)
-		info = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
-									  sizeof(AggTypeInfo));
-	info->cxt = fcinfo->flinfo->fn_mcxt;
-	info->typid = typid;
+	memset(info, 0, sizeof(AggTypeInfo));
+	info->cxt = cxt;
+	info->next = next;
 	info->basetypid = basetypid;
 	info->collid = collid;
 	info->typlen = typentry->typlen;
@@ -102,18 +92,8 @@ agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
 					 typentry->typalign == TYPALIGN_INT ? ALIGNOF_INT :
 					 typentry->typalign == TYPALIGN_SHORT ? ALIGNOF_SHORT : 1);
 	info->equalimage = type_equalimage(typentry, collid);
-	info->ranks = NULL;
-	info->states_made = 0;
-	info->states_grown = 0;
-	info->start_size = 0;
 	info->hint_typid = InvalidOid;
-	info->hint_domain = false;
-	info->domain_extra = NULL;
-	info->io_ready = false;
-	info->io_names = NULL;
-	info->io_names_len = 0;
 
-	memset(&info->ssup, 0, sizeof(SortSupportData));
 	info->ssup.ssup_cxt = info->cxt;
 	info->ssup.ssup_collation = collid;
 	info->ssup.ssup_reverse = false;
@@ -121,7 +101,83 @@ agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
 	info->ssup.abbreviate = false;
 	PrepareSortSupportFromOrderingOp(typentry->lt_opr, &info->ssup);
 
+	/* valid only now (an error above leaves the entry matching nothing) */
+	info->typid = typid;
+}
+
+/*
+ * agg_type_info
+ *		The storage and ordering of values of type typid compared with
+ *		collation collid, cached in the calling function's fn_extra: a list
+ *		of up to AGG_TYPE_CACHE_SIZE entries, the most recently used first
+ *		(fn_extra points to it).  Each entry allocates in a memory context
+ *		of its own, reset when the entry is reused for another type, so
+ *		that a call site going through states of many types (or
+ *		collations) does not accumulate memory row after row.  Raises the
+ *		error for a type without a default btree ordering.
+ */
+AggTypeInfo *
+agg_type_info(FunctionCallInfo fcinfo, Oid typid, Oid collid)
+{
+	AggTypeInfo *head = (AggTypeInfo *) fcinfo->flinfo->fn_extra;
+	AggTypeInfo *info;
+	AggTypeInfo *prev = NULL;
+	TypeCacheEntry *typentry;
+	Oid			basetypid;
+	int			n = 0;
+
+	if (head != NULL && head->typid == typid && head->collid == collid)
+		return head;
+
+	/* another type met before: move it to the front */
+	for (info = head; info != NULL; prev = info, info = info->next)
+	{
+		n++;
+		if (info->typid == typid && info->collid == collid)
+		{
+			prev->next = info->next;
+			info->next = head;
+			fcinfo->flinfo->fn_extra = info;
+			return info;
+		}
+	}
+
+	if (!OidIsValid(typid))
+		elog(ERROR, "could not determine the type of the aggregated values");
+	basetypid = getBaseType(typid);
+	typentry = lookup_type_cache(basetypid, TYPECACHE_LT_OPR |
+								 TYPECACHE_BTREE_OPFAMILY);
+	if (!OidIsValid(typentry->lt_opr))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("could not identify an ordering operator for type %s",
+						format_type_be(typid)),
+				 errdetail("The cdp_traits aggregates compare values with the default btree operator class of their type."),
+				 errhint("Cast the values to a type that has one, text for example.")));
+
+	if (n < AGG_TYPE_CACHE_SIZE)
+	{
+		/* a new entry */
+		info = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+									  sizeof(AggTypeInfo));
+		info->cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt,
+										  "cdp_traits aggregate type",
+										  ALLOCSET_SMALL_SIZES);
+		info->next = head;
+	}
+	else
+	{
+		/* reuse the least recently used entry, the last one */
+		AggTypeInfo *before = NULL;
+
+		for (info = head; info->next != NULL; info = info->next)
+			before = info;
+		before->next = NULL;
+		MemoryContextReset(info->cxt);
+		info->next = head;
+	}
 	fcinfo->flinfo->fn_extra = info;
+	type_info_init(info, typid, basetypid, collid, typentry);
 	return info;
 }
 
@@ -138,7 +194,7 @@ agg_input_type_info(FunctionCallInfo fcinfo, int argno)
 	AggTypeInfo *info = (AggTypeInfo *) fcinfo->flinfo->fn_extra;
 	Oid			collid = PG_GET_COLLATION();
 
-	if (info != NULL && info->collid == collid)
+	if (info != NULL && info->collid == collid && OidIsValid(info->typid))
 		return info;
 	return agg_type_info(fcinfo,
 						 get_fn_expr_argtype(fcinfo->flinfo, argno), collid);
@@ -683,6 +739,19 @@ cdp_agg_state_pack(PG_FUNCTION_ARGS)
 	CdpAggState *state = agg_state_arg(fcinfo, 0);
 	AggTypeInfo *info = agg_type_info(fcinfo, state->typid, state->collid);
 
+	/*
+	 * Values of an anonymous record type (ROW(...), record[]) carry a
+	 * typmod that means something only in this session: a state of them,
+	 * stored and read elsewhere, would decode its values with another row
+	 * type, and its text form names a type no input accepts.
+	 */
+	if (get_typtype(state->typid) == TYPTYPE_PSEUDO)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot make a cdp_traits.agg_state of values of type %s",
+						format_type_be(state->typid)),
+				 errdetail("A state may be stored and read in another session; values of an anonymous record type mean nothing there."),
+				 errhint("Cast the values to a composite type made with CREATE TYPE, or use the aggregate itself (most_frequent, unique_list, first, ...) instead of its state.")));
 	PG_RETURN_POINTER(agg_state_pack_copy(info, state));
 }
 
