@@ -289,7 +289,9 @@ for my $db ('dst', 'dstj')
 # partitions in between (ENABLE REPLICA TRIGGER): the event trigger must not
 # install them itself (the dump's CREATE TRIGGER then failed: trigger
 # already exists) nor stitch the restored rows again.  Restored as plain
-# SQL and in parallel from a directory.
+# SQL, in parallel from a directory, and in two steps (schema, then data:
+# the data step loads the events with the triggers in place, and must not
+# stitch them again either, whatever the order of the tables).
 $node->safe_psql('postgres', 'CREATE DATABASE psrc');
 $node->safe_psql('psrc', q{
 SET client_min_messages = warning;
@@ -326,8 +328,10 @@ is($pbefore{verify}, '0', 'partitioned: the source is consistent');
 cmp_ok(scalar(split /\n/, $pbefore{triggers}), '==', 4 * 6 - 1, 'partitioned: the source has the triggers');
 my $pplain = $node->basedir . '/psrc.sql';
 my $pdir = $node->basedir . '/psrc.dir';
+my $pcustom = $node->basedir . '/psrc.dump';
 $node->command_ok([ 'pg_dump', '-d', $node->connstr('psrc'), '-f', $pplain ], 'partitioned: pg_dump (plain)');
 $node->command_ok([ 'pg_dump', '-Fd', '-d', $node->connstr('psrc'), '-f', $pdir ], 'partitioned: pg_dump (directory)');
+$node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('psrc'), '-f', $pcustom ], 'partitioned: pg_dump (custom)');
 $node->safe_psql('postgres', 'CREATE DATABASE pdst_plain');
 $node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('pdst_plain'), '-f', $pplain ],
 	'partitioned: the plain dump restores with psql, without errors');
@@ -335,8 +339,13 @@ $ENV{PGAPPNAME} = 'pg_restore';
 $node->safe_psql('postgres', 'CREATE DATABASE pdst_dir');
 $node->command_ok([ 'pg_restore', '--exit-on-error', '-j', '2', '-d', $node->connstr('pdst_dir'), $pdir ],
 	'partitioned: pg_restore -j 2 of the directory dump, without errors');
+$node->safe_psql('postgres', 'CREATE DATABASE pdst_two');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '--schema-only', '-d', $node->connstr('pdst_two'), $pcustom ],
+	'partitioned: pg_restore --schema-only, without errors');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '--data-only', '-d', $node->connstr('pdst_two'), $pcustom ],
+	'partitioned: then pg_restore --data-only, without errors');
 $ENV{PGAPPNAME} = '030_dump_restore.pl';
-for my $db ('pdst_plain', 'pdst_dir')
+for my $db ('pdst_plain', 'pdst_dir', 'pdst_two')
 {
 	for my $k (sort keys %pchecks)
 	{
@@ -344,7 +353,7 @@ for my $db ('pdst_plain', 'pdst_dir')
 	}
 }
 # new events, into the table and into a partition, are stitched alike
-for my $db ('psrc', 'pdst_plain', 'pdst_dir')
+for my $db ('psrc', 'pdst_plain', 'pdst_dir', 'pdst_two')
 {
 	$node->safe_psql($db, q{
 INSERT INTO ev.events VALUES (md5('r1')::uuid, 'web', 'view', '1', '2024-04-01', '{"email": "u4@x.org", "cookie": "c5"}');
@@ -352,7 +361,7 @@ INSERT INTO ev.events_a VALUES (md5('r2')::uuid, 'web', 'view', '1', '2024-01-05
 SELECT cdp_traits.calculate_attributes();
 });
 }
-for my $db ('pdst_plain', 'pdst_dir')
+for my $db ('pdst_plain', 'pdst_dir', 'pdst_two')
 {
 	for my $k (qw(verify matching event_entities merges pivot))
 	{
