@@ -71,10 +71,17 @@ SELECT has_table_privilege('cdp_publish_bi', 'crm.pivoted_customer_attributes', 
 REVOKE SELECT ON crm.pivoted_customer_attributes FROM cdp_publish_bi;
 REVOKE SELECT ON cdp_traits.pivoted_customer_attributes FROM cdp_publish_bi;
 DROP ROLE cdp_publish_bi;
--- and customer_events follows a re-attach
+-- and customer_events follows a re-attach, keeping what was granted on it
+-- and on its published copy
+CREATE ROLE cdp_publish_bi;
+GRANT SELECT ON crm.customer_events, cdp_traits.customer_events TO cdp_publish_bi;
 SELECT cdp_traits.detach_events();
 SELECT cdp_traits.attach_events('cdp_ce.customer_events');
 SELECT count(*) FROM crm.customer_events;
+SELECT has_table_privilege('cdp_publish_bi', 'crm.customer_events', 'SELECT') AS bi_may_read_published,
+       has_table_privilege('cdp_publish_bi', 'cdp_traits.customer_events', 'SELECT') AS bi_may_read_events;
+REVOKE SELECT ON crm.customer_events, cdp_traits.customer_events FROM cdp_publish_bi;
+DROP ROLE cdp_publish_bi;
 
 -- a column added to the events table joins customer_events at once (after
 -- customer_entity_id: a view can only grow at its end), published copies

@@ -411,7 +411,12 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		install_triggers(lfirst_oid(lc));
 	}
 
-	/* published copies (see publish()) go first, and come back below */
+	/*
+	 * published copies (see publish()) go first, and come back below, with
+	 * what was granted on them and on the view
+	 */
+	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
+		events_view_save_grants();
 	cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
 					SPI_OK_SELECT, "unpublishing customer_events");
 	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
@@ -430,6 +435,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		PG_END_TRY();
 	}
 	events_view_create(events_view_select(name, stitch_key_format(idtype, keys)));
+	events_view_restore_grants();
 
 	/*
 	 * Admins calculate attributes, and a run over a few entities reads the
