@@ -413,9 +413,11 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 
 	/*
 	 * published copies (see publish()) go first, and come back below, with
-	 * what was granted on them and on the view
+	 * what was granted on them and on the view (from 0.2.0 on: this library
+	 * also serves a database still at 0.1.0, which lacks what that reads)
 	 */
-	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
+	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))) &&
+		stitch_keys_recorded())
 		events_view_save_grants();
 	cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
 					SPI_OK_SELECT, "unpublishing customer_events");
