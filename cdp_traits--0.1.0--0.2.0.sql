@@ -3420,3 +3420,27 @@ $segment_grants$;
 -- The attached events table gets the triggers of replica sessions, as
 -- attach_events installs them now (see 10_stitching.sql).
 SELECT cdp_traits._install_replica_triggers();
+-- Published views: 0.1.0 granted them to the extension's roles after making
+-- them members, so those grants are not their initial privileges and
+-- pg_dump dumps them as GRANTs on views the dump does not create (a
+-- schema-only restore failed on them).  As publish() records them now: a
+-- view that holds no grant but those is made a member again, which records
+-- them.  (A view that holds grants of the user's too is left as it is: here,
+-- those would be recorded as well and no longer dumped; cdp_traits.publish()
+-- of its schema after the update makes it again with both right.)
+DO $published_privileges$
+DECLARE
+	v regclass;
+BEGIN
+	FOR v IN SELECT p.view FROM cdp_traits._published_views() p
+			  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_init_privs i
+								 WHERE i.classoid = 'pg_catalog.pg_class'::regclass AND i.objoid = p.view)
+				AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+								 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+								 WHERE c.oid = p.view AND x.grantee <> c.relowner
+								   AND x.grantee NOT IN ('cdp_traits_reader'::regrole, 'cdp_traits_admin'::regrole)) LOOP
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v);
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %s', v);
+	END LOOP;
+END;
+$published_privileges$;
