@@ -366,10 +366,17 @@ BEGIN
 		message := pg_catalog.format('cannot read %I.attributes: %s', attr_schema, SQLERRM);
 		RETURN NEXT;
 	END;
+	-- (a row without an id, which the passes below cannot name)
+	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+			  WHERE x.id IS NULL LOOP
+		kind := 'attribute'; id := NULL; status := 'error'; message := 'attribute id is null';
+		RETURN NEXT;
+	END LOOP;
 	errors := '{}';
 	still := '{}';
 	SELECT coalesce(pg_catalog.array_agg(x.id), '{}') INTO pending
-	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text);
+	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+	 WHERE x.id IS NOT NULL;
 	WHILE pg_catalog.cardinality(pending) > 0 LOOP
 		still := '{}';
 		FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)

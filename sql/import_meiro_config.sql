@@ -74,6 +74,14 @@ CREATE SCHEMA meiro_only_context;
 CREATE TABLE meiro_only_context.context (key text, value text, query text);
 INSERT INTO meiro_only_context.context VALUES ('region', 'EU', NULL);
 SELECT * FROM cdp_traits.import_meiro_config('nowhere', 'meiro_ps', 'meiro_only_context');
+-- An attribute without an id (a Meiro table without a primary key) is
+-- reported too: every row is.
+CREATE TABLE meiro_only_context.attributes (id text, definition text);
+INSERT INTO meiro_only_context.attributes VALUES
+  (NULL, '{"type": "sum", "value": "1"}'), ('units', '{"type": "sum", "value": "1"}');
+SELECT * FROM cdp_traits.import_meiro_config('nowhere', 'meiro_ps', 'meiro_only_context')
+ WHERE kind = 'attribute';
+DELETE FROM cdp_traits.attributes WHERE id = 'units';
 SELECT cdp_traits.import_meiro_config(NULL, 'meiro_ps', 'meiro_attr');
 
 -- The imported rules stitch.
