@@ -2063,6 +2063,17 @@ BEGIN
 	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
 		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
 		 WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema) AND c.relname = rel;
+		-- the events table itself (cdp_ce.customer_events, say) is not moved
+		-- aside: writers would insert into the published view
+		IF FOUND AND EXISTS (SELECT FROM cdp_traits.events_source s
+							  WHERE pg_catalog.format('%I.%I', NEW.target_schema, rel)::regclass
+									IN (SELECT s.events UNION ALL
+										SELECT t.relid FROM pg_catalog.pg_partition_tree(s.events) t)) THEN
+			RAISE EXCEPTION 'cannot publish %.%: it is the events table', NEW.target_schema, rel
+				USING ERRCODE = 'object_in_use',
+					  DETAIL = 'Publishing moves a relation of that name aside (to a *_backup name), and the events table must keep its name for those who write it.',
+					  HINT = 'Publish into another schema, or rename the events table first.';
+		END IF;
 		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
 			IF EXISTS (SELECT FROM pg_catalog.pg_class c
 						WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema)
