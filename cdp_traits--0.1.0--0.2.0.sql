@@ -3438,6 +3438,12 @@ $segment_grants$;
 -- The attached events table gets the triggers of replica sessions, as
 -- attach_events installs them now (see 10_stitching.sql).
 SELECT cdp_traits._install_replica_triggers();
+-- One rule per attribute, filters and expression, the expression by its md5
+-- (as in 10_stitching.sql): one of a few kB fits no btree entry.
+ALTER TABLE cdp_traits.stitching_rules DROP CONSTRAINT stitching_rules_unique;
+CREATE UNIQUE INDEX stitching_rules_unique ON cdp_traits.stitching_rules
+	(attribute_id, source_id, type, version, pg_catalog.md5(value_expression)) NULLS NOT DISTINCT;
+
 -- Published views: 0.1.0 granted them to the extension's roles after making
 -- them members, so those grants are not their initial privileges and
 -- pg_dump dumps them as GRANTs on views the dump does not create (a
