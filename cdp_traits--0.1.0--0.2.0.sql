@@ -326,7 +326,21 @@ BEGIN
 				status := 'imported';
 				message := pg_catalog.format('rule for %s / %s / %s', r.source_id, r.type, r.version);
 				n_rules := n_rules + 1;
-			EXCEPTION WHEN OTHERS THEN
+			EXCEPTION WHEN unique_violation THEN
+				-- (written meanwhile by a concurrent run, which committed)
+				IF EXISTS (SELECT FROM cdp_traits.stitching_rules s
+							WHERE s.attribute_id = r.attribute_id
+							  AND s.source_id IS NOT DISTINCT FROM r.source_id
+							  AND s.type IS NOT DISTINCT FROM r.type
+							  AND s.version IS NOT DISTINCT FROM r.version
+							  AND s.value_expression = r.value_expression) THEN
+					status := 'present';
+					message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
+				ELSE
+					status := 'error';
+					message := SQLERRM;
+				END IF;
+			WHEN OTHERS THEN
 				status := 'error';
 				message := SQLERRM;
 			END;
@@ -352,10 +366,17 @@ BEGIN
 		message := pg_catalog.format('cannot read %I.attributes: %s', attr_schema, SQLERRM);
 		RETURN NEXT;
 	END;
+	-- (a row without an id, which the passes below cannot name)
+	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+			  WHERE x.id IS NULL LOOP
+		kind := 'attribute'; id := NULL; status := 'error'; message := 'attribute id is null';
+		RETURN NEXT;
+	END LOOP;
 	errors := '{}';
 	still := '{}';
 	SELECT coalesce(pg_catalog.array_agg(x.id), '{}') INTO pending
-	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text);
+	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+	 WHERE x.id IS NOT NULL;
 	WHILE pg_catalog.cardinality(pending) > 0 LOOP
 		still := '{}';
 		FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
@@ -375,7 +396,16 @@ BEGIN
 					INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
 					status := 'imported'; message := def->>'type';
 				END IF;
-			EXCEPTION WHEN OTHERS THEN
+			EXCEPTION WHEN unique_violation THEN
+				-- (written meanwhile by a concurrent run, which committed)
+				IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
+					status := 'present'; message := 'same definition already present';
+				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
+					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
+				ELSE
+					status := 'error'; message := SQLERRM;
+				END IF;
+			WHEN OTHERS THEN
 				status := 'error'; message := SQLERRM;
 			END;
 			IF status = 'error' AND def IS NOT NULL THEN
@@ -421,7 +451,18 @@ BEGIN
 				INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
 				status := 'imported';
 				message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
-			EXCEPTION WHEN OTHERS THEN
+			EXCEPTION WHEN unique_violation THEN
+				-- (written meanwhile by a concurrent run, which committed)
+				IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
+							AND c.query IS NOT DISTINCT FROM r.query
+							AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
+					status := 'present'; message := 'same key already present';
+				ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
+					status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
+				ELSE
+					status := 'error'; message := SQLERRM;
+				END IF;
+			WHEN OTHERS THEN
 				status := 'error'; message := SQLERRM;
 			END;
 		END IF;
@@ -2022,6 +2063,17 @@ BEGIN
 	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
 		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
 		 WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema) AND c.relname = rel;
+		-- the events table itself (cdp_ce.customer_events, say) is not moved
+		-- aside: writers would insert into the published view
+		IF FOUND AND EXISTS (SELECT FROM cdp_traits.events_source s
+							  WHERE pg_catalog.format('%I.%I', NEW.target_schema, rel)::regclass
+									IN (SELECT s.events UNION ALL
+										SELECT t.relid FROM pg_catalog.pg_partition_tree(s.events) t)) THEN
+			RAISE EXCEPTION 'cannot publish %.%: it is the events table', NEW.target_schema, rel
+				USING ERRCODE = 'object_in_use',
+					  DETAIL = 'Publishing moves a relation of that name aside (to a *_backup name), and the events table must keep its name for those who write it.',
+					  HINT = 'Publish into another schema, or rename the events table first.';
+		END IF;
 		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
 			IF EXISTS (SELECT FROM pg_catalog.pg_class c
 						WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema)
@@ -2046,11 +2098,27 @@ CREATE OR REPLACE FUNCTION cdp_traits._publish_view(target name, rel name) RETUR
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	grants text[];
+	g text;
 BEGIN
 	IF pg_catalog.to_regclass(pg_catalog.format('cdp_traits.%I', rel)) IS NULL THEN
 		RETURN;		-- customer_events before attach_events: published by attach
 	END IF;
 	IF cdp_traits._is_published_view(target, rel) THEN
+		-- (what roles other than the owner and the extension's own were
+		-- granted on the view made again is granted again, at the end)
+		SELECT pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %I.%I TO %s%s', x.privilege_type,
+					target, rel,
+					CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+					CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+		  INTO grants
+		  FROM pg_catalog.pg_class c
+		 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+		  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+		 WHERE c.oid = pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass
+		   AND x.grantee <> c.relowner
+		   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
 		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
 	END IF;
@@ -2065,6 +2133,9 @@ BEGIN
 	IF NOT cdp_traits._is_published_view(target, rel) THEN
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %I.%I', target, rel);
 	END IF;
+	FOREACH g IN ARRAY COALESCE(grants, '{}') LOOP
+		EXECUTE g;
+	END LOOP;
 END;
 $$;
 
@@ -2094,6 +2165,9 @@ DECLARE
 	sql text;
 	published boolean;
 	users text;
+	views oid[];
+	granted_on text[];
+	grants text[];
 BEGIN
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
 		ex := pg_catalog.format('ea.vals -> %L', a.id);
@@ -2121,6 +2195,26 @@ BEGIN
 	INSERT INTO cdp_traits.pivot_source VALUES (pg_catalog.md5(sql));
 	-- published copies (see publish()) are recreated with the new columns
 	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	-- What roles other than the owner and the extension's own were granted
+	-- on the view and its published copies (a user's grants to a reporting
+	-- role) is granted again on the views made again below: dropping them
+	-- must not take it away.
+	views := ARRAY[pg_catalog.to_regclass('cdp_traits.pivoted_customer_attributes')::pg_catalog.oid];
+	IF published THEN
+		views := views || ARRAY(SELECT p.view::pg_catalog.oid FROM cdp_traits._published_views() p
+								 WHERE p.rel = 'pivoted_customer_attributes');
+	END IF;
+	SELECT pg_catalog.array_agg(c.oid::pg_catalog.regclass::pg_catalog.text),
+		   pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %s TO %s%s', x.privilege_type,
+				c.oid::pg_catalog.regclass,
+				CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+				CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+	  INTO granted_on, grants
+	  FROM pg_catalog.pg_class c
+	 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+	  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+	 WHERE c.oid = ANY (views) AND x.grantee <> c.relowner
+	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
 	IF published THEN
 		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
 	END IF;
@@ -2171,6 +2265,11 @@ BEGIN
 	IF published THEN
 		PERFORM cdp_traits._republish_view('pivoted_customer_attributes');
 	END IF;
+	FOR i IN 1 .. COALESCE(pg_catalog.array_length(grants, 1), 0) LOOP
+		IF pg_catalog.to_regclass(granted_on[i]) IS NOT NULL THEN
+			EXECUTE grants[i];
+		END IF;
+	END LOOP;
 END;
 $$;
 
@@ -3339,3 +3438,33 @@ $segment_grants$;
 -- The attached events table gets the triggers of replica sessions, as
 -- attach_events installs them now (see 10_stitching.sql).
 SELECT cdp_traits._install_replica_triggers();
+-- One rule per attribute, filters and expression, the expression by its md5
+-- (as in 10_stitching.sql): one of a few kB fits no btree entry.
+ALTER TABLE cdp_traits.stitching_rules DROP CONSTRAINT stitching_rules_unique;
+CREATE UNIQUE INDEX stitching_rules_unique ON cdp_traits.stitching_rules
+	(attribute_id, source_id, type, version, pg_catalog.md5(value_expression)) NULLS NOT DISTINCT;
+
+-- Published views: 0.1.0 granted them to the extension's roles after making
+-- them members, so those grants are not their initial privileges and
+-- pg_dump dumps them as GRANTs on views the dump does not create (a
+-- schema-only restore failed on them).  As publish() records them now: a
+-- view that holds no grant but those is made a member again, which records
+-- them.  (A view that holds grants of the user's too is left as it is: here,
+-- those would be recorded as well and no longer dumped; cdp_traits.publish()
+-- of its schema after the update makes it again with both right.)
+DO $published_privileges$
+DECLARE
+	v regclass;
+BEGIN
+	FOR v IN SELECT p.view FROM cdp_traits._published_views() p
+			  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_init_privs i
+								 WHERE i.classoid = 'pg_catalog.pg_class'::regclass AND i.objoid = p.view)
+				AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+								 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+								 WHERE c.oid = p.view AND x.grantee <> c.relowner
+								   AND x.grantee NOT IN ('cdp_traits_reader'::regrole, 'cdp_traits_admin'::regrole)) LOOP
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v);
+		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %s', v);
+	END LOOP;
+END;
+$published_privileges$;

@@ -74,6 +74,29 @@ CREATE SCHEMA meiro_only_context;
 CREATE TABLE meiro_only_context.context (key text, value text, query text);
 INSERT INTO meiro_only_context.context VALUES ('region', 'EU', NULL);
 SELECT * FROM cdp_traits.import_meiro_config('nowhere', 'meiro_ps', 'meiro_only_context');
+-- An attribute without an id (a Meiro table without a primary key) is
+-- reported too: every row is.
+CREATE TABLE meiro_only_context.attributes (id text, definition text);
+INSERT INTO meiro_only_context.attributes VALUES
+  (NULL, '{"type": "sum", "value": "1"}'), ('units', '{"type": "sum", "value": "1"}');
+SELECT * FROM cdp_traits.import_meiro_config('nowhere', 'meiro_ps', 'meiro_only_context')
+ WHERE kind = 'attribute';
+DELETE FROM cdp_traits.attributes WHERE id = 'units';
+-- A long rule expression (a CASE mapping many values: several kB, more than
+-- a btree entry holds) is imported, and a second run finds it present.
+CREATE SCHEMA meiro_long;
+CREATE TABLE meiro_long.stitching_attributes_config (attribute_id text, event_id text, value_expression text);
+INSERT INTO meiro_long.stitching_attributes_config
+SELECT 'region', 'ev-web-login', 'CASE ' || string_agg(format('WHEN payload->>%L = %L THEN %L', 'k' || i,
+         md5(i::text), md5((i * 7)::text)), ' ' ORDER BY i) || ' END'
+  FROM generate_series(1, 60) i;
+SELECT kind, id, status FROM cdp_traits.import_meiro_config('meiro_ce', 'meiro_long', 'meiro_only_context')
+ WHERE kind = 'stitching_rule' AND id IS NOT NULL;
+SELECT kind, id, status FROM cdp_traits.import_meiro_config('meiro_ce', 'meiro_long', 'meiro_only_context')
+ WHERE kind = 'stitching_rule' AND id IS NOT NULL;
+SELECT length(value_expression) > 5000 AS long_rule FROM cdp_traits.stitching_rules WHERE attribute_id = 'region';
+DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'region';
+DROP SCHEMA meiro_long CASCADE;
 SELECT cdp_traits.import_meiro_config(NULL, 'meiro_ps', 'meiro_attr');
 
 -- The imported rules stitch.

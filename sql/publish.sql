@@ -47,19 +47,49 @@ SELECT c.relname, i.initprivs = c.relacl AS privileges_initial
  WHERE c.relnamespace = 'crm'::regnamespace AND c.relkind = 'v' AND c.relname NOT LIKE '%backup'
  ORDER BY 1;
 
+-- not into the events table's own schema, where publishing would move the
+-- events table itself aside (its writers would insert into the view)
+\set VERBOSITY terse
+SELECT cdp_traits.publish('cdp_ce');
+\set VERBOSITY default
+SELECT * FROM pg_temp.objects('cdp_ce');
+SELECT target_schema FROM cdp_traits.publications ORDER BY 1;
+
 -- idempotent: publishing again changes nothing
 SELECT cdp_traits.publish('crm');
 SELECT * FROM pg_temp.objects('crm');
+
+-- a reporting role granted the published pivot (and the pivot itself)
+CREATE ROLE cdp_publish_bi;
+GRANT SELECT ON crm.pivoted_customer_attributes TO cdp_publish_bi WITH GRANT OPTION;
+GRANT SELECT ON cdp_traits.pivoted_customer_attributes TO cdp_publish_bi;
 
 -- the published pivot follows the attributes: a new column, a retyped one
 INSERT INTO cdp_traits.attributes VALUES ('first_page', '{"type": "first", "value": "payload->>''page''"}');
 UPDATE cdp_traits.attributes SET definition = '{"type": "list", "value": "payload->>''page''"}' WHERE id = 'pages';
 SELECT cdp_traits.calculate_attributes();
 SELECT pages, first_page FROM crm.pivoted_customer_attributes;
--- and customer_events follows a re-attach
+-- the views made again keep what was granted on them (a new column made
+-- the published copy again, the retyped one the pivot too); so does
+-- publishing again
+SELECT has_table_privilege('cdp_publish_bi', 'crm.pivoted_customer_attributes', 'SELECT WITH GRANT OPTION') AS bi_may_read_published,
+       has_table_privilege('cdp_publish_bi', 'cdp_traits.pivoted_customer_attributes', 'SELECT') AS bi_may_read_pivot;
+SELECT cdp_traits.publish('crm');
+SELECT has_table_privilege('cdp_publish_bi', 'crm.pivoted_customer_attributes', 'SELECT WITH GRANT OPTION') AS bi_may_read_published;
+REVOKE SELECT ON crm.pivoted_customer_attributes FROM cdp_publish_bi;
+REVOKE SELECT ON cdp_traits.pivoted_customer_attributes FROM cdp_publish_bi;
+DROP ROLE cdp_publish_bi;
+-- and customer_events follows a re-attach, keeping what was granted on it
+-- and on its published copy
+CREATE ROLE cdp_publish_bi;
+GRANT SELECT ON crm.customer_events, cdp_traits.customer_events TO cdp_publish_bi;
 SELECT cdp_traits.detach_events();
 SELECT cdp_traits.attach_events('cdp_ce.customer_events');
 SELECT count(*) FROM crm.customer_events;
+SELECT has_table_privilege('cdp_publish_bi', 'crm.customer_events', 'SELECT') AS bi_may_read_published,
+       has_table_privilege('cdp_publish_bi', 'cdp_traits.customer_events', 'SELECT') AS bi_may_read_events;
+REVOKE SELECT ON crm.customer_events, cdp_traits.customer_events FROM cdp_publish_bi;
+DROP ROLE cdp_publish_bi;
 
 -- a column added to the events table joins customer_events at once (after
 -- customer_entity_id: a view can only grow at its end), published copies

@@ -75,6 +75,14 @@ LANGUAGE sql AS $$
     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
    WHERE c.relnamespace = 'cdp_traits'::regnamespace
   UNION ALL
+  -- the privileges pg_dump takes as given (those of the published views
+  -- included: a GRANT dumped on one fails a schema-only restore)
+  SELECT 'initial privileges', pg_describe_object(i.classoid, i.objoid, i.objsubid),
+         concat_ws(' | ', i.privtype, i.initprivs::text)
+    FROM pg_init_privs i
+    JOIN pg_depend d ON d.classid = i.classoid AND d.objid = i.objoid AND d.objsubid = 0 AND d.deptype = 'e'
+    JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'cdp_traits'
+  UNION ALL
   SELECT 'role', r.rolname::text, concat_ws(' | ', r.rolcanlogin, r.rolsuper,
          (SELECT string_agg(m.roleid::regrole::text, ',' ORDER BY 1) FROM pg_auth_members m WHERE m.member = r.oid))
     FROM pg_roles r WHERE r.rolname LIKE 'cdp\_traits\_%'

@@ -411,7 +411,14 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		install_triggers(lfirst_oid(lc));
 	}
 
-	/* published copies (see publish()) go first, and come back below */
+	/*
+	 * published copies (see publish()) go first, and come back below, with
+	 * what was granted on them and on the view (from 0.2.0 on: this library
+	 * also serves a database still at 0.1.0, which lacks what that reads)
+	 */
+	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))) &&
+		stitch_keys_recorded())
+		events_view_save_grants();
 	cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
 					SPI_OK_SELECT, "unpublishing customer_events");
 	if (OidIsValid(get_relname_relid("customer_events", get_namespace_oid(CDP_SCHEMA_NAME, false))))
@@ -430,6 +437,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 		PG_END_TRY();
 	}
 	events_view_create(events_view_select(name, stitch_key_format(idtype, keys)));
+	events_view_restore_grants();
 
 	/*
 	 * Admins calculate attributes, and a run over a few entities reads the
@@ -665,22 +673,24 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 
 /*
  * partition_commands
- *		The relations that the DDL being reported names (objids), and the
- *		partitions its ALTER TABLE commands attached and detached (with, in
- *		detached_from, the table each was detached from).  Those are named
+ *		The relations that the DDL being reported names (objids), those its
+ *		CREATE TABLE commands created (created), and the partitions its
+ *		ALTER TABLE commands attached and detached (with, in detached_from,
+ *		the table each was detached from).  Those are named
  *		in the commands' parse trees (the addresses of the subcommands do
  *		not say), so this runs before the search_path is pinned: the names
  *		resolve as they did for the command.  The lists are made in cxt
  *		(they outlive the SPI connection).
  */
 static void
-partition_commands(MemoryContext cxt, List **objids, List **attached, List **detached,
-				   List **detached_from)
+partition_commands(MemoryContext cxt, List **objids, List **created, List **attached,
+				   List **detached, List **detached_from)
 {
 	uint64		i;
 	MemoryContext old;
 
 	*objids = NIL;
+	*created = NIL;
 	*attached = NIL;
 	*detached = NIL;
 	*detached_from = NIL;
@@ -708,7 +718,12 @@ partition_commands(MemoryContext cxt, List **objids, List **attached, List **det
 			*objids = lappend_oid(*objids, objid);
 		cmd = (CollectedCommand *) DatumGetPointer(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2,
 																 &isnull));
-		if (isnull || cmd == NULL || cmd->type != SCT_AlterTable)
+		if (isnull || cmd == NULL)
+			continue;
+		if (cmd->type == SCT_Simple && cmd->parsetree != NULL && IsA(cmd->parsetree, CreateStmt) &&
+			OidIsValid(cmd->d.simple.address.objectId))
+			*created = lappend_oid(*created, cmd->d.simple.address.objectId);
+		if (cmd->type != SCT_AlterTable)
 			continue;
 		foreach(lc, cmd->d.alterTable.subcmds)
 		{
@@ -757,6 +772,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	CdpExecState es;
 	bool		relevant = false;
 	List	   *objids;
+	List	   *created;
 	List	   *attached;
 	List	   *detached;
 	List	   *detached_from;
@@ -773,7 +789,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	/* the commands, read as the caller (see partition_commands) */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	partition_commands(outer, &objids, &attached, &detached, &detached_from);
+	partition_commands(outer, &objids, &created, &attached, &detached, &detached_from);
 	SPI_finish();
 
 	/*
@@ -843,17 +859,34 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	}
 
 	/*
-	 * Install triggers only while the events table itself carries its
-	 * triggers: during a restore the partitions are altered before pg_dump
-	 * recreates the triggers, and those must not be installed twice.
+	 * Install triggers on the partitions this command created or attached
+	 * (and their own partitions), and only while the events table itself
+	 * carries its triggers.  A restore creates and attaches the partitions
+	 * before pg_dump recreates the triggers, and then alters the tables
+	 * again (ENABLE REPLICA TRIGGER) while it recreates them one by one, in
+	 * any order under pg_restore -j: other commands on the events table
+	 * must neither install triggers that the dump is still to create nor
+	 * stitch rows that the dump's stitching state holds already.
 	 */
 	if (relevant && cfg->attached &&
 		get_rel_relkind(cfg->events_relid) == RELKIND_PARTITIONED_TABLE &&
 		OidIsValid(get_trigger_oid(cfg->events_relid, TriggerNames[0], true)))
 	{
 		List	   *stitched = NIL;
+		List	   *fresh = NIL;
 
-		foreach(lc, find_all_inheritors(cfg->events_relid, NoLock, NULL))
+		foreach(lc, list_concat(created, attached))
+		{
+			ListCell   *lc2;
+
+			if (get_rel_name(lfirst_oid(lc)) == NULL ||
+				!stitch_is_events_relation(cfg, lfirst_oid(lc)))
+				continue;
+			foreach(lc2, tables_of(lfirst_oid(lc)))
+				if (lfirst_oid(lc2) != cfg->events_relid)
+					fresh = list_append_unique_oid(fresh, lfirst_oid(lc2));
+		}
+		foreach(lc, fresh)
 		{
 			Oid			rel = lfirst_oid(lc);
 

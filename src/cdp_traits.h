@@ -59,6 +59,8 @@ extern void cdp_define_gucs(void);
  */
 #define CDP_RESTORE_APPNAME	"pg_restore"
 
+extern bool cdp_loaded_by_restore(void);
+
 extern void cdp_worker_init(void);
 extern PGDLLEXPORT void cdp_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void cdp_worker_main(Datum main_arg);

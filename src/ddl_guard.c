@@ -422,6 +422,60 @@ altered_events_table(Oid relid)
 }
 
 /*
+ * restore_drop_view
+ *		A DROP VIEW of pg_restore (cdp_loaded_by_restore): pg_restore --clean
+ *		drops cdp_traits.customer_events, then the events table, then the
+ *		extension, before it restores them.  The published customer_events
+ *		views (members of the extension) depend on the view, so they are
+ *		dropped first (the extension's rows, publications among them, go
+ *		with the extension, and the restore publishes again), and the view
+ *		is not made again at the end of the command: it would keep the
+ *		events table, and with it the extension, from being dropped.
+ */
+static void
+restore_drop_view(DropStmt *stmt)
+{
+	Targets		targets = {NIL, NIL};
+
+	drop_targets(stmt, &targets);
+	if (targets.objids == NIL)
+		return;
+	Busy = true;
+	PG_TRY();
+	{
+		CdpExecState es;
+		bool		view;
+		List	   *views;
+		ListCell   *lc;
+
+		cdp_exec_begin(&es);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		views = reached_published_views(&targets, &view);
+		if (view)
+		{
+			foreach(lc, views)
+			{
+				char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(lfirst_oid(lc))),
+															  get_rel_name(lfirst_oid(lc)));
+
+				cdp_execute_sql(psprintf("ALTER EXTENSION %s DROP VIEW %s", CDP_EXTENSION_NAME, name),
+								SPI_OK_UTILITY, "releasing a published view");
+				cdp_execute_sql(psprintf("DROP VIEW %s", name),
+								SPI_OK_UTILITY, "dropping a published view");
+			}
+		}
+		SPI_finish();
+		cdp_exec_end(&es);
+	}
+	PG_FINALLY();
+	{
+		Busy = false;
+	}
+	PG_END_TRY();
+}
+
+/*
  * guard_start
  *		The guard's part of the start of a command (see the top of this
  *		file), filling cmd: published views released, and whether the end
@@ -459,9 +513,17 @@ guard_start(Node *parsetree, DdlCommand *cmd)
 	}
 	else if (!cascade)
 	{
-		/* (a view dropped: customer_events is made again if it was that) */
 		if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_VIEW)
+		{
+			/* (pg_restore --clean: see restore_drop_view) */
+			if (cdp_loaded_by_restore())
+			{
+				restore_drop_view((DropStmt *) parsetree);
+				return;
+			}
+			/* (a view dropped: customer_events is made again if it was that) */
 			cmd->check_view = true;
+		}
 		return;
 	}
 	else if (IsA(parsetree, DropStmt))

@@ -175,12 +175,12 @@ events_view_save_grants(void)
 }
 
 /*
- * restore_grants
+ * events_view_restore_grants
  *		Run the GRANT statements kept by events_view_save_grants in this
  *		transaction, on the views that exist again.
  */
-static void
-restore_grants(void)
+void
+events_view_restore_grants(void)
 {
 	ListCell   *lc;
 
@@ -547,7 +547,7 @@ events_view_follow(StitchConfig *cfg)
 		return;
 	}
 	events_view_create(events_view_select(cfg->events_name, cfg->key_of));
-	restore_grants();
+	events_view_restore_grants();
 }
 
 /*

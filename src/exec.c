@@ -298,6 +298,22 @@ cdp_trigger_not_this_session(TriggerData *td, const char *replica_prefix)
 }
 
 /*
+ * cdp_loaded_by_restore
+ *		Whether the statement is pg_restore loading a dump of the database:
+ *		a superuser's session (only a superuser can create the extension, so
+ *		only one restores it) named pg_restore (CDP_RESTORE_APPNAME).  The
+ *		rows it loads into the events table and into segment_events are
+ *		those of the dump, whose stitching and segment state the dump holds
+ *		too: the triggers keep them as they are.
+ */
+bool
+cdp_loaded_by_restore(void)
+{
+	return application_name != NULL &&
+		strcmp(application_name, CDP_RESTORE_APPNAME) == 0 && superuser();
+}
+
+/*
  * one_row
  *		A transition table of one row.
  */

@@ -1534,21 +1534,19 @@ cdp_profile_merge(PG_FUNCTION_ARGS)
 
 /*
  * loaded_by_restore
- *		Whether the statement is pg_restore loading a dump of the database:
- *		a superuser's session (only a superuser can create the extension, so
- *		only one restores it) named pg_restore.  Every row it loads into
- *		segment_events is an accepted event of the dump, already folded into
- *		the memberships, profiles and toggles the dump holds, and its id is
- *		in the dump's segment_event_ids: the rows are kept as they are.  A
- *		parallel restore (pg_restore -j) loads those tables in any order, so
- *		the check of step 3 (an id stored with its own seq) cannot tell a
+ *		Whether the statement is pg_restore loading a dump of the database
+ *		(cdp_loaded_by_restore).  Every row it loads into segment_events is
+ *		an accepted event of the dump, already folded into the memberships,
+ *		profiles and toggles the dump holds, and its id is in the dump's
+ *		segment_event_ids: the rows are kept as they are.  A parallel
+ *		restore (pg_restore -j) loads those tables in any order, so the
+ *		check of step 3 (an id stored with its own seq) cannot tell a
  *		loaded row from a new event there: the ids may come later.
  */
 static bool
 loaded_by_restore(void)
 {
-	return application_name != NULL &&
-		strcmp(application_name, CDP_RESTORE_APPNAME) == 0 && superuser();
+	return cdp_loaded_by_restore();
 }
 
 /*

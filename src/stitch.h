@@ -351,6 +351,7 @@ extern void events_view_create(const char *select_sql);
 extern void events_view_follow(StitchConfig *cfg);
 extern void events_view_rejoin(StitchConfig *cfg, const char *key_of);
 extern void events_view_save_grants(void);
+extern void events_view_restore_grants(void);
 struct AlterTableStmt;
 extern bool events_view_changes_columns(struct AlterTableStmt *stmt);
 extern void events_view_before_alter(Oid relid, struct AlterTableStmt *stmt);

@@ -381,6 +381,17 @@ stitch_statement(TriggerData *td)
 			stitch_partitions_left();
 		}
 	}
+	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && cdp_loaded_by_restore())
+	{
+		/*
+		 * pg_restore loading the events of a dump into a database whose
+		 * triggers exist already (a data-only restore after a schema-only
+		 * one): the dump's stitching state, loaded before or after them,
+		 * holds their assignments.
+		 */
+		elog(DEBUG1, "cdp_traits: " UINT64_FORMAT " events loaded by pg_restore, kept as they are",
+			 (uint64) tuplestore_tuple_count(td->tg_newtable));
+	}
 	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
 		InsertReader ir;

@@ -27,12 +27,14 @@ CREATE TABLE cdp_traits.stitching_rules (
 	source_id text,
 	type text,
 	version text,
-	value_expression text NOT NULL,
-	CONSTRAINT stitching_rules_unique
-		UNIQUE NULLS NOT DISTINCT (attribute_id, source_id, type, version, value_expression)
+	value_expression text NOT NULL
 );
 COMMENT ON TABLE cdp_traits.stitching_rules IS
 	'how identifiers are read from events: a SQL expression over the event per attribute id; NULL source_id/type/version match any';
+-- One rule per attribute, filters and expression.  The expression by its
+-- md5: one of a few kB (a long CASE mapping values) fits no btree entry.
+CREATE UNIQUE INDEX stitching_rules_unique ON cdp_traits.stitching_rules
+	(attribute_id, source_id, type, version, pg_catalog.md5(value_expression)) NULLS NOT DISTINCT;
 
 CREATE TABLE cdp_traits.stitching_blocklist (
 	attribute_id text,

@@ -882,6 +882,9 @@ DECLARE
 	sql text;
 	published boolean;
 	users text;
+	views oid[];
+	granted_on text[];
+	grants text[];
 BEGIN
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
 		ex := pg_catalog.format('ea.vals -> %L', a.id);
@@ -909,6 +912,26 @@ BEGIN
 	INSERT INTO cdp_traits.pivot_source VALUES (pg_catalog.md5(sql));
 	-- published copies (see publish()) are recreated with the new columns
 	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	-- What roles other than the owner and the extension's own were granted
+	-- on the view and its published copies (a user's grants to a reporting
+	-- role) is granted again on the views made again below: dropping them
+	-- must not take it away.
+	views := ARRAY[pg_catalog.to_regclass('cdp_traits.pivoted_customer_attributes')::pg_catalog.oid];
+	IF published THEN
+		views := views || ARRAY(SELECT p.view::pg_catalog.oid FROM cdp_traits._published_views() p
+								 WHERE p.rel = 'pivoted_customer_attributes');
+	END IF;
+	SELECT pg_catalog.array_agg(c.oid::pg_catalog.regclass::pg_catalog.text),
+		   pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %s TO %s%s', x.privilege_type,
+				c.oid::pg_catalog.regclass,
+				CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+				CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+	  INTO granted_on, grants
+	  FROM pg_catalog.pg_class c
+	 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+	  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+	 WHERE c.oid = ANY (views) AND x.grantee <> c.relowner
+	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
 	IF published THEN
 		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
 	END IF;
@@ -959,6 +982,11 @@ BEGIN
 	IF published THEN
 		PERFORM cdp_traits._republish_view('pivoted_customer_attributes');
 	END IF;
+	FOR i IN 1 .. COALESCE(pg_catalog.array_length(grants, 1), 0) LOOP
+		IF pg_catalog.to_regclass(granted_on[i]) IS NOT NULL THEN
+			EXECUTE grants[i];
+		END IF;
+	END LOOP;
 END;
 $$;
 

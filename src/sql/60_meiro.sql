@@ -79,7 +79,21 @@ BEGIN
 				status := 'imported';
 				message := pg_catalog.format('rule for %s / %s / %s', r.source_id, r.type, r.version);
 				n_rules := n_rules + 1;
-			EXCEPTION WHEN OTHERS THEN
+			EXCEPTION WHEN unique_violation THEN
+				-- (written meanwhile by a concurrent run, which committed)
+				IF EXISTS (SELECT FROM cdp_traits.stitching_rules s
+							WHERE s.attribute_id = r.attribute_id
+							  AND s.source_id IS NOT DISTINCT FROM r.source_id
+							  AND s.type IS NOT DISTINCT FROM r.type
+							  AND s.version IS NOT DISTINCT FROM r.version
+							  AND s.value_expression = r.value_expression) THEN
+					status := 'present';
+					message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
+				ELSE
+					status := 'error';
+					message := SQLERRM;
+				END IF;
+			WHEN OTHERS THEN
 				status := 'error';
 				message := SQLERRM;
 			END;
@@ -105,10 +119,17 @@ BEGIN
 		message := pg_catalog.format('cannot read %I.attributes: %s', attr_schema, SQLERRM);
 		RETURN NEXT;
 	END;
+	-- (a row without an id, which the passes below cannot name)
+	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+			  WHERE x.id IS NULL LOOP
+		kind := 'attribute'; id := NULL; status := 'error'; message := 'attribute id is null';
+		RETURN NEXT;
+	END LOOP;
 	errors := '{}';
 	still := '{}';
 	SELECT coalesce(pg_catalog.array_agg(x.id), '{}') INTO pending
-	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text);
+	  FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
+	 WHERE x.id IS NOT NULL;
 	WHILE pg_catalog.cardinality(pending) > 0 LOOP
 		still := '{}';
 		FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(id text, definition text)
@@ -128,7 +149,16 @@ BEGIN
 					INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
 					status := 'imported'; message := def->>'type';
 				END IF;
-			EXCEPTION WHEN OTHERS THEN
+			EXCEPTION WHEN unique_violation THEN
+				-- (written meanwhile by a concurrent run, which committed)
+				IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
+					status := 'present'; message := 'same definition already present';
+				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
+					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
+				ELSE
+					status := 'error'; message := SQLERRM;
+				END IF;
+			WHEN OTHERS THEN
 				status := 'error'; message := SQLERRM;
 			END;
 			IF status = 'error' AND def IS NOT NULL THEN
@@ -174,7 +204,18 @@ BEGIN
 				INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
 				status := 'imported';
 				message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
-			EXCEPTION WHEN OTHERS THEN
+			EXCEPTION WHEN unique_violation THEN
+				-- (written meanwhile by a concurrent run, which committed)
+				IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
+							AND c.query IS NOT DISTINCT FROM r.query
+							AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
+					status := 'present'; message := 'same key already present';
+				ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
+					status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
+				ELSE
+					status := 'error'; message := SQLERRM;
+				END IF;
+			WHEN OTHERS THEN
 				status := 'error'; message := SQLERRM;
 			END;
 		END IF;

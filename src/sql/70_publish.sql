@@ -76,11 +76,27 @@ CREATE FUNCTION cdp_traits._publish_view(target name, rel name) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	grants text[];
+	g text;
 BEGIN
 	IF pg_catalog.to_regclass(pg_catalog.format('cdp_traits.%I', rel)) IS NULL THEN
 		RETURN;		-- customer_events before attach_events: published by attach
 	END IF;
 	IF cdp_traits._is_published_view(target, rel) THEN
+		-- (what roles other than the owner and the extension's own were
+		-- granted on the view made again is granted again, at the end)
+		SELECT pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %I.%I TO %s%s', x.privilege_type,
+					target, rel,
+					CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+					CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+		  INTO grants
+		  FROM pg_catalog.pg_class c
+		 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+		  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+		 WHERE c.oid = pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass
+		   AND x.grantee <> c.relowner
+		   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
 		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
 	END IF;
@@ -95,6 +111,9 @@ BEGIN
 	IF NOT cdp_traits._is_published_view(target, rel) THEN
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits ADD VIEW %I.%I', target, rel);
 	END IF;
+	FOREACH g IN ARRAY COALESCE(grants, '{}') LOOP
+		EXECUTE g;
+	END LOOP;
 END;
 $$;
 
@@ -119,6 +138,17 @@ BEGIN
 	FOREACH rel IN ARRAY cdp_traits._published_names() LOOP
 		SELECT c.relkind INTO kind FROM pg_catalog.pg_class c
 		 WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema) AND c.relname = rel;
+		-- the events table itself (cdp_ce.customer_events, say) is not moved
+		-- aside: writers would insert into the published view
+		IF FOUND AND EXISTS (SELECT FROM cdp_traits.events_source s
+							  WHERE pg_catalog.format('%I.%I', NEW.target_schema, rel)::regclass
+									IN (SELECT s.events UNION ALL
+										SELECT t.relid FROM pg_catalog.pg_partition_tree(s.events) t)) THEN
+			RAISE EXCEPTION 'cannot publish %.%: it is the events table', NEW.target_schema, rel
+				USING ERRCODE = 'object_in_use',
+					  DETAIL = 'Publishing moves a relation of that name aside (to a *_backup name), and the events table must keep its name for those who write it.',
+					  HINT = 'Publish into another schema, or rename the events table first.';
+		END IF;
 		IF FOUND AND NOT cdp_traits._is_published_view(NEW.target_schema, rel) THEN
 			IF EXISTS (SELECT FROM pg_catalog.pg_class c
 						WHERE c.relnamespace = cdp_traits._schema_oid(NEW.target_schema)

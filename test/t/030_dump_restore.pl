@@ -212,6 +212,32 @@ for my $k (sort keys %checks)
 	is($node->safe_psql('dstj', $checks{$k}), $before{$k}, "$k equal after the parallel restore");
 }
 
+# pg_restore --clean --if-exists over a database restored before and changed
+# since: it drops customer_events (on which the published views, members of
+# the extension, depend), the events table and the extension, and restores
+# the dump's state in their place.  (customer_events was made again at the
+# end of its DROP VIEW, or could not be dropped for the published views, so
+# neither the events table nor the extension could be dropped, and the old
+# rows stayed.)
+$node->safe_psql('postgres', 'CREATE DATABASE dstc');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('dstc'), $dump ],
+	'pg_restore into a new database, for --clean');
+$node->safe_psql('dstc', q{
+SET client_min_messages = warning;
+INSERT INTO cdp_ce.customer_events VALUES
+  (md5('c1')::uuid, 'web', 'view', '1', '2024-05-01', '{"email": "user3@x.org"}', NULL);
+DELETE FROM cdp_traits.attributes WHERE id = 'pages';
+SELECT cdp_traits.calculate_attributes();
+});
+$node->command_ok([ 'pg_restore', '--exit-on-error', '--clean', '--if-exists', '-d', $node->connstr('dstc'), $dump ],
+	'pg_restore --clean --if-exists over the changed database, without errors');
+is($node->safe_psql('dstc', 'SELECT count(*) FROM cdp_traits.verify_stitching()'), '0',
+	'verify_stitching() is empty after the restore with --clean');
+for my $k (sort keys %checks)
+{
+	is($node->safe_psql('dstc', $checks{$k}), $before{$k}, "$k equal after the restore with --clean");
+}
+
 $ENV{PGAPPNAME} = '030_dump_restore.pl';
 
 # A plain-format dump restores through psql as well.
@@ -281,6 +307,93 @@ for my $db ('dst', 'dstj')
 		"$db: runs: the same changes give the same results in both databases");
 	like($node->safe_psql($db, $first_run_after), qr/^\d+\|t$/,
 		"$db: runs: the restored database recalculated every entity (its definitions count as new)");
+}
+
+# A partitioned events table in a schema of its own, with uuid ids.  The
+# stitching triggers are on the table and on each partition (ordinary
+# objects of the dump); a restore recreates them one by one, and alters the
+# partitions in between (ENABLE REPLICA TRIGGER): the event trigger must not
+# install them itself (the dump's CREATE TRIGGER then failed: trigger
+# already exists) nor stitch the restored rows again.  Restored as plain
+# SQL, in parallel from a directory, and in two steps (schema, then data:
+# the data step loads the events with the triggers in place, and must not
+# stitch them again either, whatever the order of the tables).
+$node->safe_psql('postgres', 'CREATE DATABASE psrc');
+$node->safe_psql('psrc', q{
+SET client_min_messages = warning;
+CREATE EXTENSION cdp_traits;
+CREATE SCHEMA ev;
+CREATE TABLE ev.events (id uuid, source_id text, type text, version text, event_time timestamptz,
+                        payload jsonb, PRIMARY KEY (id, event_time)) PARTITION BY RANGE (event_time);
+CREATE TABLE ev.events_a PARTITION OF ev.events FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+CREATE TABLE ev.events_b PARTITION OF ev.events FOR VALUES FROM ('2024-02-01') TO ('2025-01-01');
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+  ('email', $$lower(payload->>'email')$$), ('cookie', $$payload->>'cookie'$$);
+INSERT INTO ev.events SELECT md5('p' || i)::uuid, 'web', 'view', '1',
+       '2024-01-01'::timestamptz + i * interval '3 hours',
+       jsonb_build_object('email', 'u' || (i % 30) || '@x.org', 'cookie', 'c' || (i % 45), 'n', i % 7)
+  FROM generate_series(1, 400) i;
+SELECT cdp_traits.attach_events('ev.events');
+INSERT INTO ev.events VALUES (md5('q1')::uuid, 'app', 'view', '1', '2024-03-01', '{"email": "u1@x.org", "cookie": "c2"}');
+CREATE TABLE ev.events_c PARTITION OF ev.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO ev.events VALUES (md5('q2')::uuid, 'app', 'view', '1', '2025-03-01', '{"email": "u3@x.org"}');
+INSERT INTO cdp_traits.attributes VALUES ('n', '{"type": "sum", "value": "payload->>''n''"}');
+SELECT cdp_traits.calculate_attributes();
+});
+my %pchecks = (
+	verify => "SELECT count(*) FROM cdp_traits.verify_stitching()",
+	entities => "SELECT id, created, modified, calculated FROM cdp_traits.customer_entities ORDER BY id",
+	matching => "SELECT attribute_id, value, customer_entity_id FROM cdp_traits.matching ORDER BY 1, 2",
+	event_entities => "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities ORDER BY 1",
+	merges => "SELECT merged_id, into_id FROM cdp_traits.entity_merges ORDER BY 1",
+	pivot => "SELECT * FROM cdp_traits.pivoted_customer_attributes ORDER BY 1",
+	triggers => "SELECT tgrelid::regclass, tgname, tgenabled FROM pg_trigger WHERE tgname LIKE 'cdp_traits%' ORDER BY 1, 2");
+my %pbefore;
+$pbefore{$_} = $node->safe_psql('psrc', $pchecks{$_}) for keys %pchecks;
+is($pbefore{verify}, '0', 'partitioned: the source is consistent');
+cmp_ok(scalar(split /\n/, $pbefore{triggers}), '==', 4 * 6 - 1, 'partitioned: the source has the triggers');
+my $pplain = $node->basedir . '/psrc.sql';
+my $pdir = $node->basedir . '/psrc.dir';
+my $pcustom = $node->basedir . '/psrc.dump';
+$node->command_ok([ 'pg_dump', '-d', $node->connstr('psrc'), '-f', $pplain ], 'partitioned: pg_dump (plain)');
+$node->command_ok([ 'pg_dump', '-Fd', '-d', $node->connstr('psrc'), '-f', $pdir ], 'partitioned: pg_dump (directory)');
+$node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('psrc'), '-f', $pcustom ], 'partitioned: pg_dump (custom)');
+$node->safe_psql('postgres', 'CREATE DATABASE pdst_plain');
+$node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('pdst_plain'), '-f', $pplain ],
+	'partitioned: the plain dump restores with psql, without errors');
+$ENV{PGAPPNAME} = 'pg_restore';
+$node->safe_psql('postgres', 'CREATE DATABASE pdst_dir');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-j', '2', '-d', $node->connstr('pdst_dir'), $pdir ],
+	'partitioned: pg_restore -j 2 of the directory dump, without errors');
+$node->safe_psql('postgres', 'CREATE DATABASE pdst_two');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '--schema-only', '-d', $node->connstr('pdst_two'), $pcustom ],
+	'partitioned: pg_restore --schema-only, without errors');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '--data-only', '-d', $node->connstr('pdst_two'), $pcustom ],
+	'partitioned: then pg_restore --data-only, without errors');
+$ENV{PGAPPNAME} = '030_dump_restore.pl';
+for my $db ('pdst_plain', 'pdst_dir', 'pdst_two')
+{
+	for my $k (sort keys %pchecks)
+	{
+		is($node->safe_psql($db, $pchecks{$k}), $pbefore{$k}, "partitioned: $db: $k equal after the restore");
+	}
+}
+# new events, into the table and into a partition, are stitched alike
+for my $db ('psrc', 'pdst_plain', 'pdst_dir', 'pdst_two')
+{
+	$node->safe_psql($db, q{
+INSERT INTO ev.events VALUES (md5('r1')::uuid, 'web', 'view', '1', '2024-04-01', '{"email": "u4@x.org", "cookie": "c5"}');
+INSERT INTO ev.events_a VALUES (md5('r2')::uuid, 'web', 'view', '1', '2024-01-05', '{"email": "new@x.org", "cookie": "c6"}');
+SELECT cdp_traits.calculate_attributes();
+});
+}
+for my $db ('pdst_plain', 'pdst_dir', 'pdst_two')
+{
+	for my $k (qw(verify matching event_entities merges pivot))
+	{
+		is($node->safe_psql($db, $pchecks{$k}), $node->safe_psql('psrc', $pchecks{$k}),
+			"partitioned: $db: $k: new events give the same results in both databases");
+	}
 }
 
 $node->stop;
