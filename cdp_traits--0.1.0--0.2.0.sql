@@ -327,19 +327,10 @@ BEGIN
 				message := pg_catalog.format('rule for %s / %s / %s', r.source_id, r.type, r.version);
 				n_rules := n_rules + 1;
 			EXCEPTION WHEN unique_violation THEN
-				-- (written meanwhile by a concurrent run, which committed)
-				IF EXISTS (SELECT FROM cdp_traits.stitching_rules s
-							WHERE s.attribute_id = r.attribute_id
-							  AND s.source_id IS NOT DISTINCT FROM r.source_id
-							  AND s.type IS NOT DISTINCT FROM r.type
-							  AND s.version IS NOT DISTINCT FROM r.version
-							  AND s.value_expression = r.value_expression) THEN
-					status := 'present';
-					message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
-				ELSE
-					status := 'error';
-					message := SQLERRM;
-				END IF;
+				-- written meanwhile by a concurrent run, which committed (the
+				-- unique index is on everything the check above compares)
+				status := 'present';
+				message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
 			WHEN OTHERS THEN
 				status := 'error';
 				message := SQLERRM;
@@ -388,24 +379,28 @@ BEGIN
 				def := r.definition::jsonb;
 				IF def IS NULL THEN
 					status := 'error'; message := 'definition is null';
-				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
-					status := 'present'; message := 'same definition already present';
-				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
-					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
-				ELSE
-					INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
-					status := 'imported'; message := def->>'type';
 				END IF;
-			EXCEPTION WHEN unique_violation THEN
-				-- (written meanwhile by a concurrent run, which committed)
-				IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
-					status := 'present'; message := 'same definition already present';
-				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
-					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
-				ELSE
-					status := 'error'; message := SQLERRM;
-				END IF;
-			WHEN OTHERS THEN
+				-- looked at again after a unique violation: a concurrent run
+				-- wrote the row meanwhile, and committed
+				FOR attempt IN 1 .. 2 LOOP
+					EXIT WHEN def IS NULL;
+					IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
+						status := 'present'; message := 'same definition already present';
+					ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
+						status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
+					ELSIF attempt = 1 THEN
+						BEGIN
+							INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
+							status := 'imported'; message := def->>'type';
+						EXCEPTION WHEN unique_violation THEN
+							CONTINUE;
+						END;
+					ELSE
+						status := 'error'; message := 'written and removed by a concurrent session';
+					END IF;
+					EXIT;
+				END LOOP;
+			EXCEPTION WHEN OTHERS THEN
 				status := 'error'; message := SQLERRM;
 			END;
 			IF status = 'error' AND def IS NOT NULL THEN
@@ -440,32 +435,30 @@ BEGIN
 	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(key text, value text, query text) LOOP
 		kind := 'context';
 		id := r.key;
-		IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
-					AND c.query IS NOT DISTINCT FROM r.query
-					AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
-			status := 'present'; message := 'same key already present';
-		ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
-			status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
-		ELSE
-			BEGIN
-				INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
-				status := 'imported';
-				message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
-			EXCEPTION WHEN unique_violation THEN
-				-- (written meanwhile by a concurrent run, which committed)
-				IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
-							AND c.query IS NOT DISTINCT FROM r.query
-							AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
-					status := 'present'; message := 'same key already present';
-				ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
-					status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
-				ELSE
+		-- looked at again after a unique violation: a concurrent run wrote
+		-- the key meanwhile, and committed
+		FOR attempt IN 1 .. 2 LOOP
+			IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
+						AND c.query IS NOT DISTINCT FROM r.query
+						AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
+				status := 'present'; message := 'same key already present';
+			ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
+				status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
+			ELSIF attempt = 1 THEN
+				BEGIN
+					INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
+					status := 'imported';
+					message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
+				EXCEPTION WHEN unique_violation THEN
+					CONTINUE;
+				WHEN OTHERS THEN
 					status := 'error'; message := SQLERRM;
-				END IF;
-			WHEN OTHERS THEN
-				status := 'error'; message := SQLERRM;
-			END;
-		END IF;
+				END;
+			ELSE
+				status := 'error'; message := 'written and removed by a concurrent session';
+			END IF;
+			EXIT;
+		END LOOP;
 		RETURN NEXT;
 	END LOOP;
 END;
@@ -2003,6 +1996,22 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._grants_of_others(rels oid[], OUT rel text, OUT statement text)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT c.oid::pg_catalog.regclass::pg_catalog.text,
+		   pg_catalog.format('GRANT %s ON %s TO %s%s', x.privilege_type, c.oid::pg_catalog.regclass,
+				CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+				CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+	  FROM pg_catalog.pg_class c
+	 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+	  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+	 WHERE c.oid = ANY (rels) AND x.grantee <> c.relowner
+	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true)
+$$;
+
 CREATE FUNCTION cdp_traits._halves(head text, events_sql text, tail text, median uuid,
 								   planned boolean DEFAULT true) RETURNS text
 LANGUAGE plpgsql
@@ -2106,19 +2115,9 @@ BEGIN
 		RETURN;		-- customer_events before attach_events: published by attach
 	END IF;
 	IF cdp_traits._is_published_view(target, rel) THEN
-		-- (what roles other than the owner and the extension's own were
-		-- granted on the view made again is granted again, at the end)
-		SELECT pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %I.%I TO %s%s', x.privilege_type,
-					target, rel,
-					CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
-					CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
-		  INTO grants
-		  FROM pg_catalog.pg_class c
-		 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
-		  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
-		 WHERE c.oid = pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass
-		   AND x.grantee <> c.relowner
-		   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
+		-- (what other roles were granted on it is granted again, at the end)
+		SELECT pg_catalog.array_agg(g.statement) INTO grants
+		  FROM cdp_traits._grants_of_others(ARRAY[pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass::pg_catalog.oid]) g;
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
 		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
 	END IF;
@@ -2204,17 +2203,9 @@ BEGIN
 		views := views || ARRAY(SELECT p.view::pg_catalog.oid FROM cdp_traits._published_views() p
 								 WHERE p.rel = 'pivoted_customer_attributes');
 	END IF;
-	SELECT pg_catalog.array_agg(c.oid::pg_catalog.regclass::pg_catalog.text),
-		   pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %s TO %s%s', x.privilege_type,
-				c.oid::pg_catalog.regclass,
-				CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
-				CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+	SELECT pg_catalog.array_agg(g.rel), pg_catalog.array_agg(g.statement)
 	  INTO granted_on, grants
-	  FROM pg_catalog.pg_class c
-	 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
-	  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
-	 WHERE c.oid = ANY (views) AND x.grantee <> c.relowner
-	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
+	  FROM cdp_traits._grants_of_others(views) g;
 	IF published THEN
 		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
 	END IF;
@@ -3289,6 +3280,7 @@ BEGIN
 		('_event_id_of_key', 'admin'),
 		('_explain_events', 'reader'),
 		('_explain_graph', 'reader'),
+		('_grants_of_others', 'owner'),
 		('_halves', 'admin'),
 		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),

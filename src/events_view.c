@@ -148,17 +148,10 @@ events_view_save_grants(void)
 	uint64		i;
 	MemoryContext old;
 
-	cdp_execute_sql("SELECT c.oid::pg_catalog.regclass::pg_catalog.text, "
-					"pg_catalog.format('GRANT %s ON %s TO %s%s', a.privilege_type, "
-					"c.oid::pg_catalog.regclass, "
-					"CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, "
-					"CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) "
-					"FROM pg_catalog.pg_class c "
-					"CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a "
-					"LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee "
-					"WHERE a.grantee <> c.relowner AND c.oid IN "
-					"(SELECT 'cdp_traits.customer_events'::pg_catalog.regclass UNION ALL "
-					"SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = 'customer_events')",
+	cdp_execute_sql("SELECT g.rel, g.statement FROM cdp_traits._grants_of_others(ARRAY("
+					"SELECT 'cdp_traits.customer_events'::pg_catalog.regclass::pg_catalog.oid UNION ALL "
+					"SELECT p.view::pg_catalog.oid FROM cdp_traits._published_views() p "
+					"WHERE p.rel = 'customer_events')) g",
 					SPI_OK_SELECT, "reading the privileges on customer_events");
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	SavedGrants = NIL;

@@ -867,6 +867,26 @@ BEGIN
 END;
 $$;
 
+-- GRANT statements that give back what roles other than the owner and the
+-- extension's own hold on the relations rels (rel: the relation each is
+-- for): a view made again (the pivot, customer_events, their published
+-- copies) keeps what a user granted on it, say to a reporting role.
+CREATE FUNCTION cdp_traits._grants_of_others(rels oid[], OUT rel text, OUT statement text)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT c.oid::pg_catalog.regclass::pg_catalog.text,
+		   pg_catalog.format('GRANT %s ON %s TO %s%s', x.privilege_type, c.oid::pg_catalog.regclass,
+				CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
+				CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+	  FROM pg_catalog.pg_class c
+	 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+	  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+	 WHERE c.oid = ANY (rels) AND x.grantee <> c.relowner
+	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true)
+$$;
+
 -- (Re)create pivoted_customer_attributes: one typed column per attribute.
 -- SECURITY DEFINER: the view belongs to the extension owner, and admins who
 -- change definitions rebuild it; it runs no SQL of theirs (ids are quoted,
@@ -921,17 +941,9 @@ BEGIN
 		views := views || ARRAY(SELECT p.view::pg_catalog.oid FROM cdp_traits._published_views() p
 								 WHERE p.rel = 'pivoted_customer_attributes');
 	END IF;
-	SELECT pg_catalog.array_agg(c.oid::pg_catalog.regclass::pg_catalog.text),
-		   pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %s TO %s%s', x.privilege_type,
-				c.oid::pg_catalog.regclass,
-				CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
-				CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+	SELECT pg_catalog.array_agg(g.rel), pg_catalog.array_agg(g.statement)
 	  INTO granted_on, grants
-	  FROM pg_catalog.pg_class c
-	 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
-	  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
-	 WHERE c.oid = ANY (views) AND x.grantee <> c.relowner
-	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
+	  FROM cdp_traits._grants_of_others(views) g;
 	IF published THEN
 		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
 	END IF;

@@ -80,19 +80,10 @@ BEGIN
 				message := pg_catalog.format('rule for %s / %s / %s', r.source_id, r.type, r.version);
 				n_rules := n_rules + 1;
 			EXCEPTION WHEN unique_violation THEN
-				-- (written meanwhile by a concurrent run, which committed)
-				IF EXISTS (SELECT FROM cdp_traits.stitching_rules s
-							WHERE s.attribute_id = r.attribute_id
-							  AND s.source_id IS NOT DISTINCT FROM r.source_id
-							  AND s.type IS NOT DISTINCT FROM r.type
-							  AND s.version IS NOT DISTINCT FROM r.version
-							  AND s.value_expression = r.value_expression) THEN
-					status := 'present';
-					message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
-				ELSE
-					status := 'error';
-					message := SQLERRM;
-				END IF;
+				-- written meanwhile by a concurrent run, which committed (the
+				-- unique index is on everything the check above compares)
+				status := 'present';
+				message := pg_catalog.format('rule for %s / %s / %s already present', r.source_id, r.type, r.version);
 			WHEN OTHERS THEN
 				status := 'error';
 				message := SQLERRM;
@@ -141,24 +132,28 @@ BEGIN
 				def := r.definition::jsonb;
 				IF def IS NULL THEN
 					status := 'error'; message := 'definition is null';
-				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
-					status := 'present'; message := 'same definition already present';
-				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
-					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
-				ELSE
-					INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
-					status := 'imported'; message := def->>'type';
 				END IF;
-			EXCEPTION WHEN unique_violation THEN
-				-- (written meanwhile by a concurrent run, which committed)
-				IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
-					status := 'present'; message := 'same definition already present';
-				ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
-					status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
-				ELSE
-					status := 'error'; message := SQLERRM;
-				END IF;
-			WHEN OTHERS THEN
+				-- looked at again after a unique violation: a concurrent run
+				-- wrote the row meanwhile, and committed
+				FOR attempt IN 1 .. 2 LOOP
+					EXIT WHEN def IS NULL;
+					IF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id AND a.definition = def) THEN
+						status := 'present'; message := 'same definition already present';
+					ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = r.id) THEN
+						status := 'conflict'; message := 'an attribute with this id has a different definition; not changed';
+					ELSIF attempt = 1 THEN
+						BEGIN
+							INSERT INTO cdp_traits.attributes (id, definition) VALUES (r.id, def);
+							status := 'imported'; message := def->>'type';
+						EXCEPTION WHEN unique_violation THEN
+							CONTINUE;
+						END;
+					ELSE
+						status := 'error'; message := 'written and removed by a concurrent session';
+					END IF;
+					EXIT;
+				END LOOP;
+			EXCEPTION WHEN OTHERS THEN
 				status := 'error'; message := SQLERRM;
 			END;
 			IF status = 'error' AND def IS NOT NULL THEN
@@ -193,32 +188,30 @@ BEGIN
 	FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(src, '[]')) AS x(key text, value text, query text) LOOP
 		kind := 'context';
 		id := r.key;
-		IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
-					AND c.query IS NOT DISTINCT FROM r.query
-					AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
-			status := 'present'; message := 'same key already present';
-		ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
-			status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
-		ELSE
-			BEGIN
-				INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
-				status := 'imported';
-				message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
-			EXCEPTION WHEN unique_violation THEN
-				-- (written meanwhile by a concurrent run, which committed)
-				IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
-							AND c.query IS NOT DISTINCT FROM r.query
-							AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
-					status := 'present'; message := 'same key already present';
-				ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
-					status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
-				ELSE
+		-- looked at again after a unique violation: a concurrent run wrote
+		-- the key meanwhile, and committed
+		FOR attempt IN 1 .. 2 LOOP
+			IF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key
+						AND c.query IS NOT DISTINCT FROM r.query
+						AND (r.query IS NOT NULL OR c.value IS NOT DISTINCT FROM r.value)) THEN
+				status := 'present'; message := 'same key already present';
+			ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = r.key) THEN
+				status := 'conflict'; message := 'a context key with this name has a different value or query; not changed';
+			ELSIF attempt = 1 THEN
+				BEGIN
+					INSERT INTO cdp_traits.context (key, value, query) VALUES (r.key, r.value, r.query);
+					status := 'imported';
+					message := CASE WHEN r.query IS NULL THEN 'value' ELSE 'query (run by the next refresh_context())' END;
+				EXCEPTION WHEN unique_violation THEN
+					CONTINUE;
+				WHEN OTHERS THEN
 					status := 'error'; message := SQLERRM;
-				END IF;
-			WHEN OTHERS THEN
-				status := 'error'; message := SQLERRM;
-			END;
-		END IF;
+				END;
+			ELSE
+				status := 'error'; message := 'written and removed by a concurrent session';
+			END IF;
+			EXIT;
+		END LOOP;
 		RETURN NEXT;
 	END LOOP;
 END;

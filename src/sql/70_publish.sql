@@ -84,19 +84,9 @@ BEGIN
 		RETURN;		-- customer_events before attach_events: published by attach
 	END IF;
 	IF cdp_traits._is_published_view(target, rel) THEN
-		-- (what roles other than the owner and the extension's own were
-		-- granted on the view made again is granted again, at the end)
-		SELECT pg_catalog.array_agg(pg_catalog.format('GRANT %s ON %I.%I TO %s%s', x.privilege_type,
-					target, rel,
-					CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,
-					CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
-		  INTO grants
-		  FROM pg_catalog.pg_class c
-		 CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
-		  LEFT JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
-		 WHERE c.oid = pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass
-		   AND x.grantee <> c.relowner
-		   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true);
+		-- (what other roles were granted on it is granted again, at the end)
+		SELECT pg_catalog.array_agg(g.statement) INTO grants
+		  FROM cdp_traits._grants_of_others(ARRAY[pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass::pg_catalog.oid]) g;
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %I.%I', target, rel);
 		EXECUTE pg_catalog.format('DROP VIEW %I.%I', target, rel);
 	END IF;

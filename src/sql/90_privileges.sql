@@ -210,7 +210,8 @@ BEGIN
 		('_published_names', 'owner'), ('_is_published_view', 'owner'),
 		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),
 		('_republish_view', 'owner'), ('_publications_added', 'owner'),
-		('_schema_oid', 'owner'), ('_published_views', 'owner'), ('_schema_renamed', 'owner')
+		('_schema_oid', 'owner'), ('_published_views', 'owner'), ('_schema_renamed', 'owner'),
+		('_grants_of_others', 'owner')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
