@@ -2224,15 +2224,7 @@ BEGIN
 			DROP VIEW cdp_traits.pivoted_customer_attributes;
 		EXCEPTION WHEN dependent_objects_still_exist THEN
 			-- (named: any role may create a view over it)
-			SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (owner %s)',
-						r.ev_class::regclass, pg_catalog.pg_get_userbyid(c.relowner)), ', ')
-			  INTO users
-			  FROM pg_catalog.pg_depend d
-			  JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
-			  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
-			 WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
-			   AND d.refobjid = 'cdp_traits.pivoted_customer_attributes'::regclass
-			   AND r.ev_class <> 'cdp_traits.pivoted_customer_attributes'::regclass;
+			users := cdp_traits._views_using('cdp_traits.pivoted_customer_attributes'::regclass);
 			RAISE EXCEPTION 'cannot rebuild cdp_traits.pivoted_customer_attributes: other objects depend on it'
 				USING ERRCODE = 'dependent_objects_still_exist',
 					  DETAIL = 'Removing, renaming or retyping an attribute changes the view''s columns. '
@@ -2507,9 +2499,31 @@ BEGIN
 	-- would keep cdp_traits.rel from being dropped
 	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v);
-		EXECUTE pg_catalog.format('DROP VIEW %s', v);
+		BEGIN
+			EXECUTE pg_catalog.format('DROP VIEW %s', v);
+		EXCEPTION WHEN dependent_objects_still_exist THEN
+			-- (named: any role with CREATE on a schema may make a view over it)
+			RAISE EXCEPTION 'cannot make the published view % again: other objects depend on it', v
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = 'Its columns change with cdp_traits.' || rel || '. These use it: '
+						|| COALESCE(cdp_traits._views_using(v), 'objects other than views') || '.',
+					  HINT = 'Drop the views that use it, make the change again, then recreate them.';
+		END;
 	END LOOP;
 END;
+$$;
+
+CREATE FUNCTION cdp_traits._views_using(rel regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (owner %s)',
+				r.ev_class::pg_catalog.regclass, pg_catalog.pg_get_userbyid(c.relowner)), ', ')
+	  FROM pg_catalog.pg_depend d
+	  JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
+	  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+	 WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+	   AND d.refobjid = rel AND r.ev_class <> rel
 $$;
 
 CREATE FUNCTION cdp_traits._without_waiting(stmt text, idcol text, ids_sql text) RETURNS bigint
@@ -3300,6 +3314,7 @@ BEGIN
 		('_value_deltas_final', 'admin'),
 		('_value_deltas_trans', 'admin'),
 		('_values_changed', 'admin'),
+		('_views_using', 'owner'),
 		('_without_waiting', 'admin'),
 		('agg_state_merge', 'public'),
 		('event_key', 'public'),

@@ -78,6 +78,12 @@ SELECT cdp_traits.publish('crm');
 SELECT has_table_privilege('cdp_publish_bi', 'crm.pivoted_customer_attributes', 'SELECT WITH GRANT OPTION') AS bi_may_read_published;
 REVOKE SELECT ON crm.pivoted_customer_attributes FROM cdp_publish_bi;
 REVOKE SELECT ON cdp_traits.pivoted_customer_attributes FROM cdp_publish_bi;
+-- a view of one's own over the published pivot keeps it from being made
+-- again for a retyped attribute: the error names it, nothing changes
+CREATE VIEW crm.my_pages AS SELECT pages FROM crm.pivoted_customer_attributes;
+UPDATE cdp_traits.attributes SET definition = '{"type": "num_of_unique", "value": "payload->>''page''"}' WHERE id = 'pages';
+SELECT definition->>'type' AS pages_type FROM cdp_traits.attributes WHERE id = 'pages';
+DROP VIEW crm.my_pages;
 DROP ROLE cdp_publish_bi;
 -- and customer_events follows a re-attach, keeping what was granted on it
 -- and on its published copy

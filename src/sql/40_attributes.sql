@@ -867,6 +867,22 @@ BEGIN
 END;
 $$;
 
+-- The views (with their owners) that use relation rel, for an error that
+-- names what keeps it from being dropped: any role may create a view over
+-- the pivot or customer_events and their published copies.
+CREATE FUNCTION cdp_traits._views_using(rel regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (owner %s)',
+				r.ev_class::pg_catalog.regclass, pg_catalog.pg_get_userbyid(c.relowner)), ', ')
+	  FROM pg_catalog.pg_depend d
+	  JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
+	  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+	 WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+	   AND d.refobjid = rel AND r.ev_class <> rel
+$$;
+
 -- GRANT statements that give back what roles other than the owner and the
 -- extension's own hold on the relations rels (rel: the relation each is
 -- for): a view made again (the pivot, customer_events, their published
@@ -962,15 +978,7 @@ BEGIN
 			DROP VIEW cdp_traits.pivoted_customer_attributes;
 		EXCEPTION WHEN dependent_objects_still_exist THEN
 			-- (named: any role may create a view over it)
-			SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (owner %s)',
-						r.ev_class::regclass, pg_catalog.pg_get_userbyid(c.relowner)), ', ')
-			  INTO users
-			  FROM pg_catalog.pg_depend d
-			  JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
-			  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
-			 WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
-			   AND d.refobjid = 'cdp_traits.pivoted_customer_attributes'::regclass
-			   AND r.ev_class <> 'cdp_traits.pivoted_customer_attributes'::regclass;
+			users := cdp_traits._views_using('cdp_traits.pivoted_customer_attributes'::regclass);
 			RAISE EXCEPTION 'cannot rebuild cdp_traits.pivoted_customer_attributes: other objects depend on it'
 				USING ERRCODE = 'dependent_objects_still_exist',
 					  DETAIL = 'Removing, renaming or retyping an attribute changes the view''s columns. '

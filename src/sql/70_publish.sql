@@ -235,7 +235,16 @@ BEGIN
 	-- would keep cdp_traits.rel from being dropped
 	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
 		EXECUTE pg_catalog.format('ALTER EXTENSION cdp_traits DROP VIEW %s', v);
-		EXECUTE pg_catalog.format('DROP VIEW %s', v);
+		BEGIN
+			EXECUTE pg_catalog.format('DROP VIEW %s', v);
+		EXCEPTION WHEN dependent_objects_still_exist THEN
+			-- (named: any role with CREATE on a schema may make a view over it)
+			RAISE EXCEPTION 'cannot make the published view % again: other objects depend on it', v
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = 'Its columns change with cdp_traits.' || rel || '. These use it: '
+						|| COALESCE(cdp_traits._views_using(v), 'objects other than views') || '.',
+					  HINT = 'Drop the views that use it, make the change again, then recreate them.';
+		END;
 	END LOOP;
 END;
 $$;

@@ -211,7 +211,7 @@ BEGIN
 		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),
 		('_republish_view', 'owner'), ('_publications_added', 'owner'),
 		('_schema_oid', 'owner'), ('_published_views', 'owner'), ('_schema_renamed', 'owner'),
-		('_grants_of_others', 'owner')
+		('_grants_of_others', 'owner'), ('_views_using', 'owner')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
