@@ -1186,6 +1186,14 @@ BEGIN
 		-- read a list as text) until the next run; nor would their counts
 		-- per value be taken back (those of text only)
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	ELSIF (TG_OP = 'DELETE' OR NEW.id <> OLD.id)
+		  AND EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = OLD.id) THEN
+		-- the id went and is another attribute's again in the same
+		-- statement (deleted and inserted again, or ids swapped): its
+		-- values are the one's that went, not the new one's (an audience
+		-- now would read a number as its boolean, and the pivot fail);
+		-- _attributes_changed takes only those of ids that no longer exist
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
 	-- longer followed); switched on: the values the entities hold now

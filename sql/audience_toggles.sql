@@ -142,5 +142,35 @@ TRUNCATE cdp_traits.attributes;
 SELECT * FROM pg_temp.log_since(:s);
 SELECT count(*) AS values_left FROM cdp_traits.entity_attributes;
 SELECT * FROM pg_temp.log_problems();
+
+-- 8. An id that goes and is taken again in the same statement (deleted and
+-- inserted again, or two ids swapped) is another attribute: the values of
+-- the one that went go (members exit), as over two statements; an audience
+-- now does not hold the numbers of a sum, nor fail the pivot with them.
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('rev', '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'),
+  ('n', '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'),
+  ('m', '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'),
+  ('vip', '{"type": "audience", "condition": "rev > 100"}');
+SELECT cdp_traits.calculate_attributes();
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+WITH d AS (DELETE FROM cdp_traits.attributes WHERE id = 'n' RETURNING id)
+INSERT INTO cdp_traits.attributes SELECT d.id, '{"type": "audience", "condition": "rev > 10"}' FROM d;
+SELECT rev, n, vip FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT attribute_id, customers FROM cdp_traits.attribute_counts ORDER BY attribute_id;
+SELECT cdp_traits.calculate_attributes();
+SELECT rev, n, vip FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT * FROM pg_temp.log_since(:s);
+-- the sum m renamed k and the audience vip renamed m in one statement:
+-- vip's members exit, m holds none of the sum's numbers, k none at all
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+WITH r AS (UPDATE cdp_traits.attributes SET id = 'k' WHERE id = 'm' RETURNING id)
+UPDATE cdp_traits.attributes SET id = 'm' WHERE id = 'vip' AND EXISTS (SELECT FROM r);
+SELECT rev, k, m FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT * FROM pg_temp.log_since(:s);
+SELECT cdp_traits.calculate_attributes();
+SELECT rev, k, m FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT * FROM pg_temp.log_since(:s);
+SELECT * FROM pg_temp.log_problems();
 SELECT cdp_traits.detach_events();
 DROP TABLE aud_ev CASCADE;

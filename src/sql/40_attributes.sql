@@ -1092,7 +1092,8 @@ $$;
 -- attributes: the values of an audience that goes (deleted, renamed, of
 -- another type now, truncated) go with its members' exits; those of an
 -- attribute that becomes an audience, or whose values become of another
--- kind (its pivot column's type changes), go; history switched on or off
+-- kind (its pivot column's type changes), or whose id another attribute
+-- takes in the same statement, go; history switched on or off
 -- starts or ends with the values held.
 CREATE FUNCTION cdp_traits._attribute_dropped() RETURNS trigger
 LANGUAGE plpgsql
@@ -1124,6 +1125,14 @@ BEGIN
 		-- held are not of it, and the pivot would fail to read them (or
 		-- read a list as text) until the next run; nor would their counts
 		-- per value be taken back (those of text only)
+		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+	ELSIF (TG_OP = 'DELETE' OR NEW.id <> OLD.id)
+		  AND EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = OLD.id) THEN
+		-- the id went and is another attribute's again in the same
+		-- statement (deleted and inserted again, or ids swapped): its
+		-- values are the one's that went, not the new one's (an audience
+		-- now would read a number as its boolean, and the pivot fail);
+		-- _attributes_changed takes only those of ids that no longer exist
 		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
