@@ -196,6 +196,12 @@ INSERT INTO cdp_traits.customer_entities (id) VALUES ('11111111-1111-1111-1111-1
 SELECT event_id, regexp_replace(problem, '[0-9a-f-]{36}', '<uuid>', 'g') AS problem
   FROM cdp_traits.verify_stitching() ORDER BY 1, 2;
 SELECT cdp_traits.restitch() IS NOT NULL AS repaired, pg_temp.ok();
+-- an entity whose row in customer_entities was deleted is named as such
+BEGIN;
+DELETE FROM cdp_traits.customer_entities WHERE id = pg_temp.ent(1);
+SELECT event_id, regexp_replace(problem, '[0-9a-f-]{36}', '<uuid>', 'g') AS problem
+  FROM cdp_traits.verify_stitching() ORDER BY 1, 2;
+ROLLBACK;
 
 -- truncate empties stitching
 TRUNCATE ev;
