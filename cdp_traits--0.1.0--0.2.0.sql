@@ -41,13 +41,15 @@ COMMENT ON FUNCTION cdp_traits._explain_events(uuid) IS
 	'internal: the events of an entity with the identifiers the current rules read from them';
 
 -- A string as a double-quoted DOT id or label: backslashes doubled, double
--- quotes escaped, line breaks as \n (a centred line break in a label).
+-- quotes escaped, line feeds as \n (a centred line break in a label) and
+-- carriage returns as \r, so that distinct strings (event ids) stay
+-- distinct node ids.
 CREATE FUNCTION cdp_traits._dot_quote(s text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT '"' || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
-		$1, E'\\', E'\\\\'), '"', E'\\"'), E'\r', ''), E'\n', E'\\n') || '"'
+		$1, E'\\', E'\\\\'), '"', E'\\"'), E'\r', E'\\r'), E'\n', E'\\n') || '"'
 $$;
 COMMENT ON FUNCTION cdp_traits._dot_quote(text) IS 'internal: a string as a quoted Graphviz DOT id';
 

@@ -67,6 +67,10 @@ SELECT (substr(node, 12)::jsonb)->>0 AS attribute_id, (substr(node, 12)::jsonb)-
 -- DOT
 SELECT pg_temp.named(cdp_traits.explain_entity(:'b', format => 'dot')) AS dot;
 SELECT cdp_traits.explain_entity(:'a', 'DOT') = cdp_traits.explain_entity(:'c', 'dot') AS same_graph;
+-- line feeds and carriage returns are escaped, not dropped: distinct strings
+-- (event ids of a text column) stay distinct DOT node ids
+SELECT cdp_traits._dot_quote(E'event:a\rb') AS cr, cdp_traits._dot_quote(E'event:a\nb') AS lf,
+       cdp_traits._dot_quote(E'event:a\\rb') AS backslash_r, cdp_traits._dot_quote('event:ab') AS plain;
 
 -- Another entity: its own small graph, its blocklisted e-mail shown as such.
 SELECT kind, pg_temp.named(node) AS node, pg_temp.named(label) AS label, pg_temp.named(linked_to) AS linked_to

@@ -172,6 +172,21 @@ SELECT cdp_traits.restitch() IS NOT NULL AS restitched;
 SELECT count(*) AS phone_555 FROM cdp_traits.matching WHERE attribute_id = 'phone' AND value = '555';
 SELECT count(*) AS user_555 FROM cdp_traits.matching WHERE attribute_id = 'user' AND value = '555';
 DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'phone';
+-- '' blocked for one attribute only ('phone') still links under another ('user')
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id IS NULL AND value = '';
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('phone', ' ');
+RESET client_min_messages;
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (901, 'web', 'x', '{"phone": ""}'), (902, 'web', 'x', '{"phone": "  "}'), (903, 'web', 'x', '{"phone": ""}');
+SELECT attribute_id, quote_literal(value) AS value, count(*) AS n FROM cdp_traits.matching
+ WHERE btrim(value) = '' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT pg_temp.ent(901) = pg_temp.ent(903) AS empty_user_links, pg_temp.ent(902) IS NOT NULL AS spaces_user_stitched;
+DELETE FROM ev WHERE id IN (901, 902, 903);
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'phone';
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES (NULL, '');
+RESET client_min_messages;
 
 -- verify_stitching notices tampering, restitch repairs it
 UPDATE cdp_traits.matching SET customer_entity_id = pg_temp.ent(15) WHERE value = 'ann@example.com';
@@ -181,6 +196,12 @@ INSERT INTO cdp_traits.customer_entities (id) VALUES ('11111111-1111-1111-1111-1
 SELECT event_id, regexp_replace(problem, '[0-9a-f-]{36}', '<uuid>', 'g') AS problem
   FROM cdp_traits.verify_stitching() ORDER BY 1, 2;
 SELECT cdp_traits.restitch() IS NOT NULL AS repaired, pg_temp.ok();
+-- an entity whose row in customer_entities was deleted is named as such
+BEGIN;
+DELETE FROM cdp_traits.customer_entities WHERE id = pg_temp.ent(1);
+SELECT event_id, regexp_replace(problem, '[0-9a-f-]{36}', '<uuid>', 'g') AS problem
+  FROM cdp_traits.verify_stitching() ORDER BY 1, 2;
+ROLLBACK;
 
 -- truncate empties stitching
 TRUNCATE ev;

@@ -145,7 +145,7 @@ typedef struct StitchConfig
 	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
-	bool		blocks_empty;	/* '' (all spaces) is blocked */
+	bool		blocks_empty;	/* some entry is '' (for some attribute) */
 	char	  **blocked;
 	int		   *blocked_attr;
 	int			max_blocked_len;

@@ -737,6 +737,10 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		{
 			if (!o)
 				add_problem(problems, pdesc, eid, pstrdup("carries identifiers but has no entity"));
+			else if (!p.olds[ev_ent[i]].stored)
+				add_problem(problems, pdesc, eid,
+							psprintf("is in entity %s, which is missing from customer_entities",
+									 uuid_str(o)));
 			else if (comp_kept[k])
 				add_problem(problems, pdesc, eid,
 							psprintf("is in entity %s but belongs with the events of entity %s",

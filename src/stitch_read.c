@@ -82,7 +82,16 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 		e--;
 	n = e - s;
 	if (n == 0)
-		return cfg->blocks_empty;
+	{
+		/* '' (all spaces): only if an entry for this attribute is '' */
+		if (!cfg->blocks_empty)
+			return false;
+		for (i = 0; i < cfg->nblocked; i++)
+			if ((cfg->blocked_attr[i] < 0 || cfg->blocked_attr[i] == attr) &&
+				cfg->blocked[i][0] == '\0')
+				return true;
+		return false;
+	}
 	/* lower-casing changes a character's length by at most a factor of 3 */
 	if (n > cfg->max_blocked_len * 3)
 		return false;
