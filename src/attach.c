@@ -600,29 +600,20 @@ stitch_is_events_relid(Oid events_relid, Oid relid)
 static char *
 partition_duplicate_id(StitchConfig *cfg, Oid relid, const char *name)
 {
-	StringInfoData leaves;
-	ListCell   *lc;
-
 	cdp_execute_sql(psprintf("SELECT id::text FROM %s WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1 LIMIT 1", name),
 					SPI_OK_SELECT, "checking the ids of an attached partition");
 	if (SPI_processed > 0)
 		return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (cdp_execute_sql(psprintf("SELECT FROM %s p JOIN cdp_traits.event_entities ee "
-								 "ON ee.event_id = %s LIMIT 1",
-								 name, stitch_key_sql(cfg, "p.id")),
-						SPI_OK_SELECT, "checking the ids of an attached partition") == 0)
+	if (!stitch_rows_stitched(cfg, relid))
 		return NULL;
 
-	initStringInfo(&leaves);
-	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
-		appendStringInfo(&leaves, "%s%u", leaves.len > 0 ? "," : "", lfirst_oid(lc));
 	cdp_execute_sql(psprintf("SELECT p.id::text FROM %s p "
 							 "JOIN cdp_traits.event_entities ee ON ee.event_id = %s "
-							 "JOIN (SELECT %s AS k FROM %s e "
-							 "WHERE e.tableoid OPERATOR(pg_catalog.<>) ALL ('{%s}'::pg_catalog.oid[])) o "
+							 "JOIN (SELECT %s AS k FROM %s e WHERE %s) o "
 							 "ON o.k = ee.event_id LIMIT 1",
 							 name, stitch_key_sql(cfg, "p.id"), stitch_key_sql(cfg, "e.id"),
-							 cfg->events_name, leaves.data),
+							 cfg->events_name,
+							 stitch_not_from_sql("e.tableoid", find_all_inheritors(relid, NoLock, NULL))),
 					SPI_OK_SELECT, "checking the ids of an attached partition");
 	return SPI_processed > 0 ?
 		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;

@@ -445,26 +445,14 @@ restore_drop_view(DropStmt *stmt)
 	{
 		CdpExecState es;
 		bool		view;
-		List	   *views;
-		ListCell   *lc;
 
 		cdp_exec_begin(&es);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		views = reached_published_views(&targets, &view);
+		(void) reached_published_views(&targets, &view);
 		if (view)
-		{
-			foreach(lc, views)
-			{
-				char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(lfirst_oid(lc))),
-															  get_rel_name(lfirst_oid(lc)));
-
-				cdp_execute_sql(psprintf("ALTER EXTENSION %s DROP VIEW %s", CDP_EXTENSION_NAME, name),
-								SPI_OK_UTILITY, "releasing a published view");
-				cdp_execute_sql(psprintf("DROP VIEW %s", name),
-								SPI_OK_UTILITY, "dropping a published view");
-			}
-		}
+			cdp_execute_sql("SELECT cdp_traits._unpublish_view('customer_events')",
+							SPI_OK_SELECT, "unpublishing customer_events");
 		SPI_finish();
 		cdp_exec_end(&es);
 	}

@@ -203,6 +203,51 @@ dropped_empty(Partition *part, RelFileNode *deleted, int ndeleted)
 }
 
 /*
+ * stitch_what_is_left
+ *		Stitch again what is left of the attached events table events after
+ *		partitions left it, as after a TRUNCATE of one.  leaving: a partition
+ *		the transaction still reads through the events table (the first
+ *		transaction of DETACH ... CONCURRENTLY): its rows are skipped, and
+ *		nothing is done if none of them is stitched; else InvalidOid.
+ */
+static void
+stitch_what_is_left(Oid events, Oid leaving)
+{
+	CdpExecState es;
+	StitchConfig *cfg;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "cdp_traits partitions left",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	cdp_exec_begin(&es);
+	cdp_exec_pin_rule_settings();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	cfg = stitch_config(true);
+	if (cfg != NULL && cfg->attached && cfg->events_relid == events &&
+		(!OidIsValid(leaving) || stitch_rows_stitched(cfg, leaving)))
+	{
+		(void) stitch_config(false);
+		if (OidIsValid(leaving))
+			stitch_read_skip(find_all_inheritors(leaving, NoLock, NULL));
+		PG_TRY();
+		{
+			stitch_partitions_left();
+		}
+		PG_FINALLY();
+		{
+			stitch_read_skip(NIL);
+		}
+		PG_END_TRY();
+	}
+	SPI_finish();
+	cdp_exec_end(&es);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+}
+
+/*
  * stitch_drop_end
  *		At the end of a drop whose start noted the events table's
  *		partitions (watch, from stitch_drop_start): if one of them that held
@@ -232,29 +277,7 @@ stitch_drop_end(void *watch)
 		!OidIsValid(get_extension_oid(CDP_EXTENSION_NAME, true)))
 		return;
 
-	{
-		CdpExecState es;
-		StitchConfig *cfg;
-		MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
-												  "cdp_traits dropped partitions",
-												  ALLOCSET_DEFAULT_SIZES);
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-
-		cdp_exec_begin(&es);
-		cdp_exec_pin_rule_settings();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		cfg = stitch_config(true);
-		if (cfg != NULL && cfg->attached && cfg->events_relid == w->events)
-		{
-			(void) stitch_config(false);
-			stitch_partitions_left();
-		}
-		SPI_finish();
-		cdp_exec_end(&es);
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-	}
+	stitch_what_is_left(w->events, InvalidOid);
 }
 
 /*
@@ -302,8 +325,8 @@ concurrent_detach(Node *parsetree, Oid *parent)
 /*
  * stitch_rows_stitched
  *		Whether a row of table relid (a partition leaving the events table,
- *		or one that left it) has an entity (caller SPI connected, as the
- *		extension owner).
+ *		one that left it, or one joining it) has an entity (caller SPI
+ *		connected, as the extension owner).
  */
 bool
 stitch_rows_stitched(StitchConfig *cfg, Oid relid)
@@ -313,7 +336,7 @@ stitch_rows_stitched(StitchConfig *cfg, Oid relid)
 									quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 															   get_rel_name(relid)),
 									stitch_key_sql(cfg, "p.id")),
-						   SPI_OK_SELECT, "looking for stitched rows of a detached partition") > 0;
+						   SPI_OK_SELECT, "looking for stitched rows of a partition") > 0;
 }
 
 /*
@@ -327,11 +350,6 @@ stitch_rows_stitched(StitchConfig *cfg, Oid relid)
 static void
 detach_pre_commit(Oid events, Oid part)
 {
-	CdpExecState es;
-	StitchConfig *cfg;
-	MemoryContext cxt;
-	MemoryContext old;
-
 	/* (the command's last catalog changes are not visible yet) */
 	CommandCounterIncrement();
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(events)) ||
@@ -339,36 +357,10 @@ detach_pre_commit(Oid events, Oid part)
 		!OidIsValid(get_extension_oid(CDP_EXTENSION_NAME, true)))
 		return;
 
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "cdp_traits detached partition",
-								ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
 	/* (the command popped its snapshot before committing) */
 	PushActiveSnapshot(GetTransactionSnapshot());
-	cdp_exec_begin(&es);
-	cdp_exec_pin_rule_settings();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	cfg = stitch_config(true);
-	if (cfg != NULL && cfg->attached && cfg->events_relid == events &&
-		stitch_rows_stitched(cfg, part))
-	{
-		(void) stitch_config(false);
-		stitch_read_skip(find_all_inheritors(part, NoLock, NULL));
-		PG_TRY();
-		{
-			stitch_partitions_left();
-		}
-		PG_FINALLY();
-		{
-			stitch_read_skip(NIL);
-		}
-		PG_END_TRY();
-	}
-	SPI_finish();
-	cdp_exec_end(&es);
+	stitch_what_is_left(events, part);
 	PopActiveSnapshot();
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(cxt);
 }
 
 /*

@@ -1533,23 +1533,6 @@ cdp_profile_merge(PG_FUNCTION_ARGS)
 	} while (0)
 
 /*
- * loaded_by_restore
- *		Whether the statement is pg_restore loading a dump of the database
- *		(cdp_loaded_by_restore).  Every row it loads into segment_events is
- *		an accepted event of the dump, already folded into the memberships,
- *		profiles and toggles the dump holds, and its id is in the dump's
- *		segment_event_ids: the rows are kept as they are.  A parallel
- *		restore (pg_restore -j) loads those tables in any order, so the
- *		check of step 3 (an id stored with its own seq) cannot tell a
- *		loaded row from a new event there: the ids may come later.
- */
-static bool
-loaded_by_restore(void)
-{
-	return cdp_loaded_by_restore();
-}
-
-/*
  * segment_statement
  *		Apply the events of one INSERT into segment_events, given as its
  *		trigger data with the NEW transition table cdp_new_segment_events.
@@ -1570,7 +1553,15 @@ segment_statement(TriggerData *td)
 	nrows = tuplestore_tuple_count(td->tg_newtable);
 	if (nrows == 0)
 		return;
-	if (loaded_by_restore())
+	/*
+	 * pg_restore loading a dump (cdp_loaded_by_restore): every row it loads
+	 * is an accepted event of the dump, already folded into the memberships,
+	 * profiles and toggles the dump holds, and its id is in the dump's
+	 * segment_event_ids.  A parallel restore loads those tables in any
+	 * order, so step 3's check (an id stored with its own seq) cannot tell
+	 * such a row from a new event: the ids may come later.
+	 */
+	if (cdp_loaded_by_restore())
 	{
 		elog(DEBUG1, "cdp_traits: segments: " INT64_FORMAT " events loaded by pg_restore, kept as they are",
 			 nrows);

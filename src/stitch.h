@@ -145,7 +145,6 @@ typedef struct StitchConfig
 	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
-	bool		blocks_empty;	/* some entry is '' (for some attribute) */
 	char	  **blocked;
 	int		   *blocked_attr;
 	int			max_blocked_len;
@@ -178,6 +177,7 @@ extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);
 extern char *stitch_identifier_sql(StitchSource source);
 extern char *stitch_all_events_sql_except(List *leaves);
+extern char *stitch_not_from_sql(const char *tableoid, List *leaves);
 extern char *stitch_relation_sql(Oid relid);
 extern char *stitch_explain_sql(void);
 extern bool stitch_keys_recorded(void);

@@ -563,9 +563,7 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 			if (a == cfg->nattrs)
 				continue;		/* no rule produces this attribute */
 		}
-		if (val[0] == '\0')
-			cfg->blocks_empty = true;
-		else if ((unsigned char) val[0] < 0x80)
+		if (val[0] != '\0' && (unsigned char) val[0] < 0x80)
 		{
 			cfg->blocked_first[(unsigned char) val[0]] = true;
 			cfg->blocked_first[(unsigned char) pg_toupper((unsigned char) val[0])] = true;
@@ -882,16 +880,28 @@ stitch_all_events_sql_except(List *leaves)
 {
 	StitchConfig *cfg = stitch_rules_config();
 	const char *id = cfg->id_is_uuid ? "ev.id" : "ev.id::text";
+
+	return psprintf("SELECT %s%s FROM (SELECT %s FROM %s WHERE %s) ev",
+					id, cfg->cols_sql, normalized_columns(cfg->events_relid), cfg->events_name,
+					stitch_not_from_sql("tableoid", leaves));
+}
+
+/*
+ * stitch_not_from_sql
+ *		SQL condition: the row whose tableoid expression is tableoid comes
+ *		from none of the tables in leaves (OIDs).
+ */
+char *
+stitch_not_from_sql(const char *tableoid, List *leaves)
+{
 	StringInfoData oids;
 	ListCell   *lc;
 
 	initStringInfo(&oids);
 	foreach(lc, leaves)
 		appendStringInfo(&oids, "%s%u", oids.len > 0 ? "," : "", lfirst_oid(lc));
-	return psprintf("SELECT %s%s FROM (SELECT %s FROM %s "
-					"WHERE tableoid OPERATOR(pg_catalog.<>) ALL ('{%s}'::pg_catalog.oid[])) ev",
-					id, cfg->cols_sql, normalized_columns(cfg->events_relid), cfg->events_name,
-					oids.data);
+	return psprintf("%s OPERATOR(pg_catalog.<>) ALL ('{%s}'::pg_catalog.oid[])",
+					tableoid, oids.data);
 }
 
 /*

@@ -81,22 +81,14 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 	while (e > s && e[-1] == ' ')
 		e--;
 	n = e - s;
-	if (n == 0)
-	{
-		/* '' (all spaces): only if an entry for this attribute is '' */
-		if (!cfg->blocks_empty)
-			return false;
-		for (i = 0; i < cfg->nblocked; i++)
-			if ((cfg->blocked_attr[i] < 0 || cfg->blocked_attr[i] == attr) &&
-				cfg->blocked[i][0] == '\0')
-				return true;
-		return false;
-	}
 	/* lower-casing changes a character's length by at most a factor of 3 */
 	if (n > cfg->max_blocked_len * 3)
 		return false;
-	/* no blocked value starts like this (non-ASCII first bytes always go on) */
-	if (!cfg->blocked_first[(unsigned char) s[0]])
+	/*
+	 * no blocked value starts like this (non-ASCII first bytes always go
+	 * on); '' (all spaces) is compared with the entries like any value
+	 */
+	if (n > 0 && !cfg->blocked_first[(unsigned char) s[0]])
 		return false;
 	/* plain ASCII (nearly always) is lower-cased here, the rest as lower() does */
 	if ((size_t) n < sizeof(buf))
