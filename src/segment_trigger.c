@@ -160,6 +160,7 @@ typedef struct SegKeyEntry
 	int32		idx;
 } SegKeyEntry;
 
+/* Hash of a membership key (vendor, segment, user) for the key table. */
 static inline uint32
 seg_key_hash(const SegKeyId *k)
 {
@@ -169,6 +170,7 @@ seg_key_hash(const SegKeyId *k)
 	return hash_combine(h, hash_bytes((const unsigned char *) k->user, k->userlen));
 }
 
+/* Whether two membership keys are the same (bytes of segment and user). */
 static inline bool
 seg_key_equal(const SegKeyId *a, const SegKeyId *b)
 {
@@ -530,6 +532,7 @@ read_event(TupleTableSlot *slot, void *arg)
 	b->nevents++;
 }
 
+/* qsort comparator: events in arrival order (their sequence number). */
 static int
 cmp_event_seq(const void *a, const void *b)
 {
@@ -560,6 +563,7 @@ make_array(Datum *vals, bool *nulls, int n, Oid elemtype)
 											  typlen, typbyval, typalign));
 }
 
+/* A text datum of len bytes of s. */
 static inline Datum
 text_datum(const char *s, int len)
 {
@@ -637,6 +641,7 @@ typedef struct IdRef
 	int64		event;			/* index into events */
 } IdRef;
 
+/* Eight bytes of a uuid as an integer that sorts as the bytes do. */
 static inline uint64
 uuid_half(const unsigned char *p)
 {
@@ -646,6 +651,7 @@ uuid_half(const unsigned char *p)
 	return pg_ntoh64(v);
 }
 
+/* Order of event ids as the uuid type sorts them, then by arrival. */
 static inline int
 cmp_idref(const IdRef *x, const IdRef *y)
 {
@@ -1238,6 +1244,7 @@ write_memberships(SegBatch *b, bool stored)
 
 /* ---- profiles ---- */
 
+/* Push an object key onto a jsonb being built. */
 static void
 push_key(JsonbParseState **state, const char *key)
 {
@@ -1249,6 +1256,7 @@ push_key(JsonbParseState **state, const char *key)
 	pushJsonbValue(state, WJB_KEY, &v);
 }
 
+/* Push a key and its string value (len bytes) onto a jsonb being built. */
 static void
 push_string(JsonbParseState **state, const char *key, const char *s, int len)
 {

@@ -280,7 +280,7 @@ uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b)
 }
 
 /*
- * text_array / uuid_array
+ * text_array / cdp_uuid_array
  *		SQL arrays built from C values, for statement parameters.
  */
 static Datum
