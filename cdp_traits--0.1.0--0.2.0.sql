@@ -1580,8 +1580,8 @@ BEGIN
 		IF typ NOT IN ('custom', 'external', 'audience') AND cdp_traits._events_attached() THEN
 			SELECT * INTO c FROM cdp_traits._compile(id, def, 'a');
 			PERFORM cdp_traits._query_columns(pg_catalog.format(
-				'SELECT %s, %s FROM cdp_traits.customer_events e %s GROUP BY e.customer_entity_id',
-				c.agg, c.skipped, c.lat));
+				'SELECT %s, %s FROM %s e %s GROUP BY e.customer_entity_id',
+				c.agg, c.skipped, cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass), c.lat));
 		ELSIF typ = 'custom' THEN
 			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
 			  FROM cdp_traits._query_columns(pg_catalog.format(
@@ -1660,6 +1660,8 @@ DECLARE
 	conds text[] := '{}';
 	k text;
 	fn text;
+	-- the events as the definition sees them (json payload as jsonb, ...)
+	evs text := cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass);
 BEGIN
 	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
 		IF pg_catalog.jsonb_typeof(def->k) = 'array' AND pg_catalog.jsonb_array_length(def->k) > 0 THEN
@@ -1681,18 +1683,18 @@ BEGIN
 
 	inner_sql := pg_catalog.format(
 		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
-	srf := cdp_traits._query_returns_set(inner_sql || ' FROM cdp_traits.customer_events e');
+	srf := cdp_traits._query_returns_set(inner_sql || ' FROM ' || evs || ' e');
 	SELECT c.type INTO rtype
 	  FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT y.r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
-			oval, inner_sql)) c;
+			E'SELECT y.r FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
+			evs, oval, inner_sql)) c;
 	IF filt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT (%s\n) AS f FROM cdp_traits.customer_events e', filt)) c) <> 'boolean'::regtype THEN
+			E'SELECT (%s\n) AS f FROM %s e', filt, evs)) c) <> 'boolean'::regtype THEN
 		RAISE EXCEPTION '"filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
 	END IF;
 	IF ofilt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT y.f FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
-			ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
+			E'SELECT y.f FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
+			evs, ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
 		RAISE EXCEPTION '"outer_filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
 	END IF;
 	IF NOT srf AND cond <> 'true' THEN
@@ -1823,8 +1825,8 @@ BEGIN
 		   AND d.rels <@ ARRAY['cdp_traits.customer_events'::pg_catalog.regclass::oid]
 	  INTO rels, funcs, stateful
 	  FROM cdp_traits._query_deps(pg_catalog.format(
-			'SELECT %s, %s, %s, (%s) FROM cdp_traits.customer_events e %s',
-			vx, wx, fx, cond, lat)) d;
+			'SELECT %s, %s, %s, (%s) FROM %s e %s',
+			vx, wx, fx, cond, evs, lat)) d;
 	IF NOT stateful THEN
 		st_agg := NULL; st_comb := NULL; st_fin := NULL; st_read := NULL;
 	END IF;
@@ -1896,7 +1898,7 @@ AS $$
 		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = %s '
 		'WHERE ee.customer_entity_id = s.id) '
 		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
-		$2, src.events, cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
+		$2, cdp_traits._events_rel(src.events), cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
 	  FROM cdp_traits.events_source src
 $$;
 
@@ -1976,6 +1978,24 @@ BEGIN
 	PERFORM cdp_traits._count_changes(deltas);
 	RETURN NULL;
 END;
+$$;
+
+CREATE FUNCTION cdp_traits._events_rel(rel regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN pg_catalog.bool_or(
+				(a.attname = 'event_time' AND a.atttypid = 'pg_catalog.timestamp'::pg_catalog.regtype)
+				OR (a.attname = 'payload' AND a.atttypid = 'pg_catalog.json'::pg_catalog.regtype))
+		THEN pg_catalog.format('(SELECT %s FROM %s n)', pg_catalog.string_agg(
+			CASE WHEN a.attname = 'event_time' AND a.atttypid = 'pg_catalog.timestamp'::pg_catalog.regtype
+				THEN '(n.event_time AT TIME ZONE ''UTC'') AS event_time'
+				WHEN a.attname = 'payload' AND a.atttypid = 'pg_catalog.json'::pg_catalog.regtype
+				THEN 'n.payload::pg_catalog.jsonb AS payload'
+				ELSE 'n.' || pg_catalog.quote_ident(a.attname) END, ', ' ORDER BY a.attnum), $1)
+		ELSE $1::text END
+	  FROM pg_catalog.pg_attribute a
+	 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._grant(rel regclass, class text) RETURNS void
@@ -2352,11 +2372,11 @@ AS $$
 		'(SELECT ev.*, k.customer_entity_id FROM (SELECT ee.event_id, ee.customer_entity_id '
 		'FROM cdp_traits.event_entities ee WHERE ee.customer_entity_id = ANY (ARRAY(%s)) '
 		'ORDER BY ee.event_id) k JOIN %s ev ON ev.id = %s) e',
-		$1, s.events, cdp_traits._event_id_of_key('k.event_id'))
+		$1, cdp_traits._events_rel(s.events), cdp_traits._event_id_of_key('k.event_id'))
 	  ELSE pg_catalog.format(
 		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
 		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id IN (%s)) e',
-		s.events, cdp_traits._event_id_of_key('ee.event_id'), $1) END
+		cdp_traits._events_rel(s.events), cdp_traits._event_id_of_key('ee.event_id'), $1) END
 	  FROM cdp_traits.events_source s
 $$;
 
@@ -2367,7 +2387,8 @@ AS $$
 DECLARE
 	src record;
 BEGIN
-	SELECT s.events INTO STRICT src FROM cdp_traits.events_source s;
+	-- (events: the table as definitions see it, see _events_rel)
+	SELECT cdp_traits._events_rel(s.events) AS events INTO STRICT src FROM cdp_traits.events_source s;
 	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_events;
 	CREATE TEMP TABLE cdp_valid (eid uuid PRIMARY KEY, states jsonb NOT NULL, n bigint NOT NULL);
 	EXECUTE pg_catalog.format('CREATE TEMP TABLE cdp_events AS SELECT ev.*, NULL::uuid AS customer_entity_id '
@@ -3040,11 +3061,13 @@ BEGIN
 			CREATE TEMP TABLE cdp_stemit AS SELECT min_events AS min_events;
 		END IF;
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
-			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+			pg_catalog.format('(SELECT * FROM %s ce WHERE ce.customer_entity_id IS NOT NULL) e',
+				cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass)));
 		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(all_srf) x
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
 			PERFORM cdp_traits._calc_step('predefined', grp, all_scope,
-				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+				pg_catalog.format('(SELECT * FROM %s ce WHERE ce.customer_entity_id IS NOT NULL) e',
+				cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass)));
 		END LOOP;
 		IF pg_catalog.cardinality(all_pre || all_srf) > 0 THEN
 			sig := cdp_traits._states_gather(sig, all_pre || all_srf);
@@ -3302,6 +3325,7 @@ BEGIN
 		('_drop_run_tables', 'admin'),
 		('_drop_values', 'admin'),
 		('_event_id_of_key', 'admin'),
+		('_events_rel', 'admin'),
 		('_explain_events', 'reader'),
 		('_explain_graph', 'reader'),
 		('_grants_of_others', 'owner'),

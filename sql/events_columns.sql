@@ -94,6 +94,12 @@ ALTER TABLE app.events DROP COLUMN payload;
 ALTER TABLE app.events DROP COLUMN payload CASCADE;
 ALTER TABLE app.events ALTER COLUMN version TYPE varchar(5);
 SELECT pg_temp.columns('cdp_traits.customer_events');
+-- nor may a column take the name of the one customer_events adds: its
+-- views would no longer follow the table, and calculations over a few
+-- entities would fail (column reference "customer_entity_id" is ambiguous)
+ALTER TABLE app.events ADD COLUMN customer_entity_id uuid;
+ALTER TABLE app.events RENAME COLUMN score TO customer_entity_id;
+SELECT pg_temp.columns('cdp_traits.customer_events');
 -- only the table's owner may change it: another role's command fails
 -- before the views are touched
 CREATE ROLE cdp_cols_other;

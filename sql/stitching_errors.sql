@@ -29,6 +29,11 @@ CREATE TABLE array_ids (id spied_id[], source_id text, type text, version text, 
 SELECT cdp_traits.attach_events('array_ids');
 CREATE TABLE range_ids (id int4range, source_id text, type text, version text, event_time timestamptz, payload jsonb);
 SELECT cdp_traits.attach_events('range_ids');
+-- a column named customer_entity_id: customer_events adds its own (the
+-- stitched entity), so the table's would be listed twice
+CREATE TABLE own_entity_ids (id bigint, source_id text, type text, version text, event_time timestamptz,
+                             payload jsonb, customer_entity_id uuid);
+SELECT cdp_traits.attach_events('own_entity_ids');
 SELECT count(*) AS spy_calls FROM spy_calls;
 SELECT count(*) AS nothing_recorded FROM cdp_traits.events_source;
 SELECT count(*) AS no_triggers FROM pg_trigger WHERE tgname LIKE 'cdp_traits%';

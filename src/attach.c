@@ -366,6 +366,7 @@ cdp_attach_events(PG_FUNCTION_ARGS)
 
 	initStringInfo(&problems);
 	idtype = stitch_columns_problems(relid, &problems);
+	stitch_view_column_problem(relid, &problems);
 	if (problems.len > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
@@ -811,6 +812,25 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 	 */
 	if (relevant)
 		stitch_check_columns(cfg, true);
+
+	/*
+	 * Nor may the table get a column named as the one customer_events adds
+	 * (ADD COLUMN, RENAME COLUMN): the view could no longer follow it.
+	 */
+	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))
+	{
+		StringInfoData problem;
+
+		initStringInfo(&problem);
+		stitch_view_column_problem(cfg->events_relid, &problem);
+		if (problem.len > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("cannot change the columns of the events table %s that way while it is attached",
+							cfg->events_name),
+					 errdetail("After the change: %s.", problem.data),
+					 errhint("Give the column another name.")));
+	}
 
 	/* customer_events follows the columns of the events table itself */
 	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))

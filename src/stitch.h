@@ -186,6 +186,7 @@ extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_type_problem(Oid idtype);
 extern Oid	stitch_columns_problems(Oid relid, StringInfo buf);
+extern void stitch_view_column_problem(Oid relid, StringInfo buf);
 extern List *stitch_owner_problems(Oid relid, StringInfo buf);
 
 /* what to do when the events table's owner is not trusted */

@@ -1071,6 +1071,25 @@ stitch_columns_problems(Oid relid, StringInfo buf)
 }
 
 /*
+ * stitch_view_column_problem
+ *		Append to buf ("; "-separated) that relid has a column named
+ *		customer_entity_id, if it has: customer_events lists every column of
+ *		the events table and then its own customer_entity_id (the stitched
+ *		entity), so the view could not be made, nor follow the table, and
+ *		the calculation's reads of the events would find the name twice.
+ *		Checked when the table is attached and after a change of it, not
+ *		when it is read: stitching itself does not read that column.
+ */
+void
+stitch_view_column_problem(Oid relid, StringInfo buf)
+{
+	if (OidIsValid(column_type(relid, "customer_entity_id")))
+		appendStringInfo(buf, "%scolumn \"customer_entity_id\" has the name of the column that "
+						 "cdp_traits.customer_events adds (each event's entity): rename or drop it",
+						 buf->len ? "; " : "");
+}
+
+/*
  * trusted_owner
  *		Whether a role may own the events table: it could act as the
  *		extension owner anyway (a superuser, a member of the owner, or of

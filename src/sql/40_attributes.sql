@@ -337,6 +337,32 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.to_regclass('cdp_traits.customer_events') IS NOT NULL $$;
 
+-- The events table, or customer_events (rel), as a FROM item whose columns
+-- event_time and payload have the types of SPEC section 1 (timestamptz,
+-- jsonb), as the stitching rules see them: a timestamp column read as UTC,
+-- a json one as jsonb.  rel itself when they have those types already;
+-- else a subquery of rel's columns, in their order, with those two
+-- converted, so that definitions and custom queries over a json payload
+-- (jsonb_array_elements(payload->'items'), payload ? 'email') work as over
+-- a jsonb one.
+CREATE FUNCTION cdp_traits._events_rel(rel regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN pg_catalog.bool_or(
+				(a.attname = 'event_time' AND a.atttypid = 'pg_catalog.timestamp'::pg_catalog.regtype)
+				OR (a.attname = 'payload' AND a.atttypid = 'pg_catalog.json'::pg_catalog.regtype))
+		THEN pg_catalog.format('(SELECT %s FROM %s n)', pg_catalog.string_agg(
+			CASE WHEN a.attname = 'event_time' AND a.atttypid = 'pg_catalog.timestamp'::pg_catalog.regtype
+				THEN '(n.event_time AT TIME ZONE ''UTC'') AS event_time'
+				WHEN a.attname = 'payload' AND a.atttypid = 'pg_catalog.json'::pg_catalog.regtype
+				THEN 'n.payload::pg_catalog.jsonb AS payload'
+				ELSE 'n.' || pg_catalog.quote_ident(a.attname) END, ', ' ORDER BY a.attnum), $1)
+		ELSE $1::text END
+	  FROM pg_catalog.pg_attribute a
+	 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
 /*
  * _compile: the pieces of SQL that compute a predefined attribute.
  *   cond     boolean over the event e (sources, types, versions, filter)
@@ -392,6 +418,8 @@ DECLARE
 	conds text[] := '{}';
 	k text;
 	fn text;
+	-- the events as the definition sees them (json payload as jsonb, ...)
+	evs text := cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass);
 BEGIN
 	FOREACH k IN ARRAY ARRAY['sources', 'types', 'versions'] LOOP
 		IF pg_catalog.jsonb_typeof(def->k) = 'array' AND pg_catalog.jsonb_array_length(def->k) > 0 THEN
@@ -413,18 +441,18 @@ BEGIN
 
 	inner_sql := pg_catalog.format(
 		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
-	srf := cdp_traits._query_returns_set(inner_sql || ' FROM cdp_traits.customer_events e');
+	srf := cdp_traits._query_returns_set(inner_sql || ' FROM ' || evs || ' e');
 	SELECT c.type INTO rtype
 	  FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT y.r FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
-			oval, inner_sql)) c;
+			E'SELECT y.r FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
+			evs, oval, inner_sql)) c;
 	IF filt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT (%s\n) AS f FROM cdp_traits.customer_events e', filt)) c) <> 'boolean'::regtype THEN
+			E'SELECT (%s\n) AS f FROM %s e', filt, evs)) c) <> 'boolean'::regtype THEN
 		RAISE EXCEPTION '"filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
 	END IF;
 	IF ofilt IS NOT NULL AND (SELECT c.type FROM cdp_traits._query_columns(pg_catalog.format(
-			E'SELECT y.f FROM cdp_traits.customer_events e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
-			ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
+			E'SELECT y.f FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS f FROM (%s) x) y',
+			evs, ofilt, inner_sql)) c) <> 'boolean'::regtype THEN
 		RAISE EXCEPTION '"outer_filter" must be a boolean expression' USING ERRCODE = 'datatype_mismatch';
 	END IF;
 	IF NOT srf AND cond <> 'true' THEN
@@ -555,8 +583,8 @@ BEGIN
 		   AND d.rels <@ ARRAY['cdp_traits.customer_events'::pg_catalog.regclass::oid]
 	  INTO rels, funcs, stateful
 	  FROM cdp_traits._query_deps(pg_catalog.format(
-			'SELECT %s, %s, %s, (%s) FROM cdp_traits.customer_events e %s',
-			vx, wx, fx, cond, lat)) d;
+			'SELECT %s, %s, %s, (%s) FROM %s e %s',
+			vx, wx, fx, cond, evs, lat)) d;
 	IF NOT stateful THEN
 		st_agg := NULL; st_comb := NULL; st_fin := NULL; st_read := NULL;
 	END IF;
@@ -636,11 +664,11 @@ AS $$
 		'(SELECT ev.*, k.customer_entity_id FROM (SELECT ee.event_id, ee.customer_entity_id '
 		'FROM cdp_traits.event_entities ee WHERE ee.customer_entity_id = ANY (ARRAY(%s)) '
 		'ORDER BY ee.event_id) k JOIN %s ev ON ev.id = %s) e',
-		$1, s.events, cdp_traits._event_id_of_key('k.event_id'))
+		$1, cdp_traits._events_rel(s.events), cdp_traits._event_id_of_key('k.event_id'))
 	  ELSE pg_catalog.format(
 		'(SELECT ev.*, ee.customer_entity_id FROM cdp_traits.event_entities ee '
 		'JOIN %s ev ON ev.id = %s WHERE ee.customer_entity_id IN (%s)) e',
-		s.events, cdp_traits._event_id_of_key('ee.event_id'), $1) END
+		cdp_traits._events_rel(s.events), cdp_traits._event_id_of_key('ee.event_id'), $1) END
 	  FROM cdp_traits.events_source s
 $$;
 
@@ -656,7 +684,7 @@ AS $$
 		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = %s '
 		'WHERE ee.customer_entity_id = s.id) '
 		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
-		$2, src.events, cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
+		$2, cdp_traits._events_rel(src.events), cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
 	  FROM cdp_traits.events_source src
 $$;
 
@@ -773,8 +801,8 @@ BEGIN
 		IF typ NOT IN ('custom', 'external', 'audience') AND cdp_traits._events_attached() THEN
 			SELECT * INTO c FROM cdp_traits._compile(id, def, 'a');
 			PERFORM cdp_traits._query_columns(pg_catalog.format(
-				'SELECT %s, %s FROM cdp_traits.customer_events e %s GROUP BY e.customer_entity_id',
-				c.agg, c.skipped, c.lat));
+				'SELECT %s, %s FROM %s e %s GROUP BY e.customer_entity_id',
+				c.agg, c.skipped, cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass), c.lat));
 		ELSIF typ = 'custom' THEN
 			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
 			  FROM cdp_traits._query_columns(pg_catalog.format(
@@ -1595,7 +1623,8 @@ AS $$
 DECLARE
 	src record;
 BEGIN
-	SELECT s.events INTO STRICT src FROM cdp_traits.events_source s;
+	-- (events: the table as definitions see it, see _events_rel)
+	SELECT cdp_traits._events_rel(s.events) AS events INTO STRICT src FROM cdp_traits.events_source s;
 	DROP TABLE IF EXISTS pg_temp.cdp_valid, pg_temp.cdp_events;
 	CREATE TEMP TABLE cdp_valid (eid uuid PRIMARY KEY, states jsonb NOT NULL, n bigint NOT NULL);
 	EXECUTE pg_catalog.format('CREATE TEMP TABLE cdp_events AS SELECT ev.*, NULL::uuid AS customer_entity_id '
@@ -2382,11 +2411,13 @@ BEGIN
 			CREATE TEMP TABLE cdp_stemit AS SELECT min_events AS min_events;
 		END IF;
 		PERFORM cdp_traits._calc_step('predefined', all_pre, all_scope,
-			'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+			pg_catalog.format('(SELECT * FROM %s ce WHERE ce.customer_entity_id IS NOT NULL) e',
+				cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass)));
 		FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(all_srf) x
 					GROUP BY srf_keys->>x ORDER BY 1 LOOP
 			PERFORM cdp_traits._calc_step('predefined', grp, all_scope,
-				'(SELECT * FROM cdp_traits.customer_events ce WHERE ce.customer_entity_id IS NOT NULL) e');
+				pg_catalog.format('(SELECT * FROM %s ce WHERE ce.customer_entity_id IS NOT NULL) e',
+				cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass)));
 		END LOOP;
 		IF pg_catalog.cardinality(all_pre || all_srf) > 0 THEN
 			sig := cdp_traits._states_gather(sig, all_pre || all_srf);

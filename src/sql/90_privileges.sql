@@ -175,7 +175,7 @@ BEGIN
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
 		('_compile', 'admin'), ('_convert', 'admin'), ('_count_changes', 'admin'),
 		('_categorical', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),
-		('_definition_error', 'admin'), ('_events_attached', 'admin'),
+		('_definition_error', 'admin'), ('_events_attached', 'admin'), ('_events_rel', 'admin'),
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
 		('_pivot_type', 'admin'), ('_query_columns', 'admin'), ('_query_returns_set', 'admin'),
 		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_event_id_of_key', 'admin'),
