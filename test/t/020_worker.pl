@@ -324,6 +324,33 @@ cmp_ok(log_count(qr/pg_restore is connected to database "postgres", no jobs run 
 $restore->finish;
 ok(wait_for_cycle($before), 'jobs run again once it has left');
 
+# Only a superuser's session is taken for pg_restore (only a superuser can
+# create the extension, and so restore it): any role that may connect could
+# otherwise name its session pg_restore and stop the jobs for as long as it
+# stays connected.
+$node->safe_psql('postgres', 'CREATE ROLE not_a_restore LOGIN');
+my $fake = IPC::Run::start(
+	[
+		'psql', '-X', '-d',
+		$node->connstr('postgres') . ' user=not_a_restore application_name=pg_restore',
+		'-c', 'SELECT pg_sleep(60)'
+	],
+	'<', \$rin, '>', \$rout, '2>', \$rerr);
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_restore'");
+my $restore_logs = log_count(qr/pg_restore is connected to database "postgres", no jobs run there/);
+$before = max_run();
+ok(wait_for_cycle($before), "jobs run while another role's session is named pg_restore");
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore'"),
+	'1', '... which is still connected');
+is(log_count(qr/pg_restore is connected to database "postgres", no jobs run there/),
+	$restore_logs, '... and the log does not take it for a restore');
+$node->safe_psql('postgres',
+	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_restore'");
+$fake->finish;
+$node->safe_psql('postgres', 'DROP ROLE not_a_restore');
+
 # --- the job timeout ------------------------------------------------------
 
 set_conf("cdp_traits.job_timeout = '1s'\n");
