@@ -300,12 +300,20 @@ RESET client_min_messages;
 -- but only a superuser's session is taken for pg_restore: the ingest role
 -- naming its session so still has its events stitched (the check is made as
 -- the inserting role, not as the owner the trigger runs as).
+-- Nor is a SECURITY DEFINER function of a superuser's (an ingestion API)
+-- that the ingest role calls so: it is still the ingest role's session.
+CREATE FUNCTION shop.ingest_api(bigint, jsonb) RETURNS void LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS
+$$ INSERT INTO shop.events VALUES ($1, 'api', 'view', '1', '2024-01-09', $2) $$;
+REVOKE EXECUTE ON FUNCTION shop.ingest_api(bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION shop.ingest_api(bigint, jsonb) TO ingest;
 SET ROLE ingest;
 SET application_name = 'pg_restore';
 INSERT INTO shop.events VALUES (8, 'web', 'view', '1', '2024-01-08', '{"email": "b@x.org"}');
+SELECT shop.ingest_api(9, '{"email": "b@x.org"}');
 RESET application_name;
 RESET ROLE;
-SELECT customer_entity_id IS NOT NULL AS stitched FROM cdp_traits.customer_events WHERE id = 8;
+SELECT id, customer_entity_id IS NOT NULL AS stitched FROM cdp_traits.customer_events WHERE id IN (8, 9) ORDER BY id;
 SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
 
 -- A row-level security policy on the events table would run its function
