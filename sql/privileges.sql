@@ -316,6 +316,27 @@ RESET ROLE;
 SELECT id, customer_entity_id IS NOT NULL AS stitched FROM cdp_traits.customer_events WHERE id IN (8, 9) ORDER BY id;
 SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
 
+-- Any role may make a view over the pivot and its published copies, even
+-- one that may not read them (the ingest role here, with a temporary view).
+-- Such a view does not keep admins from adding an attribute: the new column
+-- is appended to the views in place.  (Removing one still needs the views
+-- gone: see the README.)
+SELECT cdp_traits.publish('shop');
+SET ROLE ingest;
+CREATE TEMP VIEW over_published AS SELECT * FROM shop.pivoted_customer_attributes;
+CREATE TEMP VIEW over_pivot AS SELECT * FROM cdp_traits.pivoted_customer_attributes;
+SET ROLE cdp_admin;
+INSERT INTO cdp_traits.attributes VALUES ('pages', '{"type": "num_of_unique", "value": "payload->>''page''"}');
+RESET ROLE;
+SELECT attname FROM pg_attribute WHERE attrelid = 'shop.pivoted_customer_attributes'::regclass AND attnum > 0
+ ORDER BY attnum;
+SELECT pg_temp.privs('cdp_traits_reader', 'shop.pivoted_customer_attributes'::regclass) AS reader;
+DROP VIEW pg_temp.over_published, pg_temp.over_pivot;
+SET ROLE cdp_admin;
+DELETE FROM cdp_traits.attributes WHERE id = 'pages';
+RESET ROLE;
+SELECT cdp_traits.unpublish();
+
 -- A row-level security policy on the events table would run its function
 -- as whoever reads the table.  The triggers read it as the extension owner
 -- (no policy applies); the calculation reads it directly for a few entities
