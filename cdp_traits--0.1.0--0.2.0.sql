@@ -2145,6 +2145,16 @@ BEGIN
 		RETURN;		-- customer_events before attach_events: published by attach
 	END IF;
 	IF cdp_traits._is_published_view(target, rel) THEN
+		-- Columns only added: replaced in place, keeping its privileges and
+		-- the views over it (any role may make one, even one that may not
+		-- read it: dropping the view would fail for them).
+		BEGIN
+			EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %I.%I AS SELECT * FROM cdp_traits.%I',
+									  target, rel, rel);
+			RETURN;
+		EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
+			NULL;	-- columns removed, renamed or retyped: made again below
+		END;
 		-- (what other roles were granted on it is granted again, at the end)
 		SELECT pg_catalog.array_agg(g.statement) INTO grants
 		  FROM cdp_traits._grants_of_others(ARRAY[pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass::pg_catalog.oid]) g;
@@ -2236,13 +2246,17 @@ BEGIN
 	SELECT pg_catalog.array_agg(g.rel), pg_catalog.array_agg(g.statement)
 	  INTO granted_on, grants
 	  FROM cdp_traits._grants_of_others(views) g;
-	IF published THEN
-		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
-	END IF;
+	-- Columns only added: the view and its published copies are replaced in
+	-- place (at the end), so that views over them -- which any role may
+	-- make, even one that may not read them -- do not stand in the way.
 	BEGIN
 		EXECUTE 'CREATE OR REPLACE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
 	EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
-		-- columns removed, renamed or retyped: the view must be recreated
+		-- columns removed, renamed or retyped: the view must be recreated,
+		-- its published copies (which depend on it) dropped first
+		IF published THEN
+			PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
+		END IF;
 		IF EXISTS (SELECT FROM pg_catalog.pg_depend d
 					WHERE d.classid = 'pg_catalog.pg_class'::regclass
 					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass

@@ -296,6 +296,47 @@ DROP VIEW cdp_traits.customer_events;
 SELECT cdp_traits.attach_events('shop.events');
 RESET client_min_messages;
 
+-- Rows pg_restore loads are not stitched (the dump holds their stitching),
+-- but only a superuser's session is taken for pg_restore: the ingest role
+-- naming its session so still has its events stitched (the check is made as
+-- the inserting role, not as the owner the trigger runs as).
+-- Nor is a SECURITY DEFINER function of a superuser's (an ingestion API)
+-- that the ingest role calls so: it is still the ingest role's session.
+CREATE FUNCTION shop.ingest_api(bigint, jsonb) RETURNS void LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS
+$$ INSERT INTO shop.events VALUES ($1, 'api', 'view', '1', '2024-01-09', $2) $$;
+REVOKE EXECUTE ON FUNCTION shop.ingest_api(bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION shop.ingest_api(bigint, jsonb) TO ingest;
+SET ROLE ingest;
+SET application_name = 'pg_restore';
+INSERT INTO shop.events VALUES (8, 'web', 'view', '1', '2024-01-08', '{"email": "b@x.org"}');
+SELECT shop.ingest_api(9, '{"email": "b@x.org"}');
+RESET application_name;
+RESET ROLE;
+SELECT id, customer_entity_id IS NOT NULL AS stitched FROM cdp_traits.customer_events WHERE id IN (8, 9) ORDER BY id;
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+
+-- Any role may make a view over the pivot and its published copies, even
+-- one that may not read them (the ingest role here, with a temporary view).
+-- Such a view does not keep admins from adding an attribute: the new column
+-- is appended to the views in place.  (Removing one still needs the views
+-- gone: see the README.)
+SELECT cdp_traits.publish('shop');
+SET ROLE ingest;
+CREATE TEMP VIEW over_published AS SELECT * FROM shop.pivoted_customer_attributes;
+CREATE TEMP VIEW over_pivot AS SELECT * FROM cdp_traits.pivoted_customer_attributes;
+SET ROLE cdp_admin;
+INSERT INTO cdp_traits.attributes VALUES ('pages', '{"type": "num_of_unique", "value": "payload->>''page''"}');
+RESET ROLE;
+SELECT attname FROM pg_attribute WHERE attrelid = 'shop.pivoted_customer_attributes'::regclass AND attnum > 0
+ ORDER BY attnum;
+SELECT pg_temp.privs('cdp_traits_reader', 'shop.pivoted_customer_attributes'::regclass) AS reader;
+DROP VIEW pg_temp.over_published, pg_temp.over_pivot;
+SET ROLE cdp_admin;
+DELETE FROM cdp_traits.attributes WHERE id = 'pages';
+RESET ROLE;
+SELECT cdp_traits.unpublish();
+
 -- A row-level security policy on the events table would run its function
 -- as whoever reads the table.  The triggers read it as the extension owner
 -- (no policy applies); the calculation reads it directly for a few entities

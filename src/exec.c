@@ -304,13 +304,20 @@ cdp_trigger_not_this_session(TriggerData *td, const char *replica_prefix)
  *		only one restores it) named pg_restore (CDP_RESTORE_APPNAME).  The
  *		rows it loads into the events table and into segment_events are
  *		those of the dump, whose stitching and segment state the dump holds
- *		too: the triggers keep them as they are.
+ *		too: the triggers keep them as they are.  Both the session's role
+ *		(that of SET ROLE) and the current one must be superusers: a
+ *		superuser's SECURITY DEFINER function that inserts events for
+ *		another role runs in that role's session.  Call it as the role that
+ *		runs the statement, before cdp_exec_begin: under the switch the
+ *		current role is the extension owner, and any role that may insert
+ *		events could name its session pg_restore to have them skipped.
  */
 bool
 cdp_loaded_by_restore(void)
 {
 	return application_name != NULL &&
-		strcmp(application_name, CDP_RESTORE_APPNAME) == 0 && superuser();
+		strcmp(application_name, CDP_RESTORE_APPNAME) == 0 &&
+		superuser_arg(GetOuterUserId()) && superuser();
 }
 
 /*

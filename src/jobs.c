@@ -200,8 +200,10 @@ job_role(void)
  * job_execute
  *		Run one job through SPI (connected by the caller) and fill in its
  *		rows, detail and status.  switch_role: run it as job_role() with a
- *		pinned search_path (the worker); otherwise as the current user with
- *		the caller's (pinned) search_path.  Strings go into cxt.  Errors
+ *		pinned search_path (the worker), and stay that role when done: the
+ *		caller commits the job's transaction as that role and then switches
+ *		back (see worker_execute); otherwise as the current user with the
+ *		caller's (pinned) search_path.  Strings go into cxt.  Errors
  *		propagate; the caller's (sub)transaction abort undoes the switches.
  */
 static void
@@ -210,8 +212,8 @@ job_execute(const CdpJob *job, bool switch_role, MemoryContext cxt,
 {
 	CdpExecState exec;
 	Oid			role;
-	Oid			save_userid = InvalidOid;
-	int			save_sec_context = 0;
+	Oid			save_userid;
+	int			save_sec_context;
 	int			save_nestlevel = 0;
 	int			rc;
 	bool		isnull;
@@ -252,10 +254,7 @@ job_execute(const CdpJob *job, bool switch_role, MemoryContext cxt,
 	if (job->as_owner)
 		cdp_exec_end(&exec);
 	else if (switch_role)
-	{
 		AtEOXact_GUC(true, save_nestlevel);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
 	out->status = out->error ? "partial" : "succeeded";
 }
 
@@ -482,10 +481,20 @@ worker_record_start(const CdpJob *job, TimestampTz started_at)
  *		Only here does the job worker act on a query cancel (the caller holds
  *		cancel interrupts off): one that came before the job is void, one
  *		that comes during it fails the job.
+ *
+ *		The transaction commits as the job's role (job_execute leaves it
+ *		switched): what the job's SQL leaves to the end of its transaction
+ *		-- a deferred trigger, a cursor WITH HOLD, queued by a function of
+ *		whoever owns an object a definition or context query reads -- runs
+ *		with that role's rights, not with the worker's (a superuser's).
  */
 static void
 worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 {
+	Oid			save_userid;
+	int			save_sec_context;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	QueryCancelPending = false;
 	RESUME_CANCEL_INTERRUPTS();
 	SetCurrentStatementStartTimestamp();
@@ -502,6 +511,7 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		SetUserIdAndSecContext(save_userid, save_sec_context);
 		HOLD_CANCEL_INTERRUPTS();
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		/* a timeout or cancel that came after the job is void */
@@ -520,6 +530,8 @@ worker_execute(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 		 */
 		QueryCancelHoldoffCount = 1;
 		worker_transaction_failed(cxt, &edata);
+		/* (the abort switched back already, unless the commit was done) */
+		SetUserIdAndSecContext(save_userid, save_sec_context);
 		outcome_from_error(out, edata);
 	}
 	PG_END_TRY();

@@ -133,8 +133,7 @@ guard_applies(void)
 
 	if (IsBinaryUpgrade)
 		return false;
-	if (application_name != NULL && strcmp(application_name, CDP_RESTORE_APPNAME) == 0 &&
-		superuser())
+	if (cdp_loaded_by_restore())
 		return false;
 	if (creating_extension &&
 		CurrentExtensionObject == get_extension_oid(CDP_EXTENSION_NAME, true))

@@ -339,6 +339,7 @@ stitch_statement(TriggerData *td)
 	MemoryContext cxt;
 	MemoryContext old;
 	StitchGraph *g;
+	bool		restore;
 
 	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
 		((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
@@ -359,6 +360,8 @@ stitch_statement(TriggerData *td)
 								ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 
+	/* as the role that wrote the rows: after the switch it is the owner */
+	restore = cdp_loaded_by_restore();
 	cdp_exec_begin(&es);
 	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -381,7 +384,7 @@ stitch_statement(TriggerData *td)
 			stitch_partitions_left();
 		}
 	}
-	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && cdp_loaded_by_restore())
+	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && restore)
 	{
 		/*
 		 * pg_restore loading the events of a dump into a database whose

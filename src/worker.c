@@ -532,12 +532,15 @@ job_worker_lock(void)
 
 /*
  * restore_connected
- *		Whether pg_restore (a session of this database whose application_name
- *		is pg_restore, its default) is connected: a cycle would write tables
- *		it is about to load (the runs, the toggle log) as soon as it has
- *		created the extension, and the dumped rows would then collide with
- *		the cycle's.  (A restore in one transaction shows nothing until it
- *		ends; one through psql is not recognized: see the README.)
+ *		Whether pg_restore (a superuser's session of this database whose
+ *		application_name is pg_restore, its default) is connected: a cycle
+ *		would write tables it is about to load (the runs, the toggle log) as
+ *		soon as it has created the extension, and the dumped rows would then
+ *		collide with the cycle's.  Only a superuser can create the extension,
+ *		and so restore it; a session of another role named so is not one,
+ *		and must not stop the jobs (any role that may connect could).  (A
+ *		restore in one transaction shows nothing until it ends; one through
+ *		psql is not recognized: see the README.)
  */
 static bool
 restore_connected(void)
@@ -551,7 +554,8 @@ restore_connected(void)
 
 		if (l != NULL && l->backendStatus.st_databaseid == MyDatabaseId &&
 			l->backendStatus.st_procpid != MyProcPid &&
-			strcmp(l->backendStatus.st_appname, CDP_RESTORE_APPNAME) == 0)
+			strcmp(l->backendStatus.st_appname, CDP_RESTORE_APPNAME) == 0 &&
+			superuser_arg(l->backendStatus.st_userid))
 			return true;
 	}
 	return false;

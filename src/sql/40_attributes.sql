@@ -988,13 +988,17 @@ BEGIN
 	SELECT pg_catalog.array_agg(g.rel), pg_catalog.array_agg(g.statement)
 	  INTO granted_on, grants
 	  FROM cdp_traits._grants_of_others(views) g;
-	IF published THEN
-		PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
-	END IF;
+	-- Columns only added: the view and its published copies are replaced in
+	-- place (at the end), so that views over them -- which any role may
+	-- make, even one that may not read them -- do not stand in the way.
 	BEGIN
 		EXECUTE 'CREATE OR REPLACE VIEW cdp_traits.pivoted_customer_attributes AS ' || sql;
 	EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
-		-- columns removed, renamed or retyped: the view must be recreated
+		-- columns removed, renamed or retyped: the view must be recreated,
+		-- its published copies (which depend on it) dropped first
+		IF published THEN
+			PERFORM cdp_traits._unpublish_view('pivoted_customer_attributes');
+		END IF;
 		IF EXISTS (SELECT FROM pg_catalog.pg_depend d
 					WHERE d.classid = 'pg_catalog.pg_class'::regclass
 					  AND d.objid = 'cdp_traits.pivoted_customer_attributes'::regclass

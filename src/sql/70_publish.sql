@@ -84,6 +84,16 @@ BEGIN
 		RETURN;		-- customer_events before attach_events: published by attach
 	END IF;
 	IF cdp_traits._is_published_view(target, rel) THEN
+		-- Columns only added: replaced in place, keeping its privileges and
+		-- the views over it (any role may make one, even one that may not
+		-- read it: dropping the view would fail for them).
+		BEGIN
+			EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %I.%I AS SELECT * FROM cdp_traits.%I',
+									  target, rel, rel);
+			RETURN;
+		EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
+			NULL;	-- columns removed, renamed or retyped: made again below
+		END;
 		-- (what other roles were granted on it is granted again, at the end)
 		SELECT pg_catalog.array_agg(g.statement) INTO grants
 		  FROM cdp_traits._grants_of_others(ARRAY[pg_catalog.format('%I.%I', target, rel)::pg_catalog.regclass::pg_catalog.oid]) g;

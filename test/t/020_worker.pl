@@ -234,6 +234,44 @@ ok( $node->poll_query_until('postgres',
 		  WHERE id > $mark AND job = 'calculate_attributes' AND status = 'failed'
 		    AND run_as = 'cdp_jobs' AND error = 'permission denied for function calculate_attributes'"),
 	'... with that role\'s privileges (none in postgres)');
+
+# What a job's SQL leaves to the end of its transaction runs as that role
+# too, not as the worker's superuser: a context query (or a definition)
+# that reads an object of another role (a dbt model's function, here) runs
+# that role's code as cdp_traits.role, and that code may queue a deferred
+# trigger of its own, which fires at the job's commit.
+$node->safe_psql('noext', q{
+SET client_min_messages = warning;
+CREATE ROLE dbt_role;
+CREATE SCHEMA dbt AUTHORIZATION dbt_role;
+GRANT USAGE ON SCHEMA dbt TO PUBLIC;
+SET ROLE dbt_role;
+CREATE TABLE dbt.seen (who name, super boolean);
+CREATE TABLE dbt.queue (a int);
+GRANT INSERT ON dbt.seen, dbt.queue TO PUBLIC;
+CREATE FUNCTION dbt.note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO dbt.seen SELECT current_user, r.rolsuper FROM pg_catalog.pg_roles r
+	 WHERE r.rolname = current_user;
+	RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON dbt.queue
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION dbt.note();
+CREATE FUNCTION dbt.ltv() RETURNS text LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO dbt.queue VALUES (1); RETURN '42'; END $$;
+RESET ROLE;
+SET ROLE cdp_owner;
+INSERT INTO cdp_traits.context (key, query) VALUES ('ltv', 'SELECT dbt.ltv()');
+});
+ok($node->poll_query_until('noext', 'SELECT count(*) > 0 FROM dbt.seen'),
+	'a job queues a deferred trigger of another role');
+is($node->safe_psql('noext', "SELECT string_agg(DISTINCT who || ':' || super, ',') FROM dbt.seen"),
+	'cdp_jobs:false', '... which fires as cdp_traits.role, not as a superuser');
+$node->safe_psql('noext', q{
+DELETE FROM cdp_traits.context WHERE key = 'ltv';
+DROP SCHEMA dbt CASCADE;
+DROP ROLE dbt_role;
+});
 set_conf("cdp_traits.role = ''\n");
 
 # --- SIGHUP: naptime and enabled ------------------------------------------
@@ -323,6 +361,33 @@ cmp_ok(log_count(qr/pg_restore is connected to database "postgres", no jobs run 
 	'>', 0, '... and the log says why');
 $restore->finish;
 ok(wait_for_cycle($before), 'jobs run again once it has left');
+
+# Only a superuser's session is taken for pg_restore (only a superuser can
+# create the extension, and so restore it): any role that may connect could
+# otherwise name its session pg_restore and stop the jobs for as long as it
+# stays connected.
+$node->safe_psql('postgres', 'CREATE ROLE not_a_restore LOGIN');
+my $fake = IPC::Run::start(
+	[
+		'psql', '-X', '-d',
+		$node->connstr('postgres') . ' user=not_a_restore application_name=pg_restore',
+		'-c', 'SELECT pg_sleep(60)'
+	],
+	'<', \$rin, '>', \$rout, '2>', \$rerr);
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_restore'");
+my $restore_logs = log_count(qr/pg_restore is connected to database "postgres", no jobs run there/);
+$before = max_run();
+ok(wait_for_cycle($before), "jobs run while another role's session is named pg_restore");
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore'"),
+	'1', '... which is still connected');
+is(log_count(qr/pg_restore is connected to database "postgres", no jobs run there/),
+	$restore_logs, '... and the log does not take it for a restore');
+$node->safe_psql('postgres',
+	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_restore'");
+$fake->finish;
+$node->safe_psql('postgres', 'DROP ROLE not_a_restore');
 
 # --- the job timeout ------------------------------------------------------
 
