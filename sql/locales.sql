@@ -1,0 +1,51 @@
+-- Databases that are not C-locale UTF8, and sessions with settings of their
+-- own: what stitching and the calculation store must not depend on the
+-- caller's locale settings, and the checks must not reject what the
+-- database's encoding spells differently.  Each part has a database of its
+-- own (ICU collations and the encodings exist on every server).
+\set regression_db :DBNAME
+SET client_min_messages = warning;
+
+--
+-- 1. A Turkish default collation: lower('I') is a dotless 'ı' there.  The
+-- blocklist is compared case-insensitively, values and entries alike:
+-- ASCII letters are lower-cased directly, the rest as lower() does.
+--
+CREATE DATABASE cdp_locales_tr TEMPLATE template0 ENCODING UTF8 LOCALE_PROVIDER icu ICU_LOCALE 'tr' LOCALE 'C';
+\c cdp_locales_tr
+SET client_min_messages = warning;
+CREATE EXTENSION cdp_traits;
+SELECT lower('MISSING') AS turkish_lower, lower('WİFİ') AS turkish_lower_dotted;
+CREATE SCHEMA cdp_ce;
+CREATE TABLE cdp_ce.customer_events (id text PRIMARY KEY, source_id text, type text,
+  version text, event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+  VALUES ('email', $$payload->>'email'$$);
+-- entries written in capitals, one with a dotted capital İ
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value)
+  VALUES (NULL, 'MISSING'), ('email', 'Wİfİ'), ('email', ' INVALID ');
+INSERT INTO cdp_ce.customer_events
+SELECT 'e' || i, 'web', 'view', '1', '2025-01-01 00:00:00+00'::timestamptz + i * interval '1 hour',
+       jsonb_build_object('email', v)
+  FROM unnest(ARRAY['MISSING', 'missing', ' Missing ', 'WIFI', 'wifi', 'WİFİ', 'Invalid',
+                    'UNDEFINED', 'undefined', 'ali@x', 'ALI@x']) WITH ORDINALITY AS t(v, i);
+SELECT cdp_traits.attach_events('cdp_ce.customer_events');
+-- only the two real identifiers link (blocklisted values never do)
+SELECT attribute_id, value FROM cdp_traits.matching ORDER BY value COLLATE "C";
+SELECT count(*) FILTER (WHERE customer_entity_id IS NULL) AS unstitched,
+       count(DISTINCT customer_entity_id) AS entities
+  FROM cdp_traits.customer_events;
+-- new events, restitch and the check agree
+INSERT INTO cdp_ce.customer_events VALUES
+  ('n1', 'web', 'view', '1', '2025-02-01 00:00:00+00', '{"email": "MİSSİNG"}'),
+  ('n2', 'web', 'view', '1', '2025-02-01 00:00:00+00', '{"email": "wİfi"}');
+SELECT id, customer_entity_id IS NULL AS unstitched FROM cdp_traits.customer_events
+ WHERE id IN ('n1', 'n2') ORDER BY id COLLATE "C";
+SELECT cdp_traits.restitch() AS entities;
+SELECT * FROM cdp_traits.verify_stitching();
+SELECT kind, label FROM cdp_traits.explain_entity(
+  (SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 'e10'))
+ WHERE kind IN ('identifier', 'blocked') ORDER BY label COLLATE "C";
+
+\c :regression_db
+DROP DATABASE cdp_locales_tr;
