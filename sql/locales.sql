@@ -47,5 +47,32 @@ SELECT kind, label FROM cdp_traits.explain_entity(
   (SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 'e10'))
  WHERE kind IN ('identifier', 'blocked') ORDER BY label COLLATE "C";
 
+--
+-- 2. The calculation and context refresh pin the locale settings that
+-- change text (to_char's month names and separators) as stitching does:
+-- the same values whatever the session's (or the worker's) lc_time,
+-- lc_numeric and lc_monetary.
+--
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('settings', '{"type": "custom", "query": "SELECT current_setting(''lc_time'') || ''/'' || current_setting(''lc_numeric'') || ''/'' || current_setting(''lc_monetary'') || ''/'' || current_setting(''xmloption'') AS value FROM base LIMIT 1"}'),
+  ('month', '{"type": "custom", "query": "SELECT to_char(min(event_time), ''TMMonth'') AS value FROM base"}');
+INSERT INTO cdp_traits.context (key, query) VALUES
+  ('settings', 'SELECT current_setting(''lc_time'') || ''/'' || current_setting(''lc_numeric'') || ''/'' || current_setting(''lc_monetary'') || ''/'' || current_setting(''xmloption'')');
+SET lc_time = 'C.UTF-8';
+SET lc_numeric = 'C.UTF-8';
+SET lc_monetary = 'C.UTF-8';
+SET xmloption = document;
+SELECT cdp_traits.calculate_attributes() AS entities;
+SELECT DISTINCT attribute_id, value FROM cdp_traits.customer_attributes ORDER BY 1, 2;
+SELECT key, value FROM cdp_traits.context;
+-- the session's settings are back
+SELECT current_setting('lc_time') AS lc_time, current_setting('xmloption') AS xmloption;
+RESET lc_time;
+RESET lc_numeric;
+RESET lc_monetary;
+RESET xmloption;
+
 \c :regression_db
 DROP DATABASE cdp_locales_tr;
+SET client_min_messages = warning;
+

@@ -2125,11 +2125,12 @@ $$;
 -- reads (the events table, read directly for a few entities) would run its
 -- functions as the caller, with the admin's rights, although whoever owns
 -- that table wrote them; such a read is an error instead.
--- TimeZone, DateStyle, IntervalStyle, extra_float_digits and bytea_output:
--- values are made text (a float8 converted to a number or read as text, a
--- custom query's interval or float8 made jsonb) and text is read as dates
--- the same way whoever calls the run, so that a run by the worker and one
--- by a session with other settings give the same values.  So is the
+-- TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output,
+-- xmlbinary, xmloption and lc_monetary/lc_numeric/lc_time: values are made text (a float8
+-- converted to a number or read as text, a custom query's interval or
+-- float8 made jsonb, to_char's month names and separators) and text is
+-- read as dates the same way whoever calls the run, so that a run by the
+-- worker and one by a session with other settings give the same values.  So is the
 -- definitions' SQL: standard_conforming_strings on (with it off, a filter
 -- payload->>'code' ~ '^\d+$' matched "ddd"), transform_null_equals off.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
@@ -2140,6 +2141,11 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+SET lc_time = 'C'
+SET xmlbinary = 'base64'
+SET xmloption = 'content'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
 SET array_nulls = on
