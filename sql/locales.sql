@@ -76,3 +76,32 @@ RESET xmloption;
 DROP DATABASE cdp_locales_tr;
 SET client_min_messages = warning;
 
+--
+-- 3. SQL_ASCII: the bytes of a multibyte character are characters of their
+-- own, so only ASCII control characters make an attribute id invalid (the
+-- second byte of a UTF-8 Ü, 0x9C, is a C1 control in Latin-1).
+--
+CREATE DATABASE cdp_locales_ascii TEMPLATE template0 ENCODING SQL_ASCII LOCALE 'C';
+\c cdp_locales_ascii
+SET client_min_messages = warning;
+CREATE EXTENSION cdp_traits;
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('Ünïcödé_ÅÄÖ', '{"type": "value", "value": "payload->>''city''"}'),
+  ('Привет', '{"type": "value", "value": "payload->>''city''"}');
+SELECT id FROM cdp_traits.attributes ORDER BY 1;
+-- ASCII controls are still refused
+CREATE FUNCTION pg_temp.try_id(id text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO cdp_traits.attributes VALUES (id, '{"type": "value", "value": "payload->>''city''"}');
+	RETURN 'accepted';
+EXCEPTION WHEN invalid_parameter_value THEN
+	RETURN 'rejected';
+END $$;
+SELECT pg_temp.try_id(E'a\tb') AS tab, pg_temp.try_id(E'a\x7fb') AS del,
+       pg_temp.try_id(E'a\x1bb') AS esc, pg_temp.try_id('plain') AS plain;
+SELECT attname FROM pg_attribute
+ WHERE attrelid = 'cdp_traits.pivoted_customer_attributes'::regclass AND attnum > 0
+ ORDER BY attnum;
+
+\c :regression_db
+DROP DATABASE cdp_locales_ascii;

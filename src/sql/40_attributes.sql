@@ -683,7 +683,11 @@ DECLARE
 	names text[];
 	c record;
 BEGIN
-	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' THEN
+	-- control characters; in a SQL_ASCII database only ASCII ones: there
+	-- the bytes of a multibyte character are characters of their own, and
+	-- [[:cntrl:]] takes the second byte of a UTF-8 Ü (0x9C) for one
+	IF id IS NULL OR id = '' OR id ~ '[\x01-\x1f\x7f]'
+	   OR (pg_catalog.getdatabaseencoding() <> 'SQL_ASCII' AND id ~ '[[:cntrl:]]') THEN
 		RAISE EXCEPTION 'invalid attribute id "%"', id
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
