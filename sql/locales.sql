@@ -105,3 +105,64 @@ SELECT attname FROM pg_attribute
 
 \c :regression_db
 DROP DATABASE cdp_locales_ascii;
+
+--
+-- 4. A replica session (session_replication_role = replica: logical
+-- replication's apply worker, or a session that sets it for a bulk load)
+-- stitches events through the replica triggers; the extension's triggers on
+-- its own tables fire there as anywhere, so a merge takes the absorbed
+-- entity's values away (history closed, audience exit logged, counts
+-- right), and configuration written there is checked and seen at once.
+--
+CREATE DATABASE cdp_locales_replica TEMPLATE template0 ENCODING UTF8 LOCALE 'C';
+\c cdp_locales_replica
+SET client_min_messages = warning;
+CREATE EXTENSION cdp_traits;
+-- every trigger of the extension on its own tables fires in every session
+-- (the replica triggers of segment_events in replica sessions only)
+SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = 'cdp_traits'::regnamespace AND NOT t.tgisinternal
+ ORDER BY 1, 2;
+CREATE TABLE public.ev (id text PRIMARY KEY, source_id text, type text, version text,
+  event_time timestamptz, payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+  VALUES ('a', $$payload->>'a'$$), ('b', $$payload->>'b'$$);
+SELECT cdp_traits.attach_events('public.ev');
+INSERT INTO public.ev VALUES
+  ('a1', 'web', 'view', '1', '2025-01-01 00:00:00+00', '{"a": "x", "amt": 5}'),
+  ('b1', 'web', 'view', '1', '2025-01-02 00:00:00+00', '{"b": "y", "amt": 7}');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('amt', '{"type": "sum", "value": "payload->>''amt''", "history": true}'),
+  ('big', '{"type": "audience", "condition": "amt > 1"}');
+SELECT cdp_traits.calculate_attributes() AS entities;
+SET session_replication_role = replica;
+-- an event that links both: one entity is absorbed
+INSERT INTO public.ev VALUES ('m1', 'web', 'view', '1', '2025-01-03 00:00:00+00', '{"a": "x", "b": "y"}');
+-- a rule written here applies at once, also in this session
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('c', $$payload->>'c'$$);
+INSERT INTO public.ev VALUES
+  ('c1', 'web', 'view', '1', '2025-01-04 00:00:00+00', '{"c": "z"}'),
+  ('c2', 'web', 'view', '1', '2025-01-05 00:00:00+00', '{"c": "z"}');
+-- and is checked
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES ('d', $$payload->>$$);
+-- a definition written here gets its column of the pivot
+INSERT INTO cdp_traits.attributes (id, definition)
+  VALUES ('events', '{"type": "custom", "query": "SELECT count(*) AS value FROM base", "data_type": "number"}');
+RESET session_replication_role;
+SELECT (SELECT count(*) FROM cdp_traits.customer_entities) AS entities,
+       (SELECT count(*) FROM cdp_traits.entity_attributes ea
+         WHERE NOT EXISTS (SELECT FROM cdp_traits.customer_entities e WHERE e.id = ea.customer_entity_id)) AS values_of_absorbed,
+       (SELECT count(*) FROM cdp_traits.attribute_history WHERE valid_to IS NULL) AS open_history,
+       (SELECT count(*) FILTER (WHERE entered) || ' in, ' || count(*) FILTER (WHERE NOT entered) || ' out'
+          FROM cdp_traits.audience_changes) AS audience_changes;
+SELECT * FROM cdp_traits.attribute_counts ORDER BY 1;
+SELECT id, customer_entity_id IS NOT NULL AS stitched,
+       customer_entity_id = (SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 'c1') AS with_c1
+  FROM cdp_traits.customer_events WHERE id IN ('c1', 'c2') ORDER BY 1;
+SELECT * FROM cdp_traits.verify_stitching();
+SELECT cdp_traits.calculate_attributes() AS entities;
+SELECT count(*) AS entities, count(events) AS with_events, sum(events) AS events
+  FROM cdp_traits.pivoted_customer_attributes;
+
+\c :regression_db
+DROP DATABASE cdp_locales_replica;
