@@ -35,13 +35,13 @@ endif
 # preloads the library (test/cdp_traits.conf).
 REGRESS = extension guc generator stitching_errors stitching stitching_partitioned partition_drop stitching_statements stitching_replica peer_fixture stitching_random stitching_bulk rule_dependencies explain_entity import_meiro_config \
 	aggregates aggregates_types aggregates_large aggregates_state \
-	context attributes_errors attributes attributes_incremental attribute_states attributes_compiled attributes_json segments segments_random segments_replica audience_toggles worker privileges publish events_columns ddl_guard upgrade dbt_example
+	context attributes_errors attributes attributes_incremental attribute_states attributes_compiled attributes_json segments segments_random segments_replica audience_toggles worker privileges publish events_columns ddl_guard upgrade dbt_example locales
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs (test/isolation/specs + test/isolation/expected).
-ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id calc_vs_stitch segments states_vs_stitch calc_vs_definitions schema_rename detach_concurrently run_jobs_vs_calc import_concurrent
+ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id calc_vs_stitch segments states_vs_stitch calc_vs_definitions schema_rename detach_concurrently run_jobs_vs_calc import_concurrent snapshot_writers
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \

@@ -1490,7 +1490,11 @@ DECLARE
 	names text[];
 	c record;
 BEGIN
-	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' THEN
+	-- control characters; in a SQL_ASCII database only ASCII ones: there
+	-- the bytes of a multibyte character are characters of their own, and
+	-- [[:cntrl:]] takes the second byte of a UTF-8 Ü (0x9C) for one
+	IF id IS NULL OR id = '' OR id ~ '[\x01-\x1f\x7f]'
+	   OR (pg_catalog.getdatabaseencoding() <> 'SQL_ASCII' AND id ~ '[[:cntrl:]]') THEN
 		RAISE EXCEPTION 'invalid attribute id "%"', id
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
@@ -2833,6 +2837,11 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+SET lc_time = 'C'
+SET xmlbinary = 'base64'
+SET xmloption = 'content'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
 SET array_nulls = on
@@ -3219,6 +3228,11 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+SET lc_time = 'C'
+SET xmlbinary = 'base64'
+SET xmloption = 'content'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
 SET array_nulls = on
@@ -3523,3 +3537,42 @@ BEGIN
 	END LOOP;
 END;
 $published_privileges$;
+
+-- (as in 95_replica_sessions.sql)
+/*
+ * The extension's triggers on its own tables fire in every session, also
+ * where session_replication_role is replica: there, ordinary (ENABLE
+ * ORIGIN) triggers do not fire, and replica sessions do write these tables.
+ * Logical replication's apply worker stitches replicated events and applies
+ * replicated segment events (their replica triggers, see attach_events and
+ * 60_segments.sql); a merge or split then deletes customer entities, whose
+ * values, history, counts and audience exits entities_removed takes care
+ * of, and toggles are appended, which toggles_writer orders for
+ * toggles_since() and toggles_notify announces.  A session that sets the
+ * role itself (a bulk load, say) may write the configuration: its rules and
+ * definitions are checked, other sessions see the change, and the pivot
+ * follows, as in any session.  (ALTER TABLE ... DISABLE TRIGGER, as
+ * pg_restore --disable-triggers does, still turns them off.)
+ */
+ALTER TABLE cdp_traits.stitching_rules
+	ENABLE ALWAYS TRIGGER stitching_rules_check,
+	ENABLE ALWAYS TRIGGER stitching_rules_changed;
+ALTER TABLE cdp_traits.stitching_blocklist
+	ENABLE ALWAYS TRIGGER stitching_blocklist_changed;
+ALTER TABLE cdp_traits.context
+	ENABLE ALWAYS TRIGGER context_check;
+ALTER TABLE cdp_traits.attributes
+	ENABLE ALWAYS TRIGGER attributes_check,
+	ENABLE ALWAYS TRIGGER attributes_changed,
+	ENABLE ALWAYS TRIGGER attribute_dropped,
+	ENABLE ALWAYS TRIGGER attributes_truncated;
+ALTER TABLE cdp_traits.calculation_runs
+	ENABLE ALWAYS TRIGGER runs_deleted,
+	ENABLE ALWAYS TRIGGER runs_truncated;
+ALTER TABLE cdp_traits.customer_entities
+	ENABLE ALWAYS TRIGGER entities_removed;
+ALTER TABLE cdp_traits.segment_toggles
+	ENABLE ALWAYS TRIGGER toggles_writer,
+	ENABLE ALWAYS TRIGGER toggles_notify;
+ALTER TABLE cdp_traits.publications
+	ENABLE ALWAYS TRIGGER publications_added;

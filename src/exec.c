@@ -106,8 +106,8 @@ cdp_exec_begin(CdpExecState *state)
  * regexp_replace(payload->>'phone', '\D', '', 'g') is a plain D, and
  * transform_null_equals, array_nulls and quote_all_identifiers change what
  * "= NULL", an array literal and quote_ident() yield.  The values are those
- * of a default server in the C locale; calculate_attributes pins the same
- * but for the locale's.
+ * of a default server in the C locale; calculate_attributes and
+ * refresh_context pin the same.
  */
 static const char *const RuleSettings[][2] = {
 	{"TimeZone", "UTC"},

@@ -542,7 +542,7 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 {
 	uint64		i;
 
-	cdp_execute_sql("SELECT attribute_id, pg_catalog.lower(pg_catalog.btrim(value)) "
+	cdp_execute_sql("SELECT attribute_id, pg_catalog.btrim(value) "
 					"FROM cdp_traits.stitching_blocklist",
 					SPI_OK_SELECT, "reading the stitching blocklist");
 	/* a value starting with a non-ASCII byte may lower-case to anything */
@@ -554,6 +554,7 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 		char	   *attr = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		char	   *val = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		int			a = -1;
+		char		buf[64];
 
 		if (attr != NULL)
 		{
@@ -563,6 +564,8 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 			if (a == cfg->nattrs)
 				continue;		/* no rule produces this attribute */
 		}
+		/* lower-cased as values are (stitch_is_blocked), not by lower() */
+		val = stitch_blocklist_lower(val, strlen(val), buf, sizeof(buf));
 		if (val[0] != '\0' && (unsigned char) val[0] < 0x80)
 		{
 			cfg->blocked_first[(unsigned char) val[0]] = true;

@@ -54,11 +54,47 @@ typedef struct EventReader
 } EventReader;
 
 /*
+ * stitch_blocklist_lower
+ *		Lower-case n bytes of s as blocklist values and entries are compared:
+ *		ASCII letters directly (A-Z to a-z, whatever the locale: under a
+ *		Turkish collation lower('I') is a dotless i), then, if there is any
+ *		other byte, the rest as lower() does in the database's collation.
+ *		Returns buf (of bufsize bytes) when the result fits and is plain
+ *		ASCII, else a palloc'd string.
+ */
+char *
+stitch_blocklist_lower(const char *s, int n, char *buf, size_t bufsize)
+{
+	char	   *p;
+	char	   *lowered;
+	bool		ascii = true;
+	int			i;
+
+	p = ((size_t) n < bufsize) ? buf : palloc(n + 1);
+	for (i = 0; i < n; i++)
+	{
+		unsigned char ch = (unsigned char) s[i];
+
+		if (ch >= 0x80)
+			ascii = false;
+		p[i] = (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
+	}
+	p[n] = '\0';
+	if (ascii)
+		return p;
+	lowered = str_tolower(p, n, DEFAULT_COLLATION_OID);
+	if (p != buf)
+		pfree(p);
+	return lowered;
+}
+
+/*
  * stitch_is_blocked
  *		Whether a value is on the blocklist for an attribute: compared
- *		after trimming spaces and lower-casing, as lower(btrim(value)).  A
- *		value longer than CDP_MAX_IDENTIFIER_BYTES counts as blocked: it
- *		could not be stored in matching.
+ *		after trimming spaces and lower-casing as stitch_blocklist_lower()
+ *		does, as the entries were.  A value longer than
+ *		CDP_MAX_IDENTIFIER_BYTES counts as blocked: it could not be stored
+ *		in matching.
  */
 bool
 stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
@@ -66,8 +102,7 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 	const char *s = val;
 	const char *e = val + len;
 	char		buf[64];
-	char	   *lowered = buf;
-	bool		ascii = true;
+	char	   *lowered;
 	int			n,
 				i;
 	bool		blocked = false;
@@ -90,24 +125,8 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 	 */
 	if (n > 0 && !cfg->blocked_first[(unsigned char) s[0]])
 		return false;
-	/* plain ASCII (nearly always) is lower-cased here, the rest as lower() does */
-	if ((size_t) n < sizeof(buf))
-	{
-		char	   *p = buf;
-
-		for (i = 0; i < n && ascii; i++)
-		{
-			unsigned char ch = (unsigned char) s[i];
-
-			ascii = ch < 0x80;
-			*p++ = (ch >= 'A' && ch <= 'Z') ? ch + ('a' - 'A') : ch;
-		}
-		*p = '\0';
-	}
-	else
-		ascii = false;
-	if (!ascii)
-		lowered = str_tolower(s, n, DEFAULT_COLLATION_OID);
+	/* plain ASCII (nearly always) is lower-cased in buf */
+	lowered = stitch_blocklist_lower(s, n, buf, sizeof(buf));
 	for (i = 0; i < cfg->nblocked && !blocked; i++)
 		blocked = (cfg->blocked_attr[i] < 0 || cfg->blocked_attr[i] == attr) &&
 			strcmp(cfg->blocked[i], lowered) == 0;

@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
@@ -433,6 +434,56 @@ stitch_statement(TriggerData *td)
 	MemoryContextDelete(cxt);
 }
 
+/*
+ * stitch_statement_checked
+ *		stitch_statement, and under REPEATABLE READ or SERIALIZABLE the
+ *		error of a writer whose snapshot predates the commit of another
+ *		writer of the same new identifier (or event id): it cannot see what
+ *		that one stored, and storing it again fails on the primary key of
+ *		matching (or event_entities).  That is a serialization failure, to
+ *		be retried, not a unique violation the user could do anything about.
+ */
+static void
+stitch_statement_checked(TriggerData *td)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!IsolationUsesXactSnapshot())
+	{
+		stitch_statement(td);
+		return;
+	}
+	PG_TRY();
+	{
+		stitch_statement(td);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION ||
+			edata->schema_name == NULL || strcmp(edata->schema_name, CDP_SCHEMA_NAME) != 0 ||
+			edata->table_name == NULL ||
+			(strcmp(edata->table_name, "matching") != 0 &&
+			 strcmp(edata->table_name, "event_entities") != 0))
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent stitching"),
+				 errdetail("A transaction that committed after this one's snapshot was taken stored the same %s. %s",
+						   strcmp(edata->table_name, "matching") == 0 ? "identifier" : "event id",
+						   edata->detail ? edata->detail : ""),
+				 errhint("Retry the transaction.  Writers of events under READ COMMITTED wait for each other instead.")));
+	}
+	PG_END_TRY();
+}
+
 /* whether the trigger is not the one to stitch in this session */
 #define not_this_session(td) cdp_trigger_not_this_session(td, CDP_REPLICA_TRIGGER_PREFIX)
 
@@ -453,7 +504,7 @@ cdp_stitch_events(PG_FUNCTION_ARGS)
 				 errmsg("cdp_traits.stitch_events() must be fired AFTER ... FOR EACH STATEMENT")));
 	if (not_this_session(td))
 		return PointerGetDatum(NULL);
-	stitch_statement(td);
+	stitch_statement_checked(td);
 	return PointerGetDatum(NULL);
 }
 
@@ -484,7 +535,7 @@ cdp_stitch_event_row(PG_FUNCTION_ARGS)
 
 	/* the statement of this row: AFTER, the same operation, its tables */
 	cdp_row_as_statement(td, CDP_NEW_TABLE, CDP_OLD_TABLE, &stmt, &trig);
-	stitch_statement(&stmt);
+	stitch_statement_checked(&stmt);
 	cdp_row_statement_end(&stmt);
 	return PointerGetDatum(NULL);
 }

@@ -119,7 +119,10 @@ COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
 -- one that refreshes now; and the text stored of a query's time (a
 -- timestamptz, a date_trunc) does not depend on them either; nor does the
 -- text of an interval, a float8 or a bytea (IntervalStyle,
--- extra_float_digits, bytea_output); and the queries are read as SQL
+-- extra_float_digits, bytea_output, xmlbinary, xmloption), nor the names and separators of
+-- to_char (lc_time, lc_numeric, lc_monetary: 'TMMonth', '9G999D99' and
+-- 'L' gave the session's locale, the worker the server's); and the
+-- queries are read as SQL
 -- reads them by default (standard_conforming_strings on: '\d' is a
 -- backslash and a d; transform_null_equals off).  plpgsql.extra_errors and
 -- extra_warnings off: the value is the first column of the first row,
@@ -133,6 +136,11 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+SET lc_time = 'C'
+SET xmlbinary = 'base64'
+SET xmloption = 'content'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
 SET array_nulls = on

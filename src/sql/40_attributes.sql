@@ -711,7 +711,11 @@ DECLARE
 	names text[];
 	c record;
 BEGIN
-	IF id IS NULL OR id = '' OR id ~ '[[:cntrl:]]' THEN
+	-- control characters; in a SQL_ASCII database only ASCII ones: there
+	-- the bytes of a multibyte character are characters of their own, and
+	-- [[:cntrl:]] takes the second byte of a UTF-8 Ü (0x9C) for one
+	IF id IS NULL OR id = '' OR id ~ '[\x01-\x1f\x7f]'
+	   OR (pg_catalog.getdatabaseencoding() <> 'SQL_ASCII' AND id ~ '[[:cntrl:]]') THEN
 		RAISE EXCEPTION 'invalid attribute id "%"', id
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'An attribute id names a column of pivoted_customer_attributes.',
@@ -2158,11 +2162,12 @@ $$;
 -- reads (the events table, read directly for a few entities) would run its
 -- functions as the caller, with the admin's rights, although whoever owns
 -- that table wrote them; such a read is an error instead.
--- TimeZone, DateStyle, IntervalStyle, extra_float_digits and bytea_output:
--- values are made text (a float8 converted to a number or read as text, a
--- custom query's interval or float8 made jsonb) and text is read as dates
--- the same way whoever calls the run, so that a run by the worker and one
--- by a session with other settings give the same values.  So is the
+-- TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output,
+-- xmlbinary, xmloption and lc_monetary/lc_numeric/lc_time: values are made text (a float8
+-- converted to a number or read as text, a custom query's interval or
+-- float8 made jsonb, to_char's month names and separators) and text is
+-- read as dates the same way whoever calls the run, so that a run by the
+-- worker and one by a session with other settings give the same values.  So is the
 -- definitions' SQL: standard_conforming_strings on (with it off, a filter
 -- payload->>'code' ~ '^\d+$' matched "ddd"), transform_null_equals off.
 CREATE FUNCTION cdp_traits.calculate_attributes(force boolean DEFAULT false) RETURNS bigint
@@ -2173,6 +2178,11 @@ SET DateStyle = 'ISO, MDY'
 SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+SET lc_time = 'C'
+SET xmlbinary = 'base64'
+SET xmloption = 'content'
 SET standard_conforming_strings = on
 SET transform_null_equals = off
 SET array_nulls = on
