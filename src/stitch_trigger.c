@@ -11,6 +11,20 @@
  * the entities of the others are marked for recalculation.  TRUNCATE: all
  * stitching is emptied.
  *
+ * A trigger of the user's on the events table may change the rows of an
+ * INSERT before its stitching trigger fires: PostgreSQL fires AFTER ROW
+ * triggers (and AFTER STATEMENT triggers named before ours) first, and the
+ * UPDATE or DELETE such a trigger runs is stitched at its own end, while
+ * the INSERT's NEW transition table still holds the rows as inserted.  An
+ * "enrichment" trigger that updated an inserted event's identifiers then
+ * made the INSERT fail (duplicate key in event_entities: the UPDATE had
+ * stitched the event already), and a "dedup" trigger that deleted one left
+ * it stitched, with its identifiers, though it was gone.  So an UPDATE or
+ * DELETE stitched from inside another trigger is noted for the rest of
+ * the transaction, and from then on an INSERT stitches only its rows that
+ * are still in the table and not stitched yet (SRC_NEW_ROWS_LIVE): an
+ * updated row was stitched by its UPDATE, in its new version.
+ *
  * Where session_replication_role is replica (the logical replication apply
  * worker), statement triggers enabled as usual do not fire, and the apply
  * worker fires row triggers only: a row trigger enabled for replicas only
@@ -24,6 +38,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -31,6 +46,9 @@
 
 #include "cdp_traits.h"
 #include "stitch.h"
+
+/* the transaction in which an UPDATE or DELETE was stitched inside a trigger */
+static LocalTransactionId NestedChangeLxid = InvalidLocalTransactionId;
 
 PG_FUNCTION_INFO_V1(cdp_stitch_events);
 PG_FUNCTION_INFO_V1(cdp_stitch_event_row);
@@ -325,6 +343,32 @@ stitch_update(StitchGraph *g, Oid relid)
 }
 
 /*
+ * trigger_depth
+ *		How many triggers are running, this one included (pg_trigger_depth).
+ */
+static int
+trigger_depth(void)
+{
+	LOCAL_FCINFO(fcinfo, 0);
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	return DatumGetInt32(pg_trigger_depth(fcinfo));
+}
+
+/*
+ * note_nested_change
+ *		An UPDATE or DELETE is stitched: if it runs inside another trigger
+ *		(one of the user's on an INSERT, say), note it for this transaction
+ *		(see the top of this file).
+ */
+static void
+note_nested_change(void)
+{
+	if (trigger_depth() > 1)
+		NestedChangeLxid = MyProc->lxid;
+}
+
+/*
  * stitch_statement
  *		Stitch what one statement did to the events table (or one of its
  *		partitions): its transition tables are registered with SPI under
@@ -400,7 +444,8 @@ stitch_statement(TriggerData *td)
 		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 		ir.g = g;
 		ir.null_id = false;
-		stitch_read_events(SRC_NEW_ROWS, relid, (Datum) 0, false, graph_row, &ir);
+		stitch_read_events(NestedChangeLxid == MyProc->lxid ? SRC_NEW_ROWS_LIVE : SRC_NEW_ROWS,
+						   relid, (Datum) 0, false, graph_row, &ir);
 		if (ir.null_id)
 			reject_null_id(cfg);
 		if (!cfg->unique_id)
@@ -413,13 +458,16 @@ stitch_statement(TriggerData *td)
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
 		int			n;
-		const char **ids = all_ids(CDP_OLD_TABLE, relid, &n);
+		const char **ids;
 
+		note_nested_change();
+		ids = all_ids(CDP_OLD_TABLE, relid, &n);
 		g = graph_create(cxt, 16);
 		stitch_batch(g, ids, n, NULL, 0);
 	}
 	else
 	{
+		note_nested_change();
 		g = graph_create(cxt, 1024);
 		stitch_update(g, relid);
 	}
