@@ -23,7 +23,12 @@
  * DELETE stitched from inside another trigger is noted for the rest of
  * the transaction, and from then on an INSERT stitches only its rows that
  * are still in the table and not stitched yet (SRC_NEW_ROWS_LIVE): an
- * updated row was stitched by its UPDATE, in its new version.
+ * updated row was stitched by its UPDATE, in its new version.  An UPDATE
+ * then re-stitches every event it updated from its row as it is now
+ * (SRC_NEW_ROWS_CURRENT): a trigger on the UPDATE that updated the row
+ * again (normalizing an e-mail address) or deleted it had its change
+ * stitched first, and the outer UPDATE stitched the version it wrote over
+ * it.
  *
  * Where session_replication_role is replica (the logical replication apply
  * worker), statement triggers enabled as usual do not fire, and the apply
@@ -369,6 +374,52 @@ note_nested_change(void)
 }
 
 /*
+ * cmp_key
+ *		Order event keys.
+ */
+static int
+cmp_key(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/*
+ * stitch_update_current
+ *		stitch_update after an UPDATE or DELETE stitched inside a trigger in
+ *		this transaction (see the top of this file): every event the UPDATE
+ *		touched (old and new ids) loses its assignment, and the events with
+ *		those ids are stitched again from their rows as they are now.
+ */
+static void
+stitch_update_current(StitchGraph *g, Oid relid)
+{
+	int			nold,
+				nnew,
+				nrows,
+				n = 0,
+				i,
+				k;
+	const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nold);
+	const char **newids = all_ids(CDP_NEW_TABLE, relid, &nnew);
+	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew, 1), MCXT_ALLOC_HUGE);
+	IdentRow   *rows = fetch_rows(SRC_NEW_ROWS_CURRENT, relid, &nrows);
+
+	memcpy(forget, oldids, sizeof(char *) * nold);
+	memcpy(forget + nold, newids, sizeof(char *) * nnew);
+	if (nold + nnew > 1)
+		qsort(forget, nold + nnew, sizeof(char *), cmp_key);
+	for (i = 0; i < nold + nnew; i++)
+		if (n == 0 || strcmp(forget[n - 1], forget[i]) != 0)
+			forget[n++] = forget[i];
+	for (i = 0; i < nrows; i = k)
+	{
+		k = group_end(rows, nrows, i);
+		add_group(g, rows, i, k);
+	}
+	stitch_batch(g, forget, n, NULL, 0);
+}
+
+/*
  * stitch_statement
  *		Stitch what one statement did to the events table (or one of its
  *		partitions): its transition tables are registered with SPI under
@@ -469,7 +520,10 @@ stitch_statement(TriggerData *td)
 	{
 		note_nested_change();
 		g = graph_create(cxt, 1024);
-		stitch_update(g, relid);
+		if (NestedChangeLxid == MyProc->lxid)
+			stitch_update_current(g, relid);
+		else
+			stitch_update(g, relid);
 	}
 
 	SPI_finish();
