@@ -151,7 +151,8 @@ add_value(DeltaState *st, int attr, JsonbValue *v, int64 delta)
 	bool		found;
 
 	value_bytes(&st->scratch, v);
-	if (st->scratch.len > CDP_MAX_COUNTED_VALUE_BYTES)
+	/* (the bytes after the type tag: the value's) */
+	if (st->scratch.len - 1 > CDP_MAX_COUNTED_VALUE_BYTES)
 		return;
 	key.attr = attr;
 	key.len = st->scratch.len;
