@@ -575,3 +575,35 @@ RESET standard_conforming_strings;
 RESET escape_string_warning;
 SELECT count(*) AS quoted_stored FROM cdp_traits.attributes WHERE id = 'quoted';
 DELETE FROM cdp_traits.attributes;
+
+-- A value too long for the index of the per-value counts (a URL with
+-- tracking parameters, over 2000 bytes) no longer fails every run: it is
+-- stored and counted as a value of its attribute, but not per value
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('last_url', '{"type": "last", "value": "payload->>''url''"}'),
+  ('urls',     '{"type": "list", "value": "payload->>''url''"}');
+INSERT INTO ev VALUES
+  (40, 'web', 'page_view', '1-0-0', '2025-04-01 10:00+00', '{"email": "ann@x", "url": "https://shop.example/a"}'),
+  (41, 'web', 'page_view', '1-0-0', '2025-04-02 10:00+00',
+   jsonb_build_object('email', 'ann@x', 'url', 'https://shop.example/p?' ||
+     (SELECT string_agg(md5(i::text), '&') FROM generate_series(1, 120) i))),
+  -- (2000 bytes: still counted per value)
+  (42, 'web', 'page_view', '1-0-0', '2025-04-01 11:00+00',
+   jsonb_build_object('user', 'bob', 'url', repeat('u', 2000)));
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT count(*) AS failed FROM cdp_traits.calculation_run_attributes WHERE error IS NOT NULL;
+SELECT attribute_id, length(value::text) AS json_length FROM cdp_traits.customer_attributes
+ WHERE attribute_id IN ('last_url', 'urls') ORDER BY 1, 2;
+SELECT attribute_id, customers FROM cdp_traits.attribute_counts
+ WHERE attribute_id IN ('last_url', 'urls') ORDER BY 1;
+SELECT attribute_id, left(value #>> '{}', 25) AS value, length(value #>> '{}') AS length, customers
+  FROM cdp_traits.attribute_value_counts
+ WHERE attribute_id IN ('last_url', 'urls') ORDER BY 1, 2;
+-- the long value goes: the counts follow
+DELETE FROM ev WHERE id = 41;
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT attribute_id, left(value #>> '{}', 25) AS value, length(value #>> '{}') AS length, customers
+  FROM cdp_traits.attribute_value_counts
+ WHERE attribute_id IN ('last_url', 'urls') ORDER BY 1, 2;
+DELETE FROM ev WHERE id IN (40, 42);
+DELETE FROM cdp_traits.attributes;

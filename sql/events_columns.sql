@@ -155,6 +155,23 @@ CREATE TABLE public.scratch (x int);
 CREATE VIEW public.scratch_view AS SELECT x FROM public.scratch;
 DROP TABLE public.scratch CASCADE;
 SELECT * FROM pg_temp.state();
+-- a cancel while the views follow a change (the statement's timeout, here
+-- reached in an event trigger of one's own on CREATE VIEW) cancels the
+-- command, as anywhere else (it was taken for a failure to follow: the
+-- command went through, with a warning)
+CREATE FUNCTION public.slow_view() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(2); END $$;
+CREATE EVENT TRIGGER slow_view ON ddl_command_start WHEN TAG IN ('CREATE VIEW')
+  EXECUTE FUNCTION public.slow_view();
+SET statement_timeout = '500ms';
+\set VERBOSITY terse
+ALTER TABLE app.events ADD COLUMN late text;
+\set VERBOSITY default
+RESET statement_timeout;
+DROP EVENT TRIGGER slow_view;
+DROP FUNCTION public.slow_view();
+SELECT count(*) AS late_column FROM pg_attribute
+ WHERE attrelid = 'app.events'::regclass AND attname = 'late' AND NOT attisdropped;
 -- DROP EXTENSION still drops the published views and customer_events with it
 DROP EXTENSION cdp_traits CASCADE;
 SELECT count(*) AS views_left FROM pg_class WHERE relname IN ('customer_events', 'pivoted_customer_attributes');

@@ -132,6 +132,51 @@ DELETE FROM ev WHERE id = '12';
 SELECT pg_temp.state() AS stale_rules_kept;
 SELECT cdp_traits.restitch() IS NOT NULL AS restitched, pg_temp.state() AS after_restitch;
 
+-- A trigger of the user's that changes the rows of an INSERT before the
+-- stitching trigger fires (AFTER ROW triggers fire first): an enrichment
+-- that updates an inserted event's identifiers, a clean-up that deletes an
+-- inserted event.  Each event is stitched as it is once the statement is
+-- over: the updated one by its new identifiers, the deleted one not at all
+-- (it failed with a duplicate key in event_entities, and a deleted event
+-- stayed stitched, its identifier and entity with it).
+DELETE FROM ev;
+CREATE FUNCTION pg_temp.fix_up() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE ev SET payload = '{"email": "b"}' WHERE id = NEW.id AND NEW.type = 'enrich';
+  DELETE FROM ev WHERE id = NEW.id AND NEW.type = 'junk';
+  RETURN NULL;
+END $$;
+CREATE TRIGGER fix_up AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION pg_temp.fix_up();
+INSERT INTO ev (id, type, payload) VALUES ('21', 'enrich', '{"email": "a"}'), ('22', 'x', '{"email": "a"}'),
+  ('23', 'junk', '{"email": "c"}'), ('24', 'x', '{"email": "b"}');
+SELECT pg_temp.snapshot();
+SELECT pg_temp.state() AS fixed_up_by_trigger;
+SELECT attribute_id, value FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT event_id FROM cdp_traits.event_entities ORDER BY 1;
+-- a later INSERT is stitched as usual
+INSERT INTO ev (id, type, payload) VALUES ('25', 'x', '{"email": "c"}');
+SELECT pg_temp.state() AS then_another;
+DROP TRIGGER fix_up ON ev;
+-- the same on an UPDATE: a trigger that normalizes the e-mail address the
+-- UPDATE wrote (updating the row again), or deletes the row (the UPDATE's
+-- own version was stitched over the trigger's: 22 stayed apart from 25 by
+-- "C", and 24 stayed stitched)
+CREATE FUNCTION pg_temp.normalize() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.payload->>'email' <> lower(NEW.payload->>'email') THEN
+    UPDATE ev SET payload = jsonb_build_object('email', lower(NEW.payload->>'email')) WHERE id = NEW.id;
+  END IF;
+  DELETE FROM ev WHERE id = NEW.id AND NEW.type = 'junk';
+  RETURN NULL;
+END $$;
+CREATE TRIGGER normalize AFTER UPDATE ON ev FOR EACH ROW EXECUTE FUNCTION pg_temp.normalize();
+SELECT pg_temp.snapshot();
+UPDATE ev SET payload = '{"email": "C"}' WHERE id = '22';
+UPDATE ev SET type = 'junk', payload = '{"email": "q"}' WHERE id = '24';
+SELECT pg_temp.state() AS normalized_by_trigger;
+SELECT attribute_id, value FROM cdp_traits.matching ORDER BY 1, 2;
+DROP TRIGGER normalize ON ev;
+
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 DROP TABLE ev CASCADE;

@@ -507,6 +507,9 @@ follow_in_place(StitchConfig *cfg, Oid viewid)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		/* a cancel (statement timeout, pg_cancel_backend) cancels the command */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
 		ereport(WARNING,
 				(errmsg("cdp_traits.customer_events does not follow the columns of %s",
 						cfg->events_name),

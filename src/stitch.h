@@ -156,7 +156,11 @@ typedef enum StitchSource
 	SRC_NEW_ROWS,				/* the NEW transition table */
 	SRC_OLD_ROWS,				/* the OLD transition table */
 	SRC_ALL_EVENTS,				/* the whole events table + old assignment */
-	SRC_ENTITY_EVENTS			/* events of the entities in $1 (uuid[]) */
+	SRC_ENTITY_EVENTS,			/* events of the entities in $1 (uuid[]) */
+	SRC_NEW_ROWS_LIVE,			/* the NEW rows still in the events table and
+								 * not stitched yet (see stitch_trigger.c) */
+	SRC_NEW_ROWS_CURRENT		/* the events table's rows with the ids of
+								 * the NEW rows, as they are now (ditto) */
 } StitchSource;
 
 extern StitchConfig *stitch_config(bool missing_ok);

@@ -860,6 +860,17 @@ stitch_identifier_sql(StitchSource source)
 		case SRC_ALL_EVENTS:
 			return psprintf("SELECT %s%s FROM (SELECT %s FROM %s) ev",
 							id, cfg->cols_sql, cols, cfg->events_name);
+		case SRC_NEW_ROWS_LIVE:
+			return psprintf("SELECT %s%s FROM (SELECT %s FROM %s n "
+							"WHERE EXISTS (SELECT FROM %s x WHERE x.id = n.id) "
+							"AND NOT EXISTS (SELECT FROM cdp_traits.event_entities ee "
+							"WHERE ee.event_id = %s)) ev",
+							id, cfg->cols_sql, cols, CDP_NEW_TABLE, cfg->events_name,
+							stitch_key_sql(cfg, "n.id"));
+		case SRC_NEW_ROWS_CURRENT:
+			return psprintf("SELECT %s%s FROM (SELECT %s FROM %s "
+							"WHERE id IN (SELECT n.id FROM %s n)) ev",
+							id, cfg->cols_sql, cols, cfg->events_name, CDP_NEW_TABLE);
 		case SRC_ENTITY_EVENTS:
 			return psprintf("SELECT %s, ee.event_id, ee.customer_entity_id%s "
 							"FROM cdp_traits.event_entities ee "
@@ -1372,7 +1383,7 @@ stitch_probe_plan(const char *key, const char *sql, int nargs, Oid *argtypes)
 SPIPlanPtr
 stitch_identifier_plan(StitchSource source, Oid relid)
 {
-	static const char *names[] = {"ids:new", "ids:old", "ids:all", "ids:entity"};
+	static const char *names[] = {"ids:new", "ids:old", "ids:all", "ids:entity", "ids:newlive", "ids:newnow"};
 	char		key[48];
 	Oid			argtypes[1] = {UUIDARRAYOID};
 	PlanEntry  *entry;

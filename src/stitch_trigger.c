@@ -11,6 +11,25 @@
  * the entities of the others are marked for recalculation.  TRUNCATE: all
  * stitching is emptied.
  *
+ * A trigger of the user's on the events table may change the rows of an
+ * INSERT before its stitching trigger fires: PostgreSQL fires AFTER ROW
+ * triggers (and AFTER STATEMENT triggers named before ours) first, and the
+ * UPDATE or DELETE such a trigger runs is stitched at its own end, while
+ * the INSERT's NEW transition table still holds the rows as inserted.  An
+ * "enrichment" trigger that updated an inserted event's identifiers then
+ * made the INSERT fail (duplicate key in event_entities: the UPDATE had
+ * stitched the event already), and a "dedup" trigger that deleted one left
+ * it stitched, with its identifiers, though it was gone.  So an UPDATE or
+ * DELETE stitched from inside another trigger is noted for the rest of
+ * the transaction, and from then on an INSERT stitches only its rows that
+ * are still in the table and not stitched yet (SRC_NEW_ROWS_LIVE): an
+ * updated row was stitched by its UPDATE, in its new version.  An UPDATE
+ * then re-stitches every event it updated from its row as it is now
+ * (SRC_NEW_ROWS_CURRENT): a trigger on the UPDATE that updated the row
+ * again (normalizing an e-mail address) or deleted it had its change
+ * stitched first, and the outer UPDATE stitched the version it wrote over
+ * it.
+ *
  * Where session_replication_role is replica (the logical replication apply
  * worker), statement triggers enabled as usual do not fire, and the apply
  * worker fires row triggers only: a row trigger enabled for replicas only
@@ -25,6 +44,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -32,6 +52,9 @@
 
 #include "cdp_traits.h"
 #include "stitch.h"
+
+/* the transaction in which an UPDATE or DELETE was stitched inside a trigger */
+static LocalTransactionId NestedChangeLxid = InvalidLocalTransactionId;
 
 PG_FUNCTION_INFO_V1(cdp_stitch_events);
 PG_FUNCTION_INFO_V1(cdp_stitch_event_row);
@@ -326,6 +349,78 @@ stitch_update(StitchGraph *g, Oid relid)
 }
 
 /*
+ * trigger_depth
+ *		How many triggers are running, this one included (pg_trigger_depth).
+ */
+static int
+trigger_depth(void)
+{
+	LOCAL_FCINFO(fcinfo, 0);
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	return DatumGetInt32(pg_trigger_depth(fcinfo));
+}
+
+/*
+ * note_nested_change
+ *		An UPDATE or DELETE is stitched: if it runs inside another trigger
+ *		(one of the user's on an INSERT, say), note it for this transaction
+ *		(see the top of this file).
+ */
+static void
+note_nested_change(void)
+{
+	if (trigger_depth() > 1)
+		NestedChangeLxid = MyProc->lxid;
+}
+
+/*
+ * cmp_key
+ *		Order event keys.
+ */
+static int
+cmp_key(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/*
+ * stitch_update_current
+ *		stitch_update after an UPDATE or DELETE stitched inside a trigger in
+ *		this transaction (see the top of this file): every event the UPDATE
+ *		touched (old and new ids) loses its assignment, and the events with
+ *		those ids are stitched again from their rows as they are now.
+ */
+static void
+stitch_update_current(StitchGraph *g, Oid relid)
+{
+	int			nold,
+				nnew,
+				nrows,
+				n = 0,
+				i,
+				k;
+	const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nold);
+	const char **newids = all_ids(CDP_NEW_TABLE, relid, &nnew);
+	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew, 1), MCXT_ALLOC_HUGE);
+	IdentRow   *rows = fetch_rows(SRC_NEW_ROWS_CURRENT, relid, &nrows);
+
+	memcpy(forget, oldids, sizeof(char *) * nold);
+	memcpy(forget + nold, newids, sizeof(char *) * nnew);
+	if (nold + nnew > 1)
+		qsort(forget, nold + nnew, sizeof(char *), cmp_key);
+	for (i = 0; i < nold + nnew; i++)
+		if (n == 0 || strcmp(forget[n - 1], forget[i]) != 0)
+			forget[n++] = forget[i];
+	for (i = 0; i < nrows; i = k)
+	{
+		k = group_end(rows, nrows, i);
+		add_group(g, rows, i, k);
+	}
+	stitch_batch(g, forget, n, NULL, 0);
+}
+
+/*
  * stitch_statement
  *		Stitch what one statement did to the events table (or one of its
  *		partitions): its transition tables are registered with SPI under
@@ -404,7 +499,8 @@ stitch_statement(TriggerData *td)
 		graph_set_attrs(g, cfg->attrs, cfg->nattrs);
 		ir.g = g;
 		ir.null_id = false;
-		stitch_read_events(SRC_NEW_ROWS, relid, (Datum) 0, false, graph_row, &ir);
+		stitch_read_events(NestedChangeLxid == MyProc->lxid ? SRC_NEW_ROWS_LIVE : SRC_NEW_ROWS,
+						   relid, (Datum) 0, false, graph_row, &ir);
 		if (ir.null_id)
 			reject_null_id(cfg);
 		if (!cfg->unique_id)
@@ -417,15 +513,21 @@ stitch_statement(TriggerData *td)
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
 		int			n;
-		const char **ids = all_ids(CDP_OLD_TABLE, relid, &n);
+		const char **ids;
 
+		note_nested_change();
+		ids = all_ids(CDP_OLD_TABLE, relid, &n);
 		g = graph_create(cxt, 16);
 		stitch_batch(g, ids, n, NULL, 0);
 	}
 	else
 	{
+		note_nested_change();
 		g = graph_create(cxt, 1024);
-		stitch_update(g, relid);
+		if (NestedChangeLxid == MyProc->lxid)
+			stitch_update_current(g, relid);
+		else
+			stitch_update(g, relid);
 	}
 
 	SPI_finish();

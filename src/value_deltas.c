@@ -18,6 +18,11 @@
  *					   "r": values removed, "v": [[value, delta], ...]}, ...}
  * with only the attributes that changed and only the non-zero value deltas
  * ("v" only for categorical attributes; a list counts once per element).
+ * A value longer than CDP_MAX_COUNTED_VALUE_BYTES is not counted per value:
+ * attribute_value_counts is keyed by (attribute, value), and a btree entry
+ * holds at most 2704 bytes (a URL with tracking parameters would fail every
+ * run that writes it).  Such a value is nearly unique per customer anyway;
+ * it still counts as a value of its attribute ("n").
  *
  *-------------------------------------------------------------------------
  */
@@ -34,6 +39,9 @@
 #include "utils/numeric.h"
 
 #include "cdp_traits.h"
+
+/* the longest value counted per value (see the top of the file) */
+#define CDP_MAX_COUNTED_VALUE_BYTES 2000
 
 PG_FUNCTION_INFO_V1(cdp_value_deltas_trans);
 PG_FUNCTION_INFO_V1(cdp_value_deltas_final);
@@ -132,7 +140,8 @@ value_bytes(StringInfo buf, JsonbValue *v)
 
 /*
  * add_value
- *		Add delta to the count of one value of attribute attr.
+ *		Add delta to the count of one value of attribute attr (none for a
+ *		value too long to be counted).
  */
 static void
 add_value(DeltaState *st, int attr, JsonbValue *v, int64 delta)
@@ -142,6 +151,9 @@ add_value(DeltaState *st, int attr, JsonbValue *v, int64 delta)
 	bool		found;
 
 	value_bytes(&st->scratch, v);
+	/* (the bytes after the type tag: the value's) */
+	if (st->scratch.len - 1 > CDP_MAX_COUNTED_VALUE_BYTES)
+		return;
 	key.attr = attr;
 	key.len = st->scratch.len;
 	key.bytes = st->scratch.data;
