@@ -58,6 +58,26 @@ INSERT INTO ev (id, source_id, type, payload) VALUES
   (14, 'web', 'login', '{"email": "", "cookie": "-"}');
 SELECT count(*) AS blocked_linked FROM cdp_traits.customer_events WHERE id BETWEEN 11 AND 14 AND customer_entity_id IS NOT NULL;
 SELECT count(*) AS blocked_in_matching FROM cdp_traits.matching WHERE lower(btrim(value)) IN ('unknown', 'n/a', 'null', '', '-');
+-- trimmed of white space, not only spaces: tabs, line breaks and a carriage
+-- return left by a CSV export ("unknown\r") are blocked too; white space
+-- inside a value is kept
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (1101, 'web', 'login', '{"email": "unknown\r", "cookie": "\tnull\n"}'),
+  (1102, 'web', 'login', '{"email": " N/A\r\n", "cookie": "\u000bnone\f"}'),
+  (1103, 'web', 'login', '{"email": "un known", "cookie": "n/a\tx"}');
+SELECT id, pg_temp.ent(id) IS NOT NULL AS linked FROM ev WHERE id BETWEEN 1101 AND 1103 ORDER BY id;
+SELECT attribute_id, to_json(value)::text AS value FROM cdp_traits.matching
+ WHERE value IN ('un known', E'n/a\tx', E'unknown\r', E'\tnull\n') ORDER BY 1;
+-- an entry written with white space around it blocks the trimmed value
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('cookie', E'\tjunk-cookie\r\n');
+RESET client_min_messages;
+INSERT INTO ev (id, source_id, type, payload) VALUES (1104, 'web', 'login', '{"cookie": "JUNK-COOKIE"}');
+SELECT pg_temp.ent(1104) IS NULL AS junk_cookie_blocked;
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'cookie';
+RESET client_min_messages;
+DELETE FROM ev WHERE id BETWEEN 1101 AND 1104;
 
 -- the same value under two attribute ids does not link
 INSERT INTO ev (id, source_id, type, payload) VALUES

@@ -244,6 +244,18 @@ extern void stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo pa
 extern bool stitch_is_events_relation(StitchConfig *cfg, Oid relid);
 extern bool stitch_is_events_relid(Oid events_relid, Oid relid);
 extern const char **stitch_read_ids(SPIPlanPtr plan, int *n);
+/*
+ * stitch_blank
+ *		The characters the blocklist trims from both ends of entries and
+ *		values: space, tab, line feed, carriage return, vertical tab and form
+ *		feed (ASCII white space, as isspace() in the C locale).
+ */
+static inline bool
+stitch_blank(char c)
+{
+	return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
 extern char *stitch_blocklist_lower(const char *s, int n, char *buf,
 									 size_t bufsize);
 extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,

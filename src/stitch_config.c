@@ -542,7 +542,8 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 {
 	uint64		i;
 
-	cdp_execute_sql("SELECT attribute_id, pg_catalog.btrim(value) "
+	/* trimmed of the characters stitch_blank() trims from values */
+	cdp_execute_sql("SELECT attribute_id, pg_catalog.btrim(value, E' \\t\\n\\r\\x0b\\f') "
 					"FROM cdp_traits.stitching_blocklist",
 					SPI_OK_SELECT, "reading the stitching blocklist");
 	/* a value starting with a non-ASCII byte may lower-case to anything */

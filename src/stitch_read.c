@@ -91,7 +91,7 @@ stitch_blocklist_lower(const char *s, int n, char *buf, size_t bufsize)
 /*
  * stitch_is_blocked
  *		Whether a value is on the blocklist for an attribute: compared
- *		after trimming spaces and lower-casing as stitch_blocklist_lower()
+ *		after trimming white space (stitch_blank) and lower-casing as stitch_blocklist_lower()
  *		does, as the entries were.  A value longer than
  *		CDP_MAX_IDENTIFIER_BYTES counts as blocked: it could not be stored
  *		in matching.
@@ -111,9 +111,9 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 		return true;
 	if (cfg->nblocked == 0)
 		return false;
-	while (s < e && *s == ' ')
+	while (s < e && stitch_blank(*s))
 		s++;
-	while (e > s && e[-1] == ' ')
+	while (e > s && stitch_blank(e[-1]))
 		e--;
 	n = e - s;
 	/* lower-casing changes a character's length by at most a factor of 3 */
