@@ -625,6 +625,19 @@ LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
 COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
 	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
+-- The counts' changes of stitching transactions, applied at commit (as in
+-- 40_attributes.sql; the SQL functions are among the generated ones below)
+CREATE TABLE cdp_traits.pending_count_changes (
+	xid xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id(),
+	deltas jsonb[] NOT NULL			-- what _value_deltas gave, per statement
+);
+COMMENT ON TABLE cdp_traits.pending_count_changes IS
+	'internal: changes of attribute_counts made by an open transaction, applied when it commits (always empty between transactions)';
+CREATE FUNCTION cdp_traits._apply_counts_at_commit() RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_apply_counts_at_commit';
+COMMENT ON FUNCTION cdp_traits._apply_counts_at_commit() IS
+	'internal: apply the pending_count_changes of this transaction just before it commits';
 CREATE FUNCTION cdp_traits._calculation_lock() RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cdp_calculation_lock';
@@ -1887,6 +1900,16 @@ AS $$
 	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
 $$;
 
+CREATE FUNCTION cdp_traits._count_changes_at_commit(deltas jsonb) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO cdp_traits.pending_count_changes AS p (deltas)
+	SELECT ARRAY[$1] WHERE $1 IS NOT NULL AND $1 <> '{}'
+	ON CONFLICT (xid) DO UPDATE SET deltas = p.deltas || EXCLUDED.deltas;
+	SELECT cdp_traits._apply_counts_at_commit() WHERE $1 IS NOT NULL AND $1 <> '{}';
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1973,7 +1996,8 @@ BEGIN
 	)
 	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
-	PERFORM cdp_traits._count_changes(deltas);
+	-- (at commit: see pending_count_changes)
+	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	RETURN NULL;
 END;
 $$;
@@ -2063,6 +2087,37 @@ AS $$
 		 WHERE c.relnamespace = cdp_traits._schema_oid(target) AND c.relname = rel)
 $$;
 
+CREATE FUNCTION cdp_traits._pending_counts_apply() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	total jsonb;
+BEGIN
+	WITH gone AS (
+		DELETE FROM cdp_traits.pending_count_changes p WHERE p.xid = pg_catalog.pg_current_xact_id()
+		RETURNING p.deltas
+	), d AS (
+		SELECT x.key, x.value FROM gone g
+		 CROSS JOIN LATERAL pg_catalog.unnest(g.deltas) u(j)
+		 CROSS JOIN LATERAL pg_catalog.jsonb_each(u.j) x
+	), n AS (
+		SELECT d.key, pg_catalog.sum(COALESCE((d.value->>'n')::bigint, 0)) AS n FROM d GROUP BY d.key
+	), v AS (
+		SELECT d.key, e->0 AS value, pg_catalog.sum((e->>1)::bigint) AS c
+		  FROM d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') e
+		 GROUP BY 1, 2
+	)
+	SELECT pg_catalog.jsonb_object_agg(n.key, pg_catalog.jsonb_build_object('n', n.n, 'v',
+			COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(v.value, v.c))
+						FROM v WHERE v.key = n.key AND v.c <> 0), '[]')))
+	  INTO total FROM n;
+	IF total IS NOT NULL THEN
+		PERFORM cdp_traits._count_changes(total);
+	END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._publications_added() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2071,6 +2126,7 @@ DECLARE
 	rel name;
 	kind "char";
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	IF cdp_traits._schema_oid(NEW.target_schema) IS NULL THEN
 		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
 			USING ERRCODE = 'invalid_schema_name';
@@ -2111,6 +2167,13 @@ BEGIN
 	END LOOP;
 	RETURN NULL;
 END;
+$$;
+
+CREATE FUNCTION cdp_traits._publications_lock() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	LOCK TABLE cdp_traits.publications IN SHARE ROW EXCLUSIVE MODE;
 $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._publish_view(target name, rel name) RETURNS void
@@ -2200,10 +2263,15 @@ BEGIN
 	   AND EXISTS (SELECT FROM cdp_traits.pivot_source p WHERE p.source_md5 = pg_catalog.md5(sql)) THEN
 		RETURN;
 	END IF;
+	-- published copies (see publish()) are recreated with the new columns;
+	-- publishing waits meanwhile, and this for publishing under way (the
+	-- lock comes first: see _publications_lock)
+	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	IF published THEN
+		PERFORM cdp_traits._publications_lock();
+	END IF;
 	DELETE FROM cdp_traits.pivot_source;
 	INSERT INTO cdp_traits.pivot_source VALUES (pg_catalog.md5(sql));
-	-- published copies (see publish()) are recreated with the new columns
-	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
 	-- What roles other than the owner and the extension's own were granted
 	-- on the view and its published copies (a user's grants to a reporting
 	-- role) is granted again on the views made again below: dropping them
@@ -2273,6 +2341,7 @@ AS $$
 DECLARE
 	target name;
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
 		IF cdp_traits._schema_oid(target) IS NULL THEN
 			RAISE WARNING 'cannot publish %.%: schema "%" does not exist', target, rel, target
@@ -2505,6 +2574,7 @@ AS $$
 DECLARE
 	v regclass;
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- wherever they are: one left in a schema that is no longer published
 	-- would keep cdp_traits.rel from being dropped
 	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
@@ -3174,6 +3244,22 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits.publish(target_schema name DEFAULT 'public') RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM cdp_traits._publications_lock();
+	-- already published there: refresh the views (the pivot's columns may have changed)
+	IF EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = publish.target_schema) THEN
+		PERFORM cdp_traits._publish_view(publish.target_schema, rel)
+		   FROM pg_catalog.unnest(cdp_traits._published_names()) rel;
+		RETURN;
+	END IF;
+	INSERT INTO cdp_traits.publications (target_schema) VALUES (publish.target_schema);
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -3252,6 +3338,7 @@ DECLARE
 	kind "char";
 	schemas name[];
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- the published schemas that exist, and every schema holding a published
 	-- view (one renamed while its publication could not follow, say)
 	SELECT pg_catalog.array_agg(DISTINCT s.nsp ORDER BY s.nsp) INTO schemas
@@ -3289,12 +3376,14 @@ DECLARE
 BEGIN
 	FOR r IN SELECT * FROM (VALUES
 		('_analyze_temp', 'admin'),
+		('_apply_counts_at_commit', 'admin'),
 		('_attribute_dropped', 'owner'),
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
 		('_context_timer', 'admin'),
 		('_count_changes', 'admin'),
+		('_count_changes_at_commit', 'admin'),
 		('_ddl_end', 'owner'),
 		('_ddl_start', 'owner'),
 		('_deps_stamp', 'admin'),
@@ -3309,6 +3398,8 @@ BEGIN
 		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
+		('_pending_counts_apply', 'owner'),
+		('_publications_lock', 'owner'),
 		('_published_views', 'owner'),
 		('_query_deps', 'admin'),
 		('_runs_deleted', 'owner'),
@@ -3399,6 +3490,7 @@ SELECT cdp_traits._grant('cdp_traits.entity_states'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.entity_state_events'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.compiled_definitions'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.pivot_source'::regclass, 'result');
+SELECT cdp_traits._grant('cdp_traits.pending_count_changes'::regclass, 'calculated');
 -- admins read the attached events table (as attach_events now lets them):
 -- a calculation over a few entities reads it itself
 DO $$
