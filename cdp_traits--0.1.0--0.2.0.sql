@@ -929,6 +929,11 @@ $$;
 CREATE TRIGGER toggles_notify AFTER INSERT ON cdp_traits.segment_toggles
 	REFERENCING NEW TABLE AS cdp_new_toggles
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_notify();
+-- (ENABLE ALWAYS: replicated segment events and stitching append toggles in
+-- replica sessions too; there an ordinary trigger does not fire, and
+-- toggles_since() did not wait for them nor did listeners hear of them)
+ALTER TABLE cdp_traits.segment_toggles
+	ENABLE ALWAYS TRIGGER toggles_writer, ENABLE ALWAYS TRIGGER toggles_notify;
 
 CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
 RETURNS SETOF cdp_traits.segment_toggles
@@ -3458,6 +3463,10 @@ CREATE TRIGGER attribute_dropped AFTER UPDATE OR DELETE ON cdp_traits.attributes
 	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attribute_dropped();
 CREATE TRIGGER attributes_truncated BEFORE TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
+
+-- Merges in replica sessions take the absorbed entity's values away too (as
+-- in 40_attributes.sql)
+ALTER TABLE cdp_traits.customer_entities ENABLE ALWAYS TRIGGER entities_removed;
 
 -- A run's rows in calculation_run_attributes go with it by a trigger, not a
 -- foreign key, which pg_restore -j could not load (as in 40_attributes.sql;

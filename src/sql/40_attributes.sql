@@ -1320,6 +1320,10 @@ $$;
 CREATE TRIGGER entities_removed AFTER DELETE ON cdp_traits.customer_entities
 	REFERENCING OLD TABLE AS cdp_traits_old
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._entities_removed();
+-- (ENABLE ALWAYS: stitching deletes entities in replica sessions too, the
+-- apply worker of logical replication's, where an ordinary trigger does not
+-- fire and the absorbed entity kept its values for good)
+ALTER TABLE cdp_traits.customer_entities ENABLE ALWAYS TRIGGER entities_removed;
 
 /*
  * The calculation.

@@ -232,6 +232,11 @@ $$;
 CREATE TRIGGER toggles_notify AFTER INSERT ON cdp_traits.segment_toggles
 	REFERENCING NEW TABLE AS cdp_new_toggles
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_notify();
+-- (ENABLE ALWAYS: replicated segment events and stitching append toggles in
+-- replica sessions too; there an ordinary trigger does not fire, and
+-- toggles_since() did not wait for them nor did listeners hear of them)
+ALTER TABLE cdp_traits.segment_toggles
+	ENABLE ALWAYS TRIGGER toggles_writer, ENABLE ALWAYS TRIGGER toggles_notify;
 
 CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
 RETURNS SETOF cdp_traits.segment_toggles
