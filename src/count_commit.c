@@ -5,8 +5,8 @@
  *
  * attribute_counts and attribute_value_counts are rows every writer shares.
  * A stitching statement that removes entities with values records what that
- * does to the counts in pending_count_changes (a row of its own transaction,
- * so nobody waits), and this callback folds the row into the counts just
+ * does to the counts as a row of pending_count_changes (an insert: nobody
+ * waits), and this callback sums the transaction's rows into the counts just
  * before the transaction commits (XACT_EVENT_PRE_COMMIT), when it waits for
  * nothing but other committers' count rows, which all take them in key
  * order.  (A deferred trigger would do the same, but stitching runs as a

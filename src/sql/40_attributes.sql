@@ -1212,16 +1212,16 @@ $$;
  * them from one statement on while a later statement of it waited for
  * another writer's identifier deadlocked with that writer when its own
  * statement came to the counts (isolation spec counts_deadlock).  A
- * statement appends its deltas to the transaction's row here (no other
- * transaction writes it, so nobody waits), and just before the transaction
- * commits the row is folded into the counts (src/count_commit.c), when it
- * waits for nothing but other committers' count rows, which all take them
- * in key order.
+ * statement adds a row of its deltas here (an insert: nobody waits), and
+ * just before the transaction commits its rows are summed and folded into
+ * the counts (src/count_commit.c), when it waits for nothing but other
+ * committers' count rows, which all take them in key order.
  */
 CREATE TABLE cdp_traits.pending_count_changes (
-	xid xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id(),
-	deltas jsonb[] NOT NULL			-- what _value_deltas gave, per statement
+	xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+	deltas jsonb NOT NULL			-- what _value_deltas gave (one row per statement)
 );
+CREATE INDEX pending_count_changes_xid ON cdp_traits.pending_count_changes (xid);
 COMMENT ON TABLE cdp_traits.pending_count_changes IS
 	'internal: changes of attribute_counts made by an open transaction, applied when it commits (always empty between transactions)';
 
@@ -1237,9 +1237,8 @@ CREATE FUNCTION cdp_traits._count_changes_at_commit(deltas jsonb) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	INSERT INTO cdp_traits.pending_count_changes AS p (deltas)
-	SELECT ARRAY[$1] WHERE $1 IS NOT NULL AND $1 <> '{}'
-	ON CONFLICT (xid) DO UPDATE SET deltas = p.deltas || EXCLUDED.deltas;
+	INSERT INTO cdp_traits.pending_count_changes (deltas)
+	SELECT $1 WHERE $1 IS NOT NULL AND $1 <> '{}';
 	SELECT cdp_traits._apply_counts_at_commit() WHERE $1 IS NOT NULL AND $1 <> '{}';
 $$;
 
@@ -1256,9 +1255,7 @@ BEGIN
 		DELETE FROM cdp_traits.pending_count_changes p WHERE p.xid = pg_catalog.pg_current_xact_id()
 		RETURNING p.deltas
 	), d AS (
-		SELECT x.key, x.value FROM gone g
-		 CROSS JOIN LATERAL pg_catalog.unnest(g.deltas) u(j)
-		 CROSS JOIN LATERAL pg_catalog.jsonb_each(u.j) x
+		SELECT x.key, x.value FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.deltas) x
 	), n AS (
 		SELECT d.key, pg_catalog.sum(COALESCE((d.value->>'n')::bigint, 0)) AS n FROM d GROUP BY d.key
 	), v AS (
