@@ -48,7 +48,7 @@ WITH ev AS (SELECT * FROM cdp_traits.customer_events WHERE customer_entity_id IS
      expect AS (
   SELECT customer_entity_id, 'events_n' AS a, to_jsonb(count(*)::numeric) AS v FROM ev GROUP BY 1
   UNION ALL SELECT customer_entity_id, 'channels', to_jsonb(count(DISTINCT source_id)) FROM ev GROUP BY 1
-  UNION ALL SELECT customer_entity_id, 'orders', to_jsonb(count(*)) FROM ev WHERE type = 'purchase' GROUP BY 1
+  UNION ALL SELECT customer_entity_id, 'orders', to_jsonb(count(*) FILTER (WHERE type = 'purchase')) FROM ev GROUP BY 1
   UNION ALL SELECT customer_entity_id, 'revenue', to_jsonb(sum((payload->>'amount')::numeric)) FROM ev WHERE type = 'purchase' AND payload ? 'amount' GROUP BY 1
   UNION ALL SELECT customer_entity_id, 'countries', to_jsonb(array_agg(DISTINCT payload->>'country' ORDER BY payload->>'country') FILTER (WHERE payload->>'country' IS NOT NULL)) FROM ev GROUP BY 1 HAVING count(payload->>'country') > 0),
      got AS (SELECT customer_entity_id, attribute_id AS a, value AS v FROM cdp_traits.customer_attributes

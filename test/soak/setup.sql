@@ -72,7 +72,7 @@ CREATE FUNCTION public.soak_payload(src text) RETURNS jsonb LANGUAGE sql VOLATIL
                             'items', jsonb_build_array(jsonb_build_object('sku', 'SKU-000' || (p % 9), 'category', (ARRAY['home', 'toys', 'shoes'])[1 + q % 3], 'quantity', 1 + q % 3)))
   END
   FROM (SELECT 1 + floor(random() * 5000)::int AS p,
-               CASE WHEN random() < 0.8 THEN 1 + floor(random() * 5000)::int END AS q0) x,
+               CASE WHEN random() < 0.02 THEN 1 + floor(random() * 5000)::int END AS q0) x,
        LATERAL (SELECT coalesce(q0, p) AS q) y
 $$;
 CREATE FUNCTION public.soak_events(n int) RETURNS TABLE(id uuid, source_id text, type text, version text, event_time timestamptz, payload jsonb)
