@@ -1257,7 +1257,9 @@ BEGIN
 	), d AS (
 		SELECT x.key, x.value FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.deltas) x
 	), n AS (
-		SELECT d.key, pg_catalog.sum(COALESCE((d.value->>'n')::bigint, 0)) AS n FROM d GROUP BY d.key
+		-- (attributes deleted or renamed since have no counts any more)
+		SELECT d.key, pg_catalog.sum(COALESCE((d.value->>'n')::bigint, 0)) AS n FROM d
+		 WHERE d.key IN (SELECT a.id FROM cdp_traits.attributes a) GROUP BY d.key
 	), v AS (
 		SELECT d.key, e->0 AS value, pg_catalog.sum((e->>1)::bigint) AS c
 		  FROM d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') e
@@ -2139,7 +2141,10 @@ BEGIN
 	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, flags)
 	  INTO deltas
 	  FROM pg_temp.cdp_changes c;
-	PERFORM cdp_traits._count_changes(deltas);
+	-- (at commit, as stitching's: a run writes values in several steps, and
+	-- one pass over the counts per step deadlocked with a stitching
+	-- transaction's pass; see pending_count_changes)
+	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	deltas := COALESCE(deltas, '{}');
 
 	-- the changed values one by one, of the attributes that need them:
@@ -2506,8 +2511,14 @@ BEGIN
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
 		   error = EXCLUDED.error;
+	-- (the counts as they will be at commit: with this transaction's
+	-- pending changes)
 	UPDATE cdp_traits.calculation_run_attributes r
-	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
+	   SET entities = NULLIF(COALESCE((SELECT c.customers FROM cdp_traits.attribute_counts c
+									 WHERE c.attribute_id = r.attribute_id), 0)
+						 + COALESCE((SELECT pg_catalog.sum((p.deltas->r.attribute_id->>'n')::bigint)
+									   FROM cdp_traits.pending_count_changes p
+									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)
