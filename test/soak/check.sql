@@ -55,7 +55,9 @@ WITH ev AS (SELECT * FROM cdp_traits.customer_events WHERE customer_entity_id IS
               WHERE attribute_id IN ('events_n', 'channels', 'orders', 'revenue', 'countries')),
      diff AS (SELECT coalesce(e.a, g.a) AS a, e.customer_entity_id, e.v AS expected, g.v AS got
                 FROM expect e FULL JOIN got g USING (customer_entity_id, a)
-               WHERE e.v IS DISTINCT FROM g.v AND (e.v IS NULL OR g.v IS NULL OR e.v::text::numeric IS DISTINCT FROM g.v::text::numeric))
+               WHERE CASE WHEN jsonb_typeof(e.v) = 'number' AND jsonb_typeof(g.v) = 'number'
+                          THEN e.v::text::numeric IS DISTINCT FROM g.v::text::numeric
+                          ELSE e.v IS DISTINCT FROM g.v END)
 SELECT a AS attribute, count(*) AS values_differing_from_sql, min(expected::text) AS ex_expected, min(got::text) AS ex_got
   FROM diff GROUP BY 1 ORDER BY 1;
 SELECT count(*) AS attribute_count_mismatches FROM (
@@ -74,9 +76,12 @@ SELECT count(*) AS values_without_open_history FROM (
   SELECT customer_entity_id, attribute_id, value FROM cdp_traits.customer_attributes WHERE attribute_id IN ('first_name', 'revenue')
   EXCEPT ALL
   SELECT customer_entity_id, attribute_id, value FROM cdp_traits.attribute_history WHERE valid_to IS NULL) s;
+SELECT count(*) AS history_ending_before_it_starts FROM cdp_traits.attribute_history WHERE valid_to < valid_from;
 SELECT count(*) AS overlapping_history FROM cdp_traits.attribute_history a JOIN cdp_traits.attribute_history b
   USING (customer_entity_id, attribute_id)
- WHERE a.ctid < b.ctid AND tstzrange(a.valid_from, a.valid_to) && tstzrange(b.valid_from, b.valid_to);
+ WHERE a.ctid < b.ctid AND a.valid_to >= a.valid_from AND b.valid_to >= b.valid_from
+   AND tstzrange(a.valid_from, a.valid_to) && tstzrange(b.valid_from, b.valid_to);
+SELECT count(*) AS stale_calculated FROM cdp_traits.customer_entities WHERE calculated < modified;
 
 \echo '== audiences (vendor 0 toggles)'
 WITH t AS (SELECT *, lag(member) OVER (PARTITION BY segment, user_id ORDER BY seq) AS prev FROM cdp_traits.segment_toggles WHERE vendor = 0)
