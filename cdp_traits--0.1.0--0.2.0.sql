@@ -625,6 +625,20 @@ LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
 COMMENT ON FUNCTION cdp_traits._deps_stamp(oid[], oid[]) IS
 	'internal: md5 of the versions of the catalog rows of relations and functions; NULL if one is gone';
+-- The counts' changes of stitching transactions, applied at commit (as in
+-- 40_attributes.sql; the SQL functions are among the generated ones below)
+CREATE TABLE cdp_traits.pending_count_changes (
+	xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+	deltas jsonb NOT NULL			-- what _value_deltas gave (one row per statement)
+);
+CREATE INDEX pending_count_changes_xid ON cdp_traits.pending_count_changes (xid);
+COMMENT ON TABLE cdp_traits.pending_count_changes IS
+	'internal: changes of attribute_counts made by an open transaction, applied when it commits (always empty between transactions)';
+CREATE FUNCTION cdp_traits._apply_counts_at_commit() RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_apply_counts_at_commit';
+COMMENT ON FUNCTION cdp_traits._apply_counts_at_commit() IS
+	'internal: apply the pending_count_changes of this transaction just before it commits';
 CREATE FUNCTION cdp_traits._calculation_lock() RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cdp_calculation_lock';
@@ -916,6 +930,7 @@ $$;
 CREATE TRIGGER toggles_notify AFTER INSERT ON cdp_traits.segment_toggles
 	REFERENCING NEW TABLE AS cdp_new_toggles
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_notify();
+-- (enabled always, also in replica sessions: see 95_replica_sessions.sql)
 
 CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
 RETURNS SETOF cdp_traits.segment_toggles
@@ -1893,6 +1908,15 @@ AS $$
 	DELETE FROM cdp_traits.attribute_value_counts WHERE customers <= 0;
 $$;
 
+CREATE FUNCTION cdp_traits._count_changes_at_commit(deltas jsonb) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO cdp_traits.pending_count_changes (deltas)
+	SELECT $1 WHERE $1 IS NOT NULL AND $1 <> '{}';
+	SELECT cdp_traits._apply_counts_at_commit() WHERE $1 IS NOT NULL AND $1 <> '{}';
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1979,7 +2003,8 @@ BEGIN
 	)
 	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
-	PERFORM cdp_traits._count_changes(deltas);
+	-- (at commit: see pending_count_changes)
+	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	RETURN NULL;
 END;
 $$;
@@ -2087,6 +2112,37 @@ AS $$
 		 WHERE c.relnamespace = cdp_traits._schema_oid(target) AND c.relname = rel)
 $$;
 
+CREATE FUNCTION cdp_traits._pending_counts_apply() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	total jsonb;
+BEGIN
+	WITH gone AS (
+		DELETE FROM cdp_traits.pending_count_changes p WHERE p.xid = pg_catalog.pg_current_xact_id()
+		RETURNING p.deltas
+	), d AS (
+		SELECT x.key, x.value FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.deltas) x
+	), n AS (
+		-- (attributes deleted or renamed since have no counts any more)
+		SELECT d.key, pg_catalog.sum(COALESCE((d.value->>'n')::bigint, 0)) AS n FROM d
+		 WHERE d.key IN (SELECT a.id FROM cdp_traits.attributes a) GROUP BY d.key
+	), v AS (
+		SELECT d.key, e->0 AS value, pg_catalog.sum((e->>1)::bigint) AS c
+		  FROM d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') e
+		 GROUP BY 1, 2
+	)
+	SELECT pg_catalog.jsonb_object_agg(n.key, pg_catalog.jsonb_build_object('n', n.n, 'v',
+			COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(v.value, v.c))
+						FROM v WHERE v.key = n.key AND v.c <> 0), '[]')))
+	  INTO total FROM n;
+	IF total IS NOT NULL THEN
+		PERFORM cdp_traits._count_changes(total);
+	END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._publications_added() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2095,6 +2151,7 @@ DECLARE
 	rel name;
 	kind "char";
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	IF cdp_traits._schema_oid(NEW.target_schema) IS NULL THEN
 		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
 			USING ERRCODE = 'invalid_schema_name';
@@ -2135,6 +2192,13 @@ BEGIN
 	END LOOP;
 	RETURN NULL;
 END;
+$$;
+
+CREATE FUNCTION cdp_traits._publications_lock() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	LOCK TABLE cdp_traits.publications IN SHARE ROW EXCLUSIVE MODE;
 $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._publish_view(target name, rel name) RETURNS void
@@ -2234,10 +2298,15 @@ BEGIN
 	   AND EXISTS (SELECT FROM cdp_traits.pivot_source p WHERE p.source_md5 = pg_catalog.md5(sql)) THEN
 		RETURN;
 	END IF;
+	-- published copies (see publish()) are recreated with the new columns;
+	-- publishing waits meanwhile, and this for publishing under way (the
+	-- lock comes first: see _publications_lock)
+	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	IF published THEN
+		PERFORM cdp_traits._publications_lock();
+	END IF;
 	DELETE FROM cdp_traits.pivot_source;
 	INSERT INTO cdp_traits.pivot_source VALUES (pg_catalog.md5(sql));
-	-- published copies (see publish()) are recreated with the new columns
-	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
 	-- What roles other than the owner and the extension's own were granted
 	-- on the view and its published copies (a user's grants to a reporting
 	-- role) is granted again on the views made again below: dropping them
@@ -2311,6 +2380,7 @@ AS $$
 DECLARE
 	target name;
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
 		IF cdp_traits._schema_oid(target) IS NULL THEN
 			RAISE WARNING 'cannot publish %.%: schema "%" does not exist', target, rel, target
@@ -2544,6 +2614,7 @@ AS $$
 DECLARE
 	v regclass;
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- wherever they are: one left in a schema that is no longer published
 	-- would keep cdp_traits.rel from being dropped
 	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
@@ -2773,7 +2844,10 @@ BEGIN
 	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, flags)
 	  INTO deltas
 	  FROM pg_temp.cdp_changes c;
-	PERFORM cdp_traits._count_changes(deltas);
+	-- (at commit, as stitching's: a run writes values in several steps, and
+	-- one pass over the counts per step deadlocked with a stitching
+	-- transaction's pass; see pending_count_changes)
+	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	deltas := COALESCE(deltas, '{}');
 
 	-- the changed values one by one, of the attributes that need them:
@@ -3132,8 +3206,14 @@ BEGIN
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
 		   error = EXCLUDED.error;
+	-- (the counts as they will be at commit: with this transaction's
+	-- pending changes)
 	UPDATE cdp_traits.calculation_run_attributes r
-	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
+	   SET entities = NULLIF(COALESCE((SELECT c.customers FROM cdp_traits.attribute_counts c
+									 WHERE c.attribute_id = r.attribute_id), 0)
+						 + COALESCE((SELECT pg_catalog.sum((p.deltas->r.attribute_id->>'n')::bigint)
+									   FROM cdp_traits.pending_count_changes p
+									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)
@@ -3220,6 +3300,22 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits.publish(target_schema name DEFAULT 'public') RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM cdp_traits._publications_lock();
+	-- already published there: refresh the views (the pivot's columns may have changed)
+	IF EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = publish.target_schema) THEN
+		PERFORM cdp_traits._publish_view(publish.target_schema, rel)
+		   FROM pg_catalog.unnest(cdp_traits._published_names()) rel;
+		RETURN;
+	END IF;
+	INSERT INTO cdp_traits.publications (target_schema) VALUES (publish.target_schema);
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -3303,6 +3399,7 @@ DECLARE
 	kind "char";
 	schemas name[];
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- the published schemas that exist, and every schema holding a published
 	-- view (one renamed while its publication could not follow, say)
 	SELECT pg_catalog.array_agg(DISTINCT s.nsp ORDER BY s.nsp) INTO schemas
@@ -3340,12 +3437,14 @@ DECLARE
 BEGIN
 	FOR r IN SELECT * FROM (VALUES
 		('_analyze_temp', 'admin'),
+		('_apply_counts_at_commit', 'admin'),
 		('_attribute_dropped', 'owner'),
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
 		('_context_timer', 'admin'),
 		('_count_changes', 'admin'),
+		('_count_changes_at_commit', 'admin'),
 		('_ddl_end', 'owner'),
 		('_ddl_start', 'owner'),
 		('_deps_stamp', 'admin'),
@@ -3361,6 +3460,8 @@ BEGIN
 		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
+		('_pending_counts_apply', 'owner'),
+		('_publications_lock', 'owner'),
 		('_published_views', 'owner'),
 		('_query_deps', 'admin'),
 		('_runs_deleted', 'owner'),
@@ -3451,6 +3552,7 @@ SELECT cdp_traits._grant('cdp_traits.entity_states'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.entity_state_events'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.compiled_definitions'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.pivot_source'::regclass, 'result');
+SELECT cdp_traits._grant('cdp_traits.pending_count_changes'::regclass, 'calculated');
 -- admins read the attached events table (as attach_events now lets them):
 -- a calculation over a few entities reads it itself
 DO $$

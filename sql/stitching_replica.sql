@@ -166,3 +166,42 @@ SELECT count(*) AS stitching_triggers_left FROM pg_trigger
 DROP VIEW cdp_traits.customer_events;
 DROP TABLE evp, ev;
 DELETE FROM cdp_traits.stitching_rules;
+
+-- What a merge or split does to attribute values also happens in replica
+-- sessions: the absorbed entity's values go at once, its audience exit is
+-- logged and the counts follow (entities_removed is ENABLE ALWAYS; as an
+-- ordinary trigger it did not fire there, and the dead entity kept its
+-- values, counted, for good).  Segment toggles written there take the
+-- toggle-log lock and notify as elsewhere (toggles_writer, toggles_notify).
+SET client_min_messages = warning;
+CREATE TABLE evr (id bigint PRIMARY KEY, source_id text DEFAULT 'web', type text DEFAULT 'x',
+                  version text DEFAULT '1', event_time timestamptz DEFAULT '2025-01-01', payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+  VALUES ('email', $$jsonb_array_elements_text(payload->'emails')$$);
+SELECT cdp_traits.attach_events('evr');
+INSERT INTO evr (id, payload) VALUES (1, '{"emails": ["a"]}');
+INSERT INTO evr (id, payload) VALUES (2, '{"emails": ["b"]}');
+INSERT INTO cdp_traits.attributes VALUES ('n', '{"type": "sum", "value": "1"}'),
+  ('aud', '{"type": "audience", "condition": "n >= 1"}');
+SELECT cdp_traits.calculate_attributes() AS calculated;
+RESET client_min_messages;
+SELECT tgrelid::regclass AS tab, tgname, tgenabled FROM pg_trigger
+ WHERE tgname IN ('entities_removed', 'toggles_writer', 'toggles_notify') ORDER BY 1, 2;
+SET session_replication_role = replica;
+INSERT INTO evr (id, payload) VALUES (3, '{"emails": ["a", "b"]}');
+RESET session_replication_role;
+SELECT (SELECT count(*) FROM cdp_traits.customer_entities) AS entities,
+       (SELECT count(*) FROM cdp_traits.entity_attributes ea WHERE NOT EXISTS (
+          SELECT FROM cdp_traits.customer_entities e WHERE e.id = ea.customer_entity_id)) AS values_of_dead_entities,
+       (SELECT string_agg(attribute_id || '=' || customers, ', ' ORDER BY attribute_id) FROM cdp_traits.attribute_counts) AS counts,
+       (SELECT count(*) FILTER (WHERE NOT member) FROM cdp_traits.segment_toggles WHERE vendor = 0) AS audience_exits;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP VIEW cdp_traits.customer_events;
+DROP TABLE evr;
+DELETE FROM cdp_traits.attributes;
+DELETE FROM cdp_traits.stitching_rules;
+TRUNCATE cdp_traits.customer_entities, cdp_traits.matching, cdp_traits.event_entities,
+         cdp_traits.entity_merges, cdp_traits.events_source, cdp_traits.segment_toggles,
+         cdp_traits.calculation_runs;
+RESET client_min_messages;

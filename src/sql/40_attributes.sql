@@ -976,10 +976,15 @@ BEGIN
 	   AND EXISTS (SELECT FROM cdp_traits.pivot_source p WHERE p.source_md5 = pg_catalog.md5(sql)) THEN
 		RETURN;
 	END IF;
+	-- published copies (see publish()) are recreated with the new columns;
+	-- publishing waits meanwhile, and this for publishing under way (the
+	-- lock comes first: see _publications_lock)
+	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
+	IF published THEN
+		PERFORM cdp_traits._publications_lock();
+	END IF;
 	DELETE FROM cdp_traits.pivot_source;
 	INSERT INTO cdp_traits.pivot_source VALUES (pg_catalog.md5(sql));
-	-- published copies (see publish()) are recreated with the new columns
-	published := pg_catalog.to_regclass('cdp_traits.publications') IS NOT NULL;
 	-- What roles other than the owner and the extension's own were granted
 	-- on the view and its published copies (a user's grants to a reporting
 	-- role) is granted again on the views made again below: dropping them
@@ -1237,6 +1242,76 @@ AS $$
 $$;
 
 /*
+ * The counts' changes of stitching transactions are applied when they
+ * commit, not by the statement that removed the entities: the rows of
+ * attribute_counts are shared by every writer, and a transaction that held
+ * them from one statement on while a later statement of it waited for
+ * another writer's identifier deadlocked with that writer when its own
+ * statement came to the counts (isolation spec counts_deadlock).  A
+ * statement adds a row of its deltas here (an insert: nobody waits), and
+ * just before the transaction commits its rows are summed and folded into
+ * the counts (src/count_commit.c), when it waits for nothing but other
+ * committers' count rows, which all take them in key order.
+ */
+CREATE TABLE cdp_traits.pending_count_changes (
+	xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+	deltas jsonb NOT NULL			-- what _value_deltas gave (one row per statement)
+);
+CREATE INDEX pending_count_changes_xid ON cdp_traits.pending_count_changes (xid);
+COMMENT ON TABLE cdp_traits.pending_count_changes IS
+	'internal: changes of attribute_counts made by an open transaction, applied when it commits (always empty between transactions)';
+
+-- Have the transaction's pending count changes applied before it commits.
+CREATE FUNCTION cdp_traits._apply_counts_at_commit() RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_apply_counts_at_commit';
+COMMENT ON FUNCTION cdp_traits._apply_counts_at_commit() IS
+	'internal: apply the pending_count_changes of this transaction just before it commits';
+
+-- Record deltas (as _value_deltas gives them) for the counts at commit.
+CREATE FUNCTION cdp_traits._count_changes_at_commit(deltas jsonb) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO cdp_traits.pending_count_changes (deltas)
+	SELECT $1 WHERE $1 IS NOT NULL AND $1 <> '{}';
+	SELECT cdp_traits._apply_counts_at_commit() WHERE $1 IS NOT NULL AND $1 <> '{}';
+$$;
+
+-- At commit (run as the owner by src/count_commit.c): sum the transaction's
+-- deltas per attribute and value, and apply them at once.
+CREATE FUNCTION cdp_traits._pending_counts_apply() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	total jsonb;
+BEGIN
+	WITH gone AS (
+		DELETE FROM cdp_traits.pending_count_changes p WHERE p.xid = pg_catalog.pg_current_xact_id()
+		RETURNING p.deltas
+	), d AS (
+		SELECT x.key, x.value FROM gone g CROSS JOIN LATERAL pg_catalog.jsonb_each(g.deltas) x
+	), n AS (
+		-- (attributes deleted or renamed since have no counts any more)
+		SELECT d.key, pg_catalog.sum(COALESCE((d.value->>'n')::bigint, 0)) AS n FROM d
+		 WHERE d.key IN (SELECT a.id FROM cdp_traits.attributes a) GROUP BY d.key
+	), v AS (
+		SELECT d.key, e->0 AS value, pg_catalog.sum((e->>1)::bigint) AS c
+		  FROM d CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(d.value->'v') e
+		 GROUP BY 1, 2
+	)
+	SELECT pg_catalog.jsonb_object_agg(n.key, pg_catalog.jsonb_build_object('n', n.n, 'v',
+			COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(v.value, v.c))
+						FROM v WHERE v.key = n.key AND v.c <> 0), '[]')))
+	  INTO total FROM n;
+	IF total IS NOT NULL THEN
+		PERFORM cdp_traits._count_changes(total);
+	END IF;
+END;
+$$;
+
+/*
  * Entities that go (absorbed by a merge, or their last event deleted) lose
  * their values; audiences they were in record an exit; history is closed.
  */
@@ -1272,13 +1347,15 @@ BEGIN
 	)
 	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
-	PERFORM cdp_traits._count_changes(deltas);
+	-- (at commit: see pending_count_changes)
+	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	RETURN NULL;
 END;
 $$;
 CREATE TRIGGER entities_removed AFTER DELETE ON cdp_traits.customer_entities
 	REFERENCING OLD TABLE AS cdp_traits_old
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._entities_removed();
+-- (enabled always, also in replica sessions: see 95_replica_sessions.sql)
 
 /*
  * The calculation.
@@ -2098,7 +2175,10 @@ BEGIN
 	SELECT cdp_traits._value_deltas(c.old_vals, c.new_vals, ok, flags)
 	  INTO deltas
 	  FROM pg_temp.cdp_changes c;
-	PERFORM cdp_traits._count_changes(deltas);
+	-- (at commit, as stitching's: a run writes values in several steps, and
+	-- one pass over the counts per step deadlocked with a stitching
+	-- transaction's pass; see pending_count_changes)
+	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	deltas := COALESCE(deltas, '{}');
 
 	-- the changed values one by one, of the attributes that need them:
@@ -2473,8 +2553,14 @@ BEGIN
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
 		   error = EXCLUDED.error;
+	-- (the counts as they will be at commit: with this transaction's
+	-- pending changes)
 	UPDATE cdp_traits.calculation_run_attributes r
-	   SET entities = (SELECT c.customers FROM cdp_traits.attribute_counts c WHERE c.attribute_id = r.attribute_id)
+	   SET entities = NULLIF(COALESCE((SELECT c.customers FROM cdp_traits.attribute_counts c
+									 WHERE c.attribute_id = r.attribute_id), 0)
+						 + COALESCE((SELECT pg_catalog.sum((p.deltas->r.attribute_id->>'n')::bigint)
+									   FROM cdp_traits.pending_count_changes p
+									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)

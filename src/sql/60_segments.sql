@@ -232,6 +232,7 @@ $$;
 CREATE TRIGGER toggles_notify AFTER INSERT ON cdp_traits.segment_toggles
 	REFERENCING NEW TABLE AS cdp_new_toggles
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_notify();
+-- (enabled always, also in replica sessions: see 95_replica_sessions.sql)
 
 CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
 RETURNS SETOF cdp_traits.segment_toggles

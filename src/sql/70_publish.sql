@@ -59,6 +59,19 @@ AS $$
 	 ORDER BY n.nspname, c.relname
 $$;
 
+-- Publishing, unpublishing and the rebuilds of published views run one at a
+-- time: each looks up the published views and then drops or replaces them,
+-- and one that came second named views the first had dropped meanwhile
+-- (isolation spec publish_concurrent).  SHARE ROW EXCLUSIVE conflicts with
+-- itself and with writes of publications, not with its readers.  Every
+-- caller runs as the owner.
+CREATE FUNCTION cdp_traits._publications_lock() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	LOCK TABLE cdp_traits.publications IN SHARE ROW EXCLUSIVE MODE;
+$$;
+
 -- Whether target.name is one of our published views (a member of the extension).
 CREATE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
 LANGUAGE sql STABLE
@@ -127,6 +140,7 @@ DECLARE
 	rel name;
 	kind "char";
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	IF cdp_traits._schema_oid(NEW.target_schema) IS NULL THEN
 		RAISE EXCEPTION 'schema "%" does not exist', NEW.target_schema
 			USING ERRCODE = 'invalid_schema_name';
@@ -176,6 +190,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- already published there: refresh the views (the pivot's columns may have changed)
 	IF EXISTS (SELECT FROM cdp_traits.publications p WHERE p.target_schema = publish.target_schema) THEN
 		PERFORM cdp_traits._publish_view(publish.target_schema, rel)
@@ -199,6 +214,7 @@ DECLARE
 	kind "char";
 	schemas name[];
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- the published schemas that exist, and every schema holding a published
 	-- view (one renamed while its publication could not follow, say)
 	SELECT pg_catalog.array_agg(DISTINCT s.nsp ORDER BY s.nsp) INTO schemas
@@ -241,6 +257,7 @@ AS $$
 DECLARE
 	v regclass;
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	-- wherever they are: one left in a schema that is no longer published
 	-- would keep cdp_traits.rel from being dropped
 	FOR v IN SELECT p.view FROM cdp_traits._published_views() p WHERE p.rel = _unpublish_view.rel LOOP
@@ -265,6 +282,7 @@ AS $$
 DECLARE
 	target name;
 BEGIN
+	PERFORM cdp_traits._publications_lock();
 	FOR target IN SELECT p.target_schema FROM cdp_traits.publications p ORDER BY 1 LOOP
 		IF cdp_traits._schema_oid(target) IS NULL THEN
 			RAISE WARNING 'cannot publish %.%: schema "%" does not exist', target, rel, target

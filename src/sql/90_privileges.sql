@@ -110,6 +110,7 @@ BEGIN
 		('segment_toggles_seq_seq', 'calculated'),
 		('attribute_counts', 'calculated'),
 		('attribute_value_counts', 'calculated'),
+		('pending_count_changes', 'calculated'),
 		-- written by the stitching triggers and the worker (as the owner)
 		('events_source', 'result'),
 		('customer_entities', 'result'),
@@ -173,7 +174,7 @@ BEGIN
 		-- helpers the calculation and the definition checks call as the admin
 		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
-		('_compile', 'admin'), ('_convert', 'admin'), ('_count_changes', 'admin'),
+		('_compile', 'admin'), ('_convert', 'admin'), ('_count_changes', 'admin'), ('_count_changes_at_commit', 'admin'), ('_apply_counts_at_commit', 'admin'),
 		('_categorical', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),
 		('_definition_error', 'admin'), ('_events_attached', 'admin'), ('_events_rel', 'admin'),
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
@@ -206,11 +207,11 @@ BEGIN
 		('stitching_config_changed', 'owner'), ('new_partition', 'owner'), ('_ddl_start', 'owner'), ('_ddl_end', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'),
 		('_attribute_dropped', 'owner'), ('_runs_deleted', 'owner'),
-		('_context_check', 'owner'), ('_entities_removed', 'owner'),
+		('_context_check', 'owner'), ('_entities_removed', 'owner'), ('_pending_counts_apply', 'owner'),
 		('_published_names', 'owner'), ('_is_published_view', 'owner'),
 		('_publish_view', 'owner'), ('_unpublish_view', 'owner'),
 		('_republish_view', 'owner'), ('_publications_added', 'owner'),
-		('_schema_oid', 'owner'), ('_published_views', 'owner'), ('_schema_renamed', 'owner'),
+		('_schema_oid', 'owner'), ('_published_views', 'owner'), ('_publications_lock', 'owner'), ('_schema_renamed', 'owner'),
 		('_grants_of_others', 'owner'), ('_views_using', 'owner')
 	) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
