@@ -849,10 +849,19 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			c.bulk_entities = (p.nentities == 0);
 			c.bulk_idents = (p.nmatching == 0);
 			c.bulk_events = (p.stored->members == 0);
-			/* (any entity's events may have changed) */
-			stitch_forget_states();
 		}
 		stitch_write_changes(&c);
+
+		/*
+		 * Any entity's events may have changed: the stored aggregate states
+		 * go, after the entity rows are written.  A calculation that stored
+		 * an entity's state holds that entity's row until it commits, so the
+		 * writes above waited for it, and this statement, with a snapshot of
+		 * its own, sees that state too (deleted before the rows, it was not
+		 * yet visible and stayed, for events the pass had changed).
+		 */
+		if (all)
+			stitch_forget_states();
 		if (p.nnullids > 0)
 			ereport(WARNING,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
