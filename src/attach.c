@@ -814,8 +814,9 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 		stitch_check_columns(cfg, true);
 
 	/*
-	 * Nor may the table get a column named as the one customer_events adds
-	 * (ADD COLUMN, RENAME COLUMN): the view could no longer follow it.
+	 * customer_events follows the columns of the events table itself; nor
+	 * may the table get a column named as the one the view adds (ADD
+	 * COLUMN, RENAME COLUMN): the view could no longer follow it.
 	 */
 	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))
 	{
@@ -830,11 +831,8 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 							cfg->events_name),
 					 errdetail("After the change: %s.", problem.data),
 					 errhint("Give the column another name.")));
-	}
-
-	/* customer_events follows the columns of the events table itself */
-	if (relevant && cfg->attached && list_member_oid(objids, cfg->events_relid))
 		events_view_follow(cfg);
+	}
 
 	/*
 	 * A detached partition (and its own partitions) is no longer stitched.

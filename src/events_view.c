@@ -528,13 +528,12 @@ follow_in_place(StitchConfig *cfg, Oid viewid)
  *		dropped at its start (or by its CASCADE) is made again from the
  *		table, with the privileges it had; otherwise renamed and added
  *		columns are followed in place.  Nothing while the table has a column
- *		named customer_entity_id (see stitch_view_column_problem).
+ *		named customer_entity_id (see stitch_has_view_column).
  */
 void
 events_view_follow(StitchConfig *cfg)
 {
 	Oid			viewid = events_view_oid();
-	StringInfoData problem;
 
 	/* (a database still at 0.1.0 keeps its view as 0.1.0 did) */
 	if (!stitch_keys_recorded())
@@ -545,9 +544,7 @@ events_view_follow(StitchConfig *cfg)
 	 * view has one): an ALTER TABLE that makes one is refused by
 	 * cdp_new_partition, which fires after this, naming it.
 	 */
-	initStringInfo(&problem);
-	stitch_view_column_problem(cfg->events_relid, &problem);
-	if (problem.len > 0)
+	if (stitch_has_view_column(cfg->events_relid))
 		return;
 	if (OidIsValid(viewid))
 	{

@@ -190,6 +190,7 @@ extern const char *stitch_key_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_format(Oid idtype, bool uuid_keys);
 extern const char *stitch_id_type_problem(Oid idtype);
 extern Oid	stitch_columns_problems(Oid relid, StringInfo buf);
+extern bool stitch_has_view_column(Oid relid);
 extern void stitch_view_column_problem(Oid relid, StringInfo buf);
 extern List *stitch_owner_problems(Oid relid, StringInfo buf);
 
@@ -254,6 +255,20 @@ static inline bool
 stitch_blank(char c)
 {
 	return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/*
+ * stitch_trim
+ *		Narrow [*s, *e) to its bytes between leading and trailing white space
+ *		(stitch_blank): how blocklist entries and values are trimmed alike.
+ */
+static inline void
+stitch_trim(const char **s, const char **e)
+{
+	while (*s < *e && stitch_blank(**s))
+		(*s)++;
+	while (*e > *s && stitch_blank((*e)[-1]))
+		(*e)--;
 }
 
 extern char *stitch_blocklist_lower(const char *s, int n, char *buf,

@@ -542,8 +542,7 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 {
 	uint64		i;
 
-	/* trimmed of the characters stitch_blank() trims from values */
-	cdp_execute_sql("SELECT attribute_id, pg_catalog.btrim(value, E' \\t\\n\\r\\x0b\\f') "
+	cdp_execute_sql("SELECT attribute_id, value "
 					"FROM cdp_traits.stitching_blocklist",
 					SPI_OK_SELECT, "reading the stitching blocklist");
 	/* a value starting with a non-ASCII byte may lower-case to anything */
@@ -556,6 +555,8 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 		char	   *val = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		int			a = -1;
 		char		buf[64];
+		const char *s = val;
+		const char *e = val + strlen(val);
 
 		if (attr != NULL)
 		{
@@ -565,8 +566,9 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 			if (a == cfg->nattrs)
 				continue;		/* no rule produces this attribute */
 		}
-		/* lower-cased as values are (stitch_is_blocked), not by lower() */
-		val = stitch_blocklist_lower(val, strlen(val), buf, sizeof(buf));
+		/* trimmed and lower-cased as values are (stitch_is_blocked) */
+		stitch_trim(&s, &e);
+		val = stitch_blocklist_lower(s, e - s, buf, sizeof(buf));
 		if (val[0] != '\0' && (unsigned char) val[0] < 0x80)
 		{
 			cfg->blocked_first[(unsigned char) val[0]] = true;
@@ -1086,6 +1088,17 @@ stitch_columns_problems(Oid relid, StringInfo buf)
 }
 
 /*
+ * stitch_has_view_column
+ *		Whether relid has a column named customer_entity_id, the name of the
+ *		column customer_events adds (see stitch_view_column_problem).
+ */
+bool
+stitch_has_view_column(Oid relid)
+{
+	return OidIsValid(column_type(relid, "customer_entity_id"));
+}
+
+/*
  * stitch_view_column_problem
  *		Append to buf ("; "-separated) that relid has a column named
  *		customer_entity_id, if it has: customer_events lists every column of
@@ -1098,7 +1111,7 @@ stitch_columns_problems(Oid relid, StringInfo buf)
 void
 stitch_view_column_problem(Oid relid, StringInfo buf)
 {
-	if (OidIsValid(column_type(relid, "customer_entity_id")))
+	if (stitch_has_view_column(relid))
 		appendStringInfo(buf, "%scolumn \"customer_entity_id\" has the name of the column that "
 						 "cdp_traits.customer_events adds (each event's entity): rename or drop it",
 						 buf->len ? "; " : "");

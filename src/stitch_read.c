@@ -111,10 +111,7 @@ stitch_is_blocked(StitchConfig *cfg, int attr, const char *val, int len)
 		return true;
 	if (cfg->nblocked == 0)
 		return false;
-	while (s < e && stitch_blank(*s))
-		s++;
-	while (e > s && stitch_blank(e[-1]))
-		e--;
+	stitch_trim(&s, &e);
 	n = e - s;
 	/* lower-casing changes a character's length by at most a factor of 3 */
 	if (n > cfg->max_blocked_len * 3)
