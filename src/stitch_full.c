@@ -960,6 +960,108 @@ cdp_restitch(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(res.entities);
 }
 
+/* An entity_merges row, for verify_merges. */
+typedef struct MergeRow
+{
+	pg_uuid_t	merged;
+	pg_uuid_t	into;
+} MergeRow;
+
+/* qsort/bsearch comparator of MergeRows by merged id. */
+static int
+merge_row_cmp(const void *a, const void *b)
+{
+	return uuid_cmp_internal(&((const MergeRow *) a)->merged,
+							 &((const MergeRow *) b)->merged);
+}
+
+/*
+ * verify_merges
+ *		verify_stitching()'s checks of entity_merges, on the active snapshot:
+ *		an absorbed id is never a live entity (current_entity() would lead
+ *		it elsewhere), and following merges never comes back to where it
+ *		started.  The cycles are found in one walk over the rows sorted by
+ *		merged id (each row is visited once), not by a recursive query from
+ *		every row.
+ */
+static void
+verify_merges(Tuplestorestate *ts, TupleDesc desc)
+{
+	MergeRow   *rows;
+	int		   *next;
+	char	   *state;			/* 0 new, 1 on the current walk, 2 done */
+	int		   *walk;
+	uint64		n;
+	uint64		i;
+
+	if (SPI_execute("SELECT pg_catalog.format('entity %s is live but recorded as merged into %s', "
+					"m.merged_id, m.into_id) "
+					"FROM cdp_traits.entity_merges m "
+					"JOIN cdp_traits.customer_entities e ON e.id = m.merged_id",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "checking entity_merges failed");
+	for (i = 0; i < SPI_processed; i++)
+		add_problem(ts, desc, NULL,
+					SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+
+	if (SPI_execute("SELECT merged_id, into_id FROM cdp_traits.entity_merges",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading entity_merges failed");
+	n = SPI_processed;
+	if (n == 0)
+		return;
+	rows = palloc_extended(sizeof(MergeRow) * n, MCXT_ALLOC_HUGE);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		rows[i].merged = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		rows[i].into = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	qsort(rows, n, sizeof(MergeRow), merge_row_cmp);
+
+	next = palloc_extended(sizeof(int) * n, MCXT_ALLOC_HUGE);
+	for (i = 0; i < n; i++)
+	{
+		MergeRow	key;
+		MergeRow   *hit;
+
+		key.merged = rows[i].into;
+		hit = bsearch(&key, rows, n, sizeof(MergeRow), merge_row_cmp);
+		next[i] = hit ? (int) (hit - rows) : -1;
+	}
+
+	state = palloc_extended(n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	walk = palloc_extended(sizeof(int) * n, MCXT_ALLOC_HUGE);
+	for (i = 0; i < n; i++)
+	{
+		int			len = 0;
+		int			cur = (int) i;
+		int			j;
+
+		while (cur >= 0 && state[cur] == 0)
+		{
+			state[cur] = 1;
+			walk[len++] = cur;
+			cur = next[cur];
+		}
+		/* back at a row of this walk: from there on, the walk is a cycle */
+		if (cur >= 0 && state[cur] == 1)
+		{
+			for (j = 0; j < len && walk[j] != cur; j++)
+				;
+			for (; j < len; j++)
+				add_problem(ts, desc, NULL,
+							psprintf("merges of entity %s lead back to it",
+									 uuid_str(&rows[walk[j]].merged)));
+		}
+		for (j = 0; j < len; j++)
+			state[walk[j]] = 2;
+	}
+}
+
 /*
  * cdp_verify_stitching
  *		SQL: compare stored stitching with a fresh computation, on one
@@ -982,6 +1084,7 @@ cdp_verify_stitching(PG_FUNCTION_ARGS)
 	(void) stitch_rules_config();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	stitch_scope(NULL, 0, false, ts, NULL);
+	verify_merges(ts, rsinfo->setDesc);
 	PopActiveSnapshot();
 	SPI_finish();
 	cdp_exec_end(&es);
