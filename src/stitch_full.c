@@ -556,6 +556,8 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	p.cxt = cxt;
 	p.arena.cxt = cxt;
 	cfg = stitch_rules_config();
+	/* (the pass reads and numbers attributes with this configuration) */
+	stitch_config_pin();
 	if (problems)
 	{
 		pdesc = CreateTemplateTupleDesc(2);
@@ -620,6 +622,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	if (!all && write && foreign_identifiers(&p))
 	{
 		elog(DEBUG1, "cdp_traits stitching pass: left to a later trigger (events carry identifiers of other entities)");
+		stitch_config_unpin();
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(cxt);
 		return;
@@ -877,6 +880,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	if (result)
 		*result = LastResult;
 
+	stitch_config_unpin();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
 }
