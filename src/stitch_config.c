@@ -688,6 +688,7 @@ StitchConfig *
 stitch_config(bool missing_ok)
 {
 	MemoryContext old;
+	uint64		generation = ConfigGeneration;
 
 	/* (a pass under way keeps what it started with: see stitch_config_pin) */
 	if (!ConfigValid && !(NumPins > 0 && ConfigComplete))
@@ -775,8 +776,14 @@ stitch_config(bool missing_ok)
 												   ObjectIdGetDatum(get_rel_namespace(relid)));
 		}
 loaded:
-		Config.generation = ConfigGeneration;
-		ConfigValid = true;
+
+		/*
+		 * An invalidation that arrived while this was read (the locks taken
+		 * accept them) may have come after what it changed was read: the
+		 * configuration is loaded again by the next call.
+		 */
+		Config.generation = generation;
+		ConfigValid = (generation == ConfigGeneration);
 		ConfigComplete = true;
 	}
 	if (!OidIsValid(Config.events_relid))
