@@ -90,10 +90,13 @@ static const char *const PlannedTables[] = {"matching", "event_entities", "custo
 static CdpGrowthWatch PlanGrowth = CDP_GROWTH_WATCH(PlannedTables);
 
 /*
- * Whether Config is whole (its rebuild did not fail half-way), and the
+ * Whether Config is being loaded (what it watches is not known yet: any
+ * invalidation counts), whether it is whole (its rebuild did not fail
+ * half-way), and the
  * passes under way that pinned it: the transaction nesting level of each,
  * innermost last (see stitch_config_pin).
  */
+static bool ConfigLoading = false;
 static bool ConfigComplete = false;
 static int *PinLevels = NULL;
 static int	NumPins = 0;
@@ -130,12 +133,14 @@ stitch_generation(void)
 /*
  * relcache_callback
  *		Relcache invalidation hook: only marks the cache stale (no catalog
- *		access is allowed here).
+ *		access is allowed here).  While the configuration is loaded, the
+ *		relations to watch are not all known yet: any invalidation marks
+ *		what is being loaded stale.
  */
 static void
 relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == WatchRules ||
+	if (ConfigLoading || relid == InvalidOid || relid == WatchRules ||
 		relid == WatchSource || relid == WatchEvents ||
 		list_member_oid(Config.members, relid))
 		stitch_invalidate();
@@ -159,12 +164,13 @@ role_callback(Datum arg, int cacheid, uint32 hashvalue)
  *		compiled from it), and ALTER SCHEMA ... RENAME TO sends no relcache
  *		invalidation for the tables in the schema.  A change of the events
  *		table's schema (or of one with the same hash, or of all) marks the
- *		cache stale, in every session.
+ *		cache stale, in every session; so does any schema's while the
+ *		configuration is loaded (the schema to watch is noted last).
  */
 static void
 namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (hashvalue == 0 || hashvalue == WatchNamespace)
+	if (ConfigLoading || hashvalue == 0 || hashvalue == WatchNamespace)
 		stitch_invalidate();
 }
 
@@ -698,6 +704,7 @@ stitch_config(bool missing_ok)
 												  "cdp_traits stitching cache",
 												  ALLOCSET_SMALL_SIZES);
 		ConfigComplete = false;
+		ConfigLoading = true;
 		MemoryContextReset(ConfigContext);
 		memset(&Config, 0, sizeof(Config));
 
@@ -785,6 +792,7 @@ loaded:
 		Config.generation = generation;
 		ConfigValid = (generation == ConfigGeneration);
 		ConfigComplete = true;
+		ConfigLoading = false;
 	}
 	if (!OidIsValid(Config.events_relid))
 	{
