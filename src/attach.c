@@ -635,7 +635,9 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 	const char **ids;
 	int			n;
 
-	stitch_check_rules(cfg);
+	/* (checks the rules; the rows are read with this configuration) */
+	cfg = stitch_rules_config();
+	stitch_config_pin();
 	ids = stitch_read_ids(cdp_prepare(psprintf("SELECT %s FROM %s", stitch_key_sql(cfg, "id"), name),
 									  0, NULL), &n);
 	if (n > 0)
@@ -661,6 +663,7 @@ stitch_partition_rows(StitchConfig *cfg, Oid relid)
 		}
 		stitch_batch(g, ids, n, NULL, 0);
 	}
+	stitch_config_unpin();
 }
 
 /*

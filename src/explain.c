@@ -143,6 +143,8 @@ cdp_explain_events(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	memset(&r, 0, sizeof(r));
 	r.cfg = stitch_rules_config();
+	/* (the plan's rule columns are read as this configuration made them) */
+	stitch_config_pin();
 	r.ts = rsinfo->setResult;
 	r.desc = rsinfo->setDesc;
 
@@ -156,6 +158,7 @@ cdp_explain_events(PG_FUNCTION_ARGS)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cdp_stream(plan, params, true, explain_row, &r);
 	PopActiveSnapshot();
+	stitch_config_unpin();
 	SPI_finish();
 	cdp_exec_end(&es);
 	return (Datum) 0;

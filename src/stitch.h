@@ -179,6 +179,8 @@ extern SPIPlanPtr stitch_probe_plan(const char *key, const char *sql, int nargs,
 extern void stitch_invalidate(void);
 extern uint64 stitch_generation(void);
 extern void stitch_register_callbacks(void);
+extern void stitch_config_pin(void);
+extern void stitch_config_unpin(void);
 extern char *stitch_identifier_sql(StitchSource source);
 extern char *stitch_all_events_sql_except(List *leaves);
 extern char *stitch_not_from_sql(const char *tableoid, List *leaves);

@@ -17,6 +17,16 @@
  * a new generation of the cache.  A change of the events table's schema (a
  * rename) does the same, through a syscache callback.
  *
+ * Invalidations arrive whenever a lock is taken, in the middle of a
+ * stitching pass too (another session commits a rule while the pass waits
+ * for a stitching table).  A pass reads rows whose rule columns are those
+ * of the configuration it built its statements from, and numbers their
+ * attributes as that configuration does: so a pass pins the configuration
+ * (stitch_config_pin) and finishes with it; the change applies from the
+ * next statement on.  A plan is kept with the generation of the
+ * configuration its SQL was made from, not the one current once it is
+ * prepared.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -79,6 +89,19 @@ static HTAB *PlanCache = NULL;
 static const char *const PlannedTables[] = {"matching", "event_entities", "customer_entities"};
 static CdpGrowthWatch PlanGrowth = CDP_GROWTH_WATCH(PlannedTables);
 
+/*
+ * Whether Config is being loaded (what it watches is not known yet: any
+ * invalidation counts), whether it is whole (its rebuild did not fail
+ * half-way), and the
+ * passes under way that pinned it: the transaction nesting level of each,
+ * innermost last (see stitch_config_pin).
+ */
+static bool ConfigLoading = false;
+static bool ConfigComplete = false;
+static int *PinLevels = NULL;
+static int	NumPins = 0;
+static int	MaxPins = 0;
+
 /* relations whose change invalidates the cache */
 static Oid	WatchRules = InvalidOid;
 static Oid	WatchSource = InvalidOid;
@@ -110,12 +133,14 @@ stitch_generation(void)
 /*
  * relcache_callback
  *		Relcache invalidation hook: only marks the cache stale (no catalog
- *		access is allowed here).
+ *		access is allowed here).  While the configuration is loaded, the
+ *		relations to watch are not all known yet: any invalidation marks
+ *		what is being loaded stale.
  */
 static void
 relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == WatchRules ||
+	if (ConfigLoading || relid == InvalidOid || relid == WatchRules ||
 		relid == WatchSource || relid == WatchEvents ||
 		list_member_oid(Config.members, relid))
 		stitch_invalidate();
@@ -139,18 +164,50 @@ role_callback(Datum arg, int cacheid, uint32 hashvalue)
  *		compiled from it), and ALTER SCHEMA ... RENAME TO sends no relcache
  *		invalidation for the tables in the schema.  A change of the events
  *		table's schema (or of one with the same hash, or of all) marks the
- *		cache stale, in every session.
+ *		cache stale, in every session; so does any schema's while the
+ *		configuration is loaded (the schema to watch is noted last).
  */
 static void
 namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (hashvalue == 0 || hashvalue == WatchNamespace)
+	if (ConfigLoading || hashvalue == 0 || hashvalue == WatchNamespace)
 		stitch_invalidate();
 }
 
 /*
+ * pin_xact_callback
+ *		Transaction callback: a transaction that ends leaves no pass under
+ *		way (one that failed did not unpin).
+ */
+static void
+pin_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+		NumPins = 0;
+}
+
+/*
+ * pin_subxact_callback
+ *		Subtransaction callback: the passes that pinned the configuration in
+ *		a subtransaction that is rolled back (or in one nested in it) failed
+ *		without unpinning it.
+ */
+static void
+pin_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	while (NumPins > 0 && PinLevels[NumPins - 1] >= GetCurrentTransactionNestLevel())
+		NumPins--;
+}
+
+/*
  * stitch_register_callbacks
- *		Register the invalidation hooks; once per process, from _PG_init.
+ *		Register the invalidation hooks and the ends of pins; once per
+ *		process, from _PG_init.
  */
 void
 stitch_register_callbacks(void)
@@ -159,6 +216,52 @@ stitch_register_callbacks(void)
 	CacheRegisterSyscacheCallback(AUTHOID, role_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, role_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, namespace_callback, (Datum) 0);
+	RegisterXactCallback(pin_xact_callback, NULL);
+	RegisterSubXactCallback(pin_subxact_callback, NULL);
+}
+
+/*
+ * stitch_config_pin
+ *		A stitching pass starts with the configuration stitch_config just
+ *		returned: until stitch_config_unpin, stitch_config returns it as it
+ *		is, even if an invalidation arrives in the meantime (the pass's
+ *		statements, its rows' rule columns and its graph's attributes all
+ *		come from it, and its strings stay where they are).  Pins nest; an
+ *		error ends those of the (sub)transaction it aborts.  The outermost
+ *		pin compiles rules found not to compile again first, as
+ *		stitch_rules_config does (the caller has just called stitch_config,
+ *		and keeps no part of it yet).
+ */
+void
+stitch_config_pin(void)
+{
+	if (NumPins == 0 && ConfigComplete && Config.nbroken > 0)
+	{
+		stitch_invalidate();
+		(void) stitch_config(false);
+	}
+	if (NumPins >= MaxPins)
+	{
+		int			max = Max(MaxPins * 2, 8);
+
+		PinLevels = PinLevels == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(int) * max) :
+			repalloc(PinLevels, sizeof(int) * max);
+		MaxPins = max;
+	}
+	PinLevels[NumPins++] = GetCurrentTransactionNestLevel();
+}
+
+/*
+ * stitch_config_unpin
+ *		The pass that pinned the configuration last is over: a change that
+ *		arrived during it is loaded by the next stitch_config.
+ */
+void
+stitch_config_unpin(void)
+{
+	if (NumPins > 0)
+		NumPins--;
 }
 
 /*
@@ -591,13 +694,17 @@ StitchConfig *
 stitch_config(bool missing_ok)
 {
 	MemoryContext old;
+	uint64		generation = ConfigGeneration;
 
-	if (!ConfigValid)
+	/* (a pass under way keeps what it started with: see stitch_config_pin) */
+	if (!ConfigValid && !(NumPins > 0 && ConfigComplete))
 	{
 		if (ConfigContext == NULL)
 			ConfigContext = AllocSetContextCreate(CacheMemoryContext,
 												  "cdp_traits stitching cache",
 												  ALLOCSET_SMALL_SIZES);
+		ConfigComplete = false;
+		ConfigLoading = true;
 		MemoryContextReset(ConfigContext);
 		memset(&Config, 0, sizeof(Config));
 
@@ -626,11 +733,7 @@ stitch_config(bool missing_ok)
 
 			/* the table was dropped: as if nothing were attached */
 			if (get_rel_name(relid) == NULL)
-			{
-				Config.generation = ConfigGeneration;
-				ConfigValid = true;
-				goto done;
-			}
+				goto loaded;
 			unique_id = has_unique_id(relid);
 			old = MemoryContextSwitchTo(ConfigContext);
 			Config.events_relid = relid;
@@ -679,10 +782,18 @@ stitch_config(bool missing_ok)
 			WatchNamespace = GetSysCacheHashValue1(NAMESPACEOID,
 												   ObjectIdGetDatum(get_rel_namespace(relid)));
 		}
-		Config.generation = ConfigGeneration;
-		ConfigValid = true;
+loaded:
+
+		/*
+		 * An invalidation that arrived while this was read (the locks taken
+		 * accept them) may have come after what it changed was read: the
+		 * configuration is loaded again by the next call.
+		 */
+		Config.generation = generation;
+		ConfigValid = (generation == ConfigGeneration);
+		ConfigComplete = true;
+		ConfigLoading = false;
 	}
-done:
 	if (!OidIsValid(Config.events_relid))
 	{
 		if (missing_ok)
@@ -1271,13 +1382,43 @@ stitch_relation_sql(Oid relid)
 }
 
 /*
+ * check_rules_now
+ *		Under a pin (stitch_config_pin), where the configuration may not be
+ *		compiled again: compile the rules apart, and raise the error of
+ *		stitch_check_rules if one of them no longer compiles (the
+ *		configuration, which says they all do, is then loaded again by the
+ *		next statement).
+ */
+static void
+check_rules_now(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "cdp_traits rule check",
+											  ALLOCSET_SMALL_SIZES);
+	StitchConfig *check = MemoryContextAllocZero(cxt, sizeof(StitchConfig));
+	int			nest = NewGUCNestLevel();
+
+	check->id_type = Config.id_type;
+	(void) set_config_option("search_path", CDP_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	compile_rules(check, cxt);
+	AtEOXact_GUC(true, nest);
+	if (check->nbroken > 0)
+		stitch_invalidate();
+	stitch_check_rules(check);
+	MemoryContextDelete(cxt);
+}
+
+/*
  * plan_entry
  *		The plan cache's entry for (key, current events table), its plan
  *		dropped (NULL) if an invalidation made it stale.  When the plan of a
  *		statement that evaluates the rules (rules) went stale while the
  *		configuration did not, an object a rule uses may have changed: the
- *		rules are compiled again, so that one that no longer compiles is
- *		named (stitch_check_rules) rather than failing to plan.
+ *		rules are compiled again (apart, under a pin), so that one that no
+ *		longer compiles is named (stitch_check_rules) rather than failing to
+ *		plan.
  */
 static PlanEntry *
 plan_entry(const char *key, bool rules)
@@ -1304,17 +1445,22 @@ plan_entry(const char *key, bool rules)
 	if (!found)
 		entry->plan = NULL;
 	else if (entry->plan != NULL &&
-			 (entry->generation != ConfigGeneration ||
+			 (entry->generation != Config.generation ||
 			  entry->size_generation != cdp_growth_generation(&PlanGrowth) ||
 			  !SPI_plan_is_valid(entry->plan) ||
 			  (entry->probes &&
 			   cdp_plan_generation(entry->plan) != entry->plan_generation)))
 	{
-		if (rules && entry->generation == ConfigGeneration &&
+		if (rules && entry->generation == Config.generation &&
 			!SPI_plan_is_valid(entry->plan))
 		{
-			stitch_invalidate();
-			(void) stitch_config(true);
+			if (NumPins > 0)
+				check_rules_now();
+			else
+			{
+				stitch_invalidate();
+				(void) stitch_config(true);
+			}
 		}
 		SPI_freeplan(entry->plan);
 		entry->plan = NULL;
@@ -1349,7 +1495,8 @@ keep_plan(PlanEntry *entry, const char *sql, int nargs, Oid *argtypes,
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	entry->plan = plan;
-	entry->generation = ConfigGeneration;
+	/* (that of the configuration the SQL was made from) */
+	entry->generation = Config.generation;
 	entry->size_generation = cdp_growth_generation(&PlanGrowth);
 	entry->probes = probes;
 	if (probes)

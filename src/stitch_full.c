@@ -109,6 +109,7 @@ typedef struct ScopePass
 	storedhash_hash *stored;	/* all-events scope: stored assignments */
 	StrArena	arena;			/* stored event ids, deleted identifiers */
 	const char **orphans;		/* stored ids of events that are gone */
+	pg_uuid_t  *orphan_owners;	/* the entity each was stored with */
 	int			norphans;
 	int			maxorphans;
 	/* stored identifiers not produced by any event */
@@ -132,18 +133,27 @@ static OldEntity *OldEnts;		/* for the comparator */
 
 /*
  * add_orphan
- *		Note a stored assignment whose event is gone.
+ *		Note a stored assignment whose event is gone, with the entity it was
+ *		stored with (that entity lost an event; NULL: none known, noted as
+ *		the nil uuid, which no entity has).
  */
 static void
-add_orphan(ScopePass *p, const char *id, int len)
+add_orphan(ScopePass *p, const char *id, int len, const pg_uuid_t *owner)
 {
 	if (p->norphans >= p->maxorphans)
 	{
 		p->maxorphans = Max(p->maxorphans * 2, 64);
 		p->orphans = p->orphans ?
 			repalloc_huge(p->orphans, sizeof(char *) * p->maxorphans) :
-			MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxorphans);
+			MemoryContextAllocHuge(p->cxt, sizeof(char *) * p->maxorphans);
+		p->orphan_owners = p->orphan_owners ?
+			repalloc_huge(p->orphan_owners, sizeof(pg_uuid_t) * p->maxorphans) :
+			MemoryContextAllocHuge(p->cxt, sizeof(pg_uuid_t) * p->maxorphans);
 	}
+	if (owner != NULL)
+		p->orphan_owners[p->norphans] = *owner;
+	else
+		memset(&p->orphan_owners[p->norphans], 0, sizeof(pg_uuid_t));
 	p->orphans[p->norphans++] = arena_strdup(&p->arena, id, len);
 }
 
@@ -184,7 +194,7 @@ scope_row(EventRow *row, void *arg)
 	if (row->event_id == NULL)
 	{
 		if (row->stored_id != NULL)
-			add_orphan(p, row->stored_id, row->stored_id_len);
+			add_orphan(p, row->stored_id, row->stored_id_len, row->old_entity);
 		else
 			p->nnullids++;		/* an event whose id is NULL */
 		return;
@@ -556,6 +566,8 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	p.cxt = cxt;
 	p.arena.cxt = cxt;
 	cfg = stitch_rules_config();
+	/* (the pass reads and numbers attributes with this configuration) */
+	stitch_config_pin();
 	if (problems)
 	{
 		pdesc = CreateTemplateTupleDesc(2);
@@ -593,7 +605,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			storedhash_start_iterate(p.stored, &it);
 			while ((e = storedhash_iterate(p.stored, &it)) != NULL)
 				if (!e->seen)
-					add_orphan(&p, e->key.s, e->key.len);
+					add_orphan(&p, e->key.s, e->key.len, &e->entity);
 		}
 		PHASE("reading events");
 	}
@@ -620,6 +632,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	if (!all && write && foreign_identifiers(&p))
 	{
 		elog(DEBUG1, "cdp_traits stitching pass: left to a later trigger (events carry identifiers of other entities)");
+		stitch_config_unpin();
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(cxt);
 		return;
@@ -675,8 +688,11 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	PHASE("components");
 	/* 5. the differences */
 	stitch_changes_init(&c, nevents, nidents, p.nold + ncomps);
-	/* an entity may be touched once per changed event and identifier */
-	c.touched = palloc_extended(sizeof(pg_uuid_t) * ((Size) 2 * nevents + p.ndel + 1),
+	/*
+	 * an entity may be touched once per changed event and identifier, and
+	 * once per stored event that is gone
+	 */
+	c.touched = palloc_extended(sizeof(pg_uuid_t) * ((Size) 2 * nevents + p.ndel + p.norphans + 1),
 								MCXT_ALLOC_HUGE);
 	for (i = 0; i < ncomps; i++)
 		if (!comp_kept[i])
@@ -804,6 +820,9 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		memcpy(d + c.n_del_events, p.orphans, sizeof(char *) * p.norphans);
 		c.del_events = d;
 		c.n_del_events += p.norphans;
+		/* (their entities lost those events: recalculated if they stay) */
+		for (i = 0; i < p.norphans; i++)
+			c.touched[c.n_touched++] = p.orphan_owners[i];
 		if (problems)
 			for (i = 0; i < p.norphans; i++)
 				add_problem(problems, pdesc, p.orphans[i],
@@ -877,6 +896,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	if (result)
 		*result = LastResult;
 
+	stitch_config_unpin();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
 }

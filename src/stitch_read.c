@@ -346,7 +346,9 @@ cdp_uuid_array_param(Datum arr)
 /*
  * stitch_read_plan
  *		Run an identifier query (of the shape stitch_identifier_sql builds)
- *		and call callback for every event.
+ *		and call callback for every event.  The caller has pinned the
+ *		configuration the query was made from (stitch_config_pin): its rule
+ *		columns are read as that one lists them.
  */
 void
 stitch_read_plan(SPIPlanPtr plan, bool with_stored, ParamListInfo params,
@@ -416,6 +418,10 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 	SPIPlanPtr	plan;
 	int			nest = -1;
 
+	/* (the plan's rule columns are read as the configuration made them) */
+	(void) stitch_rules_config();
+	stitch_config_pin();
+
 	/* (a plan of its own, not kept, when tables are skipped) */
 	if (source == SRC_ALL_EVENTS && SkippedLeaves != NIL)
 		plan = cdp_prepare(stitch_all_events_sql_except(SkippedLeaves), 0, NULL);
@@ -455,6 +461,7 @@ stitch_read_events(StitchSource source, Oid relid, Datum entities,
 		elog(DEBUG1, "cdp_traits stitching pass: parallel workers planned for reading events: %d",
 			 planned_workers(plan));
 	}
+	stitch_config_unpin();
 }
 
 /*

@@ -465,6 +465,8 @@ stitch_statement(TriggerData *td)
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "SPI_register_trigger_data failed");
 	cfg = stitch_config(false);
+	/* (the statement's rows are stitched with this configuration) */
+	stitch_config_pin();
 
 	if (!stitch_is_events_relation(cfg, relid))
 	{
@@ -530,6 +532,7 @@ stitch_statement(TriggerData *td)
 			stitch_update(g, relid);
 	}
 
+	stitch_config_unpin();
 	SPI_finish();
 	cdp_exec_end(&es);
 	MemoryContextSwitchTo(old);
