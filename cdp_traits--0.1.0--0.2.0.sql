@@ -1220,13 +1220,21 @@ BEGIN
 		had_history := COALESCE((OLD.definition->>'history')::boolean, false);
 		has_history := COALESCE((NEW.definition->>'history')::boolean, false);
 		IF had_history <> has_history THEN
-			UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
 			 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
 			IF has_history THEN
+				-- the values are locked (in entity order), so that an entity
+				-- that goes meanwhile either is gone before (and has no row
+				-- here) or waits for this transaction and then ends the rows
+				-- opened here (see _entities_removed)
 				INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-				SELECT ea.customer_entity_id, NEW.id, ea.vals -> NEW.id, pg_catalog.now()
-				  FROM cdp_traits.entity_attributes ea
-				 WHERE ea.vals ? NEW.id;
+				SELECT l.customer_entity_id, NEW.id, l.value,
+					   cdp_traits._history_instant(l.customer_entity_id, NEW.id, pg_catalog.clock_timestamp())
+				  FROM (SELECT ea.customer_entity_id, ea.vals -> NEW.id AS value
+						  FROM cdp_traits.entity_attributes ea
+						 WHERE ea.vals ? NEW.id
+						 ORDER BY ea.customer_entity_id FOR KEY SHARE) l
+				 WHERE l.value IS NOT NULL;
 			END IF;
 		END IF;
 	END IF;
@@ -1962,10 +1970,15 @@ BEGIN
 		 WHERE ea.vals ?| auds AND ea.vals -> k.aid = 'true'::jsonb
 		 ORDER BY ea.customer_entity_id, k.aid;
 	END IF;
-	UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
-	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
+	-- (the rows in entity order, as _entities_removed takes them: two such
+	-- statements over the same entities do not deadlock)
+	PERFORM FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids
+	  ORDER BY ea.customer_entity_id FOR NO KEY UPDATE;
 	DELETE FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids AND ea.vals - aids = '{}';
 	UPDATE cdp_traits.entity_attributes ea SET vals = ea.vals - aids WHERE ea.vals ?| aids;
+	-- (once the values are held: see _history_instant)
+	UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
+	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
 	DELETE FROM cdp_traits.attribute_counts c WHERE c.attribute_id = ANY (aids);
 	DELETE FROM cdp_traits.attribute_value_counts c WHERE c.attribute_id = ANY (aids);
 END;
@@ -1979,6 +1992,12 @@ DECLARE
 	aids text[] := ARRAY(SELECT a.id FROM cdp_traits.attributes a ORDER BY a.id);
 	deltas jsonb;
 BEGIN
+	-- (their values in entity order first, as _drop_values and switching
+	-- history on take them: a statement removing several entities does not
+	-- deadlock with those)
+	PERFORM FROM cdp_traits.entity_attributes ea
+	 WHERE ea.customer_entity_id IN (SELECT o.id FROM cdp_traits_old o)
+	 ORDER BY ea.customer_entity_id FOR UPDATE;
 	EXECUTE $q$
 	WITH gone AS (
 		DELETE FROM cdp_traits.entity_attributes ea
@@ -1994,15 +2013,17 @@ BEGIN
 		  FROM kv JOIN cdp_traits.attributes a ON a.id = kv.attribute_id
 		 WHERE a.definition->>'type' = 'audience' AND kv.value = 'true'::jsonb
 		 ORDER BY kv.customer_entity_id, kv.attribute_id
-	), hist AS (
-		UPDATE cdp_traits.attribute_history h
-		   SET valid_to = pg_catalog.now()
-		  FROM kv
-		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
-		   AND h.valid_to IS NULL
 	)
 	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
+	-- history: every open row of the entities ends, in a statement of its
+	-- own, once the values are held: a calculation whose lock the delete
+	-- waited for wrote rows after that statement began, which it could not
+	-- see (and so left open for an entity that no longer exists), nor could
+	-- it see those of history switched on for their values meanwhile
+	UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
+	  FROM cdp_traits_old o
+	 WHERE h.customer_entity_id = o.id AND h.valid_to IS NULL;
 	-- (at commit: see pending_count_changes)
 	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	RETURN NULL;
@@ -2099,6 +2120,15 @@ BEGIN
 	END IF;
 	RETURN NULL;
 END;
+$$;
+
+CREATE FUNCTION cdp_traits._history_instant(eid uuid, aid text, at timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT GREATEST($3, (SELECT pg_catalog.max(GREATEST(h.valid_from, h.valid_to))
+						   FROM cdp_traits.attribute_history h
+						  WHERE h.customer_entity_id = $1 AND h.attribute_id = $2))
 $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
@@ -2709,6 +2739,8 @@ DECLARE
 	k bigint;
 	all_new boolean;
 	flags boolean[];
+	-- (the instant of the run's changes of history: when it got its turn)
+	run_start timestamptz;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -2720,6 +2752,7 @@ BEGIN
 		   pg_catalog.jsonb_object_agg(a.id, a.version)
 	  INTO hist, auds, versions
 	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
+	SELECT r.started_at INTO run_start FROM cdp_traits.calculation_runs r WHERE r.id = run;
 
 	-- the new values: the tables of the predefined steps (one row per
 	-- entity each) and cdp_new (the other steps': one row per entity and
@@ -2853,22 +2886,26 @@ BEGIN
 	-- the changed values one by one, of the attributes that need them:
 	-- history and audience enter/exit
 	IF hist IS NOT NULL OR auds IS NOT NULL THEN
+		-- (at: the instant of a change of history, see _history_instant;
+		-- read now that the entities are locked)
 		DROP TABLE IF EXISTS pg_temp.cdp_diff;
 		CREATE TEMP TABLE cdp_diff AS
-		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
+		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value,
+			   CASE WHEN k.aid = ANY (hist) THEN cdp_traits._history_instant(c.eid, k.aid, run_start) END AS at
 		  FROM pg_temp.cdp_changes c
 		 CROSS JOIN LATERAL (SELECT DISTINCT u	-- (an audience that keeps history is in both)
 							   FROM pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) u) k(aid)
 		 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
 
-		-- history of attributes that keep it
+		-- history of attributes that keep it: the old value's row ends at
+		-- the instant the new one's starts
 		IF hist IS NOT NULL THEN
-			UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+			UPDATE cdp_traits.attribute_history h SET valid_to = c.at
 			  FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
 			   AND h.valid_to IS NULL;
 			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-			SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
+			SELECT c.eid, c.aid, c.new_value, c.at FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
 		END IF;
 
@@ -3457,6 +3494,7 @@ BEGIN
 		('_explain_graph', 'reader'),
 		('_grants_of_others', 'owner'),
 		('_halves', 'admin'),
+		('_history_instant', 'admin'),
 		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),
