@@ -109,6 +109,8 @@ typedef struct ScopePass
 	storedhash_hash *stored;	/* all-events scope: stored assignments */
 	StrArena	arena;			/* stored event ids, deleted identifiers */
 	const char **orphans;		/* stored ids of events that are gone */
+	pg_uuid_t  *orphan_owner;	/* the entity each of them was in */
+	bool	   *orphan_has_owner;
 	int			norphans;
 	int			maxorphans;
 	/* stored identifiers not produced by any event */
@@ -132,18 +134,31 @@ static OldEntity *OldEnts;		/* for the comparator */
 
 /*
  * add_orphan
- *		Note a stored assignment whose event is gone.
+ *		Note a stored assignment whose event is gone, and the entity it was
+ *		in (owner, NULL if unknown): that entity lost an event.
  */
 static void
-add_orphan(ScopePass *p, const char *id, int len)
+add_orphan(ScopePass *p, const char *id, int len, const pg_uuid_t *owner)
 {
 	if (p->norphans >= p->maxorphans)
 	{
 		p->maxorphans = Max(p->maxorphans * 2, 64);
-		p->orphans = p->orphans ?
-			repalloc_huge(p->orphans, sizeof(char *) * p->maxorphans) :
-			MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxorphans);
+		if (p->orphans)
+		{
+			p->orphans = repalloc_huge(p->orphans, sizeof(char *) * p->maxorphans);
+			p->orphan_owner = repalloc_huge(p->orphan_owner, sizeof(pg_uuid_t) * p->maxorphans);
+			p->orphan_has_owner = repalloc_huge(p->orphan_has_owner, sizeof(bool) * p->maxorphans);
+		}
+		else
+		{
+			p->orphans = MemoryContextAlloc(p->cxt, sizeof(char *) * p->maxorphans);
+			p->orphan_owner = MemoryContextAlloc(p->cxt, sizeof(pg_uuid_t) * p->maxorphans);
+			p->orphan_has_owner = MemoryContextAlloc(p->cxt, sizeof(bool) * p->maxorphans);
+		}
 	}
+	p->orphan_has_owner[p->norphans] = (owner != NULL);
+	if (owner)
+		p->orphan_owner[p->norphans] = *owner;
 	p->orphans[p->norphans++] = arena_strdup(&p->arena, id, len);
 }
 
@@ -184,7 +199,7 @@ scope_row(EventRow *row, void *arg)
 	if (row->event_id == NULL)
 	{
 		if (row->stored_id != NULL)
-			add_orphan(p, row->stored_id, row->stored_id_len);
+			add_orphan(p, row->stored_id, row->stored_id_len, row->old_entity);
 		else
 			p->nnullids++;		/* an event whose id is NULL */
 		return;
@@ -593,7 +608,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 			storedhash_start_iterate(p.stored, &it);
 			while ((e = storedhash_iterate(p.stored, &it)) != NULL)
 				if (!e->seen)
-					add_orphan(&p, e->key.s, e->key.len);
+					add_orphan(&p, e->key.s, e->key.len, &e->entity);
 		}
 		PHASE("reading events");
 	}
@@ -675,8 +690,11 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 	PHASE("components");
 	/* 5. the differences */
 	stitch_changes_init(&c, nevents, nidents, p.nold + ncomps);
-	/* an entity may be touched once per changed event and identifier */
-	c.touched = palloc_extended(sizeof(pg_uuid_t) * ((Size) 2 * nevents + p.ndel + 1),
+	/*
+	 * an entity may be touched once per changed event and identifier, and
+	 * once per event of it that is gone
+	 */
+	c.touched = palloc_extended(sizeof(pg_uuid_t) * ((Size) 2 * nevents + p.ndel + p.norphans + 1),
 								MCXT_ALLOC_HUGE);
 	for (i = 0; i < ncomps; i++)
 		if (!comp_kept[i])
@@ -804,6 +822,16 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		memcpy(d + c.n_del_events, p.orphans, sizeof(char *) * p.norphans);
 		c.del_events = d;
 		c.n_del_events += p.norphans;
+
+		/*
+		 * the entities they were in lost events: recalculated (unless they
+		 * go, below).  A partition detached, dropped or truncated left the
+		 * entities that kept other events marked calculated, with the values
+		 * of the events that left, until a forced run.
+		 */
+		for (i = 0; i < p.norphans; i++)
+			if (p.orphan_has_owner[i])
+				c.touched[c.n_touched++] = p.orphan_owner[i];
 		if (problems)
 			for (i = 0; i < p.norphans; i++)
 				add_problem(problems, pdesc, p.orphans[i],
