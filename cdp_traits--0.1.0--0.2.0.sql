@@ -2588,7 +2588,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION cdp_traits._states_store(sig text) RETURNS void
+CREATE FUNCTION cdp_traits._states_store(sig text, marked_at timestamptz) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
@@ -2605,11 +2605,12 @@ BEGIN
 		RETURN;
 	END IF;
 	-- marked by this run: the row version is the run's (calculated =
-	-- now()); (one primary key probe each: as a join, the planner takes
-	-- that condition for one row of all and scans them for each)
+	-- marked_at, the instant it marks them with); (one primary key probe
+	-- each: as a join, the planner takes that condition for one row of all
+	-- and scans them for each)
 	DELETE FROM pg_temp.cdp_stw w
 	 WHERE (SELECT ce.calculated FROM cdp_traits.customer_entities ce WHERE ce.id = w.eid)
-		   IS DISTINCT FROM pg_catalog.now();
+		   IS DISTINCT FROM marked_at;
 	WITH emptied AS (
 		DELETE FROM cdp_traits.entity_state_events q
 		 WHERE q.customer_entity_id IN (SELECT w.eid FROM pg_temp.cdp_stw w)
@@ -2998,6 +2999,8 @@ DECLARE
 	def_md5 text;
 	-- the definitions of this run (locked by it)
 	ours text[] := '{}';
+	-- when the dirty entities were read: their "calculated" (see below)
+	scope_read_at timestamptz;
 BEGIN
 	-- one run at a time per database (a lock no SQL can take: see calc_lock.c)
 	PERFORM cdp_traits._calculation_lock();
@@ -3013,6 +3016,12 @@ BEGIN
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	-- (the instant the entities marked calculated below get: after the
+	-- read, so that every change of their events it saw is older, and the
+	-- changes it did not see leave them dirty; now(), the start of the
+	-- caller's transaction, was older than changes committed while a run
+	-- waited for the previous one, or while run_jobs() refreshed context)
+	scope_read_at := pg_catalog.clock_timestamp();
 	PERFORM cdp_traits._swap_settings('{max_parallel_workers_per_gather}', parallel_was);
 	-- (the planner's estimate of all entities, -1 before the first ANALYZE)
 	SELECT c.reltuples INTO entities_est FROM pg_catalog.pg_class c
@@ -3293,13 +3302,13 @@ BEGIN
 				RAISE lock_not_available;
 			END IF;
 			PERFORM pg_catalog.set_config('lock_timeout', '1ms', true);
-			UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
+			UPDATE cdp_traits.customer_entities ce SET calculated = scope_read_at
 			  FROM pg_temp.cdp_scope s
 			 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
 			PERFORM pg_catalog.set_config('lock_timeout', lock_timeout_was, true);
 		EXCEPTION WHEN lock_not_available THEN
 			PERFORM cdp_traits._without_waiting(
-				'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
+				'UPDATE cdp_traits.customer_entities ce SET calculated = ' || pg_catalog.quote_literal(scope_read_at) || '::timestamptz '
 				'FROM (SELECT c.ctid AS row_tid FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
 				'ON s.id = c.id AND c.xmin = s.row_xmin WHERE %s '
 				'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.ctid = l.row_tid',
@@ -3308,7 +3317,7 @@ BEGIN
 	END IF;
 	-- the states of the entities marked (see _states_fetch)
 	IF n > 0 THEN
-		PERFORM cdp_traits._states_store(sig);
+		PERFORM cdp_traits._states_store(sig, scope_read_at);
 	END IF;
 
 	-- the entities recalculated: the dirty ones (every entity when forced),
