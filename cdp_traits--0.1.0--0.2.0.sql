@@ -1181,6 +1181,7 @@ DECLARE
 	is_audience boolean;
 	had_history boolean;
 	has_history boolean;
+	at timestamptz;
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
 		PERFORM cdp_traits._drop_values(pg_catalog.array_agg(a.id),
@@ -1220,20 +1221,27 @@ BEGIN
 		had_history := COALESCE((OLD.definition->>'history')::boolean, false);
 		has_history := COALESCE((NEW.definition->>'history')::boolean, false);
 		IF had_history <> has_history THEN
-			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
+			at := pg_catalog.clock_timestamp();
+			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(at, h.valid_from)
 			 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
 			IF has_history THEN
 				-- the values are locked (in entity order), so that an entity
 				-- that goes meanwhile either is gone before (and has no row
 				-- here) or waits for this transaction and then ends the rows
-				-- opened here (see _entities_removed)
+				-- opened here (see _entities_removed); the rows start at at,
+				-- or at the end of the entity's history if later (see
+				-- attribute_history)
 				INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-				SELECT l.customer_entity_id, NEW.id, l.value,
-					   cdp_traits._history_instant(l.customer_entity_id, NEW.id, pg_catalog.clock_timestamp())
+				SELECT l.customer_entity_id, NEW.id, l.value, GREATEST(at, p.latest)
 				  FROM (SELECT ea.customer_entity_id, ea.vals -> NEW.id AS value
 						  FROM cdp_traits.entity_attributes ea
 						 WHERE ea.vals ? NEW.id
 						 ORDER BY ea.customer_entity_id FOR KEY SHARE) l
+				  LEFT JOIN (SELECT h.customer_entity_id, pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+							   FROM cdp_traits.attribute_history h
+							  WHERE h.attribute_id = NEW.id
+							  GROUP BY h.customer_entity_id) p
+					ON p.customer_entity_id = l.customer_entity_id
 				 WHERE l.value IS NOT NULL;
 			END IF;
 		END IF;
@@ -1976,7 +1984,7 @@ BEGIN
 	  ORDER BY ea.customer_entity_id FOR NO KEY UPDATE;
 	DELETE FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids AND ea.vals - aids = '{}';
 	UPDATE cdp_traits.entity_attributes ea SET vals = ea.vals - aids WHERE ea.vals ?| aids;
-	-- (once the values are held: see _history_instant)
+	-- (once the values are held; see attribute_history for the instant)
 	UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
 	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
 	DELETE FROM cdp_traits.attribute_counts c WHERE c.attribute_id = ANY (aids);
@@ -2120,15 +2128,6 @@ BEGIN
 	END IF;
 	RETURN NULL;
 END;
-$$;
-
-CREATE FUNCTION cdp_traits._history_instant(eid uuid, aid text, at timestamptz) RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT GREATEST($3, (SELECT pg_catalog.max(GREATEST(h.valid_from, h.valid_to))
-						   FROM cdp_traits.attribute_history h
-						  WHERE h.customer_entity_id = $1 AND h.attribute_id = $2))
 $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._is_published_view(target name, rel name) RETURNS boolean
@@ -2887,12 +2886,10 @@ BEGIN
 	-- the changed values one by one, of the attributes that need them:
 	-- history and audience enter/exit
 	IF hist IS NOT NULL OR auds IS NOT NULL THEN
-		-- (at: the instant of a change of history, see _history_instant;
-		-- read now that the entities are locked)
 		DROP TABLE IF EXISTS pg_temp.cdp_diff;
 		CREATE TEMP TABLE cdp_diff AS
 		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value,
-			   CASE WHEN k.aid = ANY (hist) THEN cdp_traits._history_instant(c.eid, k.aid, run_start) END AS at
+			   CASE WHEN k.aid = ANY (hist) THEN run_start END AS at
 		  FROM pg_temp.cdp_changes c
 		 CROSS JOIN LATERAL (SELECT DISTINCT u	-- (an audience that keeps history is in both)
 							   FROM pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) u) k(aid)
@@ -2901,6 +2898,18 @@ BEGIN
 		-- history of attributes that keep it: the old value's row ends at
 		-- the instant the new one's starts
 		IF hist IS NOT NULL THEN
+			-- (at: the run's start, or the end of the entity's history if
+			-- later, see attribute_history; read now that the entities are
+			-- locked, in one join, which over many changes the planner may
+			-- hash: a function probing per change took about 4 s for 200k)
+			UPDATE pg_temp.cdp_diff d SET at = l.latest
+			  FROM (SELECT h.customer_entity_id, h.attribute_id,
+						   pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+					  FROM cdp_traits.attribute_history h
+					 WHERE (h.customer_entity_id, h.attribute_id) IN
+						   (SELECT d2.eid, d2.aid FROM pg_temp.cdp_diff d2 WHERE d2.at IS NOT NULL)
+					 GROUP BY h.customer_entity_id, h.attribute_id) l
+			 WHERE d.eid = l.customer_entity_id AND d.aid = l.attribute_id AND l.latest > d.at;
 			UPDATE cdp_traits.attribute_history h SET valid_to = c.at
 			  FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
@@ -3503,7 +3512,6 @@ BEGIN
 		('_explain_graph', 'reader'),
 		('_grants_of_others', 'owner'),
 		('_halves', 'admin'),
-		('_history_instant', 'admin'),
 		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),
 		('_merge_values', 'admin'),

@@ -139,22 +139,15 @@ CREATE INDEX attribute_history_entity ON cdp_traits.attribute_history (customer_
 COMMENT ON TABLE cdp_traits.attribute_history IS
 	'every value an entity had for attributes defined with "history": true; valid_to NULL = current';
 
--- The instant of a change of an entity's history of an attribute made at
--- "at" (whoever changes it: a calculation, an entity that goes, history
--- switched on or off): at, or the latest instant that history already has
--- if that is later.  Writers of one entity's history follow each other (row
--- locks), but each took its instant when it began: a run or a transaction
--- that began earlier and wrote later would end a row before it began, or
+-- The instant of a change of an entity's history of an attribute (whoever
+-- changes it: a calculation, an entity that goes, an attribute whose values
+-- go, history switched on or off) is the writer's instant, or the latest
+-- instant that history already has if that is later.  Writers of one
+-- entity's history follow each other (row locks), but a writer's instant
+-- may be older than one that wrote before it (a run or a transaction that
+-- began earlier and wrote later) and would end a row before it began, or
 -- open one that overlaps the row before.  So each row starts no earlier
 -- than the one before it ended, and ends no earlier than it began.
-CREATE FUNCTION cdp_traits._history_instant(eid uuid, aid text, at timestamptz) RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT GREATEST($3, (SELECT pg_catalog.max(GREATEST(h.valid_from, h.valid_to))
-						   FROM cdp_traits.attribute_history h
-						  WHERE h.customer_entity_id = $1 AND h.attribute_id = $2))
-$$;
 
 CREATE TABLE cdp_traits.calculation_runs (
 	id bigserial PRIMARY KEY,
@@ -1143,7 +1136,7 @@ BEGIN
 	  ORDER BY ea.customer_entity_id FOR NO KEY UPDATE;
 	DELETE FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids AND ea.vals - aids = '{}';
 	UPDATE cdp_traits.entity_attributes ea SET vals = ea.vals - aids WHERE ea.vals ?| aids;
-	-- (once the values are held: see _history_instant)
+	-- (once the values are held; see attribute_history for the instant)
 	UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
 	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
 	DELETE FROM cdp_traits.attribute_counts c WHERE c.attribute_id = ANY (aids);
@@ -1167,6 +1160,7 @@ DECLARE
 	is_audience boolean;
 	had_history boolean;
 	has_history boolean;
+	at timestamptz;
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
 		PERFORM cdp_traits._drop_values(pg_catalog.array_agg(a.id),
@@ -1206,20 +1200,27 @@ BEGIN
 		had_history := COALESCE((OLD.definition->>'history')::boolean, false);
 		has_history := COALESCE((NEW.definition->>'history')::boolean, false);
 		IF had_history <> has_history THEN
-			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
+			at := pg_catalog.clock_timestamp();
+			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(at, h.valid_from)
 			 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
 			IF has_history THEN
 				-- the values are locked (in entity order), so that an entity
 				-- that goes meanwhile either is gone before (and has no row
 				-- here) or waits for this transaction and then ends the rows
-				-- opened here (see _entities_removed)
+				-- opened here (see _entities_removed); the rows start at at,
+				-- or at the end of the entity's history if later (see
+				-- attribute_history)
 				INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-				SELECT l.customer_entity_id, NEW.id, l.value,
-					   cdp_traits._history_instant(l.customer_entity_id, NEW.id, pg_catalog.clock_timestamp())
+				SELECT l.customer_entity_id, NEW.id, l.value, GREATEST(at, p.latest)
 				  FROM (SELECT ea.customer_entity_id, ea.vals -> NEW.id AS value
 						  FROM cdp_traits.entity_attributes ea
 						 WHERE ea.vals ? NEW.id
 						 ORDER BY ea.customer_entity_id FOR KEY SHARE) l
+				  LEFT JOIN (SELECT h.customer_entity_id, pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+							   FROM cdp_traits.attribute_history h
+							  WHERE h.attribute_id = NEW.id
+							  GROUP BY h.customer_entity_id) p
+					ON p.customer_entity_id = l.customer_entity_id
 				 WHERE l.value IS NOT NULL;
 			END IF;
 		END IF;
@@ -2226,12 +2227,10 @@ BEGIN
 	-- the changed values one by one, of the attributes that need them:
 	-- history and audience enter/exit
 	IF hist IS NOT NULL OR auds IS NOT NULL THEN
-		-- (at: the instant of a change of history, see _history_instant;
-		-- read now that the entities are locked)
 		DROP TABLE IF EXISTS pg_temp.cdp_diff;
 		CREATE TEMP TABLE cdp_diff AS
 		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value,
-			   CASE WHEN k.aid = ANY (hist) THEN cdp_traits._history_instant(c.eid, k.aid, run_start) END AS at
+			   CASE WHEN k.aid = ANY (hist) THEN run_start END AS at
 		  FROM pg_temp.cdp_changes c
 		 CROSS JOIN LATERAL (SELECT DISTINCT u	-- (an audience that keeps history is in both)
 							   FROM pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) u) k(aid)
@@ -2240,6 +2239,18 @@ BEGIN
 		-- history of attributes that keep it: the old value's row ends at
 		-- the instant the new one's starts
 		IF hist IS NOT NULL THEN
+			-- (at: the run's start, or the end of the entity's history if
+			-- later, see attribute_history; read now that the entities are
+			-- locked, in one join, which over many changes the planner may
+			-- hash: a function probing per change took about 4 s for 200k)
+			UPDATE pg_temp.cdp_diff d SET at = l.latest
+			  FROM (SELECT h.customer_entity_id, h.attribute_id,
+						   pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+					  FROM cdp_traits.attribute_history h
+					 WHERE (h.customer_entity_id, h.attribute_id) IN
+						   (SELECT d2.eid, d2.aid FROM pg_temp.cdp_diff d2 WHERE d2.at IS NOT NULL)
+					 GROUP BY h.customer_entity_id, h.attribute_id) l
+			 WHERE d.eid = l.customer_entity_id AND d.aid = l.attribute_id AND l.latest > d.at;
 			UPDATE cdp_traits.attribute_history h SET valid_to = c.at
 			  FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
