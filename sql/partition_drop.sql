@@ -141,6 +141,23 @@ SELECT * FROM pg_temp.state();
 SELECT * FROM pg_temp.calc();
 DROP TABLE pev_2020;
 
+-- an entity that keeps events with the same identifiers as those that
+-- leave (nothing splits, no identifier goes) is marked for recalculation
+-- too: it kept the values of the events that left (a2 n=2 with a2 alone)
+CREATE TABLE pev_2017 PARTITION OF pev FOR VALUES FROM ('2017-01-01') TO ('2018-01-01');
+INSERT INTO pev VALUES ('p1', 'web', 'x', '1', '2017-05-01', '{"email": "a"}'),
+                       ('p2', 'web', 'x', '1', '2017-06-01', '{"phone": "p"}');
+SELECT * FROM pg_temp.calc();
+ALTER TABLE pev DETACH PARTITION pev_2017;
+SELECT * FROM pg_temp.state();
+SELECT * FROM pg_temp.calc();
+ALTER TABLE pev ATTACH PARTITION pev_2017 FOR VALUES FROM ('2017-01-01') TO ('2018-01-01');
+SELECT * FROM pg_temp.calc();
+TRUNCATE pev_2017;
+SELECT * FROM pg_temp.state();
+SELECT * FROM pg_temp.calc();
+DROP TABLE pev_2017;
+
 -- empty partitions and tables that are not partitions of the events table
 -- change nothing, and cost no pass over the events
 CREATE TABLE pev_2019 PARTITION OF pev FOR VALUES FROM ('2019-01-01') TO ('2020-01-01');

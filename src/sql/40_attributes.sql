@@ -139,6 +139,16 @@ CREATE INDEX attribute_history_entity ON cdp_traits.attribute_history (customer_
 COMMENT ON TABLE cdp_traits.attribute_history IS
 	'every value an entity had for attributes defined with "history": true; valid_to NULL = current';
 
+-- The instant of a change of an entity's history of an attribute (whoever
+-- changes it: a calculation, an entity that goes, an attribute whose values
+-- go, history switched on or off) is the writer's instant, or the latest
+-- instant that history already has if that is later.  Writers of one
+-- entity's history follow each other (row locks), but a writer's instant
+-- may be older than one that wrote before it (a run or a transaction that
+-- began earlier and wrote later) and would end a row before it began, or
+-- open one that overlaps the row before.  So each row starts no earlier
+-- than the one before it ended, and ends no earlier than it began.
+
 CREATE TABLE cdp_traits.calculation_runs (
 	id bigserial PRIMARY KEY,
 	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -1120,10 +1130,15 @@ BEGIN
 		 WHERE ea.vals ?| auds AND ea.vals -> k.aid = 'true'::jsonb
 		 ORDER BY ea.customer_entity_id, k.aid;
 	END IF;
-	UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
-	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
+	-- (the rows in entity order, as _entities_removed takes them: two such
+	-- statements over the same entities do not deadlock)
+	PERFORM FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids
+	  ORDER BY ea.customer_entity_id FOR NO KEY UPDATE;
 	DELETE FROM cdp_traits.entity_attributes ea WHERE ea.vals ?| aids AND ea.vals - aids = '{}';
 	UPDATE cdp_traits.entity_attributes ea SET vals = ea.vals - aids WHERE ea.vals ?| aids;
+	-- (once the values are held; see attribute_history for the instant)
+	UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
+	 WHERE h.attribute_id = ANY (aids) AND h.valid_to IS NULL;
 	DELETE FROM cdp_traits.attribute_counts c WHERE c.attribute_id = ANY (aids);
 	DELETE FROM cdp_traits.attribute_value_counts c WHERE c.attribute_id = ANY (aids);
 END;
@@ -1145,6 +1160,7 @@ DECLARE
 	is_audience boolean;
 	had_history boolean;
 	has_history boolean;
+	at timestamptz;
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
 		PERFORM cdp_traits._drop_values(pg_catalog.array_agg(a.id),
@@ -1184,13 +1200,28 @@ BEGIN
 		had_history := COALESCE((OLD.definition->>'history')::boolean, false);
 		has_history := COALESCE((NEW.definition->>'history')::boolean, false);
 		IF had_history <> has_history THEN
-			UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+			at := pg_catalog.clock_timestamp();
+			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(at, h.valid_from)
 			 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
 			IF has_history THEN
+				-- the values are locked (in entity order), so that an entity
+				-- that goes meanwhile either is gone before (and has no row
+				-- here) or waits for this transaction and then ends the rows
+				-- opened here (see _entities_removed); the rows start at at,
+				-- or at the end of the entity's history if later (see
+				-- attribute_history)
 				INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-				SELECT ea.customer_entity_id, NEW.id, ea.vals -> NEW.id, pg_catalog.now()
-				  FROM cdp_traits.entity_attributes ea
-				 WHERE ea.vals ? NEW.id;
+				SELECT l.customer_entity_id, NEW.id, l.value, GREATEST(at, p.latest)
+				  FROM (SELECT ea.customer_entity_id, ea.vals -> NEW.id AS value
+						  FROM cdp_traits.entity_attributes ea
+						 WHERE ea.vals ? NEW.id
+						 ORDER BY ea.customer_entity_id FOR KEY SHARE) l
+				  LEFT JOIN (SELECT h.customer_entity_id, pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+							   FROM cdp_traits.attribute_history h
+							  WHERE h.attribute_id = NEW.id
+							  GROUP BY h.customer_entity_id) p
+					ON p.customer_entity_id = l.customer_entity_id
+				 WHERE l.value IS NOT NULL;
 			END IF;
 		END IF;
 	END IF;
@@ -1323,6 +1354,12 @@ DECLARE
 	aids text[] := ARRAY(SELECT a.id FROM cdp_traits.attributes a ORDER BY a.id);
 	deltas jsonb;
 BEGIN
+	-- (their values in entity order first, as _drop_values and switching
+	-- history on take them: a statement removing several entities does not
+	-- deadlock with those)
+	PERFORM FROM cdp_traits.entity_attributes ea
+	 WHERE ea.customer_entity_id IN (SELECT o.id FROM cdp_traits_old o)
+	 ORDER BY ea.customer_entity_id FOR UPDATE;
 	EXECUTE $q$
 	WITH gone AS (
 		DELETE FROM cdp_traits.entity_attributes ea
@@ -1338,15 +1375,17 @@ BEGIN
 		  FROM kv JOIN cdp_traits.attributes a ON a.id = kv.attribute_id
 		 WHERE a.definition->>'type' = 'audience' AND kv.value = 'true'::jsonb
 		 ORDER BY kv.customer_entity_id, kv.attribute_id
-	), hist AS (
-		UPDATE cdp_traits.attribute_history h
-		   SET valid_to = pg_catalog.now()
-		  FROM kv
-		 WHERE h.customer_entity_id = kv.customer_entity_id AND h.attribute_id = kv.attribute_id
-		   AND h.valid_to IS NULL
 	)
 	SELECT cdp_traits._value_deltas(g.vals, NULL, $1, $2) FROM gone g
 	$q$ INTO deltas USING aids, cdp_traits._categorical(aids);
+	-- history: every open row of the entities ends, in a statement of its
+	-- own, once the values are held: a calculation whose lock the delete
+	-- waited for wrote rows after that statement began, which it could not
+	-- see (and so left open for an entity that no longer exists), nor could
+	-- it see those of history switched on for their values meanwhile
+	UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(pg_catalog.clock_timestamp(), h.valid_from)
+	  FROM cdp_traits_old o
+	 WHERE h.customer_entity_id = o.id AND h.valid_to IS NULL;
 	-- (at commit: see pending_count_changes)
 	PERFORM cdp_traits._count_changes_at_commit(deltas);
 	RETURN NULL;
@@ -1807,7 +1846,7 @@ $$;
 -- states of the run's entities that are not of the definitions as compiled
 -- now (sig; NULL: none are, or a step failed) are dropped; the others stay
 -- exact whatever the run did, and are kept.
-CREATE FUNCTION cdp_traits._states_store(sig text) RETURNS void
+CREATE FUNCTION cdp_traits._states_store(sig text, marked_at timestamptz) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
@@ -1824,11 +1863,12 @@ BEGIN
 		RETURN;
 	END IF;
 	-- marked by this run: the row version is the run's (calculated =
-	-- now()); (one primary key probe each: as a join, the planner takes
-	-- that condition for one row of all and scans them for each)
+	-- marked_at, the instant it marks them with); (one primary key probe
+	-- each: as a join, the planner takes that condition for one row of all
+	-- and scans them for each)
 	DELETE FROM pg_temp.cdp_stw w
 	 WHERE (SELECT ce.calculated FROM cdp_traits.customer_entities ce WHERE ce.id = w.eid)
-		   IS DISTINCT FROM pg_catalog.now();
+		   IS DISTINCT FROM marked_at;
 	WITH emptied AS (
 		DELETE FROM cdp_traits.entity_state_events q
 		 WHERE q.customer_entity_id IN (SELECT w.eid FROM pg_temp.cdp_stw w)
@@ -2040,6 +2080,8 @@ DECLARE
 	k bigint;
 	all_new boolean;
 	flags boolean[];
+	-- (the instant of the run's changes of history: when it got its turn)
+	run_start timestamptz;
 BEGIN
 	SELECT pg_catalog.array_agg(o.aid) INTO ok FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (aids) AND o.error IS NULL AND NOT o.written;
@@ -2051,6 +2093,7 @@ BEGIN
 		   pg_catalog.jsonb_object_agg(a.id, a.version)
 	  INTO hist, auds, versions
 	  FROM cdp_traits.attributes a WHERE a.id = ANY (ok);
+	SELECT r.started_at INTO run_start FROM cdp_traits.calculation_runs r WHERE r.id = run;
 
 	-- the new values: the tables of the predefined steps (one row per
 	-- entity each) and cdp_new (the other steps': one row per entity and
@@ -2186,20 +2229,34 @@ BEGIN
 	IF hist IS NOT NULL OR auds IS NOT NULL THEN
 		DROP TABLE IF EXISTS pg_temp.cdp_diff;
 		CREATE TEMP TABLE cdp_diff AS
-		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value
+		SELECT c.eid, k.aid, c.old_vals -> k.aid AS old_value, c.new_vals -> k.aid AS new_value,
+			   CASE WHEN k.aid = ANY (hist) THEN run_start END AS at
 		  FROM pg_temp.cdp_changes c
 		 CROSS JOIN LATERAL (SELECT DISTINCT u	-- (an audience that keeps history is in both)
 							   FROM pg_catalog.unnest(COALESCE(hist, '{}') || COALESCE(auds, '{}')) u) k(aid)
 		 WHERE (c.old_vals -> k.aid) IS DISTINCT FROM (c.new_vals -> k.aid);
 
-		-- history of attributes that keep it
+		-- history of attributes that keep it: the old value's row ends at
+		-- the instant the new one's starts
 		IF hist IS NOT NULL THEN
-			UPDATE cdp_traits.attribute_history h SET valid_to = pg_catalog.now()
+			-- (at: the run's start, or the end of the entity's history if
+			-- later, see attribute_history; read now that the entities are
+			-- locked, in one join, which over many changes the planner may
+			-- hash: a function probing per change took about 4 s for 200k)
+			UPDATE pg_temp.cdp_diff d SET at = l.latest
+			  FROM (SELECT h.customer_entity_id, h.attribute_id,
+						   pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+					  FROM cdp_traits.attribute_history h
+					 WHERE (h.customer_entity_id, h.attribute_id) IN
+						   (SELECT d2.eid, d2.aid FROM pg_temp.cdp_diff d2 WHERE d2.at IS NOT NULL)
+					 GROUP BY h.customer_entity_id, h.attribute_id) l
+			 WHERE d.eid = l.customer_entity_id AND d.aid = l.attribute_id AND l.latest > d.at;
+			UPDATE cdp_traits.attribute_history h SET valid_to = c.at
 			  FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (hist) AND h.customer_entity_id = c.eid AND h.attribute_id = c.aid
 			   AND h.valid_to IS NULL;
 			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-			SELECT c.eid, c.aid, c.new_value, pg_catalog.now() FROM pg_temp.cdp_diff c
+			SELECT c.eid, c.aid, c.new_value, c.at FROM pg_temp.cdp_diff c
 			 WHERE c.aid = ANY (hist) AND c.new_value IS NOT NULL;
 		END IF;
 
@@ -2308,6 +2365,8 @@ DECLARE
 	def_md5 text;
 	-- the definitions of this run (locked by it)
 	ours text[] := '{}';
+	-- when the dirty entities were read: their "calculated" (see below)
+	scope_read_at timestamptz;
 BEGIN
 	-- one run at a time per database (a lock no SQL can take: see calc_lock.c)
 	PERFORM cdp_traits._calculation_lock();
@@ -2323,6 +2382,12 @@ BEGIN
 	SELECT ce.id, ce.xmin AS row_xmin FROM cdp_traits.customer_entities ce
 	 WHERE force OR ce.calculated IS NULL OR ce.calculated < stale_before;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	-- (the instant the entities marked calculated below get: after the
+	-- read, so that every change of their events it saw is older, and the
+	-- changes it did not see leave them dirty; now(), the start of the
+	-- caller's transaction, was older than changes committed while a run
+	-- waited for the previous one, or while run_jobs() refreshed context)
+	scope_read_at := pg_catalog.clock_timestamp();
 	PERFORM cdp_traits._swap_settings('{max_parallel_workers_per_gather}', parallel_was);
 	-- (the planner's estimate of all entities, -1 before the first ANALYZE)
 	SELECT c.reltuples INTO entities_est FROM pg_catalog.pg_class c
@@ -2603,13 +2668,13 @@ BEGIN
 				RAISE lock_not_available;
 			END IF;
 			PERFORM pg_catalog.set_config('lock_timeout', '1ms', true);
-			UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now()
+			UPDATE cdp_traits.customer_entities ce SET calculated = scope_read_at
 			  FROM pg_temp.cdp_scope s
 			 WHERE ce.id = s.id AND ce.xmin = s.row_xmin;
 			PERFORM pg_catalog.set_config('lock_timeout', lock_timeout_was, true);
 		EXCEPTION WHEN lock_not_available THEN
 			PERFORM cdp_traits._without_waiting(
-				'UPDATE cdp_traits.customer_entities ce SET calculated = pg_catalog.now() '
+				'UPDATE cdp_traits.customer_entities ce SET calculated = ' || pg_catalog.quote_literal(scope_read_at) || '::timestamptz '
 				'FROM (SELECT c.ctid AS row_tid FROM cdp_traits.customer_entities c JOIN pg_temp.cdp_scope s '
 				'ON s.id = c.id AND c.xmin = s.row_xmin WHERE %s '
 				'FOR NO KEY UPDATE OF c SKIP LOCKED) l WHERE ce.ctid = l.row_tid',
@@ -2618,7 +2683,7 @@ BEGIN
 	END IF;
 	-- the states of the entities marked (see _states_fetch)
 	IF n > 0 THEN
-		PERFORM cdp_traits._states_store(sig);
+		PERFORM cdp_traits._states_store(sig, scope_read_at);
 	END IF;
 
 	-- the entities recalculated: the dirty ones (every entity when forced),

@@ -76,6 +76,12 @@ SELECT count(*) AS values_without_open_history FROM (
   SELECT customer_entity_id, attribute_id, value FROM cdp_traits.customer_attributes WHERE attribute_id IN ('first_name', 'revenue')
   EXCEPT ALL
   SELECT customer_entity_id, attribute_id, value FROM cdp_traits.attribute_history WHERE valid_to IS NULL) s;
+SELECT count(*) AS open_history_twice FROM (
+  SELECT FROM cdp_traits.attribute_history WHERE valid_to IS NULL
+   GROUP BY customer_entity_id, attribute_id HAVING count(*) > 1) s;
+SELECT count(*) AS open_history_of_missing_entities FROM cdp_traits.attribute_history h
+ WHERE h.valid_to IS NULL
+   AND NOT EXISTS (SELECT FROM cdp_traits.customer_entities e WHERE e.id = h.customer_entity_id);
 SELECT count(*) AS history_ending_before_it_starts FROM cdp_traits.attribute_history WHERE valid_to < valid_from;
 SELECT count(*) AS overlapping_history FROM cdp_traits.attribute_history a JOIN cdp_traits.attribute_history b
   USING (customer_entity_id, attribute_id)
