@@ -172,5 +172,38 @@ SELECT cdp_traits.calculate_attributes();
 SELECT rev, k, m FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
 SELECT * FROM pg_temp.log_since(:s);
 SELECT * FROM pg_temp.log_problems();
+
+-- 9. A definition that reads context (an audience over a threshold kept in
+-- context, a sum scaled by a context figure) is calculated for every entity
+-- by the first run after a value it reads changes, not only for the dirty
+-- ones (no entity is dirty here); a change of another key costs nothing.
+TRUNCATE cdp_traits.attributes;
+INSERT INTO cdp_traits.context (key, value) VALUES ('big', '100'), ('rate', '2'), ('other', 'x');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('rev', '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'),
+  ('scaled', '{"type": "sum", "value": "(payload->>''amount'')::numeric * cdp_traits.context_value(''rate'')::numeric"}'),
+  ('big', '{"type": "audience", "condition": "rev > context_value( ''big'' )::numeric"}'),
+  ('any_ctx', '{"type": "audience", "condition": "rev > context_value(''b'' || ''ig'')::numeric"}');
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT max(seq) AS s FROM cdp_traits.segment_toggles \gset
+SELECT rev, scaled, big, any_ctx FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+UPDATE cdp_traits.context SET value = '1000' WHERE key = 'big';
+UPDATE cdp_traits.context SET value = '3' WHERE key = 'rate';
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT rev, scaled, big, any_ctx FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT * FROM pg_temp.log_since(:s);
+SELECT attribute_id, scope FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
+-- another key: only any_ctx (its key is not a literal) reads every key
+UPDATE cdp_traits.context SET value = 'y' WHERE key = 'other';
+SELECT cdp_traits.calculate_attributes() AS calculated;
+SELECT attribute_id, scope FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
+-- nothing changed: nothing is calculated for every entity
+SELECT cdp_traits.calculate_attributes() AS calculated;
+SELECT attribute_id, scope FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
+SELECT * FROM pg_temp.log_problems();
+DELETE FROM cdp_traits.context WHERE key IN ('big', 'rate', 'other');
 SELECT cdp_traits.detach_events();
 DROP TABLE aud_ev CASCADE;

@@ -624,6 +624,41 @@ CREATE TABLE cdp_traits.compiled_definitions (
 COMMENT ON TABLE cdp_traits.compiled_definitions IS
 	'internal: compiled attribute definitions, reused while what they depend on is unchanged (a cache)';
 
+-- The context values an attribute's last calculation for every entity read:
+-- a definition that calls context_value() (an audience over a threshold
+-- kept in context, a custom query scaled by a context figure) is
+-- calculated for every entity again by the first run after one of them
+-- changes, not only for the dirty entities (the others kept values of the
+-- old figure until recalculate_after).  Dumped: a restore does not cost a
+-- full calculation.
+CREATE TABLE cdp_traits.attribute_context_seen (
+	attribute_id text PRIMARY KEY,
+	context_md5 text NOT NULL		-- _context_md5 of the definition then
+);
+COMMENT ON TABLE cdp_traits.attribute_context_seen IS
+	'internal: the context values each context-dependent attribute was last calculated for every entity with';
+
+-- The context values a definition reads, as one md5; NULL if it does not
+-- call context_value().  The keys are those named by literals
+-- (context_value('key')); if a call names its key any other way, every key.
+CREATE FUNCTION cdp_traits._context_md5(def jsonb) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (SELECT $1::text AS t),
+	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
+	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
+			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value\s*\(\s*''((?:[^'']|'''')*)''\s*\)', 'gi') m)
+	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (
+		SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(
+				   pg_catalog.quote_literal(c.key) || '=' || pg_catalog.quote_nullable(c.value),
+				   E'\n' ORDER BY c.key COLLATE "C"), ''))
+		  FROM cdp_traits.context c
+		 WHERE (SELECT n FROM calls) > (SELECT pg_catalog.count(*) FROM lit)
+			OR c.key IN (SELECT lit.key FROM lit))
+	END
+$$;
+
 -- The source of pivoted_customer_attributes as _rebuild_pivot last made it
 -- (one row): a change of definitions that leaves the view as it is (a new
 -- filter, a new value expression of the same type) does not replace it.
@@ -2365,6 +2400,10 @@ DECLARE
 	def_md5 text;
 	-- the definitions of this run (locked by it)
 	ours text[] := '{}';
+	-- those computed for every entity (new, changed, or their context
+	-- changed), and the context values each read (see attribute_context_seen)
+	everyone_now text[] := '{}';
+	ctx_seen jsonb := '{}';
 	-- when the dirty entities were read: their "calculated" (see below)
 	scope_read_at timestamptz;
 BEGIN
@@ -2428,10 +2467,22 @@ BEGIN
 	-- open) is left out of this run rather than waited for (see ours).
 	dirty_pre := '{}'; all_pre := '{}'; dirty_srf := '{}'; all_srf := '{}';
 	dirty_q := '{}'; all_q := '{}'; ext := '{}';
-	FOR a IN SELECT at.id, at.definition, at.definition->>'type' AS typ,
-					force OR at.calculated_version IS DISTINCT FROM at.version AS everyone
-			   FROM cdp_traits.attributes at ORDER BY at.id FOR SHARE SKIP LOCKED LOOP
+	-- (or one that reads context values changed since it was last computed
+	-- for every entity: see attribute_context_seen)
+	FOR a IN SELECT at.id, at.definition, at.definition->>'type' AS typ, cm.md5 AS ctx_md5,
+					force OR at.calculated_version IS DISTINCT FROM at.version
+					OR cm.md5 IS DISTINCT FROM (SELECT s.context_md5 FROM cdp_traits.attribute_context_seen s
+												  WHERE s.attribute_id = at.id) AS everyone
+			   FROM cdp_traits.attributes at
+			  CROSS JOIN LATERAL (SELECT cdp_traits._context_md5(at.definition) AS md5) cm
+			  ORDER BY at.id FOR SHARE OF at SKIP LOCKED LOOP
 		ours := ours || a.id;
+		IF a.ctx_md5 IS NOT NULL THEN
+			ctx_seen := ctx_seen || pg_catalog.jsonb_build_object(a.id, a.ctx_md5);
+		END IF;
+		IF a.everyone THEN
+			everyone_now := everyone_now || a.id;
+		END IF;
 		IF a.typ = 'audience' THEN
 			CONTINUE;
 		ELSIF a.typ = 'external' THEN
@@ -2595,8 +2646,7 @@ BEGIN
 	aud := ARRAY(SELECT x FROM pg_catalog.unnest(cdp_traits._audience_order()) WITH ORDINALITY o(x, i)
 				  WHERE x = ANY (ours) ORDER BY i);
 	FOREACH aid IN ARRAY aud LOOP
-		IF force OR (SELECT at.calculated_version IS DISTINCT FROM at.version
-					   FROM cdp_traits.attributes at WHERE at.id = aid) THEN
+		IF aid = ANY (everyone_now) THEN
 			everyone := everyone || aid;
 			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
 			PERFORM cdp_traits._write_values(run, ARRAY[aid], all_scope, 'all');
@@ -2611,8 +2661,8 @@ BEGIN
 	INSERT INTO cdp_traits.calculation_run_attributes AS r
 		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error)
 	SELECT run, o.aid, at.version,
-		   CASE WHEN force OR at.calculated_version IS DISTINCT FROM at.version
-					 OR at.definition->>'type' = 'external' THEN 'all' ELSE 'dirty' END,
+		   CASE WHEN o.aid = ANY (everyone_now) OR at.definition->>'type' = 'external'
+				THEN 'all' ELSE 'dirty' END,
 		   o.skipped, o.duration_ms, o.error
 	  FROM pg_temp.cdp_outcome o JOIN cdp_traits.attributes at ON at.id = o.aid
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
@@ -2627,6 +2677,15 @@ BEGIN
 									   FROM cdp_traits.pending_count_changes p
 									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
+	-- the context values of those now complete for every entity
+	DELETE FROM cdp_traits.attribute_context_seen s
+	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id = s.attribute_id)
+		OR (s.attribute_id = ANY (everyone_now) AND NOT ctx_seen ? s.attribute_id);
+	INSERT INTO cdp_traits.attribute_context_seen AS s (attribute_id, context_md5)
+	SELECT o.aid, ctx_seen->>o.aid FROM pg_temp.cdp_outcome o
+	 WHERE o.aid = ANY (everyone) AND o.error IS NULL AND o.written AND ctx_seen ? o.aid
+	ON CONFLICT (attribute_id) DO UPDATE SET context_md5 = EXCLUDED.context_md5
+	 WHERE s.context_md5 IS DISTINCT FROM EXCLUDED.context_md5;
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)
 	IF EXISTS (SELECT FROM cdp_traits.attributes at JOIN pg_temp.cdp_outcome o ON o.aid = at.id

@@ -24,6 +24,7 @@ SELECT pg_catalog.pg_extension_config_dump('cdp_traits.context', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attributes', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.entity_attributes', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attribute_history', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.attribute_context_seen', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.calculation_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.calculation_runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.calculation_run_attributes', '');
