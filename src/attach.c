@@ -628,15 +628,15 @@ partition_duplicate_id(StitchConfig *cfg, Oid relid, const char *name)
  *		a second event is refused, as such an insert is.
  */
 static void
-stitch_partition_rows(StitchConfig *cfg, Oid relid)
+stitch_partition_rows(Oid relid)
 {
 	char	   *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid));
+	/* (checks the rules; the rows are read with this configuration) */
+	StitchConfig *cfg = stitch_rules_config();
 	const char **ids;
 	int			n;
 
-	/* (checks the rules; the rows are read with this configuration) */
-	cfg = stitch_rules_config();
 	stitch_config_pin();
 	ids = stitch_read_ids(cdp_prepare(psprintf("SELECT %s FROM %s", stitch_key_sql(cfg, "id"), name),
 									  0, NULL), &n);
@@ -912,7 +912,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 			install_triggers(rel);
 			if (get_rel_relkind(rel) == RELKIND_RELATION)
 			{
-				stitch_partition_rows(cfg, rel);
+				stitch_partition_rows(rel);
 				stitched = lappend_oid(stitched, rel);
 			}
 		}
@@ -931,7 +931,7 @@ cdp_new_partition(PG_FUNCTION_ARGS)
 				if (get_rel_relkind(rel) == RELKIND_RELATION &&
 					!list_member_oid(stitched, rel))
 				{
-					stitch_partition_rows(cfg, rel);
+					stitch_partition_rows(rel);
 					stitched = lappend_oid(stitched, rel);
 				}
 			}

@@ -92,9 +92,8 @@ static CdpGrowthWatch PlanGrowth = CDP_GROWTH_WATCH(PlannedTables);
 /*
  * Whether Config is being loaded (what it watches is not known yet: any
  * invalidation counts), whether it is whole (its rebuild did not fail
- * half-way), and the
- * passes under way that pinned it: the transaction nesting level of each,
- * innermost last (see stitch_config_pin).
+ * half-way), and the passes under way that pinned it: the transaction
+ * nesting level of each, innermost last (see stitch_config_pin).
  */
 static bool ConfigLoading = false;
 static bool ConfigComplete = false;
@@ -177,7 +176,8 @@ namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
 /*
  * pin_xact_callback
  *		Transaction callback: a transaction that ends leaves no pass under
- *		way (one that failed did not unpin).
+ *		way (one that failed did not unpin), nor a load of the configuration
+ *		(one that an error interrupted did not end).
  */
 static void
 pin_xact_callback(XactEvent event, void *arg)
@@ -185,7 +185,10 @@ pin_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PARALLEL_ABORT)
+	{
 		NumPins = 0;
+		ConfigLoading = false;
+	}
 }
 
 /*
@@ -221,6 +224,26 @@ stitch_register_callbacks(void)
 }
 
 /*
+ * config_recompiled
+ *		stitch_config(false), with rules found not to compile compiled
+ *		again first: what they use may be back (nothing invalidates the
+ *		configuration then), and they may have been compiled as another
+ *		role.
+ */
+static StitchConfig *
+config_recompiled(void)
+{
+	StitchConfig *cfg = stitch_config(false);
+
+	if (cfg->nbroken > 0)
+	{
+		stitch_invalidate();
+		cfg = stitch_config(false);
+	}
+	return cfg;
+}
+
+/*
  * stitch_config_pin
  *		A stitching pass starts with the configuration stitch_config just
  *		returned: until stitch_config_unpin, stitch_config returns it as it
@@ -228,18 +251,16 @@ stitch_register_callbacks(void)
  *		statements, its rows' rule columns and its graph's attributes all
  *		come from it, and its strings stay where they are).  Pins nest; an
  *		error ends those of the (sub)transaction it aborts.  The outermost
- *		pin compiles rules found not to compile again first, as
- *		stitch_rules_config does (the caller has just called stitch_config,
- *		and keeps no part of it yet).
+ *		pin compiles rules found not to compile again first
+ *		(config_recompiled, as stitch_rules_config does: under the pin they
+ *		could not be; the caller has just called stitch_config, and keeps
+ *		no part of it yet).
  */
 void
 stitch_config_pin(void)
 {
-	if (NumPins == 0 && ConfigComplete && Config.nbroken > 0)
-	{
-		stitch_invalidate();
-		(void) stitch_config(false);
-	}
+	if (NumPins == 0 && ConfigComplete)
+		(void) config_recompiled();
 	if (NumPins >= MaxPins)
 	{
 		int			max = Max(MaxPins * 2, 8);
@@ -685,6 +706,25 @@ load_blocklist(StitchConfig *cfg, MemoryContext cxt)
 }
 
 /*
+ * compile_with_rule_path
+ *		compile_rules (and load_blocklist, with blocklist) under the
+ *		search_path the rules run with.
+ */
+static void
+compile_with_rule_path(StitchConfig *cfg, MemoryContext cxt, bool blocklist)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", CDP_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	compile_rules(cfg, cxt);
+	if (blocklist)
+		load_blocklist(cfg, cxt);
+	AtEOXact_GUC(true, nest);
+}
+
+/*
  * stitch_config
  *		The current configuration, loaded through SPI (the caller must be
  *		connected) when stale.  With missing_ok, a database where no events
@@ -767,17 +807,7 @@ stitch_config(bool missing_ok)
 				Config.owner_problem = problems.len > 0 ? problems.data : NULL;
 			}
 			MemoryContextSwitchTo(old);
-			{
-				/* compile under the same search_path the rules run with */
-				int			nest = NewGUCNestLevel();
-
-				(void) set_config_option("search_path", CDP_SEARCH_PATH,
-										 PGC_USERSET, PGC_S_SESSION,
-										 GUC_ACTION_SAVE, true, 0, false);
-				compile_rules(&Config, ConfigContext);
-				load_blocklist(&Config, ConfigContext);
-				AtEOXact_GUC(true, nest);
-			}
+			compile_with_rule_path(&Config, ConfigContext, true);
 			WatchEvents = relid;
 			WatchNamespace = GetSysCacheHashValue1(NAMESPACEOID,
 												   ObjectIdGetDatum(get_rel_namespace(relid)));
@@ -820,13 +850,8 @@ loaded:
 StitchConfig *
 stitch_rules_config(void)
 {
-	StitchConfig *cfg = stitch_config(false);
+	StitchConfig *cfg = config_recompiled();
 
-	if (cfg->nbroken > 0)
-	{
-		stitch_invalidate();
-		cfg = stitch_config(false);
-	}
 	stitch_check_rules(cfg);
 	return cfg;
 }
@@ -1396,14 +1421,9 @@ check_rules_now(void)
 											  "cdp_traits rule check",
 											  ALLOCSET_SMALL_SIZES);
 	StitchConfig *check = MemoryContextAllocZero(cxt, sizeof(StitchConfig));
-	int			nest = NewGUCNestLevel();
 
 	check->id_type = Config.id_type;
-	(void) set_config_option("search_path", CDP_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	compile_rules(check, cxt);
-	AtEOXact_GUC(true, nest);
+	compile_with_rule_path(check, cxt, false);
 	if (check->nbroken > 0)
 		stitch_invalidate();
 	stitch_check_rules(check);

@@ -997,12 +997,12 @@ merge_row_cmp(const void *a, const void *b)
 
 /*
  * verify_merges
- *		verify_stitching()'s checks of entity_merges, on the active snapshot:
- *		an absorbed id is never a live entity (current_entity() would lead
- *		it elsewhere), and following merges never comes back to where it
- *		started.  The cycles are found in one walk over the rows sorted by
- *		merged id (each row is visited once), not by a recursive query from
- *		every row.
+ *		verify_stitching()'s checks of entity_merges, on the active snapshot,
+ *		from one read of its rows: an absorbed id is never a live entity
+ *		(current_entity() would lead it elsewhere), and following merges
+ *		never comes back to where it started.  The cycles are found in one
+ *		walk over the rows sorted by merged id (each row is visited once),
+ *		not by a recursive query from every row.
  */
 static void
 verify_merges(Tuplestorestate *ts, TupleDesc desc)
@@ -1014,17 +1014,9 @@ verify_merges(Tuplestorestate *ts, TupleDesc desc)
 	uint64		n;
 	uint64		i;
 
-	if (SPI_execute("SELECT pg_catalog.format('entity %s is live but recorded as merged into %s', "
-					"m.merged_id, m.into_id) "
+	if (SPI_execute("SELECT m.merged_id, m.into_id, e.id IS NOT NULL "
 					"FROM cdp_traits.entity_merges m "
-					"JOIN cdp_traits.customer_entities e ON e.id = m.merged_id",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "checking entity_merges failed");
-	for (i = 0; i < SPI_processed; i++)
-		add_problem(ts, desc, NULL,
-					SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-
-	if (SPI_execute("SELECT merged_id, into_id FROM cdp_traits.entity_merges",
+					"LEFT JOIN cdp_traits.customer_entities e ON e.id = m.merged_id",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading entity_merges failed");
 	n = SPI_processed;
@@ -1034,10 +1026,15 @@ verify_merges(Tuplestorestate *ts, TupleDesc desc)
 	for (i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		rows[i].merged = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		rows[i].into = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		rows[i].merged = *DatumGetUUIDP(SPI_getbinval(tup, td, 1, &isnull));
+		rows[i].into = *DatumGetUUIDP(SPI_getbinval(tup, td, 2, &isnull));
+		if (DatumGetBool(SPI_getbinval(tup, td, 3, &isnull)))
+			add_problem(ts, desc, NULL,
+						psprintf("entity %s is live but recorded as merged into %s",
+								 uuid_str(&rows[i].merged), uuid_str(&rows[i].into)));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	qsort(rows, n, sizeof(MergeRow), merge_row_cmp);

@@ -581,9 +581,9 @@ stitch_statement_checked(TriggerData *td)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not serialize access due to concurrent stitching"),
-				 errdetail("A transaction that committed after this one's snapshot was taken stored the same %s. %s",
+				 errdetail("A transaction that committed after this one's snapshot was taken stored the same %s.%s%s",
 						   strcmp(edata->table_name, "matching") == 0 ? "identifier" : "event id",
-						   edata->detail ? edata->detail : ""),
+						   edata->detail ? " " : "", edata->detail ? edata->detail : ""),
 				 errhint("Retry the transaction.  Writers of events under READ COMMITTED wait for each other instead.")));
 	}
 	PG_END_TRY();
