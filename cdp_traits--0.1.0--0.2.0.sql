@@ -1506,9 +1506,9 @@ CREATE FUNCTION cdp_traits._categorical(aids text[]) RETURNS boolean[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT pg_catalog.array_agg(
+	SELECT COALESCE(pg_catalog.array_agg(
 			COALESCE(cdp_traits._pivot_type(a.definition) IN ('text', 'boolean', 'text[]'), false)
-			ORDER BY u.i)
+			ORDER BY u.i), '{}')
 	  FROM pg_catalog.unnest($1) WITH ORDINALITY u(aid, i)
 	  LEFT JOIN cdp_traits.attributes a ON a.id = u.aid
 $$;
@@ -2763,6 +2763,7 @@ DECLARE
 	changes bigint;
 	written bigint;
 	k bigint;
+	n bigint;
 	all_new boolean;
 	flags boolean[];
 	-- (the instant of the run's changes of history: when it got its turn)
@@ -2814,7 +2815,8 @@ BEGIN
 		EXECUTE pg_catalog.format($q$
 			CREATE TEMP TABLE cdp_changes AS
 			SELECT COALESCE(n.eid, o.customer_entity_id) AS eid, o.vals AS old_vals,
-				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals, o.vals IS NULL AS fresh
+				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals, o.vals IS NULL AS fresh,
+				   o.xmin AS row_xmin
 			  FROM (%s) n
 			  FULL JOIN cdp_traits.entity_attributes o ON o.customer_entity_id = n.eid
 			 WHERE cdp_traits._values_changed(o.vals, n.vals, $1)
@@ -2823,7 +2825,8 @@ BEGIN
 		EXECUTE pg_catalog.format($q$
 			CREATE TEMP TABLE cdp_changes AS
 			SELECT s.id AS eid, o.vals AS old_vals,
-				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals, o.vals IS NULL AS fresh
+				   cdp_traits._merge_values(o.vals, n.vals, $1) AS new_vals, o.vals IS NULL AS fresh,
+				   o.xmin AS row_xmin
 			  FROM (%s) s(id)
 			  LEFT JOIN (%s) n
 				ON n.eid = s.id
@@ -2840,40 +2843,73 @@ BEGIN
 	PERFORM cdp_traits._analyze_temp('cdp_changes', ARRAY['eid', 'fresh']);
 
 	-- Entities removed meanwhile are skipped, and nothing waits for a
-	-- stitching transaction: an entity that gets values for the first time
-	-- is locked so that it cannot go until we commit; a stored row is locked
-	-- before it is updated or deleted (a stitching transaction removing the
-	-- entity then waits for us and removes what we wrote).  Rows held by a
+	-- stitching transaction: a stored row is locked before it is updated or
+	-- deleted (a stitching transaction removing the entity then waits for us
+	-- and removes what we wrote); an entity that gets values for the first
+	-- time is locked so that it cannot go until we commit.  Rows held by a
 	-- stitching transaction are skipped: those entities are dirty again.
-	-- cdp_live: the entities written (stored: they had a row).
+	-- cdp_live: the entities written (stored: they had a row), and now: the
+	-- values a stored row holds when locked, if they are no longer those
+	-- read above.
 	DROP TABLE IF EXISTS pg_temp.cdp_live;
-	CREATE TEMP TABLE cdp_live (id uuid NOT NULL, stored boolean NOT NULL);
+	CREATE TEMP TABLE cdp_live (id uuid NOT NULL, stored boolean NOT NULL, now jsonb);
 	-- (SKIP LOCKED never waits, see _without_waiting: no lock order needed;
 	-- the entities locked are listed only if some were skipped, locking
-	-- again what we hold)
+	-- again what we hold.  Stored rows only if some change is not of a new
+	-- entity: a first calculation would scan its 200k changes three times
+	-- more for nothing, 100-130 ms)
 	SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.fresh;
-	written := cdp_traits._without_waiting(
+	written := 0;
+	IF k < changes THEN
+		written := cdp_traits._without_waiting(
+			'INSERT INTO pg_temp.cdp_live SELECT ea.customer_entity_id, true, '
+			'CASE WHEN ea.xmin <> c.row_xmin THEN ea.vals END '
+			'FROM cdp_traits.entity_attributes ea JOIN pg_temp.cdp_changes c ON c.eid = ea.customer_entity_id '
+			'WHERE NOT c.fresh AND %s FOR NO KEY UPDATE OF ea SKIP LOCKED',
+			'ea.customer_entity_id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh');
+		-- The values of an attribute this run does not compute may have
+		-- been taken away since they were read (it was deleted by a
+		-- transaction open when the run started, which the run left out):
+		-- those rows get the run's values merged into what they hold now,
+		-- not what was read, which would bring the deleted values back; a
+		-- row that held nothing else is gone, and the entity gets a new one.
+		-- (Only those values can change under a run: the definitions it
+		-- computes are locked, and other runs wait for it.)
+		IF written < changes - k OR EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.now IS NOT NULL) THEN
+			UPDATE pg_temp.cdp_changes c
+			   SET new_vals = cdp_traits._merge_values(l.now, c.new_vals - ARRAY(
+								  SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x <> ALL (ok)), ok)
+			  FROM pg_temp.cdp_live l
+			 WHERE l.id = c.eid AND l.now IS NOT NULL;
+			UPDATE pg_temp.cdp_changes c
+			   SET fresh = true,
+				   new_vals = c.new_vals - ARRAY(SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x
+												  WHERE x <> ALL (ok))
+			 WHERE NOT c.fresh
+			   AND NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid)
+			   AND NOT EXISTS (SELECT FROM cdp_traits.entity_attributes ea WHERE ea.customer_entity_id = c.eid);
+			GET DIAGNOSTICS n = ROW_COUNT;
+			IF n > 0 THEN
+				DELETE FROM pg_temp.cdp_changes c WHERE c.fresh AND c.new_vals = '{}';
+				GET DIAGNOSTICS n = ROW_COUNT;
+				changes := changes - n;
+				SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.fresh;
+			END IF;
+		END IF;
+	END IF;
+	n := cdp_traits._without_waiting(
 		'SELECT FROM cdp_traits.customer_entities ce WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c '
 		'WHERE c.fresh) AND %s FOR KEY SHARE SKIP LOCKED',
 		'ce.id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.fresh');
-	all_new := written = k;
+	all_new := n = k;
 	IF NOT all_new THEN
-		written := cdp_traits._without_waiting(
+		n := cdp_traits._without_waiting(
 			'INSERT INTO pg_temp.cdp_live SELECT ce.id, false FROM cdp_traits.customer_entities ce '
 			'WHERE ce.id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.fresh) AND %s '
 			'FOR KEY SHARE SKIP LOCKED',
 			'ce.id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE c.fresh');
 	END IF;
-	-- (stored rows only if some change is not of a new entity: a first
-	-- calculation would scan its 200k changes three times more for nothing,
-	-- 100-130 ms)
-	IF k < changes THEN
-		written := written + cdp_traits._without_waiting(
-			'INSERT INTO pg_temp.cdp_live SELECT ea.customer_entity_id, true FROM cdp_traits.entity_attributes ea '
-			'WHERE ea.customer_entity_id IN (SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh) '
-			'AND %s FOR NO KEY UPDATE SKIP LOCKED',
-			'ea.customer_entity_id', 'SELECT c.eid FROM pg_temp.cdp_changes c WHERE NOT c.fresh');
-	END IF;
+	written := written + n;
 
 	INSERT INTO cdp_traits.entity_attributes (customer_entity_id, vals, calculated_at, run_id)
 	SELECT c.eid, c.new_vals, pg_catalog.now(), run

@@ -337,6 +337,10 @@ SELECT cdp_traits._values_changed('{"a": 1}', NULL, NULL);
 -- the counts' pass over old and new objects takes objects only
 SELECT cdp_traits._value_deltas(o, n, ARRAY['a'], ARRAY[true])
   FROM (VALUES ('{"a": 1}'::jsonb, '{"a": 2}'::jsonb), ('[1]', '{"a": 1}')) v(o, n);
+-- (with no attributes at all, the flags are an empty list: the removal of
+-- entities whose values name no attribute that exists passes them on)
+SELECT cdp_traits._categorical('{}') AS no_flags,
+       cdp_traits._value_deltas('{"gone": "x"}', NULL, '{}', cdp_traits._categorical('{}')) AS deltas;
 -- and over many random objects (keys of several lengths, values that are
 -- often equal), with the names replaced changing from row to row
 SELECT count(*) AS cases,
