@@ -647,6 +647,11 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'cdp_apply_counts_at_commit';
 COMMENT ON FUNCTION cdp_traits._apply_counts_at_commit() IS
 	'internal: apply the pending_count_changes of this transaction just before it commits';
+CREATE FUNCTION cdp_traits._events_locked_first() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_events_locked_first';
+COMMENT ON FUNCTION cdp_traits._events_locked_first() IS
+	'internal: trigger locking the attached events table before a change of the attributes locks values';
 CREATE FUNCTION cdp_traits._calculation_lock() RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cdp_calculation_lock';
@@ -3594,6 +3599,7 @@ BEGIN
 		('_drop_run_tables', 'admin'),
 		('_drop_values', 'admin'),
 		('_event_id_of_key', 'admin'),
+		('_events_locked_first', 'owner'),
 		('_events_rel', 'admin'),
 		('_explain_events', 'reader'),
 		('_explain_graph', 'reader'),
@@ -3662,6 +3668,11 @@ CREATE TRIGGER attribute_dropped AFTER UPDATE OR DELETE ON cdp_traits.attributes
 	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attribute_dropped();
 CREATE TRIGGER attributes_truncated BEFORE TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
+-- A change of the attributes locks the events table before any value (as in
+-- 40_attributes.sql; see src/partition_drop.c; the function is created above)
+CREATE TRIGGER attributes_events_first
+	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._events_locked_first();
 
 -- A run's rows in calculation_run_attributes go with it by a trigger, not a
 -- foreign key, which pg_restore -j could not load (as in 40_attributes.sql;
@@ -3810,6 +3821,7 @@ ALTER TABLE cdp_traits.context
 ALTER TABLE cdp_traits.attributes
 	ENABLE ALWAYS TRIGGER attributes_check,
 	ENABLE ALWAYS TRIGGER attributes_changed,
+	ENABLE ALWAYS TRIGGER attributes_events_first,
 	ENABLE ALWAYS TRIGGER attribute_dropped,
 	ENABLE ALWAYS TRIGGER attributes_truncated;
 ALTER TABLE cdp_traits.calculation_runs

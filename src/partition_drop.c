@@ -21,6 +21,14 @@
  * has no block (the drop holds it exclusively: no row can come in after).
  * A drop of the events table itself is left alone (see README).
  *
+ * Such a drop (or a DETACH) locks the events table and then, removing the
+ * entities left without events, their values; a change of the attributes
+ * locks the values it takes away and then, rebuilding the pivot view (a
+ * DDL command whose event triggers compile the stitching rules), the
+ * events table.  So a change of the attributes takes the events table's
+ * lock first (cdp_events_locked_first, a BEFORE statement trigger), and
+ * the two wait for each other at their start, not crosswise.
+ *
  * DETACH PARTITION ... CONCURRENTLY commits its first transaction in the
  * middle of the command: from then on the partition is "detach pending",
  * its rows are no longer read through the events table and its triggers
@@ -43,9 +51,11 @@
 #include "catalog/pg_inherits.h"
 #include "catalog/storage.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/smgr.h"
 #include "utils/builtins.h"
@@ -56,6 +66,8 @@
 
 #include "cdp_traits.h"
 #include "stitch.h"
+
+PG_FUNCTION_INFO_V1(cdp_events_locked_first);
 
 /* A partition of the events table, as a drop found it at its start. */
 typedef struct Partition
@@ -416,4 +428,29 @@ stitch_detach_start(Node *parsetree)
 	DetachEvents = events;
 	DetachPartition = part;
 	DetachLxid = MyProc->lxid;
+}
+
+/*
+ * cdp_events_locked_first
+ *		BEFORE statement trigger on cdp_traits.attributes: the attached
+ *		events table is locked (AccessShareLock, to the end of the
+ *		transaction) before the statement locks any entity's values (see
+ *		the top of this file).  The lock is the one the rules' compilation
+ *		takes later anyway; it waits for a DROP or DETACH of a partition,
+ *		which locks the events table first.
+ */
+Datum
+cdp_events_locked_first(PG_FUNCTION_ARGS)
+{
+	Oid			events;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(((TriggerData *) fcinfo->context)->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("cdp_traits._events_locked_first() must be called as a BEFORE trigger")));
+	events = attached_events();
+	if (OidIsValid(events))
+		LockRelationOid(events, AccessShareLock);
+	return PointerGetDatum(NULL);
 }

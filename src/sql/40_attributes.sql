@@ -1137,6 +1137,15 @@ $$;
 CREATE TRIGGER attributes_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attributes_changed();
+-- (the events table locked before any value: see src/partition_drop.c)
+CREATE FUNCTION cdp_traits._events_locked_first() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cdp_events_locked_first';
+COMMENT ON FUNCTION cdp_traits._events_locked_first() IS
+	'internal: trigger locking the attached events table before a change of the attributes locks values';
+CREATE TRIGGER attributes_events_first
+	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON cdp_traits.attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._events_locked_first();
 
 /*
  * An audience's members are in the toggle log (vendor 0, see 60_segments.sql)

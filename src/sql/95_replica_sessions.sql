@@ -23,6 +23,7 @@ ALTER TABLE cdp_traits.context
 ALTER TABLE cdp_traits.attributes
 	ENABLE ALWAYS TRIGGER attributes_check,
 	ENABLE ALWAYS TRIGGER attributes_changed,
+	ENABLE ALWAYS TRIGGER attributes_events_first,
 	ENABLE ALWAYS TRIGGER attribute_dropped,
 	ENABLE ALWAYS TRIGGER attributes_truncated;
 ALTER TABLE cdp_traits.calculation_runs
