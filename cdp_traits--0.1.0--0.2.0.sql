@@ -1924,10 +1924,11 @@ CREATE FUNCTION cdp_traits._context_md5(def jsonb) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH d AS (SELECT $1::text AS t),
+	WITH d AS (SELECT s #>> '{}' AS t
+				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
 	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
 	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
-			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value\s*\(\s*''((?:[^'']|'''')*)''\s*\)', 'gi') m)
+			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value"?\s*\(\s*''((?:[^'']|'''')*)''(?:\s*::\s*(?:pg_catalog\s*\.\s*)?"?text"?)?\s*\)', 'gi') m)
 	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (
 		SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(
 				   pg_catalog.quote_literal(c.key) || '=' || pg_catalog.quote_nullable(c.value),

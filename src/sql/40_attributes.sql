@@ -640,15 +640,21 @@ COMMENT ON TABLE cdp_traits.attribute_context_seen IS
 
 -- The context values a definition reads, as one md5; NULL if it does not
 -- call context_value().  The keys are those named by literals
--- (context_value('key')); if a call names its key any other way, every key.
+-- (context_value('key'), also with a ::text cast); if a call names its key
+-- any other way, every key.  Each string of the definition is searched as
+-- the SQL it holds, not the definition's JSON text: there a newline was
+-- "\n" (a call over two lines counted as naming no literal), and a key with
+-- a double quote, a backslash or a tab was spelled otherwise than the key
+-- is (its changes were missed, the values stayed stale).
 CREATE FUNCTION cdp_traits._context_md5(def jsonb) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH d AS (SELECT $1::text AS t),
+	WITH d AS (SELECT s #>> '{}' AS t
+				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
 	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
 	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
-			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value\s*\(\s*''((?:[^'']|'''')*)''\s*\)', 'gi') m)
+			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value"?\s*\(\s*''((?:[^'']|'''')*)''(?:\s*::\s*(?:pg_catalog\s*\.\s*)?"?text"?)?\s*\)', 'gi') m)
 	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (
 		SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(
 				   pg_catalog.quote_literal(c.key) || '=' || pg_catalog.quote_nullable(c.value),
