@@ -174,10 +174,16 @@ BEGIN
 			-- first column of the first row; no row gives NULL
 			EXECUTE k.query INTO v;
 			PERFORM cdp_traits._context_timer(false);
+			-- (only while the key has the query run: one changed meanwhile
+			-- runs at the next refresh, and a key made a plain value keeps
+			-- the value it was given; the old query's result written over
+			-- them, stamped fresh, stood until context_ttl had passed)
 			UPDATE cdp_traits.context
 			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
-			 WHERE key = k.key;
-			n := n + 1;
+			 WHERE key = k.key AND query = k.query;
+			IF FOUND THEN
+				n := n + 1;
+			END IF;
 		EXCEPTION
 			WHEN query_canceled THEN
 				-- this key's time limit: its failure; any other cancel
@@ -192,7 +198,7 @@ BEGIN
 		END;
 		IF msg IS NOT NULL THEN
 			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
-			 WHERE key = k.key;
+			 WHERE key = k.key AND query = k.query;
 			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
 		END IF;
 	END LOOP;
