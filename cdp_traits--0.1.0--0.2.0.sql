@@ -1926,7 +1926,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH d AS (SELECT s #>> '{}' AS t
 				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
-	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
+	calls AS (SELECT (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m)
+				   + (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t,
+						'(?:\mcdp_traits"?\s*\.\s*"?|\m(?:from|join)\s+"?)context"?(?![_[:alnum:]$])', 'gi') m) AS n),
 	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
 			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value"?\s*\(\s*''((?:[^'']|'''')*)''(?:\s*::\s*(?:pg_catalog\s*\.\s*)?"?text"?)?\s*\)', 'gi') m)
 	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (

@@ -639,9 +639,10 @@ COMMENT ON TABLE cdp_traits.attribute_context_seen IS
 	'internal: the context values each context-dependent attribute was last calculated for every entity with';
 
 -- The context values a definition reads, as one md5; NULL if it does not
--- call context_value().  The keys are those named by literals
--- (context_value('key'), also with a ::text cast); if a call names its key
--- any other way, every key.  Each string of the definition is searched as
+-- call context_value() or read the context table.  The keys are those
+-- named by literals (context_value('key'), also with a ::text cast); if a
+-- call names its key any other way, or the table is read (cdp_traits.context,
+-- FROM context), every key.  Each string of the definition is searched as
 -- the SQL it holds, not the definition's JSON text: there a newline was
 -- "\n" (a call over two lines counted as naming no literal), and a key with
 -- a double quote, a backslash or a tab was spelled otherwise than the key
@@ -652,7 +653,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH d AS (SELECT s #>> '{}' AS t
 				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
-	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
+	calls AS (SELECT (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m)
+				   + (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t,
+						'(?:\mcdp_traits"?\s*\.\s*"?|\m(?:from|join)\s+"?)context"?(?![_[:alnum:]$])', 'gi') m) AS n),
 	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
 			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value"?\s*\(\s*''((?:[^'']|'''')*)''(?:\s*::\s*(?:pg_catalog\s*\.\s*)?"?text"?)?\s*\)', 'gi') m)
 	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (
