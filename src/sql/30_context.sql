@@ -177,11 +177,17 @@ BEGIN
 			-- (only while the key has the query run: one changed meanwhile
 			-- runs at the next refresh, and a key made a plain value keeps
 			-- the value it was given; the old query's result written over
-			-- them, stamped fresh, stood until context_ttl had passed)
-			UPDATE cdp_traits.context
-			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
-			 WHERE key = k.key AND query = k.query;
+			-- them, stamped fresh, stood until context_ttl had passed.  And
+			-- not a key a transaction still open is changing: it stays
+			-- stale, and the next refresh runs what that transaction left;
+			-- waiting for it held the calculation lock, and the worker's
+			-- every run, for as long as it stayed open)
+			PERFORM FROM cdp_traits.context c
+			  WHERE c.key = k.key AND c.query = k.query FOR NO KEY UPDATE SKIP LOCKED;
 			IF FOUND THEN
+				UPDATE cdp_traits.context
+				   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
+				 WHERE key = k.key;
 				n := n + 1;
 			END IF;
 		EXCEPTION
@@ -197,8 +203,13 @@ BEGIN
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		END;
 		IF msg IS NOT NULL THEN
-			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
-			 WHERE key = k.key AND query = k.query;
+			-- (as above: on the query that failed, without waiting)
+			PERFORM FROM cdp_traits.context c
+			  WHERE c.key = k.key AND c.query = k.query FOR NO KEY UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
+				 WHERE key = k.key;
+			END IF;
 			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
 		END IF;
 	END LOOP;
