@@ -3484,6 +3484,7 @@ SET array_nulls = on
 SET quote_all_identifiers = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
+SET row_security = off
 AS $$
 DECLARE
 	k record;

@@ -128,6 +128,11 @@ COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
 -- extra_warnings off: the value is the first column of the first row,
 -- which their checks too_many_rows and strict_multi_assignment would make
 -- an error (or a warning per refresh) for a query of more rows or columns.
+-- row_security off, as calculate_attributes has it (and its refresh had
+-- it): a query over a table with a row-level security policy is refused
+-- and recorded, rather than run the policy's functions, written by that
+-- table's owner, with the rights of the admin or worker refreshing, and
+-- store the part of the figure the policy lets through.
 CREATE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -147,6 +152,7 @@ SET array_nulls = on
 SET quote_all_identifiers = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
+SET row_security = off
 AS $$
 DECLARE
 	k record;
