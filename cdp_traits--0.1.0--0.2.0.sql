@@ -1903,8 +1903,17 @@ BEGIN
 		EXCEPTION WHEN OTHERS THEN
 			DECLARE
 				msg text;
+				state text;
 			BEGIN
-				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+				-- (a name not found: the writer's search_path is not the
+				-- query's, which may be why)
+				IF state IN ('42P01', '42883', '42704', '3F000') THEN
+					RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
+						USING ERRCODE = 'invalid_parameter_value',
+							  DETAIL = format('Query: %s', NEW.query),
+							  HINT = 'Context queries run with search_path = pg_catalog, cdp_traits, pg_temp: schema-qualify your own tables, types and functions.';
+				END IF;
 				RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
 					USING ERRCODE = 'invalid_parameter_value',
 						  DETAIL = format('Query: %s', NEW.query);

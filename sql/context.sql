@@ -20,6 +20,10 @@ SELECT cdp_traits.refresh_context();
 SELECT key, value, modified IS NOT NULL AS refreshed, error FROM cdp_traits.context ORDER BY key;
 SELECT cdp_traits.context_value('total'), cdp_traits.context_value('static'),
        cdp_traits.context_value('no such key') IS NULL AS missing;
+-- the queries run with search_path = pg_catalog, cdp_traits, pg_temp: a
+-- table found through the writer's search_path is not theirs, and the error
+-- says so (it only said the table did not exist)
+INSERT INTO cdp_traits.context (key, query) VALUES ('unqualified', 'SELECT sum(n) FROM numbers');
 
 -- fresh values are not refreshed again; force refreshes all
 INSERT INTO numbers VALUES (100);
