@@ -3091,6 +3091,8 @@ DECLARE
 	-- changed), and the context values each read (see attribute_context_seen)
 	everyone_now text[] := '{}';
 	ctx_seen jsonb := '{}';
+	-- those whose context values changed during the run
+	ctx_changed text[];
 	-- when the dirty entities were read: their "calculated" (see below)
 	scope_read_at timestamptz;
 BEGIN
@@ -3364,15 +3366,25 @@ BEGIN
 									   FROM cdp_traits.pending_count_changes p
 									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
-	-- the context values of those now complete for every entity
+	-- the context values of those now complete for every entity, read when
+	-- the run began; and if those of a definition of this run have changed
+	-- since (its statements may have read the new ones, or some of them), it
+	-- is computed for every entity by the next run: a value changed while a
+	-- run computed with it and changed back after it was recorded as seen,
+	-- and the values of the one in between stayed
 	DELETE FROM cdp_traits.attribute_context_seen s
 	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id = s.attribute_id)
 		OR (s.attribute_id = ANY (everyone_now) AND NOT ctx_seen ? s.attribute_id);
+	ctx_changed := ARRAY(SELECT at.id FROM cdp_traits.attributes at
+						  WHERE ctx_seen ? at.id
+							AND cdp_traits._context_md5(at.definition) IS DISTINCT FROM ctx_seen->>at.id);
 	INSERT INTO cdp_traits.attribute_context_seen AS s (attribute_id, context_md5)
 	SELECT o.aid, ctx_seen->>o.aid FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (everyone) AND o.error IS NULL AND o.written AND ctx_seen ? o.aid
+	   AND o.aid <> ALL (ctx_changed)
 	ON CONFLICT (attribute_id) DO UPDATE SET context_md5 = EXCLUDED.context_md5
 	 WHERE s.context_md5 IS DISTINCT FROM EXCLUDED.context_md5;
+	DELETE FROM cdp_traits.attribute_context_seen s WHERE s.attribute_id = ANY (ctx_changed);
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)
 	IF EXISTS (SELECT FROM cdp_traits.attributes at JOIN pg_temp.cdp_outcome o ON o.aid = at.id
