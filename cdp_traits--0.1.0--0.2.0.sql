@@ -1890,6 +1890,12 @@ AS $$
 DECLARE
 	problem text;
 BEGIN
+	-- a changed or removed query: the last refresh's error was the old
+	-- query's (on a key made a plain value, never refreshed, it stayed)
+	IF TG_OP = 'UPDATE' AND NEW.query IS DISTINCT FROM OLD.query THEN
+		NEW.error := NULL;
+		NEW.error_at := NULL;
+	END IF;
 	IF NEW.query IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.query IS DISTINCT FROM OLD.query) THEN
 		problem := cdp_traits._sql_problem(NEW.query, 'query');
 		IF problem IS NOT NULL THEN
