@@ -1890,6 +1890,12 @@ AS $$
 DECLARE
 	problem text;
 BEGIN
+	-- a changed or removed query: the last refresh's error was the old
+	-- query's (on a key made a plain value, never refreshed, it stayed)
+	IF TG_OP = 'UPDATE' AND NEW.query IS DISTINCT FROM OLD.query THEN
+		NEW.error := NULL;
+		NEW.error_at := NULL;
+	END IF;
 	IF NEW.query IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.query IS DISTINCT FROM OLD.query) THEN
 		problem := cdp_traits._sql_problem(NEW.query, 'query');
 		IF problem IS NOT NULL THEN
@@ -1903,8 +1909,17 @@ BEGIN
 		EXCEPTION WHEN OTHERS THEN
 			DECLARE
 				msg text;
+				state text;
 			BEGIN
-				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+				-- (a name not found: the writer's search_path is not the
+				-- query's, which may be why)
+				IF state IN ('42P01', '42883', '42704', '3F000') THEN
+					RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
+						USING ERRCODE = 'invalid_parameter_value',
+							  DETAIL = format('Query: %s', NEW.query),
+							  HINT = 'Context queries run with search_path = pg_catalog, cdp_traits, pg_temp: schema-qualify your own tables, types and functions.';
+				END IF;
 				RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
 					USING ERRCODE = 'invalid_parameter_value',
 						  DETAIL = format('Query: %s', NEW.query);
@@ -1924,10 +1939,13 @@ CREATE FUNCTION cdp_traits._context_md5(def jsonb) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH d AS (SELECT $1::text AS t),
-	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
+	WITH d AS (SELECT s #>> '{}' AS t
+				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
+	calls AS (SELECT (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m)
+				   + (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t,
+						'(?:\mcdp_traits"?\s*\.\s*"?|\m(?:from|join)\s+"?)context"?(?![_[:alnum:]$])', 'gi') m) AS n),
 	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
-			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value\s*\(\s*''((?:[^'']|'''')*)''\s*\)', 'gi') m)
+			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value"?\s*\(\s*''((?:[^'']|'''')*)''(?:\s*::\s*(?:pg_catalog\s*\.\s*)?"?text"?)?\s*\)', 'gi') m)
 	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (
 		SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(
 				   pg_catalog.quote_literal(c.key) || '=' || pg_catalog.quote_nullable(c.value),
@@ -3079,6 +3097,8 @@ DECLARE
 	-- changed), and the context values each read (see attribute_context_seen)
 	everyone_now text[] := '{}';
 	ctx_seen jsonb := '{}';
+	-- those whose context values changed during the run
+	ctx_changed text[];
 	-- when the dirty entities were read: their "calculated" (see below)
 	scope_read_at timestamptz;
 BEGIN
@@ -3352,15 +3372,25 @@ BEGIN
 									   FROM cdp_traits.pending_count_changes p
 									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
-	-- the context values of those now complete for every entity
+	-- the context values of those now complete for every entity, read when
+	-- the run began; and if those of a definition of this run have changed
+	-- since (its statements may have read the new ones, or some of them), it
+	-- is computed for every entity by the next run: a value changed while a
+	-- run computed with it and changed back after it was recorded as seen,
+	-- and the values of the one in between stayed
 	DELETE FROM cdp_traits.attribute_context_seen s
 	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id = s.attribute_id)
 		OR (s.attribute_id = ANY (everyone_now) AND NOT ctx_seen ? s.attribute_id);
+	ctx_changed := ARRAY(SELECT at.id FROM cdp_traits.attributes at
+						  WHERE ctx_seen ? at.id
+							AND cdp_traits._context_md5(at.definition) IS DISTINCT FROM ctx_seen->>at.id);
 	INSERT INTO cdp_traits.attribute_context_seen AS s (attribute_id, context_md5)
 	SELECT o.aid, ctx_seen->>o.aid FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (everyone) AND o.error IS NULL AND o.written AND ctx_seen ? o.aid
+	   AND o.aid <> ALL (ctx_changed)
 	ON CONFLICT (attribute_id) DO UPDATE SET context_md5 = EXCLUDED.context_md5
 	 WHERE s.context_md5 IS DISTINCT FROM EXCLUDED.context_md5;
+	DELETE FROM cdp_traits.attribute_context_seen s WHERE s.attribute_id = ANY (ctx_changed);
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)
 	IF EXISTS (SELECT FROM cdp_traits.attributes at JOIN pg_temp.cdp_outcome o ON o.aid = at.id
@@ -3481,6 +3511,7 @@ SET array_nulls = on
 SET quote_all_identifiers = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
+SET row_security = off
 AS $$
 DECLARE
 	k record;
@@ -3508,10 +3539,22 @@ BEGIN
 			-- first column of the first row; no row gives NULL
 			EXECUTE k.query INTO v;
 			PERFORM cdp_traits._context_timer(false);
-			UPDATE cdp_traits.context
-			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
-			 WHERE key = k.key;
-			n := n + 1;
+			-- (only while the key has the query run: one changed meanwhile
+			-- runs at the next refresh, and a key made a plain value keeps
+			-- the value it was given; the old query's result written over
+			-- them, stamped fresh, stood until context_ttl had passed.  And
+			-- not a key a transaction still open is changing: it stays
+			-- stale, and the next refresh runs what that transaction left;
+			-- waiting for it held the calculation lock, and the worker's
+			-- every run, for as long as it stayed open)
+			PERFORM FROM cdp_traits.context c
+			  WHERE c.key = k.key AND c.query = k.query FOR NO KEY UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				UPDATE cdp_traits.context
+				   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
+				 WHERE key = k.key;
+				n := n + 1;
+			END IF;
 		EXCEPTION
 			WHEN query_canceled THEN
 				-- this key's time limit: its failure; any other cancel
@@ -3525,8 +3568,13 @@ BEGIN
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		END;
 		IF msg IS NOT NULL THEN
-			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
-			 WHERE key = k.key;
+			-- (as above: on the query that failed, without waiting)
+			PERFORM FROM cdp_traits.context c
+			  WHERE c.key = k.key AND c.query = k.query FOR NO KEY UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
+				 WHERE key = k.key;
+			END IF;
 			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
 		END IF;
 	END LOOP;

@@ -205,5 +205,36 @@ SELECT attribute_id, scope FROM cdp_traits.calculation_run_attributes
  WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
 SELECT * FROM pg_temp.log_problems();
 DELETE FROM cdp_traits.context WHERE key IN ('big', 'rate', 'other');
+-- keys named by literals are found in the SQL the definition holds, not in
+-- its JSON text: a key with a double quote, a backslash or a tab (spelled
+-- otherwise in JSON: its changes were missed and the values stayed stale),
+-- a call over two lines and one with a cast name their key only (another
+-- key's change does not recalculate them); a definition that reads the
+-- context table itself reads every key
+TRUNCATE cdp_traits.attributes;
+INSERT INTO cdp_traits.context (key, value) VALUES
+  ('q"k', '1'), (E'b\\k', '1'), (E't\tk', '1'), ('nl', '1'), ('cast', '1'), ('other', 'x');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('rev', '{"type": "sum", "value": "(payload->>''amount'')::numeric"}'),
+  ('by_quote', jsonb_build_object('type', 'audience', 'condition', $$rev > context_value('q"k')::numeric$$)),
+  ('by_backslash', jsonb_build_object('type', 'audience', 'condition', $$rev > context_value('b\k')::numeric$$)),
+  ('by_tab', jsonb_build_object('type', 'audience', 'condition', E'rev > context_value(''t\tk'')::numeric')),
+  ('by_lines', jsonb_build_object('type', 'audience', 'condition', E'rev > context_value(\n  ''nl''\n)::numeric')),
+  ('by_cast', jsonb_build_object('type', 'audience', 'condition', $$rev > context_value('cast'::text)::numeric$$)),
+  ('by_table', jsonb_build_object('type', 'custom', 'data_type', 'number', 'query',
+     $$SELECT sum((payload->>'amount')::numeric) * (SELECT c.value::numeric FROM cdp_traits.context c WHERE c.key = 'cast') AS value FROM base$$));
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT rev, by_quote, by_backslash, by_tab, by_lines, by_cast, by_table FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+UPDATE cdp_traits.context SET value = '1000' WHERE key <> 'other';
+SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
+SELECT rev, by_quote, by_backslash, by_tab, by_lines, by_cast, by_table FROM cdp_traits.pivoted_customer_attributes ORDER BY rev;
+SELECT attribute_id, scope FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
+UPDATE cdp_traits.context SET value = 'y' WHERE key = 'other';
+SELECT cdp_traits.calculate_attributes() AS calculated;
+SELECT attribute_id, scope FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
+SELECT * FROM pg_temp.log_problems();
+DELETE FROM cdp_traits.context WHERE key IN ('q"k', E'b\\k', E't\tk', 'nl', 'cast', 'other');
 SELECT cdp_traits.detach_events();
 DROP TABLE aud_ev CASCADE;

@@ -20,6 +20,10 @@ SELECT cdp_traits.refresh_context();
 SELECT key, value, modified IS NOT NULL AS refreshed, error FROM cdp_traits.context ORDER BY key;
 SELECT cdp_traits.context_value('total'), cdp_traits.context_value('static'),
        cdp_traits.context_value('no such key') IS NULL AS missing;
+-- the queries run with search_path = pg_catalog, cdp_traits, pg_temp: a
+-- table found through the writer's search_path is not theirs, and the error
+-- says so (it only said the table did not exist)
+INSERT INTO cdp_traits.context (key, query) VALUES ('unqualified', 'SELECT sum(n) FROM numbers');
 
 -- fresh values are not refreshed again; force refreshes all
 INSERT INTO numbers VALUES (100);
@@ -53,6 +57,18 @@ SELECT key, value, error, error_at IS NOT NULL AS failed FROM cdp_traits.context
 UPDATE cdp_traits.context SET query = 'SELECT ''fixed again''' WHERE key = 'static';
 SELECT cdp_traits.refresh_context();
 SELECT key, value, error FROM cdp_traits.context WHERE key = 'static';
+-- a failing key made a plain value (no query: never refreshed) or given
+-- another query: the old query's error goes with it (it stayed, on a plain
+-- value for good)
+INSERT INTO cdp_traits.context (key, query) VALUES
+  ('to_plain', 'SELECT 1 / (SELECT count(*) - count(*) FROM public.numbers)'),
+  ('to_other', 'SELECT 1 / (SELECT count(*) - count(*) FROM public.numbers)');
+SELECT cdp_traits.refresh_context();
+UPDATE cdp_traits.context SET query = NULL, value = 'typed' WHERE key = 'to_plain';
+UPDATE cdp_traits.context SET query = 'SELECT 2' WHERE key = 'to_other';
+SELECT key, value, modified IS NULL AS pending, error, error_at IS NULL AS no_error_at FROM cdp_traits.context
+ WHERE key IN ('to_plain', 'to_other') ORDER BY key;
+DELETE FROM cdp_traits.context WHERE key IN ('to_plain', 'to_other');
 
 -- a dropped table is recorded as an error, not a failure of the refresh
 DROP TABLE numbers;

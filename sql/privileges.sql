@@ -354,6 +354,18 @@ SET ROLE cdp_admin;
 SELECT cdp_traits.calculate_attributes();
 RESET ROLE;
 SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
+-- So does the refresh of context, however it is called (refresh_context()
+-- itself, run_jobs()' and the worker's first job, or calculate_attributes(),
+-- which refreshes first): a query over such a table is refused and recorded
+-- as its key's error.  Called itself, the refresh ran the policy's function
+-- as the admin and stored the count the policy let through.
+SET ROLE cdp_admin;
+INSERT INTO cdp_traits.context (key, query) VALUES ('shop_events', 'SELECT count(*) FROM shop.events');
+SELECT cdp_traits.refresh_context() AS refreshed;
+SELECT key, value, error FROM cdp_traits.context WHERE key = 'shop_events';
+DELETE FROM cdp_traits.context WHERE key = 'shop_events';
+RESET ROLE;
+SELECT who, what, count(*) FROM shop.pwned GROUP BY 1, 2 ORDER BY 1, 2;
 
 SET client_min_messages = warning;
 DROP SCHEMA shop CASCADE;

@@ -73,6 +73,12 @@ AS $$
 DECLARE
 	problem text;
 BEGIN
+	-- a changed or removed query: the last refresh's error was the old
+	-- query's (on a key made a plain value, never refreshed, it stayed)
+	IF TG_OP = 'UPDATE' AND NEW.query IS DISTINCT FROM OLD.query THEN
+		NEW.error := NULL;
+		NEW.error_at := NULL;
+	END IF;
 	IF NEW.query IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.query IS DISTINCT FROM OLD.query) THEN
 		problem := cdp_traits._sql_problem(NEW.query, 'query');
 		IF problem IS NOT NULL THEN
@@ -86,8 +92,17 @@ BEGIN
 		EXCEPTION WHEN OTHERS THEN
 			DECLARE
 				msg text;
+				state text;
 			BEGIN
-				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+				-- (a name not found: the writer's search_path is not the
+				-- query's, which may be why)
+				IF state IN ('42P01', '42883', '42704', '3F000') THEN
+					RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
+						USING ERRCODE = 'invalid_parameter_value',
+							  DETAIL = format('Query: %s', NEW.query),
+							  HINT = 'Context queries run with search_path = pg_catalog, cdp_traits, pg_temp: schema-qualify your own tables, types and functions.';
+				END IF;
 				RAISE EXCEPTION 'invalid query for context key "%": %', NEW.key, msg
 					USING ERRCODE = 'invalid_parameter_value',
 						  DETAIL = format('Query: %s', NEW.query);
@@ -128,6 +143,11 @@ COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
 -- extra_warnings off: the value is the first column of the first row,
 -- which their checks too_many_rows and strict_multi_assignment would make
 -- an error (or a warning per refresh) for a query of more rows or columns.
+-- row_security off, as calculate_attributes has it (and its refresh had
+-- it): a query over a table with a row-level security policy is refused
+-- and recorded, rather than run the policy's functions, written by that
+-- table's owner, with the rights of the admin or worker refreshing, and
+-- store the part of the figure the policy lets through.
 CREATE FUNCTION cdp_traits.refresh_context(force boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -147,6 +167,7 @@ SET array_nulls = on
 SET quote_all_identifiers = off
 SET plpgsql.extra_errors = 'none'
 SET plpgsql.extra_warnings = 'none'
+SET row_security = off
 AS $$
 DECLARE
 	k record;
@@ -174,10 +195,22 @@ BEGIN
 			-- first column of the first row; no row gives NULL
 			EXECUTE k.query INTO v;
 			PERFORM cdp_traits._context_timer(false);
-			UPDATE cdp_traits.context
-			   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
-			 WHERE key = k.key;
-			n := n + 1;
+			-- (only while the key has the query run: one changed meanwhile
+			-- runs at the next refresh, and a key made a plain value keeps
+			-- the value it was given; the old query's result written over
+			-- them, stamped fresh, stood until context_ttl had passed.  And
+			-- not a key a transaction still open is changing: it stays
+			-- stale, and the next refresh runs what that transaction left;
+			-- waiting for it held the calculation lock, and the worker's
+			-- every run, for as long as it stayed open)
+			PERFORM FROM cdp_traits.context c
+			  WHERE c.key = k.key AND c.query = k.query FOR NO KEY UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				UPDATE cdp_traits.context
+				   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
+				 WHERE key = k.key;
+				n := n + 1;
+			END IF;
 		EXCEPTION
 			WHEN query_canceled THEN
 				-- this key's time limit: its failure; any other cancel
@@ -191,8 +224,13 @@ BEGIN
 				GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		END;
 		IF msg IS NOT NULL THEN
-			UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
-			 WHERE key = k.key;
+			-- (as above: on the query that failed, without waiting)
+			PERFORM FROM cdp_traits.context c
+			  WHERE c.key = k.key AND c.query = k.query FOR NO KEY UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				UPDATE cdp_traits.context SET error = msg, error_at = pg_catalog.now()
+				 WHERE key = k.key;
+			END IF;
 			RAISE WARNING 'context key "%" was not refreshed: %', k.key, msg;
 		END IF;
 	END LOOP;

@@ -639,16 +639,25 @@ COMMENT ON TABLE cdp_traits.attribute_context_seen IS
 	'internal: the context values each context-dependent attribute was last calculated for every entity with';
 
 -- The context values a definition reads, as one md5; NULL if it does not
--- call context_value().  The keys are those named by literals
--- (context_value('key')); if a call names its key any other way, every key.
+-- call context_value() or read the context table.  The keys are those
+-- named by literals (context_value('key'), also with a ::text cast); if a
+-- call names its key any other way, or the table is read (cdp_traits.context,
+-- FROM context), every key.  Each string of the definition is searched as
+-- the SQL it holds, not the definition's JSON text: there a newline was
+-- "\n" (a call over two lines counted as naming no literal), and a key with
+-- a double quote, a backslash or a tab was spelled otherwise than the key
+-- is (its changes were missed, the values stayed stale).
 CREATE FUNCTION cdp_traits._context_md5(def jsonb) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH d AS (SELECT $1::text AS t),
-	calls AS (SELECT pg_catalog.count(*) AS n FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m),
+	WITH d AS (SELECT s #>> '{}' AS t
+				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
+	calls AS (SELECT (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m)
+				   + (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t,
+						'(?:\mcdp_traits"?\s*\.\s*"?|\m(?:from|join)\s+"?)context"?(?![_[:alnum:]$])', 'gi') m) AS n),
 	lit AS (SELECT pg_catalog.replace(m[1], '''''', '''') AS key
-			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value\s*\(\s*''((?:[^'']|'''')*)''\s*\)', 'gi') m)
+			  FROM d, pg_catalog.regexp_matches(d.t, 'context_value"?\s*\(\s*''((?:[^'']|'''')*)''(?:\s*::\s*(?:pg_catalog\s*\.\s*)?"?text"?)?\s*\)', 'gi') m)
 	SELECT CASE WHEN (SELECT n FROM calls) > 0 THEN (
 		SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(
 				   pg_catalog.quote_literal(c.key) || '=' || pg_catalog.quote_nullable(c.value),
@@ -2449,6 +2458,8 @@ DECLARE
 	-- changed), and the context values each read (see attribute_context_seen)
 	everyone_now text[] := '{}';
 	ctx_seen jsonb := '{}';
+	-- those whose context values changed during the run
+	ctx_changed text[];
 	-- when the dirty entities were read: their "calculated" (see below)
 	scope_read_at timestamptz;
 BEGIN
@@ -2722,15 +2733,25 @@ BEGIN
 									   FROM cdp_traits.pending_count_changes p
 									  WHERE p.xid = pg_catalog.pg_current_xact_id()), 0), 0)
 	 WHERE r.run_id = run;
-	-- the context values of those now complete for every entity
+	-- the context values of those now complete for every entity, read when
+	-- the run began; and if those of a definition of this run have changed
+	-- since (its statements may have read the new ones, or some of them), it
+	-- is computed for every entity by the next run: a value changed while a
+	-- run computed with it and changed back after it was recorded as seen,
+	-- and the values of the one in between stayed
 	DELETE FROM cdp_traits.attribute_context_seen s
 	 WHERE NOT EXISTS (SELECT FROM cdp_traits.attributes at WHERE at.id = s.attribute_id)
 		OR (s.attribute_id = ANY (everyone_now) AND NOT ctx_seen ? s.attribute_id);
+	ctx_changed := ARRAY(SELECT at.id FROM cdp_traits.attributes at
+						  WHERE ctx_seen ? at.id
+							AND cdp_traits._context_md5(at.definition) IS DISTINCT FROM ctx_seen->>at.id);
 	INSERT INTO cdp_traits.attribute_context_seen AS s (attribute_id, context_md5)
 	SELECT o.aid, ctx_seen->>o.aid FROM pg_temp.cdp_outcome o
 	 WHERE o.aid = ANY (everyone) AND o.error IS NULL AND o.written AND ctx_seen ? o.aid
+	   AND o.aid <> ALL (ctx_changed)
 	ON CONFLICT (attribute_id) DO UPDATE SET context_md5 = EXCLUDED.context_md5
 	 WHERE s.context_md5 IS DISTINCT FROM EXCLUDED.context_md5;
+	DELETE FROM cdp_traits.attribute_context_seen s WHERE s.attribute_id = ANY (ctx_changed);
 	-- (only if there is one: the statement trigger on attributes rebuilds
 	-- the pivot view even for an UPDATE of no rows)
 	IF EXISTS (SELECT FROM cdp_traits.attributes at JOIN pg_temp.cdp_outcome o ON o.aid = at.id
