@@ -629,8 +629,9 @@ COMMENT ON TABLE cdp_traits.compiled_definitions IS
 -- kept in context, a custom query scaled by a context figure) is
 -- calculated for every entity again by the first run after one of them
 -- changes, not only for the dirty entities (the others kept values of the
--- old figure until recalculate_after).  Dumped: a restore does not cost a
--- full calculation.
+-- old figure until recalculate_after).  Dumped with the rest of the
+-- calculation's state (restored definitions count as new anyway: the
+-- first run after a restore computes them for every entity, see README).
 CREATE TABLE cdp_traits.attribute_context_seen (
 	attribute_id text PRIMARY KEY,
 	context_md5 text NOT NULL		-- _context_md5 of the definition then
