@@ -1631,11 +1631,17 @@ BEGIN
 				'SELECT %s, %s FROM %s e %s GROUP BY e.customer_entity_id',
 				c.agg, c.skipped, cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass), c.lat));
 		ELSIF typ = 'custom' THEN
+			-- base as the calculation gives it: the events' own column types
+			-- (an id of bigint or uuid), or, with no events attached, text
 			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
 			  FROM cdp_traits._query_columns(pg_catalog.format(
-					'WITH base AS (SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
-					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload) '
-					|| E'SELECT * FROM (\n%s\n) q', def->>'query')) q;
+					'WITH base AS (%s) ' || E'SELECT * FROM (\n%s\n) q',
+					CASE WHEN cdp_traits._events_attached() THEN pg_catalog.format(
+						'SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload FROM %s ev',
+						cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass)) ELSE
+						'SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
+						'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload' END,
+					def->>'query')) q;
 			IF names IS DISTINCT FROM ARRAY['value'] THEN
 				PERFORM cdp_traits._definition_error(id,
 					'a custom query must return exactly one column, named "value"',

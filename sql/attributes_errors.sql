@@ -77,6 +77,13 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payloa
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) FROM base"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value, 1 AS other FROM base"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT payload->>''nope'' AS value FROM base WHERE nothing"}');
+-- base has the events table's own column types (ev.id is a bigint): a query
+-- doing arithmetic on the id is accepted, one comparing it with a time is not
+INSERT INTO cdp_traits.attributes VALUES ('max_id', '{"type": "custom", "query": "SELECT max(id) + 1 AS value FROM base"}');
+INSERT INTO cdp_traits.attributes VALUES ('late_ids', '{"type": "custom", "query": "SELECT count(*) AS value FROM base WHERE id > 100"}');
+SELECT id FROM cdp_traits.attributes ORDER BY id;
+DELETE FROM cdp_traits.attributes;
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value FROM base WHERE id = now()"}');
 -- external queries give customer_entity_id and value
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS customer_entity_id, 2 AS value"}');
