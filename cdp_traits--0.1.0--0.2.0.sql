@@ -620,6 +620,11 @@ CREATE TABLE cdp_traits.pivot_source (
 );
 COMMENT ON TABLE cdp_traits.pivot_source IS
 	'internal: md5 of the SQL of pivoted_customer_attributes as last built';
+-- ids of external traits read from text (as in 30_context.sql)
+CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_uuid';
+COMMENT ON FUNCTION cdp_traits._to_uuid(text) IS 'text to uuid (surrounding blanks ignored), NULL when it is not one';
 CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
@@ -1504,6 +1509,48 @@ BEGIN
 		EXECUTE pg_catalog.format('SELECT ARRAY[%s] FROM pg_temp.%I q', skips, part) INTO skipped;
 	END IF;
 	PERFORM cdp_traits._outcome(aids, NULL, skipped, pg_catalog.clock_timestamp());
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._calc_query(aid text, scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	dt text := cdp_traits._opt(def, 'data_type');
+	q text;
+	vtype regtype;
+	conv text;
+	idx text;
+	skipped bigint;
+BEGIN
+	IF def->>'type' = 'custom' THEN
+		q := cdp_traits._custom_sql(def, scope_sql);
+	ELSE
+		-- ids read from text (a dbt model's varchar column) that are not
+		-- uuids ('', 'n/a') name no entity: their rows come with eid NULL,
+		-- to be counted as skipped, instead of failing the whole trait
+		idx := CASE WHEN (SELECT c.type FROM cdp_traits._query_columns(def->>'query') c
+						   WHERE c.name = 'customer_entity_id'
+						   LIMIT 1) IN ('text'::regtype, 'character varying'::regtype,
+									   'character'::regtype, 'name'::regtype, 'unknown'::regtype)
+					THEN 'cdp_traits._to_uuid(x.customer_entity_id::text)'
+					ELSE 'x.customer_entity_id::uuid' END;
+		q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
+			'WHERE x.value IS NOT NULL AND x.customer_entity_id IS NOT NULL AND (%s IS NULL OR %s IN (%s))',
+			idx, def->>'query', idx, idx, scope_sql);
+	END IF;
+	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
+	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
+	EXECUTE pg_catalog.format(
+		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
+		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
+		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE v IS NOT NULL) vj GROUP BY eid) '
+		'SELECT count(*) FILTER (WHERE v IS NULL) FROM v', q, conv, aid) INTO skipped;
+	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
 $$;
 
@@ -3627,6 +3674,7 @@ BEGIN
 		('_states_signature', 'admin'),
 		('_states_store', 'admin'),
 		('_swap_settings', 'admin'),
+		('_to_uuid', 'admin'),
 		('_value_deltas', 'admin'),
 		('_value_deltas_final', 'admin'),
 		('_value_deltas_trans', 'admin'),

@@ -150,6 +150,25 @@ UPDATE ltv_model SET value = 99, customer_entity_id = pg_temp.who('ann@x');
 INSERT INTO ltv_model VALUES ('00000000-0000-0000-0000-000000000000', 1);  -- no such entity: ignored
 SELECT cdp_traits.calculate_attributes();
 SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv';
+-- a model keyed by text (a dbt model's ids cast to varchar): an id that is not
+-- a uuid ('', 'n/a', 'None' of a bad join) names no entity; its row is
+-- skipped and counted, the other rows are imported (one such row failed the
+-- whole trait: invalid input syntax for type uuid); uuid text in any form
+-- uuid_in reads (upper case, braces, surrounding blanks) is an id
+CREATE TABLE ltv_text (customer_entity_id varchar, value text);
+INSERT INTO ltv_text VALUES (pg_temp.who('ann@x')::text, '7'), ('', '1'), ('n/a', '2'),
+  ('None', '3'), (NULL, '4'), ('  {' || upper(pg_temp.who('bob')::text) || '} ', '8'),
+  (replace(pg_temp.who('ann@x')::text, '-', '') || '0', '5');
+INSERT INTO cdp_traits.attributes VALUES
+  ('ltv_text', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.ltv_text", "data_type": "number"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id = 'ltv_text';
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv_text'
+UNION ALL
+SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id = 'ltv_text';
+DELETE FROM cdp_traits.attributes WHERE id = 'ltv_text';
+DROP TABLE ltv_text;
 
 -- an attribute that fails for dirty entities leaves them dirty: the run
 -- after the cause is gone recalculates them (they were marked calculated,

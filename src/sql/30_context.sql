@@ -43,8 +43,12 @@ AS 'MODULE_PATHNAME', 'cdp_to_date';
 CREATE FUNCTION cdp_traits._to_timestamptz(text) RETURNS timestamptz
 LANGUAGE c STABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_to_timestamptz';
+CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_uuid';
 COMMENT ON FUNCTION cdp_traits._to_boolean(text) IS 'text to boolean, NULL when it is not one';
 COMMENT ON FUNCTION cdp_traits._to_date(text) IS 'text to date, NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_uuid(text) IS 'text to uuid (surrounding blanks ignored), NULL when it is not one';
 COMMENT ON FUNCTION cdp_traits._to_timestamptz(text) IS
 	'text to timestamptz (no offset = session time zone), NULL when it is not one';
 

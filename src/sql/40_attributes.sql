@@ -1981,18 +1981,29 @@ DECLARE
 	q text;
 	vtype regtype;
 	conv text;
+	idx text;
 	skipped bigint;
 BEGIN
 	IF def->>'type' = 'custom' THEN
 		q := cdp_traits._custom_sql(def, scope_sql);
 	ELSE
-		q := pg_catalog.format(E'SELECT x.customer_entity_id::uuid AS eid, x.value FROM (\n%s\n) x '
-			'WHERE x.value IS NOT NULL AND x.customer_entity_id::uuid IN (%s)', def->>'query', scope_sql);
+		-- ids read from text (a dbt model's varchar column) that are not
+		-- uuids ('', 'n/a') name no entity: their rows come with eid NULL,
+		-- to be counted as skipped, instead of failing the whole trait
+		idx := CASE WHEN (SELECT c.type FROM cdp_traits._query_columns(def->>'query') c
+						   WHERE c.name = 'customer_entity_id'
+						   LIMIT 1) IN ('text'::regtype, 'character varying'::regtype,
+									   'character'::regtype, 'name'::regtype, 'unknown'::regtype)
+					THEN 'cdp_traits._to_uuid(x.customer_entity_id::text)'
+					ELSE 'x.customer_entity_id::uuid' END;
+		q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
+			'WHERE x.value IS NOT NULL AND x.customer_entity_id IS NOT NULL AND (%s IS NULL OR %s IN (%s))',
+			idx, def->>'query', idx, idx, scope_sql);
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
 	EXECUTE pg_catalog.format(
-		'WITH r AS (%s), v AS (SELECT r.eid, %s AS v FROM r), '
+		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
 		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
 		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
