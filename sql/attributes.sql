@@ -169,6 +169,23 @@ UNION ALL
 SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id = 'ltv_text';
 DELETE FROM cdp_traits.attributes WHERE id = 'ltv_text';
 DROP TABLE ltv_text;
+-- a number that is not one (numeric NaN and Infinity, which to_jsonb makes
+-- the strings "NaN" and "Infinity") is skipped and counted, as a float8 one
+-- is, not stored as a string the pivot's numeric column shows as NULL
+CREATE TABLE ltv_nan (customer_entity_id uuid, value numeric);
+INSERT INTO ltv_nan VALUES (pg_temp.who('ann@x'), 'NaN'), (pg_temp.who('bob'), 'Infinity');
+INSERT INTO cdp_traits.attributes VALUES
+  ('ltv_nan', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.ltv_nan", "data_type": "number"}'),
+  ('nan_events', '{"type": "custom", "query": "SELECT ''-Infinity''::numeric AS value UNION ALL SELECT count(*) FROM base", "data_type": "number"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT attribute_id, values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv_nan', 'nan_events')
+ ORDER BY 1;
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv_nan', 'nan_events')
+UNION ALL
+SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id IN ('ltv_nan', 'nan_events');
+DELETE FROM cdp_traits.attributes WHERE id IN ('ltv_nan', 'nan_events');
+DROP TABLE ltv_nan;
 
 -- an attribute that fails for dirty entities leaves them dirty: the run
 -- after the cause is gone recalculates them (they were marked calculated,
