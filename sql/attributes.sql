@@ -171,20 +171,23 @@ DELETE FROM cdp_traits.attributes WHERE id = 'ltv_text';
 DROP TABLE ltv_text;
 -- a number that is not one (numeric NaN and Infinity, which to_jsonb makes
 -- the strings "NaN" and "Infinity") is skipped and counted, as a float8 one
--- is, not stored as a string the pivot's numeric column shows as NULL
-CREATE TABLE ltv_nan (customer_entity_id uuid, value numeric);
-INSERT INTO ltv_nan VALUES (pg_temp.who('ann@x'), 'NaN'), (pg_temp.who('bob'), 'Infinity');
+-- is, not stored as a string the pivot's numeric column shows as NULL; so
+-- is an infinite date or time (a model's 'infinity' for "never")
+CREATE TABLE ltv_nan (customer_entity_id uuid, value numeric, until timestamptz);
+INSERT INTO ltv_nan VALUES (pg_temp.who('ann@x'), 'NaN', 'infinity'), (pg_temp.who('bob'), 'Infinity', '-infinity');
 INSERT INTO cdp_traits.attributes VALUES
   ('ltv_nan', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.ltv_nan", "data_type": "number"}'),
+  ('until', '{"type": "external", "query": "SELECT customer_entity_id, until AS value FROM public.ltv_nan", "data_type": "datetime"}'),
+  ('until_day', '{"type": "external", "query": "SELECT customer_entity_id, until::date AS value FROM public.ltv_nan", "data_type": "date"}'),
   ('nan_events', '{"type": "custom", "query": "SELECT ''-Infinity''::numeric AS value UNION ALL SELECT count(*) FROM base", "data_type": "number"}');
 SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
 SELECT attribute_id, values_skipped, error FROM cdp_traits.calculation_run_attributes
- WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv_nan', 'nan_events')
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day')
  ORDER BY 1;
-SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv_nan', 'nan_events')
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day')
 UNION ALL
-SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id IN ('ltv_nan', 'nan_events');
-DELETE FROM cdp_traits.attributes WHERE id IN ('ltv_nan', 'nan_events');
+SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
+DELETE FROM cdp_traits.attributes WHERE id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
 DROP TABLE ltv_nan;
 
 -- an attribute that fails for dirty entities leaves them dirty: the run

@@ -2002,13 +2002,16 @@ BEGIN
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
-	IF dt = 'number' THEN
-		-- a numeric NaN or Infinity is no number (to_jsonb makes it a
-		-- string, which the pivot's numeric column cannot read): skipped
-		-- and counted, as it is read from text or a float8
-		conv := pg_catalog.format('NULLIF(NULLIF(NULLIF(%s, ''NaN''::numeric), ''Infinity''::numeric), '
-			'''-Infinity''::numeric)', conv);
-	END IF;
+	-- a numeric NaN or Infinity is no number, an infinite time no time
+	-- (to_jsonb makes them strings, which the pivot's typed column cannot
+	-- read): skipped and counted, as they are when read from text or float8
+	conv := CASE dt
+		WHEN 'number' THEN pg_catalog.format('NULLIF(NULLIF(NULLIF(%s, ''NaN''::numeric), '
+			'''Infinity''::numeric), ''-Infinity''::numeric)', conv)
+		WHEN 'datetime' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::timestamptz), '
+			'''-infinity''::timestamptz)', conv)
+		WHEN 'date' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::date), ''-infinity''::date)', conv)
+		ELSE conv END;
 	EXECUTE pg_catalog.format(
 		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
