@@ -1671,7 +1671,7 @@ BEGIN
 							 'outer_filter', 'condition', 'query'] LOOP
 		IF cdp_traits._opt(def, k) IS NOT NULL THEN
 			problem := cdp_traits._sql_problem(cdp_traits._opt(def, k),
-				CASE k WHEN 'query' THEN 'query' ELSE 'expression' END);
+				CASE k WHEN 'query' THEN 'subquery' ELSE 'expression' END);
 			IF problem IS NOT NULL THEN
 				PERFORM cdp_traits._definition_error(id,
 					pg_catalog.format('"%s" is not valid SQL: %s', k, problem),

@@ -65,6 +65,10 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payloa
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT 1 AS value; DROP TABLE ev"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "DELETE FROM ev RETURNING 1 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "WITH d AS (DELETE FROM ev RETURNING id) SELECT count(*) AS value FROM d"}');
+-- a query pasted with its semicolon (it is read as a subquery): said so, not
+-- "syntax error at or near ;"
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value FROM base;"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS customer_entity_id, 2 AS value ; -- model"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "audience", "condition": "x > 1; DROP TABLE ev"}');
 
 -- SQL that does not type-check against the events
