@@ -1531,10 +1531,11 @@ BEGIN
 		-- ids read from text (a dbt model's varchar column) that are not
 		-- uuids ('', 'n/a') name no entity: their rows come with eid NULL,
 		-- to be counted as skipped, instead of failing the whole trait
-		idx := CASE WHEN (SELECT c.type FROM cdp_traits._query_columns(def->>'query') c
-						   WHERE c.name = 'customer_entity_id'
-						   LIMIT 1) IN ('text'::regtype, 'character varying'::regtype,
-									   'character'::regtype, 'name'::regtype, 'unknown'::regtype)
+		-- (a string type: text, varchar, citext, a domain over one)
+		idx := CASE WHEN (SELECT t.typcategory = 'S' OR t.oid = 'unknown'::regtype
+							FROM cdp_traits._query_columns(def->>'query') c
+							JOIN pg_catalog.pg_type t ON t.oid = c.type
+						   WHERE c.name = 'customer_entity_id' LIMIT 1)
 					THEN 'cdp_traits._to_uuid(x.customer_entity_id::text)'
 					ELSE 'x.customer_entity_id::uuid' END;
 		q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '

@@ -155,7 +155,8 @@ SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv'
 -- skipped and counted, the other rows are imported (one such row failed the
 -- whole trait: invalid input syntax for type uuid); uuid text in any form
 -- uuid_in reads (upper case, braces, surrounding blanks) is an id
-CREATE TABLE ltv_text (customer_entity_id varchar, value text);
+CREATE DOMAIN entity_ref AS varchar(40);
+CREATE TABLE ltv_text (customer_entity_id entity_ref, value text);
 INSERT INTO ltv_text VALUES (pg_temp.who('ann@x')::text, '7'), ('', '1'), ('n/a', '2'),
   ('None', '3'), (NULL, '4'), ('  {' || upper(pg_temp.who('bob')::text) || '} ', '8'),
   (replace(pg_temp.who('ann@x')::text, '-', '') || '0', '5');
@@ -169,6 +170,7 @@ UNION ALL
 SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id = 'ltv_text';
 DELETE FROM cdp_traits.attributes WHERE id = 'ltv_text';
 DROP TABLE ltv_text;
+DROP DOMAIN entity_ref;
 -- a number that is not one (numeric NaN and Infinity, which to_jsonb makes
 -- the strings "NaN" and "Infinity") is skipped and counted, as a float8 one
 -- is, not stored as a string the pivot's numeric column shows as NULL; so
