@@ -1591,6 +1591,7 @@ DECLARE
 	cols record;
 	names text[];
 	c record;
+	base text;
 BEGIN
 	-- control characters; in a SQL_ASCII database only ASCII ones: there
 	-- the bytes of a multibyte character are characters of their own, and
@@ -1691,15 +1692,17 @@ BEGIN
 		ELSIF typ = 'custom' THEN
 			-- base as the calculation gives it: the events' own column types
 			-- (an id of bigint or uuid), or, with no events attached, text
+			IF cdp_traits._events_attached() THEN
+				base := pg_catalog.format(
+					'SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload FROM %s ev',
+					cdp_traits._events_rel(pg_catalog.to_regclass('cdp_traits.customer_events')));
+			ELSE
+				base := 'SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
+					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload';
+			END IF;
 			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
 			  FROM cdp_traits._query_columns(pg_catalog.format(
-					'WITH base AS (%s) ' || E'SELECT * FROM (\n%s\n) q',
-					CASE WHEN cdp_traits._events_attached() THEN pg_catalog.format(
-						'SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload FROM %s ev',
-						cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass)) ELSE
-						'SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
-						'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload' END,
-					def->>'query')) q;
+					E'WITH base AS (%s) SELECT * FROM (\n%s\n) q', base, def->>'query')) q;
 			IF names IS DISTINCT FROM ARRAY['value'] THEN
 				PERFORM cdp_traits._definition_error(id,
 					'a custom query must return exactly one column, named "value"',
