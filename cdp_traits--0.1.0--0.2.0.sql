@@ -620,6 +620,12 @@ CREATE TABLE cdp_traits.pivot_source (
 );
 COMMENT ON TABLE cdp_traits.pivot_source IS
 	'internal: md5 of the SQL of pivoted_customer_attributes as last built';
+-- the time limit of custom and external queries (as in 30_context.sql)
+CREATE FUNCTION cdp_traits._attribute_timer(arm boolean) RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_attribute_timer';
+COMMENT ON FUNCTION cdp_traits._attribute_timer(boolean) IS
+	'internal: arm (true) or disarm (false) the time limit of one custom or external attribute''s query; disarming returns whether it fired';
 -- ids of external traits read from text (as in 30_context.sql)
 CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -1562,6 +1568,57 @@ BEGIN
 		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE v IS NOT NULL) vj GROUP BY eid) '
 		'SELECT count(*) FILTER (WHERE v IS NULL) FROM v', q, conv, aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._calc_step(kind text, aids text[], scope_sql text, events_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	msg text;
+	one text;
+	t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+	IF pg_catalog.cardinality(aids) = 0 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		CASE kind
+			WHEN 'predefined' THEN PERFORM cdp_traits._calc_predefined(aids, events_sql);
+			WHEN 'query' THEN
+				-- within cdp_traits.attribute_timeout (see src/context.c)
+				PERFORM cdp_traits._attribute_timer(true);
+				PERFORM cdp_traits._calc_query(aids[1], scope_sql);
+				PERFORM cdp_traits._attribute_timer(false);
+			WHEN 'audience' THEN PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
+		END CASE;
+		UPDATE pg_temp.cdp_outcome SET duration_ms =
+			round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - t0)::numeric * 1000, 1)
+		 WHERE cdp_outcome.aid = ANY (aids);
+	EXCEPTION
+		WHEN query_canceled THEN
+			-- the attribute's own time limit: its failure; any other cancel
+			-- (a user's, the caller's statement timeout) ends the run
+			IF kind <> 'query' OR NOT cdp_traits._attribute_timer(false) THEN
+				RAISE;
+			END IF;
+			msg := pg_catalog.format('query canceled after cdp_traits.attribute_timeout (%s)',
+									 cdp_traits._setting('cdp_traits.attribute_timeout'));
+			PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+			RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+		WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			IF pg_catalog.cardinality(aids) > 1 THEN
+				FOREACH one IN ARRAY aids LOOP
+					PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
+				END LOOP;
+			ELSE
+				PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+				RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+			END IF;
+	END;
 END;
 $$;
 
@@ -3652,6 +3709,7 @@ BEGIN
 		('_analyze_temp', 'admin'),
 		('_apply_counts_at_commit', 'admin'),
 		('_attribute_dropped', 'owner'),
+		('_attribute_timer', 'admin'),
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),

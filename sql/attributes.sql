@@ -191,6 +191,35 @@ UNION ALL
 SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
 DELETE FROM cdp_traits.attributes WHERE id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
 DROP TABLE ltv_nan;
+-- a custom or external query that runs longer than
+-- cdp_traits.attribute_timeout (a model's view that is slow, a table a dbt
+-- transaction holds) fails alone: its old values are kept, the others are
+-- calculated and written (the caller's statement timeout canceled the whole
+-- run, every time); a cancel that is not the attribute's own limit still
+-- ends the run
+CREATE TABLE slow_model (customer_entity_id uuid, value numeric);
+INSERT INTO slow_model SELECT pg_temp.who('ann@x'), 1;
+INSERT INTO cdp_traits.attributes VALUES
+  ('slow', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.slow_model", "data_type": "number"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+CREATE OR REPLACE VIEW slow_view AS SELECT customer_entity_id, value + 1 AS value FROM slow_model, pg_sleep(2);
+UPDATE cdp_traits.attributes SET definition = '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.slow_view", "data_type": "number"}'
+ WHERE id = 'slow';
+UPDATE ltv_model SET value = 98;
+SET statement_timeout = '1500ms';
+SET cdp_traits.attribute_timeout = '300ms';
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT attribute_id, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv', 'slow') ORDER BY 1;
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv', 'slow');
+-- no limit of its own (0): the statement timeout cancels the run
+SET cdp_traits.attribute_timeout = 0;
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+RESET statement_timeout;
+RESET cdp_traits.attribute_timeout;
+DELETE FROM cdp_traits.attributes WHERE id = 'slow';
+DROP VIEW slow_view;
+DROP TABLE slow_model;
 
 -- an attribute that fails for dirty entities leaves them dirty: the run
 -- after the cause is gone recalculates them (they were marked calculated,

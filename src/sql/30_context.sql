@@ -116,6 +116,13 @@ LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_context_timer';
 COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
 	'internal: arm (true) or disarm (false) the time limit of one context query; disarming returns whether it fired';
+-- The time limit of each custom or external attribute's query
+-- (cdp_traits.attribute_timeout; the same timer, see src/context.c).
+CREATE FUNCTION cdp_traits._attribute_timer(arm boolean) RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_attribute_timer';
+COMMENT ON FUNCTION cdp_traits._attribute_timer(boolean) IS
+	'internal: arm (true) or disarm (false) the time limit of one custom or external attribute''s query; disarming returns whether it fired';
 
 -- Runs in UTC (as calculate_attributes does): modified is a timestamp without
 -- time zone (SPEC section 5), stored and compared as UTC, so that staleness

@@ -2060,22 +2060,37 @@ BEGIN
 	BEGIN
 		CASE kind
 			WHEN 'predefined' THEN PERFORM cdp_traits._calc_predefined(aids, events_sql);
-			WHEN 'query' THEN PERFORM cdp_traits._calc_query(aids[1], scope_sql);
+			WHEN 'query' THEN
+				-- within cdp_traits.attribute_timeout (see src/context.c)
+				PERFORM cdp_traits._attribute_timer(true);
+				PERFORM cdp_traits._calc_query(aids[1], scope_sql);
+				PERFORM cdp_traits._attribute_timer(false);
 			WHEN 'audience' THEN PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
 		END CASE;
 		UPDATE pg_temp.cdp_outcome SET duration_ms =
 			round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - t0)::numeric * 1000, 1)
 		 WHERE cdp_outcome.aid = ANY (aids);
-	EXCEPTION WHEN OTHERS THEN
-		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-		IF pg_catalog.cardinality(aids) > 1 THEN
-			FOREACH one IN ARRAY aids LOOP
-				PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
-			END LOOP;
-		ELSE
+	EXCEPTION
+		WHEN query_canceled THEN
+			-- the attribute's own time limit: its failure; any other cancel
+			-- (a user's, the caller's statement timeout) ends the run
+			IF kind <> 'query' OR NOT cdp_traits._attribute_timer(false) THEN
+				RAISE;
+			END IF;
+			msg := pg_catalog.format('query canceled after cdp_traits.attribute_timeout (%s)',
+									 cdp_traits._setting('cdp_traits.attribute_timeout'));
 			PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
 			RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
-		END IF;
+		WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			IF pg_catalog.cardinality(aids) > 1 THEN
+				FOREACH one IN ARRAY aids LOOP
+					PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
+				END LOOP;
+			ELSE
+				PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+				RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+			END IF;
 	END;
 END;
 $$;
