@@ -1304,7 +1304,9 @@ BEGIN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 			PERFORM cdp_traits._definition_error(r.id, msg,
 				pg_catalog.format('condition: %s', r.definition->>'condition'),
-				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).');
+				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).'
+				|| CASE WHEN msg LIKE '%jsonb%' THEN ' A custom or external attribute without a data_type is a jsonb column:'
+					' give it a data_type, or convert it in the condition ((x)::numeric > 1, x #>> ''{}'' = ''text'').' ELSE '' END);
 		END;
 	END LOOP;
 	RETURN NULL;

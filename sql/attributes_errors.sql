@@ -97,6 +97,11 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "S
 INSERT INTO cdp_traits.attributes VALUES ('total', '{"type": "max", "value": "payload->>''total''"}');
 INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "no_such_attribute > 1"}');
 INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "total"}');
+-- a custom attribute without data_type is a jsonb column: the hint says what to do
+INSERT INTO cdp_traits.attributes VALUES ('n_events', '{"type": "custom", "query": "SELECT count(*) AS value FROM base"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "n_events > 1"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "(n_events)::numeric > 1"}');
+DELETE FROM cdp_traits.attributes WHERE id IN ('aud', 'n_events');
 INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "aud AND total > ''1''"}');
 INSERT INTO cdp_traits.attributes VALUES
   ('aud1', '{"type": "audience", "condition": "aud2 OR total > ''1''"}'),
