@@ -191,6 +191,18 @@ UNION ALL
 SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
 DELETE FROM cdp_traits.attributes WHERE id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
 DROP TABLE ltv_nan;
+-- a custom query's record with NULL fields is a value (a record "IS NULL"
+-- when all its fields are, "IS NOT NULL" only when none is: such a record was
+-- dropped, or counted as skipped)
+INSERT INTO cdp_traits.attributes VALUES
+  ('rec', '{"type": "custom", "query": "SELECT ROW(count(*), max(payload->>''nope'')) AS value FROM base"}'),
+  ('rec_nulls', '{"type": "custom", "query": "SELECT ROW(NULL::int, NULL::text) AS value FROM base LIMIT 1"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT attribute_id, values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('rec', 'rec_nulls')
+ ORDER BY 1;
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('rec', 'rec_nulls');
+DELETE FROM cdp_traits.attributes WHERE id IN ('rec', 'rec_nulls');
 -- a custom or external query that runs longer than
 -- cdp_traits.attribute_timeout (a model's view that is slow, a table a dbt
 -- transaction holds) fails alone: its old values are kept, the others are

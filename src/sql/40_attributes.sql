@@ -719,7 +719,9 @@ $$;
 
 -- The statement that gives (entity, value) rows of a custom attribute for
 -- the entities of scope_sql (a SELECT of ids): the query runs once per
--- entity, inside one statement, with base = that entity's events.
+-- entity, inside one statement, with base = that entity's events.  A NULL
+-- value is none; a record with NULL fields is one (num_nulls: "IS NOT NULL"
+-- of a record is false when any field is NULL).
 CREATE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -728,7 +730,7 @@ AS $$
 		'WITH base AS (SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload '
 		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = %s '
 		'WHERE ee.customer_entity_id = s.id) '
-		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
+		|| E'SELECT value FROM (\n%s\n) q0) q WHERE pg_catalog.num_nulls(q.value) = 0',
 		$2, cdp_traits._events_rel(src.events), cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
 	  FROM cdp_traits.events_source src
 $$;
@@ -2003,7 +2005,7 @@ BEGIN
 					THEN 'cdp_traits._to_uuid(x.customer_entity_id::text)'
 					ELSE 'x.customer_entity_id::uuid' END;
 		q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
-			'WHERE x.value IS NOT NULL AND x.customer_entity_id IS NOT NULL AND (%s IS NULL OR %s IN (%s))',
+			'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id IS NOT NULL AND (%s IS NULL OR %s IN (%s))',
 			idx, def->>'query', idx, idx, scope_sql);
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
@@ -2023,8 +2025,8 @@ BEGIN
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
 		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
 		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
-		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE v IS NOT NULL) vj GROUP BY eid) '
-		'SELECT count(*) FILTER (WHERE v IS NULL) FROM v', q, conv, aid) INTO skipped;
+		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE pg_catalog.num_nulls(v) = 0) vj GROUP BY eid) '
+		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1) FROM v', q, conv, aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
 $$;
