@@ -1997,16 +1997,24 @@ BEGIN
 		-- ids read from text (a dbt model's varchar column) that are not
 		-- uuids ('', 'n/a') name no entity: their rows come with eid NULL,
 		-- to be counted as skipped, instead of failing the whole trait
-		-- (a string type: text, varchar, citext, a domain over one)
-		idx := CASE WHEN (SELECT t.typcategory = 'S' OR t.oid = 'unknown'::regtype
-							FROM cdp_traits._query_columns(def->>'query') c
-							JOIN pg_catalog.pg_type t ON t.oid = c.type
-						   WHERE c.name = 'customer_entity_id' LIMIT 1)
-					THEN 'cdp_traits._to_uuid(x.customer_entity_id::text)'
-					ELSE 'x.customer_entity_id::uuid' END;
-		q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
-			'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id IS NOT NULL AND (%s IS NULL OR %s IN (%s))',
-			idx, def->>'query', idx, idx, scope_sql);
+		-- (a string type: text, varchar, citext, a domain over one).  A join,
+		-- not "IN (scope) OR ...", which the planner cannot make a semi-join:
+		-- a scope of more ids than work_mem holds was scanned once per row
+		IF (SELECT t.typcategory = 'S' OR t.oid = 'unknown'::regtype
+			  FROM cdp_traits._query_columns(def->>'query') c
+			  JOIN pg_catalog.pg_type t ON t.oid = c.type
+			 WHERE c.name = 'customer_entity_id' LIMIT 1) THEN
+			idx := 'cdp_traits._to_uuid(x.customer_entity_id::text)';
+			q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
+				'LEFT JOIN (%s) s(id) ON s.id = %s '
+				'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id IS NOT NULL '
+				'AND (s.id IS NOT NULL OR %s IS NULL)',
+				idx, def->>'query', scope_sql, idx, idx);
+		ELSE
+			q := pg_catalog.format(E'SELECT x.customer_entity_id::uuid AS eid, x.value FROM (\n%s\n) x '
+				'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id::uuid IN (%s)',
+				def->>'query', scope_sql);
+		END IF;
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
