@@ -885,6 +885,19 @@ BEGIN
 					'an external query must return columns "customer_entity_id" and "value"',
 					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
 			END IF;
+			SELECT pg_catalog.format_type(qc.type, NULL) INTO k
+			  FROM cdp_traits._query_columns(def->>'query') qc
+			  JOIN pg_catalog.pg_type qt ON qt.oid = qc.type
+			 WHERE qc.name = 'customer_entity_id'
+			   AND NOT (qt.typcategory = 'S' OR qc.type IN ('uuid'::regtype, 'unknown'::regtype)
+						OR qt.typbasetype = 'uuid'::regtype)
+			 LIMIT 1;
+			IF k IS NOT NULL THEN
+				PERFORM cdp_traits._definition_error(id,
+					pg_catalog.format('"customer_entity_id" of an external query is %s, not uuid', k),
+					pg_catalog.format('query: %s', def->>'query'),
+					'Return the ids of cdp_traits.customer_entities as uuid (or as text holding one).');
+			END IF;
 			PERFORM cdp_traits._query_columns(pg_catalog.format(
 				E'SELECT q.customer_entity_id::uuid, q.value FROM (\n%s\n) q', def->>'query'));
 		END IF;
