@@ -92,6 +92,16 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SEL
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS customer_entity_id, 2 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT * FROM no_such_table"}');
+-- a table or function of the user's not schema-qualified: the hint says why
+-- it is not found (definitions run with search_path pg_catalog, cdp_traits)
+CREATE TABLE public.ltv_unqualified (customer_entity_id uuid, value numeric);
+CREATE FUNCTION public.my_score(jsonb) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT customer_entity_id, value FROM ltv_unqualified"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "my_score(payload)"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "public.my_score(payload)"}');
+DELETE FROM cdp_traits.attributes WHERE id = 'a';
+DROP TABLE public.ltv_unqualified;
+DROP FUNCTION public.my_score(jsonb);
 
 -- audiences: conditions over the pivoted attributes, without cycles
 INSERT INTO cdp_traits.attributes VALUES ('total', '{"type": "max", "value": "payload->>''total''"}');

@@ -903,6 +903,14 @@ BEGIN
 		END IF;
 	EXCEPTION
 		WHEN invalid_parameter_value THEN RAISE;
+		WHEN undefined_table OR undefined_function THEN
+			-- a table or function of the user's, not schema-qualified
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(id, msg,
+				pg_catalog.format('Definition: %s', def),
+				CASE WHEN msg NOT LIKE 'operator %' THEN
+					'Definitions'' SQL runs with search_path = pg_catalog, cdp_traits, pg_temp: '
+					'schema-qualify your own tables and functions (public.my_table).' END);
 		WHEN OTHERS THEN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 			PERFORM cdp_traits._definition_error(id, msg,
