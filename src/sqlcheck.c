@@ -176,6 +176,7 @@ subquery_problem(const char *sql)
 	if (message)
 		return message;
 	raw = linitial_node(RawStmt, parsed);
+
 	/*
 	 * The statement starts after a semicolon (an empty statement before it)
 	 * or has a length, which the last statement of a string has not unless
