@@ -214,17 +214,18 @@ INSERT INTO slow_model SELECT pg_temp.who('ann@x'), 1;
 INSERT INTO cdp_traits.attributes VALUES
   ('slow', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.slow_model", "data_type": "number"}');
 SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
-CREATE OR REPLACE VIEW slow_view AS SELECT customer_entity_id, value + 1 AS value FROM slow_model, pg_sleep(2);
+CREATE OR REPLACE VIEW slow_view AS SELECT customer_entity_id, value + 1 AS value FROM slow_model, pg_sleep(3);
 UPDATE cdp_traits.attributes SET definition = '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.slow_view", "data_type": "number"}'
  WHERE id = 'slow';
 UPDATE ltv_model SET value = 98;
-SET statement_timeout = '1500ms';
+SET statement_timeout = '20s';
 SET cdp_traits.attribute_timeout = '300ms';
 SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
 SELECT attribute_id, error FROM cdp_traits.calculation_run_attributes
  WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv', 'slow') ORDER BY 1;
 SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv', 'slow');
 -- no limit of its own (0): the statement timeout cancels the run
+SET statement_timeout = '1s';
 SET cdp_traits.attribute_timeout = 0;
 SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
 RESET statement_timeout;
