@@ -620,6 +620,17 @@ CREATE TABLE cdp_traits.pivot_source (
 );
 COMMENT ON TABLE cdp_traits.pivot_source IS
 	'internal: md5 of the SQL of pivoted_customer_attributes as last built';
+-- the time limit of custom and external queries (as in 30_context.sql)
+CREATE FUNCTION cdp_traits._attribute_timer(arm boolean) RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_attribute_timer';
+COMMENT ON FUNCTION cdp_traits._attribute_timer(boolean) IS
+	'internal: arm (true) or disarm (false) the time limit of one custom or external attribute''s query; disarming returns whether it fired';
+-- ids of external traits read from text (as in 30_context.sql)
+CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_uuid';
+COMMENT ON FUNCTION cdp_traits._to_uuid(text) IS 'text to uuid (surrounding blanks ignored), NULL when it is not one';
 CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
@@ -1293,7 +1304,9 @@ BEGIN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 			PERFORM cdp_traits._definition_error(r.id, msg,
 				pg_catalog.format('condition: %s', r.definition->>'condition'),
-				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).');
+				'An audience condition is a boolean expression over the columns of cdp_traits.pivoted_customer_attributes (attribute ids).'
+				|| CASE WHEN msg LIKE '%jsonb%' THEN ' A custom or external attribute without a data_type is a jsonb column:'
+					' give it a data_type, or convert it in the condition ((x)::numeric > 1, x #>> ''{}'' = ''text'').' ELSE '' END);
 		END;
 	END LOOP;
 	RETURN NULL;
@@ -1507,6 +1520,118 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION cdp_traits._calc_query(aid text, scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	dt text := cdp_traits._opt(def, 'data_type');
+	q text;
+	vtype regtype;
+	conv text;
+	idx text;
+	skipped bigint;
+BEGIN
+	IF def->>'type' = 'custom' THEN
+		q := cdp_traits._custom_sql(def, scope_sql);
+	ELSE
+		-- ids read from text (a dbt model's varchar column) that are not
+		-- uuids ('', 'n/a') name no entity: their rows come with eid NULL,
+		-- to be counted as skipped, instead of failing the whole trait
+		-- (a string type: text, varchar, citext, a domain over one).  A join,
+		-- not "IN (scope) OR ...", which the planner cannot make a semi-join:
+		-- a scope of more ids than work_mem holds was scanned once per row
+		IF (SELECT t.typcategory = 'S' OR t.oid = 'unknown'::regtype
+			  FROM cdp_traits._query_columns(def->>'query') c
+			  JOIN pg_catalog.pg_type t ON t.oid = c.type
+			 WHERE c.name = 'customer_entity_id' LIMIT 1) THEN
+			idx := 'cdp_traits._to_uuid(x.customer_entity_id::text)';
+			q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
+				'LEFT JOIN (%s) s(id) ON s.id = %s '
+				'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id IS NOT NULL '
+				'AND (s.id IS NOT NULL OR %s IS NULL)',
+				idx, def->>'query', scope_sql, idx, idx);
+		ELSE
+			q := pg_catalog.format(E'SELECT x.customer_entity_id::uuid AS eid, x.value FROM (\n%s\n) x '
+				'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id::uuid IN (%s)',
+				def->>'query', scope_sql);
+		END IF;
+	END IF;
+	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
+	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
+	-- a numeric NaN or Infinity is no number, an infinite time no time
+	-- (to_jsonb makes them strings, which the pivot's typed column cannot
+	-- read): skipped and counted, as they are when read from text or float8
+	conv := CASE dt
+		WHEN 'number' THEN pg_catalog.format('NULLIF(NULLIF(NULLIF(%s, ''NaN''::numeric), '
+			'''Infinity''::numeric), ''-Infinity''::numeric)', conv)
+		WHEN 'datetime' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::timestamptz), '
+			'''-infinity''::timestamptz)', conv)
+		WHEN 'date' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::date), ''-infinity''::date)', conv)
+		ELSE conv END;
+	EXECUTE pg_catalog.format(
+		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
+		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
+		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
+		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
+		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE pg_catalog.num_nulls(v) = 0) vj GROUP BY eid) '
+		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1) FROM v', q, conv, aid) INTO skipped;
+	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._calc_step(kind text, aids text[], scope_sql text, events_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	msg text;
+	one text;
+	t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+	IF pg_catalog.cardinality(aids) = 0 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		CASE kind
+			WHEN 'predefined' THEN PERFORM cdp_traits._calc_predefined(aids, events_sql);
+			WHEN 'query' THEN
+				-- within cdp_traits.attribute_timeout (see src/context.c)
+				PERFORM cdp_traits._attribute_timer(true);
+				PERFORM cdp_traits._calc_query(aids[1], scope_sql);
+				PERFORM cdp_traits._attribute_timer(false);
+			WHEN 'audience' THEN PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
+		END CASE;
+		UPDATE pg_temp.cdp_outcome SET duration_ms =
+			round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - t0)::numeric * 1000, 1)
+		 WHERE cdp_outcome.aid = ANY (aids);
+	EXCEPTION
+		WHEN query_canceled THEN
+			-- the attribute's own time limit: its failure; any other cancel
+			-- (a user's, the caller's statement timeout) ends the run
+			IF kind <> 'query' OR NOT cdp_traits._attribute_timer(false) THEN
+				RAISE;
+			END IF;
+			msg := pg_catalog.format('query canceled after cdp_traits.attribute_timeout (%s)',
+									 cdp_traits._setting('cdp_traits.attribute_timeout'));
+			PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+			RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+		WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			IF pg_catalog.cardinality(aids) > 1 THEN
+				FOREACH one IN ARRAY aids LOOP
+					PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
+				END LOOP;
+			ELSE
+				PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
+				RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+			END IF;
+	END;
+END;
+$$;
+
 CREATE FUNCTION cdp_traits._categorical(aids text[]) RETURNS boolean[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1533,6 +1658,7 @@ DECLARE
 	cols record;
 	names text[];
 	c record;
+	base text;
 BEGIN
 	-- control characters; in a SQL_ASCII database only ASCII ones: there
 	-- the bytes of a multibyte character are characters of their own, and
@@ -1614,7 +1740,7 @@ BEGIN
 							 'outer_filter', 'condition', 'query'] LOOP
 		IF cdp_traits._opt(def, k) IS NOT NULL THEN
 			problem := cdp_traits._sql_problem(cdp_traits._opt(def, k),
-				CASE k WHEN 'query' THEN 'query' ELSE 'expression' END);
+				CASE k WHEN 'query' THEN 'subquery' ELSE 'expression' END);
 			IF problem IS NOT NULL THEN
 				PERFORM cdp_traits._definition_error(id,
 					pg_catalog.format('"%s" is not valid SQL: %s', k, problem),
@@ -1631,11 +1757,19 @@ BEGIN
 				'SELECT %s, %s FROM %s e %s GROUP BY e.customer_entity_id',
 				c.agg, c.skipped, cdp_traits._events_rel('cdp_traits.customer_events'::pg_catalog.regclass), c.lat));
 		ELSIF typ = 'custom' THEN
+			-- base as the calculation gives it: the events' own column types
+			-- (an id of bigint or uuid), or, with no events attached, text
+			IF cdp_traits._events_attached() THEN
+				base := pg_catalog.format(
+					'SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload FROM %s ev',
+					cdp_traits._events_rel(pg_catalog.to_regclass('cdp_traits.customer_events')));
+			ELSE
+				base := 'SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
+					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload';
+			END IF;
 			SELECT pg_catalog.array_agg(q.name ORDER BY q.name) INTO names
 			  FROM cdp_traits._query_columns(pg_catalog.format(
-					'WITH base AS (SELECT NULL::text AS id, NULL::text AS source_id, NULL::text AS type, '
-					'NULL::text AS version, NULL::timestamptz AS event_time, NULL::jsonb AS payload) '
-					|| E'SELECT * FROM (\n%s\n) q', def->>'query')) q;
+					E'WITH base AS (%s) SELECT * FROM (\n%s\n) q', base, def->>'query')) q;
 			IF names IS DISTINCT FROM ARRAY['value'] THEN
 				PERFORM cdp_traits._definition_error(id,
 					'a custom query must return exactly one column, named "value"',
@@ -1652,11 +1786,32 @@ BEGIN
 					'an external query must return columns "customer_entity_id" and "value"',
 					pg_catalog.format('The query returns: %s.', COALESCE(pg_catalog.array_to_string(names, ', '), 'no columns')));
 			END IF;
+			SELECT pg_catalog.format_type(qc.type, NULL) INTO k
+			  FROM cdp_traits._query_columns(def->>'query') qc
+			  JOIN pg_catalog.pg_type qt ON qt.oid = qc.type
+			 WHERE qc.name = 'customer_entity_id'
+			   AND NOT (qt.typcategory = 'S' OR qc.type IN ('uuid'::regtype, 'unknown'::regtype)
+						OR qt.typbasetype = 'uuid'::regtype)
+			 LIMIT 1;
+			IF k IS NOT NULL THEN
+				PERFORM cdp_traits._definition_error(id,
+					pg_catalog.format('"customer_entity_id" of an external query is %s, not uuid', k),
+					pg_catalog.format('query: %s', def->>'query'),
+					'Return the ids of cdp_traits.customer_entities as uuid (or as text holding one).');
+			END IF;
 			PERFORM cdp_traits._query_columns(pg_catalog.format(
 				E'SELECT q.customer_entity_id::uuid, q.value FROM (\n%s\n) q', def->>'query'));
 		END IF;
 	EXCEPTION
 		WHEN invalid_parameter_value THEN RAISE;
+		WHEN undefined_table OR undefined_function THEN
+			-- a table or function of the user's, not schema-qualified
+			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+			PERFORM cdp_traits._definition_error(id, msg,
+				pg_catalog.format('Definition: %s', def),
+				CASE WHEN msg NOT LIKE 'operator %' THEN
+					'Definitions'' SQL runs with search_path = pg_catalog, cdp_traits, pg_temp: '
+					'schema-qualify your own tables and functions (public.my_table).' END);
 		WHEN OTHERS THEN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 			PERFORM cdp_traits._definition_error(id, msg,
@@ -1990,7 +2145,7 @@ AS $$
 		'WITH base AS (SELECT ev.id, ev.source_id, ev.type, ev.version, ev.event_time, ev.payload '
 		'FROM cdp_traits.event_entities ee JOIN %s ev ON ev.id = %s '
 		'WHERE ee.customer_entity_id = s.id) '
-		|| E'SELECT value FROM (\n%s\n) q0) q WHERE q.value IS NOT NULL',
+		|| E'SELECT value FROM (\n%s\n) q0) q WHERE pg_catalog.num_nulls(q.value) = 0',
 		$2, cdp_traits._events_rel(src.events), cdp_traits._event_id_of_key('ee.event_id'), $1->>'query')
 	  FROM cdp_traits.events_source src
 $$;
@@ -3633,6 +3788,7 @@ BEGIN
 		('_analyze_temp', 'admin'),
 		('_apply_counts_at_commit', 'admin'),
 		('_attribute_dropped', 'owner'),
+		('_attribute_timer', 'admin'),
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
@@ -3669,6 +3825,7 @@ BEGIN
 		('_states_signature', 'admin'),
 		('_states_store', 'admin'),
 		('_swap_settings', 'admin'),
+		('_to_uuid', 'admin'),
 		('_value_deltas', 'admin'),
 		('_value_deltas_final', 'admin'),
 		('_value_deltas_trans', 'admin'),

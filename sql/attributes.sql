@@ -150,6 +150,89 @@ UPDATE ltv_model SET value = 99, customer_entity_id = pg_temp.who('ann@x');
 INSERT INTO ltv_model VALUES ('00000000-0000-0000-0000-000000000000', 1);  -- no such entity: ignored
 SELECT cdp_traits.calculate_attributes();
 SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv';
+-- a model keyed by text (a dbt model's ids cast to varchar): an id that is not
+-- a uuid ('', 'n/a', 'None' of a bad join) names no entity; its row is
+-- skipped and counted, the other rows are imported (one such row failed the
+-- whole trait: invalid input syntax for type uuid); uuid text in any form
+-- uuid_in reads (upper case, braces, surrounding blanks) is an id
+CREATE DOMAIN entity_ref AS varchar(40);
+CREATE TABLE ltv_text (customer_entity_id entity_ref, value text);
+INSERT INTO ltv_text VALUES (pg_temp.who('ann@x')::text, '7'), ('', '1'), ('n/a', '2'),
+  ('None', '3'), (NULL, '4'), ('  {' || upper(pg_temp.who('bob')::text) || '} ', '8'),
+  (replace(pg_temp.who('ann@x')::text, '-', '') || '0', '5');
+INSERT INTO cdp_traits.attributes VALUES
+  ('ltv_text', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.ltv_text", "data_type": "number"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id = 'ltv_text';
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id = 'ltv_text'
+UNION ALL
+SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id = 'ltv_text';
+DELETE FROM cdp_traits.attributes WHERE id = 'ltv_text';
+DROP TABLE ltv_text;
+DROP DOMAIN entity_ref;
+-- a number that is not one (numeric NaN and Infinity, which to_jsonb makes
+-- the strings "NaN" and "Infinity") is skipped and counted, as a float8 one
+-- is, not stored as a string the pivot's numeric column shows as NULL; so
+-- is an infinite date or time (a model's 'infinity' for "never")
+CREATE TABLE ltv_nan (customer_entity_id uuid, value numeric, until timestamptz);
+INSERT INTO ltv_nan VALUES (pg_temp.who('ann@x'), 'NaN', 'infinity'), (pg_temp.who('bob'), 'Infinity', '-infinity');
+INSERT INTO cdp_traits.attributes VALUES
+  ('ltv_nan', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.ltv_nan", "data_type": "number"}'),
+  ('until', '{"type": "external", "query": "SELECT customer_entity_id, until AS value FROM public.ltv_nan", "data_type": "datetime"}'),
+  ('until_day', '{"type": "external", "query": "SELECT customer_entity_id, until::date AS value FROM public.ltv_nan", "data_type": "date"}'),
+  ('nan_events', '{"type": "custom", "query": "SELECT ''-Infinity''::numeric AS value UNION ALL SELECT count(*) FROM base", "data_type": "number"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT attribute_id, values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day')
+ ORDER BY 1;
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day')
+UNION ALL
+SELECT attribute_id, value FROM pg_temp.vals('bob') WHERE attribute_id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
+DELETE FROM cdp_traits.attributes WHERE id IN ('ltv_nan', 'nan_events', 'until', 'until_day');
+DROP TABLE ltv_nan;
+-- a custom query's record with NULL fields is a value (a record "IS NULL"
+-- when all its fields are, "IS NOT NULL" only when none is: such a record was
+-- dropped, or counted as skipped)
+INSERT INTO cdp_traits.attributes VALUES
+  ('rec', '{"type": "custom", "query": "SELECT ROW(count(*), max(payload->>''nope'')) AS value FROM base"}'),
+  ('rec_nulls', '{"type": "custom", "query": "SELECT ROW(NULL::int, NULL::text) AS value FROM base LIMIT 1"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT attribute_id, values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('rec', 'rec_nulls')
+ ORDER BY 1;
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('rec', 'rec_nulls');
+DELETE FROM cdp_traits.attributes WHERE id IN ('rec', 'rec_nulls');
+-- a custom or external query that runs longer than
+-- cdp_traits.attribute_timeout (a model's view that is slow, a table a dbt
+-- transaction holds) fails alone: its old values are kept, the others are
+-- calculated and written (the caller's statement timeout canceled the whole
+-- run, every time); a cancel that is not the attribute's own limit still
+-- ends the run
+CREATE TABLE slow_model (customer_entity_id uuid, value numeric);
+INSERT INTO slow_model SELECT pg_temp.who('ann@x'), 1;
+INSERT INTO cdp_traits.attributes VALUES
+  ('slow', '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.slow_model", "data_type": "number"}');
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+CREATE OR REPLACE VIEW slow_view AS SELECT customer_entity_id, value + 1 AS value FROM slow_model, pg_sleep(3);
+UPDATE cdp_traits.attributes SET definition = '{"type": "external", "query": "SELECT customer_entity_id, value FROM public.slow_view", "data_type": "number"}'
+ WHERE id = 'slow';
+UPDATE ltv_model SET value = 98;
+SET statement_timeout = '20s';
+SET cdp_traits.attribute_timeout = '300ms';
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+SELECT attribute_id, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND attribute_id IN ('ltv', 'slow') ORDER BY 1;
+SELECT attribute_id, value FROM pg_temp.vals('ann@x') WHERE attribute_id IN ('ltv', 'slow');
+-- no limit of its own (0): the statement timeout cancels the run
+SET statement_timeout = '1s';
+SET cdp_traits.attribute_timeout = 0;
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+RESET statement_timeout;
+RESET cdp_traits.attribute_timeout;
+DELETE FROM cdp_traits.attributes WHERE id = 'slow';
+DROP VIEW slow_view;
+DROP TABLE slow_model;
 
 -- an attribute that fails for dirty entities leaves them dirty: the run
 -- after the cause is gone recalculates them (they were marked calculated,

@@ -65,6 +65,10 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payloa
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT 1 AS value; DROP TABLE ev"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "DELETE FROM ev RETURNING 1 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "WITH d AS (DELETE FROM ev RETURNING id) SELECT count(*) AS value FROM d"}');
+-- a query pasted with its semicolon (it is read as a subquery): said so, not
+-- "syntax error at or near ;"
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value FROM base;"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS customer_entity_id, 2 AS value ; -- model"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "audience", "condition": "x > 1; DROP TABLE ev"}');
 
 -- SQL that does not type-check against the events
@@ -77,15 +81,37 @@ INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "payloa
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) FROM base"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value, 1 AS other FROM base"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT payload->>''nope'' AS value FROM base WHERE nothing"}');
+-- base has the events table's own column types (ev.id is a bigint): a query
+-- doing arithmetic on the id is accepted, one comparing it with a time is not
+INSERT INTO cdp_traits.attributes VALUES ('max_id', '{"type": "custom", "query": "SELECT max(id) + 1 AS value FROM base"}');
+INSERT INTO cdp_traits.attributes VALUES ('late_ids', '{"type": "custom", "query": "SELECT count(*) AS value FROM base WHERE id > 100"}');
+SELECT id FROM cdp_traits.attributes ORDER BY id;
+DELETE FROM cdp_traits.attributes;
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "custom", "query": "SELECT count(*) AS value FROM base WHERE id = now()"}');
 -- external queries give customer_entity_id and value
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT 1 AS customer_entity_id, 2 AS value"}');
 INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT * FROM no_such_table"}');
+-- a table or function of the user's not schema-qualified: the hint says why
+-- it is not found (definitions run with search_path pg_catalog, cdp_traits)
+CREATE TABLE public.ltv_unqualified (customer_entity_id uuid, value numeric);
+CREATE FUNCTION public.my_score(jsonb) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "external", "query": "SELECT customer_entity_id, value FROM ltv_unqualified"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "my_score(payload)"}');
+INSERT INTO cdp_traits.attributes VALUES ('a', '{"type": "max", "value": "public.my_score(payload)"}');
+DELETE FROM cdp_traits.attributes WHERE id = 'a';
+DROP TABLE public.ltv_unqualified;
+DROP FUNCTION public.my_score(jsonb);
 
 -- audiences: conditions over the pivoted attributes, without cycles
 INSERT INTO cdp_traits.attributes VALUES ('total', '{"type": "max", "value": "payload->>''total''"}');
 INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "no_such_attribute > 1"}');
 INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "total"}');
+-- a custom attribute without data_type is a jsonb column: the hint says what to do
+INSERT INTO cdp_traits.attributes VALUES ('n_events', '{"type": "custom", "query": "SELECT count(*) AS value FROM base"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "n_events > 1"}');
+INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "(n_events)::numeric > 1"}');
+DELETE FROM cdp_traits.attributes WHERE id IN ('aud', 'n_events');
 INSERT INTO cdp_traits.attributes VALUES ('aud', '{"type": "audience", "condition": "aud AND total > ''1''"}');
 INSERT INTO cdp_traits.attributes VALUES
   ('aud1', '{"type": "audience", "condition": "aud2 OR total > ''1''"}'),

@@ -36,6 +36,7 @@
 extern int	cdp_recalculate_after;	/* seconds */
 extern int	cdp_context_ttl;		/* seconds */
 extern int	cdp_context_timeout;	/* milliseconds */
+extern int	cdp_attribute_timeout;	/* milliseconds */
 extern char *cdp_worker_databases;
 extern int	cdp_naptime;			/* seconds */
 extern bool cdp_worker_enabled;

@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * context.c
- *		A time limit for each context query (cdp_traits.context_timeout).
+ *		A time limit for each context query (cdp_traits.context_timeout),
+ *		and for each custom or external attribute's query
+ *		(cdp_traits.attribute_timeout).
  *
  * refresh_context() runs the query of every stale key in a block of its
  * own and records a failing one on its key.  A query that only runs too
@@ -17,6 +19,13 @@
  * refresh's exception block catches query_canceled, asks _context_timer
  * whether this timer caused it, records the key's error and goes on, and
  * re-raises any other cancel (a user's, or the job's own timeout).
+ *
+ * calculate_attributes() does the same around the statement of each custom
+ * or external attribute (user SQL: a dbt model's view, a query waiting for
+ * a lock that a dbt transaction holds): one that runs too long fails alone,
+ * as an attribute whose query raises an error does, and the others are
+ * still calculated and written, where the job's timeout canceled the whole
+ * run, every cycle.  The two never run nested, so they share one timer.
  *
  * The timer is never armed past the caller's statement timeout, so that
  * of two limits the caller's fires alone; and it is disarmed whenever the
@@ -37,6 +46,7 @@
 #include "cdp_traits.h"
 
 PG_FUNCTION_INFO_V1(cdp_context_timer);
+PG_FUNCTION_INFO_V1(cdp_attribute_timer);
 
 /* this process's timeout id, registered on first use */
 static TimeoutId context_timeout_id;
@@ -105,24 +115,18 @@ context_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * cdp_context_timer
- *		SQL-callable _context_timer(arm boolean) RETURNS boolean.
- *
- *		With true: arm the timer for cdp_traits.context_timeout (not at all
- *		when that is 0, or when the caller's statement timeout comes first);
- *		returns whether it was armed.
- *
- *		With false: disarm it, and return whether it fired, that is whether
- *		a query_canceled raised since it was armed is this timer's.  A
- *		cancel the timer requested that has not been served yet (the query
- *		ended in the meantime) is served now, so that it is raised inside
- *		the caller's block rather than in whatever runs next.
+ * query_timer
+ *		Arm (arm true) the timer for timeout_ms (not at all when that is 0,
+ *		or when the caller's statement timeout comes first) and return
+ *		whether it was armed; or disarm it (arm false) and return whether it
+ *		fired, that is whether a query_canceled raised since it was armed is
+ *		this timer's.  A cancel the timer requested that has not been served
+ *		yet (the query ended in the meantime) is served now, so that it is
+ *		raised inside the caller's block rather than in whatever runs next.
  */
-Datum
-cdp_context_timer(PG_FUNCTION_ARGS)
+static bool
+query_timer(bool arm, int timeout_ms)
 {
-	bool		arm = PG_GETARG_BOOL(0);
-
 	if (!context_timeout_registered)
 	{
 		context_timeout_id = RegisterTimeout(USER_TIMEOUT, context_timeout_handler);
@@ -137,21 +141,42 @@ cdp_context_timer(PG_FUNCTION_ARGS)
 
 		context_timer_disarm();
 		context_timer_fired = false;
-		if (cdp_context_timeout <= 0)
-			PG_RETURN_BOOL(false);
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-											   cdp_context_timeout);
+		if (timeout_ms <= 0)
+			return false;
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 		if (get_timeout_active(STATEMENT_TIMEOUT) &&
 			get_timeout_finish_time(STATEMENT_TIMEOUT) <= deadline)
-			PG_RETURN_BOOL(false);
+			return false;
 		enable_timeout_at(context_timeout_id, deadline);
 		context_timer_armed = true;
 		context_timer_level = GetCurrentTransactionNestLevel();
-		PG_RETURN_BOOL(true);
+		return true;
 	}
 
 	context_timer_disarm();
 	if (context_timer_fired)
 		CHECK_FOR_INTERRUPTS();
-	PG_RETURN_BOOL(context_timer_fired);
+	return context_timer_fired;
+}
+
+/*
+ * cdp_context_timer
+ *		SQL-callable _context_timer(arm boolean) RETURNS boolean: the timer
+ *		(see query_timer) for cdp_traits.context_timeout.
+ */
+Datum
+cdp_context_timer(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(query_timer(PG_GETARG_BOOL(0), cdp_context_timeout));
+}
+
+/*
+ * cdp_attribute_timer
+ *		SQL-callable _attribute_timer(arm boolean) RETURNS boolean: the timer
+ *		(see query_timer) for cdp_traits.attribute_timeout.
+ */
+Datum
+cdp_attribute_timer(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(query_timer(PG_GETARG_BOOL(0), cdp_attribute_timeout));
 }

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * convert.c
- *		Conversions that never fail: text to boolean, date and timestamptz,
- *		returning NULL for text that is not one.
+ *		Conversions that never fail: text to boolean, date, timestamptz and
+ *		uuid, returning NULL for text that is not one.
  *
  * Attribute values come from event payloads that nobody validated; a
  * definition's data_type says what the value should be, and values that do
@@ -22,12 +22,14 @@
 #include "utils/date.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "cdp_traits.h"
 
 PG_FUNCTION_INFO_V1(cdp_to_boolean);
 PG_FUNCTION_INFO_V1(cdp_to_date);
 PG_FUNCTION_INFO_V1(cdp_to_timestamptz);
+PG_FUNCTION_INFO_V1(cdp_to_uuid);
 
 /*
  * trimmed
@@ -170,4 +172,61 @@ cdp_to_timestamptz(PG_FUNCTION_ARGS)
 	if (tm2timestamp(&tt, fsec, &tz, &result) != 0 || !IS_VALID_TIMESTAMP(result))
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(result);
+}
+
+/*
+ * hex_value
+ *		The value of the hex digit c, or -1 if c is not one.
+ */
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * cdp_to_uuid
+ *		SQL: _to_uuid(text) RETURNS uuid, NULL for text that is not a uuid.
+ *		Reads what uuid's input function reads (32 hex digits in any case, a
+ *		hyphen allowed after any group of four but the last, the whole in
+ *		braces or not), after trimming surrounding white space: the id
+ *		column of an external trait's table ('', 'n/a', 'None' of a bad
+ *		join name no entity).
+ */
+Datum
+cdp_to_uuid(PG_FUNCTION_ARGS)
+{
+	char	   *s = trimmed(PG_GETARG_TEXT_PP(0));
+	pg_uuid_t  *result = (pg_uuid_t *) palloc(sizeof(pg_uuid_t));
+	bool		braces = false;
+	int			i;
+
+	if (*s == '{')
+	{
+		braces = true;
+		s++;
+	}
+	for (i = 0; i < UUID_LEN; i++)
+	{
+		int			hi = hex_value(s[0]);
+		int			lo = hi < 0 ? -1 : hex_value(s[1]);
+
+		if (lo < 0)
+			PG_RETURN_NULL();
+		result->data[i] = (unsigned char) (hi * 16 + lo);
+		s += 2;
+		if (s[0] == '-' && (i % 2) == 1 && i < UUID_LEN - 1)
+			s++;
+	}
+	if (braces && *s++ != '}')
+		PG_RETURN_NULL();
+	if (*s != '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(result);
 }

@@ -20,6 +20,7 @@
 int			cdp_recalculate_after = 48 * 3600;
 int			cdp_context_ttl = 24 * 3600;
 int			cdp_context_timeout = 5 * 60 * 1000;
+int			cdp_attribute_timeout = 10 * 60 * 1000;
 char	   *cdp_worker_databases = NULL;
 int			cdp_naptime = 60;
 bool		cdp_worker_enabled = true;
@@ -63,6 +64,15 @@ cdp_define_gucs(void)
 							"the other keys are still refreshed.",
 							&cdp_context_timeout,
 							5 * 60 * 1000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cdp_traits.attribute_timeout",
+							"Time limit of each custom or external attribute's query (0 = none).",
+							"A query that runs longer is canceled and recorded as its attribute's error; "
+							"the other attributes are still calculated.",
+							&cdp_attribute_timeout,
+							10 * 60 * 1000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

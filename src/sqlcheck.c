@@ -157,10 +157,44 @@ query_problem(const char *sql)
 }
 
 /*
+ * subquery_problem
+ *		NULL if sql is one plain SELECT that can be read as a subquery (the
+ *		query of a custom or external attribute, put in parentheses), else
+ *		what is wrong: a semicolon after the statement (a query pasted from
+ *		a dbt model or a psql session) made "syntax error at or near ;".
+ */
+static char *
+subquery_problem(const char *sql)
+{
+	char	   *message = query_problem(sql);
+	List	   *parsed;
+	RawStmt    *raw;
+
+	if (message)
+		return message;
+	parsed = raw_parse_or_message(sql, RAW_PARSE_DEFAULT, &message);
+	if (message)
+		return message;
+	raw = linitial_node(RawStmt, parsed);
+
+	/*
+	 * The statement starts after a semicolon (an empty statement before it)
+	 * or has a length, which the last statement of a string has not unless
+	 * a semicolon follows it.
+	 */
+	if (raw->stmt_location > 0)
+		return pstrdup("a semicolon before the SELECT (the query is read as a subquery): remove it");
+	if (raw->stmt_len > 0)
+		return pstrdup("a semicolon after the SELECT (the query is read as a subquery): remove it");
+	return NULL;
+}
+
+/*
  * cdp_sql_problem
  *		SQL: _sql_problem(sql text, kind text) RETURNS text.  NULL when sql is
- *		one expression (kind 'expression') or one plain SELECT (kind
- *		'query'); otherwise a description of the problem.
+ *		one expression (kind 'expression'), one plain SELECT (kind 'query')
+ *		or one plain SELECT without a semicolon (kind 'subquery'); otherwise
+ *		a description of the problem.
  */
 Datum
 cdp_sql_problem(PG_FUNCTION_ARGS)
@@ -173,11 +207,13 @@ cdp_sql_problem(PG_FUNCTION_ARGS)
 		problem = expression_problem(sql);
 	else if (strcmp(kind, "query") == 0)
 		problem = query_problem(sql);
+	else if (strcmp(kind, "subquery") == 0)
+		problem = subquery_problem(sql);
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown SQL fragment kind \"%s\"", kind),
-				 errhint("Use 'expression' or 'query'.")));
+				 errhint("Use 'expression', 'query' or 'subquery'.")));
 	if (problem == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(problem));

@@ -43,8 +43,12 @@ AS 'MODULE_PATHNAME', 'cdp_to_date';
 CREATE FUNCTION cdp_traits._to_timestamptz(text) RETURNS timestamptz
 LANGUAGE c STABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_to_timestamptz';
+CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_uuid';
 COMMENT ON FUNCTION cdp_traits._to_boolean(text) IS 'text to boolean, NULL when it is not one';
 COMMENT ON FUNCTION cdp_traits._to_date(text) IS 'text to date, NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_uuid(text) IS 'text to uuid (surrounding blanks ignored), NULL when it is not one';
 COMMENT ON FUNCTION cdp_traits._to_timestamptz(text) IS
 	'text to timestamptz (no offset = session time zone), NULL when it is not one';
 
@@ -127,6 +131,13 @@ LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'cdp_context_timer';
 COMMENT ON FUNCTION cdp_traits._context_timer(boolean) IS
 	'internal: arm (true) or disarm (false) the time limit of one context query; disarming returns whether it fired';
+-- The time limit of each custom or external attribute's query
+-- (cdp_traits.attribute_timeout; the same timer, see src/context.c).
+CREATE FUNCTION cdp_traits._attribute_timer(arm boolean) RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'cdp_attribute_timer';
+COMMENT ON FUNCTION cdp_traits._attribute_timer(boolean) IS
+	'internal: arm (true) or disarm (false) the time limit of one custom or external attribute''s query; disarming returns whether it fired';
 
 -- Runs in UTC (as calculate_attributes does): modified is a timestamp without
 -- time zone (SPEC section 5), stored and compared as UTC, so that staleness
