@@ -904,10 +904,18 @@ COMMENT ON FUNCTION cdp_traits.rebuild_segment_profiles() IS
 
 
 -- 0.1.0 kept audience enter/exit in a table of its own: its rows move to the
--- toggle log (vendor 0), and audience_changes becomes a view on it.
-INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time, recorded_at)
-SELECT 0, a.audience_id, a.customer_entity_id::text, a.entered, a.changed_at, a.changed_at
+-- toggle log (vendor 0), and audience_changes becomes a view on it.  They
+-- keep their numbers, and the log numbers on from 0.1.0's last one: a
+-- reader's last seq stays valid (renumbered without 0.1.0's gaps, the next
+-- changes would take numbers it had passed, and it would skip them).
+INSERT INTO cdp_traits.segment_toggles (seq, vendor, segment, user_id, member, event_time, recorded_at)
+OVERRIDING SYSTEM VALUE
+SELECT a.seq, 0, a.audience_id, a.customer_entity_id::text, a.entered, a.changed_at, a.changed_at
   FROM cdp_traits.audience_changes a ORDER BY a.seq;
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('cdp_traits.segment_toggles', 'seq'),
+                         GREATEST(s.last_value, (SELECT pg_catalog.max(a.seq) FROM cdp_traits.audience_changes a)),
+                         s.is_called OR EXISTS (SELECT FROM cdp_traits.audience_changes))
+  FROM cdp_traits.audience_changes_seq_seq s;
 -- (leaving the extension first takes them off pg_dump's list)
 ALTER EXTENSION cdp_traits DROP SEQUENCE cdp_traits.audience_changes_seq_seq;
 ALTER EXTENSION cdp_traits DROP TABLE cdp_traits.audience_changes;
@@ -974,6 +982,16 @@ BEGIN
 		RAISE EXCEPTION 'toggles_since() must run in a READ COMMITTED transaction'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = 'A snapshot taken earlier in the transaction could miss toggles committed since, and the reader would skip them.';
+	END IF;
+	-- A standby knows neither the primary's writers of the moment (their
+	-- locks are not replicated, and a writer that took its number may not
+	-- have written anything yet) nor the last number given out (a sequence
+	-- is logged ahead): it would pass over a toggle committed later.
+	IF pg_catalog.pg_is_in_recovery() THEN
+		RAISE EXCEPTION 'toggles_since() cannot run on a standby'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'A standby cannot see which transactions on the primary are still writing toggles, so a toggle with a lower seq could commit after the reader passed it.',
+				  HINT = 'Call toggles_since() on the primary.';
 	END IF;
 	SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO given_out
 	  FROM cdp_traits.segment_toggles_seq_seq s;

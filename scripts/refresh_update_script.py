@@ -58,10 +58,18 @@ def segments_part():
     cut = seg.rfind("\n\n", 0, view) + 2
     return SEG_BEGIN + seg[:cut] + """
 -- 0.1.0 kept audience enter/exit in a table of its own: its rows move to the
--- toggle log (vendor 0), and audience_changes becomes a view on it.
-INSERT INTO cdp_traits.segment_toggles (vendor, segment, user_id, member, event_time, recorded_at)
-SELECT 0, a.audience_id, a.customer_entity_id::text, a.entered, a.changed_at, a.changed_at
+-- toggle log (vendor 0), and audience_changes becomes a view on it.  They
+-- keep their numbers, and the log numbers on from 0.1.0's last one: a
+-- reader's last seq stays valid (renumbered without 0.1.0's gaps, the next
+-- changes would take numbers it had passed, and it would skip them).
+INSERT INTO cdp_traits.segment_toggles (seq, vendor, segment, user_id, member, event_time, recorded_at)
+OVERRIDING SYSTEM VALUE
+SELECT a.seq, 0, a.audience_id, a.customer_entity_id::text, a.entered, a.changed_at, a.changed_at
   FROM cdp_traits.audience_changes a ORDER BY a.seq;
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('cdp_traits.segment_toggles', 'seq'),
+                         GREATEST(s.last_value, (SELECT pg_catalog.max(a.seq) FROM cdp_traits.audience_changes a)),
+                         s.is_called OR EXISTS (SELECT FROM cdp_traits.audience_changes))
+  FROM cdp_traits.audience_changes_seq_seq s;
 -- (leaving the extension first takes them off pg_dump's list)
 ALTER EXTENSION cdp_traits DROP SEQUENCE cdp_traits.audience_changes_seq_seq;
 ALTER EXTENSION cdp_traits DROP TABLE cdp_traits.audience_changes;

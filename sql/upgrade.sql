@@ -216,11 +216,16 @@ BEGIN
 	END LOOP;
 END;
 $$;
+-- 0.1.0's audience log numbers with gaps (rolled-back calculations, or the
+-- 32 numbers a sequence is logged ahead and skips after a crash): its
+-- readers keep the last seq they read, which must stay valid
+SELECT count(nextval('cdp_traits.audience_changes_seq_seq')) AS gap FROM generate_series(1, 32);
 CREATE TEMP TABLE before_update AS SELECT * FROM pg_temp.contents();
 CREATE TEMP TABLE pivot_before AS SELECT * FROM cdp_traits.pivoted_customer_attributes;
 CREATE TEMP TABLE values_before AS SELECT * FROM cdp_traits.customer_attributes;
 CREATE TEMP TABLE audiences_before AS
-SELECT audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes;
+SELECT seq, audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes;
+CREATE TEMP TABLE audience_seq_before AS SELECT last_value FROM cdp_traits.audience_changes_seq_seq;
 
 SET client_min_messages = warning;
 ALTER EXTENSION cdp_traits UPDATE;
@@ -233,9 +238,12 @@ SELECT extversion, cdp_traits.version() = extversion AS library_matches_sql
 SELECT b.tbl, b.rows, a.rows AS rows_after
   FROM before_update b LEFT JOIN pg_temp.contents() a USING (tbl)
  WHERE a.digest IS DISTINCT FROM b.digest;
+-- (with their numbers, and the toggle log numbers on from 0.1.0's last: a
+-- reader's last seq is not passed over by the next changes)
 SELECT count(*) AS audience_changes_before,
        (SELECT count(*) FROM (TABLE audiences_before EXCEPT
-          SELECT audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes) m) AS missing_after
+          SELECT seq, audience_id, customer_entity_id, entered, changed_at FROM cdp_traits.audience_changes) m) AS missing_after,
+       (SELECT s.last_value FROM cdp_traits.segment_toggles_seq_seq s) = (TABLE audience_seq_before) AS numbering_goes_on
   FROM audiences_before;
 SELECT count(*) AS tables_compared, sum(rows) > 20 AS with_rows FROM before_update;
 SELECT count(*) AS pivot_rows_changed FROM (

@@ -245,6 +245,7 @@ enum
 	ST_TOGGLES,
 	ST_UPDATE,
 	ST_INSERT,
+	ST_INSERT_CHECKED,
 	ST_PROFILES,
 	ST_COUNT
 };
@@ -321,6 +322,17 @@ static SegStatement statements[ST_COUNT] = {
 		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
 		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
 		"pg_catalog.unnest($11)",
+		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+	/* the same, under a transaction snapshot: see write_memberships */
+	[ST_INSERT_CHECKED] = {"inserting memberships",
+		"INSERT INTO cdp_traits.segment_memberships (vendor, segment, user_id, first, last, member, "
+		"value, last_event, last_event_time, last_seq, value_seq) "
+		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
+		"pg_catalog.unnest($11) "
+		"ON CONFLICT (vendor, segment, user_id) DO NOTHING",
 		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
 		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[ST_PROFILES] = {"writing profiles",
@@ -1185,6 +1197,16 @@ cmp_profile_order(SegBatch *b, int i, int j)
  * write_memberships
  *		Update the stored memberships that changed, insert the new ones (in
  *		key order: ordered index insertion is much faster than random).
+ *
+ *		A new key is one the stored memberships did not hold when read, after
+ *		its lock was taken: under READ COMMITTED no other writer can have
+ *		inserted it since (a plain insert).  Under a transaction snapshot
+ *		(REPEATABLE READ), another writer may have inserted it and committed
+ *		after the snapshot was taken: the insert, with ON CONFLICT DO
+ *		NOTHING, then fails with a serialization failure, which retry loops
+ *		handle, instead of a unique violation on segment_memberships, which
+ *		they do not; a key skipped otherwise is one too, never a membership
+ *		lost.
  */
 static void
 write_memberships(SegBatch *b, bool stored)
@@ -1238,8 +1260,14 @@ write_memberships(SegBatch *b, bool stored)
 	args[10] = make_array(d[7], seqnull, n, INT8OID);
 	if (stored)
 		execute(b, ST_UPDATE, args, SPI_OK_UPDATE);
-	else
+	else if (!IsolationUsesXactSnapshot())
 		execute(b, ST_INSERT, args, SPI_OK_INSERT);
+	else if (execute(b, ST_INSERT_CHECKED, args, SPI_OK_INSERT) < (uint64) n)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent segment event of the same key"),
+				 errdetail("Another transaction wrote a membership of this batch after it read the stored ones."),
+				 errhint("Retry the transaction.")));
 }
 
 /* ---- profiles ---- */

@@ -253,6 +253,16 @@ BEGIN
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = 'A snapshot taken earlier in the transaction could miss toggles committed since, and the reader would skip them.';
 	END IF;
+	-- A standby knows neither the primary's writers of the moment (their
+	-- locks are not replicated, and a writer that took its number may not
+	-- have written anything yet) nor the last number given out (a sequence
+	-- is logged ahead): it would pass over a toggle committed later.
+	IF pg_catalog.pg_is_in_recovery() THEN
+		RAISE EXCEPTION 'toggles_since() cannot run on a standby'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'A standby cannot see which transactions on the primary are still writing toggles, so a toggle with a lower seq could commit after the reader passed it.',
+				  HINT = 'Call toggles_since() on the primary.';
+	END IF;
 	SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO given_out
 	  FROM cdp_traits.segment_toggles_seq_seq s;
 	-- wait for the writers of this moment (taken and released at once)
