@@ -290,7 +290,15 @@ AS $$
 	END
 $$;
 
--- An expression converting x (SQL type t) to data_type dt, NULL when it does not convert.
+-- An expression converting x (SQL type t) to data_type dt, NULL when it does
+-- not convert.  A numeric NaN or Infinity is no number, and an infinite date
+-- or time no date or time, whatever type they come in: text and float8 go
+-- through to_number, _to_date and _to_timestamptz, which refuse them, and
+-- the value of a definition's (payload->>'x')::numeric or ::date, which
+-- reads 'NaN' and 'infinity', is refused here (one "NaN" in an entity's
+-- events made its max, sum and avg NaN, stored as the string "NaN", and an
+-- "infinity" its max date): skipped and counted as other values that do
+-- not convert, in predefined and custom/external attributes alike.
 CREATE FUNCTION cdp_traits._convert(x text, t regtype, dt text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -298,22 +306,29 @@ AS $$
 	SELECT CASE $3
 		WHEN 'text' THEN cdp_traits._text_form($1, $2)
 		WHEN 'number' THEN CASE
-			WHEN $2 IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype)
+			WHEN $2 IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
 				THEN '(' || $1 || ')::numeric'
+			WHEN $2 = 'numeric'::regtype
+				THEN 'NULLIF(NULLIF(NULLIF((' || $1 || '), ''NaN''::numeric), '
+					 || '''Infinity''::numeric), ''-Infinity''::numeric)'
 			WHEN $2 IN ('real'::regtype, 'double precision'::regtype)
 				THEN 'cdp_traits.to_number((' || $1 || ')::text)'
 			ELSE 'cdp_traits.to_number(' || cdp_traits._text_form($1, $2) || ')' END
 		WHEN 'boolean' THEN CASE WHEN $2 = 'boolean'::regtype THEN '(' || $1 || ')'
 			ELSE 'cdp_traits._to_boolean(' || cdp_traits._text_form($1, $2) || ')' END
 		WHEN 'date' THEN CASE
-			WHEN $2 = 'date'::regtype THEN '(' || $1 || ')'
-			WHEN $2 = 'timestamp with time zone'::regtype THEN '((' || $1 || ') AT TIME ZONE ''UTC'')::date'
-			WHEN $2 = 'timestamp without time zone'::regtype THEN '(' || $1 || ')::date'
+			WHEN $2 = 'date'::regtype THEN 'NULLIF(NULLIF((' || $1 || '), ''infinity''::date), ''-infinity''::date)'
+			WHEN $2 = 'timestamp with time zone'::regtype
+				THEN 'NULLIF(NULLIF(((' || $1 || ') AT TIME ZONE ''UTC'')::date, ''infinity''::date), ''-infinity''::date)'
+			WHEN $2 = 'timestamp without time zone'::regtype
+				THEN 'NULLIF(NULLIF((' || $1 || ')::date, ''infinity''::date), ''-infinity''::date)'
 			ELSE 'cdp_traits._to_date(' || cdp_traits._text_form($1, $2) || ')' END
 		WHEN 'datetime' THEN CASE
-			WHEN $2 = 'timestamp with time zone'::regtype THEN '(' || $1 || ')'
+			WHEN $2 = 'timestamp with time zone'::regtype
+				THEN 'NULLIF(NULLIF((' || $1 || '), ''infinity''::timestamptz), ''-infinity''::timestamptz)'
 			WHEN $2 IN ('timestamp without time zone'::regtype, 'date'::regtype)
-				THEN '((' || $1 || ')::timestamp AT TIME ZONE ''UTC'')'
+				THEN 'NULLIF(NULLIF(((' || $1 || ')::timestamp AT TIME ZONE ''UTC''), '
+					 || '''infinity''::timestamptz), ''-infinity''::timestamptz)'
 			ELSE 'cdp_traits._to_timestamptz(' || cdp_traits._text_form($1, $2) || ')' END
 	END
 $$;
@@ -522,10 +537,16 @@ BEGIN
 		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || vx || ')'
 	END;
 	agg := pg_catalog.format('%s FILTER (WHERE %s AND %s IS TRUE)', fn, cond, fx);
-	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
+	IF cdp_traits._convert('x', rtype, dt) ~ '^(cdp_traits\.(to_number|_to_)|NULLIF)' THEN
+		-- a value given (not NULL, nor a JSON null: payload->'x' of
+		-- {"x": null} is no value, as payload->>'x' is none) that did not
+		-- convert
 		skipped := pg_catalog.format(
-			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s IS NOT NULL AND %s IS NULL)',
-			cond, fx, rx, vx);
+			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s AND %s IS NULL)',
+			cond, fx, CASE rtype
+				WHEN 'jsonb'::regtype THEN '(' || rx || ') <> ''null''::jsonb'
+				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || rx || ') <> ''null'''
+				ELSE rx || ' IS NOT NULL' END, vx);
 	ELSE
 		skipped := '0::bigint';
 	END IF;
@@ -2048,17 +2069,9 @@ BEGIN
 		END IF;
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
+	-- (a numeric NaN or Infinity, an infinite date or time: no value of
+	-- the data_type, skipped and counted, see _convert)
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
-	-- a numeric NaN or Infinity is no number, an infinite time no time
-	-- (to_jsonb makes them strings, which the pivot's typed column cannot
-	-- read): skipped and counted, as they are when read from text or float8
-	conv := CASE dt
-		WHEN 'number' THEN pg_catalog.format('NULLIF(NULLIF(NULLIF(%s, ''NaN''::numeric), '
-			'''Infinity''::numeric), ''-Infinity''::numeric)', conv)
-		WHEN 'datetime' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::timestamptz), '
-			'''-infinity''::timestamptz)', conv)
-		WHEN 'date' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::date), ''-infinity''::date)', conv)
-		ELSE conv END;
 	EXECUTE pg_catalog.format(
 		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '

@@ -1,0 +1,101 @@
+-- Predefined attributes over values that are already typed: a definition
+-- that casts (payload->>'x')::numeric, ::date or ::timestamptz reads 'NaN',
+-- 'Infinity' and 'infinity', which are no numbers, dates or times of the
+-- data (README, data_type): they are skipped and counted, as they are when
+-- the value is text or float8, in every path of a run (all entities, a few
+-- dirty ones, stored states).  A JSON null (payload->'x' of {"x": null}) is
+-- no value: not counted as skipped.
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+DROP EXTENSION cdp_traits CASCADE;
+CREATE EXTENSION cdp_traits;
+DROP TABLE IF EXISTS ev CASCADE;
+CREATE TABLE ev (id int PRIMARY KEY, source_id text NOT NULL, type text NOT NULL,
+                 version text NOT NULL DEFAULT '1', event_time timestamptz NOT NULL,
+                 payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
+  ('email', $$payload->>'email'$$);
+SELECT cdp_traits.attach_events('ev');
+RESET client_min_messages;
+-- (stored states for entities with 3 events or more)
+SET cdp_traits.state_min_events = 3;
+INSERT INTO ev VALUES
+  (1, 'web', 'p', '1', '2025-01-01 10:00+00', '{"email": "a@x", "x": "5", "d": "2024-01-01", "n": 1}'),
+  (2, 'web', 'p', '1', '2025-01-02 10:00+00', '{"email": "a@x", "x": "NaN", "d": "infinity", "n": null}'),
+  (3, 'web', 'p', '1', '2025-01-03 10:00+00', '{"email": "a@x", "x": "Infinity", "d": "-infinity", "n": 2}'),
+  (4, 'web', 'p', '1', '2025-01-04 10:00+00', '{"email": "a@x", "x": "-Infinity", "d": "2024-03-01", "n": null}'),
+  (5, 'web', 'p', '1', '2025-01-01 10:00+00', '{"email": "b@x", "x": "7", "d": "2024-02-01", "n": null}'),
+  (6, 'web', 'p', '1', '2025-01-02 10:00+00', '{"email": "b@x", "x": "nan", "d": "infinity", "n": 3}');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('n_max',   $${"type": "max", "value": "(payload->>'x')::numeric", "data_type": "number"}$$),
+  ('n_min',   $${"type": "min", "value": "(payload->>'x')::numeric", "data_type": "number"}$$),
+  ('n_sum',   $${"type": "sum", "value": "(payload->>'x')::numeric"}$$),
+  ('n_avg',   $${"type": "avg", "value": "(payload->>'x')::numeric"}$$),
+  ('n_last',  $${"type": "last", "value": "(payload->>'x')::numeric", "data_type": "number"}$$),
+  ('n_list',  $${"type": "list", "value": "(payload->>'x')::numeric", "data_type": "number"}$$),
+  ('n_mf',    $${"type": "most_frequent", "value": "(payload->>'x')::numeric", "data_type": "number"}$$),
+  ('n_float', $${"type": "max", "value": "(payload->>'x')::float8", "data_type": "number"}$$),
+  ('n_text',  $${"type": "max", "value": "payload->>'x'", "data_type": "number"}$$),
+  ('n_outer', $${"type": "sum", "value": "payload->>'x'", "outer_value": "value::numeric"}$$),
+  ('d_max',   $${"type": "max", "value": "(payload->>'d')::date", "data_type": "date"}$$),
+  ('d_min',   $${"type": "min", "value": "(payload->>'d')::timestamptz", "data_type": "date"}$$),
+  ('t_max',   $${"type": "max", "value": "(payload->>'d')::timestamptz", "data_type": "datetime"}$$),
+  ('t_first', $${"type": "first", "value": "(payload->>'d')::date", "data_type": "datetime"}$$),
+  ('t_text',  $${"type": "max", "value": "payload->>'d'", "data_type": "datetime"}$$),
+  -- (a JSON null is no value; the text one is the control)
+  ('j_num',   $${"type": "sum", "value": "payload->'n'"}$$),
+  ('j_date',  $${"type": "max", "value": "payload->'n'", "data_type": "date"}$$),
+  ('j_text',  $${"type": "max", "value": "payload->'n'", "data_type": "text"}$$);
+CREATE TEMP VIEW vals AS
+SELECT m.value AS email, a.attribute_id, a.value
+  FROM cdp_traits.customer_attributes a
+  JOIN cdp_traits.matching m ON m.customer_entity_id = a.customer_entity_id
+ ORDER BY 1, 2;
+CREATE TEMP VIEW skipped AS
+SELECT attribute_id, values_skipped
+  FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs)
+ ORDER BY 1;
+SELECT cdp_traits.calculate_attributes() AS all_entities;
+SELECT * FROM vals;
+SELECT * FROM skipped;
+-- every value reads as its column's type
+SELECT m.value AS email, n_max, n_min, n_sum, n_avg, n_last, n_list, n_mf, d_max, d_min, t_max, t_first, j_num
+  FROM cdp_traits.pivoted_customer_attributes p
+  JOIN cdp_traits.matching m ON m.customer_entity_id = p.customer_entity_id
+ ORDER BY 1;
+-- a few dirty entities read again: the same values as a forced run's
+INSERT INTO ev VALUES
+  (7, 'web', 'p', '1', '2025-01-05 10:00+00', '{"email": "a@x", "x": "NaN", "d": "infinity", "n": null}'),
+  (8, 'web', 'p', '1', '2025-01-05 10:00+00', '{"email": "b@x", "x": "-Infinity", "d": "-infinity", "n": 4}');
+SELECT cdp_traits.calculate_attributes() AS dirty_entities;
+SELECT * FROM skipped;
+CREATE TEMP TABLE small_run AS SELECT * FROM vals;
+SELECT cdp_traits.calculate_attributes(force => true) AS forced;
+SELECT count(*) AS values_compared,
+       count(*) FILTER (WHERE s.value IS DISTINCT FROM f.value) AS values_differing
+  FROM small_run s FULL JOIN vals f USING (email, attribute_id);
+-- stored states (definitions that are immutable: a text cast to a date or
+-- time depends on the session's settings): a@x's stored states combined
+-- with its new events give what a forced run gives
+DELETE FROM cdp_traits.attributes WHERE id IN ('d_max', 'd_min', 't_max', 't_first', 't_text', 'j_date');
+-- (40 customers with an event each: one dirty entity is a few)
+INSERT INTO ev SELECT 100 + i, 'web', 'p', '1', '2025-01-01', jsonb_build_object('email', 'f' || i || '@x')
+  FROM generate_series(1, 40) i;
+ANALYZE cdp_traits.customer_entities;
+SELECT cdp_traits.calculate_attributes(force => true) AS forced;
+SELECT count(*) AS states_stored FROM cdp_traits.entity_states;
+INSERT INTO ev VALUES
+  (9, 'web', 'p', '1', '2025-01-06 10:00+00', '{"email": "a@x", "x": "Infinity", "n": null}'),
+  (10, 'web', 'p', '1', '2025-01-07 10:00+00', '{"email": "a@x", "x": "1", "n": 5}');
+SELECT cdp_traits.calculate_attributes() AS dirty_entities;
+SELECT from_states FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
+SELECT * FROM skipped;
+DROP TABLE small_run;
+CREATE TEMP TABLE small_run AS SELECT * FROM vals;
+SELECT cdp_traits.calculate_attributes(force => true) AS forced;
+SELECT count(*) AS values_compared,
+       count(*) FILTER (WHERE s.value IS DISTINCT FROM f.value) AS values_differing
+  FROM small_run s FULL JOIN vals f USING (email, attribute_id);
+SELECT * FROM vals WHERE email = 'a@x';
+RESET cdp_traits.state_min_events;
