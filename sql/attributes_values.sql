@@ -98,4 +98,42 @@ SELECT count(*) AS values_compared,
        count(*) FILTER (WHERE s.value IS DISTINCT FROM f.value) AS values_differing
   FROM small_run s FULL JOIN vals f USING (email, attribute_id);
 SELECT * FROM vals WHERE email = 'a@x';
+-- Weights that are not numbers: a weight of text or JSON is read as
+-- to_number reads text, a numeric one must fit a float8; a row whose
+-- weight does not is skipped and counted (a cast's error failed the
+-- attribute for every entity: 'invalid input syntax for type double
+-- precision: "abc"', '"1000…" is out of range for type double precision')
+DELETE FROM cdp_traits.attributes;
+INSERT INTO ev VALUES
+  (11, 'web', 'w', '1', '2025-02-01 10:00+00', '{"email": "a@x", "x": "A", "w": "2", "items": [{"sku": "A", "q": "2"}]}'),
+  (12, 'web', 'w', '1', '2025-02-01 10:00+00', '{"email": "a@x", "x": "B", "w": "abc", "items": [{"sku": "B", "q": "abc"}, {"sku": "B", "q": null}]}'),
+  (13, 'web', 'w', '1', '2025-02-01 10:00+00', '{"email": "a@x", "x": "B", "w": "1e400", "items": [{"sku": "B", "q": 1e400}]}'),
+  (14, 'web', 'w', '1', '2025-02-01 10:00+00', '{"email": "a@x", "x": "B", "w": " 3 ", "items": [{"sku": "B", "q": 3}]}'),
+  (15, 'web', 'w', '1', '2025-02-01 10:00+00', '{"email": "a@x", "x": "C", "w": null, "items": [{"sku": "C", "q": "NaN"}]}'),
+  (16, 'web', 'w', '1', '2025-02-01 10:00+00', '{"email": "b@x", "x": "C", "w": "12,50", "items": [{"sku": "C", "q": "-1"}]}');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('w_text',  $${"type": "most_frequent", "value": "payload->>'x'", "weight": "payload->>'w'", "types": ["w"]}$$),
+  ('w_json',  $${"type": "least_frequent", "value": "payload->>'x'", "weight": "payload->'w'", "types": ["w"]}$$),
+  ('w_num',   $${"type": "most_frequent", "value": "payload->>'x'", "weight": "cdp_traits.to_number(payload->>'w')", "types": ["w"]}$$),
+  ('w_float', $${"type": "most_frequent", "value": "payload->>'x'", "weight": "cdp_traits.to_number(payload->>'w')::float8 * 0 + 1", "filter": "payload->>'w' !~ 'e'", "types": ["w"]}$$),
+  ('w_items', $${"type": "most_frequent", "value": "jsonb_array_elements(payload->'items')", "outer_value": "value->>'sku'", "outer_weight": "value->'q'", "weight": "1", "types": ["w"]}$$),
+  ('w_num_x', $${"type": "least_frequent", "value": "payload->>'x'", "data_type": "number", "weight": "payload->>'w'", "types": ["w"]}$$);
+SELECT cdp_traits.calculate_attributes() AS all_entities;
+SELECT attribute_id, values_skipped, error FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) ORDER BY 1;
+SELECT * FROM vals WHERE attribute_id LIKE 'w%';
+-- stored states give the same values
+SELECT cdp_traits.calculate_attributes(force => true) AS forced;
+INSERT INTO ev VALUES
+  (17, 'web', 'w', '1', '2025-02-02 10:00+00', '{"email": "a@x", "x": "A", "w": "x2", "items": [{"sku": "A", "q": "1.5"}]}');
+SELECT cdp_traits.calculate_attributes() AS dirty_entities;
+SELECT from_states FROM cdp_traits.calculation_runs ORDER BY id DESC LIMIT 1;
+SELECT * FROM skipped;
+DROP TABLE small_run;
+CREATE TEMP TABLE small_run AS SELECT * FROM vals;
+SELECT cdp_traits.calculate_attributes(force => true) AS forced;
+SELECT count(*) AS values_compared,
+       count(*) FILTER (WHERE s.value IS DISTINCT FROM f.value) AS values_differing
+  FROM small_run s FULL JOIN vals f USING (email, attribute_id);
+SELECT * FROM vals WHERE attribute_id LIKE 'w%';
 RESET cdp_traits.state_min_events;

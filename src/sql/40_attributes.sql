@@ -440,6 +440,10 @@ DECLARE
 	wx text;
 	fx text;
 	rtype regtype;
+	wtype regtype;
+	wconv text;
+	wr text;
+	bad text[] := '{}';
 	conds text[] := '{}';
 	k text;
 	fn text;
@@ -490,12 +494,31 @@ BEGIN
 
 	weighted := typ IN ('most_frequent', 'least_frequent')
 		AND (weight <> '1' OR oweight <> 'weight');
+	IF weighted THEN
+		-- the weight as a float8 ($W its expression): a number, text or
+		-- JSON that is not one (or beyond float8's range: numeric 1e400) is
+		-- NULL, its row skipped and counted, not a cast's error that failed
+		-- the attribute for every entity
+		SELECT c.type INTO wtype
+		  FROM cdp_traits._query_columns(pg_catalog.format(
+				E'SELECT y.w FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS w FROM (%s) x) y',
+				evs, oweight, inner_sql)) c;
+		wconv := CASE
+			WHEN wtype IN ('double precision'::regtype, 'real'::regtype, 'smallint'::regtype,
+						   'integer'::regtype, 'bigint'::regtype) THEN '(($W)::float8)'
+			WHEN wtype = 'numeric'::regtype THEN 'cdp_traits._to_float8(($W)::text)'
+			WHEN wtype IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype,
+						   'name'::regtype, 'unknown'::regtype, 'jsonb'::regtype, 'json'::regtype)
+				THEN 'cdp_traits._to_float8(' || cdp_traits._text_form('$W', wtype) || ')'
+			ELSE '(($W)::float8)' END;
+	END IF;
 	-- the per-value expressions over x (value, weight, event_time): x is the
 	-- attribute's own expansion, or (lat_shared) one shared in front as xs
-	sel := pg_catalog.format(E'SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f',
+	sel := pg_catalog.format(E'SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f, %s AS wr',
 		cdp_traits._convert(oval, rtype, dt), oval,
-		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
-		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END);
+		CASE WHEN weighted THEN pg_catalog.replace(wconv, '$W', oweight || E'\n') ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
+		CASE WHEN weighted THEN '(' || oweight || E'\n)' ELSE 'NULL::float8' END);
 	lat := pg_catalog.format('CROSS JOIN LATERAL (%s FROM (%s) x) %I', sel, inner_sql, alias);
 	lat_shared := pg_catalog.format(
 		'CROSS JOIN LATERAL (%s FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I', sel, alias);
@@ -512,15 +535,17 @@ BEGIN
 		rx := CASE WHEN cond = 'true' THEN '(' || val || E'\n)'
 			  ELSE pg_catalog.format(E'(CASE WHEN %s THEN (%s\n) END)', cond, val) END;
 		vx := '(' || cdp_traits._convert(rx, rtype, dt) || ')';
-		wx := CASE WHEN NOT weighted THEN 'NULL::float8'
-			  WHEN cond = 'true' THEN '((' || weight || E'\n)::float8)'
-			  ELSE pg_catalog.format(E'(CASE WHEN %s THEN (%s\n) END::float8)', cond, weight) END;
+		wr := CASE WHEN NOT weighted THEN 'NULL::float8'
+			  WHEN cond = 'true' THEN '(' || weight || E'\n)'
+			  ELSE pg_catalog.format(E'(CASE WHEN %s THEN (%s\n) END)', cond, weight) END;
+		wx := CASE WHEN NOT weighted THEN 'NULL::float8' ELSE pg_catalog.replace(wconv, '$W', wr) END;
 		fx := 'true';
 		lat := '';
 	ELSE
 		vx := pg_catalog.quote_ident(alias) || '.v';
 		rx := pg_catalog.quote_ident(alias) || '.r';
 		wx := pg_catalog.quote_ident(alias) || '.w';
+		wr := pg_catalog.quote_ident(alias) || '.wr';
 		fx := pg_catalog.quote_ident(alias) || '.f';
 	END IF;
 	fn := CASE typ
@@ -537,16 +562,25 @@ BEGIN
 		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || vx || ')'
 	END;
 	agg := pg_catalog.format('%s FILTER (WHERE %s AND %s IS TRUE)', fn, cond, fx);
+	-- skipped: the rows of a value given (not NULL, nor a JSON null:
+	-- payload->'x' of {"x": null} is no value, as payload->>'x' is none)
+	-- that did not convert, or whose weight was given and did not
 	IF cdp_traits._convert('x', rtype, dt) ~ '^(cdp_traits\.(to_number|_to_)|NULLIF)' THEN
-		-- a value given (not NULL, nor a JSON null: payload->'x' of
-		-- {"x": null} is no value, as payload->>'x' is none) that did not
-		-- convert
+		bad := bad || (vx || ' IS NULL');
+	END IF;
+	IF weighted AND wconv LIKE 'cdp_traits._to_float8(%' THEN
+		bad := bad || pg_catalog.format('(%s AND %s IS NULL)', CASE wtype
+				WHEN 'jsonb'::regtype THEN '(' || wr || ') <> ''null''::jsonb'
+				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || wr || ') <> ''null'''
+				ELSE wr || ' IS NOT NULL' END, wx);
+	END IF;
+	IF pg_catalog.cardinality(bad) > 0 THEN
 		skipped := pg_catalog.format(
-			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s AND %s IS NULL)',
+			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s AND (%s))',
 			cond, fx, CASE rtype
 				WHEN 'jsonb'::regtype THEN '(' || rx || ') <> ''null''::jsonb'
 				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || rx || ') <> ''null'''
-				ELSE rx || ' IS NOT NULL' END, vx);
+				ELSE rx || ' IS NOT NULL' END, pg_catalog.array_to_string(bad, ' OR '));
 	ELSE
 		skipped := '0::bigint';
 	END IF;
