@@ -136,4 +136,21 @@ SELECT count(*) AS values_compared,
        count(*) FILTER (WHERE s.value IS DISTINCT FROM f.value) AS values_differing
   FROM small_run s FULL JOIN vals f USING (email, attribute_id);
 SELECT * FROM vals WHERE attribute_id LIKE 'w%';
+-- An offset written after GMT or UTC, as JavaScript's Date.toString() and
+-- Java's "z" write it ("GMT+0100" is +01:00), is read as that offset
+-- (PostgreSQL's parser takes "GMT+0100" for a POSIX zone: 100 hours the
+-- other way, a time 4 days and 5 hours later; "UTC-05:00" 10 hours early)
+DELETE FROM cdp_traits.attributes;
+INSERT INTO ev VALUES
+  (18, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "Tue Jan 02 2024 10:00:00 GMT+0100"}'),
+  (19, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-03 08:00:00 UTC-05:00"}'),
+  (20, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-01 23:30:00 GMT+01:00"}'),
+  (21, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-01 23:45:00 GMT"}');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('seen_min', $${"type": "min", "value": "payload->>'seen'", "data_type": "datetime"}$$),
+  ('seen_max', $${"type": "max", "value": "payload->>'seen'", "data_type": "datetime"}$$),
+  ('seen_all', $${"type": "list", "value": "payload->>'seen'", "data_type": "datetime"}$$);
+SELECT cdp_traits.calculate_attributes() AS all_entities;
+SELECT * FROM skipped;
+SELECT * FROM vals WHERE attribute_id LIKE 'seen%';
 RESET cdp_traits.state_min_events;

@@ -107,6 +107,32 @@ plain_datetime_words(const char *s)
 }
 
 /*
+ * iso_offsets
+ *		s with "GMT" or "UTC" dropped where an offset follows it at once
+ *		("GMT+0100", "UTC-05:00"), so that the offset is read as ISO 8601
+ *		reads it, east of Greenwich positive, as JavaScript's Date.toString()
+ *		("Tue Jan 02 2024 10:00:00 GMT+0100") and Java's "z" pattern write
+ *		it.  PostgreSQL's parser reads such a word as a POSIX time zone, whose
+ *		sign is the other way round and whose "0100" is 100 hours: that
+ *		instant was 4 days and 5 hours later than the one meant.
+ */
+static char *
+iso_offsets(const char *s)
+{
+	char	   *result = pstrdup(s);
+	char	   *p;
+
+	for (p = result; *p; p++)
+	{
+		if ((pg_strncasecmp(p, "gmt", 3) == 0 || pg_strncasecmp(p, "utc", 3) == 0) &&
+			(p[3] == '+' || p[3] == '-') &&
+			(p == result || !isalpha((unsigned char) p[-1])))
+			memset(p, ' ', 3);
+	}
+	return result;
+}
+
+/*
  * decode_datetime
  *		Parse s as a date/time; false if it is not one (or is a special value
  *		such as 'infinity', 'epoch' or 'now', which data never means).
@@ -122,6 +148,7 @@ decode_datetime(const char *s, struct pg_tm *tm, fsec_t *fsec, int *tz)
 
 	if (*s == '\0' || strlen(s) > MAXDATELEN || !plain_datetime_words(s))
 		return false;
+	s = iso_offsets(s);
 	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
 		return false;
 	if (DecodeDateTime(field, ftype, nf, &dtype, tm, fsec, tz) != 0)
