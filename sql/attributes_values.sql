@@ -145,7 +145,11 @@ INSERT INTO ev VALUES
   (18, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "Tue Jan 02 2024 10:00:00 GMT+0100"}'),
   (19, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-03 08:00:00 UTC-05:00"}'),
   (20, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-01 23:30:00 GMT+01:00"}'),
-  (21, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-01 23:45:00 GMT"}');
+  (21, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "2024-01-01 23:45:00 GMT"}'),
+  -- (String(new Date()) whole: the zone's name after the offset is dropped;
+  -- a name without an offset is no time)
+  (22, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "Thu Jan 04 2024 09:00:00 GMT-0800 (Pacific Standard Time)"}'),
+  (23, 'web', 'js', '1', '2025-03-01 10:00+00', '{"email": "b@x", "seen": "Fri Jan 05 2024 09:00:00 (CET)"}');
 INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('seen_min', $${"type": "min", "value": "payload->>'seen'", "data_type": "datetime"}$$),
   ('seen_max', $${"type": "max", "value": "payload->>'seen'", "data_type": "datetime"}$$),

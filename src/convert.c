@@ -121,6 +121,30 @@ iso_offsets(const char *s)
 {
 	char	   *result = pstrdup(s);
 	char	   *p;
+	char	   *open = strrchr(result, '(');
+	char	   *end = result + strlen(result);
+
+	/*
+	 * Date.toString() ends with the zone's name in parentheses after the
+	 * offset, "GMT+0100 (Central European Standard Time)": the name says
+	 * nothing the offset does not, and is dropped when such an offset comes
+	 * right before it and nothing after it (a name alone, "10:00 (CET)",
+	 * stays, and makes the text no time).
+	 */
+	if (open && end > open && end[-1] == ')' && strchr(open, ')') == end - 1)
+	{
+		char	   *before = open;
+		char	   *q;
+
+		while (before > result && isspace((unsigned char) before[-1]))
+			before--;
+		q = before;
+		while (q > result && (isdigit((unsigned char) q[-1]) || q[-1] == ':'))
+			q--;
+		if (q < before && q - result >= 4 && (q[-1] == '+' || q[-1] == '-') &&
+			(pg_strncasecmp(q - 4, "gmt", 3) == 0 || pg_strncasecmp(q - 4, "utc", 3) == 0))
+			*before = '\0';
+	}
 
 	for (p = result; *p; p++)
 	{
@@ -146,9 +170,9 @@ decode_datetime(const char *s, struct pg_tm *tm, fsec_t *fsec, int *tz)
 	int			nf;
 	int			dtype;
 
+	s = iso_offsets(s);
 	if (*s == '\0' || strlen(s) > MAXDATELEN || !plain_datetime_words(s))
 		return false;
-	s = iso_offsets(s);
 	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
 		return false;
 	if (DecodeDateTime(field, ftype, nf, &dtype, tm, fsec, tz) != 0)
