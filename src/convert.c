@@ -114,7 +114,8 @@ plain_datetime_words(const char *s)
  *		("Tue Jan 02 2024 10:00:00 GMT+0100") and Java's "z" pattern write
  *		it.  PostgreSQL's parser reads such a word as a POSIX time zone, whose
  *		sign is the other way round and whose "0100" is 100 hours: that
- *		instant was 4 days and 5 hours later than the one meant.
+ *		instant was 4 days and 5 hours later than the one meant.  The zone's
+ *		name in parentheses after such an offset is dropped too.
  */
 static char *
 iso_offsets(const char *s)
@@ -170,8 +171,10 @@ decode_datetime(const char *s, struct pg_tm *tm, fsec_t *fsec, int *tz)
 	int			nf;
 	int			dtype;
 
+	if (*s == '\0' || strlen(s) > MAXDATELEN)
+		return false;
 	s = iso_offsets(s);
-	if (*s == '\0' || strlen(s) > MAXDATELEN || !plain_datetime_words(s))
+	if (!plain_datetime_words(s))
 		return false;
 	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
 		return false;
