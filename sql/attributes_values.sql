@@ -157,4 +157,21 @@ INSERT INTO cdp_traits.attributes (id, definition) VALUES
 SELECT cdp_traits.calculate_attributes() AS all_entities;
 SELECT * FROM skipped;
 SELECT * FROM vals WHERE attribute_id LIKE 'seen%';
+-- Outer expressions that return sets (several values per value): each
+-- attribute's own, never multiplied by another's (the rows of an event
+-- were the product of the expansions of the attributes in one statement:
+-- sums counted values once per element of another array, an item without
+-- tags gave no values to the others)
+DELETE FROM cdp_traits.attributes;
+INSERT INTO ev VALUES
+  (24, 'web', 'o', '1', '2025-03-02 10:00+00', '{"email": "c@x", "amounts": ["2", "3"], "ds": ["2024-01-01", "2024-02-01", "2024-03-01"],
+   "items": [{"sku": "A", "q": 1, "tags": ["x", "y"]}, {"sku": "B", "q": 10, "tags": []}]}');
+INSERT INTO cdp_traits.attributes (id, definition) VALUES
+  ('o_sum',  $${"type": "sum", "value": "payload", "outer_value": "jsonb_array_elements_text(value->'amounts')", "types": ["o"]}$$),
+  ('o_days', $${"type": "num_of_unique", "value": "payload", "outer_value": "jsonb_array_elements_text(value->'ds')", "data_type": "date", "types": ["o"]}$$),
+  ('o_skus', $${"type": "list", "value": "jsonb_array_elements(payload->'items')", "outer_value": "value->>'sku'", "types": ["o"]}$$),
+  ('o_q',    $${"type": "sum", "value": "jsonb_array_elements(payload->'items')", "outer_value": "value->'q'", "types": ["o"]}$$),
+  ('o_tags', $${"type": "list", "value": "jsonb_array_elements(payload->'items')", "outer_value": "jsonb_array_elements_text(value->'tags')", "types": ["o"]}$$);
+SELECT cdp_traits.calculate_attributes() AS all_entities;
+SELECT * FROM vals WHERE attribute_id LIKE 'o%';
 RESET cdp_traits.state_min_events;

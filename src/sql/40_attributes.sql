@@ -471,6 +471,22 @@ BEGIN
 	inner_sql := pg_catalog.format(
 		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
 	srf := cdp_traits._query_returns_set(inner_sql || ' FROM ' || evs || ' e');
+	-- An outer expression that returns a set (outer_value
+	-- jsonb_array_elements_text(value->'tags')) gives several rows per
+	-- value, in a lateral subquery of its own: beside the laterals of other
+	-- attributes in one statement, the rows of each event were the product
+	-- of both expansions (a sum counted each value once per element of
+	-- another attribute's array, an event whose other array was empty gave
+	-- no values at all).  Such an attribute is computed as a set-returning
+	-- one (its statement one of the set-returning groups), alone in its
+	-- group: its inner SQL carries a mark of its own, which callers group
+	-- by (md5 of inner_sql and cond).
+	IF cdp_traits._query_returns_set(pg_catalog.format(
+			E'SELECT (%s\n), (%s\n), (%s\n) FROM (%s FROM %s e) x',
+			oval, oweight, COALESCE(ofilt, 'true'), inner_sql, evs)) THEN
+		srf := true;
+		inner_sql := inner_sql || E'\n/* outer set ' || pg_catalog.md5(id) || ' */';
+	END IF;
 	SELECT c.type INTO rtype
 	  FROM cdp_traits._query_columns(pg_catalog.format(
 			E'SELECT y.r FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
