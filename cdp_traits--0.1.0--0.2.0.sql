@@ -1568,13 +1568,19 @@ BEGIN
 	-- (a numeric NaN or Infinity, an infinite date or time: no value of
 	-- the data_type, skipped and counted, see _convert)
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
+	-- (a JSON null given a data_type is no value, not one that did not
+	-- convert: not counted, as in predefined attributes)
 	EXECUTE pg_catalog.format(
-		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
+		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v, '
+		'r.eid IS NULL OR %s AS given FROM r), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
 		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
 		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
 		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE pg_catalog.num_nulls(v) = 0) vj GROUP BY eid) '
-		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1) FROM v', q, conv, aid) INTO skipped;
+		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1 AND given) FROM v', q, conv,
+		CASE WHEN vtype = 'jsonb'::regtype THEN 'r.value <> ''null''::jsonb'
+			 WHEN vtype = 'json'::regtype THEN 'pg_catalog.json_typeof(r.value) <> ''null'''
+			 ELSE 'true' END, aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
 $$;
