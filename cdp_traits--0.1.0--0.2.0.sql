@@ -631,6 +631,12 @@ CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_to_uuid';
 COMMENT ON FUNCTION cdp_traits._to_uuid(text) IS 'text to uuid (surrounding blanks ignored), NULL when it is not one';
+-- weights of most_frequent/least_frequent read from text (as in 30_context.sql)
+CREATE FUNCTION cdp_traits._to_float8(text) RETURNS float8
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_float8';
+COMMENT ON FUNCTION cdp_traits._to_float8(text) IS
+	'text to float8 (a weight), NULL when it is not a number as to_number reads it or beyond float8''s range';
 CREATE FUNCTION cdp_traits._deps_stamp(rels oid[], funcs oid[]) RETURNS text
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'cdp_deps_stamp';
@@ -1577,24 +1583,22 @@ BEGIN
 		END IF;
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
+	-- (a numeric NaN or Infinity, an infinite date or time: no value of
+	-- the data_type, skipped and counted, see _convert)
 	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
-	-- a numeric NaN or Infinity is no number, an infinite time no time
-	-- (to_jsonb makes them strings, which the pivot's typed column cannot
-	-- read): skipped and counted, as they are when read from text or float8
-	conv := CASE dt
-		WHEN 'number' THEN pg_catalog.format('NULLIF(NULLIF(NULLIF(%s, ''NaN''::numeric), '
-			'''Infinity''::numeric), ''-Infinity''::numeric)', conv)
-		WHEN 'datetime' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::timestamptz), '
-			'''-infinity''::timestamptz)', conv)
-		WHEN 'date' THEN pg_catalog.format('NULLIF(NULLIF(%s, ''infinity''::date), ''-infinity''::date)', conv)
-		ELSE conv END;
+	-- (a JSON null given a data_type is no value, not one that did not
+	-- convert: not counted, as in predefined attributes)
 	EXECUTE pg_catalog.format(
-		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v FROM r), '
+		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v, '
+		'r.eid IS NULL OR %s AS given FROM r), '
 		'ins AS (INSERT INTO pg_temp.cdp_new (eid, vals) '
 		'SELECT eid, pg_catalog.jsonb_build_object(%L, CASE WHEN count(*) = 1 THEN (pg_catalog.array_agg(j))[1] '
 		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
 		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE pg_catalog.num_nulls(v) = 0) vj GROUP BY eid) '
-		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1) FROM v', q, conv, aid) INTO skipped;
+		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1 AND given) FROM v', q, conv,
+		CASE WHEN vtype = 'jsonb'::regtype THEN 'r.value <> ''null''::jsonb'
+			 WHEN vtype = 'json'::regtype THEN 'pg_catalog.json_typeof(r.value) <> ''null'''
+			 ELSE 'true' END, aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
 $$;
@@ -1878,6 +1882,10 @@ DECLARE
 	wx text;
 	fx text;
 	rtype regtype;
+	wtype regtype;
+	wconv text;
+	wr text;
+	bad text[] := '{}';
 	conds text[] := '{}';
 	k text;
 	fn text;
@@ -1905,6 +1913,22 @@ BEGIN
 	inner_sql := pg_catalog.format(
 		E'SELECT (%s\n) AS value, (%s\n) AS weight, e.event_time AS event_time', val, weight);
 	srf := cdp_traits._query_returns_set(inner_sql || ' FROM ' || evs || ' e');
+	-- An outer expression that returns a set (outer_value
+	-- jsonb_array_elements_text(value->'tags')) gives several rows per
+	-- value, in a lateral subquery of its own: beside the laterals of other
+	-- attributes in one statement, the rows of each event were the product
+	-- of both expansions (a sum counted each value once per element of
+	-- another attribute's array, an event whose other array was empty gave
+	-- no values at all).  Such an attribute is computed as a set-returning
+	-- one (its statement one of the set-returning groups), alone in its
+	-- group: its inner SQL carries a mark of its own, which callers group
+	-- by (md5 of inner_sql and cond).
+	IF cdp_traits._query_returns_set(pg_catalog.format(
+			E'SELECT (%s\n), (%s\n), (%s\n) FROM (%s FROM %s e) x',
+			oval, oweight, COALESCE(ofilt, 'true'), inner_sql, evs)) THEN
+		srf := true;
+		inner_sql := inner_sql || E'\n/* outer set ' || pg_catalog.md5(id) || ' */';
+	END IF;
 	SELECT c.type INTO rtype
 	  FROM cdp_traits._query_columns(pg_catalog.format(
 			E'SELECT y.r FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS r FROM (%s) x) y',
@@ -1928,12 +1952,31 @@ BEGIN
 
 	weighted := typ IN ('most_frequent', 'least_frequent')
 		AND (weight <> '1' OR oweight <> 'weight');
+	IF weighted THEN
+		-- the weight as a float8 ($W its expression): a number, text or
+		-- JSON that is not one (or beyond float8's range: numeric 1e400) is
+		-- NULL, its row skipped and counted, not a cast's error that failed
+		-- the attribute for every entity
+		SELECT c.type INTO wtype
+		  FROM cdp_traits._query_columns(pg_catalog.format(
+				E'SELECT y.w FROM %s e CROSS JOIN LATERAL (SELECT (%s\n) AS w FROM (%s) x) y',
+				evs, oweight, inner_sql)) c;
+		wconv := CASE
+			WHEN wtype IN ('double precision'::regtype, 'real'::regtype, 'smallint'::regtype,
+						   'integer'::regtype, 'bigint'::regtype) THEN '(($W)::float8)'
+			WHEN wtype = 'numeric'::regtype THEN 'cdp_traits._to_float8(($W)::text)'
+			WHEN wtype IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype,
+						   'name'::regtype, 'unknown'::regtype, 'jsonb'::regtype, 'json'::regtype)
+				THEN 'cdp_traits._to_float8(' || cdp_traits._text_form('$W', wtype) || ')'
+			ELSE '(($W)::float8)' END;
+	END IF;
 	-- the per-value expressions over x (value, weight, event_time): x is the
 	-- attribute's own expansion, or (lat_shared) one shared in front as xs
-	sel := pg_catalog.format(E'SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f',
+	sel := pg_catalog.format(E'SELECT %s AS v, (%s\n) AS r, %s AS w, %s AS f, %s AS wr',
 		cdp_traits._convert(oval, rtype, dt), oval,
-		CASE WHEN weighted THEN '((' || oweight || E'\n)::float8)' ELSE 'NULL::float8' END,
-		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END);
+		CASE WHEN weighted THEN pg_catalog.replace(wconv, '$W', oweight || E'\n') ELSE 'NULL::float8' END,
+		CASE WHEN ofilt IS NULL THEN 'true' ELSE '((' || ofilt || E'\n)::boolean)' END,
+		CASE WHEN weighted THEN '(' || oweight || E'\n)' ELSE 'NULL::float8' END);
 	lat := pg_catalog.format('CROSS JOIN LATERAL (%s FROM (%s) x) %I', sel, inner_sql, alias);
 	lat_shared := pg_catalog.format(
 		'CROSS JOIN LATERAL (%s FROM (SELECT xs.value, xs.weight, xs.event_time) x) %I', sel, alias);
@@ -1950,15 +1993,17 @@ BEGIN
 		rx := CASE WHEN cond = 'true' THEN '(' || val || E'\n)'
 			  ELSE pg_catalog.format(E'(CASE WHEN %s THEN (%s\n) END)', cond, val) END;
 		vx := '(' || cdp_traits._convert(rx, rtype, dt) || ')';
-		wx := CASE WHEN NOT weighted THEN 'NULL::float8'
-			  WHEN cond = 'true' THEN '((' || weight || E'\n)::float8)'
-			  ELSE pg_catalog.format(E'(CASE WHEN %s THEN (%s\n) END::float8)', cond, weight) END;
+		wr := CASE WHEN NOT weighted THEN 'NULL::float8'
+			  WHEN cond = 'true' THEN '(' || weight || E'\n)'
+			  ELSE pg_catalog.format(E'(CASE WHEN %s THEN (%s\n) END)', cond, weight) END;
+		wx := CASE WHEN NOT weighted THEN 'NULL::float8' ELSE pg_catalog.replace(wconv, '$W', wr) END;
 		fx := 'true';
 		lat := '';
 	ELSE
 		vx := pg_catalog.quote_ident(alias) || '.v';
 		rx := pg_catalog.quote_ident(alias) || '.r';
 		wx := pg_catalog.quote_ident(alias) || '.w';
+		wr := pg_catalog.quote_ident(alias) || '.wr';
 		fx := pg_catalog.quote_ident(alias) || '.f';
 	END IF;
 	fn := CASE typ
@@ -1975,10 +2020,25 @@ BEGIN
 		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || vx || ')'
 	END;
 	agg := pg_catalog.format('%s FILTER (WHERE %s AND %s IS TRUE)', fn, cond, fx);
-	IF cdp_traits._convert('x', rtype, dt) ~ '^cdp_traits\.(to_number|_to_)' THEN
+	-- skipped: the rows of a value given (not NULL, nor a JSON null:
+	-- payload->'x' of {"x": null} is no value, as payload->>'x' is none)
+	-- that did not convert, or whose weight was given and did not
+	IF cdp_traits._convert('x', rtype, dt) ~ '^(cdp_traits\.(to_number|_to_)|NULLIF)' THEN
+		bad := bad || (vx || ' IS NULL');
+	END IF;
+	IF weighted AND wconv LIKE 'cdp_traits._to_float8(%' THEN
+		bad := bad || pg_catalog.format('(%s AND %s IS NULL)', CASE wtype
+				WHEN 'jsonb'::regtype THEN '(' || wr || ') <> ''null''::jsonb'
+				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || wr || ') <> ''null'''
+				ELSE wr || ' IS NOT NULL' END, wx);
+	END IF;
+	IF pg_catalog.cardinality(bad) > 0 THEN
 		skipped := pg_catalog.format(
-			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s IS NOT NULL AND %s IS NULL)',
-			cond, fx, rx, vx);
+			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s AND (%s))',
+			cond, fx, CASE rtype
+				WHEN 'jsonb'::regtype THEN '(' || rx || ') <> ''null''::jsonb'
+				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || rx || ') <> ''null'''
+				ELSE rx || ' IS NOT NULL' END, pg_catalog.array_to_string(bad, ' OR '));
 	ELSE
 		skipped := '0::bigint';
 	END IF;
@@ -2126,6 +2186,40 @@ AS $$
 		  FROM cdp_traits.context c
 		 WHERE (SELECT n FROM calls) > (SELECT pg_catalog.count(*) FROM lit)
 			OR c.key IN (SELECT lit.key FROM lit))
+	END
+$$;
+
+CREATE OR REPLACE FUNCTION cdp_traits._convert(x text, t regtype, dt text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $3
+		WHEN 'text' THEN cdp_traits._text_form($1, $2)
+		WHEN 'number' THEN CASE
+			WHEN $2 IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+				THEN '(' || $1 || ')::numeric'
+			WHEN $2 = 'numeric'::regtype
+				THEN 'NULLIF(NULLIF(NULLIF((' || $1 || '), ''NaN''::numeric), '
+					 || '''Infinity''::numeric), ''-Infinity''::numeric)'
+			WHEN $2 IN ('real'::regtype, 'double precision'::regtype)
+				THEN 'cdp_traits.to_number((' || $1 || ')::text)'
+			ELSE 'cdp_traits.to_number(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'boolean' THEN CASE WHEN $2 = 'boolean'::regtype THEN '(' || $1 || ')'
+			ELSE 'cdp_traits._to_boolean(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'date' THEN CASE
+			WHEN $2 = 'date'::regtype THEN 'NULLIF(NULLIF((' || $1 || '), ''infinity''::date), ''-infinity''::date)'
+			WHEN $2 = 'timestamp with time zone'::regtype
+				THEN 'NULLIF(NULLIF(((' || $1 || ') AT TIME ZONE ''UTC'')::date, ''infinity''::date), ''-infinity''::date)'
+			WHEN $2 = 'timestamp without time zone'::regtype
+				THEN 'NULLIF(NULLIF((' || $1 || ')::date, ''infinity''::date), ''-infinity''::date)'
+			ELSE 'cdp_traits._to_date(' || cdp_traits._text_form($1, $2) || ')' END
+		WHEN 'datetime' THEN CASE
+			WHEN $2 = 'timestamp with time zone'::regtype
+				THEN 'NULLIF(NULLIF((' || $1 || '), ''infinity''::timestamptz), ''-infinity''::timestamptz)'
+			WHEN $2 IN ('timestamp without time zone'::regtype, 'date'::regtype)
+				THEN 'NULLIF(NULLIF(((' || $1 || ')::timestamp AT TIME ZONE ''UTC''), '
+					 || '''infinity''::timestamptz), ''-infinity''::timestamptz)'
+			ELSE 'cdp_traits._to_timestamptz(' || cdp_traits._text_form($1, $2) || ')' END
 	END
 $$;
 
@@ -3843,6 +3937,7 @@ BEGIN
 		('_states_signature', 'admin'),
 		('_states_store', 'admin'),
 		('_swap_settings', 'admin'),
+		('_to_float8', 'admin'),
 		('_to_uuid', 'admin'),
 		('_value_deltas', 'admin'),
 		('_value_deltas_final', 'admin'),

@@ -22,11 +22,14 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <math.h>
+#include <stdlib.h>
 
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 
 PG_FUNCTION_INFO_V1(cdp_to_number);
+PG_FUNCTION_INFO_V1(cdp_to_float8);
 
 /*
  * Limits of the numeric format (numeric.c): the weight, in base-10000
@@ -145,4 +148,30 @@ cdp_to_number(PG_FUNCTION_ARGS)
 										CStringGetDatum(text_to_cstring(t)),
 										ObjectIdGetDatum(InvalidOid),
 										Int32GetDatum(-1)));
+}
+
+/*
+ * cdp_to_float8
+ *		_to_float8(text) RETURNS float8: the number in the text as a float8,
+ *		or NULL if the text is not a number (as to_number reads it) or is
+ *		beyond float8's range (a magnitude over 1.8e308; one too small for
+ *		it is 0 or the nearest subnormal).  The weights of most_frequent and
+ *		least_frequent attributes: a weight given as text, JSON or numeric
+ *		that a cast to float8 refuses is skipped, not the whole attribute's
+ *		failure.
+ */
+Datum
+cdp_to_float8(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *s;
+	double		result;
+
+	if (!is_number(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)))
+		PG_RETURN_NULL();
+	s = text_to_cstring(t);
+	result = strtod(s, NULL);
+	if (isinf(result) || isnan(result))
+		PG_RETURN_NULL();
+	PG_RETURN_FLOAT8(result);
 }

@@ -107,6 +107,57 @@ plain_datetime_words(const char *s)
 }
 
 /*
+ * iso_offsets
+ *		s with "GMT" or "UTC" dropped where an offset follows it at once
+ *		("GMT+0100", "UTC-05:00"), so that the offset is read as ISO 8601
+ *		reads it, east of Greenwich positive, as JavaScript's Date.toString()
+ *		("Tue Jan 02 2024 10:00:00 GMT+0100") and Java's "z" pattern write
+ *		it.  PostgreSQL's parser reads such a word as a POSIX time zone, whose
+ *		sign is the other way round and whose "0100" is 100 hours: that
+ *		instant was 4 days and 5 hours later than the one meant.  The zone's
+ *		name in parentheses after such an offset is dropped too.
+ */
+static char *
+iso_offsets(const char *s)
+{
+	char	   *result = pstrdup(s);
+	char	   *p;
+	char	   *open = strrchr(result, '(');
+	char	   *end = result + strlen(result);
+
+	/*
+	 * Date.toString() ends with the zone's name in parentheses after the
+	 * offset, "GMT+0100 (Central European Standard Time)": the name says
+	 * nothing the offset does not, and is dropped when such an offset comes
+	 * right before it and nothing after it (a name alone, "10:00 (CET)",
+	 * stays, and makes the text no time).
+	 */
+	if (open && end > open && end[-1] == ')' && strchr(open, ')') == end - 1)
+	{
+		char	   *before = open;
+		char	   *q;
+
+		while (before > result && isspace((unsigned char) before[-1]))
+			before--;
+		q = before;
+		while (q > result && (isdigit((unsigned char) q[-1]) || q[-1] == ':'))
+			q--;
+		if (q < before && q - result >= 4 && (q[-1] == '+' || q[-1] == '-') &&
+			(pg_strncasecmp(q - 4, "gmt", 3) == 0 || pg_strncasecmp(q - 4, "utc", 3) == 0))
+			*before = '\0';
+	}
+
+	for (p = result; *p; p++)
+	{
+		if ((pg_strncasecmp(p, "gmt", 3) == 0 || pg_strncasecmp(p, "utc", 3) == 0) &&
+			(p[3] == '+' || p[3] == '-') &&
+			(p == result || !isalpha((unsigned char) p[-1])))
+			memset(p, ' ', 3);
+	}
+	return result;
+}
+
+/*
  * decode_datetime
  *		Parse s as a date/time; false if it is not one (or is a special value
  *		such as 'infinity', 'epoch' or 'now', which data never means).
@@ -120,7 +171,10 @@ decode_datetime(const char *s, struct pg_tm *tm, fsec_t *fsec, int *tz)
 	int			nf;
 	int			dtype;
 
-	if (*s == '\0' || strlen(s) > MAXDATELEN || !plain_datetime_words(s))
+	if (*s == '\0' || strlen(s) > MAXDATELEN)
+		return false;
+	s = iso_offsets(s);
+	if (!plain_datetime_words(s))
 		return false;
 	if (ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
 		return false;

@@ -46,9 +46,14 @@ AS 'MODULE_PATHNAME', 'cdp_to_timestamptz';
 CREATE FUNCTION cdp_traits._to_uuid(text) RETURNS uuid
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'cdp_to_uuid';
+CREATE FUNCTION cdp_traits._to_float8(text) RETURNS float8
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'cdp_to_float8';
 COMMENT ON FUNCTION cdp_traits._to_boolean(text) IS 'text to boolean, NULL when it is not one';
 COMMENT ON FUNCTION cdp_traits._to_date(text) IS 'text to date, NULL when it is not one';
 COMMENT ON FUNCTION cdp_traits._to_uuid(text) IS 'text to uuid (surrounding blanks ignored), NULL when it is not one';
+COMMENT ON FUNCTION cdp_traits._to_float8(text) IS
+	'text to float8 (a weight), NULL when it is not a number as to_number reads it or beyond float8''s range';
 COMMENT ON FUNCTION cdp_traits._to_timestamptz(text) IS
 	'text to timestamptz (no offset = session time zone), NULL when it is not one';
 

@@ -185,7 +185,7 @@ BEGIN
 		('_states_fetch', 'admin'), ('_states_signature', 'admin'), ('_states_gather', 'admin'),
 		('_states_store', 'admin'), ('_query_deps', 'admin'), ('_deps_stamp', 'admin'), ('_context_md5', 'admin'), ('_calculation_lock', 'admin'),
 		('_sql_problem', 'admin'), ('_setting', 'admin'), ('_context_timer', 'admin'), ('_attribute_timer', 'admin'),
-		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_to_uuid', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'), ('_swap_settings', 'admin'),
+		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_to_uuid', 'admin'), ('_to_float8', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'), ('_swap_settings', 'admin'),
 		('_drop_values', 'admin'),
 		('_value_deltas', 'admin'), ('_clear_new', 'admin'), ('_drop_run_tables', 'admin'), ('_without_waiting', 'admin'), ('_value_deltas_trans', 'admin'), ('_value_deltas_final', 'admin'),
 		-- the owner only
