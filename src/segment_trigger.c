@@ -250,6 +250,21 @@ enum
 	ST_COUNT
 };
 
+/*
+ * The insert of new memberships (two statements use it), and the parameters
+ * of the statements that write memberships: one array per column
+ */
+#define MEMBERSHIPS_INSERT \
+	"INSERT INTO cdp_traits.segment_memberships (vendor, segment, user_id, first, last, member, " \
+	"value, last_event, last_event_time, last_seq, value_seq) " \
+	"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
+	"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
+	"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), " \
+	"pg_catalog.unnest($11)"
+#define MEMBERSHIPS_PARAMS \
+	11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, \
+	BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
+
 static SegStatement statements[ST_COUNT] = {
 	[ST_READ] = {"reading the new events",
 		"SELECT n.seq, n.event, n.vendor, n.segment, n.user_id, n.\"timestamp\", n.remove, n.value "
@@ -312,29 +327,11 @@ static SegStatement statements[ST_COUNT] = {
 		"pg_catalog.unnest($9) AS last_event_time, pg_catalog.unnest($10) AS last_seq, "
 		"pg_catalog.unnest($11) AS value_seq) u "
 		"WHERE m.vendor = u.vendor AND m.segment = u.segment COLLATE \"C\" "
-		"AND m.user_id = u.user_id COLLATE \"C\"",
-		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
-	[ST_INSERT] = {"inserting memberships",
-		"INSERT INTO cdp_traits.segment_memberships (vendor, segment, user_id, first, last, member, "
-		"value, last_event, last_event_time, last_seq, value_seq) "
-		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
-		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
-		"pg_catalog.unnest($11)",
-		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+		"AND m.user_id = u.user_id COLLATE \"C\"", MEMBERSHIPS_PARAMS},
+	[ST_INSERT] = {"inserting memberships", MEMBERSHIPS_INSERT, MEMBERSHIPS_PARAMS},
 	/* the same, under a transaction snapshot: see write_memberships */
 	[ST_INSERT_CHECKED] = {"inserting memberships",
-		"INSERT INTO cdp_traits.segment_memberships (vendor, segment, user_id, first, last, member, "
-		"value, last_event, last_event_time, last_seq, value_seq) "
-		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
-		"pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
-		"pg_catalog.unnest($11) "
-		"ON CONFLICT (vendor, segment, user_id) DO NOTHING",
-		11, {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		BOOLARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+		MEMBERSHIPS_INSERT " ON CONFLICT (vendor, segment, user_id) DO NOTHING", MEMBERSHIPS_PARAMS},
 	[ST_PROFILES] = {"writing profiles",
 		"INSERT INTO cdp_traits.segment_profiles AS p (user_id, segments) "
 		"SELECT pg_catalog.unnest($1), pg_catalog.unnest($2) "
