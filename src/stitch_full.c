@@ -25,6 +25,7 @@
 #include "funcapi.h"
 #include "portability/instr_time.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -960,17 +961,27 @@ stitch_analyze_after(const StitchResult *res)
 /*
  * cdp_restitch
  *		SQL: rebuild stitching from all events; returns the number of entities.
+ *		The events table is locked before the stitching lock, in the order of
+ *		every other whole pass: a DROP or DETACH of a partition holds the
+ *		table when its pass asks for the stitching lock, and a restitch()
+ *		that took the stitching lock first and then waited for the table
+ *		deadlocked with it (isolation spec restitch_vs_ddl).
  */
 Datum
 cdp_restitch(PG_FUNCTION_ARGS)
 {
 	CdpExecState es;
 	StitchResult res;
+	Oid			events;
+	bool		attached;
 
 	cdp_exec_begin(&es);
 	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	events = stitch_source(NULL, &attached);
+	if (OidIsValid(events) && attached)
+		LockRelationOid(events, AccessShareLock);
 	(void) stitch_rules_config();
 	stitch_lock_global(true);
 	stitch_scope(NULL, 0, true, NULL, &res);
