@@ -27,7 +27,9 @@
  * DDL command whose event triggers compile the stitching rules), the
  * events table.  So a change of the attributes takes the events table's
  * lock first (cdp_events_locked_first, a BEFORE statement trigger), and
- * the two wait for each other at their start, not crosswise.
+ * the two wait for each other at their start, not crosswise.  So does
+ * restitch(), which takes the stitching lock that the drop's pass asks for
+ * after it holds the table (stitch_lock_events_first).
  *
  * DETACH PARTITION ... CONCURRENTLY commits its first transaction in the
  * middle of the command: from then on the partition is "detach pending",
@@ -431,26 +433,35 @@ stitch_detach_start(Node *parsetree)
 }
 
 /*
+ * stitch_lock_events_first
+ *		Lock the attached events table (AccessShareLock, to the end of the
+ *		transaction), if one is attached: what locks entities' values or the
+ *		stitching lock takes it first (see the top of this file), as a DROP
+ *		or DETACH of a partition does.  It waits for such a command.
+ */
+void
+stitch_lock_events_first(void)
+{
+	Oid			events = attached_events();
+
+	if (OidIsValid(events))
+		LockRelationOid(events, AccessShareLock);
+}
+
+/*
  * cdp_events_locked_first
- *		BEFORE statement trigger on cdp_traits.attributes: the attached
- *		events table is locked (AccessShareLock, to the end of the
- *		transaction) before the statement locks any entity's values (see
- *		the top of this file).  The lock is the one the rules' compilation
- *		takes later anyway; it waits for a DROP or DETACH of a partition,
- *		which locks the events table first.
+ *		BEFORE statement trigger on cdp_traits.attributes: the events table
+ *		locked before the statement locks any entity's values (the lock the
+ *		rules' compilation takes later anyway).
  */
 Datum
 cdp_events_locked_first(PG_FUNCTION_ARGS)
 {
-	Oid			events;
-
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(((TriggerData *) fcinfo->context)->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("cdp_traits._events_locked_first() must be called as a BEFORE trigger")));
-	events = attached_events();
-	if (OidIsValid(events))
-		LockRelationOid(events, AccessShareLock);
+	stitch_lock_events_first();
 	return PointerGetDatum(NULL);
 }

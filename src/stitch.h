@@ -408,6 +408,7 @@ extern void stitch_partitions_left(void);
 
 /* ---- partition_drop.c ---- */
 extern void *stitch_drop_start(struct Node *parsetree);
+extern void stitch_lock_events_first(void);
 extern void stitch_drop_end(void *watch);
 extern void stitch_detach_start(struct Node *parsetree);
 extern bool stitch_rows_stitched(StitchConfig *cfg, Oid relid);

@@ -25,7 +25,6 @@
 #include "funcapi.h"
 #include "portability/instr_time.h"
 #include "miscadmin.h"
-#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -972,16 +971,12 @@ cdp_restitch(PG_FUNCTION_ARGS)
 {
 	CdpExecState es;
 	StitchResult res;
-	Oid			events;
-	bool		attached;
 
+	stitch_lock_events_first();
 	cdp_exec_begin(&es);
 	cdp_exec_pin_rule_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	events = stitch_source(NULL, &attached);
-	if (OidIsValid(events) && attached)
-		LockRelationOid(events, AccessShareLock);
 	(void) stitch_rules_config();
 	stitch_lock_global(true);
 	stitch_scope(NULL, 0, true, NULL, &res);

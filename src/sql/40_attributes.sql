@@ -290,6 +290,19 @@ AS $$
 	END
 $$;
 
+-- SQL that is true where x (SQL type t) holds a value: for jsonb and json
+-- not a JSON null (payload->'x' of {"x": null} is no value, as payload->>'x'
+-- is none: not counted as one that did not convert), else otherwise.
+CREATE FUNCTION cdp_traits._given_sql(x text, t regtype, otherwise text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $2
+		WHEN 'jsonb'::regtype THEN '(' || $1 || ') <> ''null''::jsonb'
+		WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || $1 || ') <> ''null'''
+		ELSE $3 END
+$$;
+
 -- An expression converting x (SQL type t) to data_type dt, NULL when it does
 -- not convert.  A numeric NaN or Infinity is no number, and an infinite date
 -- or time no date or time, whatever type they come in: text and float8 go
@@ -578,25 +591,20 @@ BEGIN
 		WHEN 'max' THEN CASE WHEN dt = 'boolean' THEN 'bool_or(' ELSE 'max(' END || vx || ')'
 	END;
 	agg := pg_catalog.format('%s FILTER (WHERE %s AND %s IS TRUE)', fn, cond, fx);
-	-- skipped: the rows of a value given (not NULL, nor a JSON null:
-	-- payload->'x' of {"x": null} is no value, as payload->>'x' is none)
-	-- that did not convert, or whose weight was given and did not
+	-- skipped: the rows of a value given (see _given_sql) that did not
+	-- convert, or whose weight was given and did not
 	IF cdp_traits._convert('x', rtype, dt) ~ '^(cdp_traits\.(to_number|_to_)|NULLIF)' THEN
 		bad := bad || (vx || ' IS NULL');
 	END IF;
 	IF weighted AND wconv LIKE 'cdp_traits._to_float8(%' THEN
-		bad := bad || pg_catalog.format('(%s AND %s IS NULL)', CASE wtype
-				WHEN 'jsonb'::regtype THEN '(' || wr || ') <> ''null''::jsonb'
-				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || wr || ') <> ''null'''
-				ELSE wr || ' IS NOT NULL' END, wx);
+		bad := bad || pg_catalog.format('(%s AND %s IS NULL)',
+			cdp_traits._given_sql(wr, wtype, wr || ' IS NOT NULL'), wx);
 	END IF;
 	IF pg_catalog.cardinality(bad) > 0 THEN
 		skipped := pg_catalog.format(
 			'count(*) FILTER (WHERE %s AND %s IS TRUE AND %s AND (%s))',
-			cond, fx, CASE rtype
-				WHEN 'jsonb'::regtype THEN '(' || rx || ') <> ''null''::jsonb'
-				WHEN 'json'::regtype THEN 'pg_catalog.json_typeof(' || rx || ') <> ''null'''
-				ELSE rx || ' IS NOT NULL' END, pg_catalog.array_to_string(bad, ' OR '));
+			cond, fx, cdp_traits._given_sql(rx, rtype, rx || ' IS NOT NULL'),
+			pg_catalog.array_to_string(bad, ' OR '));
 	ELSE
 		skipped := '0::bigint';
 	END IF;
@@ -2132,9 +2140,7 @@ BEGIN
 		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
 		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE pg_catalog.num_nulls(v) = 0) vj GROUP BY eid) '
 		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1 AND given) FROM v', q, conv,
-		CASE WHEN vtype = 'jsonb'::regtype THEN 'r.value <> ''null''::jsonb'
-			 WHEN vtype = 'json'::regtype THEN 'pg_catalog.json_typeof(r.value) <> ''null'''
-			 ELSE 'true' END, aid) INTO skipped;
+		cdp_traits._given_sql('r.value', vtype, 'true'), aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
 $$;
@@ -2393,25 +2399,23 @@ BEGIN
 		-- (Only those values can change under a run: the definitions it
 		-- computes are locked, and other runs wait for it.)
 		IF written < changes - k OR EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.now IS NOT NULL) THEN
+			-- (the run's values: those of ok in new_vals; a row gone is
+			-- merged into nothing, and its entity is new)
 			UPDATE pg_temp.cdp_changes c
-			   SET new_vals = cdp_traits._merge_values(l.now, c.new_vals - ARRAY(
-								  SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x <> ALL (ok)), ok)
-			  FROM pg_temp.cdp_live l
-			 WHERE l.id = c.eid AND l.now IS NOT NULL;
-			UPDATE pg_temp.cdp_changes c
-			   SET fresh = true,
-				   new_vals = c.new_vals - ARRAY(SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x
-												  WHERE x <> ALL (ok))
-			 WHERE NOT c.fresh
-			   AND NOT EXISTS (SELECT FROM pg_temp.cdp_live l WHERE l.id = c.eid)
-			   AND NOT EXISTS (SELECT FROM cdp_traits.entity_attributes ea WHERE ea.customer_entity_id = c.eid);
+			   SET new_vals = cdp_traits._merge_values(COALESCE(g.now, '{}'), c.new_vals - ARRAY(
+								  SELECT x FROM pg_catalog.jsonb_object_keys(c.new_vals) x WHERE x <> ALL (ok)), ok),
+				   fresh = g.gone
+			  FROM (SELECT c2.eid, l.now, l.id IS NULL AS gone
+					  FROM pg_temp.cdp_changes c2 LEFT JOIN pg_temp.cdp_live l ON l.id = c2.eid
+					 WHERE NOT c2.fresh
+					   AND (l.now IS NOT NULL
+							OR (l.id IS NULL AND NOT EXISTS (SELECT FROM cdp_traits.entity_attributes ea
+															  WHERE ea.customer_entity_id = c2.eid)))) g
+			 WHERE c.eid = g.eid;
+			DELETE FROM pg_temp.cdp_changes c WHERE c.fresh AND c.new_vals = '{}';
 			GET DIAGNOSTICS n = ROW_COUNT;
-			IF n > 0 THEN
-				DELETE FROM pg_temp.cdp_changes c WHERE c.fresh AND c.new_vals = '{}';
-				GET DIAGNOSTICS n = ROW_COUNT;
-				changes := changes - n;
-				SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.fresh;
-			END IF;
+			changes := changes - n;
+			SELECT count(*) INTO k FROM pg_temp.cdp_changes c WHERE c.fresh;
 		END IF;
 	END IF;
 	n := cdp_traits._without_waiting(

@@ -175,7 +175,7 @@ BEGIN
 		-- helpers the calculation and the definition checks call as the admin
 		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
-		('_compile', 'admin'), ('_convert', 'admin'), ('_count_changes', 'admin'), ('_count_changes_at_commit', 'admin'), ('_apply_counts_at_commit', 'admin'),
+		('_compile', 'admin'), ('_convert', 'admin'), ('_given_sql', 'admin'), ('_count_changes', 'admin'), ('_count_changes_at_commit', 'admin'), ('_apply_counts_at_commit', 'admin'),
 		('_categorical', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),
 		('_definition_error', 'admin'), ('_events_attached', 'admin'), ('_events_rel', 'admin'),
 		('_expression_columns', 'admin'), ('_opt', 'admin'), ('_outcome', 'admin'),
