@@ -2162,11 +2162,15 @@ END;
 $$;
 
 CREATE FUNCTION cdp_traits._context_md5(def jsonb) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH d AS (SELECT s #>> '{}' AS t
-				 FROM pg_catalog.jsonb_path_query($1, 'strict $.** ? (@.type() == "string")') s),
+BEGIN
+	IF pg_catalog.strpos(pg_catalog.lower(def::text), 'context') = 0 THEN
+		RETURN NULL;
+	END IF;
+	RETURN (WITH d AS (SELECT s #>> '{}' AS t
+				 FROM pg_catalog.jsonb_path_query(def, 'strict $.** ? (@.type() == "string")') s),
 	calls AS (SELECT (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t, 'context_value', 'gi') m)
 				   + (SELECT pg_catalog.count(*) FROM d, pg_catalog.regexp_matches(d.t,
 						'(?:\mcdp_traits"?\s*\.\s*"?|\m(?:from|join)\s+"?)context"?(?![_[:alnum:]$])', 'gi') m) AS n),
@@ -2179,7 +2183,8 @@ AS $$
 		  FROM cdp_traits.context c
 		 WHERE (SELECT n FROM calls) > (SELECT pg_catalog.count(*) FROM lit)
 			OR c.key IN (SELECT lit.key FROM lit))
-	END
+	END);
+END
 $$;
 
 CREATE OR REPLACE FUNCTION cdp_traits._convert(x text, t regtype, dt text) RETURNS text
