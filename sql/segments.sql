@@ -224,6 +224,15 @@ SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:0
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"remove": null}');
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z', remove => true, val => 'v'));
 SELECT cdp_traits.ingest_segment_event(ev(90, 'kim', 1, 's', '2021-01-01T00:00:00Z') || '{"value": 3}');
+-- in a batch, the error names the event that failed (its id), and none of
+-- the batch stays
+SELECT count(*) AS before FROM cdp_traits.segment_events \gset
+SELECT cdp_traits.ingest_segment_event(d)
+  FROM (VALUES (ev(94, 'kim', 1, 's', '2021-01-01T00:00:00Z')), (ev(95, 'kim', 1, 's', '2021-01-01 10:00')),
+               (ev(96, 'kim', 1, 's', '2021-01-01T00:00:00Z'))) b(d);
+SELECT cdp_traits.ingest_segment_event(d)
+  FROM (VALUES (ev(94, 'kim', 1, 's', '2021-01-01T00:00:00Z')), (ev(95, 'kim', 1, 's', '2021-01-01T00:00:00Z') - 'user')) b(d);
+SELECT count(*) - :before AS stayed FROM cdp_traits.segment_events;
 \set VERBOSITY terse
 -- the same rules hold for rows written directly (COPY, INSERT): the whole
 -- statement is rejected

@@ -281,20 +281,29 @@ COMMENT ON FUNCTION cdp_traits.toggles_since(bigint, integer) IS
  * ingest_segment_event: validate one JSON event and insert it.  Returns its
  * seq, or NULL when its id was seen before (ignored).
  */
-CREATE FUNCTION cdp_traits._segment_event_error(field text, must text, got jsonb DEFAULT NULL)
+CREATE FUNCTION cdp_traits._segment_event_error(field text, must text, got jsonb DEFAULT NULL,
+												 ev text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 BEGIN
-	IF got IS NULL THEN
+	-- (the event's id, once it is known to be one, names the document that
+	-- failed among the many of a batch: SELECT ingest_segment_event(doc) FROM ...)
+	IF got IS NULL AND ev IS NULL THEN
 		RAISE EXCEPTION 'invalid segment event: "%" %', field, must
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
 						 '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
+	ELSIF got IS NULL THEN
+		RAISE EXCEPTION 'invalid segment event: "%" %', field, must
+			USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The event is ' || ev || '.',
+				  HINT = 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
+						 '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
 	END IF;
 	RAISE EXCEPTION 'invalid segment event: "%" %', field, must
-		USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The value is ' || got::text || '.';
+		USING ERRCODE = 'invalid_parameter_value',
+			  DETAIL = 'The value is ' || got::text || '.' || COALESCE(' The event is ' || ev || '.', '');
 END;
 $$;
 
@@ -310,6 +319,11 @@ DECLARE
 	is_remove boolean := false;
 	new_seq bigint;
 	new_tid tid;
+	ev text;				-- the event's id, once checked
+	stamp cdp_traits.rfc3339;
+	msg text;
+	det text;
+	hint text;
 BEGIN
 	IF doc IS NULL OR jsonb_typeof(doc) <> 'object' THEN
 		RAISE EXCEPTION 'invalid segment event: it must be a JSON object'
@@ -324,56 +338,70 @@ BEGIN
 		  OR (v->>0) !~ '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$' THEN
 		PERFORM _segment_event_error('event', 'must be a UUID string', v);
 	END IF;
+	ev := v->>0;
 
 	v := doc->'user';
 	IF v IS NULL THEN
-		PERFORM _segment_event_error('user', 'is missing');
+		PERFORM _segment_event_error('user', 'is missing', NULL, ev);
 	ELSIF jsonb_typeof(v) <> 'string' OR v->>0 = '' THEN
-		PERFORM _segment_event_error('user', 'must be a non-empty string', v);
+		PERFORM _segment_event_error('user', 'must be a non-empty string', v, ev);
 	ELSIF pg_catalog.octet_length(v->>0) > 2000 THEN
 		PERFORM _segment_event_error('user', pg_catalog.format('must be at most 2000 bytes long (it has %s)',
-																pg_catalog.octet_length(v->>0)));
+																pg_catalog.octet_length(v->>0)), NULL, ev);
 	END IF;
 
 	seg := doc->'segment';
 	IF seg IS NULL THEN
-		PERFORM _segment_event_error('segment', 'is missing');
+		PERFORM _segment_event_error('segment', 'is missing', NULL, ev);
 	ELSIF jsonb_typeof(seg) <> 'object' THEN
-		PERFORM _segment_event_error('segment', 'must be an object with "vendor" and "name"', seg);
+		PERFORM _segment_event_error('segment', 'must be an object with "vendor" and "name"', seg, ev);
 	END IF;
 	v := seg->'vendor';
 	IF v IS NULL THEN
-		PERFORM _segment_event_error('segment.vendor', 'is missing');
+		PERFORM _segment_event_error('segment.vendor', 'is missing', NULL, ev);
 	END IF;
 	IF jsonb_typeof(v) = 'number' THEN
 		vendor := (v #>> '{}')::numeric;
 	END IF;
 	IF vendor IS NULL OR vendor <> trunc(vendor) OR vendor < 1 OR vendor > 2147483647 THEN
-		PERFORM _segment_event_error('segment.vendor', 'must be an integer from 1 to 2147483647', v);
+		PERFORM _segment_event_error('segment.vendor', 'must be an integer from 1 to 2147483647', v, ev);
 	END IF;
 	v := seg->'name';
 	IF v IS NULL THEN
-		PERFORM _segment_event_error('segment.name', 'is missing');
+		PERFORM _segment_event_error('segment.name', 'is missing', NULL, ev);
 	ELSIF jsonb_typeof(v) <> 'string' THEN
-		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v);
+		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v, ev);
 	END IF;
 	name := v->>0;
 	IF char_length(name) NOT BETWEEN 1 AND 32 THEN
-		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v);
+		PERFORM _segment_event_error('segment.name', 'must be a string of 1 to 32 characters', v, ev);
 	END IF;
 
 	v := doc->'timestamp';
 	IF v IS NULL THEN
-		PERFORM _segment_event_error('timestamp', 'is missing');
+		PERFORM _segment_event_error('timestamp', 'is missing', NULL, ev);
 	ELSIF jsonb_typeof(v) <> 'string' THEN
-		PERFORM _segment_event_error('timestamp', 'must be an RFC 3339 date-time with an offset', v);
+		PERFORM _segment_event_error('timestamp', 'must be an RFC 3339 date-time with an offset', v, ev);
 	END IF;
-	-- the format itself is checked by the column's type, cdp_traits.rfc3339
+	-- the format itself is checked by the column's type, cdp_traits.rfc3339;
+	-- its error is given again with the event's id (no subtransaction id is
+	-- taken: the block writes nothing)
+	BEGIN
+		stamp := (v->>0)::cdp_traits.rfc3339;
+	EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+		det := CASE WHEN det <> '' THEN det || ' ' ELSE 'The value is ' || v::text || '. ' END
+			   || 'The event is ' || ev || '.';
+		IF hint <> '' THEN
+			RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = msg, DETAIL = det, HINT = hint;
+		END IF;
+		RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = msg, DETAIL = det;
+	END;
 
 	v := doc->'remove';
 	IF v IS NOT NULL THEN
 		IF v <> 'true'::jsonb THEN
-			PERFORM _segment_event_error('remove', 'must be true when present (leave it out for an add)', v);
+			PERFORM _segment_event_error('remove', 'must be true when present (leave it out for an add)', v, ev);
 		END IF;
 		is_remove := true;
 	END IF;
@@ -381,14 +409,14 @@ BEGIN
 	v := doc->'value';
 	IF v IS NOT NULL THEN
 		IF is_remove THEN
-			PERFORM _segment_event_error('value', 'is only allowed on adds, not with "remove"', v);
+			PERFORM _segment_event_error('value', 'is only allowed on adds, not with "remove"', v, ev);
 		ELSIF jsonb_typeof(v) <> 'string' THEN
-			PERFORM _segment_event_error('value', 'must be a string', v);
+			PERFORM _segment_event_error('value', 'must be a string', v, ev);
 		END IF;
 	END IF;
 
 	INSERT INTO cdp_traits.segment_events (event, user_id, vendor, segment, "timestamp", remove, value)
-	VALUES ((doc->>'event')::uuid, doc->>'user', vendor::integer, name, (doc->>'timestamp')::cdp_traits.rfc3339,
+	VALUES ((doc->>'event')::uuid, doc->>'user', vendor::integer, name, stamp,
 			is_remove, doc->>'value')
 	RETURNING seq, ctid INTO new_seq, new_tid;
 	-- a repeated id: the trigger has removed the row again (found by its
