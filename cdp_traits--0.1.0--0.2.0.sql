@@ -970,6 +970,39 @@ CREATE TRIGGER toggles_notify AFTER INSERT ON cdp_traits.segment_toggles
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._toggles_notify();
 -- (enabled always, also in replica sessions: see 95_replica_sessions.sql)
 
+-- The number up to which every toggle has been committed or rolled back:
+-- the last number given out, read before waiting for the writers of that
+-- moment (taken and released at once).  A standby knows neither the
+-- primary's writers of the moment (their locks are not replicated, and a
+-- writer that took its number may not have written anything yet) nor the
+-- last number given out (a sequence is logged ahead): a reader there would
+-- pass over a toggle committed later.  Called by toggles_since() and
+-- toggles_position() (caller: the name given in errors).
+CREATE FUNCTION cdp_traits._toggles_upto(caller text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	given_out bigint;
+BEGIN
+	IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION '%() must run in a READ COMMITTED transaction', caller
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'A snapshot taken earlier in the transaction could miss toggles committed since, and the reader would skip them.';
+	END IF;
+	IF pg_catalog.pg_is_in_recovery() THEN
+		RAISE EXCEPTION '%() cannot run on a standby', caller
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'A standby cannot see which transactions on the primary are still writing toggles, so a toggle with a lower seq could commit after the reader passed it.',
+				  HINT = pg_catalog.format('Call %s() on the primary.', caller);
+	END IF;
+	SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO given_out
+	  FROM cdp_traits.segment_toggles_seq_seq s;
+	PERFORM cdp_traits._toggles_wait();
+	RETURN given_out;
+END;
+$$;
+
 CREATE FUNCTION cdp_traits.toggles_since("after" bigint, max integer)
 RETURNS SETOF cdp_traits.segment_toggles
 LANGUAGE plpgsql
@@ -984,25 +1017,7 @@ BEGIN
 		RAISE EXCEPTION 'max must be 0 or more'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-		RAISE EXCEPTION 'toggles_since() must run in a READ COMMITTED transaction'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = 'A snapshot taken earlier in the transaction could miss toggles committed since, and the reader would skip them.';
-	END IF;
-	-- A standby knows neither the primary's writers of the moment (their
-	-- locks are not replicated, and a writer that took its number may not
-	-- have written anything yet) nor the last number given out (a sequence
-	-- is logged ahead): it would pass over a toggle committed later.
-	IF pg_catalog.pg_is_in_recovery() THEN
-		RAISE EXCEPTION 'toggles_since() cannot run on a standby'
-			USING ERRCODE = 'feature_not_supported',
-				  DETAIL = 'A standby cannot see which transactions on the primary are still writing toggles, so a toggle with a lower seq could commit after the reader passed it.',
-				  HINT = 'Call toggles_since() on the primary.';
-	END IF;
-	SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO given_out
-	  FROM cdp_traits.segment_toggles_seq_seq s;
-	-- wait for the writers of this moment (taken and released at once)
-	PERFORM cdp_traits._toggles_wait();
+	given_out := cdp_traits._toggles_upto('toggles_since');
 	RETURN QUERY
 	SELECT t.* FROM cdp_traits.segment_toggles t
 	 WHERE t.seq > COALESCE("after", 0) AND t.seq <= given_out
@@ -1012,6 +1027,20 @@ END;
 $$;
 COMMENT ON FUNCTION cdp_traits.toggles_since(bigint, integer) IS
 	'toggles with seq > after, in order, at most max; never skips a toggle of a transaction still in progress (waits for it)';
+
+-- Where a new consumer starts: every toggle up to the number returned is
+-- committed (or rolled back), so a snapshot taken after it (the next
+-- statement of a READ COMMITTED session) holds the state they made, and
+-- toggles_since(that number) hands out every change after it (README,
+-- "Starting a consumer").
+CREATE FUNCTION cdp_traits.toggles_position() RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+	SELECT cdp_traits._toggles_upto('toggles_position')
+$$;
+COMMENT ON FUNCTION cdp_traits.toggles_position() IS
+	'the seq up to which every toggle is committed or rolled back (waits for writers in progress): where a new consumer of toggles_since() starts';
 
 /*
  * ingest_segment_event: validate one JSON event and insert it.  Returns its
@@ -4095,6 +4124,7 @@ BEGIN
 		('rfc3339_send', 'public'), ('rfc3339', 'public'),
 		('ingest_segment_event', 'admin'), ('rebuild_segment_profiles', 'admin'),
 		('_segment_event_error', 'admin'), ('toggles_since', 'reader'),
+		('toggles_position', 'reader'), ('_toggles_upto', 'reader'),
 		('_toggles_writer', 'owner'), ('_toggles_notify', 'owner'),
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
 		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),

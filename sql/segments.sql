@@ -181,6 +181,29 @@ SELECT * FROM cdp_traits.toggles_since(0, -1);
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT * FROM cdp_traits.toggles_since(0, 1);
 ROLLBACK;
+-- Starting a new consumer: toggles_position() (every toggle up to it is
+-- committed), then the state as the next statement sees it, then
+-- toggles_since(position) applied in order keeps that state current.
+SELECT cdp_traits.toggles_position() AS pos \gset
+SELECT :pos >= (SELECT max(seq) FROM cdp_traits.segment_toggles) AS covers_the_log;
+CREATE TEMP TABLE consumer AS
+SELECT vendor, segment, user_id, member FROM cdp_traits.segment_memberships;
+SELECT ingest(700, 'alice', 32, 'trains', '2021-06-01T00:00:00Z', remove => true) IS NOT NULL AS stored,
+       ingest(701, 'bob', 32, 'trains', '2021-06-01T00:00:00Z') IS NOT NULL AS stored,
+       ingest(702, 'alice', 32, 'trains', '2021-06-02T00:00:00Z') IS NOT NULL AS stored,
+       ingest(703, 'alice', 32, 'trains', '2021-06-03T00:00:00Z', remove => true) IS NOT NULL AS stored;
+SELECT user_id, member, num(event) AS event FROM cdp_traits.toggles_since(:pos, 100) ORDER BY seq;
+UPDATE consumer c SET member = t.member
+  FROM (SELECT DISTINCT ON (vendor, segment, user_id) vendor, segment, user_id, member
+          FROM cdp_traits.toggles_since(:pos, 100) ORDER BY vendor, segment, user_id, seq DESC) t
+ WHERE (c.vendor, c.segment, c.user_id) = (t.vendor, t.segment, t.user_id);
+SELECT count(*) AS consumer_differs FROM consumer c
+  JOIN cdp_traits.segment_memberships m USING (vendor, segment, user_id) WHERE c.member <> m.member;
+SELECT count(*) AS consumer_misses FROM cdp_traits.segment_memberships m
+ WHERE NOT EXISTS (SELECT FROM consumer c WHERE (c.vendor, c.segment, c.user_id) = (m.vendor, m.segment, m.user_id));
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT cdp_traits.toggles_position();
+ROLLBACK;
 
 -- 10. Validation: every violation is rejected with an error naming the
 -- field, and nothing is stored.

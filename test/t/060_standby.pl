@@ -52,6 +52,12 @@ isnt($ret, 0, 'toggles_since() on a standby fails instead of handing out toggle 
 like($stderr, qr/ERROR:  toggles_since\(\) cannot run on a standby/, 'the error says so');
 like($stderr, qr/HINT:  Call toggles_since\(\) on the primary\./, 'and where to read');
 
+# where a new consumer starts: 2 would be given while 1 is in progress
+($ret, $stdout, $stderr) = $standby->psql('postgres', q{SELECT cdp_traits.toggles_position()});
+isnt($ret, 0, 'toggles_position() on a standby fails instead of giving 2 while 1 is in progress')
+  or diag("it returned: $stdout");
+like($stderr, qr/ERROR:  toggles_position\(\) cannot run on a standby/, 'the error says so');
+
 $writer->query_safe('COMMIT');
 $writer->quit;
 $primary->wait_for_catchup($standby);
