@@ -174,16 +174,18 @@ INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('o_tags', $${"type": "list", "value": "jsonb_array_elements(payload->'items')", "outer_value": "jsonb_array_elements_text(value->'tags')", "types": ["o"]}$$);
 SELECT cdp_traits.calculate_attributes() AS all_entities;
 SELECT * FROM vals WHERE attribute_id LIKE 'o%';
--- A custom query's JSON null given a data_type is no value, as in
--- predefined attributes: not counted as skipped (its "NaN" is)
+-- A custom query's JSON null is no value, as in predefined attributes:
+-- not stored without a data_type (c_raw), not counted as skipped with one
+-- (its "NaN" is)
 DELETE FROM cdp_traits.attributes;
 INSERT INTO ev VALUES
   (25, 'web', 'c', '1', '2025-03-03 10:00+00', '{"email": "c@x", "plan": null, "score": "NaN"}');
 INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('c_plan',  $${"type": "custom", "query": "SELECT payload->'plan' AS value FROM base WHERE type = 'c'", "data_type": "text"}$$),
   ('c_score', $${"type": "custom", "query": "SELECT (payload->>'score')::numeric AS value FROM base WHERE type = 'c'", "data_type": "number"}$$),
+  ('c_raw',   $${"type": "custom", "query": "SELECT payload->'plan' AS value FROM base WHERE type = 'c'"}$$),
   ('p_plan',  $${"type": "last", "value": "payload->'plan'", "types": ["c"]}$$);
 SELECT cdp_traits.calculate_attributes() AS all_entities;
 SELECT * FROM skipped;
-SELECT * FROM vals WHERE attribute_id IN ('c_plan', 'c_score', 'p_plan');
+SELECT * FROM vals WHERE attribute_id IN ('c_plan', 'c_raw', 'c_score', 'p_plan');
 RESET cdp_traits.state_min_events;

@@ -2139,9 +2139,12 @@ BEGIN
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
 	-- (a numeric NaN or Infinity, an infinite date or time: no value of
 	-- the data_type, skipped and counted, see _convert)
-	conv := CASE WHEN dt IS NULL THEN 'r.value' ELSE cdp_traits._convert('r.value', vtype, dt) END;
-	-- (a JSON null given a data_type is no value, not one that did not
-	-- convert: not counted, as in predefined attributes)
+	-- (a JSON null is no value, as in predefined attributes: not stored
+	-- without a data_type, and with one not counted as a value that did
+	-- not convert)
+	conv := CASE WHEN dt IS NULL THEN pg_catalog.format('CASE WHEN %s THEN r.value END',
+														 cdp_traits._given_sql('r.value', vtype, 'true'))
+				 ELSE cdp_traits._convert('r.value', vtype, dt) END;
 	EXECUTE pg_catalog.format(
 		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v, '
 		'r.eid IS NULL OR %s AS given FROM r), '
