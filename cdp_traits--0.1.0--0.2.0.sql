@@ -3887,6 +3887,12 @@ BEGIN
 				   SET value = v, modified = LOCALTIMESTAMP, error = NULL, error_at = NULL
 				 WHERE key = k.key;
 				n := n + 1;
+			ELSIF EXISTS (SELECT FROM cdp_traits.context c WHERE c.key = k.key AND c.query = k.query) THEN
+				-- (said, not silent: an admin session left open stalls the
+				-- key for as long, and its value stays stale)
+				RAISE WARNING 'context key "%" was not refreshed: a transaction in progress is changing it', k.key
+					USING DETAIL = 'Its value stays as it is; the next refresh after that transaction ends runs its query.',
+						  HINT = 'Look for an open transaction that changed cdp_traits.context (pg_stat_activity: idle in transaction).';
 			END IF;
 		EXCEPTION
 			WHEN query_canceled THEN
