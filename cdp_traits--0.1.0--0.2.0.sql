@@ -681,6 +681,7 @@ COMMENT ON FUNCTION cdp_traits._query_deps(text) IS
 	'internal: the relations and functions a statement names, and whether it calls only immutable functions (parse-analysed, not run; views not looked into)';
 DROP FUNCTION cdp_traits._compile(text, jsonb, text);
 ALTER TABLE cdp_traits.calculation_runs ADD COLUMN from_states bigint;
+ALTER TABLE cdp_traits.calculation_run_attributes ADD COLUMN failing_entity uuid;
 -- (as in 20_aggregates.sql)
 CREATE FUNCTION cdp_traits.agg_state_merge(cdp_traits.agg_state, cdp_traits.agg_state)
 RETURNS cdp_traits.agg_state
@@ -1706,7 +1707,25 @@ BEGIN
 				END LOOP;
 			ELSE
 				PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
-				RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+				-- a custom query's error: an entity it fails for, in the
+				-- run's record (its statement runs over all at once, and the
+				-- error, "division by zero" say, names none)
+				IF kind = 'query' AND (SELECT a.definition->>'type' FROM cdp_traits.attributes a
+										WHERE a.id = aids[1]) = 'custom' THEN
+					UPDATE pg_temp.cdp_outcome o
+					   SET failing_entity = cdp_traits._failing_entity(aids[1], scope_sql,
+							(SELECT r.failing_entity FROM cdp_traits.calculation_run_attributes r
+							  WHERE r.attribute_id = aids[1] AND r.failing_entity IS NOT NULL
+							  ORDER BY r.run_id DESC LIMIT 1))
+					 WHERE o.aid = aids[1]
+					RETURNING o.failing_entity INTO one;
+				END IF;
+				IF one IS NOT NULL THEN
+					RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg
+						USING HINT = 'calculation_run_attributes.failing_entity names an entity its query fails for.';
+				ELSE
+					RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+				END IF;
 			END IF;
 	END;
 END;
@@ -2307,6 +2326,23 @@ AS $$
 	SELECT cdp_traits._apply_counts_at_commit() WHERE $1 IS NOT NULL AND $1 <> '{}';
 $$;
 
+CREATE FUNCTION cdp_traits._custom_fails(def jsonb, ids uuid[]) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	EXECUTE 'SELECT pg_catalog.count(*) FROM ('
+			|| cdp_traits._custom_sql(def, 'SELECT pg_catalog.unnest($1::uuid[]) AS id') || ') x'
+		USING ids;
+	RETURN false;
+EXCEPTION
+	WHEN query_canceled THEN
+		RAISE;
+	WHEN OTHERS THEN
+		RETURN true;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._custom_sql(def jsonb, scope_sql text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -2428,6 +2464,55 @@ AS $$
 		ELSE $1::text END
 	  FROM pg_catalog.pg_attribute a
 	 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+CREATE FUNCTION cdp_traits._failing_entity(aid text, scope_sql text, was uuid) RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	ids uuid[];
+	lo integer := 1;
+	hi integer;
+	mid integer;
+	found uuid;
+BEGIN
+	PERFORM cdp_traits._attribute_timer(true);
+	BEGIN
+		IF was IS NOT NULL THEN
+			EXECUTE 'SELECT pg_catalog.array_agg(x) FROM (' || scope_sql || ') s(x) WHERE x = $1'
+				INTO ids USING was;
+			IF ids IS NOT NULL AND cdp_traits._custom_fails(def, ids) THEN
+				PERFORM cdp_traits._attribute_timer(false);
+				RETURN was;
+			END IF;
+		END IF;
+		EXECUTE 'SELECT pg_catalog.array_agg(x ORDER BY x) FROM (' || scope_sql || ') s(x)' INTO ids;
+		hi := COALESCE(pg_catalog.cardinality(ids), 0);
+		-- the query fails over ids[lo:hi]
+		WHILE lo < hi LOOP
+			mid := (lo + hi) / 2;
+			IF cdp_traits._custom_fails(def, ids[lo:mid]) THEN
+				hi := mid;
+			ELSIF cdp_traits._custom_fails(def, ids[mid + 1:hi]) THEN
+				lo := mid + 1;
+			ELSE
+				EXIT;			-- it fails only for several together
+			END IF;
+		END LOOP;
+		IF lo = hi AND cdp_traits._custom_fails(def, ids[lo:lo]) THEN
+			found := ids[lo];
+		END IF;
+	EXCEPTION WHEN query_canceled THEN
+		IF NOT cdp_traits._attribute_timer(false) THEN
+			RAISE;
+		END IF;
+		RETURN NULL;
+	END;
+	PERFORM cdp_traits._attribute_timer(false);
+	RETURN found;
+END;
 $$;
 
 CREATE FUNCTION cdp_traits._given_sql(x text, t regtype, otherwise text) RETURNS text
@@ -3470,7 +3555,8 @@ BEGIN
 	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
 	CREATE TEMP TABLE cdp_parts (name text PRIMARY KEY);
 	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
-								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
+								   duration_ms numeric, written boolean NOT NULL DEFAULT false,
+								   failing_entity uuid);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
 	-- where _calc_predefined may split a statement over many entities in two
 	-- (see _halves): the median entity id, from the statistics of
@@ -3687,15 +3773,15 @@ BEGIN
 
 	-- outcomes; definitions computed for everyone are now complete
 	INSERT INTO cdp_traits.calculation_run_attributes AS r
-		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error)
+		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error, failing_entity)
 	SELECT run, o.aid, at.version,
 		   CASE WHEN o.aid = ANY (everyone_now) OR at.definition->>'type' = 'external'
 				THEN 'all' ELSE 'dirty' END,
-		   o.skipped, o.duration_ms, o.error
+		   o.skipped, o.duration_ms, o.error, o.failing_entity
 	  FROM pg_temp.cdp_outcome o JOIN cdp_traits.attributes at ON at.id = o.aid
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
-		   error = EXCLUDED.error;
+		   error = EXCLUDED.error, failing_entity = EXCLUDED.failing_entity;
 	-- (the counts as they will be at commit: with this transaction's
 	-- pending changes)
 	UPDATE cdp_traits.calculation_run_attributes r
@@ -3980,6 +4066,7 @@ BEGIN
 		('_context_timer', 'admin'),
 		('_count_changes', 'admin'),
 		('_count_changes_at_commit', 'admin'),
+		('_custom_fails', 'admin'),
 		('_ddl_end', 'owner'),
 		('_ddl_start', 'owner'),
 		('_deps_stamp', 'admin'),
@@ -3991,6 +4078,7 @@ BEGIN
 		('_events_rel', 'admin'),
 		('_explain_events', 'reader'),
 		('_explain_graph', 'reader'),
+		('_failing_entity', 'admin'),
 		('_given_sql', 'admin'),
 		('_grants_of_others', 'owner'),
 		('_halves', 'admin'),

@@ -256,6 +256,26 @@ SELECT calculated IS NULL AS still_dirty FROM cdp_traits.customer_entities WHERE
 DELETE FROM cdp_traits.attributes WHERE id = 'per_divisor';
 DROP TABLE divisor;
 
+-- a custom query that fails for some entities only: its record names one
+-- (the statement runs over all of them at once; the error names none).
+-- The next run tries the one named first; once it no longer fails, another
+INSERT INTO ev VALUES (50, 'web', 'page_view', '1-0-0', '2025-03-10 10:00+00', '{"email": "dee@x"}');
+CREATE TABLE bad_email (email text);
+INSERT INTO bad_email VALUES ('dee@x');
+INSERT INTO cdp_traits.attributes VALUES
+  ('picky', '{"type": "custom", "query": "SELECT count(*) / CASE WHEN bool_or(payload->>''email'' IN (SELECT b.email FROM public.bad_email b)) THEN 0 ELSE 1 END AS value FROM base"}');
+SELECT cdp_traits.calculate_attributes(true) > 0 AS calculated;
+SELECT attribute_id, error, failing_entity = pg_temp.who('dee@x') AS names_dee FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND error IS NOT NULL ORDER BY 1;
+UPDATE bad_email SET email = 'ann@x';
+SELECT cdp_traits.calculate_attributes(true) > 0 AS calculated;
+SELECT attribute_id, failing_entity = pg_temp.who('ann@x') AS names_ann FROM cdp_traits.calculation_run_attributes
+ WHERE run_id = (SELECT max(id) FROM cdp_traits.calculation_runs) AND error IS NOT NULL ORDER BY 1;
+DELETE FROM cdp_traits.attributes WHERE id = 'picky';
+DROP TABLE bad_email;
+DELETE FROM ev WHERE id = 50;
+SELECT cdp_traits.calculate_attributes() >= 0 AS calculated;
+
 -- a changed definition: new version, recalculated for every entity (the
 -- run returns and records them all, though none is dirty)
 UPDATE cdp_traits.attributes SET definition = '{"type": "most_frequent", "value": "upper(payload->>''device'')"}'

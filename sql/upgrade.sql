@@ -202,6 +202,14 @@ BEGIN
 			  INTO rows, digest
 			  FROM (SELECT id, started_at, finished_at, forced, entities, attributes, failed_attributes,
 						   values_written, values_removed, values_skipped FROM cdp_traits.calculation_runs) t;
+		ELSIF r = 'cdp_traits.calculation_run_attributes'::regclass THEN
+			-- 0.2.0 records an entity a failing custom query fails for
+			-- (failing_entity, NULL for 0.1.0's runs): the rest
+			SELECT count(*), md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
+			  INTO rows, digest
+			  FROM (SELECT run_id, attribute_id, definition_version, scope, entities, values_written,
+						   values_removed, values_skipped, duration_ms, error
+					  FROM cdp_traits.calculation_run_attributes) t;
 		ELSIF r = 'cdp_traits.events_source'::regclass THEN
 			-- 0.2.0 records whether uuid ids are stored by key (uuid_keys,
 			-- false after the update: as 0.1.0 stored them): the rest

@@ -178,7 +178,9 @@ CREATE TABLE cdp_traits.calculation_run_attributes (
 	values_skipped bigint,			-- values that did not convert to data_type
 	duration_ms numeric,			-- of the statement that computed it
 	error text,
-	PRIMARY KEY (run_id, attribute_id)
+	PRIMARY KEY (run_id, attribute_id),
+	-- an entity a failing custom query fails for (see _failing_entity)
+	failing_entity uuid
 );
 COMMENT ON TABLE cdp_traits.calculation_run_attributes IS
 	'per run and attribute: scope, values written/removed/skipped, time, error';
@@ -2158,6 +2160,81 @@ BEGIN
 END;
 $$;
 
+-- Whether the custom query of def fails for the entities ids (its value
+-- read, so that an error in the value's expression is not planned away).
+CREATE FUNCTION cdp_traits._custom_fails(def jsonb, ids uuid[]) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+BEGIN
+	EXECUTE 'SELECT pg_catalog.count(*) FROM ('
+			|| cdp_traits._custom_sql(def, 'SELECT pg_catalog.unnest($1::uuid[]) AS id') || ') x'
+		USING ids;
+	RETURN false;
+EXCEPTION
+	WHEN query_canceled THEN
+		RAISE;
+	WHEN OTHERS THEN
+		RETURN true;
+END;
+$$;
+
+-- An entity of scope_sql that the custom attribute aid's query fails for,
+-- to name in its error (the statement runs over all entities at once, and
+-- its error, "division by zero" say, named none); NULL if none fails alone.
+-- The one a previous run named (in was) is tried first, then halves of the
+-- scope, the failing half halved again: about twice the query's work over
+-- the scope, paid once per run of a failing definition, within
+-- cdp_traits.attribute_timeout (NULL when that runs out).
+CREATE FUNCTION cdp_traits._failing_entity(aid text, scope_sql text, was uuid) RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	ids uuid[];
+	lo integer := 1;
+	hi integer;
+	mid integer;
+	found uuid;
+BEGIN
+	PERFORM cdp_traits._attribute_timer(true);
+	BEGIN
+		IF was IS NOT NULL THEN
+			EXECUTE 'SELECT pg_catalog.array_agg(x) FROM (' || scope_sql || ') s(x) WHERE x = $1'
+				INTO ids USING was;
+			IF ids IS NOT NULL AND cdp_traits._custom_fails(def, ids) THEN
+				PERFORM cdp_traits._attribute_timer(false);
+				RETURN was;
+			END IF;
+		END IF;
+		EXECUTE 'SELECT pg_catalog.array_agg(x ORDER BY x) FROM (' || scope_sql || ') s(x)' INTO ids;
+		hi := COALESCE(pg_catalog.cardinality(ids), 0);
+		-- the query fails over ids[lo:hi]
+		WHILE lo < hi LOOP
+			mid := (lo + hi) / 2;
+			IF cdp_traits._custom_fails(def, ids[lo:mid]) THEN
+				hi := mid;
+			ELSIF cdp_traits._custom_fails(def, ids[mid + 1:hi]) THEN
+				lo := mid + 1;
+			ELSE
+				EXIT;			-- it fails only for several together
+			END IF;
+		END LOOP;
+		IF lo = hi AND cdp_traits._custom_fails(def, ids[lo:lo]) THEN
+			found := ids[lo];
+		END IF;
+	EXCEPTION WHEN query_canceled THEN
+		IF NOT cdp_traits._attribute_timer(false) THEN
+			RAISE;
+		END IF;
+		RETURN NULL;
+	END;
+	PERFORM cdp_traits._attribute_timer(false);
+	RETURN found;
+END;
+$$;
+
 -- Compute one audience for the entities of scope_sql into cdp_new (members only).
 CREATE FUNCTION cdp_traits._calc_audience(aid text, scope_sql text) RETURNS void
 LANGUAGE plpgsql
@@ -2220,7 +2297,25 @@ BEGIN
 				END LOOP;
 			ELSE
 				PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
-				RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+				-- a custom query's error: an entity it fails for, in the
+				-- run's record (its statement runs over all at once, and the
+				-- error, "division by zero" say, names none)
+				IF kind = 'query' AND (SELECT a.definition->>'type' FROM cdp_traits.attributes a
+										WHERE a.id = aids[1]) = 'custom' THEN
+					UPDATE pg_temp.cdp_outcome o
+					   SET failing_entity = cdp_traits._failing_entity(aids[1], scope_sql,
+							(SELECT r.failing_entity FROM cdp_traits.calculation_run_attributes r
+							  WHERE r.attribute_id = aids[1] AND r.failing_entity IS NOT NULL
+							  ORDER BY r.run_id DESC LIMIT 1))
+					 WHERE o.aid = aids[1]
+					RETURNING o.failing_entity INTO one;
+				END IF;
+				IF one IS NOT NULL THEN
+					RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg
+						USING HINT = 'calculation_run_attributes.failing_entity names an entity its query fails for.';
+				ELSE
+					RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg;
+				END IF;
 			END IF;
 	END;
 END;
@@ -2664,7 +2759,8 @@ BEGIN
 	CREATE TEMP TABLE cdp_new (eid uuid NOT NULL, vals jsonb NOT NULL);
 	CREATE TEMP TABLE cdp_parts (name text PRIMARY KEY);
 	CREATE TEMP TABLE cdp_outcome (aid text PRIMARY KEY, error text, skipped bigint,
-								   duration_ms numeric, written boolean NOT NULL DEFAULT false);
+								   duration_ms numeric, written boolean NOT NULL DEFAULT false,
+								   failing_entity uuid);
 	CREATE TEMP TABLE cdp_changed (eid uuid PRIMARY KEY);
 	-- where _calc_predefined may split a statement over many entities in two
 	-- (see _halves): the median entity id, from the statistics of
@@ -2881,15 +2977,15 @@ BEGIN
 
 	-- outcomes; definitions computed for everyone are now complete
 	INSERT INTO cdp_traits.calculation_run_attributes AS r
-		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error)
+		(run_id, attribute_id, definition_version, scope, values_skipped, duration_ms, error, failing_entity)
 	SELECT run, o.aid, at.version,
 		   CASE WHEN o.aid = ANY (everyone_now) OR at.definition->>'type' = 'external'
 				THEN 'all' ELSE 'dirty' END,
-		   o.skipped, o.duration_ms, o.error
+		   o.skipped, o.duration_ms, o.error, o.failing_entity
 	  FROM pg_temp.cdp_outcome o JOIN cdp_traits.attributes at ON at.id = o.aid
 	ON CONFLICT (run_id, attribute_id) DO UPDATE
 	   SET values_skipped = EXCLUDED.values_skipped, duration_ms = EXCLUDED.duration_ms,
-		   error = EXCLUDED.error;
+		   error = EXCLUDED.error, failing_entity = EXCLUDED.failing_entity;
 	-- (the counts as they will be at commit: with this transaction's
 	-- pending changes)
 	UPDATE cdp_traits.calculation_run_attributes r

@@ -183,7 +183,7 @@ BEGIN
 		('_rebuild_pivot', 'admin'), ('_scoped_events', 'admin'), ('_event_id_of_key', 'admin'),
 		('_analyze_temp', 'admin'),
 		('_states_fetch', 'admin'), ('_states_signature', 'admin'), ('_states_gather', 'admin'),
-		('_states_store', 'admin'), ('_query_deps', 'admin'), ('_deps_stamp', 'admin'), ('_context_md5', 'admin'), ('_calculation_lock', 'admin'),
+		('_states_store', 'admin'), ('_query_deps', 'admin'), ('_deps_stamp', 'admin'), ('_context_md5', 'admin'), ('_custom_fails', 'admin'), ('_failing_entity', 'admin'), ('_calculation_lock', 'admin'),
 		('_sql_problem', 'admin'), ('_setting', 'admin'), ('_context_timer', 'admin'), ('_attribute_timer', 'admin'),
 		('_sql_type', 'admin'), ('_text_form', 'admin'), ('_to_uuid', 'admin'), ('_to_float8', 'admin'), ('_write_values', 'admin'), ('_jsonb_object_of', 'admin'), ('_merge_values', 'admin'), ('_values_changed', 'admin'), ('_halves', 'admin'), ('_swap_settings', 'admin'),
 		('_drop_values', 'admin'),
