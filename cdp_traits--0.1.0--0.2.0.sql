@@ -1716,7 +1716,7 @@ BEGIN
 					   SET failing_entity = cdp_traits._failing_entity(aids[1], scope_sql,
 							(SELECT r.failing_entity FROM cdp_traits.calculation_run_attributes r
 							  WHERE r.attribute_id = aids[1] AND r.failing_entity IS NOT NULL
-							  ORDER BY r.run_id DESC LIMIT 1))
+							  ORDER BY r.run_id DESC LIMIT 1), pg_catalog.clock_timestamp() - t0)
 					 WHERE o.aid = aids[1]
 					RETURNING o.failing_entity INTO one;
 				END IF;
@@ -2466,51 +2466,63 @@ AS $$
 	 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
-CREATE FUNCTION cdp_traits._failing_entity(aid text, scope_sql text, was uuid) RETURNS uuid
+CREATE FUNCTION cdp_traits._failing_entity(aid text, scope_sql text, was uuid, took interval)
+RETURNS uuid
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
 	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	limit_ms bigint := (EXTRACT(epoch FROM took) * 2000)::bigint + 1000;
+	configured bigint := (SELECT s.setting::bigint FROM pg_catalog.pg_settings s
+						   WHERE s.name = 'cdp_traits.attribute_timeout');
+	saved text[];
 	ids uuid[];
 	lo integer := 1;
 	hi integer;
 	mid integer;
 	found uuid;
 BEGIN
-	PERFORM cdp_traits._attribute_timer(true);
+	IF configured > 0 THEN
+		limit_ms := LEAST(limit_ms, configured);
+	END IF;
 	BEGIN
+		-- (put back below, or by this block's end if it fails)
+		saved := cdp_traits._swap_settings(ARRAY['cdp_traits.attribute_timeout'], ARRAY[limit_ms || 'ms']);
+		PERFORM cdp_traits._attribute_timer(true);
 		IF was IS NOT NULL THEN
 			EXECUTE 'SELECT pg_catalog.array_agg(x) FROM (' || scope_sql || ') s(x) WHERE x = $1'
 				INTO ids USING was;
 			IF ids IS NOT NULL AND cdp_traits._custom_fails(def, ids) THEN
-				PERFORM cdp_traits._attribute_timer(false);
-				RETURN was;
+				found := was;
 			END IF;
 		END IF;
-		EXECUTE 'SELECT pg_catalog.array_agg(x ORDER BY x) FROM (' || scope_sql || ') s(x)' INTO ids;
-		hi := COALESCE(pg_catalog.cardinality(ids), 0);
-		-- the query fails over ids[lo:hi]
-		WHILE lo < hi LOOP
-			mid := (lo + hi) / 2;
-			IF cdp_traits._custom_fails(def, ids[lo:mid]) THEN
-				hi := mid;
-			ELSIF cdp_traits._custom_fails(def, ids[mid + 1:hi]) THEN
-				lo := mid + 1;
-			ELSE
-				EXIT;			-- it fails only for several together
+		IF found IS NULL THEN
+			EXECUTE 'SELECT pg_catalog.array_agg(x ORDER BY x) FROM (' || scope_sql || ') s(x)' INTO ids;
+			hi := COALESCE(pg_catalog.cardinality(ids), 0);
+			-- the query fails over ids[lo:hi]
+			WHILE lo < hi LOOP
+				mid := (lo + hi) / 2;
+				IF cdp_traits._custom_fails(def, ids[lo:mid]) THEN
+					hi := mid;
+				ELSIF cdp_traits._custom_fails(def, ids[mid + 1:hi]) THEN
+					lo := mid + 1;
+				ELSE
+					EXIT;			-- it fails only for several together
+				END IF;
+			END LOOP;
+			IF lo = hi AND cdp_traits._custom_fails(def, ids[lo:lo]) THEN
+				found := ids[lo];
 			END IF;
-		END LOOP;
-		IF lo = hi AND cdp_traits._custom_fails(def, ids[lo:lo]) THEN
-			found := ids[lo];
 		END IF;
+		PERFORM cdp_traits._attribute_timer(false);
+		PERFORM cdp_traits._swap_settings(ARRAY['cdp_traits.attribute_timeout'], saved);
 	EXCEPTION WHEN query_canceled THEN
 		IF NOT cdp_traits._attribute_timer(false) THEN
 			RAISE;
 		END IF;
 		RETURN NULL;
 	END;
-	PERFORM cdp_traits._attribute_timer(false);
 	RETURN found;
 END;
 $$;
