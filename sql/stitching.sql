@@ -361,3 +361,68 @@ TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_ent
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
 RESET client_min_messages;
+
+-- Updates that change the identifiers of an entity's events keep its id on
+-- the part holding most of its events, as deletes and restitch() do: before,
+-- events whose identifiers all changed left their entity (removed if they
+-- were all of it, with its values) and got a new one.
+SET client_min_messages = warning;
+CREATE TABLE ev7 (id int PRIMARY KEY, source_id text NOT NULL DEFAULT 'web', type text NOT NULL DEFAULT 'x',
+                  version text NOT NULL DEFAULT '1', event_time timestamptz NOT NULL DEFAULT '2025-01-01',
+                  payload jsonb);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES ('email', $$lower(btrim(payload->>'email'))$$), ('phone', $$payload->>'phone'$$);
+SELECT cdp_traits.attach_events('ev7');
+RESET client_min_messages;
+CREATE FUNCTION pg_temp.ent7(int) RETURNS uuid LANGUAGE sql AS $$
+  SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = $1 $$;
+CREATE FUNCTION pg_temp.ok7() RETURNS text LANGUAGE sql AS $$
+  SELECT coalesce(string_agg(coalesce(event_id, '-') || ': ' || problem, '; '), 'consistent')
+    FROM cdp_traits.verify_stitching() $$;
+-- the e-mail address of all events of an entity corrected
+INSERT INTO ev7 (id, payload) VALUES (1, '{"email": "ann@exmaple.com"}'), (2, '{"email": "ann@exmaple.com"}');
+SELECT pg_temp.ent7(1) AS e1 \gset
+UPDATE ev7 SET payload = '{"email": "ann@example.com"}' WHERE id IN (1, 2);
+SELECT pg_temp.ent7(1) = :'e1' AS kept_id, pg_temp.ent7(2) = :'e1' AS together,
+       (SELECT count(*) FROM cdp_traits.entity_merges WHERE :'e1' IN (merged_id, into_id)) AS merges, pg_temp.ok7();
+-- ... of an entity's only event
+INSERT INTO ev7 (id, payload) VALUES (3, '{"phone": "111"}');
+SELECT pg_temp.ent7(3) AS e3 \gset
+UPDATE ev7 SET payload = '{"phone": "+420 111"}' WHERE id = 3;
+SELECT pg_temp.ent7(3) = :'e3' AS kept_id, pg_temp.ok7();
+-- ... of two of its three events: those two keep the id, the third splits off
+INSERT INTO ev7 (id, payload) VALUES (4, '{"email": "bob@x"}'), (5, '{"email": "bob@x"}'), (6, '{"email": "bob@x"}');
+SELECT pg_temp.ent7(4) AS e4 \gset
+UPDATE ev7 SET payload = '{"email": "robert@x"}' WHERE id IN (4, 5);
+SELECT pg_temp.ent7(4) = :'e4' AS kept_id, pg_temp.ent7(5) = :'e4' AS together,
+       pg_temp.ent7(6) <> :'e4' AS third_split_off, pg_temp.ok7();
+-- ... of one of three: that one leaves, the two others keep the id
+UPDATE ev7 SET payload = '{"email": "bobby@x"}' WHERE id = 4;
+SELECT pg_temp.ent7(5) = :'e4' AS two_keep_id, pg_temp.ent7(4) <> :'e4' AS one_left, pg_temp.ok7();
+-- an entity's only event re-identified into an entity created after it: the
+-- older one survives and the newer is recorded as absorbed, as in any merge
+INSERT INTO ev7 (id, payload) VALUES (7, '{"email": "carl@x"}');
+INSERT INTO ev7 (id, payload) VALUES (8, '{"phone": "222"}');
+SELECT pg_temp.ent7(7) AS e7, pg_temp.ent7(8) AS e8 \gset
+UPDATE ev7 SET payload = '{"phone": "222"}' WHERE id = 7;
+SELECT pg_temp.ent7(7) = :'e7' AS older_kept, pg_temp.ent7(8) = :'e7' AS joined,
+       cdp_traits.current_entity(:'e8') = :'e7' AS newer_absorbed, pg_temp.ok7();
+-- ... and into one created before it: it is recorded as absorbed into that one
+INSERT INTO ev7 (id, payload) VALUES (9, '{"email": "dora@x"}');
+SELECT pg_temp.ent7(9) AS e9 \gset
+UPDATE ev7 SET payload = '{"phone": "222"}' WHERE id = 9;
+SELECT pg_temp.ent7(9) = :'e7' AS joined_older, cdp_traits.current_entity(:'e9') = :'e7' AS absorbed, pg_temp.ok7();
+-- two entities whose events now carry the same new identifier merge
+INSERT INTO ev7 (id, payload) VALUES (10, '{"email": "eve@x"}');
+INSERT INTO ev7 (id, payload) VALUES (11, '{"email": "eva@x"}');
+SELECT pg_temp.ent7(10) AS e10, pg_temp.ent7(11) AS e11 \gset
+UPDATE ev7 SET payload = '{"email": "eve@y"}' WHERE id IN (10, 11);
+SELECT pg_temp.ent7(10) = :'e10' AS older_kept, pg_temp.ent7(11) = :'e10' AS joined,
+       cdp_traits.current_entity(:'e11') = :'e10' AS newer_absorbed, pg_temp.ok7();
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE ev7 CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
+RESET client_min_messages;
