@@ -419,6 +419,27 @@ SELECT pg_temp.ent7(10) AS e10, pg_temp.ent7(11) AS e11 \gset
 UPDATE ev7 SET payload = '{"email": "eve@y"}' WHERE id IN (10, 11);
 SELECT pg_temp.ent7(10) = :'e10' AS older_kept, pg_temp.ent7(11) = :'e10' AS joined,
        cdp_traits.current_entity(:'e11') = :'e10' AS newer_absorbed, pg_temp.ok7();
+-- After a blocklist entry or a rule change (without restitch()), events
+-- whose stored versions carry no identifier any more, updated to carry
+-- one: their stored assignments go with the update (it failed with a
+-- duplicate key in event_entities: the events could not be updated)
+INSERT INTO ev7 (id, payload) VALUES (12, '{"phone": "000"}'), (13, '{"phone": "000"}');
+SELECT pg_temp.ent7(12) AS e12 \gset
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('phone', '000');
+RESET client_min_messages;
+UPDATE ev7 SET payload = '{"phone": "000", "email": "fay@x"}' WHERE id IN (12, 13);
+SELECT pg_temp.ent7(12) = :'e12' AS kept_id, pg_temp.ent7(13) = :'e12' AS together,
+       (SELECT count(*) FROM cdp_traits.matching WHERE value = 'fay@x') AS new_identifier,
+       (SELECT count(*) FROM cdp_traits.matching WHERE value = '000') AS blocked_left, pg_temp.ok7();
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'phone';
+DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'phone';
+RESET client_min_messages;
+INSERT INTO ev7 (id, payload) VALUES (14, '{"phone": "333", "email": "gus@x"}');
+UPDATE ev7 SET payload = '{"email": "gus@x"}' WHERE id = 8;   -- phone 222 only, no rule reads it now
+SELECT pg_temp.ent7(8) = pg_temp.ent7(14) AS linked,
+       (SELECT count(*) FROM cdp_traits.verify_stitching() WHERE event_id IN ('8', '14')) AS problems;
 SET client_min_messages = warning;
 SELECT cdp_traits.detach_events();
 DROP TABLE ev7 CASCADE;

@@ -56,6 +56,8 @@
 /* the transaction in which an UPDATE or DELETE was stitched inside a trigger */
 static LocalTransactionId NestedChangeLxid = InvalidLocalTransactionId;
 
+static int	cmp_key(const void *a, const void *b);
+
 PG_FUNCTION_INFO_V1(cdp_stitch_events);
 PG_FUNCTION_INFO_V1(cdp_stitch_event_row);
 
@@ -294,10 +296,12 @@ stitch_update(StitchGraph *g, Oid relid)
 				k;
 	IdentRow   *oldr = fetch_rows(SRC_OLD_ROWS, relid, &nold);
 	IdentRow   *newr = fetch_rows(SRC_NEW_ROWS, relid, &nnew);
-	const char **forget = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
+	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew, 1), MCXT_ALLOC_HUGE);
 	int			nforget = 0;
 	const char **same = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
 	int			nsame = 0;
+	const char **fresh = palloc_extended(sizeof(char *) * Max(nnew, 1), MCXT_ALLOC_HUGE);
+	int			nfresh = 0;
 
 	/* merge-compare the two sorted lists, event by event */
 	while (i < nold || j < nnew)
@@ -319,8 +323,10 @@ stitch_update(StitchGraph *g, Oid relid)
 		}
 		else if (c > 0)
 		{
+			/* the new version has identifiers, the old one none (now) */
 			k = group_end(newr, nnew, j);
 			add_group(g, newr, j, k);
+			fresh[nfresh++] = newr[j].eid;
 			j = k;
 		}
 		else
@@ -342,6 +348,27 @@ stitch_update(StitchGraph *g, Oid relid)
 			i = ie;
 			j = je;
 		}
+	}
+
+	/*
+	 * An event whose old version has no identifier under the rules and
+	 * blocklist of now may still have the entity it was stitched into under
+	 * earlier ones (changed without restitch()): if its new version has
+	 * identifiers, that assignment goes first, as for any changed event
+	 * (storing the new one failed on the primary key of event_entities).
+	 * Only ids the statement updated: without a unique index on id, one of
+	 * another event is a duplicate, which storing it reports.
+	 */
+	if (nfresh > 0)
+	{
+		int			nids;
+		const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nids);
+
+		if (nids > 1)
+			qsort(oldids, nids, sizeof(char *), cmp_key);
+		for (k = 0; k < nfresh; k++)
+			if (bsearch(&fresh[k], oldids, nids, sizeof(char *), cmp_key) != NULL)
+				forget[nforget++] = fresh[k];
 	}
 
 	/* (the events in same only mark their entities, under the same locks) */
