@@ -45,10 +45,12 @@
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
+#include "utils/uuid.h"
 
 #include "cdp_traits.h"
 #include "stitch.h"
@@ -279,6 +281,96 @@ check_duplicate_ids(Oid relid)
 						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
 				 errdetail("Every event needs an id of its own; the statement was not applied."),
 				 errhint("Add a unique constraint on the id column of the events table.")));
+}
+
+/*
+ * check_updated_ids
+ *		Without a unique index on id, make sure an UPDATE that changes event
+ *		ids does not give an event the id of another one: one it gives to
+ *		several rows, or that an event not updated is stitched under (as
+ *		check_duplicate_ids does for an INSERT).  Ids that stay, are swapped
+ *		among the updated rows or move to free ones are fine.  Costs one read
+ *		of the ids of both transition tables, and a probe of event_entities
+ *		only when some id changed.
+ */
+static void
+check_updated_ids(StitchConfig *cfg, Oid relid)
+{
+	int			nold,
+				nnew,
+				i = 0,
+				j = 0,
+				nchanged = 0;
+	const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nold);
+	const char **newids = all_ids(CDP_NEW_TABLE, relid, &nnew);
+	const char **changed;
+	const char *dup = NULL;
+
+	if (nold > 1)
+		qsort(oldids, nold, sizeof(char *), cmp_key);
+	if (nnew > 1)
+		qsort(newids, nnew, sizeof(char *), cmp_key);
+	changed = palloc_extended(sizeof(char *) * Max(nnew, 1), MCXT_ALLOC_HUGE);
+
+	/* the new ids beyond the old ones (as multisets) */
+	while (j < nnew && dup == NULL)
+	{
+		int			c = (i < nold) ? strcmp(oldids[i], newids[j]) : 1;
+
+		if (c == 0)
+		{
+			i++;
+			j++;
+		}
+		else if (c < 0)
+			i++;
+		else
+		{
+			/* an id given to several rows is a duplicate outright */
+			if ((j > 0 && strcmp(newids[j - 1], newids[j]) == 0) ||
+				(j + 1 < nnew && strcmp(newids[j + 1], newids[j]) == 0))
+				dup = newids[j];
+			else
+				changed[nchanged++] = newids[j];
+			j++;
+		}
+	}
+
+	/* one given to a single row: taken if an event not updated has it */
+	if (dup == NULL && nchanged > 0)
+	{
+		Datum		args[1];
+		Datum	   *elems = palloc(sizeof(Datum) * nchanged);
+		Oid			argtypes[1] = {TEXTARRAYOID};
+		int			k;
+
+		for (k = 0; k < nchanged; k++)
+			elems[k] = CStringGetTextDatum(changed[k]);
+		args[0] = PointerGetDatum(construct_array(elems, nchanged, TEXTOID, -1, false, TYPALIGN_INT));
+		cdp_execute(stitch_cached_plan("updated_ids_taken",
+									   "SELECT event_id FROM cdp_traits.event_entities "
+									   "WHERE event_id = ANY ($1) LIMIT 1",
+									   1, argtypes),
+					args, NULL, SPI_OK_SELECT, "checking event ids");
+		if (SPI_processed > 0)
+			dup = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+	if (dup == NULL)
+		return;
+
+	/* (a uuid id is stored by its key: name it as the user wrote it) */
+	if (cfg->uuid_keys)
+	{
+		pg_uuid_t	u;
+
+		if (cdp_key_to_uuid(dup, strlen(dup), &u))
+			dup = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("duplicate event id \"%s\"", dup),
+			 errdetail("The update gives an event the id of another one; every event needs an id of its own. The statement was not applied."),
+			 errhint("Add a unique constraint on the id column of the events table.")));
 }
 
 /*
@@ -552,6 +644,8 @@ stitch_statement(TriggerData *td)
 	else
 	{
 		note_nested_change();
+		if (!cfg->unique_id)
+			check_updated_ids(cfg, relid);
 		g = graph_create(cxt, 1024);
 		if (NestedChangeLxid == MyProc->lxid)
 			stitch_update_current(g, relid);
