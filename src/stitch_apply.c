@@ -1381,8 +1381,9 @@ cmp_moved(const void *a, const void *b)
  *		batch that reaches no stored identifier would get a new entity, and
  *		an entity whose events all moved there would be removed (its values
  *		with it), though its events are still one customer.  Where a
- *		component holds more than half of an entity's events (counted before
- *		the batch), that entity joins the component as if one of its
+ *		component holds most of an entity's events -- no fewer than any other
+ *		component, and more than the events the entity keeps (those the
+ *		statement did not change) -- that entity joins the component as if one of its
  *		identifiers had been found there: the component keeps its id (or,
  *		if the component links other entities too, the oldest survives and
  *		the others are recorded as absorbed, as in any merge).  The entity's
@@ -1404,6 +1405,7 @@ adopt_old_entities(StitchGraph *g, const char **forget, int nforget,
 	MovedEvent *moved;
 	pg_uuid_t  *cands;
 	int64	   *totals;
+	int64	   *forgotten;
 	pg_uuid_t  *adopted;
 	int			npairs,
 				nknown = 0,
@@ -1501,16 +1503,36 @@ adopt_old_entities(StitchGraph *g, const char **forget, int nforget,
 	}
 	SPI_freetuptable(SPI_tuptable);
 
-	/* an entity joins the component holding most of its events */
+	/* of which the statement forgets (the others stay where they are) */
+	forgotten = palloc0(sizeof(int64) * ncands);
+	for (i = 0; i < npairs; i++)
+	{
+		pg_uuid_t  *c = bsearch(&olds[i], cands, ncands, sizeof(pg_uuid_t), cmp_uuid);
+
+		if (c != NULL)
+			forgotten[c - cands]++;
+	}
+
+	/*
+	 * An entity joins the component holding most of its events: no fewer
+	 * than any other component of the batch, and more than all the events it
+	 * keeps together (any part they split into afterwards is smaller).
+	 */
 	adopted = palloc(sizeof(pg_uuid_t) * ncands);
-	for (i = 0; i < nmoved; i++)
+	for (i = 0; i < nmoved; i = m)
 	{
 		pg_uuid_t  *c = bsearch(&moved[i].entity, cands, ncands, sizeof(pg_uuid_t), cmp_uuid);
+		int			best = i;
 
-		if ((int64) moved[i].events * 2 <= totals[c - cands])
+		/* (of equal components, the first: as a split keeps the id on one) */
+		for (m = i + 1; m < nmoved &&
+			 uuid_cmp_internal(&moved[m].entity, &moved[i].entity) == 0; m++)
+			if (moved[m].events > moved[best].events)
+				best = m;
+		if ((int64) moved[best].events <= totals[c - cands] - forgotten[c - cands])
 			continue;
-		graph_union(g, moved[i].root, graph_entity_node(g, &moved[i].entity));
-		adopted[(*nadopted)++] = moved[i].entity;
+		graph_union(g, moved[best].root, graph_entity_node(g, &moved[best].entity));
+		adopted[(*nadopted)++] = moved[best].entity;
 	}
 	return adopted;
 }

@@ -347,10 +347,10 @@ check_updated_ids(StitchConfig *cfg, Oid relid)
 		for (k = 0; k < nchanged; k++)
 			elems[k] = CStringGetTextDatum(changed[k]);
 		args[0] = PointerGetDatum(construct_array(elems, nchanged, TEXTOID, -1, false, TYPALIGN_INT));
-		cdp_execute(stitch_cached_plan("updated_ids_taken",
-									   "SELECT event_id FROM cdp_traits.event_entities "
-									   "WHERE event_id = ANY ($1) LIMIT 1",
-									   1, argtypes),
+		cdp_execute(stitch_probe_plan("updated_ids_taken",
+									  "SELECT event_id FROM cdp_traits.event_entities "
+									  "WHERE event_id = ANY ($1) LIMIT 1",
+									  1, argtypes),
 					args, NULL, SPI_OK_SELECT, "checking event ids");
 		if (SPI_processed > 0)
 			dup = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
