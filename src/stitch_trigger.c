@@ -374,6 +374,57 @@ check_updated_ids(StitchConfig *cfg, Oid relid)
 }
 
 /*
+ * fetch_old_rows
+ *		fetch_rows of the OLD rows of an UPDATE into *rows and *nrows; false
+ *		(and no rows) if the rules fail for one of them.  A rule added since an event was stored may fail for
+ *		it (a cast of a value it carries wrong): its old version is only read
+ *		to tell which events changed, and failing on it would refuse the very
+ *		UPDATE that corrects the event (its new version is read as strictly
+ *		as an INSERT's).  The read runs in a subtransaction; an error other
+ *		than a cancel is dropped, and the caller takes every updated event as
+ *		changed.
+ */
+static bool
+fetch_old_rows(Oid relid, IdentRow **rows, int *nrows)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		read = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		*rows = fetch_rows(SRC_OLD_ROWS, relid, nrows);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+			ReThrowError(edata);
+		elog(DEBUG1, "cdp_traits: the rules fail for an old version of an updated event (%s): every updated event is stitched again",
+			 edata->message);
+		FreeErrorData(edata);
+		*rows = NULL;
+		*nrows = 0;
+		read = false;
+	}
+	PG_END_TRY();
+	return read;
+}
+
+/*
  * stitch_update
  *		Re-stitch the events whose identifiers an UPDATE changed; mark the
  *		entities of the other updated events for recalculation.
@@ -386,7 +437,8 @@ stitch_update(StitchGraph *g, Oid relid)
 				i = 0,
 				j = 0,
 				k;
-	IdentRow   *oldr = fetch_rows(SRC_OLD_ROWS, relid, &nold);
+	IdentRow   *oldr;
+	bool		old_read = fetch_old_rows(relid, &oldr, &nold);
 	IdentRow   *newr = fetch_rows(SRC_NEW_ROWS, relid, &nnew);
 	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew, 1), MCXT_ALLOC_HUGE);
 	int			nforget = 0;
@@ -451,7 +503,12 @@ stitch_update(StitchGraph *g, Oid relid)
 	 * Only ids the statement updated: without a unique index on id, one of
 	 * another event is a duplicate, which storing it reports.
 	 */
-	if (nfresh > 0)
+	if (!old_read)
+	{
+		/* (old versions unread: every updated event is taken as changed) */
+		forget = all_ids(CDP_OLD_TABLE, relid, &nforget);
+	}
+	else if (nfresh > 0)
 	{
 		int			nids;
 		const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nids);
