@@ -105,6 +105,26 @@ VALUES (2, 'web', 'x', '1', '2025-01-01', '{"email": "c@x"}'),
        (2, 'web', 'x', '1', '2025-01-01', '{"email": "d@x"}');
 SELECT id, payload FROM ev;
 SELECT attribute_id, value FROM cdp_traits.matching;
+-- ... and so are updates that give an event the id of another one, with or
+-- without identifiers (before: a duplicate key in event_entities, or, for an
+-- event without identifiers, accepted, the event then listed in
+-- customer_events with the other one's entity); ids that stay, swap or move
+-- to free ones are fine
+INSERT INTO ev (id, source_id, type, version, event_time, payload)
+VALUES (3, 'web', 'x', '1', '2025-01-01', '{"email": "e@x"}'),
+       (4, 'web', 'x', '1', '2025-01-01', '{"page": "/"}'),
+       (5, 'web', 'x', '1', '2025-01-01', '{"page": "/"}');
+UPDATE ev SET id = 1 WHERE id = 3;
+UPDATE ev SET id = 1 WHERE id = 4;
+UPDATE ev SET id = 6 WHERE id IN (4, 5);
+UPDATE ev SET id = 7 WHERE id = 5;
+UPDATE ev SET id = CASE id WHEN 1 THEN 3 WHEN 3 THEN 1 ELSE id END, payload = (payload::jsonb || '{"n": 1}')::json;
+UPDATE ev SET id = id + 10;
+SELECT id, payload, customer_entity_id IS NOT NULL AS stitched FROM cdp_traits.customer_events ORDER BY id;
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
+DELETE FROM ev WHERE id > 10;
+INSERT INTO ev (id, source_id, type, version, event_time, payload)
+VALUES (1, 'web', 'x', '1', '2025-01-01', '{"email": "a@x"}');
 
 -- a column dropped while attached: the view is made again without it (more
 -- in the events_columns test); detaching, dropping the view, altering and

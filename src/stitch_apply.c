@@ -1338,6 +1338,206 @@ stitch_forget_states(void)
 }
 
 /*
+ * An event of the batch that had an entity before it (an updated event), and
+ * the batch component its new version joined: see adopt_old_entities.
+ */
+typedef struct MovedEvent
+{
+	pg_uuid_t	entity;			/* the entity the event had */
+	int			root;			/* the union-find root of its new version */
+	int			events;			/* (after counting: such events) */
+} MovedEvent;
+
+/*
+ * cmp_key_text
+ *		qsort/bsearch comparator for event keys (strings).
+ */
+static int
+cmp_key_text(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/*
+ * cmp_moved
+ *		qsort comparator for MovedEvent: by entity, then root.
+ */
+static int
+cmp_moved(const void *a, const void *b)
+{
+	const MovedEvent *x = a;
+	const MovedEvent *y = b;
+	int			c = uuid_cmp_internal(&x->entity, &y->entity);
+
+	if (c != 0)
+		return c;
+	return x->root < y->root ? -1 : x->root > y->root ? 1 : 0;
+}
+
+/*
+ * adopt_old_entities
+ *		Updated events whose identifiers changed are forgotten and stitched
+ *		again from their new versions: by those alone, a component of the
+ *		batch that reaches no stored identifier would get a new entity, and
+ *		an entity whose events all moved there would be removed (its values
+ *		with it), though its events are still one customer.  Where a
+ *		component holds most of an entity's events -- no fewer than any other
+ *		component, and more than the events the entity keeps (those the
+ *		statement did not change) -- that entity joins the component as if one of its
+ *		identifiers had been found there: the component keeps its id (or,
+ *		if the component links other entities too, the oldest survives and
+ *		the others are recorded as absorbed, as in any merge).  The entity's
+ *		remaining events, if any, are re-checked afterwards (it lost events)
+ *		and split off as its smaller part, so the part holding most of its
+ *		events keeps the id, as after a delete.  Entities found by the
+ *		batch's identifiers are left as they are.  Returns the entities that
+ *		joined (*nadopted of them), to be added to those found.
+ */
+static pg_uuid_t *
+adopt_old_entities(StitchGraph *g, const char **forget, int nforget,
+				   const Found *found, int nfound, int *nadopted)
+{
+	int			nevents = graph_nevents(g);
+	Datum		args[1];
+	const char **keys;
+	pg_uuid_t  *olds;
+	pg_uuid_t  *known;
+	MovedEvent *moved;
+	pg_uuid_t  *cands;
+	int64	   *totals;
+	int64	   *forgotten;
+	pg_uuid_t  *adopted;
+	int			npairs,
+				nknown = 0,
+				nmoved = 0,
+				ncands = 0,
+				m = 0,
+				i;
+	uint64		r;
+
+	*nadopted = 0;
+	if (nforget == 0 || nevents == 0)
+		return NULL;
+
+	/* the entities the forgotten events had, by key (in strcmp() order) */
+	args[0] = text_array(forget, nforget);
+	cdp_execute(plan("lookup_event_pairs",
+					 "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities "
+					 "WHERE event_id = ANY ($1) ORDER BY event_id COLLATE \"C\"",
+					 1, TEXTARRAYOID, 0, 0),
+				args, NULL, SPI_OK_SELECT, "looking up events");
+	npairs = (int) SPI_processed;
+	if (npairs == 0)
+		return NULL;
+	keys = palloc_extended(sizeof(char *) * npairs, MCXT_ALLOC_HUGE);
+	olds = palloc_extended(sizeof(pg_uuid_t) * npairs, MCXT_ALLOC_HUGE);
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[r];
+
+		keys[r] = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		olds[r] = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* the entities found by the batch's identifiers stay as they are */
+	known = palloc(sizeof(pg_uuid_t) * Max(nfound, 1));
+	for (i = 0; i < nfound; i++)
+		known[nknown++] = found[i].entity;
+	nknown = sort_unique_uuids(known, nknown);
+
+	/* each moved event: its old entity and the component it joined */
+	moved = palloc_extended(sizeof(MovedEvent) * nevents, MCXT_ALLOC_HUGE);
+	for (i = 0; i < nevents; i++)
+	{
+		int			node = graph_event_node(g, i);
+		const char *id = graph_event_id(g, i);
+		const char **hit;
+
+		if (node < 0)
+			continue;
+		hit = bsearch(&id, keys, npairs, sizeof(char *), cmp_key_text);
+		if (hit == NULL)
+			continue;
+		moved[nmoved].entity = olds[hit - keys];
+		if (nknown > 0 &&
+			bsearch(&moved[nmoved].entity, known, nknown, sizeof(pg_uuid_t), cmp_uuid) != NULL)
+			continue;
+		moved[nmoved].root = graph_find(g, node);
+		moved[nmoved].events = 1;
+		nmoved++;
+	}
+	if (nmoved == 0)
+		return NULL;
+	qsort(moved, nmoved, sizeof(MovedEvent), cmp_moved);
+	for (i = 0; i < nmoved; i++)
+	{
+		if (m > 0 && cmp_moved(&moved[m - 1], &moved[i]) == 0)
+			moved[m - 1].events++;
+		else
+			moved[m++] = moved[i];
+	}
+	nmoved = m;
+
+	/* how many events each of those entities has (before the batch) */
+	cands = palloc(sizeof(pg_uuid_t) * nmoved);
+	for (i = 0; i < nmoved; i++)
+		if (ncands == 0 || uuid_cmp_internal(&cands[ncands - 1], &moved[i].entity) != 0)
+			cands[ncands++] = moved[i].entity;
+	totals = palloc0(sizeof(int64) * ncands);
+	args[0] = cdp_uuid_array(cands, ncands);
+	cdp_execute(plan("count_entity_events",
+					 "SELECT u.ord::int4 - 1, "
+					 "(SELECT count(*) FROM cdp_traits.event_entities e WHERE e.customer_entity_id = u.id) "
+					 "FROM unnest($1) WITH ORDINALITY u(id, ord)",
+					 1, UUIDARRAYOID, 0, 0),
+				args, NULL, SPI_OK_SELECT, "counting events of entities");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		int			j = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+
+		totals[j] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* of which the statement forgets (the others stay where they are) */
+	forgotten = palloc0(sizeof(int64) * ncands);
+	for (i = 0; i < npairs; i++)
+	{
+		pg_uuid_t  *c = bsearch(&olds[i], cands, ncands, sizeof(pg_uuid_t), cmp_uuid);
+
+		if (c != NULL)
+			forgotten[c - cands]++;
+	}
+
+	/*
+	 * An entity joins the component holding most of its events: no fewer
+	 * than any other component of the batch, and more than all the events it
+	 * keeps together (any part they split into afterwards is smaller).
+	 */
+	adopted = palloc(sizeof(pg_uuid_t) * ncands);
+	for (i = 0; i < nmoved; i = m)
+	{
+		pg_uuid_t  *c = bsearch(&moved[i].entity, cands, ncands, sizeof(pg_uuid_t), cmp_uuid);
+		int			best = i;
+
+		/* (of equal components, the first: as a split keeps the id on one) */
+		for (m = i + 1; m < nmoved &&
+			 uuid_cmp_internal(&moved[m].entity, &moved[i].entity) == 0; m++)
+			if (moved[m].events > moved[best].events)
+				best = m;
+		if ((int64) moved[best].events <= totals[c - cands] - forgotten[c - cands])
+			continue;
+		graph_union(g, moved[best].root, graph_entity_node(g, &moved[best].entity));
+		adopted[(*nadopted)++] = moved[best].entity;
+	}
+	return adopted;
+}
+
+/*
  * stitch_batch
  *		Stitch a batch: the events of g (with their identifiers) get entities,
  *		linking to and merging existing entities; the events in forget lose
@@ -1359,6 +1559,8 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 	int			nleft = 0;
 	pg_uuid_t  *marked = NULL;
 	int			nmarked = 0;
+	pg_uuid_t  *adopted;
+	int			nadopted;
 	int			i;
 
 	if (nidents == 0 && nforget == 0 && ntouch == 0)
@@ -1415,6 +1617,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 	for (i = 0; i < nfound; i++)
 		graph_union(g, graph_identifier_node(g, found[i].ident),
 					graph_entity_node(g, &found[i].entity));
+	adopted = adopt_old_entities(g, forget, nforget, found, nfound, &nadopted);
 
 	{
 		int			nnodes = graph_nnodes(g);
@@ -1446,7 +1649,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 		comp_created = palloc(sizeof(TimestampTz) * Max(ncomps, 1));
 
 		/* distinct existing entities, with their creation times */
-		ents = palloc(sizeof(pg_uuid_t) * Max(nfound, 1));
+		ents = palloc(sizeof(pg_uuid_t) * Max(nfound + nadopted, 1));
 		{
 			bool	   *seen = palloc0(sizeof(bool) * nnodes);
 
@@ -1461,6 +1664,9 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 					ents[nents++] = found[i].entity;
 				}
 			}
+			/* (entities that joined the component of their moved events) */
+			for (i = 0; i < nadopted; i++)
+				ents[nents++] = adopted[i];
 		}
 		/* creation times matter only where entities merge */
 		{

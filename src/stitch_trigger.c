@@ -45,16 +45,20 @@
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
+#include "utils/uuid.h"
 
 #include "cdp_traits.h"
 #include "stitch.h"
 
 /* the transaction in which an UPDATE or DELETE was stitched inside a trigger */
 static LocalTransactionId NestedChangeLxid = InvalidLocalTransactionId;
+
+static int	cmp_key(const void *a, const void *b);
 
 PG_FUNCTION_INFO_V1(cdp_stitch_events);
 PG_FUNCTION_INFO_V1(cdp_stitch_event_row);
@@ -280,6 +284,147 @@ check_duplicate_ids(Oid relid)
 }
 
 /*
+ * check_updated_ids
+ *		Without a unique index on id, make sure an UPDATE that changes event
+ *		ids does not give an event the id of another one: one it gives to
+ *		several rows, or that an event not updated is stitched under (as
+ *		check_duplicate_ids does for an INSERT).  Ids that stay, are swapped
+ *		among the updated rows or move to free ones are fine.  Costs one read
+ *		of the ids of both transition tables, and a probe of event_entities
+ *		only when some id changed.
+ */
+static void
+check_updated_ids(StitchConfig *cfg, Oid relid)
+{
+	int			nold,
+				nnew,
+				i = 0,
+				j = 0,
+				nchanged = 0;
+	const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nold);
+	const char **newids = all_ids(CDP_NEW_TABLE, relid, &nnew);
+	const char **changed;
+	const char *dup = NULL;
+
+	if (nold > 1)
+		qsort(oldids, nold, sizeof(char *), cmp_key);
+	if (nnew > 1)
+		qsort(newids, nnew, sizeof(char *), cmp_key);
+	changed = palloc_extended(sizeof(char *) * Max(nnew, 1), MCXT_ALLOC_HUGE);
+
+	/* the new ids beyond the old ones (as multisets) */
+	while (j < nnew && dup == NULL)
+	{
+		int			c = (i < nold) ? strcmp(oldids[i], newids[j]) : 1;
+
+		if (c == 0)
+		{
+			i++;
+			j++;
+		}
+		else if (c < 0)
+			i++;
+		else
+		{
+			/* an id given to several rows is a duplicate outright */
+			if ((j > 0 && strcmp(newids[j - 1], newids[j]) == 0) ||
+				(j + 1 < nnew && strcmp(newids[j + 1], newids[j]) == 0))
+				dup = newids[j];
+			else
+				changed[nchanged++] = newids[j];
+			j++;
+		}
+	}
+
+	/* one given to a single row: taken if an event not updated has it */
+	if (dup == NULL && nchanged > 0)
+	{
+		Datum		args[1];
+		Datum	   *elems = palloc(sizeof(Datum) * nchanged);
+		Oid			argtypes[1] = {TEXTARRAYOID};
+		int			k;
+
+		for (k = 0; k < nchanged; k++)
+			elems[k] = CStringGetTextDatum(changed[k]);
+		args[0] = PointerGetDatum(construct_array(elems, nchanged, TEXTOID, -1, false, TYPALIGN_INT));
+		cdp_execute(stitch_probe_plan("updated_ids_taken",
+									  "SELECT event_id FROM cdp_traits.event_entities "
+									  "WHERE event_id = ANY ($1) LIMIT 1",
+									  1, argtypes),
+					args, NULL, SPI_OK_SELECT, "checking event ids");
+		if (SPI_processed > 0)
+			dup = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+	if (dup == NULL)
+		return;
+
+	/* (a uuid id is stored by its key: name it as the user wrote it) */
+	if (cfg->uuid_keys)
+	{
+		pg_uuid_t	u;
+
+		if (cdp_key_to_uuid(dup, strlen(dup), &u))
+			dup = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("duplicate event id \"%s\"", dup),
+			 errdetail("The update gives an event the id of another one; every event needs an id of its own. The statement was not applied."),
+			 errhint("Add a unique constraint on the id column of the events table.")));
+}
+
+/*
+ * fetch_old_rows
+ *		fetch_rows of the OLD rows of an UPDATE into *rows and *nrows; false
+ *		(and no rows) if the rules fail for one of them.  A rule added since an event was stored may fail for
+ *		it (a cast of a value it carries wrong): its old version is only read
+ *		to tell which events changed, and failing on it would refuse the very
+ *		UPDATE that corrects the event (its new version is read as strictly
+ *		as an INSERT's).  The read runs in a subtransaction; an error other
+ *		than a cancel is dropped, and the caller takes every updated event as
+ *		changed.
+ */
+static bool
+fetch_old_rows(Oid relid, IdentRow **rows, int *nrows)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		read = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		*rows = fetch_rows(SRC_OLD_ROWS, relid, nrows);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+			ReThrowError(edata);
+		elog(DEBUG1, "cdp_traits: the rules fail for an old version of an updated event (%s): every updated event is stitched again",
+			 edata->message);
+		FreeErrorData(edata);
+		*rows = NULL;
+		*nrows = 0;
+		read = false;
+	}
+	PG_END_TRY();
+	return read;
+}
+
+/*
  * stitch_update
  *		Re-stitch the events whose identifiers an UPDATE changed; mark the
  *		entities of the other updated events for recalculation.
@@ -292,12 +437,15 @@ stitch_update(StitchGraph *g, Oid relid)
 				i = 0,
 				j = 0,
 				k;
-	IdentRow   *oldr = fetch_rows(SRC_OLD_ROWS, relid, &nold);
+	IdentRow   *oldr;
+	bool		old_read = fetch_old_rows(relid, &oldr, &nold);
 	IdentRow   *newr = fetch_rows(SRC_NEW_ROWS, relid, &nnew);
-	const char **forget = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
+	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew, 1), MCXT_ALLOC_HUGE);
 	int			nforget = 0;
 	const char **same = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
 	int			nsame = 0;
+	const char **fresh = palloc_extended(sizeof(char *) * Max(nnew, 1), MCXT_ALLOC_HUGE);
+	int			nfresh = 0;
 
 	/* merge-compare the two sorted lists, event by event */
 	while (i < nold || j < nnew)
@@ -319,8 +467,10 @@ stitch_update(StitchGraph *g, Oid relid)
 		}
 		else if (c > 0)
 		{
+			/* the new version has identifiers, the old one none (now) */
 			k = group_end(newr, nnew, j);
 			add_group(g, newr, j, k);
+			fresh[nfresh++] = newr[j].eid;
 			j = k;
 		}
 		else
@@ -342,6 +492,32 @@ stitch_update(StitchGraph *g, Oid relid)
 			i = ie;
 			j = je;
 		}
+	}
+
+	/*
+	 * An event whose old version has no identifier under the rules and
+	 * blocklist of now may still have the entity it was stitched into under
+	 * earlier ones (changed without restitch()): if its new version has
+	 * identifiers, that assignment goes first, as for any changed event
+	 * (storing the new one failed on the primary key of event_entities).
+	 * Only ids the statement updated: without a unique index on id, one of
+	 * another event is a duplicate, which storing it reports.
+	 */
+	if (!old_read)
+	{
+		/* (old versions unread: every updated event is taken as changed) */
+		forget = all_ids(CDP_OLD_TABLE, relid, &nforget);
+	}
+	else if (nfresh > 0)
+	{
+		int			nids;
+		const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nids);
+
+		if (nids > 1)
+			qsort(oldids, nids, sizeof(char *), cmp_key);
+		for (k = 0; k < nfresh; k++)
+			if (bsearch(&fresh[k], oldids, nids, sizeof(char *), cmp_key) != NULL)
+				forget[nforget++] = fresh[k];
 	}
 
 	/* (the events in same only mark their entities, under the same locks) */
@@ -525,6 +701,8 @@ stitch_statement(TriggerData *td)
 	else
 	{
 		note_nested_change();
+		if (!cfg->unique_id)
+			check_updated_ids(cfg, relid);
 		g = graph_create(cxt, 1024);
 		if (NestedChangeLxid == MyProc->lxid)
 			stitch_update_current(g, relid);
