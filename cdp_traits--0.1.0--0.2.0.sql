@@ -1669,10 +1669,47 @@ SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
 	msg text;
-	one text;
+	named uuid;				-- an entity a failing custom query fails for
 	t0 timestamptz := pg_catalog.clock_timestamp();
+	half integer := pg_catalog.cardinality(aids) / 2;
+	-- the most predefined attributes one statement computes, and the most
+	-- of them that take a lateral subquery of their own (see below)
+	per_statement CONSTANT integer := 500;
+	laterals_per_statement CONSTANT integer := 32;
+	c record;
+	chunk text[] := '{}';
+	nlat integer := 0;
 BEGIN
 	IF pg_catalog.cardinality(aids) = 0 THEN
+		RETURN;
+	END IF;
+	-- Predefined attributes in statements of at most per_statement of
+	-- them, and at most laterals_per_statement with a lateral subquery
+	-- (an outer_value, outer_weight or outer_filter, or a set-returning
+	-- value: see _compile), each statement a read of the events.  The
+	-- statement's table has a column of skipped values for most attributes,
+	-- and more than about a thousand bigint columns do not fit a row (1,200
+	-- attributes failed with "row is too big" and were computed one by
+	-- one, see below).  Planning pulls each lateral subquery up into a copy
+	-- of the whole statement: 32 of them took 0.5 s, 100 took 12 s and 640
+	-- MB, 200 more than 3 GB (the server was killed for memory).
+	IF kind = 'predefined' AND (pg_catalog.cardinality(aids) > per_statement
+		OR (SELECT pg_catalog.count(*) FROM pg_temp.cdp_compiled k
+			 WHERE k.aid = ANY (aids) AND (k.srf OR k.lat <> '')) > laterals_per_statement) THEN
+		FOR c IN SELECT u.aid, COALESCE(k.srf OR k.lat <> '', false) AS lateral
+				   FROM pg_catalog.unnest(aids) WITH ORDINALITY u(aid, i)
+				   LEFT JOIN pg_temp.cdp_compiled k ON k.aid = u.aid
+				  ORDER BY u.i LOOP
+			IF pg_catalog.cardinality(chunk) = per_statement
+			   OR (c.lateral AND nlat = laterals_per_statement) THEN
+				PERFORM cdp_traits._calc_step(kind, chunk, scope_sql, events_sql);
+				chunk := '{}';
+				nlat := 0;
+			END IF;
+			chunk := chunk || c.aid;
+			nlat := nlat + CASE WHEN c.lateral THEN 1 ELSE 0 END;
+		END LOOP;
+		PERFORM cdp_traits._calc_step(kind, chunk, scope_sql, events_sql);
 		RETURN;
 	END IF;
 	BEGIN
@@ -1702,9 +1739,15 @@ BEGIN
 		WHEN OTHERS THEN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 			IF pg_catalog.cardinality(aids) > 1 THEN
-				FOREACH one IN ARRAY aids LOOP
-					PERFORM cdp_traits._calc_step(kind, ARRAY[one], scope_sql, events_sql);
-				END LOOP;
+				-- each half again, down to the attributes that fail alone:
+				-- one failing definition among n costs about 2 log2(n)
+				-- statements, and as many tables of values.  One by one, it
+				-- cost n statements (each a read of the events), and
+				-- joining their n tables to write the values took over 3 GB
+				-- with 300 attributes: the server was killed for memory at
+				-- every run of the worker
+				PERFORM cdp_traits._calc_step(kind, aids[1:half], scope_sql, events_sql);
+				PERFORM cdp_traits._calc_step(kind, aids[half + 1:], scope_sql, events_sql);
 			ELSE
 				PERFORM cdp_traits._outcome(aids, msg, NULL, t0);
 				-- a custom query's error: an entity it fails for, in the
@@ -1718,9 +1761,9 @@ BEGIN
 							  WHERE r.attribute_id = aids[1] AND r.failing_entity IS NOT NULL
 							  ORDER BY r.run_id DESC LIMIT 1), pg_catalog.clock_timestamp() - t0)
 					 WHERE o.aid = aids[1]
-					RETURNING o.failing_entity INTO one;
+					RETURNING o.failing_entity INTO named;
 				END IF;
-				IF one IS NOT NULL THEN
+				IF named IS NOT NULL THEN
 					RAISE WARNING 'attribute "%" was not calculated: %', aids[1], msg
 						USING HINT = 'calculation_run_attributes.failing_entity names an entity its query fails for.';
 				ELSE
@@ -2785,7 +2828,21 @@ DECLARE
 	views oid[];
 	granted_on text[];
 	grants text[];
+	n bigint;
 BEGIN
+	-- a column per attribute, and a view has at most 1600 columns (a
+	-- statement that went past it failed with PostgreSQL's "tables can have
+	-- at most 1600 columns" or "target lists can have at most 1664
+	-- entries", in the context of a view the user did not write)
+	SELECT count(*) INTO n FROM cdp_traits.attributes;
+	IF n > 1599 THEN
+		RAISE EXCEPTION 'too many attributes: % (at most 1599)', n
+			USING ERRCODE = 'too_many_columns',
+				  DETAIL = 'cdp_traits.pivoted_customer_attributes has a column for each attribute '
+					|| 'besides customer_entity_id, and a view has at most 1600 columns.',
+				  HINT = 'Delete attributes that are no longer used, or compute values that belong '
+					|| 'together as one custom attribute whose query returns a JSON object.';
+	END IF;
 	FOR a IN SELECT id, definition FROM cdp_traits.attributes ORDER BY created, id LOOP
 		ex := pg_catalog.format('ea.vals -> %L', a.id);
 		cols := cols || pg_catalog.format(E',\n\t%s AS %I', CASE
@@ -3040,6 +3097,18 @@ BEGIN
 		SELECT pg_catalog.array_agg(p.name ORDER BY p.name) INTO parts FROM pg_temp.cdp_parts p;
 		sts := 'COALESCE(p1.sts, ''{}'')';
 		joins := pg_catalog.format('pg_temp.%I p1', parts[1]);
+		IF pg_catalog.cardinality(parts) > 8 THEN
+			-- (many: the states of the others merged per entity by one
+			-- aggregation, as _write_values merges values; a join of 1,200
+			-- of them took more memory than the machine had)
+			sts := sts || ' || COALESCE(o.sts, ''{}'')';
+			joins := joins || ' LEFT JOIN (SELECT u.eid, cdp_traits._jsonb_merge(u.sts) AS sts FROM ('
+				|| (SELECT pg_catalog.string_agg(pg_catalog.format(
+						'SELECT x.eid, x.sts FROM pg_temp.%I x WHERE x.sts IS NOT NULL', x), ' UNION ALL ')
+					  FROM pg_catalog.unnest(parts[2:]) x)
+				|| ') u GROUP BY u.eid) o ON o.eid = p1.eid';
+			parts := parts[1:1];
+		END IF;
 		FOR i IN 2 .. pg_catalog.cardinality(parts) LOOP
 			sts := sts || pg_catalog.format(' || COALESCE(p%s.sts, ''{}'')', i);
 			-- (only the rows with states: a run over every entity hashes
@@ -3247,7 +3316,15 @@ BEGIN
 			|| 'SELECT eid, cdp_traits._jsonb_merge(vals) AS vals FROM pg_temp.cdp_new GROUP BY eid'::text;
 	END IF;
 	new_sql := sources[1];
-	IF pg_catalog.cardinality(sources) > 1 THEN
+	IF pg_catalog.cardinality(sources) > 8 THEN
+		-- many tables (a statement of many attributes failed, and they were
+		-- computed in parts; or thousands of attributes): their objects
+		-- merged per entity by one aggregation, not by a join of each (the
+		-- keys of the tables differ).  A full join of 300 of them, each on
+		-- the COALESCE of the ids before it, took over 3 GB to plan
+		new_sql := 'SELECT u.eid, cdp_traits._jsonb_merge(u.vals) AS vals FROM ('
+			|| pg_catalog.array_to_string(sources, ' UNION ALL ') || ') u GROUP BY u.eid';
+	ELSIF pg_catalog.cardinality(sources) > 1 THEN
 		DECLARE
 			eids text := 's1.eid';
 			vals text := 's1.vals';

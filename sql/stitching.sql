@@ -477,3 +477,41 @@ TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_ent
 DELETE FROM cdp_traits.stitching_rules;
 DELETE FROM cdp_traits.events_source;
 RESET client_min_messages;
+
+-- The attribute id shares matching's index entry with the value: a rule's
+-- attribute_id has at most 255 bytes, so that a value of up to 2000 bytes
+-- that does not compress always fits (a rule of a 700-byte attribute_id was
+-- accepted, and an event with a 2000-byte identifier then failed with
+-- "index row size ... exceeds btree version 4 maximum 2704").
+SET client_min_messages = warning;
+CREATE TABLE ev7 (id bigint PRIMARY KEY, source_id text, type text, version text,
+                  event_time timestamptz, payload jsonb);
+SELECT cdp_traits.attach_events('ev7');
+RESET client_min_messages;
+-- (text that does not compress: the index compresses what it can)
+CREATE FUNCTION pg_temp.noise(n int, seed int) RETURNS text LANGUAGE sql
+AS $$ SELECT string_agg(chr(33 + get_byte(decode(md5((g + seed * n)::text), 'hex'), 0) % 90), '' ORDER BY g)
+        FROM generate_series(1, n) g $$;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES (pg_temp.noise(700, 3), $$payload->>'token'$$);
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES (repeat('é', 128), $$payload->>'token'$$);
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+VALUES (pg_temp.noise(255, 4), $$payload->>'token'$$);
+RESET client_min_messages;
+INSERT INTO ev7 VALUES (1, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', pg_temp.noise(2000, 1))),
+                       (2, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', pg_temp.noise(2000, 1))),
+                       (3, 'app', 'x', '1', '2025-01-01', jsonb_build_object('token', pg_temp.noise(2000, 2)));
+SELECT octet_length(attribute_id) AS attribute_bytes, octet_length(value) AS value_bytes,
+       count(*) OVER () AS identifiers
+  FROM cdp_traits.matching ORDER BY 1, 2;
+SELECT string_agg(id::text, ',' ORDER BY id) AS events
+  FROM cdp_traits.customer_events GROUP BY customer_entity_id ORDER BY 1;
+SET client_min_messages = warning;
+SELECT cdp_traits.detach_events();
+DROP TABLE ev7 CASCADE;
+TRUNCATE cdp_traits.event_entities, cdp_traits.matching, cdp_traits.customer_entities CASCADE;
+DELETE FROM cdp_traits.stitching_rules;
+DELETE FROM cdp_traits.events_source;
+RESET client_min_messages;

@@ -51,6 +51,13 @@
  */
 #define CDP_MAX_IDENTIFIER_BYTES 2000
 
+/*
+ * The most bytes of a stitching rule's attribute_id: with a value of
+ * CDP_MAX_IDENTIFIER_BYTES that does not compress, matching's index entry
+ * still fits (a 700-byte attribute id made such an event's insert fail).
+ */
+#define CDP_MAX_RULE_ATTRIBUTE_BYTES 255
+
 /* names of the transition tables of the events triggers */
 #define CDP_NEW_TABLE "cdp_new_events"
 #define CDP_OLD_TABLE "cdp_old_events"

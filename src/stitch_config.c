@@ -1700,6 +1700,15 @@ cdp_stitching_rules_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stitching rule has an empty attribute_id"),
 				 errhint("Name the identifier the rule reads, e.g. 'email'.")));
+	if (strlen(attr) > CDP_MAX_RULE_ATTRIBUTE_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("stitching rule attribute_id is too long: %d bytes (at most %d)",
+						(int) strlen(attr), CDP_MAX_RULE_ATTRIBUTE_BYTES),
+				 errdetail("An identifier is stored as its attribute_id and value in one entry of "
+						   "the index of cdp_traits.matching, which holds at most 2704 bytes; "
+						   "values of up to %d bytes link.", CDP_MAX_IDENTIFIER_BYTES),
+				 errhint("Name the identifier the rule reads shortly, e.g. 'email'.")));
 	d = heap_getattr(tup, 5, desc, &isnull);
 	expr = isnull ? "" : TextDatumGetCString(d);
 
