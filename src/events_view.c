@@ -437,6 +437,56 @@ done:
 	return result;
 }
 
+/* follow_in_place's work, for cdp_in_subtransaction */
+typedef struct ViewFollow
+{
+	StitchConfig *cfg;
+	const char *cols;
+	List	   *renames;
+	int			added;
+} ViewFollow;
+
+/*
+ * follow_in_place_in
+ *		The renames and additions of follow_in_place, run in its
+ *		subtransaction.
+ */
+static void
+follow_in_place_in(void *arg)
+{
+	ViewFollow *f = arg;
+	List	   *copies = published_copies();
+	ListCell   *lc;
+	int			i;
+
+	for (i = 0; i < list_length(f->renames); i += 2)
+	{
+		const char *from = quote_identifier(list_nth(f->renames, i));
+		const char *to = quote_identifier(list_nth(f->renames, i + 1));
+
+		cdp_execute_sql(psprintf("ALTER VIEW cdp_traits.customer_events RENAME COLUMN %s TO %s",
+								 from, to),
+						SPI_OK_UTILITY, "renaming a column of customer_events");
+		foreach(lc, copies)
+			cdp_execute_sql(psprintf("ALTER VIEW %s RENAME COLUMN %s TO %s",
+									 (char *) lfirst(lc), from, to),
+							SPI_OK_UTILITY, "renaming a column of a published customer_events");
+	}
+	if (f->added > 0)
+	{
+		cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS "
+								 "SELECT %s FROM %s ev "
+								 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
+								 f->cols, f->cfg->events_name, stitch_key_sql(f->cfg, "ev.id")),
+						SPI_OK_UTILITY, "adding columns to customer_events");
+		foreach(lc, copies)
+			cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW %s AS "
+									 "SELECT * FROM cdp_traits.customer_events",
+									 (char *) lfirst(lc)),
+							SPI_OK_UTILITY, "replacing a published customer_events");
+	}
+}
+
 /*
  * follow_in_place
  *		Columns renamed in the events table are renamed in the view and its
@@ -448,78 +498,27 @@ done:
 static void
 follow_in_place(StitchConfig *cfg, Oid viewid)
 {
-	char	   *cols;
-	List	   *renames;
-	int			added;
-	int			i;
-	ListCell   *lc;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	ViewFollow	f;
+	ErrorData  *edata;
 
-	cols = view_columns(cfg, viewid, false, true, &renames, &added);
-	if (cols == NULL || (added == 0 && renames == NIL))
+	f.cfg = cfg;
+	f.cols = view_columns(cfg, viewid, false, true, &f.renames, &f.added);
+	if (f.cols == NULL || (f.added == 0 && f.renames == NIL))
 		return;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		List	   *copies = published_copies();
-
-		for (i = 0; i < list_length(renames); i += 2)
-		{
-			const char *from = quote_identifier(list_nth(renames, i));
-			const char *to = quote_identifier(list_nth(renames, i + 1));
-			ListCell   *lc2;
-
-			cdp_execute_sql(psprintf("ALTER VIEW cdp_traits.customer_events RENAME COLUMN %s TO %s",
-									 from, to),
-							SPI_OK_UTILITY, "renaming a column of customer_events");
-			foreach(lc2, copies)
-				cdp_execute_sql(psprintf("ALTER VIEW %s RENAME COLUMN %s TO %s",
-										 (char *) lfirst(lc2), from, to),
-								SPI_OK_UTILITY, "renaming a column of a published customer_events");
-		}
-		if (added > 0)
-		{
-			cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW cdp_traits.customer_events AS "
-									 "SELECT %s FROM %s ev "
-									 "LEFT JOIN cdp_traits.event_entities ee ON ee.event_id = %s",
-									 cols, cfg->events_name, stitch_key_sql(cfg, "ev.id")),
-							SPI_OK_UTILITY, "adding columns to customer_events");
-			foreach(lc, copies)
-				cdp_execute_sql(psprintf("CREATE OR REPLACE VIEW %s AS "
-										 "SELECT * FROM cdp_traits.customer_events",
-										 (char *) lfirst(lc)),
-								SPI_OK_UTILITY, "replacing a published customer_events");
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		/* a cancel (statement timeout, pg_cancel_backend) cancels the command */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-		ereport(WARNING,
-				(errmsg("cdp_traits.customer_events does not follow the columns of %s",
-						cfg->events_name),
-				 errdetail("%s", edata->message),
-				 errhint("Once the cause is gone, detach and attach the events table again: "
-						 "SELECT cdp_traits.detach_events(); SELECT cdp_traits.attach_events('%s');",
-						 cfg->events_name)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	edata = cdp_in_subtransaction(follow_in_place_in, &f);
+	if (edata == NULL)
+		return;
+	/* a cancel (statement timeout, pg_cancel_backend) cancels the command */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		ReThrowError(edata);
+	ereport(WARNING,
+			(errmsg("cdp_traits.customer_events does not follow the columns of %s",
+					cfg->events_name),
+			 errdetail("%s", edata->message),
+			 errhint("Once the cause is gone, detach and attach the events table again: "
+					 "SELECT cdp_traits.detach_events(); SELECT cdp_traits.attach_events('%s');",
+					 cfg->events_name)));
+	FreeErrorData(edata);
 }
 
 /*

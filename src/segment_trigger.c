@@ -678,6 +678,26 @@ cmp_idref(const IdRef *x, const IdRef *y)
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
+/* insert_ids_optimistic's arguments, for cdp_in_subtransaction */
+typedef struct IdsInsert
+{
+	SegBatch   *b;
+	Datum	   *args;
+} IdsInsert;
+
+/*
+ * insert_ids_in
+ *		The plain insert of the ids, run in insert_ids_optimistic's
+ *		subtransaction.
+ */
+static void
+insert_ids_in(void *arg)
+{
+	IdsInsert  *ins = arg;
+
+	execute(ins->b, ST_IDS, ins->args, SPI_OK_INSERT);
+}
+
 /*
  * insert_ids_optimistic
  *		The plain insert of the ids, in a subtransaction: true if it went
@@ -687,36 +707,15 @@ cmp_idref(const IdRef *x, const IdRef *y)
 static bool
 insert_ids_optimistic(SegBatch *b, Datum *args)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	bool		ok = true;
+	IdsInsert	ins = {b, args};
+	ErrorData  *edata = cdp_in_subtransaction(insert_ids_in, &ins);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		execute(b, ST_IDS, args, SPI_OK_INSERT);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+		ReThrowError(edata);
+	FreeErrorData(edata);
+	return false;
 }
 
 /*

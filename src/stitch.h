@@ -112,6 +112,7 @@ extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 						int expected, const char *what);
 extern int	cdp_execute_sql(const char *sql, int expected, const char *what);
+extern ErrorData *cdp_in_subtransaction(void (*fn) (void *arg), void *arg);
 
 /* ---- stitch_config.c ---- */
 typedef struct StitchConfig

@@ -406,6 +406,31 @@ rule_event_row(Oid idtype)
 /* a check of a rule expression, run by rule_in_subtransaction */
 typedef void (*RuleCheck) (const char *expr, Oid idtype, bool *is_set);
 
+/* a rule check and its arguments, for cdp_in_subtransaction */
+typedef struct RuleCheckCall
+{
+	RuleCheck	check;
+	const char *expr;
+	Oid			idtype;
+	bool	   *is_set;
+} RuleCheckCall;
+
+/*
+ * rule_check_in
+ *		The check of rule_in_subtransaction, SPI connected, in its
+ *		subtransaction.
+ */
+static void
+rule_check_in(void *arg)
+{
+	RuleCheckCall *call = arg;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	call->check(call->expr, call->idtype, call->is_set);
+	SPI_finish();
+}
+
 /*
  * rule_in_subtransaction
  *		Run check (SPI connected) in a subtransaction of its own; NULL if it
@@ -415,35 +440,13 @@ typedef void (*RuleCheck) (const char *expr, Oid idtype, bool *is_set);
 static ErrorData *
 rule_in_subtransaction(RuleCheck check, const char *expr, Oid idtype, bool *is_set)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	RuleCheckCall call = {check, expr, idtype, is_set};
+	ErrorData  *edata = cdp_in_subtransaction(rule_check_in, &call);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		check(expr, idtype, is_set);
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES)
-			ReThrowError(edata);
-	}
-	PG_END_TRY();
+	if (edata != NULL &&
+		(edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		 ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES))
+		ReThrowError(edata);
 	return edata;
 }
 

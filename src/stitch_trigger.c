@@ -373,11 +373,32 @@ check_updated_ids(StitchConfig *cfg, Oid relid)
 			 errhint("Add a unique constraint on the id column of the events table.")));
 }
 
+/* fetch_old_rows' arguments and result, for cdp_in_subtransaction */
+typedef struct OldRowsFetch
+{
+	Oid			relid;
+	IdentRow   *rows;
+	int			nrows;
+} OldRowsFetch;
+
+/*
+ * fetch_old_rows_in
+ *		The body of fetch_old_rows, run in its subtransaction.
+ */
+static void
+fetch_old_rows_in(void *arg)
+{
+	OldRowsFetch *f = arg;
+
+	f->rows = fetch_rows(SRC_OLD_ROWS, f->relid, &f->nrows);
+}
+
 /*
  * fetch_old_rows
  *		fetch_rows of the OLD rows of an UPDATE into *rows and *nrows; false
- *		(and no rows) if the rules fail for one of them.  A rule added since an event was stored may fail for
- *		it (a cast of a value it carries wrong): its old version is only read
+ *		(and no rows) if the rules fail for one of them.  A rule added since
+ *		an event was stored may fail for it (a cast of a value it carries
+ *		wrong): its old version is only read
  *		to tell which events changed, and failing on it would refuse the very
  *		UPDATE that corrects the event (its new version is read as strictly
  *		as an INSERT's).  The read runs in a subtransaction; an error other
@@ -387,41 +408,22 @@ check_updated_ids(StitchConfig *cfg, Oid relid)
 static bool
 fetch_old_rows(Oid relid, IdentRow **rows, int *nrows)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	bool		read = true;
+	OldRowsFetch f = {relid, NULL, 0};
+	ErrorData  *edata = cdp_in_subtransaction(fetch_old_rows_in, &f);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		*rows = fetch_rows(SRC_OLD_ROWS, relid, nrows);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
-			ReThrowError(edata);
-		elog(DEBUG1, "cdp_traits: the rules fail for an old version of an updated event (%s): every updated event is stitched again",
-			 edata->message);
-		FreeErrorData(edata);
-		*rows = NULL;
-		*nrows = 0;
-		read = false;
-	}
-	PG_END_TRY();
-	return read;
+	*rows = f.rows;
+	*nrows = f.nrows;
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+		ReThrowError(edata);
+	elog(DEBUG1, "cdp_traits: the rules fail for an old version of an updated event (%s): every updated event is stitched again",
+		 edata->message);
+	FreeErrorData(edata);
+	*rows = NULL;
+	*nrows = 0;
+	return false;
 }
 
 /*
