@@ -182,6 +182,9 @@ SELECT CASE WHEN vendor = 0 THEN 'audience ' ELSE 'segment ' END || segment AS o
   FROM cdp_traits.segment_toggles GROUP BY 1 ORDER BY 1;
 SELECT seq, segment, user_id, member, event_time FROM cdp_traits.toggles_since(0, 1000000)
  WHERE vendor = 7 ORDER BY seq DESC LIMIT 3;
+\echo 'a new sync job starts here (every toggle up to it is committed), reads the memberships, then polls toggles_since(it, n):'
+SELECT cdp_traits.toggles_position() AS start_after_seq,
+       (SELECT count(*) FROM cdp_traits.segment_memberships WHERE member) AS members_to_load_first;
 
 \echo
 \echo '== 11. Published for BI and reverse ETL: plain views in a schema of your choice'
