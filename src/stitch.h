@@ -386,6 +386,7 @@ extern void cdp_random_uuid(pg_uuid_t *uuid);
 extern void cdp_random_uuids(pg_uuid_t *uuids, int n);
 extern int	uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b);
 extern int	sort_unique_uuids(pg_uuid_t *ids, int n);
+extern Datum cdp_text_array(const char **vals, int n);
 extern Datum cdp_uuid_array(const pg_uuid_t *vals, int n);
 
 /* ---- attach.c, events_view.c ---- */

@@ -280,11 +280,11 @@ uuid_cmp_internal(const pg_uuid_t *a, const pg_uuid_t *b)
 }
 
 /*
- * text_array / cdp_uuid_array
+ * cdp_text_array / cdp_uuid_array
  *		SQL arrays built from C values, for statement parameters.
  */
-static Datum
-text_array(const char **vals, int n)
+Datum
+cdp_text_array(const char **vals, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
 	int			i;
@@ -929,8 +929,8 @@ stitch_write_changes(StitchChanges *c)
 	write_merges(c->merged, c->merged_into, c->n_merged);
 	if (c->n_del_idents > 0)
 	{
-		args[0] = text_array(c->del_ident_attr, c->n_del_idents);
-		args[1] = text_array(c->del_ident_val, c->n_del_idents);
+		args[0] = cdp_text_array(c->del_ident_attr, c->n_del_idents);
+		args[1] = cdp_text_array(c->del_ident_val, c->n_del_idents);
 		cdp_execute(plan("del_matching",
 						 "DELETE FROM cdp_traits.matching m USING unnest($1, $2) d(attr, val) "
 						 "WHERE m.attribute_id = d.attr AND m.value = d.val",
@@ -942,8 +942,8 @@ stitch_write_changes(StitchChanges *c)
 		!insert_rows("matching", IdentCols, IdentTypes, 3, c->n_idents,
 					 true, fill_ident, c, c->bulk_idents))
 	{
-		args[0] = text_array(c->ident_attr, c->n_idents);
-		args[1] = text_array(c->ident_val, c->n_idents);
+		args[0] = cdp_text_array(c->ident_attr, c->n_idents);
+		args[1] = cdp_text_array(c->ident_val, c->n_idents);
 		args[2] = cdp_uuid_array(c->ident_entity, c->n_idents);
 		cdp_execute(plan("put_matching",
 						 "INSERT INTO cdp_traits.matching (attribute_id, value, customer_entity_id) "
@@ -953,8 +953,8 @@ stitch_write_changes(StitchChanges *c)
 	}
 	if (c->n_upd_idents > 0)
 	{
-		args[0] = text_array(c->upd_ident_attr, c->n_upd_idents);
-		args[1] = text_array(c->upd_ident_val, c->n_upd_idents);
+		args[0] = cdp_text_array(c->upd_ident_attr, c->n_upd_idents);
+		args[1] = cdp_text_array(c->upd_ident_val, c->n_upd_idents);
 		args[2] = cdp_uuid_array(c->upd_ident_entity, c->n_upd_idents);
 		cdp_execute(plan("move_matching",
 						 "UPDATE cdp_traits.matching m SET customer_entity_id = u.entity "
@@ -965,7 +965,7 @@ stitch_write_changes(StitchChanges *c)
 	}
 	if (c->n_del_events > 0)
 	{
-		args[0] = text_array(c->del_events, c->n_del_events);
+		args[0] = cdp_text_array(c->del_events, c->n_del_events);
 		cdp_execute(plan("del_events",
 						 "DELETE FROM cdp_traits.event_entities WHERE event_id = ANY ($1)",
 						 1, TEXTARRAYOID, 0, 0),
@@ -983,7 +983,7 @@ stitch_write_changes(StitchChanges *c)
 		!insert_rows("event_entities", EventCols, EventTypes, 2, c->n_events,
 					 !c->bulk_events, fill_event, c, c->bulk_events))
 	{
-		args[0] = text_array(c->event_ids, c->n_events);
+		args[0] = cdp_text_array(c->event_ids, c->n_events);
 		args[1] = cdp_uuid_array(c->event_entity, c->n_events);
 		cdp_execute(plan("put_events",
 						 "INSERT INTO cdp_traits.event_entities (event_id, customer_entity_id) "
@@ -993,7 +993,7 @@ stitch_write_changes(StitchChanges *c)
 	}
 	if (c->n_upd_events > 0)
 	{
-		args[0] = text_array(c->upd_event_ids, c->n_upd_events);
+		args[0] = cdp_text_array(c->upd_event_ids, c->n_upd_events);
 		args[1] = cdp_uuid_array(c->upd_event_entity, c->n_upd_events);
 		cdp_execute(plan("move_events",
 						 "UPDATE cdp_traits.event_entities e SET customer_entity_id = u.entity "
@@ -1146,8 +1146,8 @@ lookup_identifiers(StitchGraph *g, int *nfound)
 	vals = palloc(sizeof(char *) * Max(n, 1));
 	for (i = 0; i < n; i++)
 		graph_identifier(g, i, &attrs[i], &vals[i]);
-	args[0] = text_array(attrs, n);
-	args[1] = text_array(vals, n);
+	args[0] = cdp_text_array(attrs, n);
+	args[1] = cdp_text_array(vals, n);
 	cdp_execute(plan("lookup_idents",
 					 "SELECT (u.ord - 1)::int4, m.customer_entity_id "
 					 "FROM unnest($1, $2) WITH ORDINALITY u(attr, val, ord) "
@@ -1168,37 +1168,51 @@ lookup_identifiers(StitchGraph *g, int *nfound)
 	return found;
 }
 
+/* the stored events of a batch and the entities they belong to */
+typedef struct EventPairs
+{
+	int			n;				/* events found */
+	const char **keys;			/* their keys, in strcmp() order */
+	pg_uuid_t  *entities;		/* the entity of each */
+	pg_uuid_t  *distinct;		/* the entities, sorted, each once */
+	int			ndistinct;
+} EventPairs;
+
 /*
- * lookup_event_entities
- *		The entities the given (stored) events belong to.
+ * lookup_event_pairs
+ *		The entities the given (stored) events belong to: each event's (for
+ *		adopt_old_entities) and the distinct ones (to lock and re-check).
  */
-static pg_uuid_t *
-lookup_event_entities(const char **ids, int n, int *nfound)
+static void
+lookup_event_pairs(const char **ids, int n, EventPairs *out)
 {
 	Datum		args[1];
-	pg_uuid_t  *found;
-	uint64		i;
+	uint64		r;
 
-	*nfound = 0;
+	memset(out, 0, sizeof(EventPairs));
 	if (n == 0)
-		return NULL;
-	args[0] = text_array(ids, n);
-	cdp_execute(plan("lookup_event_entities",
-					 "SELECT DISTINCT customer_entity_id FROM cdp_traits.event_entities "
-					 "WHERE event_id = ANY ($1)",
+		return;
+	args[0] = cdp_text_array(ids, n);
+	cdp_execute(plan("lookup_event_pairs",
+					 "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities "
+					 "WHERE event_id = ANY ($1) ORDER BY event_id COLLATE \"C\"",
 					 1, TEXTARRAYOID, 0, 0),
 				args, NULL, SPI_OK_SELECT, "looking up events");
-	found = palloc(sizeof(pg_uuid_t) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
+	out->n = (int) SPI_processed;
+	out->keys = palloc_extended(sizeof(char *) * Max(out->n, 1), MCXT_ALLOC_HUGE);
+	out->entities = palloc_extended(sizeof(pg_uuid_t) * Max(out->n, 1), MCXT_ALLOC_HUGE);
+	out->distinct = palloc_extended(sizeof(pg_uuid_t) * Max(out->n, 1), MCXT_ALLOC_HUGE);
+	for (r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[r];
 
-		found[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
-												SPI_tuptable->tupdesc, 1, &isnull));
+		out->keys[r] = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		out->entities[r] = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	*nfound = (int) SPI_processed;
 	SPI_freetuptable(SPI_tuptable);
-	return found;
+	memcpy(out->distinct, out->entities, sizeof(pg_uuid_t) * out->n);
+	out->ndistinct = sort_unique_uuids(out->distinct, out->n);
 }
 
 /*
@@ -1302,7 +1316,7 @@ follow_states(const StitchChanges *c, const pg_uuid_t *drop, int ndrop)
 	if (SPI_processed != 1 ||
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return;
-	args[0] = text_array(c->event_ids, c->n_events);
+	args[0] = cdp_text_array(c->event_ids, c->n_events);
 	args[1] = cdp_uuid_array(c->event_entity, c->n_events);
 	args[2] = cdp_uuid_array(drop, ndrop);
 	cdp_execute(plan("follow_states",
@@ -1394,21 +1408,21 @@ cmp_moved(const void *a, const void *b)
  *		joined (*nadopted of them), to be added to those found.
  */
 static pg_uuid_t *
-adopt_old_entities(StitchGraph *g, const char **forget, int nforget,
+adopt_old_entities(StitchGraph *g, const EventPairs *forgotten_pairs,
 				   const Found *found, int nfound, int *nadopted)
 {
 	int			nevents = graph_nevents(g);
 	Datum		args[1];
-	const char **keys;
-	pg_uuid_t  *olds;
+	int			npairs = forgotten_pairs->n;
+	const char **keys = forgotten_pairs->keys;
+	const pg_uuid_t *olds = forgotten_pairs->entities;
 	pg_uuid_t  *known;
 	MovedEvent *moved;
 	pg_uuid_t  *cands;
 	int64	   *totals;
 	int64	   *forgotten;
 	pg_uuid_t  *adopted;
-	int			npairs,
-				nknown = 0,
+	int			nknown = 0,
 				nmoved = 0,
 				ncands = 0,
 				m = 0,
@@ -1416,30 +1430,8 @@ adopt_old_entities(StitchGraph *g, const char **forget, int nforget,
 	uint64		r;
 
 	*nadopted = 0;
-	if (nforget == 0 || nevents == 0)
+	if (npairs == 0 || nevents == 0)
 		return NULL;
-
-	/* the entities the forgotten events had, by key (in strcmp() order) */
-	args[0] = text_array(forget, nforget);
-	cdp_execute(plan("lookup_event_pairs",
-					 "SELECT event_id, customer_entity_id FROM cdp_traits.event_entities "
-					 "WHERE event_id = ANY ($1) ORDER BY event_id COLLATE \"C\"",
-					 1, TEXTARRAYOID, 0, 0),
-				args, NULL, SPI_OK_SELECT, "looking up events");
-	npairs = (int) SPI_processed;
-	if (npairs == 0)
-		return NULL;
-	keys = palloc_extended(sizeof(char *) * npairs, MCXT_ALLOC_HUGE);
-	olds = palloc_extended(sizeof(pg_uuid_t) * npairs, MCXT_ALLOC_HUGE);
-	for (r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		HeapTuple	tup = SPI_tuptable->vals[r];
-
-		keys[r] = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		olds[r] = *DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-	}
-	SPI_freetuptable(SPI_tuptable);
 
 	/* the entities found by the batch's identifiers stay as they are */
 	known = palloc(sizeof(pg_uuid_t) * Max(nfound, 1));
@@ -1559,6 +1551,8 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 	int			nleft = 0;
 	pg_uuid_t  *marked = NULL;
 	int			nmarked = 0;
+	EventPairs	forgotten;
+	EventPairs	touched;
 	pg_uuid_t  *adopted;
 	int			nadopted;
 	int			i;
@@ -1592,8 +1586,12 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 
 		CHECK_FOR_INTERRUPTS();
 		found = nidents > 0 ? lookup_identifiers(g, &nfound) : NULL;
-		left = lookup_event_entities(forget, nforget, &nleft);
-		marked = lookup_event_entities(touch, ntouch, &nmarked);
+		lookup_event_pairs(forget, nforget, &forgotten);
+		left = forgotten.distinct;
+		nleft = forgotten.ndistinct;
+		lookup_event_pairs(touch, ntouch, &touched);
+		marked = touched.distinct;
+		nmarked = touched.ndistinct;
 		if (exclusive)
 			break;
 		want = palloc(sizeof(uint64) * Max(nfound + nleft + nmarked, 1));
@@ -1617,7 +1615,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 	for (i = 0; i < nfound; i++)
 		graph_union(g, graph_identifier_node(g, found[i].ident),
 					graph_entity_node(g, &found[i].entity));
-	adopted = adopt_old_entities(g, forget, nforget, found, nfound, &nadopted);
+	adopted = adopt_old_entities(g, &forgotten, found, nfound, &nadopted);
 
 	{
 		int			nnodes = graph_nnodes(g);
@@ -1786,7 +1784,7 @@ stitch_batch(StitchGraph *g, const char **forget, int nforget,
 		{
 			Datum		args[1];
 
-			args[0] = text_array(touch, ntouch);
+			args[0] = cdp_text_array(touch, ntouch);
 			cdp_execute(plan("touch_updated",
 							 "UPDATE cdp_traits.customer_entities c "
 							 "SET modified = pg_catalog.now(), calculated = NULL "

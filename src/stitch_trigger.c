@@ -45,7 +45,6 @@
 #include "commands/trigger.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -256,6 +255,21 @@ all_ids(const char *table, Oid relid, int *n)
 }
 
 /*
+ * duplicate_id_error
+ *		The error of a statement that would give two events the id id (as
+ *		the user wrote it), without a unique index on id to say so.
+ */
+static void
+duplicate_id_error(const char *id, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("duplicate event id \"%s\"", id),
+			 errdetail("%s", detail),
+			 errhint("Add a unique constraint on the id column of the events table.")));
+}
+
+/*
  * check_duplicate_ids
  *		Without a unique index on id, make sure the new events do not reuse
  *		an id (within the statement, or of an event already stitched).
@@ -275,12 +289,8 @@ check_duplicate_ids(Oid relid)
 								   0, NULL),
 				NULL, NULL, SPI_OK_SELECT, "checking event ids");
 	if (SPI_processed > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("duplicate event id \"%s\"",
-						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-				 errdetail("Every event needs an id of its own; the statement was not applied."),
-				 errhint("Add a unique constraint on the id column of the events table.")));
+		duplicate_id_error(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						   "Every event needs an id of its own; the statement was not applied.");
 }
 
 /*
@@ -340,13 +350,9 @@ check_updated_ids(StitchConfig *cfg, Oid relid)
 	if (dup == NULL && nchanged > 0)
 	{
 		Datum		args[1];
-		Datum	   *elems = palloc(sizeof(Datum) * nchanged);
 		Oid			argtypes[1] = {TEXTARRAYOID};
-		int			k;
 
-		for (k = 0; k < nchanged; k++)
-			elems[k] = CStringGetTextDatum(changed[k]);
-		args[0] = PointerGetDatum(construct_array(elems, nchanged, TEXTOID, -1, false, TYPALIGN_INT));
+		args[0] = cdp_text_array(changed, nchanged);
 		cdp_execute(stitch_probe_plan("updated_ids_taken",
 									  "SELECT event_id FROM cdp_traits.event_entities "
 									  "WHERE event_id = ANY ($1) LIMIT 1",
@@ -366,11 +372,7 @@ check_updated_ids(StitchConfig *cfg, Oid relid)
 		if (cdp_key_to_uuid(dup, strlen(dup), &u))
 			dup = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
 	}
-	ereport(ERROR,
-			(errcode(ERRCODE_UNIQUE_VIOLATION),
-			 errmsg("duplicate event id \"%s\"", dup),
-			 errdetail("The update gives an event the id of another one; every event needs an id of its own. The statement was not applied."),
-			 errhint("Add a unique constraint on the id column of the events table.")));
+	duplicate_id_error(dup, "The update gives an event the id of another one; every event needs an id of its own. The statement was not applied.");
 }
 
 /* fetch_old_rows' arguments and result, for cdp_in_subtransaction */
