@@ -1614,6 +1614,7 @@ DECLARE
 	conv text;
 	idx text;
 	skipped bigint;
+	given text;				-- SQL: r.value holds a value (see _given_sql)
 BEGIN
 	IF def->>'type' = 'custom' THEN
 		q := cdp_traits._custom_sql(def, scope_sql);
@@ -1646,8 +1647,8 @@ BEGIN
 	-- (a JSON null is no value, as in predefined attributes: not stored
 	-- without a data_type, and with one not counted as a value that did
 	-- not convert)
-	conv := CASE WHEN dt IS NULL THEN pg_catalog.format('CASE WHEN %s THEN r.value END',
-														 cdp_traits._given_sql('r.value', vtype, 'true'))
+	given := cdp_traits._given_sql('r.value', vtype, 'true');
+	conv := CASE WHEN dt IS NULL THEN pg_catalog.format('CASE WHEN %s THEN r.value END', given)
 				 ELSE cdp_traits._convert('r.value', vtype, dt) END;
 	EXECUTE pg_catalog.format(
 		'WITH r AS (%s), v AS (SELECT r.eid, CASE WHEN r.eid IS NOT NULL THEN %s END AS v, '
@@ -1657,7 +1658,7 @@ BEGIN
 		'ELSE pg_catalog.jsonb_agg(j ORDER BY j) END) '
 		'FROM (SELECT eid, pg_catalog.to_jsonb(v) AS j FROM v WHERE pg_catalog.num_nulls(v) = 0) vj GROUP BY eid) '
 		'SELECT count(*) FILTER (WHERE pg_catalog.num_nulls(v) = 1 AND given) FROM v', q, conv,
-		cdp_traits._given_sql('r.value', vtype, 'true'), aid) INTO skipped;
+		given, aid) INTO skipped;
 	PERFORM cdp_traits._outcome(ARRAY[aid], NULL, ARRAY[skipped], pg_catalog.clock_timestamp());
 END;
 $$;
@@ -1753,13 +1754,10 @@ BEGIN
 				-- a custom query's error: an entity it fails for, in the
 				-- run's record (its statement runs over all at once, and the
 				-- error, "division by zero" say, names none)
-				IF kind = 'query' AND (SELECT a.definition->>'type' FROM cdp_traits.attributes a
-										WHERE a.id = aids[1]) = 'custom' THEN
+				IF kind = 'query' THEN
 					UPDATE pg_temp.cdp_outcome o
 					   SET failing_entity = cdp_traits._failing_entity(aids[1], scope_sql,
-							(SELECT r.failing_entity FROM cdp_traits.calculation_run_attributes r
-							  WHERE r.attribute_id = aids[1] AND r.failing_entity IS NOT NULL
-							  ORDER BY r.run_id DESC LIMIT 1), pg_catalog.clock_timestamp() - t0)
+																	   pg_catalog.clock_timestamp() - t0)
 					 WHERE o.aid = aids[1]
 					RETURNING o.failing_entity INTO named;
 				END IF;
@@ -2509,13 +2507,16 @@ AS $$
 	 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
-CREATE FUNCTION cdp_traits._failing_entity(aid text, scope_sql text, was uuid, took interval)
+CREATE FUNCTION cdp_traits._failing_entity(aid text, scope_sql text, took interval)
 RETURNS uuid
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
 	def jsonb := (SELECT a.definition FROM cdp_traits.attributes a WHERE a.id = aid);
+	was uuid := (SELECT r.failing_entity FROM cdp_traits.calculation_run_attributes r
+				  WHERE r.attribute_id = aid AND r.failing_entity IS NOT NULL
+				  ORDER BY r.run_id DESC LIMIT 1);
 	limit_ms bigint := (EXTRACT(epoch FROM took) * 2000)::bigint + 1000;
 	configured bigint := (SELECT s.setting::bigint FROM pg_catalog.pg_settings s
 						   WHERE s.name = 'cdp_traits.attribute_timeout');
@@ -2526,6 +2527,9 @@ DECLARE
 	mid integer;
 	found uuid;
 BEGIN
+	IF def->>'type' IS DISTINCT FROM 'custom' THEN
+		RETURN NULL;
+	END IF;
 	IF configured > 0 THEN
 		limit_ms := LEAST(limit_ms, configured);
 	END IF;

@@ -117,13 +117,27 @@ plain_datetime_words(const char *s)
  *		instant was 4 days and 5 hours later than the one meant.  The zone's
  *		name in parentheses after such an offset is dropped too.
  */
-static char *
+static const char *
 iso_offsets(const char *s)
 {
-	char	   *result = pstrdup(s);
+	char	   *result;
 	char	   *p;
-	char	   *open = strrchr(result, '(');
-	char	   *end = result + strlen(result);
+	char	   *open;
+	char	   *end;
+	const char *c;
+
+	/* (most text holds neither: read as it is, without a copy) */
+	for (c = s; *c; c++)
+		if (*c == '(' || ((*c == '+' || *c == '-') && c - s >= 3 &&
+						  (pg_strncasecmp(c - 3, "gmt", 3) == 0 ||
+						   pg_strncasecmp(c - 3, "utc", 3) == 0)))
+			break;
+	if (*c == '\0')
+		return s;
+
+	result = pstrdup(s);
+	open = strrchr(result, '(');
+	end = result + strlen(result);
 
 	/*
 	 * Date.toString() ends with the zone's name in parentheses after the
