@@ -316,19 +316,18 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
+DECLARE
+	shape CONSTANT text := 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
+						   '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
 BEGIN
 	-- (the event's id, once it is known to be one, names the document that
 	-- failed among the many of a batch: SELECT ingest_segment_event(doc) FROM ...)
 	IF got IS NULL AND ev IS NULL THEN
 		RAISE EXCEPTION 'invalid segment event: "%" %', field, must
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
-						 '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
+			USING ERRCODE = 'invalid_parameter_value', HINT = shape;
 	ELSIF got IS NULL THEN
 		RAISE EXCEPTION 'invalid segment event: "%" %', field, must
-			USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The event is ' || ev || '.',
-				  HINT = 'A segment event is {"event": uuid, "user": string, "segment": {"vendor": integer, '
-						 '"name": string}, "timestamp": RFC 3339} with "remove": true or a string "value".';
+			USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The event is ' || ev || '.', HINT = shape;
 	END IF;
 	RAISE EXCEPTION 'invalid segment event: "%" %', field, must
 		USING ERRCODE = 'invalid_parameter_value',
