@@ -2155,16 +2155,36 @@ BEGIN
 			  JOIN pg_catalog.pg_type t ON t.oid = c.type
 			 WHERE c.name = 'customer_entity_id' LIMIT 1) THEN
 			idx := 'cdp_traits._to_uuid(x.customer_entity_id::text)';
-			q := pg_catalog.format(E'SELECT %s AS eid, x.value FROM (\n%s\n) x '
-				'LEFT JOIN (%s) s(id) ON s.id = %s '
-				'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id IS NOT NULL '
-				'AND (s.id IS NOT NULL OR %s IS NULL)',
-				idx, def->>'query', scope_sql, idx, idx);
 		ELSE
-			q := pg_catalog.format(E'SELECT x.customer_entity_id::uuid AS eid, x.value FROM (\n%s\n) x '
-				'WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id::uuid IN (%s)',
-				def->>'query', scope_sql);
+			idx := 'x.customer_entity_id::uuid';
 		END IF;
+		-- A model computed before a merge names the absorbed entity: its
+		-- rows are followed along entity_merges to the live entity, unless
+		-- the model has rows of that entity itself, which win.  Only the
+		-- ids outside the scope (every live entity) are looked up there,
+		-- usually a few: the model's other rows are read once.
+		q := pg_catalog.format($q$WITH RECURSIVE own AS MATERIALIZED (
+	SELECT y.id AS eid, y.value, s.id IS NOT NULL OR y.id IS NULL AS kept
+	  FROM (SELECT %1$s AS id, x.value FROM (
+%2$s
+) x WHERE pg_catalog.num_nulls(x.value) = 0 AND x.customer_entity_id IS NOT NULL) y
+	  LEFT JOIN (%3$s) s(id) ON s.id = y.id
+), chain AS (
+	SELECT m.merged_id AS id, m.into_id AS at, 1 AS depth
+	  FROM cdp_traits.entity_merges m
+	 WHERE m.merged_id IN (SELECT o.eid FROM own o WHERE NOT o.kept)
+	UNION ALL
+	SELECT c.id, m.into_id, c.depth + 1
+	  FROM chain c JOIN cdp_traits.entity_merges m ON m.merged_id = c.at
+	 WHERE c.depth < 100000
+)
+SELECT o.eid, o.value FROM own o WHERE o.kept
+UNION ALL
+SELECT c.at, o.value
+  FROM own o JOIN chain c ON c.id = o.eid
+ WHERE NOT o.kept AND c.at IN (%3$s)
+   AND NOT EXISTS (SELECT FROM own o2 WHERE o2.eid = c.at)$q$,
+			idx, def->>'query', scope_sql);
 	END IF;
 	SELECT c.type INTO vtype FROM cdp_traits._query_columns(q) c WHERE c.name = 'value';
 	-- (a numeric NaN or Infinity, an infinite date or time: no value of
