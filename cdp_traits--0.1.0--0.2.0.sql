@@ -909,6 +909,43 @@ $$;
 COMMENT ON FUNCTION cdp_traits.rebuild_segment_profiles() IS
 	'rebuild every profile from the memberships (the trigger keeps them current; this repairs them); returns the number of users';
 
+/*
+ * Erase a user of the segment events (a data subject's request to be
+ * forgotten): their events, memberships, profile and toggles, of every
+ * vendor (audience toggles, vendor 0, are entities' and stay: see
+ * erase_entity).  Under the segments lock, exclusively: writers in progress
+ * commit first, and new ones wait.  The ids of the erased events stay in
+ * segment_event_ids, so a redelivered event is still ignored.  Owner only;
+ * runs as its caller.  One row per table touched.
+ */
+CREATE FUNCTION cdp_traits.erase_segment_user(user_id text) RETURNS TABLE(what text, removed bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF erase_segment_user.user_id IS NULL THEN
+		RAISE EXCEPTION 'user id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM cdp_traits._segments_lock_exclusive();
+	DELETE FROM cdp_traits.segment_events e WHERE e.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_events'; removed := n; RETURN NEXT;
+	DELETE FROM cdp_traits.segment_memberships m WHERE m.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_memberships'; removed := n; RETURN NEXT;
+	DELETE FROM cdp_traits.segment_profiles p WHERE p.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_profiles'; removed := n; RETURN NEXT;
+	DELETE FROM cdp_traits.segment_toggles t WHERE t.vendor <> 0 AND t.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_toggles'; removed := n; RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.erase_segment_user(text) IS
+	'erase a user of the segment events: their events, memberships, profile and toggles; one row per table touched';
+
 
 -- 0.1.0 kept audience enter/exit in a table of its own: its rows move to the
 -- toggle log (vendor 0), and audience_changes becomes a view on it.  They
@@ -4007,6 +4044,71 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits.erase_entity(id uuid) RETURNS TABLE(what text, removed bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	root uuid;
+	ids uuid[];
+	src record;
+	n bigint;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'entity id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- the last id of the merges from id on (the live entity, or the one
+	-- that went last), then every id merged into it, directly or not (each
+	-- id is merged at most once: a path, then a tree; UNION stops at a
+	-- cycle, which verify_stitching reports)
+	WITH RECURSIVE fwd(id, depth) AS (
+		SELECT erase_entity.id, 0
+		UNION ALL
+		SELECT m.into_id, f.depth + 1
+		  FROM cdp_traits.entity_merges m JOIN fwd f ON m.merged_id = f.id
+		 WHERE f.depth < 100000
+	)
+	SELECT f.id INTO root FROM fwd f ORDER BY f.depth DESC LIMIT 1;
+	WITH RECURSIVE back(id) AS (
+		SELECT root
+		UNION
+		SELECT m.merged_id FROM cdp_traits.entity_merges m JOIN back b ON m.into_id = b.id
+	)
+	SELECT pg_catalog.array_agg(b.id) INTO ids FROM back b;
+
+	SELECT s.events, s.attached INTO src FROM cdp_traits.events_source s;
+	n := 0;
+	IF src.attached AND EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
+		EXECUTE pg_catalog.format('DELETE FROM %s ev WHERE ev.id IN (SELECT ce.id FROM cdp_traits.customer_events ce '
+								  'WHERE ce.customer_entity_id = $1)', src.events)
+			USING root;
+		GET DIAGNOSTICS n = ROW_COUNT;
+	END IF;
+	what := 'events'; removed := n; RETURN NEXT;
+
+	DELETE FROM cdp_traits.attribute_history h WHERE h.customer_entity_id = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'attribute_history'; removed := n; RETURN NEXT;
+
+	DELETE FROM cdp_traits.entity_merges m WHERE m.merged_id = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'entity_merges'; removed := n; RETURN NEXT;
+
+	UPDATE cdp_traits.calculation_run_attributes r SET failing_entity = NULL
+	 WHERE r.failing_entity = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'calculation_run_attributes.failing_entity'; removed := n; RETURN NEXT;
+
+	-- (a new event that arrived meanwhile, or is still being written, keeps
+	-- the entity; its values come back with the next run)
+	IF EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
+		RAISE WARNING 'entity % still has events', root
+			USING DETAIL = 'Events of this customer were written while it was erased.',
+				  HINT = 'Call erase_entity again once those writers have committed.';
+	END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits.publish(target_schema name DEFAULT 'public') RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -4219,6 +4321,7 @@ BEGIN
 		('_views_using', 'owner'),
 		('_without_waiting', 'admin'),
 		('agg_state_merge', 'public'),
+		('erase_entity', 'owner'),
 		('event_key', 'public'),
 		('event_key_uuid', 'public'),
 		('explain_entity', 'reader'),
@@ -4240,6 +4343,11 @@ END;
 $added_grants$;
 
 -- END generated: functions changed since 0.1.0
+
+-- erase_entity is new in a file 0.1.0 had (generated above, without its
+-- comment: as in 10_stitching.sql)
+COMMENT ON FUNCTION cdp_traits.erase_entity(uuid) IS
+	'erase a customer: its events (through stitching), and the history and merges of every id it had; one row per table touched';
 
 -- calculate_attributes writes with lz4 where the server has it (as in
 -- 40_attributes.sql; after the generated CREATE OR REPLACE, which sets the
@@ -4338,7 +4446,7 @@ BEGIN
 		('_segment_events_insert', 'owner'), ('_segment_events_immutable', 'owner'),
 		('_toggles_wait', 'reader'), ('_segments_lock_exclusive', 'owner'),
 		('_profile_merge', 'owner'), ('_segment_events_truncated', 'owner'),
-		('_segment_event_row', 'owner')) v(name, class) LOOP
+		('_segment_event_row', 'owner'), ('erase_segment_user', 'owner')) v(name, class) LOOP
 		FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
 				  WHERE p.pronamespace = 'cdp_traits'::regnamespace AND p.proname = r.name LOOP
 			EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);

@@ -194,3 +194,12 @@ SELECT cdp_traits.publish('mart');
 \o
 SELECT (SELECT count(*) FROM mart.customer_events) AS "mart.customer_events",
        (SELECT count(*) FROM mart.pivoted_customer_attributes) AS "mart.pivoted_customer_attributes";
+
+\echo
+\echo '== 12. A request to be forgotten: erase the customer of step 3 (any id it ever had will do)'
+SELECT (SELECT count(*) FROM cdp_traits.customer_entities) AS customers_before \gset
+SELECT * FROM cdp_traits.erase_entity(:'customer');
+SELECT :customers_before - (SELECT count(*) FROM cdp_traits.customer_entities) AS customers_erased,
+       (SELECT count(*) FROM cdp_traits.matching WHERE customer_entity_id = :'customer') AS identifiers_left,
+       (SELECT count(*) FROM cdp_traits.customer_attributes WHERE customer_entity_id = :'customer') AS values_left,
+       (SELECT count(*) FROM cdp_traits.attribute_history WHERE customer_entity_id = :'customer') AS history_left;

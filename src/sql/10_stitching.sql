@@ -138,6 +138,84 @@ $$;
 COMMENT ON FUNCTION cdp_traits.current_entity(uuid) IS
 	'the live entity an entity id now belongs to (following merges), NULL if it no longer exists';
 
+/*
+ * Erase a customer (a data subject's request to be forgotten): the events of
+ * the entity id belongs to (following merges) are deleted from the attached
+ * events table, through its triggers, so that stitching removes the entity,
+ * its identifiers and values and records audience exits as for any delete;
+ * then what the extension keeps after an entity has gone: the history of its
+ * values and of every id merged into it, the merges linking those ids, and a
+ * failing custom query's note of one of them.  An id whose entity has gone
+ * already erases that history.  Owner only; runs as its caller, who must be
+ * allowed to delete from the events table.  One row per table touched.
+ */
+CREATE FUNCTION cdp_traits.erase_entity(id uuid) RETURNS TABLE(what text, removed bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	root uuid;
+	ids uuid[];
+	src record;
+	n bigint;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'entity id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- the last id of the merges from id on (the live entity, or the one
+	-- that went last), then every id merged into it, directly or not (each
+	-- id is merged at most once: a path, then a tree; UNION stops at a
+	-- cycle, which verify_stitching reports)
+	WITH RECURSIVE fwd(id, depth) AS (
+		SELECT erase_entity.id, 0
+		UNION ALL
+		SELECT m.into_id, f.depth + 1
+		  FROM cdp_traits.entity_merges m JOIN fwd f ON m.merged_id = f.id
+		 WHERE f.depth < 100000
+	)
+	SELECT f.id INTO root FROM fwd f ORDER BY f.depth DESC LIMIT 1;
+	WITH RECURSIVE back(id) AS (
+		SELECT root
+		UNION
+		SELECT m.merged_id FROM cdp_traits.entity_merges m JOIN back b ON m.into_id = b.id
+	)
+	SELECT pg_catalog.array_agg(b.id) INTO ids FROM back b;
+
+	SELECT s.events, s.attached INTO src FROM cdp_traits.events_source s;
+	n := 0;
+	IF src.attached AND EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
+		EXECUTE pg_catalog.format('DELETE FROM %s ev WHERE ev.id IN (SELECT ce.id FROM cdp_traits.customer_events ce '
+								  'WHERE ce.customer_entity_id = $1)', src.events)
+			USING root;
+		GET DIAGNOSTICS n = ROW_COUNT;
+	END IF;
+	what := 'events'; removed := n; RETURN NEXT;
+
+	DELETE FROM cdp_traits.attribute_history h WHERE h.customer_entity_id = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'attribute_history'; removed := n; RETURN NEXT;
+
+	DELETE FROM cdp_traits.entity_merges m WHERE m.merged_id = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'entity_merges'; removed := n; RETURN NEXT;
+
+	UPDATE cdp_traits.calculation_run_attributes r SET failing_entity = NULL
+	 WHERE r.failing_entity = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'calculation_run_attributes.failing_entity'; removed := n; RETURN NEXT;
+
+	-- (a new event that arrived meanwhile, or is still being written, keeps
+	-- the entity; its values come back with the next run)
+	IF EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
+		RAISE WARNING 'entity % still has events', root
+			USING DETAIL = 'Events of this customer were written while it was erased.',
+				  HINT = 'Call erase_entity again once those writers have committed.';
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.erase_entity(uuid) IS
+	'erase a customer: its events (through stitching), and the history and merges of every id it had; one row per table touched';
+
 -- Rule validation, and the notice that existing events need restitch().
 CREATE FUNCTION cdp_traits.stitching_rules_check() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'cdp_stitching_rules_check';

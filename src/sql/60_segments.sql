@@ -191,6 +191,43 @@ $$;
 COMMENT ON FUNCTION cdp_traits.rebuild_segment_profiles() IS
 	'rebuild every profile from the memberships (the trigger keeps them current; this repairs them); returns the number of users';
 
+/*
+ * Erase a user of the segment events (a data subject's request to be
+ * forgotten): their events, memberships, profile and toggles, of every
+ * vendor (audience toggles, vendor 0, are entities' and stay: see
+ * erase_entity).  Under the segments lock, exclusively: writers in progress
+ * commit first, and new ones wait.  The ids of the erased events stay in
+ * segment_event_ids, so a redelivered event is still ignored.  Owner only;
+ * runs as its caller.  One row per table touched.
+ */
+CREATE FUNCTION cdp_traits.erase_segment_user(user_id text) RETURNS TABLE(what text, removed bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF erase_segment_user.user_id IS NULL THEN
+		RAISE EXCEPTION 'user id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM cdp_traits._segments_lock_exclusive();
+	DELETE FROM cdp_traits.segment_events e WHERE e.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_events'; removed := n; RETURN NEXT;
+	DELETE FROM cdp_traits.segment_memberships m WHERE m.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_memberships'; removed := n; RETURN NEXT;
+	DELETE FROM cdp_traits.segment_profiles p WHERE p.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_profiles'; removed := n; RETURN NEXT;
+	DELETE FROM cdp_traits.segment_toggles t WHERE t.vendor <> 0 AND t.user_id = erase_segment_user.user_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	what := 'segment_toggles'; removed := n; RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.erase_segment_user(text) IS
+	'erase a user of the segment events: their events, memberships, profile and toggles; one row per table touched';
+
 -- Audience enter/exit (SPEC section 4) are toggles of vendor 0.
 CREATE VIEW cdp_traits.audience_changes AS
 SELECT t.seq, t.segment::text AS audience_id,

@@ -190,6 +190,8 @@ BEGIN
 		('_value_deltas', 'admin'), ('_clear_new', 'admin'), ('_drop_run_tables', 'admin'), ('_without_waiting', 'admin'), ('_value_deltas_trans', 'admin'), ('_value_deltas_final', 'admin'),
 		-- the owner only
 		('attach_events', 'owner'), ('detach_events', 'owner'), ('rekey_events', 'owner'),
+		-- erasure deletes what only stitching and the segment trigger write
+		('erase_entity', 'owner'), ('erase_segment_user', 'owner'),
 		('publish', 'owner'),
 		-- segments (SPEC section 6)
 		('rfc3339_in', 'public'), ('rfc3339_out', 'public'), ('rfc3339_recv', 'public'),
