@@ -4078,7 +4078,13 @@ BEGIN
 
 	SELECT s.events, s.attached INTO src FROM cdp_traits.events_source s;
 	n := 0;
-	IF src.attached AND EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
+	IF EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
+		IF NOT COALESCE(src.attached, false) THEN
+			RAISE EXCEPTION 'cannot erase entity %: no events table is attached', root
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'Its events are deleted through the stitching triggers of the attached table.',
+					  HINT = 'Attach the events table again (attach_events), then erase the entity.';
+		END IF;
 		EXECUTE pg_catalog.format('DELETE FROM %s ev WHERE ev.id IN (SELECT ce.id FROM cdp_traits.customer_events ce '
 								  'WHERE ce.customer_entity_id = $1)', src.events)
 			USING root;

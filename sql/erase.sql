@@ -98,6 +98,23 @@ SELECT count(*) AS ida_history FROM cdp_traits.attribute_history WHERE customer_
 SELECT * FROM cdp_traits.erase_entity(:'ida');
 SELECT * FROM pg_temp.holding(ARRAY[:'ida']::uuid[], 'ida%');
 
+-- with the events table detached, its events cannot go through stitching:
+-- refused, nothing erased
+SELECT cdp_traits.detach_events();
+SELECT set_config('er.otto', :'otto', false) IS NOT NULL AS noted;
+DO $$
+DECLARE
+	m text; d text; h text; c text;
+BEGIN
+	PERFORM cdp_traits.erase_entity(current_setting('er.otto')::uuid);
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT, c = RETURNED_SQLSTATE;
+	RAISE NOTICE '% (%) / % / %', replace(m, current_setting('er.otto'), '<otto>'), c, d, h;
+END;
+$$;
+SELECT count(*) AS otto_history FROM cdp_traits.attribute_history WHERE customer_entity_id = :'otto';
+SELECT cdp_traits.attach_events('er_events');
+
 -- a segment user: events, memberships, profile, toggles of every vendor
 SELECT cdp_traits.ingest_segment_event(d::jsonb) IS NOT NULL AS accepted FROM (VALUES
   ('{"event": "00000000-0000-0000-0000-000000000001", "timestamp": "2025-01-01T00:00:00Z", "user": "eva@x", "segment": {"vendor": 1, "name": "news"}}'),

@@ -258,6 +258,37 @@ job_execute(const CdpJob *job, bool switch_role, MemoryContext cxt,
 	out->status = out->error ? "partial" : "succeeded";
 }
 
+/* what job_detail_query and job_step need, through cdp_in_subtransaction */
+typedef struct JobCall
+{
+	const CdpJob *job;
+	MemoryContext cxt;			/* where the outcome's strings go */
+	JobOutcome *out;
+} JobCall;
+
+/*
+ * job_detail_query
+ *		The detail query of job_detail, as cdp_in_subtransaction runs it.
+ */
+static void
+job_detail_query(void *arg)
+{
+	JobCall    *call = (JobCall *) arg;
+	int			rc = SPI_execute(call->job->detail_sql, false, 0);
+
+	if (rc != SPI_OK_SELECT || SPI_tuptable->tupdesc->natts != 2)
+		elog(ERROR, "job %s: unexpected result of its detail query: %s",
+			 call->job->name, SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		char	   *detail = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *error = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		call->out->detail = detail ? MemoryContextStrdup(call->cxt, detail) : NULL;
+		call->out->error = error ? MemoryContextStrdup(call->cxt, error) : NULL;
+	}
+}
+
 /*
  * job_detail
  *		Run the job's detail query (in the job's transaction, as its role):
@@ -269,52 +300,21 @@ job_execute(const CdpJob *job, bool switch_role, MemoryContext cxt,
 static void
 job_detail(const CdpJob *job, MemoryContext cxt, JobOutcome *out)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
+	JobCall		call = {job, cxt, out};
+	ErrorData  *edata = cdp_in_subtransaction(job_detail_query, &call);
+	StringInfoData buf;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		int			rc = SPI_execute(job->detail_sql, false, 0);
-
-		if (rc != SPI_OK_SELECT || SPI_tuptable->tupdesc->natts != 2)
-			elog(ERROR, "job %s: unexpected result of its detail query: %s",
-				 job->name, SPI_result_code_string(rc));
-		if (SPI_processed > 0)
-		{
-			char	   *detail = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			char	   *error = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-
-			out->detail = detail ? MemoryContextStrdup(cxt, detail) : NULL;
-			out->error = error ? MemoryContextStrdup(cxt, error) : NULL;
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		StringInfoData buf;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-
-		initStringInfo(&buf);
-		appendStringInfoString(&buf, "{\"detail_error\": ");
-		escape_json(&buf, edata->message);
-		appendStringInfoChar(&buf, '}');
-		out->detail = MemoryContextStrdup(cxt, buf.data);
-		pfree(buf.data);
-	}
-	PG_END_TRY();
+	if (edata == NULL)
+		return;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		ReThrowError(edata);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"detail_error\": ");
+	escape_json(&buf, edata->message);
+	appendStringInfoChar(&buf, '}');
+	out->detail = MemoryContextStrdup(cxt, buf.data);
+	pfree(buf.data);
+	FreeErrorData(edata);
 }
 
 /*
@@ -641,6 +641,22 @@ cdp_jobs_mark_interrupted(void)
  */
 
 /*
+ * job_step
+ *		One job of run_jobs, as cdp_in_subtransaction runs it: as the caller,
+ *		with SPI of its own.
+ */
+static void
+job_step(void *arg)
+{
+	JobCall    *call = (JobCall *) arg;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	job_execute(call->job, false, call->cxt, call->out);
+	SPI_finish();
+}
+
+/*
  * cdp_run_jobs
  *		SQL-callable: run the jobs of a cycle now, in this transaction, each
  *		in a subtransaction so that one failing does not stop the next; each
@@ -666,8 +682,10 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 	for (jobno = 0; jobno < (int) CDP_NJOBS; jobno++)
 	{
 		const CdpJob *job = &cdp_jobs[jobno];
-		ResourceOwner oldowner = CurrentResourceOwner;
 		JobOutcome	out;
+		JobCall		call = {job, cxt, &out};
+		ErrorData  *edata;
+		bool		ours;
 		bool		caller_timeout = get_timeout_active(STATEMENT_TIMEOUT);
 		TimestampTz caller_deadline = caller_timeout ?
 			get_timeout_finish_time(STATEMENT_TIMEOUT) : 0;
@@ -687,51 +705,10 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 				enable_timeout_at(STATEMENT_TIMEOUT, deadline);
 		}
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			job_execute(job, false, cxt, &out);
-			SPI_finish();
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-			bool		ours;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = oldowner;
-
-			/* a cancel is only ours to absorb when our deadline has passed */
-			ours = edata->sqlerrcode != ERRCODE_QUERY_CANCELED ||
-				(deadline != 0 && GetCurrentTimestamp() >= deadline);
-			if (deadline != 0)
-			{
-				if (caller_timeout)
-					enable_timeout_at(STATEMENT_TIMEOUT, caller_deadline);
-				else
-					disable_timeout(STATEMENT_TIMEOUT, false);
-				deadline = 0;
-			}
-			if (!ours)
-				ReThrowError(edata);
-			outcome_from_error(&out, edata);
-			ereport(WARNING,
-					(errcode(ERRCODE_WARNING),
-					 errmsg("cdp_traits job %s failed: %s", job->name, edata->message),
-					 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-					 edata->hint ? errhint("%s", edata->hint) : 0));
-		}
-		PG_END_TRY();
+		edata = cdp_in_subtransaction(job_step, &call);
+		/* a cancel is only ours to absorb when our deadline has passed */
+		ours = edata == NULL || edata->sqlerrcode != ERRCODE_QUERY_CANCELED ||
+			(deadline != 0 && GetCurrentTimestamp() >= deadline);
 
 		/* the caller's statement timeout again */
 		if (deadline != 0)
@@ -740,6 +717,17 @@ cdp_run_jobs(PG_FUNCTION_ARGS)
 				enable_timeout_at(STATEMENT_TIMEOUT, caller_deadline);
 			else
 				disable_timeout(STATEMENT_TIMEOUT, false);
+		}
+		if (!ours)
+			ReThrowError(edata);
+		if (edata != NULL)
+		{
+			outcome_from_error(&out, edata);
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("cdp_traits job %s failed: %s", job->name, edata->message),
+					 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+					 edata->hint ? errhint("%s", edata->hint) : 0));
 		}
 
 		if (SPI_connect() != SPI_OK_CONNECT)
