@@ -68,16 +68,32 @@ INSERT INTO ev (id, source_id, type, payload) VALUES
 SELECT id, pg_temp.ent(id) IS NOT NULL AS linked FROM ev WHERE id BETWEEN 1101 AND 1103 ORDER BY id;
 SELECT attribute_id, to_json(value)::text AS value FROM cdp_traits.matching
  WHERE value IN ('un known', E'n/a\tx', E'unknown\r', E'\tnull\n') ORDER BY 1;
+-- Unicode blanks are trimmed too: no-break, ideographic and other spaces,
+-- zero-width spaces and joiners, byte order marks (they linked every event
+-- carrying "n/a" plus a no-break space into one customer); a value of only
+-- such blanks is '', blocked by the '' entry; inside a value they are kept
+INSERT INTO ev (id, source_id, type, payload) VALUES
+  (1105, 'web', 'login', '{"email": "n/a\u00a0", "cookie": "\u200bnull"}'),
+  (1106, 'web', 'login', '{"email": "\ufeff", "cookie": "N/A\u3000"}'),
+  (1107, 'web', 'login', '{"email": "\u2003unknown\u2060\u0085", "cookie": "\u00a0\u200b\u202f\u2029"}'),
+  (1108, 'web', 'login', '{"email": "n/a\u00a0", "cookie": "\ufeffundefined\u200d\u1680"}'),
+  (1109, 'web', 'login', '{"email": "n/a\u00a0x", "cookie": "\u00a0"}');
+SELECT id, pg_temp.ent(id) IS NOT NULL AS linked FROM ev WHERE id BETWEEN 1105 AND 1109 ORDER BY id;
+SELECT attribute_id, to_json(value)::text AS value FROM cdp_traits.matching
+ WHERE value LIKE '%' || U&'\00A0' || '%' OR value LIKE '%' || U&'\200B' || '%' ORDER BY 1;
+SELECT pg_temp.ok();
 -- an entry written with white space around it blocks the trimmed value
 SET client_min_messages = warning;
-INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('cookie', E'\tjunk-cookie\r\n');
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('cookie', E'\tjunk-cookie\r\n'),
+  ('cookie', U&'\00A0\FEFFother-junk\3000');
 RESET client_min_messages;
-INSERT INTO ev (id, source_id, type, payload) VALUES (1104, 'web', 'login', '{"cookie": "JUNK-COOKIE"}');
-SELECT pg_temp.ent(1104) IS NULL AS junk_cookie_blocked;
+INSERT INTO ev (id, source_id, type, payload) VALUES (1104, 'web', 'login', '{"cookie": "JUNK-COOKIE"}'),
+  (1110, 'web', 'login', '{"cookie": "Other-Junk"}');
+SELECT pg_temp.ent(1104) IS NULL AS junk_cookie_blocked, pg_temp.ent(1110) IS NULL AS other_junk_blocked;
 SET client_min_messages = warning;
 DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'cookie';
 RESET client_min_messages;
-DELETE FROM ev WHERE id BETWEEN 1101 AND 1104;
+DELETE FROM ev WHERE id BETWEEN 1101 AND 1110;
 
 -- the same value under two attribute ids does not link
 INSERT INTO ev (id, source_id, type, payload) VALUES
