@@ -478,6 +478,28 @@ UPDATE ev7 SET payload = '{"phone": "000", "email": "fay@x"}' WHERE id IN (12, 1
 SELECT pg_temp.ent7(12) = :'e12' AS kept_id, pg_temp.ent7(13) = :'e12' AS together,
        (SELECT count(*) FROM cdp_traits.matching WHERE value = 'fay@x') AS new_identifier,
        (SELECT count(*) FROM cdp_traits.matching WHERE value = '000') AS blocked_left, pg_temp.ok7();
+-- ... and events whose stored versions carry no identifier any more, updated
+-- to carry none either: one that keeps its id marks its entity (it stayed
+-- calculated: its values were never recomputed), one whose id changes
+-- leaves it (its old id stayed in event_entities, for an event that no
+-- longer existed, and verify_stitching() reported it)
+INSERT INTO ev7 (id, payload) VALUES (22, '{"phone": "009"}'), (23, '{"phone": "009"}'),
+  (24, '{"phone": "009"}'), (26, '{"phone": "009"}');
+SELECT pg_temp.ent7(22) AS e22 \gset
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('phone', '009');
+RESET client_min_messages;
+UPDATE cdp_traits.customer_entities SET calculated = now() WHERE id = :'e22';
+UPDATE ev7 SET payload = payload || '{"seen": true}' WHERE id = 22;
+SELECT (SELECT calculated IS NULL FROM cdp_traits.customer_entities WHERE id = :'e22') AS marked,
+       pg_temp.ent7(22) = :'e22' AS kept;
+UPDATE ev7 SET id = 25 WHERE id = 23;
+UPDATE ev7 SET id = 27, payload = '{"phone": "009", "seen": true}' WHERE id = 26;
+SELECT string_agg(event_id, ',' ORDER BY event_id) AS stored
+  FROM cdp_traits.event_entities WHERE event_id IN ('23', '25', '26', '27');
+SELECT count(*) AS problems FROM cdp_traits.verify_stitching() WHERE event_id IN ('23', '25', '26', '27');
+DELETE FROM ev7 WHERE id IN (22, 24, 25, 27);
+SELECT pg_temp.ok7();
 SET client_min_messages = warning;
 DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'phone';
 DELETE FROM cdp_traits.stitching_rules WHERE attribute_id = 'phone';
