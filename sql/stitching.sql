@@ -224,6 +224,29 @@ DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id = 'phone';
 INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES (NULL, '');
 RESET client_min_messages;
 
+-- Default entries deleted or changed are noted, so that a dump and restore
+-- keeps them so (the restore's CREATE EXTENSION inserts them all; TAP test
+-- 030_dump_restore); one inserted again is no longer noted, a TRUNCATE
+-- notes them all, and a noted entry loaded (by a restore) deletes its default
+BEGIN;
+SET LOCAL client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id IS NULL AND value IN ('0', 'none');
+UPDATE cdp_traits.stitching_blocklist SET attribute_id = 'phone' WHERE attribute_id IS NULL AND value = '-';
+UPDATE cdp_traits.stitching_blocklist SET value = 'N/A' WHERE attribute_id IS NULL AND value = 'n/a';
+INSERT INTO cdp_traits.stitching_blocklist VALUES (NULL, 'none');
+SELECT string_agg(quote_literal(value), ',' ORDER BY value COLLATE "C") AS noted
+  FROM cdp_traits.stitching_blocklist_removed_defaults;
+TRUNCATE cdp_traits.stitching_blocklist;
+SELECT count(*) AS noted FROM cdp_traits.stitching_blocklist_removed_defaults;
+INSERT INTO cdp_traits.stitching_blocklist
+SELECT NULL, v FROM unnest(ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-']) v;
+SELECT count(*) AS noted FROM cdp_traits.stitching_blocklist_removed_defaults;
+INSERT INTO cdp_traits.stitching_blocklist_removed_defaults VALUES ('0'), ('n/a');
+SELECT string_agg(quote_literal(value), ',' ORDER BY value COLLATE "C") AS blocklist
+  FROM cdp_traits.stitching_blocklist;
+INSERT INTO cdp_traits.stitching_blocklist_removed_defaults VALUES ('nothing');
+ROLLBACK;
+
 -- verify_stitching notices tampering, restitch repairs it
 UPDATE cdp_traits.matching SET customer_entity_id = pg_temp.ent(15) WHERE value = 'ann@example.com';
 DELETE FROM cdp_traits.event_entities WHERE event_id = '2';
