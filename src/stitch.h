@@ -150,7 +150,7 @@ typedef struct StitchConfig
 	const char *broken_problem; /* error message */
 	int			broken_code;	/* and SQLSTATE */
 	char	   *broken_list;	/* every one, a line each */
-	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
+	/* blocklist, trimmed (stitch_trim) and lower-cased; attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
 	char	  **blocked;

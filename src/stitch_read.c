@@ -172,8 +172,8 @@ stitch_blocklist_lower(const char *s, int n, char *buf, size_t bufsize)
 /*
  * stitch_is_blocked
  *		Whether a value is on the blocklist for an attribute: compared
- *		after trimming white space (stitch_blank) and lower-casing as stitch_blocklist_lower()
- *		does, as the entries were.  A value longer than
+ *		after trimming white space (stitch_trim) and lower-casing as
+ *		stitch_blocklist_lower() does, as the entries were.  A value longer than
  *		CDP_MAX_IDENTIFIER_BYTES counts as blocked: it could not be stored
  *		in matching.
  */
