@@ -1431,6 +1431,39 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._blocklist_defaults_kept() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	defaults CONSTANT text[] := ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'];
+BEGIN
+	IF TG_TABLE_NAME = 'stitching_blocklist_removed_defaults' THEN
+		DELETE FROM cdp_traits.stitching_blocklist b
+		 WHERE b.attribute_id IS NULL AND b.value = NEW.value;
+	ELSIF TG_OP = 'TRUNCATE' THEN
+		INSERT INTO cdp_traits.stitching_blocklist_removed_defaults (value)
+		SELECT pg_catalog.unnest(defaults)
+		ON CONFLICT DO NOTHING;
+	ELSE
+		IF TG_OP IN ('UPDATE', 'DELETE') THEN
+			IF OLD.attribute_id IS NULL AND OLD.value = ANY (defaults) THEN
+				INSERT INTO cdp_traits.stitching_blocklist_removed_defaults (value)
+				VALUES (OLD.value)
+				ON CONFLICT DO NOTHING;
+			END IF;
+		END IF;
+		IF TG_OP IN ('INSERT', 'UPDATE') THEN
+			IF NEW.attribute_id IS NULL AND NEW.value = ANY (defaults) THEN
+				DELETE FROM cdp_traits.stitching_blocklist_removed_defaults r
+				 WHERE r.value = NEW.value;
+			END IF;
+		END IF;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION cdp_traits._calc_predefined(aids text[], events_sql text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -4279,6 +4312,7 @@ BEGIN
 		('_apply_counts_at_commit', 'admin'),
 		('_attribute_dropped', 'owner'),
 		('_attribute_timer', 'admin'),
+		('_blocklist_defaults_kept', 'owner'),
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
 		('_clear_new', 'admin'),
@@ -4396,8 +4430,33 @@ CREATE EVENT TRIGGER cdp_traits_schema_renamed ON ddl_command_end
 	EXECUTE FUNCTION cdp_traits._schema_renamed();
 ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE ALWAYS;
 
+-- Default blocklist entries deleted since the install stay deleted through a
+-- dump and restore (as in 10_stitching.sql; the function is among the
+-- generated ones above).  Those a 0.1.0 database no longer has are noted.
+CREATE TABLE cdp_traits.stitching_blocklist_removed_defaults (
+	value text PRIMARY KEY
+		CHECK (value IN ('', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'))
+);
+COMMENT ON TABLE cdp_traits.stitching_blocklist_removed_defaults IS
+	'default blocklist entries deleted or changed since the install (kept so by a dump and restore); written by triggers';
+INSERT INTO cdp_traits.stitching_blocklist_removed_defaults (value)
+SELECT d.value
+  FROM pg_catalog.unnest(ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-']) d(value)
+ WHERE NOT EXISTS (SELECT FROM cdp_traits.stitching_blocklist b
+					WHERE b.attribute_id IS NULL AND b.value = d.value);
+CREATE TRIGGER stitching_blocklist_defaults
+	AFTER INSERT OR UPDATE OR DELETE ON cdp_traits.stitching_blocklist
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._blocklist_defaults_kept();
+CREATE TRIGGER stitching_blocklist_defaults_truncated
+	AFTER TRUNCATE ON cdp_traits.stitching_blocklist
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._blocklist_defaults_kept();
+CREATE TRIGGER removed_default_loaded
+	AFTER INSERT ON cdp_traits.stitching_blocklist_removed_defaults
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._blocklist_defaults_kept();
+
 -- pg_dump (as in 80_dump.sql)
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events', '');
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_blocklist_removed_defaults', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_events_seq_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_event_ids', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.segment_memberships', '');
@@ -4413,6 +4472,7 @@ SELECT cdp_traits._grant('cdp_traits.compiled_definitions'::regclass, 'calculate
 SELECT cdp_traits._grant('cdp_traits.pivot_source'::regclass, 'result');
 SELECT cdp_traits._grant('cdp_traits.pending_count_changes'::regclass, 'calculated');
 SELECT cdp_traits._grant('cdp_traits.attribute_context_seen'::regclass, 'calculated');
+SELECT cdp_traits._grant('cdp_traits.stitching_blocklist_removed_defaults'::regclass, 'result');
 -- admins read the attached events table (as attach_events now lets them):
 -- a calculation over a few entities reads it itself
 DO $$
@@ -4521,7 +4581,11 @@ ALTER TABLE cdp_traits.stitching_rules
 	ENABLE ALWAYS TRIGGER stitching_rules_check,
 	ENABLE ALWAYS TRIGGER stitching_rules_changed;
 ALTER TABLE cdp_traits.stitching_blocklist
-	ENABLE ALWAYS TRIGGER stitching_blocklist_changed;
+	ENABLE ALWAYS TRIGGER stitching_blocklist_changed,
+	ENABLE ALWAYS TRIGGER stitching_blocklist_defaults,
+	ENABLE ALWAYS TRIGGER stitching_blocklist_defaults_truncated;
+ALTER TABLE cdp_traits.stitching_blocklist_removed_defaults
+	ENABLE ALWAYS TRIGGER removed_default_loaded;
 ALTER TABLE cdp_traits.context
 	ENABLE ALWAYS TRIGGER context_check;
 ALTER TABLE cdp_traits.attributes

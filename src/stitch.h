@@ -150,7 +150,7 @@ typedef struct StitchConfig
 	const char *broken_problem; /* error message */
 	int			broken_code;	/* and SQLSTATE */
 	char	   *broken_list;	/* every one, a line each */
-	/* blocklist, normalized as lower(btrim(value)); attr -1 = any */
+	/* blocklist, trimmed (stitch_trim) and lower-cased; attr -1 = any */
 	int			nblocked;
 	bool		blocked_first[256];	/* first bytes of blocked values */
 	char	  **blocked;
@@ -257,9 +257,10 @@ extern bool stitch_is_events_relid(Oid events_relid, Oid relid);
 extern const char **stitch_read_ids(SPIPlanPtr plan, int *n);
 /*
  * stitch_blank
- *		The characters the blocklist trims from both ends of entries and
+ *		The ASCII characters the blocklist trims from both ends of entries and
  *		values: space, tab, line feed, carriage return, vertical tab and form
- *		feed (ASCII white space, as isspace() in the C locale).
+ *		feed (ASCII white space, as isspace() in the C locale).  In a UTF-8
+ *		database stitch_trim() trims Unicode spaces and invisible marks too.
  */
 static inline bool
 stitch_blank(char c)
@@ -267,20 +268,7 @@ stitch_blank(char c)
 	return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
-/*
- * stitch_trim
- *		Narrow [*s, *e) to its bytes between leading and trailing white space
- *		(stitch_blank): how blocklist entries and values are trimmed alike.
- */
-static inline void
-stitch_trim(const char **s, const char **e)
-{
-	while (*s < *e && stitch_blank(**s))
-		(*s)++;
-	while (*e > *s && stitch_blank((*e)[-1]))
-		(*e)--;
-}
-
+extern void stitch_trim(const char **s, const char **e);
 extern char *stitch_blocklist_lower(const char *s, int n, char *buf,
 									 size_t bufsize);
 extern bool stitch_is_blocked(StitchConfig *cfg, int attr, const char *val,

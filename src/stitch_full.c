@@ -522,6 +522,62 @@ foreign_identifiers(ScopePass *p)
 }
 
 /*
+ * read_scope_events
+ *		stitch_read_events of the events of the entities of a scoped pass:
+ *		those a statement's changed events left, stitched again from their
+ *		remaining events.  The statement's own events were read before (an
+ *		error of the rules for them failed it there), so a data exception
+ *		raised here comes from an event stored earlier, for which a rule
+ *		added or changed since fails: it is raised again saying so, with
+ *		the entity and what to do (the bare error named an event of
+ *		neither).  Other errors go on as they are.
+ */
+static void
+read_scope_events(ParamListInfo params, bool read_only, ScopePass *p,
+				  const pg_uuid_t *entities, int nentities)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		stitch_read_events(SRC_ENTITY_EVENTS, InvalidOid, params->params[0].value,
+						   read_only, scope_row, p);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		char		entity[UUID_TEXT_LEN + 1];
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->elevel != ERROR ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		cdp_uuid_to_text(&entities[0], entity);
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("%s", edata->message),
+				 nentities == 1 ?
+				 errdetail("A stitching rule fails for a stored event of entity %s. The statement "
+						   "changed another event of that entity, whose remaining events are "
+						   "stitched again by the current rules; the rule was added or changed "
+						   "after the failing event was stored.", entity) :
+				 errdetail("A stitching rule fails for a stored event of one of %d entities (%s "
+						   "among them). The statement changed other events of those entities, "
+						   "whose remaining events are stitched again by the current rules; the "
+						   "rule was added or changed after the failing event was stored.",
+						   nentities, entity),
+				 errhint("Make the rule give NULL for values it cannot read (cdp_traits.to_number() "
+						 "instead of a cast, a CASE on jsonb_typeof()), or first correct the failing "
+						 "event with an UPDATE of its own, which reads only its new version; "
+						 "cdp_traits.restitch() then applies the rule to every stored event."),
+				 edata->context != NULL ? errcontext("%s", edata->context) : 0));
+	}
+	PG_END_TRY();
+}
+
+/*
  * stitch_scope
  *		Stitch the events of the given entities (all events if entities is
  *		NULL) from scratch and write (or, without write, report) the
@@ -610,8 +666,7 @@ stitch_scope(const pg_uuid_t *entities, int nentities, bool write,
 		PHASE("reading events");
 	}
 	else
-		stitch_read_events(SRC_ENTITY_EVENTS, InvalidOid, params->params[0].value,
-						   !write, scope_row, &p);
+		read_scope_events(params, !write, &p, entities, nentities);
 	nevents = graph_nevents(g);
 	nidents = graph_nidents(g);
 

@@ -18,6 +18,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
 #include "nodes/plannodes.h"
 #include "optimizer/cost.h"
 #include "tcop/dest.h"
@@ -52,6 +53,86 @@ typedef struct EventReader
 	const char **val;
 	int		   *len;
 } EventReader;
+
+/*
+ * utf8_blank_at
+ *		The length of the Unicode blank that starts at s (before e), or 0:
+ *		the white space of Unicode beyond ASCII (U+0085 next line, U+00A0
+ *		no-break space, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F,
+ *		U+205F, U+3000 ideographic space) and the invisible marks that ride
+ *		along with copied text (U+180E, U+200B-U+200F zero-width spaces,
+ *		joiners and direction marks, U+2060 word joiner, U+FEFF byte order
+ *		mark), in UTF-8.
+ */
+static int
+utf8_blank_at(const unsigned char *s, const unsigned char *e)
+{
+	if (e - s >= 2 && s[0] == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0))
+		return 2;
+	if (e - s < 3)
+		return 0;
+	switch (s[0])
+	{
+		case 0xE1:
+			return ((s[1] == 0x9A && s[2] == 0x80) ||
+					(s[1] == 0xA0 && s[2] == 0x8E)) ? 3 : 0;
+		case 0xE2:
+			if (s[1] == 0x80)
+				return (s[2] <= 0x8F || s[2] == 0xA8 || s[2] == 0xA9 ||
+						s[2] == 0xAF) ? 3 : 0;
+			return (s[1] == 0x81 && (s[2] == 0x9F || s[2] == 0xA0)) ? 3 : 0;
+		case 0xE3:
+			return (s[1] == 0x80 && s[2] == 0x80) ? 3 : 0;
+		case 0xEF:
+			return (s[1] == 0xBB && s[2] == 0xBF) ? 3 : 0;
+		default:
+			return 0;
+	}
+}
+
+/*
+ * stitch_trim
+ *		Narrow [*s, *e) to its bytes between leading and trailing white
+ *		space: how blocklist entries and values are trimmed alike.  ASCII
+ *		white space (stitch_blank) always, and in a UTF-8 database the
+ *		Unicode blanks of utf8_blank_at() too ("n/a" followed by a no-break
+ *		space, a byte order mark alone).  A value that starts and ends with
+ *		a printable ASCII byte (nearly every one) costs two comparisons.
+ */
+void
+stitch_trim(const char **s, const char **e)
+{
+	const unsigned char *b = (const unsigned char *) *s;
+	const unsigned char *f = (const unsigned char *) *e;
+	bool		utf8;
+
+	if (b < f && b[0] < 0x80 && !stitch_blank((char) b[0]) &&
+		f[-1] < 0x80 && !stitch_blank((char) f[-1]))
+		return;
+	utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	while (b < f)
+	{
+		if (stitch_blank((char) b[0]))
+			b++;
+		else if (utf8 && utf8_blank_at(b, f) > 0)
+			b += utf8_blank_at(b, f);
+		else
+			break;
+	}
+	while (f > b)
+	{
+		if (stitch_blank((char) f[-1]))
+			f--;
+		else if (utf8 && f - b >= 2 && utf8_blank_at(f - 2, f) == 2)
+			f -= 2;
+		else if (utf8 && f - b >= 3 && utf8_blank_at(f - 3, f) == 3)
+			f -= 3;
+		else
+			break;
+	}
+	*s = (const char *) b;
+	*e = (const char *) f;
+}
 
 /*
  * stitch_blocklist_lower
@@ -91,8 +172,8 @@ stitch_blocklist_lower(const char *s, int n, char *buf, size_t bufsize)
 /*
  * stitch_is_blocked
  *		Whether a value is on the blocklist for an attribute: compared
- *		after trimming white space (stitch_blank) and lower-casing as stitch_blocklist_lower()
- *		does, as the entries were.  A value longer than
+ *		after trimming white space (stitch_trim) and lower-casing as
+ *		stitch_blocklist_lower() does, as the entries were.  A value longer than
  *		CDP_MAX_IDENTIFIER_BYTES counts as blocked: it could not be stored
  *		in matching.
  */

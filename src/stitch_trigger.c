@@ -98,6 +98,11 @@ typedef struct RowCollector
 	IdentRow   *rows;
 	int			nrows;
 	int			maxrows;
+	/* the ids of events without identifiers, if wanted (keep_empty) */
+	bool		keep_empty;
+	const char **empty;
+	int			nempty;
+	int			maxempty;
 } RowCollector;
 
 /*
@@ -136,11 +141,23 @@ collect_row(EventRow *row, void *arg)
 		rc->null_id |= rc->new_rows;
 		return;
 	}
-	if (row->nidents == 0)
+	if (row->nidents == 0 && !rc->keep_empty)
 		return;
 	eid = MemoryContextAlloc(rc->cxt, row->event_id_len + 1);
 	memcpy(eid, row->event_id, row->event_id_len);
 	eid[row->event_id_len] = '\0';
+	if (row->nidents == 0)
+	{
+		if (rc->nempty >= rc->maxempty)
+		{
+			rc->maxempty = Max(rc->maxempty * 2, 256);
+			rc->empty = rc->empty ?
+				repalloc_huge(rc->empty, sizeof(char *) * rc->maxempty) :
+				MemoryContextAllocHuge(rc->cxt, sizeof(char *) * rc->maxempty);
+		}
+		rc->empty[rc->nempty++] = eid;
+		return;
+	}
 	for (i = 0; i < row->nidents; i++)
 	{
 		char	   *val;
@@ -163,12 +180,14 @@ collect_row(EventRow *row, void *arg)
 }
 
 /*
- * fetch_rows
+ * fetch_rows_empty
  *		The identifiers of the events of a transition table, as rows sorted
- *		by event, attribute and value.
+ *		by event, attribute and value; with empty, also the ids of the
+ *		events that have none (sorted, into *empty and *nempty).
  */
 static IdentRow *
-fetch_rows(StitchSource source, Oid relid, int *nrows)
+fetch_rows_empty(StitchSource source, Oid relid, int *nrows,
+				 const char ***empty, int *nempty)
 {
 	RowCollector rc;
 
@@ -176,13 +195,32 @@ fetch_rows(StitchSource source, Oid relid, int *nrows)
 	rc.cfg = stitch_config(false);
 	rc.cxt = CurrentMemoryContext;
 	rc.new_rows = (source == SRC_NEW_ROWS);
+	rc.keep_empty = (empty != NULL);
 	stitch_read_events(source, relid, (Datum) 0, false, collect_row, &rc);
 	if (rc.null_id)
 		reject_null_id(rc.cfg);
 	if (rc.nrows > 1)
 		qsort(rc.rows, rc.nrows, sizeof(IdentRow), cmp_row);
 	*nrows = rc.nrows;
+	if (empty != NULL)
+	{
+		if (rc.nempty > 1)
+			qsort(rc.empty, rc.nempty, sizeof(char *), cmp_key);
+		*empty = rc.empty;
+		*nempty = rc.nempty;
+	}
 	return rc.rows;
+}
+
+/*
+ * fetch_rows
+ *		The identifiers of the events of a transition table, as rows sorted
+ *		by event, attribute and value.
+ */
+static IdentRow *
+fetch_rows(StitchSource source, Oid relid, int *nrows)
+{
+	return fetch_rows_empty(source, relid, nrows, NULL, NULL);
 }
 
 /* State of reading the NEW rows of an INSERT. */
@@ -252,6 +290,32 @@ all_ids(const char *table, Oid relid, int *n)
 															stitch_key_sql(stitch_config(false), "id"),
 															table),
 											  0, NULL), n);
+}
+
+/*
+ * stored_events
+ *		Of the events ids (keys), those event_entities holds.
+ */
+static const char **
+stored_events(const char **ids, int n, int *nstored)
+{
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		args[1];
+	const char **stored;
+	uint64		i;
+
+	args[0] = cdp_text_array(ids, n);
+	cdp_execute(stitch_cached_plan("stored_events",
+								   "SELECT event_id FROM cdp_traits.event_entities "
+								   "WHERE event_id = ANY ($1)",
+								   1, argtypes),
+				args, NULL, SPI_OK_SELECT, "looking up updated events");
+	stored = palloc_extended(sizeof(char *) * Max(SPI_processed, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < SPI_processed; i++)
+		stored[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	*nstored = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return stored;
 }
 
 /*
@@ -381,6 +445,8 @@ typedef struct OldRowsFetch
 	Oid			relid;
 	IdentRow   *rows;
 	int			nrows;
+	const char **empty;
+	int			nempty;
 } OldRowsFetch;
 
 /*
@@ -392,13 +458,14 @@ fetch_old_rows_in(void *arg)
 {
 	OldRowsFetch *f = arg;
 
-	f->rows = fetch_rows(SRC_OLD_ROWS, f->relid, &f->nrows);
+	f->rows = fetch_rows_empty(SRC_OLD_ROWS, f->relid, &f->nrows, &f->empty, &f->nempty);
 }
 
 /*
  * fetch_old_rows
- *		fetch_rows of the OLD rows of an UPDATE into *rows and *nrows; false
- *		(and no rows) if the rules fail for one of them.  A rule added since
+ *		fetch_rows_empty of the OLD rows of an UPDATE into *rows and *nrows
+ *		(the ids of those without identifiers into *empty and *nempty);
+ *		false (and no rows) if the rules fail for one of them.  A rule added since
  *		an event was stored may fail for it (a cast of a value it carries
  *		wrong): its old version is only read
  *		to tell which events changed, and failing on it would refuse the very
@@ -408,13 +475,16 @@ fetch_old_rows_in(void *arg)
  *		changed.
  */
 static bool
-fetch_old_rows(Oid relid, IdentRow **rows, int *nrows)
+fetch_old_rows(Oid relid, IdentRow **rows, int *nrows, const char ***empty,
+			   int *nempty)
 {
-	OldRowsFetch f = {relid, NULL, 0};
+	OldRowsFetch f = {relid, NULL, 0, NULL, 0};
 	ErrorData  *edata = cdp_in_subtransaction(fetch_old_rows_in, &f);
 
 	*rows = f.rows;
 	*nrows = f.nrows;
+	*empty = f.empty;
+	*nempty = f.nempty;
 	if (edata == NULL)
 		return true;
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
@@ -425,6 +495,8 @@ fetch_old_rows(Oid relid, IdentRow **rows, int *nrows)
 	FreeErrorData(edata);
 	*rows = NULL;
 	*nrows = 0;
+	*empty = NULL;
+	*nempty = 0;
 	return false;
 }
 
@@ -442,11 +514,17 @@ stitch_update(StitchGraph *g, Oid relid)
 				j = 0,
 				k;
 	IdentRow   *oldr;
-	bool		old_read = fetch_old_rows(relid, &oldr, &nold);
-	IdentRow   *newr = fetch_rows(SRC_NEW_ROWS, relid, &nnew);
-	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew, 1), MCXT_ALLOC_HUGE);
+	const char **old_empty;
+	int			nold_empty;
+	bool		old_read = fetch_old_rows(relid, &oldr, &nold, &old_empty, &nold_empty);
+	const char **new_empty;
+	int			nnew_empty;
+	IdentRow   *newr = fetch_rows_empty(SRC_NEW_ROWS, relid, &nnew, &new_empty, &nnew_empty);
+	const char **forget = palloc_extended(sizeof(char *) * Max(nold + nnew + nold_empty, 1),
+										  MCXT_ALLOC_HUGE);
 	int			nforget = 0;
-	const char **same = palloc_extended(sizeof(char *) * Max(nold, 1), MCXT_ALLOC_HUGE);
+	const char **same = palloc_extended(sizeof(char *) * Max(nold + nold_empty, 1),
+										MCXT_ALLOC_HUGE);
 	int			nsame = 0;
 	const char **fresh = palloc_extended(sizeof(char *) * Max(nnew, 1), MCXT_ALLOC_HUGE);
 	int			nfresh = 0;
@@ -501,7 +579,7 @@ stitch_update(StitchGraph *g, Oid relid)
 	/*
 	 * An event whose old version has no identifier under the rules and
 	 * blocklist of now may still have the entity it was stitched into under
-	 * earlier ones (changed without restitch()): if its new version has
+	 * earlier ones (changed without restitch()).  If its new version has
 	 * identifiers, that assignment goes first, as for any changed event
 	 * (storing the new one failed on the primary key of event_entities).
 	 * Only ids the statement updated: without a unique index on id, one of
@@ -512,16 +590,34 @@ stitch_update(StitchGraph *g, Oid relid)
 		/* (old versions unread: every updated event is taken as changed) */
 		forget = all_ids(CDP_OLD_TABLE, relid, &nforget);
 	}
-	else if (nfresh > 0)
+	else if (nold_empty > 0)
 	{
-		int			nids;
-		const char **oldids = all_ids(CDP_OLD_TABLE, relid, &nids);
+		int			nstale;
+		const char **stale;
 
-		if (nids > 1)
-			qsort(oldids, nids, sizeof(char *), cmp_key);
 		for (k = 0; k < nfresh; k++)
-			if (bsearch(&fresh[k], oldids, nids, sizeof(char *), cmp_key) != NULL)
+			if (bsearch(&fresh[k], old_empty, nold_empty, sizeof(char *), cmp_key) != NULL)
 				forget[nforget++] = fresh[k];
+
+		/*
+		 * If its new version has none either, the event was in neither list
+		 * above: one still under its id marks that entity, as an event whose
+		 * identifiers did not change (it stayed set), and one whose id
+		 * changed leaves it (its old id stayed in event_entities, an event
+		 * that no longer exists).  Only events stitched at all are looked
+		 * at: one probe of event_entities per updated event without
+		 * identifiers.
+		 */
+		stale = stored_events(old_empty, nold_empty, &nstale);
+		for (k = 0; k < nstale; k++)
+		{
+			if (bsearch(&stale[k], fresh, nfresh, sizeof(char *), cmp_key) != NULL)
+				continue;		/* (forgotten above) */
+			if (bsearch(&stale[k], new_empty, nnew_empty, sizeof(char *), cmp_key) != NULL)
+				same[nsame++] = stale[k];
+			else
+				forget[nforget++] = stale[k];
+		}
 	}
 
 	/* (the events in same only mark their entities, under the same locks) */

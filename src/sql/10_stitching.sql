@@ -47,6 +47,63 @@ INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value)
 VALUES (NULL, ''), (NULL, 'null'), (NULL, 'none'), (NULL, 'undefined'),
 	   (NULL, 'unknown'), (NULL, 'n/a'), (NULL, '0'), (NULL, '-');
 
+-- The default entries deleted (or changed) since the install, so that a dump
+-- keeps them deleted: the install script inserts the defaults, in a restore
+-- too, and the dump holds only the other rows of the blocklist (80_dump.sql)
+-- and every row of this table.  Loading a row here deletes its default
+-- again, whichever of the two tables a restore loads first.
+CREATE TABLE cdp_traits.stitching_blocklist_removed_defaults (
+	value text PRIMARY KEY
+		CHECK (value IN ('', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'))
+);
+COMMENT ON TABLE cdp_traits.stitching_blocklist_removed_defaults IS
+	'default blocklist entries deleted or changed since the install (kept so by a dump and restore); written by triggers';
+
+-- Keeps stitching_blocklist_removed_defaults current: a default entry
+-- deleted, changed or truncated is noted, one inserted again is no longer;
+-- a noted entry loaded by a restore deletes its default.
+CREATE FUNCTION cdp_traits._blocklist_defaults_kept() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	defaults CONSTANT text[] := ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'];
+BEGIN
+	IF TG_TABLE_NAME = 'stitching_blocklist_removed_defaults' THEN
+		DELETE FROM cdp_traits.stitching_blocklist b
+		 WHERE b.attribute_id IS NULL AND b.value = NEW.value;
+	ELSIF TG_OP = 'TRUNCATE' THEN
+		INSERT INTO cdp_traits.stitching_blocklist_removed_defaults (value)
+		SELECT pg_catalog.unnest(defaults)
+		ON CONFLICT DO NOTHING;
+	ELSE
+		IF TG_OP IN ('UPDATE', 'DELETE') THEN
+			IF OLD.attribute_id IS NULL AND OLD.value = ANY (defaults) THEN
+				INSERT INTO cdp_traits.stitching_blocklist_removed_defaults (value)
+				VALUES (OLD.value)
+				ON CONFLICT DO NOTHING;
+			END IF;
+		END IF;
+		IF TG_OP IN ('INSERT', 'UPDATE') THEN
+			IF NEW.attribute_id IS NULL AND NEW.value = ANY (defaults) THEN
+				DELETE FROM cdp_traits.stitching_blocklist_removed_defaults r
+				 WHERE r.value = NEW.value;
+			END IF;
+		END IF;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+CREATE TRIGGER stitching_blocklist_defaults
+	AFTER INSERT OR UPDATE OR DELETE ON cdp_traits.stitching_blocklist
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._blocklist_defaults_kept();
+CREATE TRIGGER stitching_blocklist_defaults_truncated
+	AFTER TRUNCATE ON cdp_traits.stitching_blocklist
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._blocklist_defaults_kept();
+CREATE TRIGGER removed_default_loaded
+	AFTER INSERT ON cdp_traits.stitching_blocklist_removed_defaults
+	FOR EACH ROW EXECUTE FUNCTION cdp_traits._blocklist_defaults_kept();
+
 -- Every new event updates its entity's modified/calculated: no index on those
 -- columns and room on each page keep that update HOT (no index writes).
 CREATE TABLE cdp_traits.customer_entities (

@@ -3,8 +3,9 @@
  * pg_dump: the rows of every table holding configuration or state are dumped
  * with the database and restored after CREATE EXTENSION (the extension's own
  * objects are not dumped).  The default blocklist rows are inserted by the
- * install script, so only the others are dumped (a default row deleted by the
- * user comes back with a restore).  Views the extension creates at run time:
+ * install script, so only the others are dumped, and the defaults deleted
+ * since the install are noted in stitching_blocklist_removed_defaults, whose
+ * rows delete them again when a restore loads them (10_stitching.sql).  Views the extension creates at run time:
  * customer_events is an ordinary object (pg_dump keeps it, depending on the
  * events table); pivoted_customer_attributes and published views are members,
  * rebuilt from the rows of attributes and publications as they are restored.
@@ -15,6 +16,7 @@
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_blocklist',
 	$$WHERE attribute_id IS NOT NULL OR value NOT IN ('', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-')$$);
+SELECT pg_catalog.pg_extension_config_dump('cdp_traits.stitching_blocklist_removed_defaults', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.events_source', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.customer_entities', '');
 SELECT pg_catalog.pg_extension_config_dump('cdp_traits.matching', '');

@@ -17,7 +17,11 @@ ALTER TABLE cdp_traits.stitching_rules
 	ENABLE ALWAYS TRIGGER stitching_rules_check,
 	ENABLE ALWAYS TRIGGER stitching_rules_changed;
 ALTER TABLE cdp_traits.stitching_blocklist
-	ENABLE ALWAYS TRIGGER stitching_blocklist_changed;
+	ENABLE ALWAYS TRIGGER stitching_blocklist_changed,
+	ENABLE ALWAYS TRIGGER stitching_blocklist_defaults,
+	ENABLE ALWAYS TRIGGER stitching_blocklist_defaults_truncated;
+ALTER TABLE cdp_traits.stitching_blocklist_removed_defaults
+	ENABLE ALWAYS TRIGGER removed_default_loaded;
 ALTER TABLE cdp_traits.context
 	ENABLE ALWAYS TRIGGER context_check;
 ALTER TABLE cdp_traits.attributes

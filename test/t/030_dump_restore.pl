@@ -33,6 +33,13 @@ INSERT INTO cdp_traits.stitching_rules (attribute_id, source_id, value_expressio
   ('phone', NULL, $$jsonb_array_elements_text(payload->'phones')$$),
   ('cookie', 'web', $$payload->>'cookie'$$);
 INSERT INTO cdp_traits.stitching_blocklist VALUES ('email', 'nobody@x.org'), (NULL, 'n/a ');
+-- default entries deleted, changed, and deleted then added again: a restore
+-- keeps them so (its CREATE EXTENSION inserts every default, and the dump
+-- held only the other rows: the deleted and changed ones were back)
+DELETE FROM cdp_traits.stitching_blocklist WHERE attribute_id IS NULL AND value IN ('0', 'none', 'undefined');
+UPDATE cdp_traits.stitching_blocklist SET attribute_id = 'cookie' WHERE attribute_id IS NULL AND value = '-';
+UPDATE cdp_traits.stitching_blocklist SET value = 'N/A' WHERE attribute_id IS NULL AND value = 'n/a';
+INSERT INTO cdp_traits.stitching_blocklist VALUES (NULL, 'none');
 -- events before attach (stitched by attach_events), then after (by the triggers)
 INSERT INTO cdp_ce.customer_events
 SELECT md5('e' || i)::uuid, CASE WHEN i % 3 = 0 THEN 'app' ELSE 'web' END,
@@ -137,6 +144,11 @@ my %checks = (
 	privileges => "SELECT relname, relacl FROM pg_class WHERE relnamespace = 'cdp_traits'::regnamespace ORDER BY 1");
 my %before;
 $before{$_} = $node->safe_psql('src', $checks{$_}) for keys %checks;
+is($node->safe_psql('src', q{SELECT string_agg(coalesce(attribute_id, '*') || ':' || value, ','
+                                              ORDER BY attribute_id COLLATE "C", value COLLATE "C")
+                             FROM cdp_traits.stitching_blocklist}),
+	'cookie:-,email:nobody@x.org,*:,*:N/A,*:n/a ,*:none,*:null,*:unknown',
+	'the source has a blocklist with defaults deleted and changed');
 cmp_ok(scalar(split /\n/, $before{matching}), '>', 100, 'the source has identifiers');
 like($before{merges}, qr/\S/, '... merges');
 like($before{history}, qr/\S/, '... history');
@@ -246,10 +258,21 @@ $node->command_ok([ 'pg_dump', '-d', $node->connstr('src'), '-f', $plain ], 'pg_
 $node->safe_psql('postgres', 'CREATE DATABASE dst2');
 $node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('dst2'), '-f', $plain ],
 	'the plain dump restores with psql, without errors');
-for my $k (qw(values segment_events segment_event_ids memberships profiles toggles))
+for my $k (qw(blocklist values segment_events segment_event_ids memberships profiles toggles))
 {
 	is($node->safe_psql('dst2', $checks{$k}), $before{$k}, "$k equal after the plain restore");
 }
+
+# A restored database dumped and restored again keeps the blocklist too.
+my $again = $node->basedir . '/dst.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('dst'), '-f', $again ], 'pg_dump of the restored database');
+$node->safe_psql('postgres', 'CREATE DATABASE dst_again');
+{
+	local $ENV{PGAPPNAME} = 'pg_restore';
+	$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('dst_again'), $again ],
+		'pg_restore of the restored database, without errors');
+}
+is($node->safe_psql('dst_again', $checks{blocklist}), $before{blocklist}, 'blocklist equal after a second round');
 
 # The restored database works: new events are stitched into the restored
 # entities (triggers, rules and plans), sequences go on, calculation runs.
