@@ -270,8 +270,8 @@ BEGIN
 	-- (a new event that arrived meanwhile, or is still being written, keeps
 	-- the entity; its values come back with the next run)
 	IF EXISTS (SELECT FROM cdp_traits.customer_entities ce WHERE ce.id = root) THEN
-		RAISE WARNING 'entity % still has events', root
-			USING DETAIL = 'Events of this customer were written while it was erased.',
+		RAISE WARNING 'the erased customer still has events'
+			USING DETAIL = 'Events of this customer were written while it was erased: they keep its entity.',
 				  HINT = 'Call erase_entity again once those writers have committed.';
 	END IF;
 END;
