@@ -1282,10 +1282,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	was_audience boolean;
-	is_audience boolean;
-	had_history boolean;
-	has_history boolean;
+	dropped text[];
+	dropped_auds text[];
+	switched text[];
+	switched_on text[];
 	at timestamptz;
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
@@ -1294,61 +1294,91 @@ BEGIN
 		   FROM cdp_traits.attributes a
 		HAVING pg_catalog.count(*) > 0;
 		RETURN NULL;
-	END IF;
-	was_audience := OLD.definition->>'type' = 'audience';
-	is_audience := TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.definition->>'type' = 'audience';
-	IF was_audience AND NOT is_audience THEN
-		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
-	ELSIF is_audience AND NOT was_audience THEN
-		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
-	ELSIF TG_OP = 'UPDATE' AND NEW.id = OLD.id
-		  AND cdp_traits._pivot_type(NEW.definition) <> cdp_traits._pivot_type(OLD.definition) THEN
-		-- another kind of value (a data_type or type that changes the
-		-- pivot's column: text to number, a value to a list): the values
-		-- held are not of it, and the pivot would fail to read them (or
-		-- read a list as text) until the next run; nor would their counts
-		-- per value be taken back (those of text only)
-		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
-	ELSIF (TG_OP = 'DELETE' OR NEW.id <> OLD.id)
-		  AND EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = OLD.id) THEN
-		-- the id went and is another attribute's again in the same
-		-- statement (deleted and inserted again, or ids swapped): its
-		-- values are the one's that went, not the new one's (an audience
-		-- now would read a number as its boolean, and the pivot fail);
+	ELSIF TG_LEVEL = 'ROW' THEN
+		-- renamed: an audience's members exit; the id went and is another
+		-- attribute's again in the same statement (ids swapped): its values
+		-- are the one's that went, not the new one's (an audience now would
+		-- read a number as its boolean, and the pivot fail);
 		-- _attributes_changed takes only those of ids that no longer exist
-		PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+		IF OLD.definition->>'type' = 'audience' THEN
+			PERFORM cdp_traits._drop_values(ARRAY[OLD.id], ARRAY[OLD.id]);
+		ELSIF EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = OLD.id) THEN
+			PERFORM cdp_traits._drop_values(ARRAY[OLD.id], NULL);
+		END IF;
+		RETURN NULL;
+	ELSIF TG_OP = 'DELETE' THEN
+		-- a deleted audience's members exit; an id deleted and inserted
+		-- again in the same statement is another attribute (as above)
+		SELECT pg_catalog.array_agg(o.id ORDER BY o.id),
+			   pg_catalog.array_agg(o.id ORDER BY o.id) FILTER (WHERE o.definition->>'type' = 'audience')
+		  INTO dropped, dropped_auds
+		  FROM cdp_old_attributes o
+		 WHERE o.definition->>'type' = 'audience'
+			OR EXISTS (SELECT FROM cdp_traits.attributes a WHERE a.id = o.id);
+		IF dropped IS NOT NULL THEN
+			PERFORM cdp_traits._drop_values(dropped, dropped_auds);
+		END IF;
+		RETURN NULL;
+	END IF;
+	-- UPDATE: the rows paired by id.  An audience no longer: its members
+	-- exit; an audience now: the values of its former type are no
+	-- memberships; another kind of value (a data_type or type that changes
+	-- the pivot's column: text to number, a value to a list): the values
+	-- held are not of it, and the pivot would fail to read them (or read a
+	-- list as text) until the next run; nor would their counts per value be
+	-- taken back (those of text only).  All of them in one pass (over the
+	-- rows whose definition changed: a run's UPDATE of calculated_version
+	-- changes none).
+	SELECT pg_catalog.array_agg(n.id ORDER BY n.id) FILTER (WHERE c.drop),
+		   pg_catalog.array_agg(n.id ORDER BY n.id) FILTER (WHERE c.drop AND c.was_audience AND NOT c.is_audience),
+		   pg_catalog.array_agg(n.id ORDER BY n.id) FILTER (WHERE c.had_history <> c.has_history),
+		   pg_catalog.array_agg(n.id ORDER BY n.id) FILTER (WHERE c.has_history AND NOT c.had_history)
+	  INTO dropped, dropped_auds, switched, switched_on
+	  FROM cdp_old_attributes o
+	  JOIN cdp_new_attributes n ON n.id = o.id AND n.definition IS DISTINCT FROM o.definition
+	 CROSS JOIN LATERAL (SELECT o.definition->>'type' = 'audience' AS was_audience,
+								n.definition->>'type' = 'audience' AS is_audience,
+								COALESCE((o.definition->>'history')::boolean, false) AS had_history,
+								COALESCE((n.definition->>'history')::boolean, false) AS has_history) f
+	 CROSS JOIN LATERAL (SELECT f.was_audience, f.is_audience, f.had_history, f.has_history,
+								f.was_audience <> f.is_audience
+								OR cdp_traits._pivot_type(n.definition) <> cdp_traits._pivot_type(o.definition) AS drop) c;
+	IF dropped IS NOT NULL THEN
+		PERFORM cdp_traits._drop_values(dropped, dropped_auds);
 	END IF;
 	-- "history" switched off: the open rows end now (the values are no
 	-- longer followed); switched on: the values the entities hold now
 	-- start their history (a run records only changes, and an unchanged
 	-- value would never get a row)
-	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
-		had_history := COALESCE((OLD.definition->>'history')::boolean, false);
-		has_history := COALESCE((NEW.definition->>'history')::boolean, false);
-		IF had_history <> has_history THEN
-			at := pg_catalog.clock_timestamp();
-			UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(at, h.valid_from)
-			 WHERE h.attribute_id = OLD.id AND h.valid_to IS NULL;
-			IF has_history THEN
-				-- the values are locked (in entity order), so that an entity
-				-- that goes meanwhile either is gone before (and has no row
-				-- here) or waits for this transaction and then ends the rows
-				-- opened here (see _entities_removed); the rows start at at,
-				-- or at the end of the entity's history if later (see
-				-- attribute_history)
-				INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
-				SELECT l.customer_entity_id, NEW.id, l.value, GREATEST(at, p.latest)
-				  FROM (SELECT ea.customer_entity_id, ea.vals -> NEW.id AS value
-						  FROM cdp_traits.entity_attributes ea
-						 WHERE ea.vals ? NEW.id
-						 ORDER BY ea.customer_entity_id FOR KEY SHARE) l
-				  LEFT JOIN (SELECT h.customer_entity_id, pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
-							   FROM cdp_traits.attribute_history h
-							  WHERE h.attribute_id = NEW.id
-							  GROUP BY h.customer_entity_id) p
-					ON p.customer_entity_id = l.customer_entity_id
-				 WHERE l.value IS NOT NULL;
-			END IF;
+	IF switched IS NOT NULL THEN
+		at := pg_catalog.clock_timestamp();
+		UPDATE cdp_traits.attribute_history h SET valid_to = GREATEST(at, h.valid_from)
+		 WHERE h.attribute_id IN (SELECT pg_catalog.unnest(switched)) AND h.valid_to IS NULL;
+		IF switched_on IS NOT NULL THEN
+			-- the values are locked (in entity order), so that an entity
+			-- that goes meanwhile either is gone before (and has no row
+			-- here) or waits for this transaction and then ends the rows
+			-- opened here (see _entities_removed); the rows start at at,
+			-- or at the end of the entity's history if later (see
+			-- attribute_history).  Each entity's values are read once
+			-- (jsonb_each), not once per attribute; the rows go in in the
+			-- order of the history's index (in the order of the attributes,
+			-- 3.4M rows took 30 s, mostly in random writes of the index).
+			INSERT INTO cdp_traits.attribute_history (customer_entity_id, attribute_id, value, valid_from)
+			SELECT l.customer_entity_id, kv.key, kv.value, GREATEST(at, p.latest)
+			  FROM (SELECT ea.customer_entity_id, ea.vals
+					  FROM cdp_traits.entity_attributes ea
+					 WHERE ea.vals ?| switched_on
+					 ORDER BY ea.customer_entity_id FOR KEY SHARE) l
+			 CROSS JOIN LATERAL pg_catalog.jsonb_each(l.vals) kv
+			  JOIN pg_catalog.unnest(switched_on) k(aid) ON k.aid = kv.key
+			  LEFT JOIN (SELECT h.customer_entity_id, h.attribute_id,
+								pg_catalog.max(GREATEST(h.valid_from, h.valid_to)) AS latest
+						   FROM cdp_traits.attribute_history h
+						  WHERE h.attribute_id IN (SELECT pg_catalog.unnest(switched_on))
+						  GROUP BY h.customer_entity_id, h.attribute_id) p
+				ON p.customer_entity_id = l.customer_entity_id AND p.attribute_id = kv.key
+			 ORDER BY l.customer_entity_id, kv.key;
 		END IF;
 	END IF;
 	RETURN NULL;
@@ -4235,8 +4265,15 @@ $lz4$;
 
 -- Whatever takes an audience's values away logs its members' exits (as in
 -- 40_attributes.sql; the functions are among the generated ones above)
-CREATE TRIGGER attribute_dropped AFTER UPDATE OR DELETE ON cdp_traits.attributes
-	FOR EACH ROW EXECUTE FUNCTION cdp_traits._attribute_dropped();
+-- (renames row by row, the rest once per statement: see _attribute_dropped)
+CREATE TRIGGER attribute_dropped AFTER UPDATE ON cdp_traits.attributes
+	FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION cdp_traits._attribute_dropped();
+CREATE TRIGGER attribute_updated AFTER UPDATE ON cdp_traits.attributes
+	REFERENCING OLD TABLE AS cdp_old_attributes NEW TABLE AS cdp_new_attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
+CREATE TRIGGER attribute_deleted AFTER DELETE ON cdp_traits.attributes
+	REFERENCING OLD TABLE AS cdp_old_attributes
+	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
 CREATE TRIGGER attributes_truncated BEFORE TRUNCATE ON cdp_traits.attributes
 	FOR EACH STATEMENT EXECUTE FUNCTION cdp_traits._attribute_dropped();
 -- A change of the attributes locks the events table before any value (as in
@@ -4395,6 +4432,8 @@ ALTER TABLE cdp_traits.attributes
 	ENABLE ALWAYS TRIGGER attributes_changed,
 	ENABLE ALWAYS TRIGGER attributes_events_first,
 	ENABLE ALWAYS TRIGGER attribute_dropped,
+	ENABLE ALWAYS TRIGGER attribute_updated,
+	ENABLE ALWAYS TRIGGER attribute_deleted,
 	ENABLE ALWAYS TRIGGER attributes_truncated;
 ALTER TABLE cdp_traits.calculation_runs
 	ENABLE ALWAYS TRIGGER runs_deleted,
