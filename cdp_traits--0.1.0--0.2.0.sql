@@ -3631,6 +3631,8 @@ DECLARE
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
 	dirty_q text[]; all_q text[]; ext text[]; aud text[];
+	-- each audience's level: 1 + the highest of the audiences it uses
+	aud_levels jsonb := '{}';
 	a record;
 	aid text;
 	grp text[];
@@ -3899,17 +3901,41 @@ BEGIN
 	PERFORM cdp_traits._write_values(run, all_pre || all_srf || all_q || ext, all_scope, 'all');
 	PERFORM cdp_traits._clear_new();
 
-	-- audiences, dependencies first, over dirty entities and those whose values changed
+	-- audiences, dependencies first, over dirty entities and those whose
+	-- values changed.  Those that do not depend on each other (a level:
+	-- each depends only on audiences of the levels before) are computed one
+	-- statement each and written together, the new or changed ones (over
+	-- every entity) and then the others (over aud_scope, which holds the
+	-- entities the levels before changed): one write of the entities'
+	-- values per level and scope, not per audience.  Written one by one,
+	-- each rewrote the values of its members (and compared every entity's):
+	-- the first run of 61 new audiences over 10k entities with 611
+	-- attributes took 90 s, 83 of them in writing.
 	aud := ARRAY(SELECT x FROM pg_catalog.unnest(cdp_traits._audience_order()) WITH ORDINALITY o(x, i)
 				  WHERE x = ANY (ours) ORDER BY i);
 	FOREACH aid IN ARRAY aud LOOP
-		IF aid = ANY (everyone_now) THEN
-			everyone := everyone || aid;
-			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
-			PERFORM cdp_traits._write_values(run, ARRAY[aid], all_scope, 'all');
+		-- (in order: an audience's dependencies have their level already)
+		aud_levels := aud_levels || pg_catalog.jsonb_build_object(aid, 1 + COALESCE((
+			SELECT pg_catalog.max((aud_levels->>d)::integer)
+			  FROM pg_catalog.unnest(cdp_traits._expression_columns(
+					(SELECT ad.definition->>'condition' FROM cdp_traits.attributes ad WHERE ad.id = aid))) d
+			 WHERE aud_levels ? d), 0));
+	END LOOP;
+	FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY i)
+				 FROM pg_catalog.unnest(aud) WITH ORDINALITY o(x, i)
+				GROUP BY (aud_levels->>x)::integer, x = ANY (everyone_now)
+				ORDER BY (aud_levels->>x)::integer, x = ANY (everyone_now) DESC LOOP
+		IF grp[1] = ANY (everyone_now) THEN
+			everyone := everyone || grp;
+			FOREACH aid IN ARRAY grp LOOP
+				PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
+			END LOOP;
+			PERFORM cdp_traits._write_values(run, grp, all_scope, 'all');
 		ELSE
-			PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
-			PERFORM cdp_traits._write_values(run, ARRAY[aid], aud_scope, 'dirty');
+			FOREACH aid IN ARRAY grp LOOP
+				PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
+			END LOOP;
+			PERFORM cdp_traits._write_values(run, grp, aud_scope, 'dirty');
 		END IF;
 		PERFORM cdp_traits._clear_new();
 	END LOOP;
