@@ -200,4 +200,24 @@ INSERT INTO cdp_traits.attributes
 SELECT pg_catalog.format('n%s', lpad(i::text, 4, '0')), '{"type": "max", "value": "payload->>''x''"}'
   FROM generate_series(1, 500) i;
 SELECT count(*) AS attributes FROM cdp_traits.attributes;
+
+-- the pivot is rebuilt once per statement, however many definitions it
+-- inserts, changes or deletes (each rebuild replaces pivot_source's row);
+-- a change that leaves every column as it is rebuilds nothing
+CREATE FUNCTION pg_temp.rebuilds() RETURNS bigint LANGUAGE sql
+AS $$ SELECT pg_stat_get_xact_tuples_inserted('cdp_traits.pivot_source'::regclass) $$;
+BEGIN;
+SELECT pg_temp.rebuilds() AS before \gset
+INSERT INTO cdp_traits.attributes
+SELECT pg_catalog.format('p%s', lpad(i::text, 3, '0')), '{"type": "max", "value": "payload->>''x''"}'
+  FROM generate_series(1, 300) i;
+SELECT pg_temp.rebuilds() - :before AS rebuilds;
+UPDATE cdp_traits.attributes SET definition = definition || '{"data_type": "number"}' WHERE id LIKE 'p%';
+SELECT pg_temp.rebuilds() - :before AS rebuilds;
+UPDATE cdp_traits.attributes SET definition = definition || '{"filter": "true"}' WHERE id LIKE 'p%';
+SELECT pg_temp.rebuilds() - :before AS rebuilds;
+DELETE FROM cdp_traits.attributes WHERE id LIKE 'p%';
+SELECT pg_temp.rebuilds() - :before AS rebuilds;
+COMMIT;
+SELECT count(*) AS attributes FROM cdp_traits.attributes;
 RESET cdp_traits.state_min_events;
