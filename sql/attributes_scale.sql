@@ -187,6 +187,16 @@ SELECT attribute_id <= 'm0600' AS switched_off, count(*) AS history_rows,
        count(*) FILTER (WHERE valid_to IS NULL) AS open
   FROM cdp_traits.attribute_history GROUP BY 1 ORDER BY 1;
 UPDATE cdp_traits.attributes SET definition = definition - 'history';
+-- an upsert of definitions switches it too (INSERT ... ON CONFLICT DO
+-- UPDATE fires the statement trigger with the rows it updated)
+INSERT INTO cdp_traits.attributes (id, definition)
+SELECT id, definition || '{"history": true}' FROM cdp_traits.attributes WHERE id IN ('m0001', 'm0002')
+ON CONFLICT (id) DO UPDATE SET definition = EXCLUDED.definition;
+SELECT attribute_id, count(*) FILTER (WHERE valid_to IS NULL) AS open,
+       count(*) FILTER (WHERE valid_to IS NULL) = (SELECT count(*) FROM cdp_traits.entity_attributes ea
+                                                   WHERE ea.vals ? h.attribute_id) AS one_per_value
+  FROM cdp_traits.attribute_history h WHERE attribute_id IN ('m0001', 'm0002') GROUP BY 1 ORDER BY 1;
+UPDATE cdp_traits.attributes SET definition = definition - 'history' WHERE id IN ('m0001', 'm0002');
 
 
 -- the pivot has a column per attribute, and a view at most 1600: the
