@@ -248,13 +248,17 @@ SELECT format('level1_%s', i), jsonb_build_object('type', 'audience', 'condition
   FROM generate_series(0, 5) i;
 INSERT INTO cdp_traits.attributes VALUES
   ('level2', '{"type": "audience", "condition": "level1_0 AND NOT level1_4"}');
+-- And each level's audiences are computed in one statement, which reads
+-- the entities' values once (reads of them in the run: 5, against 10 when each audience read them)
 CREATE FUNCTION pg_temp.writes() RETURNS bigint LANGUAGE sql
 AS $$ SELECT pg_stat_get_xact_tuples_inserted('cdp_traits.entity_attributes'::regclass)
            + pg_stat_get_xact_tuples_updated('cdp_traits.entity_attributes'::regclass) $$;
+CREATE FUNCTION pg_temp.reads() RETURNS bigint LANGUAGE sql
+AS $$ SELECT pg_stat_get_xact_numscans('cdp_traits.entity_attributes'::regclass) $$;
 BEGIN;
-SELECT pg_temp.writes() AS writes_before \gset
+SELECT pg_temp.writes() AS writes_before, pg_temp.reads() AS reads_before \gset
 SELECT cdp_traits.calculate_attributes() > 0 AS calculated;
-SELECT pg_temp.writes() - :writes_before AS writes,
+SELECT pg_temp.writes() - :writes_before AS writes, pg_temp.reads() - :reads_before AS reads,
        (SELECT count(*) FROM cdp_traits.entity_attributes) AS entities;
 COMMIT;
 SELECT rev, level1_0, level1_1, level1_2, level1_3, level1_4, level1_5, level2

@@ -1114,6 +1114,26 @@ AS $$
 	   AND COALESCE(r.rolname NOT IN ('cdp_traits_reader', 'cdp_traits_admin'), true)
 $$;
 
+-- The expression of attribute id's column in pivoted_customer_attributes,
+-- over its entity's values ea.vals (def: its definition).
+CREATE FUNCTION cdp_traits._pivot_column(id text, def jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+			WHEN x.pt = 'jsonb' THEN x.ex
+			WHEN $2->>'type' = 'audience' THEN pg_catalog.format('COALESCE((%s)::boolean, false)', x.ex)
+			WHEN x.pt LIKE '%[]' THEN pg_catalog.format(
+				'CASE WHEN %s IS NOT NULL THEN ARRAY(SELECT x::%s FROM pg_catalog.jsonb_array_elements_text(%s) x) END',
+				x.ex, pg_catalog.left(x.pt, -2), x.ex)
+			WHEN $2->>'type' IN ('custom', 'external') THEN pg_catalog.format(
+				'CASE WHEN pg_catalog.jsonb_typeof(%s) NOT IN (''array'', ''object'') THEN %s END',
+				x.ex, cdp_traits._convert(x.ex, 'jsonb', cdp_traits._data_type($2)))
+			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', x.ex, x.pt)
+		END
+	  FROM (SELECT pg_catalog.format('ea.vals -> %L', $1) AS ex, cdp_traits._pivot_type($2) AS pt) x
+$$;
+
 -- (Re)create pivoted_customer_attributes: one typed column per attribute.
 -- SECURITY DEFINER: the view belongs to the extension owner, and admins who
 -- change definitions rebuild it; it runs no SQL of theirs (ids are quoted,
@@ -1149,24 +1169,11 @@ BEGIN
 	-- loop calling _pivot_type up to three times per attribute, each a
 	-- call of functions with their own search_path that are not inlined,
 	-- and growing the text by concatenation took 140 ms of each change of
-	-- 1,600 attributes, even one that leaves the view as it is; a list's
-	-- element type is its column type without the [])
-	SELECT COALESCE(pg_catalog.string_agg(pg_catalog.format(E',\n\t%s AS %I', CASE
-			WHEN x.pt = 'jsonb' THEN x.ex
-			WHEN x.definition->>'type' = 'audience' THEN pg_catalog.format(
-				'COALESCE((%s)::boolean, false)', x.ex)
-			WHEN x.pt LIKE '%[]' THEN pg_catalog.format(
-				'CASE WHEN %s IS NOT NULL THEN ARRAY(SELECT x::%s FROM pg_catalog.jsonb_array_elements_text(%s) x) END',
-				x.ex, pg_catalog.left(x.pt, -2), x.ex)
-			WHEN x.definition->>'type' IN ('custom', 'external') THEN pg_catalog.format(
-				'CASE WHEN pg_catalog.jsonb_typeof(%s) NOT IN (''array'', ''object'') THEN %s END',
-				x.ex, cdp_traits._convert(x.ex, 'jsonb', cdp_traits._data_type(x.definition)))
-			ELSE pg_catalog.format('(%s #>> ''{}'')::%s', x.ex, x.pt)
-		END, x.id), '' ORDER BY x.created, x.id), '')
+	-- 1,600 attributes, even one that leaves the view as it is)
+	SELECT COALESCE(pg_catalog.string_agg(pg_catalog.format(E',\n\t%s AS %I',
+				cdp_traits._pivot_column(at.id, at.definition), at.id), '' ORDER BY at.created, at.id), '')
 	  INTO cols
-	  FROM (SELECT at.id, at.definition, at.created, pg_catalog.format('ea.vals -> %L', at.id) AS ex,
-				   cdp_traits._pivot_type(at.definition) AS pt
-			  FROM cdp_traits.attributes at) x;
+	  FROM cdp_traits.attributes at;
 	sql := E'SELECT e.id AS customer_entity_id' || cols || E'\n  FROM cdp_traits.customer_entities e'
 		|| E'\n  LEFT JOIN cdp_traits.entity_attributes ea ON ea.customer_entity_id = e.id';
 	-- (the view as it is already: see pivot_source)
@@ -2380,6 +2387,49 @@ BEGIN
 END;
 $$;
 
+-- Audiences that do not depend on each other, in one statement: each
+-- entity's values are read once (|| '{}' makes a copy in memory that the
+-- columns the conditions use read), not once per audience.  Over the pivot,
+-- one statement per audience read every entity's values again: 90 ms each
+-- over 10k entities with 611 attributes, 3.4 s of the first run of 61
+-- audiences.  Only for conditions whose column names are all attribute ids
+-- (see calculate_attributes): the pivot's columns they use are the
+-- subquery's.
+CREATE FUNCTION cdp_traits._calc_audiences(aids text[], scope_sql text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+DECLARE
+	cols text;
+	objs text;
+BEGIN
+	SELECT pg_catalog.string_agg(pg_catalog.format(E',\n\t%s AS %I',
+				cdp_traits._pivot_column(a.id, a.definition), a.id), '' ORDER BY a.id)
+	  INTO cols
+	  FROM cdp_traits.attributes a
+	 WHERE a.id IN (SELECT pg_catalog.unnest(cdp_traits._expression_columns(c.definition->>'condition'))
+					  FROM cdp_traits.attributes c WHERE c.id = ANY (aids));
+	-- (_jsonb_object_of takes up to 99 values: objects of 90, concatenated)
+	SELECT pg_catalog.string_agg(pg_catalog.format('COALESCE(cdp_traits._jsonb_object_of(ARRAY[%s]::text[], %s), ''{}'')',
+				g.keys, g.conds), ' || ' ORDER BY g.chunk)
+	  INTO objs
+	  FROM (SELECT (x.i - 1) / 90 AS chunk,
+				   pg_catalog.string_agg(pg_catalog.quote_literal(x.aid), ', ' ORDER BY x.i) AS keys,
+				   pg_catalog.string_agg(pg_catalog.format(E'CASE WHEN (%s\n)::boolean THEN true END',
+						c.definition->>'condition'), ', ' ORDER BY x.i) AS conds
+			  FROM pg_catalog.unnest(aids) WITH ORDINALITY x(aid, i)
+			  JOIN cdp_traits.attributes c ON c.id = x.aid
+			 GROUP BY 1) g;
+	EXECUTE 'INSERT INTO pg_temp.cdp_new (eid, vals) SELECT q.eid, q.vals FROM (SELECT p.customer_entity_id AS eid, '
+		|| objs || E' AS vals\n  FROM (SELECT e.id AS customer_entity_id' || COALESCE(cols, '')
+		|| E'\n  FROM cdp_traits.customer_entities e'
+		|| E'\n  LEFT JOIN (SELECT x.customer_entity_id, x.vals || ''{}''::jsonb AS vals FROM cdp_traits.entity_attributes x'
+		|| ' WHERE x.customer_entity_id IN (' || scope_sql || ') OFFSET 0) ea ON ea.customer_entity_id = e.id) p'
+		|| E'\n WHERE p.customer_entity_id IN (' || scope_sql || ')) q WHERE q.vals <> ''{}''';
+	PERFORM cdp_traits._outcome(aids, NULL, NULL, pg_catalog.clock_timestamp());
+END;
+$$;
+
 -- Run one computing step with error isolation: on failure record the error
 -- for each attribute (run one by one when several shared the statement).
 CREATE FUNCTION cdp_traits._calc_step(kind text, aids text[], scope_sql text, events_sql text)
@@ -2441,6 +2491,12 @@ BEGIN
 				PERFORM cdp_traits._calc_query(aids[1], scope_sql);
 				PERFORM cdp_traits._attribute_timer(false);
 			WHEN 'audience' THEN PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
+			WHEN 'audiences' THEN
+				IF pg_catalog.cardinality(aids) = 1 THEN
+					PERFORM cdp_traits._calc_audience(aids[1], scope_sql);
+				ELSE
+					PERFORM cdp_traits._calc_audiences(aids, scope_sql);
+				END IF;
 		END CASE;
 		UPDATE pg_temp.cdp_outcome SET duration_ms =
 			round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - t0)::numeric * 1000, 1)
@@ -2906,7 +2962,7 @@ DECLARE
 		pg_catalog.now() - cdp_traits._setting('cdp_traits.recalculate_after')::interval;
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
-	dirty_q text[]; all_q text[]; ext text[]; aud text[]; aud_levels jsonb := '{}';
+	dirty_q text[]; all_q text[]; ext text[]; aud text[]; aud_levels jsonb := '{}'; together text[];
 	a record;
 	aid text;
 	grp text[];
@@ -3200,15 +3256,30 @@ BEGIN
 				 FROM pg_catalog.unnest(aud) WITH ORDINALITY o(x, i)
 				GROUP BY (aud_levels->>x)::integer, x = ANY (everyone_now)
 				ORDER BY (aud_levels->>x)::integer, x = ANY (everyone_now) DESC LOOP
+		-- (in one statement those whose conditions name attributes only,
+		-- see _calc_audiences; the others over the pivot, each alone)
+		together := ARRAY(SELECT x FROM pg_catalog.unnest(grp) WITH ORDINALITY o(x, i)
+						   WHERE NOT EXISTS (
+								SELECT FROM pg_catalog.unnest(cdp_traits._expression_columns(
+										(SELECT ad.definition->>'condition' FROM cdp_traits.attributes ad WHERE ad.id = x))) d
+								 WHERE d <> 'customer_entity_id'
+								   AND NOT EXISTS (SELECT FROM cdp_traits.attributes ad WHERE ad.id = d))
+						   ORDER BY i);
 		IF grp[1] = ANY (everyone_now) THEN
 			everyone := everyone || grp;
+			PERFORM cdp_traits._calc_step('audiences', together, all_scope, NULL);
 			FOREACH aid IN ARRAY grp LOOP
-				PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
+				IF aid <> ALL (together) THEN
+					PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
+				END IF;
 			END LOOP;
 			PERFORM cdp_traits._write_values(run, grp, all_scope, 'all');
 		ELSE
+			PERFORM cdp_traits._calc_step('audiences', together, aud_scope, NULL);
 			FOREACH aid IN ARRAY grp LOOP
-				PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
+				IF aid <> ALL (together) THEN
+					PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
+				END IF;
 			END LOOP;
 			PERFORM cdp_traits._write_values(run, grp, aud_scope, 'dirty');
 		END IF;
