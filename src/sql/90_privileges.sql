@@ -174,7 +174,7 @@ BEGIN
 		-- writes configuration as its caller, through the tables' checks
 		('import_meiro_config', 'admin'),
 		-- helpers the calculation and the definition checks call as the admin
-		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_predefined', 'admin'),
+		('_audience_order', 'admin'), ('_calc_audience', 'admin'), ('_calc_audiences', 'admin'), ('_pivot_column', 'admin'), ('_calc_predefined', 'admin'),
 		('_calc_query', 'admin'), ('_calc_step', 'admin'), ('_check_definition', 'admin'),
 		('_compile', 'admin'), ('_convert', 'admin'), ('_given_sql', 'admin'), ('_count_changes', 'admin'), ('_count_changes_at_commit', 'admin'), ('_apply_counts_at_commit', 'admin'),
 		('_categorical', 'admin'), ('_custom_sql', 'admin'), ('_data_type', 'admin'),

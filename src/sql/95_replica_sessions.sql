@@ -29,6 +29,8 @@ ALTER TABLE cdp_traits.attributes
 	ENABLE ALWAYS TRIGGER attributes_changed,
 	ENABLE ALWAYS TRIGGER attributes_events_first,
 	ENABLE ALWAYS TRIGGER attribute_dropped,
+	ENABLE ALWAYS TRIGGER attribute_updated,
+	ENABLE ALWAYS TRIGGER attribute_deleted,
 	ENABLE ALWAYS TRIGGER attributes_truncated;
 ALTER TABLE cdp_traits.calculation_runs
 	ENABLE ALWAYS TRIGGER runs_deleted,
