@@ -2982,7 +2982,7 @@ DECLARE
 		pg_catalog.now() - cdp_traits._setting('cdp_traits.recalculate_after')::interval;
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
-	dirty_q text[]; all_q text[]; ext text[]; aud text[]; aud_levels jsonb := '{}'; together text[];
+	dirty_q text[]; all_q text[]; ext text[]; aud text[]; aud_levels jsonb := '{}'; together text[]; lvl_scope text; lvl_kind text;
 	a record;
 	aid text;
 	grp text[];
@@ -3287,22 +3287,17 @@ BEGIN
 						   ORDER BY i);
 		IF grp[1] = ANY (everyone_now) THEN
 			everyone := everyone || grp;
-			PERFORM cdp_traits._calc_step('audiences', together, all_scope, NULL);
-			FOREACH aid IN ARRAY grp LOOP
-				IF aid <> ALL (together) THEN
-					PERFORM cdp_traits._calc_step('audience', ARRAY[aid], all_scope, NULL);
-				END IF;
-			END LOOP;
-			PERFORM cdp_traits._write_values(run, grp, all_scope, 'all');
+			lvl_scope := all_scope; lvl_kind := 'all';
 		ELSE
-			PERFORM cdp_traits._calc_step('audiences', together, aud_scope, NULL);
-			FOREACH aid IN ARRAY grp LOOP
-				IF aid <> ALL (together) THEN
-					PERFORM cdp_traits._calc_step('audience', ARRAY[aid], aud_scope, NULL);
-				END IF;
-			END LOOP;
-			PERFORM cdp_traits._write_values(run, grp, aud_scope, 'dirty');
+			lvl_scope := aud_scope; lvl_kind := 'dirty';
 		END IF;
+		PERFORM cdp_traits._calc_step('audiences', together, lvl_scope, NULL);
+		FOREACH aid IN ARRAY grp LOOP
+			IF aid <> ALL (together) THEN
+				PERFORM cdp_traits._calc_step('audience', ARRAY[aid], lvl_scope, NULL);
+			END IF;
+		END LOOP;
+		PERFORM cdp_traits._write_values(run, grp, lvl_scope, lvl_kind);
 		PERFORM cdp_traits._clear_new();
 	END LOOP;
 
