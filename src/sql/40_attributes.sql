@@ -2982,7 +2982,7 @@ DECLARE
 		pg_catalog.now() - cdp_traits._setting('cdp_traits.recalculate_after')::interval;
 	attached boolean := cdp_traits._events_attached();
 	dirty_pre text[]; all_pre text[]; dirty_srf text[]; all_srf text[];
-	dirty_q text[]; all_q text[]; ext text[]; aud text[]; aud_levels jsonb := '{}'; together text[]; lvl_scope text; lvl_kind text;
+	dirty_q text[]; all_q text[]; ext text[]; aud text[]; aud_levels jsonb := '{}'; aud_cols jsonb; together text[]; lvl_scope text; lvl_kind text;
 	a record;
 	aid text;
 	grp text[];
@@ -3263,13 +3263,16 @@ BEGIN
 	-- attributes took 90 s, 83 of them in writing.
 	aud := ARRAY(SELECT x FROM pg_catalog.unnest(cdp_traits._audience_order()) WITH ORDINALITY o(x, i)
 				  WHERE x = ANY (ours) ORDER BY i);
+	-- (the columns each condition names, read once)
+	SELECT pg_catalog.jsonb_object_agg(ad.id, pg_catalog.to_jsonb(cdp_traits._expression_columns(ad.definition->>'condition')))
+	  INTO aud_cols
+	  FROM cdp_traits.attributes ad WHERE ad.id = ANY (aud);
 	FOREACH aid IN ARRAY aud LOOP
 		-- (its level: 1 + the highest of the audiences it uses, which come
 		-- before it in this order)
 		aud_levels := aud_levels || pg_catalog.jsonb_build_object(aid, 1 + COALESCE((
 			SELECT pg_catalog.max((aud_levels->>d)::integer)
-			  FROM pg_catalog.unnest(cdp_traits._expression_columns(
-					(SELECT ad.definition->>'condition' FROM cdp_traits.attributes ad WHERE ad.id = aid))) d
+			  FROM pg_catalog.jsonb_array_elements_text(aud_cols->aid) d
 			 WHERE aud_levels ? d), 0));
 	END LOOP;
 	FOR grp IN SELECT pg_catalog.array_agg(x ORDER BY i)
@@ -3280,8 +3283,7 @@ BEGIN
 		-- see _calc_audiences; the others over the pivot, each alone)
 		together := ARRAY(SELECT x FROM pg_catalog.unnest(grp) WITH ORDINALITY o(x, i)
 						   WHERE NOT EXISTS (
-								SELECT FROM pg_catalog.unnest(cdp_traits._expression_columns(
-										(SELECT ad.definition->>'condition' FROM cdp_traits.attributes ad WHERE ad.id = x))) d
+								SELECT FROM pg_catalog.jsonb_array_elements_text(aud_cols->x) d
 								 WHERE d <> 'customer_entity_id'
 								   AND NOT EXISTS (SELECT FROM cdp_traits.attributes ad WHERE ad.id = d))
 						   ORDER BY i);
