@@ -1484,12 +1484,19 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION cdp_traits._blocklist_defaults() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-']
+$$;
+
 CREATE FUNCTION cdp_traits._blocklist_defaults_kept() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
-	defaults CONSTANT text[] := ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'];
+	defaults CONSTANT text[] := cdp_traits._blocklist_defaults();
 BEGIN
 	IF TG_TABLE_NAME = 'stitching_blocklist_removed_defaults' THEN
 		DELETE FROM cdp_traits.stitching_blocklist b
@@ -4496,6 +4503,7 @@ BEGIN
 		('_apply_counts_at_commit', 'admin'),
 		('_attribute_dropped', 'owner'),
 		('_attribute_timer', 'admin'),
+		('_blocklist_defaults', 'owner'),
 		('_blocklist_defaults_kept', 'owner'),
 		('_calc_audiences', 'admin'),
 		('_calculation_lock', 'admin'),
@@ -4628,13 +4636,13 @@ ALTER EVENT TRIGGER cdp_traits_schema_renamed ENABLE ALWAYS;
 -- generated ones above).  Those a 0.1.0 database no longer has are noted.
 CREATE TABLE cdp_traits.stitching_blocklist_removed_defaults (
 	value text PRIMARY KEY
-		CHECK (value IN ('', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'))
+		CHECK (value = ANY (cdp_traits._blocklist_defaults()))
 );
 COMMENT ON TABLE cdp_traits.stitching_blocklist_removed_defaults IS
 	'default blocklist entries deleted or changed since the install (kept so by a dump and restore); written by triggers';
 INSERT INTO cdp_traits.stitching_blocklist_removed_defaults (value)
 SELECT d.value
-  FROM pg_catalog.unnest(ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-']) d(value)
+  FROM pg_catalog.unnest(cdp_traits._blocklist_defaults()) d(value)
  WHERE NOT EXISTS (SELECT FROM cdp_traits.stitching_blocklist b
 					WHERE b.attribute_id IS NULL AND b.value = d.value);
 CREATE TRIGGER stitching_blocklist_defaults

@@ -43,9 +43,17 @@ CREATE TABLE cdp_traits.stitching_blocklist (
 );
 COMMENT ON TABLE cdp_traits.stitching_blocklist IS
 	'identifier values that never link (compared trimmed and case-insensitively); NULL attribute_id = every attribute';
+-- The default entries (for every attribute): inserted here, and known to
+-- stitching_blocklist_removed_defaults and its trigger below.  (The filter of
+-- the blocklist's rows pg_dump dumps, 80_dump.sql, is a literal: keep it so.)
+CREATE FUNCTION cdp_traits._blocklist_defaults() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-']
+$$;
 INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value)
-VALUES (NULL, ''), (NULL, 'null'), (NULL, 'none'), (NULL, 'undefined'),
-	   (NULL, 'unknown'), (NULL, 'n/a'), (NULL, '0'), (NULL, '-');
+SELECT NULL, d.value FROM pg_catalog.unnest(cdp_traits._blocklist_defaults()) WITH ORDINALITY d(value, i) ORDER BY d.i;
 
 -- The default entries deleted (or changed) since the install, so that a dump
 -- keeps them deleted: the install script inserts the defaults, in a restore
@@ -54,7 +62,7 @@ VALUES (NULL, ''), (NULL, 'null'), (NULL, 'none'), (NULL, 'undefined'),
 -- again, whichever of the two tables a restore loads first.
 CREATE TABLE cdp_traits.stitching_blocklist_removed_defaults (
 	value text PRIMARY KEY
-		CHECK (value IN ('', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'))
+		CHECK (value = ANY (cdp_traits._blocklist_defaults()))
 );
 COMMENT ON TABLE cdp_traits.stitching_blocklist_removed_defaults IS
 	'default blocklist entries deleted or changed since the install (kept so by a dump and restore); written by triggers';
@@ -67,7 +75,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 DECLARE
-	defaults CONSTANT text[] := ARRAY['', 'null', 'none', 'undefined', 'unknown', 'n/a', '0', '-'];
+	defaults CONSTANT text[] := cdp_traits._blocklist_defaults();
 BEGIN
 	IF TG_TABLE_NAME = 'stitching_blocklist_removed_defaults' THEN
 		DELETE FROM cdp_traits.stitching_blocklist b

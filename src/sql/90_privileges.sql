@@ -209,7 +209,7 @@ BEGIN
 		('unpublish', 'owner'), ('_grant', 'owner'), ('_relation_depends_on_extension', 'owner'),
 		('stitch_events', 'owner'), ('stitch_event_row', 'owner'), ('_install_replica_triggers', 'owner'),
 		('stitching_rules_check', 'owner'),
-		('stitching_config_changed', 'owner'), ('_blocklist_defaults_kept', 'owner'), ('new_partition', 'owner'), ('_ddl_start', 'owner'), ('_ddl_end', 'owner'),
+		('stitching_config_changed', 'owner'), ('_blocklist_defaults_kept', 'owner'), ('_blocklist_defaults', 'owner'), ('new_partition', 'owner'), ('_ddl_start', 'owner'), ('_ddl_end', 'owner'),
 		('_attributes_check', 'owner'), ('_attributes_changed', 'owner'), ('_events_locked_first', 'owner'),
 		('_attribute_dropped', 'owner'), ('_runs_deleted', 'owner'),
 		('_context_check', 'owner'), ('_entities_removed', 'owner'), ('_pending_counts_apply', 'owner'),
