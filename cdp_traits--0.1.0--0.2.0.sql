@@ -53,17 +53,15 @@ AS $$
 $$;
 COMMENT ON FUNCTION cdp_traits._dot_quote(text) IS 'internal: a string as a quoted Graphviz DOT id';
 
--- The graph of the entity an id now belongs to (following merges), one row
--- per node or edge in display order, with the row label and the DOT label.
-CREATE FUNCTION cdp_traits._explain_graph(id uuid)
-RETURNS TABLE(ord bigint, kind text, node text, label text, linked_to text, dot_label text, entity uuid)
-LANGUAGE plpgsql
+-- The live entity an id belongs to now (merges followed), or an error saying
+-- why there is none: the id is NULL, unknown, or its entity lost all its
+-- events.
+CREATE FUNCTION cdp_traits._live_entity(asked uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
-	asked uuid := $1;
-	live uuid := cdp_traits.current_entity($1);
+	live uuid := cdp_traits.current_entity(asked);
 BEGIN
 	IF asked IS NULL THEN
 		RAISE EXCEPTION 'entity id must not be null'
@@ -81,7 +79,24 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Live entity ids are in cdp_traits.customer_entities; ids absorbed by merges are in cdp_traits.entity_merges.';
 	END IF;
+	RETURN live;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits._live_entity(uuid) IS
+	'internal: the live entity an id belongs to (merges followed), or an error saying why there is none';
 
+-- The graph of the entity an id now belongs to (following merges), one row
+-- per node or edge in display order, with the row label and the DOT label.
+CREATE FUNCTION cdp_traits._explain_graph(id uuid)
+RETURNS TABLE(ord bigint, kind text, node text, label text, linked_to text, dot_label text, entity uuid)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	asked uuid := $1;
+	live uuid := cdp_traits._live_entity($1);
+BEGIN
 	RETURN QUERY
 	WITH RECURSIVE
 	absorbed(merged_id, into_id, merged_at, depth) AS (
@@ -244,6 +259,50 @@ END;
 $$;
 COMMENT ON FUNCTION cdp_traits.explain_entity(uuid, text) IS
 	'the identity graph behind an entity as Graphviz DOT text (format => ''dot'')';
+
+/*
+ * bridging_identifiers: the identifiers that hold entities together.  An
+ * identifier is a bridge when blocklisting its value would split its entity
+ * in two or more (an articulation point of the event-identifier graph, found
+ * in C in one pass, src/stitch_bridges.c).  Ranked by how many events it
+ * keeps apart from the largest part, so that a shared device or a test
+ * address gluing customers together comes first.
+ */
+CREATE FUNCTION cdp_traits._bridging_identifiers(entities uuid[])
+RETURNS TABLE(customer_entity_id uuid, attribute_id text, value text, events bigint,
+			  entity_events bigint, entities_after integer, largest_after bigint,
+			  unstitched_after bigint)
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'cdp_bridging_identifiers';
+COMMENT ON FUNCTION cdp_traits._bridging_identifiers(uuid[]) IS
+	'internal: the bridging identifiers of the events of the given entities (NULL: of every event)';
+
+CREATE FUNCTION cdp_traits.bridging_identifiers(id uuid DEFAULT NULL)
+RETURNS TABLE(customer_entity_id uuid, attribute_id text, value text, events bigint,
+			  entity_events bigint, entities_after integer, largest_after bigint,
+			  events_split_off bigint, unstitched_after bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, cdp_traits, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	scope uuid[];
+BEGIN
+	IF pg_catalog.num_nulls($1) = 0 THEN
+		scope := ARRAY[cdp_traits._live_entity($1)];
+	END IF;
+	RETURN QUERY
+	SELECT b.customer_entity_id, b.attribute_id, b.value, b.events, b.entity_events,
+		   b.entities_after, b.largest_after,
+		   b.entity_events - b.largest_after - b.unstitched_after, b.unstitched_after
+	  FROM cdp_traits._bridging_identifiers(scope) b
+	 ORDER BY 8 DESC, b.entities_after DESC, b.entity_events DESC,
+			  b.customer_entity_id, b.attribute_id, b.value;
+END;
+$$;
+COMMENT ON FUNCTION cdp_traits.bridging_identifiers(uuid) IS
+	'identifiers whose blocklisting would split their entity (of the entity an id belongs to, or of every entity when NULL): how many entities it would become, the largest, the events split off it and those left without identifiers';
 -- END generated: src/sql/15_explain.sql
 
 -- BEGIN generated: src/sql/60_meiro.sql
@@ -4505,6 +4564,7 @@ BEGIN
 		('_attribute_timer', 'admin'),
 		('_blocklist_defaults', 'owner'),
 		('_blocklist_defaults_kept', 'owner'),
+		('_bridging_identifiers', 'reader'),
 		('_calc_audiences', 'admin'),
 		('_calculation_lock', 'admin'),
 		('_categorical', 'admin'),
@@ -4531,6 +4591,7 @@ BEGIN
 		('_halves', 'admin'),
 		('_install_replica_triggers', 'owner'),
 		('_jsonb_object_of', 'admin'),
+		('_live_entity', 'reader'),
 		('_merge_values', 'admin'),
 		('_pending_counts_apply', 'owner'),
 		('_pivot_column', 'admin'),
@@ -4555,6 +4616,7 @@ BEGIN
 		('_views_using', 'owner'),
 		('_without_waiting', 'admin'),
 		('agg_state_merge', 'public'),
+		('bridging_identifiers', 'reader'),
 		('erase_entity', 'owner'),
 		('event_key', 'public'),
 		('event_key_uuid', 'public'),

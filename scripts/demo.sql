@@ -55,7 +55,20 @@ SELECT source_id AS source, type, count(*) AS events, max(event_time)::date AS l
   FROM cdp_traits.customer_events WHERE customer_entity_id = :'customer' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10;
 
 \echo
-\echo '== 4. New events are stitched as they arrive (statement triggers, same transaction)'
+\echo '== 4. Which identifiers glue customers together? (a shared or junk value links people who are not one customer)'
+\echo 'identifiers that alone hold parts of a customer together, those keeping most events apart first:'
+\timing on
+SELECT attribute_id AS identifier, value, events AS events_with_it, entity_events AS customer_events,
+       entities_after AS customers_if_blocklisted, events_split_off
+  FROM cdp_traits.bridging_identifiers() LIMIT 8;
+\timing off
+\echo 'by kind: shared devices glue whole households; an e-mail or card usually joins one person''s sources:'
+SELECT attribute_id AS identifier, count(*) AS bridges,
+       count(*) FILTER (WHERE events_split_off >= 10) AS holding_10_or_more_events_apart
+  FROM cdp_traits.bridging_identifiers() GROUP BY 1 ORDER BY 3 DESC, 2 DESC;
+
+\echo
+\echo '== 5. New events are stitched as they arrive (statement triggers, same transaction)'
 INSERT INTO cdp_ce.customer_events VALUES
   ('00000000-0000-4000-8000-000000000001', 'web', 'login', '1-0-0', now(),
    '{"cookie_id": "ck-new-visitor", "email": "  Brand.New@Example.COM "}'),
@@ -76,7 +89,7 @@ SELECT count(DISTINCT customer_entity_id) AS customers_after_delete FROM cdp_tra
  WHERE id::text LIKE '00000000-0000-4000-8000-00000000000%';
 
 \echo
-\echo '== 5. Consistency check and a full restitch (ids stay stable)'
+\echo '== 6. Consistency check and a full restitch (ids stay stable)'
 \timing on
 SELECT count(*) AS problems FROM cdp_traits.verify_stitching();
 SELECT cdp_traits.restitch() AS customers;
@@ -85,7 +98,7 @@ SELECT changed_events, changed_identifiers,
        pg_size_pretty(memory_bytes) AS memory_used FROM cdp_traits.stitching_stats();
 
 \echo
-\echo '== 6. Context: whole-customer-base figures from queries'
+\echo '== 7. Context: whole-customer-base figures from queries'
 INSERT INTO cdp_traits.context (key, query) VALUES
   ('customers', 'SELECT count(*) FROM cdp_traits.customer_entities'),
   ('avg_order', 'SELECT round(avg((payload->>''amount'')::numeric), 2) FROM cdp_ce.customer_events WHERE type = ''purchase''');
@@ -93,7 +106,7 @@ SELECT cdp_traits.refresh_context() AS refreshed;
 SELECT key, value FROM cdp_traits.context ORDER BY key;
 
 \echo
-\echo '== 7. Attributes (traits): Meiro-style definitions, computed in one pass per run'
+\echo '== 8. Attributes (traits): Meiro-style definitions, computed in one pass per run'
 INSERT INTO cdp_traits.attributes (id, definition) VALUES
   ('top_device',   '{"type": "most_frequent", "value": "payload->>''device_family''", "sources": ["web"]}'),
   ('countries',    '{"type": "list", "value": "payload->>''country''"}'),
@@ -121,7 +134,7 @@ SELECT attribute_id, entities AS customers_with_value, values_written, values_sk
   FROM cdp_traits.calculation_run_attributes ORDER BY attribute_id;
 
 \echo
-\echo '== 8. Incremental: a new purchase recalculates only its customer'
+\echo '== 9. Incremental: a new purchase recalculates only its customer'
 INSERT INTO cdp_ce.customer_events
 SELECT gen_random_uuid(), 'pos', 'purchase', '1-0-0', now(),
        jsonb_build_object('loyalty_card', m.value, 'amount', 100000)
@@ -132,12 +145,12 @@ SELECT cdp_traits.calculate_attributes() AS customers_calculated;
 SELECT audience_id, entered, count(*) AS customers FROM cdp_traits.audience_changes GROUP BY 1, 2 ORDER BY 1, 2;
 
 \echo
-\echo '== 9. The background worker''s cycle, run on demand (the worker runs it every cdp_traits.naptime)'
+\echo '== 10. The background worker''s cycle, run on demand (the worker runs it every cdp_traits.naptime)'
 SELECT cdp_traits.run_jobs();
 SELECT job, status, rows, round(extract(epoch FROM duration) * 1000) AS ms FROM cdp_traits.job_runs ORDER BY id;
 
 \echo
-\echo '== 10. Segments and toggles: who is in which segment, and a log of the real changes'
+\echo '== 11. Segments and toggles: who is in which segment, and a log of the real changes'
 -- an activation tool reports adds and removes: 4 events for each of 5,000
 -- customers (by e-mail) over 3 segments, as one INSERT (one trigger call)
 \timing on
@@ -187,7 +200,7 @@ SELECT cdp_traits.toggles_position() AS start_after_seq,
        (SELECT count(*) FROM cdp_traits.segment_memberships WHERE member) AS members_to_load_first;
 
 \echo
-\echo '== 11. Published for BI and reverse ETL: plain views in a schema of your choice'
+\echo '== 12. Published for BI and reverse ETL: plain views in a schema of your choice'
 CREATE SCHEMA mart;
 \o /dev/null
 SELECT cdp_traits.publish('mart');
@@ -196,7 +209,7 @@ SELECT (SELECT count(*) FROM mart.customer_events) AS "mart.customer_events",
        (SELECT count(*) FROM mart.pivoted_customer_attributes) AS "mart.pivoted_customer_attributes";
 
 \echo
-\echo '== 12. A request to be forgotten: erase the customer of step 3 (any id it ever had will do)'
+\echo '== 13. A request to be forgotten: erase the customer of step 3 (any id it ever had will do)'
 SELECT (SELECT count(*) FROM cdp_traits.customer_entities) AS customers_before \gset
 SELECT * FROM cdp_traits.erase_entity(:'customer');
 SELECT :customers_before - (SELECT count(*) FROM cdp_traits.customer_entities) AS customers_erased,

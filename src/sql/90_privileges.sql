@@ -167,7 +167,9 @@ BEGIN
 		-- explain_entity shows what a reader can already read (customer_events,
 		-- matching, entity_merges); its helper runs the rules as the triggers do
 		('explain_entity', 'reader'), ('_explain_graph', 'reader'),
-		('_explain_events', 'reader'), ('_dot_quote', 'reader'),
+		('_explain_events', 'reader'), ('_dot_quote', 'reader'), ('_live_entity', 'reader'),
+		-- so does bridging_identifiers (identifier values and event counts)
+		('bridging_identifiers', 'reader'), ('_bridging_identifiers', 'reader'),
 		-- configuration and calculation
 		('calculate_attributes', 'admin'), ('refresh_context', 'admin'),
 		('restitch', 'admin'), ('run_jobs', 'admin'),
