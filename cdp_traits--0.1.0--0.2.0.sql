@@ -264,13 +264,15 @@ COMMENT ON FUNCTION cdp_traits.explain_entity(uuid, text) IS
  * bridging_identifiers: the identifiers that hold entities together.  An
  * identifier is a bridge when blocklisting its value would split its entity
  * in two or more (an articulation point of the event-identifier graph, found
- * in C in one pass, src/stitch_bridges.c).  Ranked by how many events it
+ * in C in one pass, src/stitch_bridges.c).  Ranked by the kinds of
+ * identifier of which two or more of those parts hold values of their own
+ * (conflicts: two user ids joined by one device), then by how many events it
  * keeps apart from the largest part, so that a shared device or a test
  * address gluing customers together comes first.
  */
 CREATE FUNCTION cdp_traits._bridging_identifiers(entities uuid[])
-RETURNS TABLE(customer_entity_id uuid, attribute_id text, value text, events bigint,
-			  entity_events bigint, entities_after integer, largest_after bigint,
+RETURNS TABLE(customer_entity_id uuid, attribute_id text, value text, conflicts text[],
+			  events bigint, entity_events bigint, entities_after integer, largest_after bigint,
 			  unstitched_after bigint)
 LANGUAGE c
 SET search_path = pg_catalog, pg_temp
@@ -279,8 +281,8 @@ COMMENT ON FUNCTION cdp_traits._bridging_identifiers(uuid[]) IS
 	'internal: the bridging identifiers of the events of the given entities (NULL: of every event)';
 
 CREATE FUNCTION cdp_traits.bridging_identifiers(id uuid DEFAULT NULL)
-RETURNS TABLE(customer_entity_id uuid, attribute_id text, value text, events bigint,
-			  entity_events bigint, entities_after integer, largest_after bigint,
+RETURNS TABLE(customer_entity_id uuid, attribute_id text, value text, conflicts text[],
+			  events bigint, entity_events bigint, entities_after integer, largest_after bigint,
 			  events_split_off bigint, unstitched_after bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
@@ -293,16 +295,16 @@ BEGIN
 		scope := ARRAY[cdp_traits._live_entity($1)];
 	END IF;
 	RETURN QUERY
-	SELECT b.customer_entity_id, b.attribute_id, b.value, b.events, b.entity_events,
-		   b.entities_after, b.largest_after,
+	SELECT b.customer_entity_id, b.attribute_id, b.value, b.conflicts, b.events,
+		   b.entity_events, b.entities_after, b.largest_after,
 		   b.entity_events - b.largest_after - b.unstitched_after, b.unstitched_after
 	  FROM cdp_traits._bridging_identifiers(scope) b
-	 ORDER BY 8 DESC, b.entities_after DESC, b.entity_events DESC,
-			  b.customer_entity_id, b.attribute_id, b.value;
+	 ORDER BY pg_catalog.cardinality(b.conflicts) DESC, 9 DESC, b.entities_after DESC,
+			  b.entity_events DESC, b.customer_entity_id, b.attribute_id, b.value;
 END;
 $$;
 COMMENT ON FUNCTION cdp_traits.bridging_identifiers(uuid) IS
-	'identifiers whose blocklisting would split their entity (of the entity an id belongs to, or of every entity when NULL): how many entities it would become, the largest, the events split off it and those left without identifiers';
+	'identifiers whose blocklisting would split their entity (of the entity an id belongs to, or of every entity when NULL): the kinds of identifier the parts would each hold, how many entities it would become, the largest, the events split off it and those left without identifiers';
 -- END generated: src/sql/15_explain.sql
 
 -- BEGIN generated: src/sql/60_meiro.sql

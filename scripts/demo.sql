@@ -56,15 +56,15 @@ SELECT source_id AS source, type, count(*) AS events, max(event_time)::date AS l
 
 \echo
 \echo '== 4. Which identifiers glue customers together? (a shared or junk value links people who are not one customer)'
-\echo 'identifiers that alone hold parts of a customer together, those keeping most events apart first:'
+\echo 'identifiers that alone hold two parts of a customer together, each part with its own e-mail, user id...:'
 \timing on
-SELECT attribute_id AS identifier, value, events AS events_with_it, entity_events AS customer_events,
-       entities_after AS customers_if_blocklisted, events_split_off
-  FROM cdp_traits.bridging_identifiers() LIMIT 8;
+SELECT attribute_id AS identifier, value, conflicts AS both_parts_have_their_own, events AS events_with_it,
+       entity_events AS customer_events, events_split_off
+  FROM cdp_traits.bridging_identifiers() LIMIT 6;
 \timing off
-\echo 'by kind: shared devices glue whole households; an e-mail or card usually joins one person''s sources:'
+\echo 'by kind: devices shared by two people join two user ids; an e-mail usually joins one person''s sources:'
 SELECT attribute_id AS identifier, count(*) AS bridges,
-       count(*) FILTER (WHERE events_split_off >= 10) AS holding_10_or_more_events_apart
+       count(*) FILTER (WHERE 'user_id' = ANY (conflicts)) AS joining_two_user_ids
   FROM cdp_traits.bridging_identifiers() GROUP BY 1 ORDER BY 3 DESC, 2 DESC;
 
 \echo

@@ -37,11 +37,13 @@ SELECT name, count(*) AS events FROM cdp_traits.customer_events JOIN names ON na
  GROUP BY name ORDER BY name;
 
 -- The shared device comes first: blocking it gives 2 entities (3 + 2 events),
--- 2 events split off the largest.  Ann's e-mail is a bridge too, a weaker one:
+-- 2 events split off the largest, and each holds an e-mail address of its
+-- own (conflicts: email).  Ann's e-mail is a bridge too, an innocent one:
 -- blocking it leaves event 1 with her phone, event 2 with no identifier, and
--- event 3 with Bob through the device.  Bob's e-mail is not (event 5 would
--- only be left without identifiers), nor is anything of Cy or Dee.
-SELECT n.name, b.attribute_id, b.value, b.events, b.entity_events, b.entities_after,
+-- event 3 with Bob through the device, and the two parts share no kind of
+-- identifier.  Bob's e-mail is not a bridge (event 5 would only be left
+-- without identifiers), nor is anything of Cy or Dee.
+SELECT n.name, b.attribute_id, b.value, b.conflicts, b.events, b.entity_events, b.entities_after,
        b.largest_after, b.events_split_off, b.unstitched_after
   FROM cdp_traits.bridging_identifiers() b JOIN names n ON n.id = b.customer_entity_id;
 
@@ -71,7 +73,7 @@ INSERT INTO br.events (id, payload) VALUES (11, '{"email": "dee", "devices": ["c
 SELECT m.merged_id AS absorbed FROM cdp_traits.entity_merges m
  WHERE m.into_id = (SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 11) \gset
 SELECT b.customer_entity_id = (SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 11) AS live_id,
-       b.attribute_id, b.value, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
+       b.attribute_id, b.value, b.conflicts, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
   FROM cdp_traits.bridging_identifiers(:'absorbed') b;
 
 -- An identifier twice in one event (two devices alike) is one link; so is a
@@ -82,7 +84,7 @@ INSERT INTO br.events (id, payload) VALUES
 INSERT INTO br.events (id, payload)
   SELECT 22, jsonb_build_object('devices', (SELECT jsonb_agg('h' || g) FROM generate_series(1, 70) g) || '["h5", "g3"]'::jsonb);
 INSERT INTO br.events (id, payload) VALUES (23, '{"devices": ["h5", "h5", "h71"]}');
-SELECT b.value, b.events, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
+SELECT b.value, b.conflicts, b.events, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
   FROM cdp_traits.bridging_identifiers((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 20)) b;
 
 -- A part that reaches the bridge through two of its events is still split
@@ -92,9 +94,9 @@ INSERT INTO br.events (id, payload) VALUES
   (31, '{"phone": "p", "email": "q"}'),
   (32, '{"phone": "p", "email": "q"}');
 -- (the whole base's search reaches p from 30, the entity's from any event)
-SELECT b.attribute_id, b.value, b.events, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
+SELECT b.attribute_id, b.value, b.conflicts, b.events, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
   FROM cdp_traits.bridging_identifiers() b WHERE b.value IN ('p', 'q', 's');
-SELECT b.attribute_id, b.value, b.events, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
+SELECT b.attribute_id, b.value, b.conflicts, b.events, b.entity_events, b.entities_after, b.largest_after, b.events_split_off, b.unstitched_after
   FROM cdp_traits.bridging_identifiers((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 30)) b;
 
 -- Errors: an unknown id, NULL is the whole base, an id whose entity is gone
@@ -134,7 +136,8 @@ SELECT count(DISTINCT ent) AS entities, max(n) AS largest
 -- for each identifier x: the events of its entity united (union-find, in
 -- PL/pgSQL) by every identifier but x, then its parts counted
 CREATE FUNCTION pg_temp.split_without(x_attr text, x_val text, x_ent uuid,
-    OUT entity_events bigint, OUT entities_after int, OUT largest_after bigint, OUT unstitched_after bigint)
+    OUT entity_events bigint, OUT entities_after int, OUT largest_after bigint, OUT unstitched_after bigint,
+    OUT conflicts text[])
 LANGUAGE plpgsql AS $$
 DECLARE
   parent int[] := '{}';
@@ -155,32 +158,41 @@ BEGIN
     END IF;
     prev_key := l.key; prev_ev := l.ev;
   END LOOP;
+  WITH q AS (
+    SELECT ee.ev,
+           (WITH RECURSIVE up(v) AS (SELECT ee.ev UNION ALL SELECT parent[up.v] FROM up WHERE parent[up.v] <> up.v)
+            SELECT min(v) FROM up) AS root,
+           EXISTS (SELECT FROM links k WHERE k.ev = ee.ev AND (k.attr, k.val) <> (x_attr, x_val)) AS linked
+      FROM ev_entity ee WHERE ee.ent = x_ent),
+  r AS (SELECT q.*, count(*) OVER (PARTITION BY q.root) AS n FROM q)
   SELECT count(*), count(DISTINCT r.root) FILTER (WHERE r.linked),
-         max(r.n) FILTER (WHERE r.linked), count(*) FILTER (WHERE NOT r.linked)
-    INTO entity_events, entities_after, largest_after, unstitched_after
-    FROM (SELECT q.root, q.linked, count(*) OVER (PARTITION BY q.root) AS n
-            FROM (SELECT ee.ev,
-                         (WITH RECURSIVE up(v) AS (SELECT ee.ev UNION ALL SELECT parent[up.v] FROM up WHERE parent[up.v] <> up.v)
-                          SELECT min(v) FROM up) AS root,
-                         EXISTS (SELECT FROM links k WHERE k.ev = ee.ev AND (k.attr, k.val) <> (x_attr, x_val)) AS linked
-                    FROM ev_entity ee WHERE ee.ent = x_ent) q) r;
+         max(r.n) FILTER (WHERE r.linked), count(*) FILTER (WHERE NOT r.linked),
+         (SELECT coalesce(array_agg(c.attr ORDER BY c.attr COLLATE "C"), '{}')
+            FROM (SELECT k.attr FROM links k JOIN q ON q.ev = k.ev
+                   WHERE (k.attr, k.val) <> (x_attr, x_val)
+                   GROUP BY k.attr HAVING count(DISTINCT q.root) >= 2) c)
+    INTO entity_events, entities_after, largest_after, unstitched_after, conflicts
+    FROM r;
 END $$;
 CREATE TEMP TABLE oracle AS
   SELECT x.attr, x.val, x.ent, (pg_temp.split_without(x.attr, x.val, x.ent)).*
     FROM (SELECT DISTINCT l.attr, l.val, ee.ent FROM links l JOIN ev_entity ee ON ee.ev = l.ev) x;
-SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS splitting FROM oracle;
+SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS splitting,
+       count(*) FILTER (WHERE entities_after >= 2 AND conflicts <> '{}') AS with_conflicts,
+       count(*) FILTER (WHERE entities_after >= 2 AND cardinality(conflicts) > 1) AS with_several
+  FROM oracle;
 SELECT count(*) AS rows, count(DISTINCT customer_entity_id) AS entities FROM cdp_traits.bridging_identifiers();
 -- rows of one and not the other (none expected either way)
-(SELECT customer_entity_id, attribute_id, value, entity_events, entities_after, largest_after, unstitched_after
+(SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
    FROM cdp_traits.bridging_identifiers()
  EXCEPT
- SELECT ent, attr, val, entity_events, entities_after, largest_after, unstitched_after
+ SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
    FROM oracle WHERE entities_after >= 2)
 UNION ALL
-(SELECT ent, attr, val, entity_events, entities_after, largest_after, unstitched_after
+(SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
    FROM oracle WHERE entities_after >= 2
  EXCEPT
- SELECT customer_entity_id, attribute_id, value, entity_events, entities_after, largest_after, unstitched_after
+ SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
    FROM cdp_traits.bridging_identifiers());
 -- events: how many carry it; events_split_off: what leaves the largest part
 SELECT count(*) AS wrong_counts
@@ -198,12 +210,15 @@ SELECT count(*) AS differ FROM (
           LATERAL cdp_traits.bridging_identifiers(e.ent) b
    EXCEPT
    SELECT * FROM cdp_traits.bridging_identifiers())) d;
--- ordered by events split off, then entities after
+-- ordered by the kinds in conflict, then events split off, then entities after
 SELECT bool_and(ok) AS ordered FROM (
-  SELECT (lag(events_split_off) OVER w > events_split_off
-          OR (lag(events_split_off) OVER w = events_split_off AND lag(entities_after) OVER w >= entities_after)
-          OR lag(events_split_off) OVER w IS NULL) AS ok
-    FROM (SELECT *, row_number() OVER () AS rn FROM cdp_traits.bridging_identifiers()) b
+  SELECT (lag(k) OVER w > k
+          OR (lag(k) OVER w = k AND lag(events_split_off) OVER w > events_split_off)
+          OR (lag(k) OVER w = k AND lag(events_split_off) OVER w = events_split_off
+              AND lag(entities_after) OVER w >= entities_after)
+          OR lag(k) OVER w IS NULL) AS ok
+    FROM (SELECT *, cardinality(conflicts) AS k, row_number() OVER () AS rn
+            FROM cdp_traits.bridging_identifiers()) b
   WINDOW w AS (ORDER BY rn)) s;
 
 -- a reader may call it, a role without the reader's rights may not

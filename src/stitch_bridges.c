@@ -14,7 +14,9 @@
  * keep and how many events would be left with no identifier at all.  A
  * shared device or a test e-mail address that glues real customers together
  * separates large groups of events; an ordinary identifier of one customer
- * separates few.
+ * separates few.  What gives a glue away is that the parts it joins each
+ * hold their own identifiers of one kind (two user ids, two e-mail
+ * addresses): the kinds for which that is so are returned with each bridge.
  *
  * The graph is read with the stitching code's own reader (stitch_read.c) as
  * the extension owner with the rules' pinned settings, like explain_entity,
@@ -42,7 +44,7 @@
 PG_FUNCTION_INFO_V1(cdp_bridging_identifiers);
 
 /* columns of _bridging_identifiers() */
-#define BRIDGE_NATTS 8
+#define BRIDGE_NATTS 9
 
 /* State of the read: the graph, its edges and each event's stored entity. */
 typedef struct BridgeReader
@@ -54,6 +56,8 @@ typedef struct BridgeReader
 	int32	   *edge_id;
 	int64		nedges;
 	int64		maxedges;
+	int32	   *ident_attr;		/* attribute number of each identifier */
+	int			maxidents;
 	int32		seen_buf[64];	/* identifiers of the current event */
 } BridgeReader;
 
@@ -67,6 +71,8 @@ typedef struct Bridge
 	int64		comp_events;
 	int64		largest;
 	int64		unstitched;
+	int32		conflicts;		/* attribute numbers in Search.conflicts: */
+	int32		nconflicts;		/* kinds of which 2+ parts hold values */
 } Bridge;
 
 /*
@@ -120,6 +126,17 @@ bridge_row(EventRow *row, void *arg)
 		bool		dup = false;
 		int			k;
 
+		if (id >= r->maxidents)
+		{
+			int			max = Max(r->maxidents * 2, 1024);
+
+			r->ident_attr = r->ident_attr ?
+				repalloc_huge(r->ident_attr, sizeof(int32) * max) :
+				MemoryContextAllocHuge(r->cxt, sizeof(int32) * max);
+			r->maxidents = max;
+		}
+		r->ident_attr[id] = row->attr[i];
+
 		/* an identifier twice in one event (two rules, a repeated value) */
 		for (k = 0; k < nseen; k++)
 			if (r->seen_buf[k] == id)
@@ -144,190 +161,357 @@ bridge_row(EventRow *row, void *arg)
 }
 
 /*
- * find_bridges
- *		Articulation points of the bipartite graph (events 0..nev-1,
- *		identifiers nev..nev+nid-1) that are identifiers, with what removing
- *		each leaves.  Iterative depth-first search from each event not yet
- *		reached, so that no recursion depth limits the size of an entity.
- *		Returns the bridges found (palloc'd) and their number in *nbridges.
+ * State of the search for bridges.  Nodes are events 0..nev-1 and
+ * identifiers nev..nev+nid-1.  Only the discovery time is kept per node; the
+ * rest is kept per slot of the depth-first stack, for the nodes being
+ * searched, and per identifier only for those that separate something.
  */
-static Bridge *
-find_bridges(BridgeReader *r, int nev, int nid, int *nbridges)
+typedef struct Search
 {
-	int64		nnodes = (int64) nev + nid;
+	int			nev;
+	int			nid;
+	int			nattrs;
+	const int32 *ident_attr;
+	int		   *attr_order;		/* attribute numbers by name */
 	int64	   *off;			/* adjacency (CSR): off[v] .. off[v+1] */
 	int32	   *adj;
-	int64	   *next;			/* next adjacency position to try */
 	int32	   *disc;			/* discovery time, 0 = not reached */
-	int32	   *low;
-	int32	   *parent;
-	int32	   *stack;
-	int32	   *sub_ev;			/* events in the search subtree */
-	int32	   *sub_id;			/* identifiers in it */
-	/* per identifier: what its separated subtrees hold */
-	int32	   *sep_parts;		/* subtrees with an identifier (entities) */
-	int64	   *sep_events;
-	int32	   *sep_ids;
-	int64	   *sep_unstitched; /* events of subtrees without identifier */
-	int64	   *sep_largest;
-	int32	   *comp_members;	/* identifiers of the current component */
-	int			ncomp_members;
-	Bridge	   *out = NULL;
-	int			nout = 0;
-	int			maxout = 0;
-	int32		time = 0;
-	int64		e;
-	int32		root;
+	int32		time;
 
-	off = palloc_extended(sizeof(int64) * (nnodes + 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	/* the stack: node, next adjacency position, low point, subtree figures */
+	int			maxdepth;
+	int			deepest;
+	int32	   *s_node;
+	int64	   *s_next;
+	int32	   *s_low;
+	int64	   *s_events;
+	int64	   *s_idents;
+	int32	   *s_kinds;		/* nattrs counts per slot: identifiers of
+								 * each attribute in the subtree */
+
+	/* identifiers with separated subtrees in the current component */
+	int32	   *cand_of;		/* per identifier: candidate number, -1 */
+	int32	   *cand_ident;
+	int64	   *cand_events;	/* events in its separated subtrees */
+	int64	   *cand_idents;	/* identifiers in them */
+	int32	   *cand_parts;		/* of them with an identifier */
+	int64	   *cand_unstitched;	/* events of those without */
+	int64	   *cand_largest;
+	int32	   *cand_kinds;		/* nattrs per candidate: identifiers of each
+								 * attribute in the separated subtrees */
+	int32	   *cand_with;		/* nattrs per candidate: parts holding one */
+	int			ncand;
+	int			maxcand;
+
+	/* the result */
+	Bridge	   *out;
+	int			nout;
+	int			maxout;
+	int32	   *conflicts;		/* attribute numbers, Bridge.conflicts on */
+	int			nconflicts;
+	int			maxconflicts;
+} Search;
+
+/*
+ * grow
+ *		Enlarge a search array to newmax elements (allocate it if NULL).
+ */
+static void *
+grow(void *arr, int64 newmax, Size elem)
+{
+	if (arr == NULL)
+		return MemoryContextAllocHuge(CurrentMemoryContext, (Size) newmax * elem);
+	return repalloc_huge(arr, (Size) newmax * elem);
+}
+
+/*
+ * build_adjacency
+ *		Turn the edges read into adjacency lists (both directions), and free
+ *		them.
+ */
+static void
+build_adjacency(Search *s, BridgeReader *r)
+{
+	int64		nnodes = (int64) s->nev + s->nid;
+	int64	   *pos;
+	int64		e;
+
+	s->off = palloc_extended(sizeof(int64) * (nnodes + 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	for (e = 0; e < r->nedges; e++)
 	{
-		off[r->edge_ev[e] + 1]++;
-		off[nev + r->edge_id[e] + 1]++;
+		s->off[r->edge_ev[e] + 1]++;
+		s->off[s->nev + r->edge_id[e] + 1]++;
 	}
 	for (e = 0; e < nnodes; e++)
-		off[e + 1] += off[e];
-	adj = palloc_extended(sizeof(int32) * Max(2 * r->nedges, 1), MCXT_ALLOC_HUGE);
-	next = palloc_extended(sizeof(int64) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
-	memcpy(next, off, sizeof(int64) * nnodes);
+		s->off[e + 1] += s->off[e];
+	s->adj = palloc_extended(sizeof(int32) * Max(2 * r->nedges, 1), MCXT_ALLOC_HUGE);
+	pos = palloc_extended(sizeof(int64) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
+	memcpy(pos, s->off, sizeof(int64) * nnodes);
 	for (e = 0; e < r->nedges; e++)
 	{
 		int32		ev = r->edge_ev[e];
-		int32		id = nev + r->edge_id[e];
+		int32		id = s->nev + r->edge_id[e];
 
-		adj[next[ev]++] = id;
-		adj[next[id]++] = ev;
+		s->adj[pos[ev]++] = id;
+		s->adj[pos[id]++] = ev;
 	}
+	pfree(pos);
 	pfree(r->edge_ev);
 	pfree(r->edge_id);
 	r->edge_ev = r->edge_id = NULL;
-	memcpy(next, off, sizeof(int64) * nnodes);
+}
 
-	disc = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	low = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
-	parent = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
-	stack = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
-	sub_ev = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
-	sub_id = palloc_extended(sizeof(int32) * Max(nnodes, 1), MCXT_ALLOC_HUGE);
-	sep_parts = palloc_extended(sizeof(int32) * Max(nid, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	sep_events = palloc_extended(sizeof(int64) * Max(nid, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	sep_ids = palloc_extended(sizeof(int32) * Max(nid, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	sep_unstitched = palloc_extended(sizeof(int64) * Max(nid, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	sep_largest = palloc_extended(sizeof(int64) * Max(nid, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	comp_members = palloc_extended(sizeof(int32) * Max(nid, 1), MCXT_ALLOC_HUGE);
+/*
+ * push
+ *		Reach node w: give it its discovery time and a stack slot.
+ */
+static void
+push(Search *s, int depth, int32 w)
+{
+	int32	   *kinds;
 
-	for (root = 0; root < nev; root++)
+	if (depth >= s->maxdepth)
+	{
+		int			max = Max(s->maxdepth * 2, 1024);
+
+		s->s_node = grow(s->s_node, max, sizeof(int32));
+		s->s_next = grow(s->s_next, max, sizeof(int64));
+		s->s_low = grow(s->s_low, max, sizeof(int32));
+		s->s_events = grow(s->s_events, max, sizeof(int64));
+		s->s_idents = grow(s->s_idents, max, sizeof(int64));
+		s->s_kinds = grow(s->s_kinds, (int64) max * s->nattrs, sizeof(int32));
+		s->maxdepth = max;
+	}
+	if (depth >= s->deepest)
+		s->deepest = depth + 1;
+	s->disc[w] = ++s->time;
+	s->s_node[depth] = w;
+	s->s_next[depth] = s->off[w];
+	s->s_low[depth] = s->disc[w];
+	kinds = &s->s_kinds[(int64) depth * s->nattrs];
+	memset(kinds, 0, sizeof(int32) * s->nattrs);
+	if (w < s->nev)
+	{
+		s->s_events[depth] = 1;
+		s->s_idents[depth] = 0;
+	}
+	else
+	{
+		s->s_events[depth] = 0;
+		s->s_idents[depth] = 1;
+		kinds[s->ident_attr[w - s->nev]] = 1;
+	}
+}
+
+/*
+ * candidate
+ *		The candidate number of an identifier that separates a subtree,
+ *		adding it on its first one.
+ */
+static int
+candidate(Search *s, int32 id)
+{
+	int			c = s->cand_of[id];
+
+	if (c >= 0)
+		return c;
+	if (s->ncand >= s->maxcand)
+	{
+		int			max = Max(s->maxcand * 2, 256);
+
+		s->cand_ident = grow(s->cand_ident, max, sizeof(int32));
+		s->cand_events = grow(s->cand_events, max, sizeof(int64));
+		s->cand_idents = grow(s->cand_idents, max, sizeof(int64));
+		s->cand_parts = grow(s->cand_parts, max, sizeof(int32));
+		s->cand_unstitched = grow(s->cand_unstitched, max, sizeof(int64));
+		s->cand_largest = grow(s->cand_largest, max, sizeof(int64));
+		s->cand_kinds = grow(s->cand_kinds, (int64) max * s->nattrs, sizeof(int32));
+		s->cand_with = grow(s->cand_with, (int64) max * s->nattrs, sizeof(int32));
+		s->maxcand = max;
+	}
+	c = s->ncand++;
+	s->cand_of[id] = c;
+	s->cand_ident[c] = id;
+	s->cand_events[c] = s->cand_idents[c] = s->cand_unstitched[c] = s->cand_largest[c] = 0;
+	s->cand_parts[c] = 0;
+	memset(&s->cand_kinds[(int64) c * s->nattrs], 0, sizeof(int32) * s->nattrs);
+	memset(&s->cand_with[(int64) c * s->nattrs], 0, sizeof(int32) * s->nattrs);
+	return c;
+}
+
+/*
+ * pop
+ *		The node in slot depth (> 0) is done: add its subtree to its
+ *		parent's, and if the parent is an identifier through which alone the
+ *		subtree reaches the rest, record the subtree as a part it separates.
+ */
+static void
+pop(Search *s, int depth)
+{
+	int32		v = s->s_node[depth];
+	int32		p = s->s_node[depth - 1];
+	int32	   *kinds = &s->s_kinds[(int64) depth * s->nattrs];
+	int32	   *pkinds = &s->s_kinds[(int64) (depth - 1) * s->nattrs];
+	int			a;
+
+	s->s_events[depth - 1] += s->s_events[depth];
+	s->s_idents[depth - 1] += s->s_idents[depth];
+	for (a = 0; a < s->nattrs; a++)
+		pkinds[a] += kinds[a];
+	if (s->s_low[depth] < s->s_low[depth - 1])
+		s->s_low[depth - 1] = s->s_low[depth];
+	if (p >= s->nev && s->s_low[depth] >= s->disc[p])
+	{
+		int			c = candidate(s, p - s->nev);
+		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
+		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
+
+		(void) v;
+		s->cand_events[c] += s->s_events[depth];
+		s->cand_idents[c] += s->s_idents[depth];
+		for (a = 0; a < s->nattrs; a++)
+			ckinds[a] += kinds[a];
+		if (s->s_idents[depth] > 0)
+		{
+			s->cand_parts[c]++;
+			if (s->s_events[depth] > s->cand_largest[c])
+				s->cand_largest[c] = s->s_events[depth];
+			for (a = 0; a < s->nattrs; a++)
+				if (kinds[a] > 0)
+					cwith[a]++;
+		}
+		else
+			s->cand_unstitched[c] += s->s_events[depth];
+	}
+}
+
+/*
+ * component_bridges
+ *		The search from root is done (slot 0 holds the component's figures):
+ *		turn its candidates into bridges, with the part holding the root,
+ *		which is what the candidate's separated subtrees and itself leave of
+ *		the component (identifiers are never the root).
+ */
+static void
+component_bridges(Search *s, int32 root)
+{
+	int64		comp_ev = s->s_events[0];
+	int64		comp_id = s->s_idents[0];
+	const int32 *comp_kinds = &s->s_kinds[0];
+	int			c;
+	int			a;
+	int			k;
+
+	for (c = 0; c < s->ncand; c++)
+	{
+		int32		id = s->cand_ident[c];
+		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
+		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
+		int64		rest_ev = comp_ev - s->cand_events[c];
+		int64		rest_id = comp_id - 1 - s->cand_idents[c];
+		Bridge		b;
+
+		s->cand_of[id] = -1;
+		b.ident = id;
+		b.root = root;
+		b.degree = (int32) (s->off[s->nev + id + 1] - s->off[s->nev + id]);
+		b.parts = s->cand_parts[c];
+		b.comp_events = comp_ev;
+		b.largest = s->cand_largest[c];
+		b.unstitched = s->cand_unstitched[c];
+		if (rest_id > 0)
+		{
+			b.parts++;
+			if (rest_ev > b.largest)
+				b.largest = rest_ev;
+			for (a = 0; a < s->nattrs; a++)
+				if (comp_kinds[a] - ckinds[a] - (a == s->ident_attr[id] ? 1 : 0) > 0)
+					cwith[a]++;
+		}
+		else
+			b.unstitched += rest_ev;
+		if (b.parts < 2)
+			continue;			/* it only leaves events without identifiers */
+
+		b.conflicts = s->nconflicts;
+		b.nconflicts = 0;
+		for (k = 0; k < s->nattrs; k++)
+		{
+			a = s->attr_order[k];
+			if (cwith[a] < 2)
+				continue;
+			if (s->nconflicts >= s->maxconflicts)
+			{
+				s->maxconflicts = Max(s->maxconflicts * 2, 256);
+				s->conflicts = grow(s->conflicts, s->maxconflicts, sizeof(int32));
+			}
+			s->conflicts[s->nconflicts++] = a;
+			b.nconflicts++;
+		}
+		if (s->nout >= s->maxout)
+		{
+			s->maxout = Max(s->maxout * 2, 64);
+			s->out = grow(s->out, s->maxout, sizeof(Bridge));
+		}
+		s->out[s->nout++] = b;
+	}
+	s->ncand = 0;
+}
+
+/*
+ * find_bridges
+ *		The identifiers that are articulation points of the graph read, with
+ *		what removing each leaves (Hopcroft and Tarjan: an identifier p
+ *		separates the subtree of its child v when no node in it has an edge
+ *		to a node discovered before p).  Iterative depth-first search from
+ *		each event not yet reached, so that no recursion depth limits the
+ *		size of an entity.
+ */
+static void
+find_bridges(Search *s, BridgeReader *r)
+{
+	int32		root;
+	int			i;
+
+	build_adjacency(s, r);
+	s->disc = palloc_extended(sizeof(int32) * Max((int64) s->nev + s->nid, 1),
+							  MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	s->cand_of = palloc_extended(sizeof(int32) * Max(s->nid, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < s->nid; i++)
+		s->cand_of[i] = -1;
+
+	for (root = 0; root < s->nev; root++)
 	{
 		int			depth = 0;
-		int			i;
-		int64		comp_ev;
-		int64		comp_id;
 
-		if (disc[root] != 0 || off[root] == off[root + 1])
+		if (s->disc[root] != 0 || s->off[root] == s->off[root + 1])
 			continue;
 		CHECK_FOR_INTERRUPTS();
-		ncomp_members = 0;
-		disc[root] = low[root] = ++time;
-		parent[root] = -1;
-		sub_ev[root] = 1;
-		sub_id[root] = 0;
-		stack[depth++] = root;
+		push(s, depth++, root);
 		while (depth > 0)
 		{
-			int32		v = stack[depth - 1];
+			int			d = depth - 1;
+			int32		v = s->s_node[d];
 
-			if (next[v] < off[v + 1])
+			if (s->s_next[d] < s->off[v + 1])
 			{
-				int32		w = adj[next[v]++];
+				int32		w = s->adj[s->s_next[d]++];
 
-				if (w == parent[v])
-					continue;	/* no two edges join the same pair */
-				if (disc[w] == 0)
-				{
-					disc[w] = low[w] = ++time;
-					parent[w] = v;
-					sub_ev[w] = (w < nev) ? 1 : 0;
-					sub_id[w] = (w < nev) ? 0 : 1;
-					if (w >= nev)
-						comp_members[ncomp_members++] = w - nev;
-					stack[depth++] = w;
-				}
-				else if (disc[w] < low[v])
-					low[v] = disc[w];
+				if (d > 0 && w == s->s_node[d - 1])
+					continue;	/* the edge to the parent (no two join the
+								 * same pair) */
+				if (s->disc[w] == 0)
+					push(s, depth++, w);
+				else if (s->disc[w] < s->s_low[d])
+					s->s_low[d] = s->disc[w];
 				continue;
 			}
-			/* v is done: report it to its parent */
+			if (d > 0)
+				pop(s, d);
 			depth--;
-			if (parent[v] >= 0)
-			{
-				int32		p = parent[v];
-
-				sub_ev[p] += sub_ev[v];
-				sub_id[p] += sub_id[v];
-				if (low[v] < low[p])
-					low[p] = low[v];
-				/* an identifier whose subtree under v has no other way up */
-				if (p >= nev && low[v] >= disc[p])
-				{
-					int32		id = p - nev;
-
-					sep_events[id] += sub_ev[v];
-					sep_ids[id] += sub_id[v];
-					if (sub_id[v] > 0)
-					{
-						sep_parts[id]++;
-						if (sub_ev[v] > sep_largest[id])
-							sep_largest[id] = sub_ev[v];
-					}
-					else
-						sep_unstitched[id] += sub_ev[v];
-				}
-			}
 		}
-
-		/* the component is done: the identifiers it makes bridges */
-		comp_ev = sub_ev[root];
-		comp_id = sub_id[root];
-		for (i = 0; i < ncomp_members; i++)
-		{
-			int32		id = comp_members[i];
-			int64		rest_ev;
-			int64		rest_id;
-			Bridge		b;
-
-			if (sep_events[id] == 0)
-				continue;
-			/* the part still holding the search's root (identifiers are never it) */
-			rest_ev = comp_ev - sep_events[id];
-			rest_id = comp_id - 1 - sep_ids[id];
-			b.ident = id;
-			b.root = root;
-			b.degree = (int32) (off[nev + id + 1] - off[nev + id]);
-			b.parts = sep_parts[id];
-			b.comp_events = comp_ev;
-			b.largest = sep_largest[id];
-			b.unstitched = sep_unstitched[id];
-			if (rest_id > 0)
-			{
-				b.parts++;
-				if (rest_ev > b.largest)
-					b.largest = rest_ev;
-			}
-			else
-				b.unstitched += rest_ev;
-			if (b.parts < 2)
-				continue;		/* it only leaves events without identifiers */
-			if (nout >= maxout)
-			{
-				maxout = Max(maxout * 2, 64);
-				out = out ? repalloc_huge(out, sizeof(Bridge) * maxout) :
-					MemoryContextAllocHuge(CurrentMemoryContext, sizeof(Bridge) * maxout);
-			}
-			out[nout++] = b;
-		}
+		component_bridges(s, root);
 	}
-	*nbridges = nout;
-	return out;
 }
 
 /* An event key and the stored entity found for it. */
@@ -388,6 +572,19 @@ cmp_root(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* attribute ids, for cmp_attr_name */
+static char **AttrNames;
+
+/*
+ * cmp_attr_name
+ *		qsort order of attribute numbers by their ids (byte-wise).
+ */
+static int
+cmp_attr_name(const void *a, const void *b)
+{
+	return strcmp(AttrNames[*(const int *) a], AttrNames[*(const int *) b]);
+}
+
 /*
  * cdp_bridging_identifiers
  *		SQL: _bridging_identifiers(entities uuid[]) RETURNS TABLE(
@@ -406,6 +603,7 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 	BridgeReader r;
 	MemoryContext cxt;
 	MemoryContext oldcxt;
+	Search		srch;
 	Bridge	   *bridges;
 	RootEntity *roots = NULL;
 	int			nroots = 0;
@@ -437,10 +635,22 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 	stitch_read_events(all ? SRC_ALL_EVENTS : SRC_ENTITY_EVENTS, InvalidOid,
 					   all ? (Datum) 0 : PG_GETARG_DATUM(0), true, bridge_row, &r);
 	nev = graph_nevents(r.g);
-	bridges = find_bridges(&r, nev, graph_nidents(r.g), &nbridges);
+	memset(&srch, 0, sizeof(srch));
+	srch.nev = nev;
+	srch.nid = graph_nidents(r.g);
+	srch.nattrs = r.cfg->nattrs;
+	srch.ident_attr = r.ident_attr;
+	srch.attr_order = palloc(sizeof(int) * Max(srch.nattrs, 1));
+	for (i = 0; i < srch.nattrs; i++)
+		srch.attr_order[i] = i;
+	AttrNames = r.cfg->attrs;
+	qsort(srch.attr_order, srch.nattrs, sizeof(int), cmp_attr_name);
+	find_bridges(&srch, &r);
+	bridges = srch.out;
+	nbridges = srch.nout;
 	elog(DEBUG1, "cdp_traits bridging identifiers: %d events, %d identifiers, " INT64_FORMAT
-		 " links, %d bridges, %zu bytes of memory",
-		 nev, graph_nidents(r.g), r.nedges, nbridges, MemoryContextMemAllocated(cxt, true));
+		 " links, %d bridges, %zu bytes of memory (deepest search %d)",
+		 nev, srch.nid, r.nedges, nbridges, MemoryContextMemAllocated(cxt, true), srch.deepest);
 
 	/* the stored entity of each component with a bridge */
 	if (all && nbridges > 0)
@@ -468,6 +678,8 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 		const char *attr;
 		const char *val;
 		const pg_uuid_t *ent = NULL;
+		Datum	   *kinds;
+		int			k;
 
 		memset(nulls, 0, sizeof(nulls));
 		if (all)
@@ -489,11 +701,16 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 		graph_identifier(r.g, b->ident, &attr, &val);
 		values[1] = CStringGetTextDatum(attr);
 		values[2] = CStringGetTextDatum(val);
-		values[3] = Int64GetDatum(b->degree);
-		values[4] = Int64GetDatum(b->comp_events);
-		values[5] = Int32GetDatum(b->parts);
-		values[6] = Int64GetDatum(b->largest);
-		values[7] = Int64GetDatum(b->unstitched);
+		kinds = palloc(sizeof(Datum) * Max(b->nconflicts, 1));
+		for (k = 0; k < b->nconflicts; k++)
+			kinds[k] = CStringGetTextDatum(r.cfg->attrs[srch.conflicts[b->conflicts + k]]);
+		values[3] = PointerGetDatum(construct_array(kinds, b->nconflicts, TEXTOID, -1, false,
+													TYPALIGN_INT));
+		values[4] = Int64GetDatum(b->degree);
+		values[5] = Int64GetDatum(b->comp_events);
+		values[6] = Int32GetDatum(b->parts);
+		values[7] = Int64GetDatum(b->largest);
+		values[8] = Int64GetDatum(b->unstitched);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 

@@ -42,6 +42,17 @@ same=$(sql -c "
 	     = (SELECT string_agg(md5(ids), '' ORDER BY md5(ids)) FROM (SELECT string_agg(id::text, ',' ORDER BY id::text) ids FROM cdp_traits.customer_events WHERE customer_entity_id IS NOT NULL GROUP BY customer_entity_id) b)")
 report "label propagation partition = restitch partition" "$same"
 
+# bridging_identifiers() over the whole base reads every event as
+# verify_stitching() does, then searches the graph: no target, the ratio says
+# what the search adds to the read.
+verify() { sql -c "SELECT count(*) FROM cdp_traits.verify_stitching()"; }
+bridging() { sql -c "SELECT count(*) FROM cdp_traits.bridging_identifiers()"; }
+compare "bridging identifiers, whole base (7)" "verify_stitching()" verify \
+	"bridging_identifiers()" bridging nothing "(none; about 1x)"
+bridges=$(sql -F ' ' -c "SELECT count(*), count(*) FILTER (WHERE conflicts <> '{}'), count(*) FILTER (WHERE attribute_id = 'device_id' AND 'user_id' = ANY (conflicts)) FROM cdp_traits.bridging_identifiers()")
+read -r nb nc nd <<<"$bridges"
+report "bridging identifiers found" "$nb bridges, $nc with conflicts, $nd devices joining two user ids (the generator shares 1 % of devices between two people)"
+
 # COPY of 200k new events (returning customers: same identifier pools)
 COPY_N=${BENCH_COPY_EVENTS:-200000}
 sql -c "COPY (SELECT * FROM cdp_gen.events($COPY_N, 7)) TO '$DIR/copy.csv' (FORMAT csv)"
