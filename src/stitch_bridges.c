@@ -46,7 +46,7 @@ PG_FUNCTION_INFO_V1(cdp_bridging_identifiers);
 /* columns of _bridging_identifiers() */
 #define BRIDGE_NATTS 9
 
-/* State of the read: the graph, its edges and each event's stored entity. */
+/* State of the read: the graph (with each event's stored entity) and its edges. */
 typedef struct BridgeReader
 {
 	StitchConfig *cfg;
@@ -162,9 +162,10 @@ bridge_row(EventRow *row, void *arg)
 
 /*
  * State of the search for bridges.  Nodes are events 0..nev-1 and
- * identifiers nev..nev+nid-1.  Only the discovery time is kept per node; the
- * rest is kept per slot of the depth-first stack, for the nodes being
- * searched, and per identifier only for those that separate something.
+ * identifiers nev..nev+nid-1.  Per node only its adjacency and discovery
+ * time are kept; the rest is kept per slot of the depth-first stack, for the
+ * nodes being searched, and per identifier only for those that separate
+ * something.
  */
 typedef struct Search
 {
@@ -348,7 +349,6 @@ candidate(Search *s, int32 id)
 static void
 pop(Search *s, int depth)
 {
-	int32		v = s->s_node[depth];
 	int32		p = s->s_node[depth - 1];
 	int32	   *kinds = &s->s_kinds[(int64) depth * s->nattrs];
 	int32	   *pkinds = &s->s_kinds[(int64) (depth - 1) * s->nattrs];
@@ -366,7 +366,6 @@ pop(Search *s, int depth)
 		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
 		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
 
-		(void) v;
 		s->cand_events[c] += s->s_events[depth];
 		s->cand_idents[c] += s->s_idents[depth];
 		for (a = 0; a < s->nattrs; a++)
