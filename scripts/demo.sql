@@ -56,11 +56,11 @@ SELECT source_id AS source, type, count(*) AS events, max(event_time)::date AS l
 
 \echo
 \echo '== 4. Which identifiers glue customers together? (a shared or junk value links people who are not one customer)'
-\echo 'identifiers that alone hold two parts of a customer together, each part with its own e-mail, user id...:'
+\echo 'identifiers that alone join parts of a customer that each have their own user id (two accounts: two people?):'
 \timing on
 SELECT attribute_id AS identifier, value, conflicts AS both_parts_have_their_own, events AS events_with_it,
        entity_events AS customer_events, events_split_off
-  FROM cdp_traits.bridging_identifiers() LIMIT 6;
+  FROM cdp_traits.bridging_identifiers() WHERE 'user_id' = ANY (conflicts) LIMIT 5;
 \timing off
 \echo 'by kind: devices shared by two people join two user ids; an e-mail usually joins one person''s sources:'
 SELECT attribute_id AS identifier, count(*) AS bridges,
