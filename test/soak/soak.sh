@@ -113,6 +113,12 @@ ddl() {		# publish/unpublish, partition attach/detach/drop
 	esac
 	sleep 3
 }
+look() {	# readers of the graph: the whole base's bridges, one entity's
+	echo "SELECT count(*) AS bridges FROM cdp_traits.bridging_identifiers();"
+	echo "SELECT count(*) AS bridges FROM cdp_traits.bridging_identifiers((SELECT id FROM cdp_traits.customer_entities ORDER BY random() LIMIT 1));"
+	echo "SELECT count(*) AS graph_rows FROM cdp_traits.explain_entity((SELECT id FROM cdp_traits.customer_entities ORDER BY random() LIMIT 1));"
+	sleep 1
+}
 cancel() {	# cancels of random backends of the soak and of the worker
 	echo "SELECT pg_cancel_backend(pid), application_name, left(query, 60) FROM pg_stat_activity WHERE (application_name LIKE 'soak\\_%' OR backend_type = 'cdp_traits worker') AND application_name <> 'soak_cancel' AND state = 'active' ORDER BY random() LIMIT 1;"
 	sleep $(( 2 + RANDOM % 3 ))
@@ -121,7 +127,8 @@ cancel() {	# cancels of random backends of the soak and of the worker
 PIDS=
 echo "soak: $SECS s from $(date -u +%T)"
 worker ins1 ins; worker ins2 ins; worker upd upd; worker del del; worker cpy cpy
-worker seg1 seg; worker seg2 seg; worker calc calc; worker edit edit; worker ddl ddl; worker cancel cancel
+worker seg1 seg; worker seg2 seg; worker calc calc; worker edit edit; worker ddl ddl; worker look look
+worker cancel cancel
 # the generators stop at END; psql may still have statements queued in its
 # pipe: give it 30 s, then end the sessions (their open transactions roll back)
 alive() { for p in $PIDS; do kill -0 $p 2>/dev/null && return 0; done; return 1; }
