@@ -35,7 +35,7 @@ endif
 # preloads the library (test/cdp_traits.conf).
 REGRESS = extension guc generator stitching_errors stitching stitching_partitioned partition_drop stitching_statements stitching_replica peer_fixture stitching_random stitching_bulk rule_dependencies explain_entity bridging erase import_meiro_config \
 	aggregates aggregates_types aggregates_large aggregates_state \
-	context attributes_errors attributes attributes_incremental attribute_states attributes_compiled attributes_json attributes_values attributes_scale segments segments_random segments_replica audience_toggles worker privileges publish events_columns ddl_guard upgrade dbt_example locales
+	context attributes_errors attributes attributes_incremental attribute_states attributes_compiled attributes_json attributes_values attributes_scale segments segments_random segments_replica audience_toggles worker health privileges publish events_columns ddl_guard upgrade dbt_example locales
 REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \
 	--load-extension=$(EXTENSION)

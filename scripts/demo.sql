@@ -148,6 +148,8 @@ SELECT audience_id, entered, count(*) AS customers FROM cdp_traits.audience_chan
 \echo '== 10. The background worker''s cycle, run on demand (the worker runs it every cdp_traits.naptime)'
 SELECT cdp_traits.run_jobs();
 SELECT job, status, rows, round(extract(epoch FROM duration) * 1000) AS ms FROM cdp_traits.job_runs ORDER BY id;
+\echo 'one query for monitoring: is cdp_traits doing its work here? (the demo keeps the worker off)'
+SELECT item, status, detail FROM cdp_traits.health();
 
 \echo
 \echo '== 11. Segments and toggles: who is in which segment, and a log of the real changes'

@@ -29,7 +29,7 @@ UPDATE = os.path.join(ROOT, 'cdp_traits--0.1.0--0.2.0.sql')
 FROZEN = os.path.join(ROOT, 'cdp_traits--0.1.0.sql')
 SQL_DIR = os.path.join(ROOT, 'src', 'sql')
 
-NEW_FILES = ['15_explain.sql', '60_meiro.sql']
+NEW_FILES = ['15_explain.sql', '60_meiro.sql', '85_health.sql']
 SEG_BEGIN = "\n-- Segments and toggles (SPEC section 6), new in 0.2.0: as in 60_segments.sql.\n"
 SEG_END = "-- BEGIN generated: functions changed since 0.1.0\n"
 FUN_END = "-- END generated: functions changed since 0.1.0\n"

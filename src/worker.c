@@ -62,8 +62,10 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -76,6 +78,7 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -204,6 +207,44 @@ parse_databases(List **names)
 			*names = lappend(*names, name);
 	}
 	return true;
+}
+
+/*
+ * cdp_worker_config_sql
+ *		SQL: _worker_config(OUT preloaded boolean, OUT databases text[]):
+ *		whether this server preloaded the library (so runs the launcher),
+ *		and the databases the worker serves, parsed from cdp_traits.database
+ *		as the launcher parses it (NULL if the list does not parse), for
+ *		health().
+ */
+PG_FUNCTION_INFO_V1(cdp_worker_config_sql);
+
+Datum
+cdp_worker_config_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	List	   *names;
+	ListCell   *lc;
+	Datum	   *elems;
+	int			n = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "_worker_config must return a record");
+	desc = BlessTupleDesc(desc);
+	/* the shared state exists in the processes of a server that preloaded */
+	values[0] = BoolGetDatum(WorkerShared != NULL);
+	if (!parse_databases(&names))
+		nulls[1] = true;
+	else
+	{
+		elems = palloc(sizeof(Datum) * Max(list_length(names), 1));
+		foreach(lc, names)
+			elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
+		values[1] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 /*

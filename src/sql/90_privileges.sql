@@ -170,6 +170,9 @@ BEGIN
 		('_explain_events', 'reader'), ('_dot_quote', 'reader'), ('_live_entity', 'reader'),
 		-- so does bridging_identifiers (identifier values and event counts)
 		('bridging_identifiers', 'reader'), ('_bridging_identifiers', 'reader'),
+		-- health() reads what a reader can read (job_runs, runs, context) and
+		-- the worker's settings
+		('health', 'reader'), ('_worker_config', 'reader'),
 		-- configuration and calculation
 		('calculate_attributes', 'admin'), ('refresh_context', 'admin'),
 		('restitch', 'admin'), ('run_jobs', 'admin'),

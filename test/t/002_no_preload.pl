@@ -96,6 +96,11 @@ my ($ret, $out, $err) = $node->psql('postgres',
 isnt($ret, 0, '_setting() refuses other settings');
 like($err, qr/"work_mem" is not a setting of cdp_traits/, '... with a clear error');
 
+is($node->safe_psql('postgres',
+	"SELECT status || ': ' || detail FROM cdp_traits.health() WHERE item = 'worker'"),
+	'ok: no background worker (cdp_traits is not in shared_preload_libraries): jobs run when cdp_traits.run_jobs() is called',
+	'health() says there is no worker, and that this is fine');
+
 $node->safe_psql('postgres', 'DROP EXTENSION cdp_traits CASCADE');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdp_traits%'"),

@@ -164,6 +164,15 @@ is( $node->safe_psql('postgres',
 		  WHERE id > $mark AND job <> 'calculate_attributes' AND status <> 'running'"),
 	'prune_job_runs:succeeded,refresh_context:succeeded',
 	'the other jobs of the cycle succeed');
+is( $node->safe_psql('postgres', q{
+SELECT string_agg(item || ':' || status, ',' ORDER BY item) FROM cdp_traits.health()
+ WHERE item IN ('worker', 'job calculate_attributes', 'job refresh_context', 'attributes')}),
+	'attributes:warning,job calculate_attributes:warning,job refresh_context:ok,worker:ok',
+	'health() says the worker serves the database, and warns of the failing attribute');
+like( $node->safe_psql('postgres',
+		"SELECT detail FROM cdp_traits.health() WHERE item = 'attributes'"),
+	qr/^1 of \d+ definitions failed in their last calculation: broken$/,
+	'... naming it');
 
 # --- logged once, checked again -------------------------------------------
 
