@@ -609,7 +609,10 @@ BEGIN
 	launcher := EXISTS (SELECT FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'cdp_traits launcher');
 	serves := pg_catalog.current_database() = ANY (served);
 	SELECT max(j.finished_at) INTO t FROM cdp_traits.job_runs j WHERE j.run_by = 'worker';
-	IF NOT preloaded AND NOT launcher THEN
+	IF pg_catalog.pg_is_in_recovery() THEN
+		RETURN QUERY SELECT 'worker', 'ok',
+			'a standby: the worker runs on the primary (here it starts if this server is promoted)', NULL::text;
+	ELSIF NOT preloaded AND NOT launcher THEN
 		RETURN QUERY SELECT 'worker', 'ok',
 			'no background worker (cdp_traits is not in shared_preload_libraries): jobs run when cdp_traits.run_jobs() is called',
 			NULL::text;

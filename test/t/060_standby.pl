@@ -70,6 +70,12 @@ is($standby->safe_psql('postgres',
 	q{SELECT string_agg(seq || ':' || user_id, ' ' ORDER BY seq) FROM cdp_traits.segment_toggles}),
 	'1:a 2:b', 'the standby has the log, to read as a table');
 
+# health() on the standby: no launcher runs there, which is as it should be
+is($standby->safe_psql('postgres',
+	q{SELECT status || ': ' || detail FROM cdp_traits.health() WHERE item = 'worker'}),
+	'ok: a standby: the worker runs on the primary (here it starts if this server is promoted)',
+	'health() on a standby does not report the missing launcher');
+
 $standby->stop;
 $primary->stop;
 done_testing();
