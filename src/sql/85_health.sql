@@ -137,20 +137,17 @@ BEGIN
 	-- entities waiting for their attributes
 	SELECT pg_catalog.count(*), min(c.modified) INTO n, t
 	  FROM cdp_traits.customer_entities c WHERE c.calculated IS NULL;
+	names := CASE WHEN n = 0 THEN 'none waiting'
+				  ELSE pg_catalog.format('%s %s, the oldest since %s ago', n,
+										 CASE WHEN n = 1 THEN 'entity waits for its attributes'
+											  ELSE 'entities wait for their attributes' END,
+										 pg_catalog.date_trunc('second', pg_catalog.now() - t)) END;
 	IF n > 0 AND serves AND launcher AND enabled
 	   AND t < pg_catalog.now() - 3 * naptime - interval '10 minutes' THEN
-		RETURN QUERY SELECT 'entities to calculate', 'warning',
-			pg_catalog.format('%s %s, the oldest since %s ago', n,
-							  CASE WHEN n = 1 THEN 'entity waits for its attributes' ELSE 'entities wait for their attributes' END,
-							  pg_catalog.date_trunc('second', pg_catalog.now() - t)),
+		RETURN QUERY SELECT 'entities to calculate', 'warning', names,
 			'The worker''s calculate_attributes job is behind or failing: see the job rows above.';
 	ELSE
-		RETURN QUERY SELECT 'entities to calculate', 'ok',
-			CASE WHEN n = 0 THEN 'none waiting'
-				 ELSE pg_catalog.format('%s %s, the oldest since %s ago', n,
-										CASE WHEN n = 1 THEN 'entity waits for its attributes' ELSE 'entities wait for their attributes' END,
-										pg_catalog.date_trunc('second', pg_catalog.now() - t)) END,
-			NULL::text;
+		RETURN QUERY SELECT 'entities to calculate', 'ok', names, NULL::text;
 	END IF;
 
 	-- definitions whose latest calculation failed
