@@ -173,6 +173,16 @@ like( $node->safe_psql('postgres',
 		"SELECT detail FROM cdp_traits.health() WHERE item = 'attributes'"),
 	qr/^1 of \d+ definitions failed in their last calculation: broken$/,
 	'... naming it');
+# an entity marked two hours ago and still not calculated (seen inside a
+# transaction that rolls back, so the worker never sees it)
+like( $node->safe_psql('postgres', q{
+BEGIN;
+UPDATE cdp_traits.customer_entities SET calculated = NULL, modified = now() - interval '2 hours'
+ WHERE id = (SELECT id FROM cdp_traits.customer_entities ORDER BY id LIMIT 1);
+SELECT status || ': ' || detail FROM cdp_traits.health() WHERE item = 'entities to calculate';
+ROLLBACK;}),
+	qr/^warning: \d+ entit(y waits for its|ies wait for their) attributes, the oldest since 0?2:00:\d\d ago$/,
+	'health() warns of an entity waiting longer than the worker should take');
 
 # --- logged once, checked again -------------------------------------------
 
