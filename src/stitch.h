@@ -12,6 +12,8 @@
  * stitch_trigger.c the statement triggers on the events table
  * stitch_full.c    restitch() and verify_stitching()
  * explain.c        the identifiers behind one entity (explain_entity)
+ * stitch_bridges.c the identifiers that alone hold entities together
+ *                  (bridging_identifiers)
  * attach.c         attach_events() and detach_events()
  * events_view.c    customer_events, following the events table's columns
  * ddl_guard.c      event triggers around DDL: CASCADE drops keep the
