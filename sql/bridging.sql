@@ -15,6 +15,9 @@ INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
   ('phone', $$payload->>'phone'$$);
 SELECT cdp_traits.attach_events('br.events');
 RESET client_min_messages;
+-- an attached events table with no events yet has no bridges (this crashed
+-- the server: a graph without any link)
+SELECT * FROM cdp_traits.bridging_identifiers();
 
 -- Two people: Ann (events 1-3, e-mail ann) and Bob (events 4-5, e-mail bob),
 -- glued by a device both used (events 3 and 4).  Event 1 also has Ann's
@@ -110,6 +113,17 @@ BEGIN
 EXCEPTION WHEN undefined_object THEN
   RAISE NOTICE '%: %', SQLSTATE, regexp_replace(SQLERRM, '[0-9a-f-]{36}', '<absorbed id>');
 END $$;
+
+-- an entity none of whose events carries an identifier under the current
+-- rules (its only value blocklisted since it was stitched) has none either
+INSERT INTO br.events (id, payload) VALUES (40, '{"email": "zed"}');
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('email', 'zed');
+SELECT count(*) AS entity_of_40 FROM cdp_traits.customer_events WHERE id = 40 AND customer_entity_id IS NOT NULL;
+SELECT * FROM cdp_traits.bridging_identifiers((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 40));
+DELETE FROM cdp_traits.stitching_blocklist WHERE value = 'zed';
+RESET client_min_messages;
+DELETE FROM br.events WHERE id = 40;
 
 -- Randomized: on generated events (e-mails and devices drawn from small
 -- pools, so that entities of many shapes form), every row agrees with a
@@ -231,3 +245,9 @@ SELECT count(*) FROM cdp_traits.bridging_identifiers();
 RESET ROLE;
 DROP ROLE br_reader;
 DROP ROLE br_nobody;
+
+-- no rules at all: no identifiers, no bridges
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_rules;
+RESET client_min_messages;
+SELECT * FROM cdp_traits.bridging_identifiers();

@@ -228,7 +228,8 @@ grow(void *arr, int64 newmax, Size elem)
 /*
  * build_adjacency
  *		Turn the edges read into adjacency lists (both directions), and free
- *		them.
+ *		them (there may be none: no events, no rules, every value
+ *		blocklisted).
  */
 static void
 build_adjacency(Search *s, BridgeReader *r)
@@ -257,9 +258,13 @@ build_adjacency(Search *s, BridgeReader *r)
 		s->adj[pos[id]++] = ev;
 	}
 	pfree(pos);
-	pfree(r->edge_ev);
-	pfree(r->edge_id);
-	r->edge_ev = r->edge_id = NULL;
+	/* (none were allocated when no event carries an identifier) */
+	if (r->edge_ev != NULL)
+	{
+		pfree(r->edge_ev);
+		pfree(r->edge_id);
+		r->edge_ev = r->edge_id = NULL;
+	}
 }
 
 /*
