@@ -246,6 +246,22 @@ RESET ROLE;
 DROP ROLE br_reader;
 DROP ROLE br_nobody;
 
+-- Over 64 kinds of identifier: a shared device joining three events that
+-- each hold their own values of 70 other kinds (k1 .. k70, k70 on all
+-- three): the device splits them into three, and all 70 kinds conflict.
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+  SELECT 'k' || g, format($$payload->>'k%s'$$, g) FROM generate_series(1, 70) g;
+RESET client_min_messages;
+INSERT INTO br.events (id, payload)
+  SELECT 500 + e, (SELECT jsonb_object_agg('k' || g, 'v' || e || '-' || g) FROM generate_series(1, 70) g
+                    WHERE e < 3 OR g = 70) || '{"devices": ["hub"]}'
+    FROM generate_series(1, 3) e;
+SELECT b.attribute_id, b.value, cardinality(b.conflicts) AS kinds, b.conflicts[1:3] AS first_kinds,
+       b.conflicts[68:70] AS last_kinds, b.events, b.entity_events, b.entities_after, b.largest_after,
+       b.events_split_off, b.unstitched_after
+  FROM cdp_traits.bridging_identifiers((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 501)) b;
+
 -- no rules at all: no identifiers, no bridges
 SET client_min_messages = warning;
 DELETE FROM cdp_traits.stitching_rules;

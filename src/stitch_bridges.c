@@ -165,7 +165,12 @@ bridge_row(EventRow *row, void *arg)
  * identifiers nev..nev+nid-1.  Per node only its adjacency and discovery
  * time are kept; the rest is kept per slot of the depth-first stack, for the
  * nodes being searched, and per identifier only for those that separate
- * something.
+ * something.  The kinds of identifier a part holds are not counted per slot
+ * (that would take a count per attribute for every slot of a deep search):
+ * a subtree of the search is the nodes discovered from its first to its
+ * last, so the identifiers of an attribute in a part are those of its
+ * discovery times, kept in order per attribute, that fall within the
+ * part's; they are counted once the component is done.
  */
 typedef struct Search
 {
@@ -187,8 +192,11 @@ typedef struct Search
 	int32	   *s_low;
 	int64	   *s_events;
 	int64	   *s_idents;
-	int32	   *s_kinds;		/* nattrs counts per slot: identifiers of
-								 * each attribute in the subtree */
+
+	/* discovery times of the identifiers of each attribute, ascending */
+	int32	  **kind_times;
+	int		   *kind_n;
+	int		   *kind_max;
 
 	/* identifiers with separated subtrees in the current component */
 	int32	   *cand_of;		/* per identifier: candidate number, -1 */
@@ -198,11 +206,19 @@ typedef struct Search
 	int32	   *cand_parts;		/* of them with an identifier */
 	int64	   *cand_unstitched;	/* events of those without */
 	int64	   *cand_largest;
-	int32	   *cand_kinds;		/* nattrs per candidate: identifiers of each
-								 * attribute in the separated subtrees */
-	int32	   *cand_with;		/* nattrs per candidate: parts holding one */
+	int32	   *cand_first;		/* its first part with identifiers, -1 */
 	int			ncand;
 	int			maxcand;
+
+	/* separated subtrees with identifiers: discovery times first .. last */
+	int32	   *part_first;
+	int32	   *part_last;
+	int32	   *part_next;		/* the candidate's next part, -1 */
+	int			nparts;
+	int			maxparts;
+	int32	   *kind_sum;		/* nattrs: a candidate's identifiers of each
+								 * attribute in its parts */
+	int32	   *kind_with;		/* nattrs: its parts holding one */
 
 	/* the result */
 	Bridge	   *out;
@@ -274,8 +290,6 @@ build_adjacency(Search *s, BridgeReader *r)
 static void
 push(Search *s, int depth, int32 w)
 {
-	int32	   *kinds;
-
 	if (depth >= s->maxdepth)
 	{
 		int			max = Max(s->maxdepth * 2, 1024);
@@ -285,7 +299,6 @@ push(Search *s, int depth, int32 w)
 		s->s_low = grow(s->s_low, max, sizeof(int32));
 		s->s_events = grow(s->s_events, max, sizeof(int64));
 		s->s_idents = grow(s->s_idents, max, sizeof(int64));
-		s->s_kinds = grow(s->s_kinds, (int64) max * s->nattrs, sizeof(int32));
 		s->maxdepth = max;
 	}
 	if (depth >= s->deepest)
@@ -294,8 +307,6 @@ push(Search *s, int depth, int32 w)
 	s->s_node[depth] = w;
 	s->s_next[depth] = s->off[w];
 	s->s_low[depth] = s->disc[w];
-	kinds = &s->s_kinds[(int64) depth * s->nattrs];
-	memset(kinds, 0, sizeof(int32) * s->nattrs);
 	if (w < s->nev)
 	{
 		s->s_events[depth] = 1;
@@ -303,9 +314,16 @@ push(Search *s, int depth, int32 w)
 	}
 	else
 	{
+		int			a = s->ident_attr[w - s->nev];
+
 		s->s_events[depth] = 0;
 		s->s_idents[depth] = 1;
-		kinds[s->ident_attr[w - s->nev]] = 1;
+		if (s->kind_n[a] >= s->kind_max[a])
+		{
+			s->kind_max[a] = Max(s->kind_max[a] * 2, 64);
+			s->kind_times[a] = grow(s->kind_times[a], s->kind_max[a], sizeof(int32));
+		}
+		s->kind_times[a][s->kind_n[a]++] = s->disc[w];
 	}
 }
 
@@ -331,8 +349,7 @@ candidate(Search *s, int32 id)
 		s->cand_parts = grow(s->cand_parts, max, sizeof(int32));
 		s->cand_unstitched = grow(s->cand_unstitched, max, sizeof(int64));
 		s->cand_largest = grow(s->cand_largest, max, sizeof(int64));
-		s->cand_kinds = grow(s->cand_kinds, (int64) max * s->nattrs, sizeof(int32));
-		s->cand_with = grow(s->cand_with, (int64) max * s->nattrs, sizeof(int32));
+		s->cand_first = grow(s->cand_first, max, sizeof(int32));
 		s->maxcand = max;
 	}
 	c = s->ncand++;
@@ -340,8 +357,7 @@ candidate(Search *s, int32 id)
 	s->cand_ident[c] = id;
 	s->cand_events[c] = s->cand_idents[c] = s->cand_unstitched[c] = s->cand_largest[c] = 0;
 	s->cand_parts[c] = 0;
-	memset(&s->cand_kinds[(int64) c * s->nattrs], 0, sizeof(int32) * s->nattrs);
-	memset(&s->cand_with[(int64) c * s->nattrs], 0, sizeof(int32) * s->nattrs);
+	s->cand_first[c] = -1;
 	return c;
 }
 
@@ -349,44 +365,83 @@ candidate(Search *s, int32 id)
  * pop
  *		The node in slot depth (> 0) is done: add its subtree to its
  *		parent's, and if the parent is an identifier through which alone the
- *		subtree reaches the rest, record the subtree as a part it separates.
+ *		subtree reaches the rest, record the subtree as a part it separates
+ *		(the nodes discovered from it up to now).
  */
 static void
 pop(Search *s, int depth)
 {
 	int32		p = s->s_node[depth - 1];
-	int32	   *kinds = &s->s_kinds[(int64) depth * s->nattrs];
-	int32	   *pkinds = &s->s_kinds[(int64) (depth - 1) * s->nattrs];
-	int			a;
 
 	s->s_events[depth - 1] += s->s_events[depth];
 	s->s_idents[depth - 1] += s->s_idents[depth];
-	for (a = 0; a < s->nattrs; a++)
-		pkinds[a] += kinds[a];
 	if (s->s_low[depth] < s->s_low[depth - 1])
 		s->s_low[depth - 1] = s->s_low[depth];
 	if (p >= s->nev && s->s_low[depth] >= s->disc[p])
 	{
 		int			c = candidate(s, p - s->nev);
-		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
-		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
 
 		s->cand_events[c] += s->s_events[depth];
 		s->cand_idents[c] += s->s_idents[depth];
-		for (a = 0; a < s->nattrs; a++)
-			ckinds[a] += kinds[a];
 		if (s->s_idents[depth] > 0)
 		{
+			int			k;
+
 			s->cand_parts[c]++;
 			if (s->s_events[depth] > s->cand_largest[c])
 				s->cand_largest[c] = s->s_events[depth];
-			for (a = 0; a < s->nattrs; a++)
-				if (kinds[a] > 0)
-					cwith[a]++;
+			if (s->nparts >= s->maxparts)
+			{
+				s->maxparts = Max(s->maxparts * 2, 256);
+				s->part_first = grow(s->part_first, s->maxparts, sizeof(int32));
+				s->part_last = grow(s->part_last, s->maxparts, sizeof(int32));
+				s->part_next = grow(s->part_next, s->maxparts, sizeof(int32));
+			}
+			k = s->nparts++;
+			s->part_first[k] = s->disc[s->s_node[depth]];
+			s->part_last[k] = s->time;
+			s->part_next[k] = s->cand_first[c];
+			s->cand_first[c] = k;
 		}
 		else
 			s->cand_unstitched[c] += s->s_events[depth];
 	}
+}
+
+/*
+ * kind_count
+ *		The identifiers of attribute a discovered from time first to last.
+ */
+static int32
+kind_count(Search *s, int a, int32 first, int32 last)
+{
+	const int32 *t = s->kind_times[a];
+	int			lo = 0,
+				hi = s->kind_n[a];
+	int			start;
+
+	/* the first at or after first, then the first after last */
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (t[mid] < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	start = lo;
+	hi = s->kind_n[a];
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (t[mid] <= last)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo - start;
 }
 
 /*
@@ -401,7 +456,7 @@ component_bridges(Search *s, int32 root)
 {
 	int64		comp_ev = s->s_events[0];
 	int64		comp_id = s->s_idents[0];
-	const int32 *comp_kinds = &s->s_kinds[0];
+	int32		comp_first = s->disc[root];
 	int			c;
 	int			a;
 	int			k;
@@ -409,8 +464,6 @@ component_bridges(Search *s, int32 root)
 	for (c = 0; c < s->ncand; c++)
 	{
 		int32		id = s->cand_ident[c];
-		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
-		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
 		int64		rest_ev = comp_ev - s->cand_events[c];
 		int64		rest_id = comp_id - 1 - s->cand_idents[c];
 		Bridge		b;
@@ -428,21 +481,36 @@ component_bridges(Search *s, int32 root)
 			b.parts++;
 			if (rest_ev > b.largest)
 				b.largest = rest_ev;
-			for (a = 0; a < s->nattrs; a++)
-				if (comp_kinds[a] - ckinds[a] - (a == s->ident_attr[id] ? 1 : 0) > 0)
-					cwith[a]++;
 		}
 		else
 			b.unstitched += rest_ev;
 		if (b.parts < 2)
 			continue;			/* it only leaves events without identifiers */
 
+		/* the kinds each part holds: the separated ones, then the rest */
+		memset(s->kind_sum, 0, sizeof(int32) * s->nattrs);
+		memset(s->kind_with, 0, sizeof(int32) * s->nattrs);
+		for (k = s->cand_first[c]; k >= 0; k = s->part_next[k])
+			for (a = 0; a < s->nattrs; a++)
+			{
+				int32		n = kind_count(s, a, s->part_first[k], s->part_last[k]);
+
+				s->kind_sum[a] += n;
+				if (n > 0)
+					s->kind_with[a]++;
+			}
+		if (rest_id > 0)
+			for (a = 0; a < s->nattrs; a++)
+				if (kind_count(s, a, comp_first, s->time) - s->kind_sum[a] -
+					(a == s->ident_attr[id] ? 1 : 0) > 0)
+					s->kind_with[a]++;
+
 		b.conflicts = s->nconflicts;
 		b.nconflicts = 0;
 		for (k = 0; k < s->nattrs; k++)
 		{
 			a = s->attr_order[k];
-			if (cwith[a] < 2)
+			if (s->kind_with[a] < 2)
 				continue;
 			if (s->nconflicts >= s->maxconflicts)
 			{
@@ -460,6 +528,7 @@ component_bridges(Search *s, int32 root)
 		s->out[s->nout++] = b;
 	}
 	s->ncand = 0;
+	s->nparts = 0;
 }
 
 /*
@@ -483,6 +552,11 @@ find_bridges(Search *s, BridgeReader *r)
 	s->cand_of = palloc_extended(sizeof(int32) * Max(s->nid, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < s->nid; i++)
 		s->cand_of[i] = -1;
+	s->kind_times = palloc0(sizeof(int32 *) * Max(s->nattrs, 1));
+	s->kind_n = palloc0(sizeof(int) * Max(s->nattrs, 1));
+	s->kind_max = palloc0(sizeof(int) * Max(s->nattrs, 1));
+	s->kind_sum = palloc0(sizeof(int32) * Max(s->nattrs, 1));
+	s->kind_with = palloc0(sizeof(int32) * Max(s->nattrs, 1));
 
 	for (root = 0; root < s->nev; root++)
 	{
@@ -638,6 +712,8 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	stitch_read_events(all ? SRC_ALL_EVENTS : SRC_ENTITY_EVENTS, InvalidOid,
 					   all ? (Datum) 0 : PG_GETARG_DATUM(0), true, bridge_row, &r);
+	/* (SPI returns to its own context: the search's memory is counted in cxt) */
+	MemoryContextSwitchTo(cxt);
 	nev = graph_nevents(r.g);
 	memset(&srch, 0, sizeof(srch));
 	srch.nev = nev;
@@ -671,6 +747,7 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 			if (roots[i].root != roots[nroots - 1].root)
 				roots[nroots++] = roots[i];
 		stored_entities(r.g, roots, nroots);
+		MemoryContextSwitchTo(cxt);
 	}
 	PopActiveSnapshot();
 
