@@ -58,7 +58,8 @@ typedef struct BridgeReader
 	int64		maxedges;
 	int32	   *ident_attr;		/* attribute number of each identifier */
 	int			maxidents;
-	int32		seen_buf[64];	/* identifiers of the current event */
+	int32	   *row_ids;		/* identifiers of the current event */
+	int			max_row_ids;
 } BridgeReader;
 
 /* One bridging identifier found. */
@@ -102,10 +103,26 @@ add_edge(BridgeReader *r, int32 ev, int32 id)
 }
 
 /*
+ * cmp_int32
+ *		qsort order of int32 values.
+ */
+static int
+cmp_int32(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
  * bridge_row
  *		EventRowCallback: add an event and an edge to each distinct
- *		identifier it carries.  Events without an identifier, and stored
- *		assignments whose event is gone, have no edge and are left out.
+ *		identifier it carries (one for an identifier it carries twice: two
+ *		rules, a repeated value; sorted out, so that an event with very many
+ *		identifiers costs no more than one pass over them and a sort).
+ *		Events without an identifier, and stored assignments whose event is
+ *		gone, have no edge and are left out.
  */
 static void
 bridge_row(EventRow *row, void *arg)
@@ -113,18 +130,23 @@ bridge_row(EventRow *row, void *arg)
 	BridgeReader *r = arg;
 	int			ev;
 	int			i;
-	int			nseen = 0;
+	int			n = 0;
 
 	if (row->event_id == NULL || row->nidents == 0)
 		return;
 	ev = graph_add_event(r->g, row->event_id, row->event_id_len, row->old_entity);
+	if (row->nidents > r->max_row_ids)
+	{
+		r->max_row_ids = Max(row->nidents, 64);
+		if (r->row_ids)
+			pfree(r->row_ids);
+		r->row_ids = MemoryContextAllocHuge(r->cxt, sizeof(int32) * r->max_row_ids);
+	}
 	for (i = 0; i < row->nidents; i++)
 	{
 		const char *attr = r->cfg->attrs[row->attr[i]];
 		int32		id = graph_add_identifier(r->g, ev, attr, strlen(attr),
 											  row->val[i], row->len[i]);
-		bool		dup = false;
-		int			k;
 
 		if (id >= r->maxidents)
 		{
@@ -136,28 +158,13 @@ bridge_row(EventRow *row, void *arg)
 			r->maxidents = max;
 		}
 		r->ident_attr[id] = row->attr[i];
-
-		/* an identifier twice in one event (two rules, a repeated value) */
-		for (k = 0; k < nseen; k++)
-			if (r->seen_buf[k] == id)
-				dup = true;
-		if (dup)
-			continue;
-		if (nseen < lengthof(r->seen_buf))
-			r->seen_buf[nseen++] = id;
-		else
-		{
-			/* many identifiers: look back over this event's edges */
-			int64		e;
-
-			for (e = r->nedges - 1; e >= 0 && r->edge_ev[e] == ev; e--)
-				if (r->edge_id[e] == id)
-					dup = true;
-			if (dup)
-				continue;
-		}
-		add_edge(r, ev, id);
+		r->row_ids[n++] = id;
 	}
+	if (n > 1)
+		qsort(r->row_ids, n, sizeof(int32), cmp_int32);
+	for (i = 0; i < n; i++)
+		if (i == 0 || r->row_ids[i] != r->row_ids[i - 1])
+			add_edge(r, ev, r->row_ids[i]);
 }
 
 /*
@@ -486,6 +493,7 @@ component_bridges(Search *s, int32 root)
 			b.unstitched += rest_ev;
 		if (b.parts < 2)
 			continue;			/* it only leaves events without identifiers */
+		CHECK_FOR_INTERRUPTS();
 
 		/* the kinds each part holds: the separated ones, then the rest */
 		memset(s->kind_sum, 0, sizeof(int32) * s->nattrs);
@@ -579,7 +587,12 @@ find_bridges(Search *s, BridgeReader *r)
 					continue;	/* the edge to the parent (no two join the
 								 * same pair) */
 				if (s->disc[w] == 0)
+				{
+					/* (a large component takes a while) */
+					if ((s->time & 0xFFFF) == 0)
+						CHECK_FOR_INTERRUPTS();
 					push(s, depth++, w);
+				}
 				else if (s->disc[w] < s->s_low[d])
 					s->s_low[d] = s->disc[w];
 				continue;
