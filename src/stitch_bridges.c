@@ -226,6 +226,8 @@ typedef struct Search
 	int32	   *kind_sum;		/* nattrs: a candidate's identifiers of each
 								 * attribute in its parts */
 	int32	   *kind_with;		/* nattrs: its parts holding one */
+	int32	   *kind_comp;		/* nattrs: the component's identifiers of each */
+	int		   *kinds_here;		/* the attributes the component has */
 
 	/* the result */
 	Bridge	   *out;
@@ -464,9 +466,22 @@ component_bridges(Search *s, int32 root)
 	int64		comp_ev = s->s_events[0];
 	int64		comp_id = s->s_idents[0];
 	int32		comp_first = s->disc[root];
+	int			nhere = 0;
 	int			c;
 	int			a;
 	int			k;
+	int			h;
+
+	if (s->ncand == 0)
+		return;					/* (most components: nothing separates) */
+
+	/* (only the kinds of identifier the component has are counted) */
+	for (a = 0; a < s->nattrs; a++)
+	{
+		s->kind_comp[a] = kind_count(s, a, comp_first, s->time);
+		if (s->kind_comp[a] > 0)
+			s->kinds_here[nhere++] = a;
+	}
 
 	for (c = 0; c < s->ncand; c++)
 	{
@@ -499,19 +514,23 @@ component_bridges(Search *s, int32 root)
 		memset(s->kind_sum, 0, sizeof(int32) * s->nattrs);
 		memset(s->kind_with, 0, sizeof(int32) * s->nattrs);
 		for (k = s->cand_first[c]; k >= 0; k = s->part_next[k])
-			for (a = 0; a < s->nattrs; a++)
+			for (h = 0; h < nhere; h++)
 			{
-				int32		n = kind_count(s, a, s->part_first[k], s->part_last[k]);
+				int32		n;
 
+				a = s->kinds_here[h];
+				n = kind_count(s, a, s->part_first[k], s->part_last[k]);
 				s->kind_sum[a] += n;
 				if (n > 0)
 					s->kind_with[a]++;
 			}
 		if (rest_id > 0)
-			for (a = 0; a < s->nattrs; a++)
-				if (kind_count(s, a, comp_first, s->time) - s->kind_sum[a] -
-					(a == s->ident_attr[id] ? 1 : 0) > 0)
+			for (h = 0; h < nhere; h++)
+			{
+				a = s->kinds_here[h];
+				if (s->kind_comp[a] - s->kind_sum[a] - (a == s->ident_attr[id] ? 1 : 0) > 0)
 					s->kind_with[a]++;
+			}
 
 		b.conflicts = s->nconflicts;
 		b.nconflicts = 0;
@@ -565,6 +584,8 @@ find_bridges(Search *s, BridgeReader *r)
 	s->kind_max = palloc0(sizeof(int) * Max(s->nattrs, 1));
 	s->kind_sum = palloc0(sizeof(int32) * Max(s->nattrs, 1));
 	s->kind_with = palloc0(sizeof(int32) * Max(s->nattrs, 1));
+	s->kind_comp = palloc0(sizeof(int32) * Max(s->nattrs, 1));
+	s->kinds_here = palloc0(sizeof(int) * Max(s->nattrs, 1));
 
 	for (root = 0; root < s->nev; root++)
 	{
