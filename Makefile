@@ -41,7 +41,7 @@ REGRESS_OPTS = --temp-instance=./tmp_check_regress \
 	--load-extension=$(EXTENSION)
 
 # Isolation specs (test/isolation/specs + test/isolation/expected).
-ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id calc_vs_stitch segments states_vs_stitch calc_vs_definitions schema_rename detach_concurrently run_jobs_vs_calc import_concurrent snapshot_writers counts_deadlock publish_concurrent calc_counts_deadlock config_mid_pass config_reload stale_update history_concurrent stale_values definitions_vs_ddl restitch_vs_ddl context_vs_edit context_during_run erase_vs_insert
+ISOLATION = smoke same_identifier chain_crosswise delete_insert merge_vs_attach update_vs_insert touch_deadlock duplicate_id calc_vs_stitch segments states_vs_stitch calc_vs_definitions schema_rename detach_concurrently run_jobs_vs_calc import_concurrent snapshot_writers counts_deadlock publish_concurrent calc_counts_deadlock config_mid_pass config_reload stale_update history_concurrent stale_values definitions_vs_ddl restitch_vs_ddl context_vs_edit context_during_run erase_vs_insert bridging_vs_merge
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--temp-instance=./tmp_check_iso \
 	--temp-config=$(srcdir)/test/cdp_traits.conf \

@@ -15,6 +15,9 @@ INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression) VALUES
   ('phone', $$payload->>'phone'$$);
 SELECT cdp_traits.attach_events('br.events');
 RESET client_min_messages;
+-- an attached events table with no events yet has no bridges (this crashed
+-- the server: a graph without any link)
+SELECT * FROM cdp_traits.bridging_identifiers();
 
 -- Two people: Ann (events 1-3, e-mail ann) and Bob (events 4-5, e-mail bob),
 -- glued by a device both used (events 3 and 4).  Event 1 also has Ann's
@@ -110,6 +113,17 @@ BEGIN
 EXCEPTION WHEN undefined_object THEN
   RAISE NOTICE '%: %', SQLSTATE, regexp_replace(SQLERRM, '[0-9a-f-]{36}', '<absorbed id>');
 END $$;
+
+-- an entity none of whose events carries an identifier under the current
+-- rules (its only value blocklisted since it was stitched) has none either
+INSERT INTO br.events (id, payload) VALUES (40, '{"email": "zed"}');
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_blocklist (attribute_id, value) VALUES ('email', 'zed');
+SELECT count(*) AS entity_of_40 FROM cdp_traits.customer_events WHERE id = 40 AND customer_entity_id IS NOT NULL;
+SELECT * FROM cdp_traits.bridging_identifiers((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 40));
+DELETE FROM cdp_traits.stitching_blocklist WHERE value = 'zed';
+RESET client_min_messages;
+DELETE FROM br.events WHERE id = 40;
 
 -- Randomized: on generated events (e-mails and devices drawn from small
 -- pools, so that entities of many shapes form), every row agrees with a
@@ -221,6 +235,61 @@ SELECT bool_and(ok) AS ordered FROM (
             FROM cdp_traits.bridging_identifiers()) b
   WINDOW w AS (ORDER BY rn)) s;
 
+-- The same comparison on denser shapes the draw above seldom makes: few
+-- values, so more cycles and larger entities; one event with 72 devices (two
+-- of them the same) at the head of the table, so that the search starts
+-- from it; and a chain of 30 events, each sharing a device with the next.
+TRUNCATE br.events;
+SELECT setseed(0.7);
+INSERT INTO br.events (id, payload)
+  SELECT 1000, jsonb_build_object('devices', (SELECT jsonb_agg('d' || g) FROM generate_series(1, 70) g) || '["d5", "d5"]'::jsonb);
+INSERT INTO br.events (id, payload)
+  SELECT g, jsonb_strip_nulls(jsonb_build_object(
+           'email', CASE WHEN random() < 0.3 THEN 'e' || (random() * 120)::int END,
+           'devices', (SELECT jsonb_agg('d' || (random() * 150)::int) FROM generate_series(1, (random() * 2.6)::int) k WHERE g > 0),
+           'phone', CASE WHEN random() < 0.1 THEN 'p' || (random() * 60)::int END))
+    FROM generate_series(1, 150) g;
+INSERT INTO br.events (id, payload)
+  SELECT 2000 + g, jsonb_build_object('devices', jsonb_build_array('c' || g, 'c' || (g + 1)), 'email', 'ce' || g)
+    FROM generate_series(1, 30) g;
+DROP TABLE links, ev_entity, oracle;
+CREATE TEMP TABLE links AS
+  SELECT DISTINCT e.id AS ev, i.attr, i.val
+    FROM br.events e,
+         LATERAL (SELECT 'email', lower(btrim(e.payload->>'email'))
+                  UNION ALL SELECT 'device', jsonb_array_elements_text(e.payload->'devices')
+                  UNION ALL SELECT 'phone', e.payload->>'phone') i(attr, val)
+   WHERE i.val IS NOT NULL;
+CREATE TEMP TABLE ev_entity AS SELECT id AS ev, customer_entity_id AS ent FROM cdp_traits.customer_events;
+CREATE TEMP TABLE oracle AS
+  SELECT x.attr, x.val, x.ent, (pg_temp.split_without(x.attr, x.val, x.ent)).*
+    FROM (SELECT DISTINCT l.attr, l.val, ee.ent FROM links l JOIN ev_entity ee ON ee.ev = l.ev) x;
+SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS splitting,
+       count(*) FILTER (WHERE entities_after >= 2 AND conflicts <> '{}') AS with_conflicts,
+       max(entity_events) AS largest_entity
+  FROM oracle;
+(SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
+   FROM cdp_traits.bridging_identifiers()
+ EXCEPT
+ SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
+   FROM oracle WHERE entities_after >= 2)
+UNION ALL
+(SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
+   FROM oracle WHERE entities_after >= 2
+ EXCEPT
+ SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
+   FROM cdp_traits.bridging_identifiers());
+SELECT count(*) AS differ FROM (
+  (SELECT * FROM cdp_traits.bridging_identifiers()
+   EXCEPT
+   SELECT b.* FROM (SELECT DISTINCT ent FROM ev_entity WHERE ent IS NOT NULL) e,
+          LATERAL cdp_traits.bridging_identifiers(e.ent) b)
+  UNION ALL
+  (SELECT b.* FROM (SELECT DISTINCT ent FROM ev_entity WHERE ent IS NOT NULL) e,
+          LATERAL cdp_traits.bridging_identifiers(e.ent) b
+   EXCEPT
+   SELECT * FROM cdp_traits.bridging_identifiers())) d;
+
 -- a reader may call it, a role without the reader's rights may not
 CREATE ROLE br_reader IN ROLE cdp_traits_reader;
 CREATE ROLE br_nobody;
@@ -231,3 +300,25 @@ SELECT count(*) FROM cdp_traits.bridging_identifiers();
 RESET ROLE;
 DROP ROLE br_reader;
 DROP ROLE br_nobody;
+
+-- Over 64 kinds of identifier: a shared device joining three events that
+-- each hold their own values of 70 other kinds (k1 .. k70, k70 on all
+-- three): the device splits them into three, and all 70 kinds conflict.
+SET client_min_messages = warning;
+INSERT INTO cdp_traits.stitching_rules (attribute_id, value_expression)
+  SELECT 'k' || g, format($$payload->>'k%s'$$, g) FROM generate_series(1, 70) g;
+RESET client_min_messages;
+INSERT INTO br.events (id, payload)
+  SELECT 500 + e, (SELECT jsonb_object_agg('k' || g, 'v' || e || '-' || g) FROM generate_series(1, 70) g
+                    WHERE e < 3 OR g = 70) || '{"devices": ["hub"]}'
+    FROM generate_series(1, 3) e;
+SELECT b.attribute_id, b.value, cardinality(b.conflicts) AS kinds, b.conflicts[1:3] AS first_kinds,
+       b.conflicts[68:70] AS last_kinds, b.events, b.entity_events, b.entities_after, b.largest_after,
+       b.events_split_off, b.unstitched_after
+  FROM cdp_traits.bridging_identifiers((SELECT customer_entity_id FROM cdp_traits.customer_events WHERE id = 501)) b;
+
+-- no rules at all: no identifiers, no bridges
+SET client_min_messages = warning;
+DELETE FROM cdp_traits.stitching_rules;
+RESET client_min_messages;
+SELECT * FROM cdp_traits.bridging_identifiers();

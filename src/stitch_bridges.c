@@ -58,7 +58,8 @@ typedef struct BridgeReader
 	int64		maxedges;
 	int32	   *ident_attr;		/* attribute number of each identifier */
 	int			maxidents;
-	int32		seen_buf[64];	/* identifiers of the current event */
+	int32	   *row_ids;		/* identifiers of the current event */
+	int			max_row_ids;
 } BridgeReader;
 
 /* One bridging identifier found. */
@@ -102,10 +103,26 @@ add_edge(BridgeReader *r, int32 ev, int32 id)
 }
 
 /*
+ * cmp_int32
+ *		qsort order of int32 values.
+ */
+static int
+cmp_int32(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
  * bridge_row
  *		EventRowCallback: add an event and an edge to each distinct
- *		identifier it carries.  Events without an identifier, and stored
- *		assignments whose event is gone, have no edge and are left out.
+ *		identifier it carries (one for an identifier it carries twice: two
+ *		rules, a repeated value; sorted out, so that an event with very many
+ *		identifiers costs no more than one pass over them and a sort).
+ *		Events without an identifier, and stored assignments whose event is
+ *		gone, have no edge and are left out.
  */
 static void
 bridge_row(EventRow *row, void *arg)
@@ -113,18 +130,23 @@ bridge_row(EventRow *row, void *arg)
 	BridgeReader *r = arg;
 	int			ev;
 	int			i;
-	int			nseen = 0;
+	int			n = 0;
 
 	if (row->event_id == NULL || row->nidents == 0)
 		return;
 	ev = graph_add_event(r->g, row->event_id, row->event_id_len, row->old_entity);
+	if (row->nidents > r->max_row_ids)
+	{
+		r->max_row_ids = Max(row->nidents, 64);
+		if (r->row_ids)
+			pfree(r->row_ids);
+		r->row_ids = MemoryContextAllocHuge(r->cxt, sizeof(int32) * r->max_row_ids);
+	}
 	for (i = 0; i < row->nidents; i++)
 	{
 		const char *attr = r->cfg->attrs[row->attr[i]];
 		int32		id = graph_add_identifier(r->g, ev, attr, strlen(attr),
 											  row->val[i], row->len[i]);
-		bool		dup = false;
-		int			k;
 
 		if (id >= r->maxidents)
 		{
@@ -136,28 +158,13 @@ bridge_row(EventRow *row, void *arg)
 			r->maxidents = max;
 		}
 		r->ident_attr[id] = row->attr[i];
-
-		/* an identifier twice in one event (two rules, a repeated value) */
-		for (k = 0; k < nseen; k++)
-			if (r->seen_buf[k] == id)
-				dup = true;
-		if (dup)
-			continue;
-		if (nseen < lengthof(r->seen_buf))
-			r->seen_buf[nseen++] = id;
-		else
-		{
-			/* many identifiers: look back over this event's edges */
-			int64		e;
-
-			for (e = r->nedges - 1; e >= 0 && r->edge_ev[e] == ev; e--)
-				if (r->edge_id[e] == id)
-					dup = true;
-			if (dup)
-				continue;
-		}
-		add_edge(r, ev, id);
+		r->row_ids[n++] = id;
 	}
+	if (n > 1)
+		qsort(r->row_ids, n, sizeof(int32), cmp_int32);
+	for (i = 0; i < n; i++)
+		if (i == 0 || r->row_ids[i] != r->row_ids[i - 1])
+			add_edge(r, ev, r->row_ids[i]);
 }
 
 /*
@@ -165,7 +172,12 @@ bridge_row(EventRow *row, void *arg)
  * identifiers nev..nev+nid-1.  Per node only its adjacency and discovery
  * time are kept; the rest is kept per slot of the depth-first stack, for the
  * nodes being searched, and per identifier only for those that separate
- * something.
+ * something.  The kinds of identifier a part holds are not counted per slot
+ * (that would take a count per attribute for every slot of a deep search):
+ * a subtree of the search is the nodes discovered from its first to its
+ * last, so the identifiers of an attribute in a part are those of its
+ * discovery times, kept in order per attribute, that fall within the
+ * part's; they are counted once the component is done.
  */
 typedef struct Search
 {
@@ -187,8 +199,11 @@ typedef struct Search
 	int32	   *s_low;
 	int64	   *s_events;
 	int64	   *s_idents;
-	int32	   *s_kinds;		/* nattrs counts per slot: identifiers of
-								 * each attribute in the subtree */
+
+	/* discovery times of the identifiers of each attribute, ascending */
+	int32	  **kind_times;
+	int		   *kind_n;
+	int		   *kind_max;
 
 	/* identifiers with separated subtrees in the current component */
 	int32	   *cand_of;		/* per identifier: candidate number, -1 */
@@ -198,11 +213,21 @@ typedef struct Search
 	int32	   *cand_parts;		/* of them with an identifier */
 	int64	   *cand_unstitched;	/* events of those without */
 	int64	   *cand_largest;
-	int32	   *cand_kinds;		/* nattrs per candidate: identifiers of each
-								 * attribute in the separated subtrees */
-	int32	   *cand_with;		/* nattrs per candidate: parts holding one */
+	int32	   *cand_first;		/* its first part with identifiers, -1 */
 	int			ncand;
 	int			maxcand;
+
+	/* separated subtrees with identifiers: discovery times first .. last */
+	int32	   *part_first;
+	int32	   *part_last;
+	int32	   *part_next;		/* the candidate's next part, -1 */
+	int			nparts;
+	int			maxparts;
+	int32	   *kind_sum;		/* nattrs: a candidate's identifiers of each
+								 * attribute in its parts */
+	int32	   *kind_with;		/* nattrs: its parts holding one */
+	int32	   *kind_comp;		/* nattrs: the component's identifiers of each */
+	int		   *kinds_here;		/* the attributes the component has */
 
 	/* the result */
 	Bridge	   *out;
@@ -228,7 +253,8 @@ grow(void *arr, int64 newmax, Size elem)
 /*
  * build_adjacency
  *		Turn the edges read into adjacency lists (both directions), and free
- *		them.
+ *		them (there may be none: no events, no rules, every value
+ *		blocklisted).
  */
 static void
 build_adjacency(Search *s, BridgeReader *r)
@@ -257,9 +283,13 @@ build_adjacency(Search *s, BridgeReader *r)
 		s->adj[pos[id]++] = ev;
 	}
 	pfree(pos);
-	pfree(r->edge_ev);
-	pfree(r->edge_id);
-	r->edge_ev = r->edge_id = NULL;
+	/* (none were allocated when no event carries an identifier) */
+	if (r->edge_ev != NULL)
+	{
+		pfree(r->edge_ev);
+		pfree(r->edge_id);
+		r->edge_ev = r->edge_id = NULL;
+	}
 }
 
 /*
@@ -269,8 +299,6 @@ build_adjacency(Search *s, BridgeReader *r)
 static void
 push(Search *s, int depth, int32 w)
 {
-	int32	   *kinds;
-
 	if (depth >= s->maxdepth)
 	{
 		int			max = Max(s->maxdepth * 2, 1024);
@@ -280,7 +308,6 @@ push(Search *s, int depth, int32 w)
 		s->s_low = grow(s->s_low, max, sizeof(int32));
 		s->s_events = grow(s->s_events, max, sizeof(int64));
 		s->s_idents = grow(s->s_idents, max, sizeof(int64));
-		s->s_kinds = grow(s->s_kinds, (int64) max * s->nattrs, sizeof(int32));
 		s->maxdepth = max;
 	}
 	if (depth >= s->deepest)
@@ -289,8 +316,6 @@ push(Search *s, int depth, int32 w)
 	s->s_node[depth] = w;
 	s->s_next[depth] = s->off[w];
 	s->s_low[depth] = s->disc[w];
-	kinds = &s->s_kinds[(int64) depth * s->nattrs];
-	memset(kinds, 0, sizeof(int32) * s->nattrs);
 	if (w < s->nev)
 	{
 		s->s_events[depth] = 1;
@@ -298,9 +323,16 @@ push(Search *s, int depth, int32 w)
 	}
 	else
 	{
+		int			a = s->ident_attr[w - s->nev];
+
 		s->s_events[depth] = 0;
 		s->s_idents[depth] = 1;
-		kinds[s->ident_attr[w - s->nev]] = 1;
+		if (s->kind_n[a] >= s->kind_max[a])
+		{
+			s->kind_max[a] = Max(s->kind_max[a] * 2, 64);
+			s->kind_times[a] = grow(s->kind_times[a], s->kind_max[a], sizeof(int32));
+		}
+		s->kind_times[a][s->kind_n[a]++] = s->disc[w];
 	}
 }
 
@@ -326,8 +358,7 @@ candidate(Search *s, int32 id)
 		s->cand_parts = grow(s->cand_parts, max, sizeof(int32));
 		s->cand_unstitched = grow(s->cand_unstitched, max, sizeof(int64));
 		s->cand_largest = grow(s->cand_largest, max, sizeof(int64));
-		s->cand_kinds = grow(s->cand_kinds, (int64) max * s->nattrs, sizeof(int32));
-		s->cand_with = grow(s->cand_with, (int64) max * s->nattrs, sizeof(int32));
+		s->cand_first = grow(s->cand_first, max, sizeof(int32));
 		s->maxcand = max;
 	}
 	c = s->ncand++;
@@ -335,8 +366,7 @@ candidate(Search *s, int32 id)
 	s->cand_ident[c] = id;
 	s->cand_events[c] = s->cand_idents[c] = s->cand_unstitched[c] = s->cand_largest[c] = 0;
 	s->cand_parts[c] = 0;
-	memset(&s->cand_kinds[(int64) c * s->nattrs], 0, sizeof(int32) * s->nattrs);
-	memset(&s->cand_with[(int64) c * s->nattrs], 0, sizeof(int32) * s->nattrs);
+	s->cand_first[c] = -1;
 	return c;
 }
 
@@ -344,44 +374,83 @@ candidate(Search *s, int32 id)
  * pop
  *		The node in slot depth (> 0) is done: add its subtree to its
  *		parent's, and if the parent is an identifier through which alone the
- *		subtree reaches the rest, record the subtree as a part it separates.
+ *		subtree reaches the rest, record the subtree as a part it separates
+ *		(the nodes discovered from it up to now).
  */
 static void
 pop(Search *s, int depth)
 {
 	int32		p = s->s_node[depth - 1];
-	int32	   *kinds = &s->s_kinds[(int64) depth * s->nattrs];
-	int32	   *pkinds = &s->s_kinds[(int64) (depth - 1) * s->nattrs];
-	int			a;
 
 	s->s_events[depth - 1] += s->s_events[depth];
 	s->s_idents[depth - 1] += s->s_idents[depth];
-	for (a = 0; a < s->nattrs; a++)
-		pkinds[a] += kinds[a];
 	if (s->s_low[depth] < s->s_low[depth - 1])
 		s->s_low[depth - 1] = s->s_low[depth];
 	if (p >= s->nev && s->s_low[depth] >= s->disc[p])
 	{
 		int			c = candidate(s, p - s->nev);
-		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
-		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
 
 		s->cand_events[c] += s->s_events[depth];
 		s->cand_idents[c] += s->s_idents[depth];
-		for (a = 0; a < s->nattrs; a++)
-			ckinds[a] += kinds[a];
 		if (s->s_idents[depth] > 0)
 		{
+			int			k;
+
 			s->cand_parts[c]++;
 			if (s->s_events[depth] > s->cand_largest[c])
 				s->cand_largest[c] = s->s_events[depth];
-			for (a = 0; a < s->nattrs; a++)
-				if (kinds[a] > 0)
-					cwith[a]++;
+			if (s->nparts >= s->maxparts)
+			{
+				s->maxparts = Max(s->maxparts * 2, 256);
+				s->part_first = grow(s->part_first, s->maxparts, sizeof(int32));
+				s->part_last = grow(s->part_last, s->maxparts, sizeof(int32));
+				s->part_next = grow(s->part_next, s->maxparts, sizeof(int32));
+			}
+			k = s->nparts++;
+			s->part_first[k] = s->disc[s->s_node[depth]];
+			s->part_last[k] = s->time;
+			s->part_next[k] = s->cand_first[c];
+			s->cand_first[c] = k;
 		}
 		else
 			s->cand_unstitched[c] += s->s_events[depth];
 	}
+}
+
+/*
+ * kind_count
+ *		The identifiers of attribute a discovered from time first to last.
+ */
+static int32
+kind_count(Search *s, int a, int32 first, int32 last)
+{
+	const int32 *t = s->kind_times[a];
+	int			lo = 0,
+				hi = s->kind_n[a];
+	int			start;
+
+	/* the first at or after first, then the first after last */
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (t[mid] < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	start = lo;
+	hi = s->kind_n[a];
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (t[mid] <= last)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo - start;
 }
 
 /*
@@ -396,16 +465,27 @@ component_bridges(Search *s, int32 root)
 {
 	int64		comp_ev = s->s_events[0];
 	int64		comp_id = s->s_idents[0];
-	const int32 *comp_kinds = &s->s_kinds[0];
+	int32		comp_first = s->disc[root];
+	int			nhere = 0;
 	int			c;
 	int			a;
 	int			k;
+	int			h;
+
+	if (s->ncand == 0)
+		return;					/* (most components: nothing separates) */
+
+	/* (only the kinds of identifier the component has are counted) */
+	for (a = 0; a < s->nattrs; a++)
+	{
+		s->kind_comp[a] = kind_count(s, a, comp_first, s->time);
+		if (s->kind_comp[a] > 0)
+			s->kinds_here[nhere++] = a;
+	}
 
 	for (c = 0; c < s->ncand; c++)
 	{
 		int32		id = s->cand_ident[c];
-		int32	   *ckinds = &s->cand_kinds[(int64) c * s->nattrs];
-		int32	   *cwith = &s->cand_with[(int64) c * s->nattrs];
 		int64		rest_ev = comp_ev - s->cand_events[c];
 		int64		rest_id = comp_id - 1 - s->cand_idents[c];
 		Bridge		b;
@@ -423,21 +503,41 @@ component_bridges(Search *s, int32 root)
 			b.parts++;
 			if (rest_ev > b.largest)
 				b.largest = rest_ev;
-			for (a = 0; a < s->nattrs; a++)
-				if (comp_kinds[a] - ckinds[a] - (a == s->ident_attr[id] ? 1 : 0) > 0)
-					cwith[a]++;
 		}
 		else
 			b.unstitched += rest_ev;
 		if (b.parts < 2)
 			continue;			/* it only leaves events without identifiers */
+		CHECK_FOR_INTERRUPTS();
+
+		/* the kinds each part holds: the separated ones, then the rest */
+		memset(s->kind_sum, 0, sizeof(int32) * s->nattrs);
+		memset(s->kind_with, 0, sizeof(int32) * s->nattrs);
+		for (k = s->cand_first[c]; k >= 0; k = s->part_next[k])
+			for (h = 0; h < nhere; h++)
+			{
+				int32		n;
+
+				a = s->kinds_here[h];
+				n = kind_count(s, a, s->part_first[k], s->part_last[k]);
+				s->kind_sum[a] += n;
+				if (n > 0)
+					s->kind_with[a]++;
+			}
+		if (rest_id > 0)
+			for (h = 0; h < nhere; h++)
+			{
+				a = s->kinds_here[h];
+				if (s->kind_comp[a] - s->kind_sum[a] - (a == s->ident_attr[id] ? 1 : 0) > 0)
+					s->kind_with[a]++;
+			}
 
 		b.conflicts = s->nconflicts;
 		b.nconflicts = 0;
 		for (k = 0; k < s->nattrs; k++)
 		{
 			a = s->attr_order[k];
-			if (cwith[a] < 2)
+			if (s->kind_with[a] < 2)
 				continue;
 			if (s->nconflicts >= s->maxconflicts)
 			{
@@ -455,6 +555,7 @@ component_bridges(Search *s, int32 root)
 		s->out[s->nout++] = b;
 	}
 	s->ncand = 0;
+	s->nparts = 0;
 }
 
 /*
@@ -478,6 +579,13 @@ find_bridges(Search *s, BridgeReader *r)
 	s->cand_of = palloc_extended(sizeof(int32) * Max(s->nid, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < s->nid; i++)
 		s->cand_of[i] = -1;
+	s->kind_times = palloc0(sizeof(int32 *) * Max(s->nattrs, 1));
+	s->kind_n = palloc0(sizeof(int) * Max(s->nattrs, 1));
+	s->kind_max = palloc0(sizeof(int) * Max(s->nattrs, 1));
+	s->kind_sum = palloc0(sizeof(int32) * Max(s->nattrs, 1));
+	s->kind_with = palloc0(sizeof(int32) * Max(s->nattrs, 1));
+	s->kind_comp = palloc0(sizeof(int32) * Max(s->nattrs, 1));
+	s->kinds_here = palloc0(sizeof(int) * Max(s->nattrs, 1));
 
 	for (root = 0; root < s->nev; root++)
 	{
@@ -500,7 +608,12 @@ find_bridges(Search *s, BridgeReader *r)
 					continue;	/* the edge to the parent (no two join the
 								 * same pair) */
 				if (s->disc[w] == 0)
+				{
+					/* (a large component takes a while) */
+					if ((s->time & 0xFFFF) == 0)
+						CHECK_FOR_INTERRUPTS();
 					push(s, depth++, w);
+				}
 				else if (s->disc[w] < s->s_low[d])
 					s->s_low[d] = s->disc[w];
 				continue;
@@ -630,9 +743,16 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 											 64.0 * 1024 * 1024) : 1024);
 	graph_set_attrs(r.g, r.cfg->attrs, r.cfg->nattrs);
 
-	PushActiveSnapshot(GetTransactionSnapshot());
+	/*
+	 * The snapshot of the calling statement, which resolved the entity asked
+	 * for (a fresh one could already see it merged into another, and read
+	 * none of its events).
+	 */
+	PushActiveSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
 	stitch_read_events(all ? SRC_ALL_EVENTS : SRC_ENTITY_EVENTS, InvalidOid,
 					   all ? (Datum) 0 : PG_GETARG_DATUM(0), true, bridge_row, &r);
+	/* (SPI returns to its own context: the search's memory is counted in cxt) */
+	MemoryContextSwitchTo(cxt);
 	nev = graph_nevents(r.g);
 	memset(&srch, 0, sizeof(srch));
 	srch.nev = nev;
@@ -666,6 +786,7 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 			if (roots[i].root != roots[nroots - 1].root)
 				roots[nroots++] = roots[i];
 		stored_entities(r.g, roots, nroots);
+		MemoryContextSwitchTo(cxt);
 	}
 	PopActiveSnapshot();
 

@@ -271,17 +271,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, cdp_traits, pg_temp
 AS $$
 #variable_conflict use_column
-DECLARE
-	scope uuid[];
 BEGIN
-	IF pg_catalog.num_nulls($1) = 0 THEN
-		scope := ARRAY[cdp_traits._live_entity($1)];
-	END IF;
+	-- (the entity is resolved in the statement that reads it: one snapshot)
 	RETURN QUERY
 	SELECT b.customer_entity_id, b.attribute_id, b.value, b.conflicts, b.events,
 		   b.entity_events, b.entities_after, b.largest_after,
 		   b.entity_events - b.largest_after - b.unstitched_after, b.unstitched_after
-	  FROM cdp_traits._bridging_identifiers(scope) b
+	  FROM cdp_traits._bridging_identifiers(
+			CASE WHEN $1 IS NOT NULL THEN ARRAY[cdp_traits._live_entity($1)] END) b
 	 ORDER BY pg_catalog.cardinality(b.conflicts) DESC, 9 DESC, b.entities_after DESC,
 			  b.entity_events DESC, b.customer_entity_id, b.attribute_id, b.value;
 END;
