@@ -51,7 +51,7 @@ compare "bridging identifiers, whole base (7)" "verify_stitching()" verify \
 	"bridging_identifiers()" bridging nothing "(none; about 1x)"
 bridges=$(sql -F ' ' -c "SELECT count(*), count(*) FILTER (WHERE conflicts <> '{}'), count(*) FILTER (WHERE attribute_id = 'device_id' AND 'user_id' = ANY (conflicts)) FROM cdp_traits.bridging_identifiers()")
 read -r nb nc nd <<<"$bridges"
-report "bridging identifiers found" "$nb bridges, $nc with conflicts, $nd devices joining two user ids (the generator shares 1 % of devices between two people)"
+report "bridging identifiers found" "$nb bridges, $nc with conflicts, $nd devices joining two user ids (the generator has about 0.5 % of people share their device with the next)"
 
 # COPY of 200k new events (returning customers: same identifier pools)
 COPY_N=${BENCH_COPY_EVENTS:-200000}
