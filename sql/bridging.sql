@@ -147,6 +147,43 @@ CREATE TEMP TABLE links AS
 CREATE TEMP TABLE ev_entity AS SELECT id AS ev, customer_entity_id AS ent FROM cdp_traits.customer_events;
 SELECT count(DISTINCT ent) AS entities, max(n) AS largest
   FROM (SELECT ent, count(*) OVER (PARTITION BY ent) AS n FROM ev_entity WHERE ent IS NOT NULL) s;
+-- the rows of bridging_identifiers() and of the oracle that the other lacks
+-- (none expected either way), and the rows of the whole base and of each
+-- entity alone that the other lacks (as a count)
+CREATE FUNCTION pg_temp.oracle_differs()
+RETURNS TABLE(ent uuid, attr text, val text, conflicts text[], entity_events bigint,
+              entities_after int, largest_after bigint, unstitched_after bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY
+  (SELECT b.customer_entity_id, b.attribute_id, b.value, b.conflicts, b.entity_events, b.entities_after,
+          b.largest_after, b.unstitched_after
+     FROM cdp_traits.bridging_identifiers() b
+   EXCEPT
+   SELECT o.ent, o.attr, o.val, o.conflicts, o.entity_events, o.entities_after, o.largest_after, o.unstitched_after
+     FROM oracle o WHERE o.entities_after >= 2)
+  UNION ALL
+  (SELECT o.ent, o.attr, o.val, o.conflicts, o.entity_events, o.entities_after, o.largest_after, o.unstitched_after
+     FROM oracle o WHERE o.entities_after >= 2
+   EXCEPT
+   SELECT b.customer_entity_id, b.attribute_id, b.value, b.conflicts, b.entity_events, b.entities_after,
+          b.largest_after, b.unstitched_after
+     FROM cdp_traits.bridging_identifiers() b);
+END $$;
+CREATE FUNCTION pg_temp.scopes_differ() RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN (SELECT count(*) FROM (
+    (SELECT * FROM cdp_traits.bridging_identifiers()
+     EXCEPT
+     SELECT b.* FROM (SELECT DISTINCT ee.ent FROM ev_entity ee WHERE ee.ent IS NOT NULL) e,
+            LATERAL cdp_traits.bridging_identifiers(e.ent) b)
+    UNION ALL
+    (SELECT b.* FROM (SELECT DISTINCT ee.ent FROM ev_entity ee WHERE ee.ent IS NOT NULL) e,
+            LATERAL cdp_traits.bridging_identifiers(e.ent) b
+     EXCEPT
+     SELECT * FROM cdp_traits.bridging_identifiers())) d);
+END $$;
 -- for each identifier x: the events of its entity united (union-find, in
 -- PL/pgSQL) by every identifier but x, then its parts counted
 CREATE FUNCTION pg_temp.split_without(x_attr text, x_val text, x_ent uuid,
@@ -197,33 +234,14 @@ SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS s
   FROM oracle;
 SELECT count(*) AS rows, count(DISTINCT customer_entity_id) AS entities FROM cdp_traits.bridging_identifiers();
 -- rows of one and not the other (none expected either way)
-(SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM cdp_traits.bridging_identifiers()
- EXCEPT
- SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM oracle WHERE entities_after >= 2)
-UNION ALL
-(SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM oracle WHERE entities_after >= 2
- EXCEPT
- SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM cdp_traits.bridging_identifiers());
+SELECT * FROM pg_temp.oracle_differs();
 -- events: how many carry it; events_split_off: what leaves the largest part
 SELECT count(*) AS wrong_counts
   FROM cdp_traits.bridging_identifiers() b
  WHERE b.events <> (SELECT count(*) FROM links l WHERE (l.attr, l.val) = (b.attribute_id, b.value))
     OR b.events_split_off <> b.entity_events - b.largest_after - b.unstitched_after;
 -- the whole base and each entity alone give the same rows
-SELECT count(*) AS differ FROM (
-  (SELECT * FROM cdp_traits.bridging_identifiers()
-   EXCEPT
-   SELECT b.* FROM (SELECT DISTINCT ent FROM ev_entity WHERE ent IS NOT NULL) e,
-          LATERAL cdp_traits.bridging_identifiers(e.ent) b)
-  UNION ALL
-  (SELECT b.* FROM (SELECT DISTINCT ent FROM ev_entity WHERE ent IS NOT NULL) e,
-          LATERAL cdp_traits.bridging_identifiers(e.ent) b
-   EXCEPT
-   SELECT * FROM cdp_traits.bridging_identifiers())) d;
+SELECT pg_temp.scopes_differ() AS differ;
 -- ordered by the kinds in conflict, then events split off, then entities after
 SELECT bool_and(ok) AS ordered FROM (
   SELECT (lag(k) OVER w > k
@@ -268,27 +286,8 @@ SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS s
        count(*) FILTER (WHERE entities_after >= 2 AND conflicts <> '{}') AS with_conflicts,
        max(entity_events) AS largest_entity
   FROM oracle;
-(SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM cdp_traits.bridging_identifiers()
- EXCEPT
- SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM oracle WHERE entities_after >= 2)
-UNION ALL
-(SELECT ent, attr, val, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM oracle WHERE entities_after >= 2
- EXCEPT
- SELECT customer_entity_id, attribute_id, value, conflicts, entity_events, entities_after, largest_after, unstitched_after
-   FROM cdp_traits.bridging_identifiers());
-SELECT count(*) AS differ FROM (
-  (SELECT * FROM cdp_traits.bridging_identifiers()
-   EXCEPT
-   SELECT b.* FROM (SELECT DISTINCT ent FROM ev_entity WHERE ent IS NOT NULL) e,
-          LATERAL cdp_traits.bridging_identifiers(e.ent) b)
-  UNION ALL
-  (SELECT b.* FROM (SELECT DISTINCT ent FROM ev_entity WHERE ent IS NOT NULL) e,
-          LATERAL cdp_traits.bridging_identifiers(e.ent) b
-   EXCEPT
-   SELECT * FROM cdp_traits.bridging_identifiers())) d;
+SELECT * FROM pg_temp.oracle_differs();
+SELECT pg_temp.scopes_differ() AS differ;
 
 -- a reader may call it, a role without the reader's rights may not
 CREATE ROLE br_reader IN ROLE cdp_traits_reader;
