@@ -271,7 +271,7 @@ static void
 partition_row(EventRow *row, void *arg)
 {
 	if (row->event_id != NULL && row->nidents > 0)
-		graph_add_event_row((StitchGraph *) arg, row);
+		(void) graph_add_event_row((StitchGraph *) arg, row, NULL);
 }
 
 /*

@@ -295,7 +295,7 @@ extern int	graph_add_event(StitchGraph *g, const char *event_id, int len,
 extern int	graph_add_identifier(StitchGraph *g, int event, const char *attr,
 								 int attrlen, const char *val, int vallen);
 extern void graph_set_attrs(StitchGraph *g, char **attrs, int nattrs);
-extern void graph_add_event_row(StitchGraph *g, EventRow *row);
+extern int	graph_add_event_row(StitchGraph *g, EventRow *row, int32 *ids);
 extern void graph_union(StitchGraph *g, int a, int b);
 extern int	graph_find(StitchGraph *g, int node);
 extern int	graph_nevents(StitchGraph *g);
@@ -308,6 +308,7 @@ extern const pg_uuid_t *graph_event_old_entity(StitchGraph *g, int event);
 extern void graph_identifier(StitchGraph *g, int ident, const char **attr,
 							 const char **val);
 extern int	graph_identifier_node(StitchGraph *g, int ident);
+extern const int32 *graph_identifier_attrs(StitchGraph *g);
 extern int	graph_entity_node(StitchGraph *g, const pg_uuid_t *entity);
 extern int	graph_nnodes(StitchGraph *g);
 

@@ -56,8 +56,6 @@ typedef struct BridgeReader
 	int32	   *edge_id;
 	int64		nedges;
 	int64		maxedges;
-	int32	   *ident_attr;		/* attribute number of each identifier */
-	int			maxidents;
 	int32	   *row_ids;		/* identifiers of the current event */
 	int			max_row_ids;
 } BridgeReader;
@@ -77,6 +75,22 @@ typedef struct Bridge
 } Bridge;
 
 /*
+ * grow
+ *		Enlarge an array to newmax elements, or allocate it in cxt if NULL.
+ */
+static void *
+grow(MemoryContext cxt, void *arr, int64 newmax, Size elem)
+{
+	if ((Size) newmax > MaxAllocHugeSize / elem)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("identifier graph too large")));
+	if (arr == NULL)
+		return MemoryContextAllocHuge(cxt, (Size) newmax * elem);
+	return repalloc_huge(arr, (Size) newmax * elem);
+}
+
+/*
  * add_edge
  *		Record that an event carries an identifier.
  */
@@ -86,16 +100,8 @@ add_edge(BridgeReader *r, int32 ev, int32 id)
 	if (r->nedges >= r->maxedges)
 	{
 		r->maxedges = Max(r->maxedges * 2, 1024);
-		if ((Size) r->maxedges * sizeof(int32) > MaxAllocHugeSize)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("identifier graph too large")));
-		r->edge_ev = r->edge_ev ?
-			repalloc_huge(r->edge_ev, sizeof(int32) * r->maxedges) :
-			MemoryContextAllocHuge(r->cxt, sizeof(int32) * r->maxedges);
-		r->edge_id = r->edge_id ?
-			repalloc_huge(r->edge_id, sizeof(int32) * r->maxedges) :
-			MemoryContextAllocHuge(r->cxt, sizeof(int32) * r->maxedges);
+		r->edge_ev = grow(r->cxt, r->edge_ev, r->maxedges, sizeof(int32));
+		r->edge_id = grow(r->cxt, r->edge_id, r->maxedges, sizeof(int32));
 	}
 	r->edge_ev[r->nedges] = ev;
 	r->edge_id[r->nedges] = id;
@@ -130,11 +136,10 @@ bridge_row(EventRow *row, void *arg)
 	BridgeReader *r = arg;
 	int			ev;
 	int			i;
-	int			n = 0;
+	int			n;
 
 	if (row->event_id == NULL || row->nidents == 0)
 		return;
-	ev = graph_add_event(r->g, row->event_id, row->event_id_len, row->old_entity);
 	if (row->nidents > r->max_row_ids)
 	{
 		r->max_row_ids = Max(row->nidents, 64);
@@ -142,24 +147,8 @@ bridge_row(EventRow *row, void *arg)
 			pfree(r->row_ids);
 		r->row_ids = MemoryContextAllocHuge(r->cxt, sizeof(int32) * r->max_row_ids);
 	}
-	for (i = 0; i < row->nidents; i++)
-	{
-		const char *attr = r->cfg->attrs[row->attr[i]];
-		int32		id = graph_add_identifier(r->g, ev, attr, strlen(attr),
-											  row->val[i], row->len[i]);
-
-		if (id >= r->maxidents)
-		{
-			int			max = Max(r->maxidents * 2, 1024);
-
-			r->ident_attr = r->ident_attr ?
-				repalloc_huge(r->ident_attr, sizeof(int32) * max) :
-				MemoryContextAllocHuge(r->cxt, sizeof(int32) * max);
-			r->maxidents = max;
-		}
-		r->ident_attr[id] = row->attr[i];
-		r->row_ids[n++] = id;
-	}
+	ev = graph_add_event_row(r->g, row, r->row_ids);
+	n = row->nidents;
 	if (n > 1)
 		qsort(r->row_ids, n, sizeof(int32), cmp_int32);
 	for (i = 0; i < n; i++)
@@ -181,6 +170,7 @@ bridge_row(EventRow *row, void *arg)
  */
 typedef struct Search
 {
+	MemoryContext cxt;			/* of its arrays */
 	int			nev;
 	int			nid;
 	int			nattrs;
@@ -239,18 +229,6 @@ typedef struct Search
 } Search;
 
 /*
- * grow
- *		Enlarge a search array to newmax elements (allocate it if NULL).
- */
-static void *
-grow(void *arr, int64 newmax, Size elem)
-{
-	if (arr == NULL)
-		return MemoryContextAllocHuge(CurrentMemoryContext, (Size) newmax * elem);
-	return repalloc_huge(arr, (Size) newmax * elem);
-}
-
-/*
  * build_adjacency
  *		Turn the edges read into adjacency lists (both directions), and free
  *		them (there may be none: no events, no rules, every value
@@ -303,11 +281,11 @@ push(Search *s, int depth, int32 w)
 	{
 		int			max = Max(s->maxdepth * 2, 1024);
 
-		s->s_node = grow(s->s_node, max, sizeof(int32));
-		s->s_next = grow(s->s_next, max, sizeof(int64));
-		s->s_low = grow(s->s_low, max, sizeof(int32));
-		s->s_events = grow(s->s_events, max, sizeof(int64));
-		s->s_idents = grow(s->s_idents, max, sizeof(int64));
+		s->s_node = grow(s->cxt, s->s_node, max, sizeof(int32));
+		s->s_next = grow(s->cxt, s->s_next, max, sizeof(int64));
+		s->s_low = grow(s->cxt, s->s_low, max, sizeof(int32));
+		s->s_events = grow(s->cxt, s->s_events, max, sizeof(int64));
+		s->s_idents = grow(s->cxt, s->s_idents, max, sizeof(int64));
 		s->maxdepth = max;
 	}
 	if (depth >= s->deepest)
@@ -330,7 +308,7 @@ push(Search *s, int depth, int32 w)
 		if (s->kind_n[a] >= s->kind_max[a])
 		{
 			s->kind_max[a] = Max(s->kind_max[a] * 2, 64);
-			s->kind_times[a] = grow(s->kind_times[a], s->kind_max[a], sizeof(int32));
+			s->kind_times[a] = grow(s->cxt, s->kind_times[a], s->kind_max[a], sizeof(int32));
 		}
 		s->kind_times[a][s->kind_n[a]++] = s->disc[w];
 	}
@@ -352,13 +330,13 @@ candidate(Search *s, int32 id)
 	{
 		int			max = Max(s->maxcand * 2, 256);
 
-		s->cand_ident = grow(s->cand_ident, max, sizeof(int32));
-		s->cand_events = grow(s->cand_events, max, sizeof(int64));
-		s->cand_idents = grow(s->cand_idents, max, sizeof(int64));
-		s->cand_parts = grow(s->cand_parts, max, sizeof(int32));
-		s->cand_unstitched = grow(s->cand_unstitched, max, sizeof(int64));
-		s->cand_largest = grow(s->cand_largest, max, sizeof(int64));
-		s->cand_first = grow(s->cand_first, max, sizeof(int32));
+		s->cand_ident = grow(s->cxt, s->cand_ident, max, sizeof(int32));
+		s->cand_events = grow(s->cxt, s->cand_events, max, sizeof(int64));
+		s->cand_idents = grow(s->cxt, s->cand_idents, max, sizeof(int64));
+		s->cand_parts = grow(s->cxt, s->cand_parts, max, sizeof(int32));
+		s->cand_unstitched = grow(s->cxt, s->cand_unstitched, max, sizeof(int64));
+		s->cand_largest = grow(s->cxt, s->cand_largest, max, sizeof(int64));
+		s->cand_first = grow(s->cxt, s->cand_first, max, sizeof(int32));
 		s->maxcand = max;
 	}
 	c = s->ncand++;
@@ -402,9 +380,9 @@ pop(Search *s, int depth)
 			if (s->nparts >= s->maxparts)
 			{
 				s->maxparts = Max(s->maxparts * 2, 256);
-				s->part_first = grow(s->part_first, s->maxparts, sizeof(int32));
-				s->part_last = grow(s->part_last, s->maxparts, sizeof(int32));
-				s->part_next = grow(s->part_next, s->maxparts, sizeof(int32));
+				s->part_first = grow(s->cxt, s->part_first, s->maxparts, sizeof(int32));
+				s->part_last = grow(s->cxt, s->part_last, s->maxparts, sizeof(int32));
+				s->part_next = grow(s->cxt, s->part_next, s->maxparts, sizeof(int32));
 			}
 			k = s->nparts++;
 			s->part_first[k] = s->disc[s->s_node[depth]];
@@ -542,7 +520,7 @@ component_bridges(Search *s, int32 root)
 			if (s->nconflicts >= s->maxconflicts)
 			{
 				s->maxconflicts = Max(s->maxconflicts * 2, 256);
-				s->conflicts = grow(s->conflicts, s->maxconflicts, sizeof(int32));
+				s->conflicts = grow(s->cxt, s->conflicts, s->maxconflicts, sizeof(int32));
 			}
 			s->conflicts[s->nconflicts++] = a;
 			b.nconflicts++;
@@ -550,7 +528,7 @@ component_bridges(Search *s, int32 root)
 		if (s->nout >= s->maxout)
 		{
 			s->maxout = Max(s->maxout * 2, 64);
-			s->out = grow(s->out, s->maxout, sizeof(Bridge));
+			s->out = grow(s->cxt, s->out, s->maxout, sizeof(Bridge));
 		}
 		s->out[s->nout++] = b;
 	}
@@ -652,9 +630,11 @@ stored_entities(StitchGraph *g, RootEntity *roots, int nroots)
 	for (k = 0; k < nroots; k++)
 		keys[k] = graph_event_id(g, roots[k].root);
 	values[0] = cdp_text_array(keys, nroots);
-	plan = cdp_prepare("SELECT u.i::int4, ee.customer_entity_id "
-					   "FROM pg_catalog.unnest($1) WITH ORDINALITY u(k, i) "
-					   "JOIN cdp_traits.event_entities ee ON ee.event_id = u.k", 1, types);
+	plan = stitch_cached_plan("bridges:stored_entities",
+							  "SELECT u.i::int4, ee.customer_entity_id "
+							  "FROM pg_catalog.unnest($1) WITH ORDINALITY u(k, i) "
+							  "JOIN cdp_traits.event_entities ee ON ee.event_id = u.k",
+							  1, types);
 	/* on the snapshot the events were read with */
 	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "reading stored entities failed");
@@ -684,25 +664,26 @@ cmp_root(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* attribute ids, for cmp_attr_name */
-static char **AttrNames;
-
 /*
  * cmp_attr_name
- *		qsort order of attribute numbers by their ids (byte-wise).
+ *		qsort_arg order of attribute numbers by their ids (byte-wise; arg:
+ *		the ids).
  */
 static int
-cmp_attr_name(const void *a, const void *b)
+cmp_attr_name(const void *a, const void *b, void *arg)
 {
-	return strcmp(AttrNames[*(const int *) a], AttrNames[*(const int *) b]);
+	char	  **names = (char **) arg;
+
+	return strcmp(names[*(const int *) a], names[*(const int *) b]);
 }
 
 /*
  * cdp_bridging_identifiers
  *		SQL: _bridging_identifiers(entities uuid[]) RETURNS TABLE(
- *		customer_entity_id uuid, attribute_id text, value text, events
- *		bigint, entity_events bigint, entities_after integer, largest_after
- *		bigint, unstitched_after bigint): the bridging identifiers of the
+ *		customer_entity_id uuid, attribute_id text, value text, conflicts
+ *		text[], events bigint, entity_events bigint, entities_after integer,
+ *		largest_after bigint, unstitched_after bigint): the bridging
+ *		identifiers of the
  *		stored events of the given entities, or of every event when
  *		entities is NULL.
  */
@@ -755,15 +736,15 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(cxt);
 	nev = graph_nevents(r.g);
 	memset(&srch, 0, sizeof(srch));
+	srch.cxt = cxt;
 	srch.nev = nev;
 	srch.nid = graph_nidents(r.g);
 	srch.nattrs = r.cfg->nattrs;
-	srch.ident_attr = r.ident_attr;
+	srch.ident_attr = graph_identifier_attrs(r.g);
 	srch.attr_order = palloc(sizeof(int) * Max(srch.nattrs, 1));
 	for (i = 0; i < srch.nattrs; i++)
 		srch.attr_order[i] = i;
-	AttrNames = r.cfg->attrs;
-	qsort(srch.attr_order, srch.nattrs, sizeof(int), cmp_attr_name);
+	qsort_arg(srch.attr_order, srch.nattrs, sizeof(int), cmp_attr_name, r.cfg->attrs);
 	find_bridges(&srch, &r);
 	bridges = srch.out;
 	nbridges = srch.nout;
@@ -771,20 +752,21 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 		 " links, %d bridges, %zu bytes of memory (deepest search %d)",
 		 nev, srch.nid, r.nedges, nbridges, MemoryContextMemAllocated(cxt, true), srch.deepest);
 
-	/* the stored entity of each component with a bridge */
+	/*
+	 * The stored entity of each component with a bridge (the bridges come
+	 * component by component, in the order of their roots: no sort).
+	 */
 	if (all && nbridges > 0)
 	{
 		roots = palloc(sizeof(RootEntity) * nbridges);
 		for (i = 0; i < nbridges; i++)
 		{
+			if (nroots > 0 && roots[nroots - 1].root == bridges[i].root)
+				continue;
 			roots[nroots].root = bridges[i].root;
 			roots[nroots].found = false;
 			nroots++;
 		}
-		qsort(roots, nroots, sizeof(RootEntity), cmp_root);
-		for (i = 1, nroots = nroots > 0 ? 1 : 0; i < nbridges; i++)
-			if (roots[i].root != roots[nroots - 1].root)
-				roots[nroots++] = roots[i];
 		stored_entities(r.g, roots, nroots);
 		MemoryContextSwitchTo(cxt);
 	}

@@ -216,7 +216,7 @@ scope_row(EventRow *row, void *arg)
 			row->old_entity = &e->entity;
 		}
 	}
-	graph_add_event_row(p->g, row);
+	(void) graph_add_event_row(p->g, row, NULL);
 }
 
 /*

@@ -378,10 +378,12 @@ graph_set_attrs(StitchGraph *g, char **attrs, int nattrs)
 /*
  * graph_add_event_row
  *		Add an event read by stitch_read_events, with its identifiers (the
- *		graph's attributes must have been set with graph_set_attrs).
+ *		graph's attributes must have been set with graph_set_attrs); returns
+ *		the event's number, and the number of each identifier in ids (NULL:
+ *		not wanted; else room for row->nidents).
  */
-void
-graph_add_event_row(StitchGraph *g, EventRow *row)
+int
+graph_add_event_row(StitchGraph *g, EventRow *row, int32 *ids)
 {
 	int			e = graph_add_event(g, row->event_id, row->event_id_len, row->old_entity);
 	int			i;
@@ -401,11 +403,14 @@ graph_add_event_row(StitchGraph *g, EventRow *row)
 			id = entry->ident;
 		else
 			id = new_identifier(g, entry);
+		if (ids != NULL)
+			ids[i] = id;
 		if (g->event_node[e] < 0)
 			g->event_node[e] = g->ident_node[id];
 		else
 			graph_union(g, g->event_node[e], g->ident_node[id]);
 	}
+	return e;
 }
 
 /*
@@ -536,6 +541,13 @@ graph_identifier(StitchGraph *g, int ident, const char **attr, const char **val)
 {
 	*attr = g->attrs[g->ident_attr[ident]];
 	*val = g->ident_val[ident];
+}
+
+/* graph_identifier_attrs: each identifier's attribute number */
+const int32 *
+graph_identifier_attrs(StitchGraph *g)
+{
+	return g->ident_attr;
 }
 
 /* graph_identifier_node: an identifier's union-find node */

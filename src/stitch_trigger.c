@@ -243,7 +243,7 @@ graph_row(EventRow *row, void *arg)
 	if (row->event_id == NULL)
 		ir->null_id = true;
 	else if (row->nidents > 0)
-		graph_add_event_row(ir->g, row);
+		(void) graph_add_event_row(ir->g, row, NULL);
 }
 
 /*
