@@ -33,6 +33,7 @@
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 #include "cdp_traits.h"
@@ -159,6 +160,20 @@ cdp_exec_end(CdpExecState *state)
 {
 	AtEOXact_GUC(true, state->save_nestlevel);
 	SetUserIdAndSecContext(state->save_userid, state->save_sec_context);
+}
+
+/*
+ * cdp_push_caller_snapshot
+ *		Make the snapshot of the calling statement the active one, for a
+ *		function that reads what its caller resolved in that statement (an
+ *		entity id followed to the live entity): a fresh snapshot, under READ
+ *		COMMITTED, could already see that entity merged into another and its
+ *		events gone.  Pop it with PopActiveSnapshot().
+ */
+void
+cdp_push_caller_snapshot(void)
+{
+	PushActiveSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
 }
 
 /*

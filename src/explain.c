@@ -155,7 +155,8 @@ cdp_explain_events(PG_FUNCTION_ARGS)
 	params->params[0].pflags = PARAM_FLAG_CONST;
 	params->params[0].ptype = UUIDOID;
 
-	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the snapshot of the calling statement, which resolved the entity */
+	cdp_push_caller_snapshot();
 	cdp_stream(plan, params, true, explain_row, &r);
 	PopActiveSnapshot();
 	stitch_config_unpin();

@@ -110,6 +110,7 @@ extern int	cdp_plan_generation(SPIPlanPtr plan);
 extern void cdp_exec_begin(CdpExecState *state);
 extern void cdp_exec_pin_rule_settings(void);
 extern void cdp_exec_end(CdpExecState *state);
+extern void cdp_push_caller_snapshot(void);
 extern SPIPlanPtr cdp_prepare(const char *sql, int nargs, Oid *argtypes);
 extern int	cdp_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 						int expected, const char *what);

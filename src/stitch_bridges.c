@@ -724,12 +724,8 @@ cdp_bridging_identifiers(PG_FUNCTION_ARGS)
 											 64.0 * 1024 * 1024) : 1024);
 	graph_set_attrs(r.g, r.cfg->attrs, r.cfg->nattrs);
 
-	/*
-	 * The snapshot of the calling statement, which resolved the entity asked
-	 * for (a fresh one could already see it merged into another, and read
-	 * none of its events).
-	 */
-	PushActiveSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+	/* the snapshot of the calling statement, which resolved the entity */
+	cdp_push_caller_snapshot();
 	stitch_read_events(all ? SRC_ALL_EVENTS : SRC_ENTITY_EVENTS, InvalidOid,
 					   all ? (Datum) 0 : PG_GETARG_DATUM(0), true, bridge_row, &r);
 	/* (SPI returns to its own context: the search's memory is counted in cxt) */

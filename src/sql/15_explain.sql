@@ -78,13 +78,14 @@ AS $$
 #variable_conflict use_column
 DECLARE
 	asked uuid := $1;
-	live uuid := cdp_traits._live_entity($1);
 BEGIN
+	-- (the entity is resolved in the statement that reads it: one snapshot)
 	RETURN QUERY
 	WITH RECURSIVE
+	target(live) AS (SELECT cdp_traits._live_entity(asked)),
 	absorbed(merged_id, into_id, merged_at, depth) AS (
 		SELECT m.merged_id, m.into_id, m.merged_at, 1
-		  FROM cdp_traits.entity_merges m WHERE m.into_id = live
+		  FROM cdp_traits.entity_merges m, target t WHERE m.into_id = t.live
 		UNION ALL
 		SELECT m.merged_id, m.into_id, m.merged_at, a.depth + 1
 		  FROM cdp_traits.entity_merges m JOIN absorbed a ON m.into_id = a.merged_id
@@ -98,7 +99,7 @@ BEGIN
 				   CASE WHEN e.blocked THEN 'blocked:' ELSE 'identifier:' END ||
 				   pg_catalog.jsonb_build_array(e.attribute_id, e.value)::text
 			   END AS ident_node
-		  FROM cdp_traits._explain_events(live) e
+		  FROM target t, cdp_traits._explain_events(t.live) e
 	),
 	events AS (
 		SELECT DISTINCT ON (ev.event_id) ev.event_id, ev.ev_node, ev.source_id, ev.type,
@@ -122,14 +123,14 @@ BEGIN
 	graph AS (
 		-- the live entity
 		SELECT 1 AS part, 0::bigint AS depth, NULL::timestamptz AS t1, ''::text AS k1, ''::text AS k2,
-			   'entity'::text AS kind, 'entity:' || live AS node,
+			   'entity'::text AS kind, 'entity:' || t.live AS node,
 			   pg_catalog.format('entity %s: events %s, identifiers %s, absorbed ids %s%s',
-								 live, f.n_events, f.n_idents, f.n_absorbed,
-								 CASE WHEN asked <> live THEN pg_catalog.format(' (asked for %s, which it absorbed)', asked) ELSE '' END) AS label,
+								 t.live, f.n_events, f.n_idents, f.n_absorbed,
+								 CASE WHEN asked <> t.live THEN pg_catalog.format(' (asked for %s, which it absorbed)', asked) ELSE '' END) AS label,
 			   NULL::text AS linked_to,
 			   pg_catalog.format(E'entity %s\nevents %s, identifiers %s, absorbed ids %s',
-								 live, f.n_events, f.n_idents, f.n_absorbed) AS dot_label
-		  FROM figures f
+								 t.live, f.n_events, f.n_idents, f.n_absorbed) AS dot_label
+		  FROM figures f, target t
 		UNION ALL
 		-- ids absorbed into it, directly or through other absorbed ids
 		SELECT 2, a.depth, a.merged_at, a.merged_id::text, '',
@@ -145,9 +146,9 @@ BEGIN
 		SELECT 3, 0, e.event_time, e.event_id, '',
 			   'event', e.ev_node,
 			   pg_catalog.format('%s / %s / %s at %s', e.source_id, e.type, e.version, e.at),
-			   'entity:' || live,
+			   'entity:' || t.live,
 			   pg_catalog.format(E'event %s\n%s / %s / %s\n%s', e.event_id, e.source_id, e.type, e.version, e.at)
-		  FROM events e
+		  FROM events e, target t
 		UNION ALL
 		-- the identifiers the rules read from them
 		SELECT 4, CASE WHEN i.blocked THEN 1 ELSE 0 END, NULL, i.attribute_id, i.value,
@@ -156,10 +157,11 @@ BEGIN
 			   NULL,
 			   i.attribute_id || ': ' || i.value || coalesce(E'\n' || n.note, '')
 		  FROM idents i
+		  CROSS JOIN target t
 		  CROSS JOIN LATERAL (SELECT CASE
 				WHEN i.blocked THEN '(blocklisted: does not link)'
 				WHEN i.stored_in IS NULL THEN '(not stored: the rules changed since the last restitch())'
-				WHEN i.stored_in <> live THEN pg_catalog.format('(stored for entity %s: the rules changed since the last restitch())', i.stored_in)
+				WHEN i.stored_in <> t.live THEN pg_catalog.format('(stored for entity %s: the rules changed since the last restitch())', i.stored_in)
 			END AS note) n
 		UNION ALL
 		-- which event carries which identifier
@@ -173,8 +175,8 @@ BEGIN
 				  FROM ev WHERE ev.has_ident) ev
 	)
 	SELECT pg_catalog.row_number() OVER (ORDER BY g.part, g.depth, g.t1, g.k1, g.k2),
-		   g.kind, g.node, g.label, g.linked_to, g.dot_label, live
-	  FROM graph g
+		   g.kind, g.node, g.label, g.linked_to, g.dot_label, t.live
+	  FROM graph g, target t
 	 ORDER BY 1;
 END;
 $$;
