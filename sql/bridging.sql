@@ -125,28 +125,6 @@ DELETE FROM cdp_traits.stitching_blocklist WHERE value = 'zed';
 RESET client_min_messages;
 DELETE FROM br.events WHERE id = 40;
 
--- Randomized: on generated events (e-mails and devices drawn from small
--- pools, so that entities of many shapes form), every row agrees with a
--- brute-force computation in SQL that removes each identifier in turn and
--- labels what is left, and no identifier it finds splitting is missing.
-TRUNCATE br.events;
-SELECT setseed(0.42);
-INSERT INTO br.events (id, payload)
-  SELECT g, jsonb_strip_nulls(jsonb_build_object(
-           'email', CASE WHEN random() < 0.6 THEN 'e' || (random() * 110)::int END,
-           'devices', (SELECT jsonb_agg('d' || (random() * 150)::int) FROM generate_series(1, (random() * 2.2)::int) k WHERE g > 0),
-           'phone', CASE WHEN random() < 0.2 THEN 'p' || (random() * 60)::int END))
-    FROM generate_series(1, 300) g;
-CREATE TEMP TABLE links AS
-  SELECT DISTINCT e.id AS ev, i.attr, i.val
-    FROM br.events e,
-         LATERAL (SELECT 'email', lower(btrim(e.payload->>'email'))
-                  UNION ALL SELECT 'device', jsonb_array_elements_text(e.payload->'devices')
-                  UNION ALL SELECT 'phone', e.payload->>'phone') i(attr, val)
-   WHERE i.val IS NOT NULL;
-CREATE TEMP TABLE ev_entity AS SELECT id AS ev, customer_entity_id AS ent FROM cdp_traits.customer_events;
-SELECT count(DISTINCT ent) AS entities, max(n) AS largest
-  FROM (SELECT ent, count(*) OVER (PARTITION BY ent) AS n FROM ev_entity WHERE ent IS NOT NULL) s;
 -- the rows of bridging_identifiers() and of the oracle that the other lacks
 -- (none expected either way), and the rows of the whole base and of each
 -- entity alone that the other lacks (as a count)
@@ -225,9 +203,42 @@ BEGIN
     INTO entity_events, entities_after, largest_after, unstitched_after, conflicts
     FROM r;
 END $$;
-CREATE TEMP TABLE oracle AS
-  SELECT x.attr, x.val, x.ent, (pg_temp.split_without(x.attr, x.val, x.ent)).*
-    FROM (SELECT DISTINCT l.attr, l.val, ee.ent FROM links l JOIN ev_entity ee ON ee.ev = l.ev) x;
+-- the links the rules give (computed here in plain SQL), each event's
+-- stored entity, and for each identifier what removing it leaves
+CREATE FUNCTION pg_temp.build_oracle() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF to_regclass('pg_temp.oracle') IS NOT NULL THEN
+    DROP TABLE links, ev_entity, oracle;
+  END IF;
+  CREATE TEMP TABLE links AS
+    SELECT DISTINCT e.id AS ev, i.attr, i.val
+      FROM br.events e,
+           LATERAL (SELECT 'email', lower(btrim(e.payload->>'email'))
+                    UNION ALL SELECT 'device', jsonb_array_elements_text(e.payload->'devices')
+                    UNION ALL SELECT 'phone', e.payload->>'phone') i(attr, val)
+     WHERE i.val IS NOT NULL;
+  CREATE TEMP TABLE ev_entity AS SELECT id AS ev, customer_entity_id AS ent FROM cdp_traits.customer_events;
+  CREATE TEMP TABLE oracle AS
+    SELECT x.attr, x.val, x.ent, (pg_temp.split_without(x.attr, x.val, x.ent)).*
+      FROM (SELECT DISTINCT l.attr, l.val, ee.ent FROM links l JOIN ev_entity ee ON ee.ev = l.ev) x;
+END $$;
+
+-- Randomized: on generated events (e-mails and devices drawn from small
+-- pools, so that entities of many shapes form), every row agrees with a
+-- brute-force computation in SQL that removes each identifier in turn and
+-- labels what is left, and no identifier it finds splitting is missing.
+TRUNCATE br.events;
+SELECT setseed(0.42);
+INSERT INTO br.events (id, payload)
+  SELECT g, jsonb_strip_nulls(jsonb_build_object(
+           'email', CASE WHEN random() < 0.6 THEN 'e' || (random() * 110)::int END,
+           'devices', (SELECT jsonb_agg('d' || (random() * 150)::int) FROM generate_series(1, (random() * 2.2)::int) k WHERE g > 0),
+           'phone', CASE WHEN random() < 0.2 THEN 'p' || (random() * 60)::int END))
+    FROM generate_series(1, 300) g;
+SELECT pg_temp.build_oracle();
+SELECT count(DISTINCT ent) AS entities, max(n) AS largest
+  FROM (SELECT ent, count(*) OVER (PARTITION BY ent) AS n FROM ev_entity WHERE ent IS NOT NULL) s;
 SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS splitting,
        count(*) FILTER (WHERE entities_after >= 2 AND conflicts <> '{}') AS with_conflicts,
        count(*) FILTER (WHERE entities_after >= 2 AND cardinality(conflicts) > 1) AS with_several
@@ -270,18 +281,7 @@ INSERT INTO br.events (id, payload)
 INSERT INTO br.events (id, payload)
   SELECT 2000 + g, jsonb_build_object('devices', jsonb_build_array('c' || g, 'c' || (g + 1)), 'email', 'ce' || g)
     FROM generate_series(1, 30) g;
-DROP TABLE links, ev_entity, oracle;
-CREATE TEMP TABLE links AS
-  SELECT DISTINCT e.id AS ev, i.attr, i.val
-    FROM br.events e,
-         LATERAL (SELECT 'email', lower(btrim(e.payload->>'email'))
-                  UNION ALL SELECT 'device', jsonb_array_elements_text(e.payload->'devices')
-                  UNION ALL SELECT 'phone', e.payload->>'phone') i(attr, val)
-   WHERE i.val IS NOT NULL;
-CREATE TEMP TABLE ev_entity AS SELECT id AS ev, customer_entity_id AS ent FROM cdp_traits.customer_events;
-CREATE TEMP TABLE oracle AS
-  SELECT x.attr, x.val, x.ent, (pg_temp.split_without(x.attr, x.val, x.ent)).*
-    FROM (SELECT DISTINCT l.attr, l.val, ee.ent FROM links l JOIN ev_entity ee ON ee.ev = l.ev) x;
+SELECT pg_temp.build_oracle();
 SELECT count(*) AS identifiers, count(*) FILTER (WHERE entities_after >= 2) AS splitting,
        count(*) FILTER (WHERE entities_after >= 2 AND conflicts <> '{}') AS with_conflicts,
        max(entity_events) AS largest_entity
