@@ -84,7 +84,10 @@ grow(MemoryContext cxt, void *arr, int64 newmax, Size elem)
 	if ((Size) newmax > MaxAllocHugeSize / elem)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("identifier graph too large")));
+				 errmsg("identifier graph too large"),
+				 errdetail("The events read and their identifiers need more than one allocation of %zu bytes.",
+						   (Size) MaxAllocHugeSize),
+				 errhint("Call cdp_traits.bridging_identifiers(id) for the entities to look at, the largest first.")));
 	if (arr == NULL)
 		return MemoryContextAllocHuge(cxt, (Size) newmax * elem);
 	return repalloc_huge(arr, (Size) newmax * elem);
